@@ -1,0 +1,39 @@
+"""Session liveness, shared by catalog implementations.
+
+A session is alive while it heartbeats. On the machine that runs it we can tell
+sooner: a session whose process has exited is dead at once, which lets gc reclaim
+what a killed put left without waiting for the lease to run out.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+
+# A writer heartbeats every LEASE/4 from a background thread, so only a process that is
+# stopped or cut off for the whole lease loses its pins (and then its commit fails safely).
+DEFAULT_LEASE_SECONDS = 30 * 60
+HOST = socket.gethostname()
+
+
+def new_session_id() -> str:
+    return uuid.uuid4().hex
+
+
+def now_ns() -> int:
+    return time.time_ns()
+
+
+def session_is_dead(host: str, pid: int, heartbeat_ns: int, lease_seconds: float, at_ns: int) -> bool:
+    if at_ns - heartbeat_ns > lease_seconds * 1_000_000_000:
+        return True
+    if host == HOST and pid != os.getpid():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+    return False

@@ -1,0 +1,231 @@
+"""get and restore: fetch chunks in parallel, verify each, write them in order.
+
+Every chunk is re-hashed against its ID before a byte of it is written, and the
+whole file against its recorded digest at the end. Files are written to a
+temporary name and renamed into place only when both checks pass, so a corrupt
+store never leaves a silently wrong file behind.
+"""
+
+from __future__ import annotations
+
+import os
+import stat as stat_module
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+from . import recipes
+from .blobstore import BlobNotFoundError
+from .catalog import VersionRecord
+from .config import chunk_key
+from .errors import (
+    ChunkMismatchError,
+    ChunkstoreError,
+    CorruptObjectError,
+    DigestMismatchError,
+    IntegrityError,
+    InvalidArgumentError,
+    MissingChunkError,
+    NameNotFoundError,
+    NotFoundError,
+    UnsafePathError,
+)
+from .names import normalize_name, normalize_prefix
+
+if TYPE_CHECKING:
+    from .store import Store
+
+# Chunks fetched ahead of the one being written: enough to keep every core (and, on
+# S3, enough requests) busy, while bounding memory to window x max chunk size.
+READ_AHEAD_CHUNKS = 32
+
+
+def iter_recipe(store: "Store", digest: bytes) -> Iterator[recipes.RecipeEntry]:
+    for page in store.catalog.recipe_pages(digest):
+        yield from recipes.decode_page(page)
+
+
+def read_chunk(store: "Store", chunk_id: bytes, expected_length: int | None = None) -> bytes:
+    """Fetch, decode and check one chunk. Raises an IntegrityError naming the chunk."""
+    try:
+        blob = store.blobs.get(chunk_key(chunk_id))
+    except BlobNotFoundError:
+        raise MissingChunkError(f"chunk {chunk_id.hex()} is missing from the store") from None
+    try:
+        data = store.codec.decode(chunk_id, blob)
+    except CorruptObjectError as error:
+        raise CorruptObjectError(f"chunk {chunk_id.hex()} is corrupt: {error}") from None
+    if store.hasher.chunk_id(data) != chunk_id:
+        raise ChunkMismatchError(f"chunk {chunk_id.hex()} does not match its ID (corrupt or swapped object)")
+    if expected_length is not None and len(data) != expected_length:
+        raise ChunkMismatchError(f"chunk {chunk_id.hex()} is {len(data)} bytes, its recipe says {expected_length}")
+    return data
+
+
+def _write_verified(store: "Store", record: VersionRecord, output: BinaryIO,
+                    on_bytes: Callable[[int], None] | None, pool: ThreadPoolExecutor) -> None:
+    """Write the content of record to output, raising IntegrityError (naming the file) on any mismatch."""
+    file_digest = store.hasher.file_hasher()
+    window: deque = deque()
+    written = 0
+    try:
+        entries = iter_recipe(store, record.digest)
+        for entry in entries:
+            window.append(pool.submit(read_chunk, store, entry.chunk_id, entry.length))
+            if len(window) >= READ_AHEAD_CHUNKS:
+                written += _drain_one(window, output, file_digest, on_bytes)
+        while window:
+            written += _drain_one(window, output, file_digest, on_bytes)
+    except IntegrityError as error:
+        for future in window:
+            future.cancel()
+        raise type(error)(f"{record.name} (version {record.version}): {error}") from None
+    except NotFoundError as error:
+        raise IntegrityError(f"{record.name} (version {record.version}): {error}") from None
+    if written != record.size or file_digest.digest() != record.digest:
+        raise DigestMismatchError(
+            f"{record.name} (version {record.version}): restored bytes do not match the recorded file digest"
+        )
+
+
+def _drain_one(window: deque, output: BinaryIO, file_digest, on_bytes) -> int:
+    data = window.popleft().result()
+    output.write(data)
+    file_digest.update(data)
+    if on_bytes:
+        on_bytes(len(data))
+    return len(data)
+
+
+def _pool(store: "Store") -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max(2, os.cpu_count() or 2), thread_name_prefix="chunkstore-get")
+
+
+def get_to_stream(store: "Store", name: str, output: BinaryIO, *, version: int | None = None,
+                  on_progress: Callable[[int], None] | None = None) -> VersionRecord:
+    """Write a stored file to an open stream (stdout). Every chunk is verified before it is
+    written, so a corrupt store can cut the output short but never put wrong bytes in it."""
+    record = store.catalog.get_version(normalize_name(name), version)
+    with _pool(store) as pool:
+        _write_verified(store, record, output, on_progress, pool)
+    output.flush()
+    return record
+
+
+def get_to_path(store: "Store", name: str, path: Path, *, version: int | None = None,
+                on_progress: Callable[[int], None] | None = None) -> VersionRecord:
+    """Write a stored file to path, atomically: the file appears only once fully verified."""
+    record = store.catalog.get_version(normalize_name(name), version)
+    if path.is_dir():
+        raise ChunkstoreError(f"{path} is a folder; give a file path to -o")
+    with _pool(store) as pool:
+        _write_file(store, record, path, pool, on_progress)
+    return record
+
+
+def _write_file(store: "Store", record: VersionRecord, path: Path, pool: ThreadPoolExecutor,
+                on_bytes: Callable[[int], None] | None) -> None:
+    temporary = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.chunkstore-tmp"
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            _write_verified(store, record, handle, on_bytes, pool)
+        os.chmod(temporary, stat_module.S_IMODE(record.stat.mode) or 0o644)
+        os.utime(temporary, ns=(record.stat.mtime_ns, record.stat.mtime_ns))
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+@dataclass
+class RestoreResult:
+    name: str
+    path: str
+    size: int
+    version: int
+    error: str | None = None
+    exit_code: int = 0
+
+
+@dataclass
+class RestoreSummary:
+    results: list[RestoreResult] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[RestoreResult]:
+        return [result for result in self.results if result.error]
+
+    @property
+    def bytes(self) -> int:
+        return sum(result.size for result in self.results if not result.error)
+
+
+def restore(store: "Store", prefix: str, destination: Path, *,
+            on_result: Callable[[RestoreResult], None] | None = None,
+            on_progress: Callable[[int], None] | None = None) -> RestoreSummary:
+    """Restore the latest version of every name under prefix into destination/NAME.
+
+    Integrity errors are reported per file and the rest is still restored; names
+    that would land outside destination or pass through a symlink are refused."""
+    prefix = normalize_prefix(prefix)
+    records = list(store.catalog.list_versions(prefix))
+    if not records:
+        raise NameNotFoundError(f"no stored file under {prefix!r}" if prefix else "the store holds no files")
+    destination.mkdir(parents=True, exist_ok=True)
+    root = destination.resolve()
+    summary = RestoreSummary()
+    with _pool(store) as pool:
+        for record in records:
+            target = root / record.name
+            result = RestoreResult(record.name, str(target), record.size, record.version)
+            try:
+                _check_safe(record.name)
+                _make_parents(root, record.name)
+                _write_file(store, record, target, pool, on_progress)
+            except (IntegrityError, UnsafePathError) as error:
+                result.error = str(error)
+                result.exit_code = error.exit_code
+            except OSError as error:
+                result.error = f"{record.name}: {error.strerror or error}"
+                result.exit_code = 1
+            summary.results.append(result)
+            if on_result:
+                on_result(result)
+    return summary
+
+
+def _check_safe(name: str) -> None:
+    """Names are normalised when stored; one that is not (a damaged or hostile catalog) is refused."""
+    try:
+        normal = normalize_name(name)
+    except InvalidArgumentError as error:
+        raise UnsafePathError(f"{name!r}: {error}; refusing to restore it") from None
+    if normal != name:
+        raise UnsafePathError(f"{name!r}: stored name is not in normal form; refusing to restore it")
+
+
+def _make_parents(root: Path, name: str) -> None:
+    """Create the folders of name below root, refusing any that is a symlink or not a folder."""
+    current = root
+    for part in name.split("/")[:-1]:
+        current = current / part
+        try:
+            st = current.lstat()
+        except FileNotFoundError:
+            current.mkdir()
+            continue
+        if stat_module.S_ISLNK(st.st_mode):
+            raise UnsafePathError(f"{name}: {current} is a symlink; refusing to restore through it")
+        if not stat_module.S_ISDIR(st.st_mode):
+            raise UnsafePathError(f"{name}: {current} exists and is not a folder")
+    final = root / name
+    if final.is_symlink():
+        raise UnsafePathError(f"{name}: {final} is a symlink; refusing to overwrite it")

@@ -1,0 +1,495 @@
+"""put: chunk, hash, deduplicate, compress and store files, then commit their versions.
+
+Write order (a crash anywhere leaves garbage at worst, never a committed file that
+cannot be restored):
+  1. claim chunks in the catalog (pinned for this session; new ones get PENDING rows);
+  2. write the objects of new chunks, then make them durable (one file-system sync per commit batch);
+  3. mark them PRESENT;
+  4. commit the versions: reference counts and recipes in the same atomic step.
+
+Work is spread over a thread pool: blake3 and zstd release the GIL, so hashing and
+compression run on every core while the main thread reads and cuts chunks.
+"""
+
+from __future__ import annotations
+
+import os
+import stat as stat_module
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+from . import recipes
+from .catalog import CommitOutcome, FileStat, NewVersion, VersionRecord
+from .catalog.sessions import DEFAULT_LEASE_SECONDS
+from .config import chunk_key
+from .errors import ChunkstoreError, InvalidArgumentError, SourceError
+from .names import normalize_name, normalize_prefix
+
+if TYPE_CHECKING:
+    from .store import Store
+
+# A batch of chunks is hashed by one task and claimed in one catalog transaction.
+BATCH_BYTES = 4 * 1024 * 1024
+# How many hashed-but-unclaimed batches and unfinished uploads may be in flight;
+# with 4 MiB batches this bounds put's buffers to about 64 MiB whatever the file size.
+MAX_BATCHES_IN_FLIGHT = 4
+MAX_UPLOAD_BYTES_IN_FLIGHT = 32 * 1024 * 1024
+# Commit versions at least this often: fewer, larger commits amortise the sync and the
+# catalog transaction; these bounds keep what a crash throws away small.
+COMMIT_EVERY_FILES = 2000
+COMMIT_EVERY_BYTES = 256 * 1024 * 1024
+COMMIT_EVERY_SECONDS = 5.0
+
+
+@dataclass
+class FileResult:
+    """The outcome of one file of a put."""
+
+    name: str
+    outcome: str  # "stored", "duplicate", "unchanged" or "error"
+    size: int = 0
+    version: int | None = None
+    duplicate_of: str | None = None
+    new_bytes: int = 0  # plaintext bytes of chunks this file added to the store
+    stored_new_bytes: int = 0  # bytes of the objects written for them
+    path: str | None = None
+    error: str | None = None
+
+    @property
+    def message(self) -> str:
+        if self.outcome == "duplicate":
+            return f"duplicate of {self.duplicate_of}"
+        if self.outcome == "error":
+            return f"error: {self.error}"
+        return self.outcome
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "outcome": self.outcome, "message": self.message, "size": self.size,
+                "version": self.version, "duplicate_of": self.duplicate_of, "new_bytes": self.new_bytes,
+                "stored_new_bytes": self.stored_new_bytes, "path": self.path, "error": self.error}
+
+
+@dataclass
+class PutSummary:
+    results: list[FileResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def count(self, outcome: str) -> int:
+        return sum(1 for result in self.results if result.outcome == outcome)
+
+    @property
+    def logical_bytes(self) -> int:
+        return sum(result.size for result in self.results if result.outcome != "error")
+
+    @property
+    def read_bytes(self) -> int:
+        return sum(result.size for result in self.results if result.outcome in ("stored", "duplicate"))
+
+    @property
+    def new_bytes(self) -> int:
+        return sum(result.new_bytes for result in self.results)
+
+    @property
+    def stored_new_bytes(self) -> int:
+        return sum(result.stored_new_bytes for result in self.results)
+
+    @property
+    def dedup_ratio(self) -> float:
+        """Bytes this put read, over the new bytes it had to store."""
+        return self.read_bytes / self.new_bytes if self.new_bytes else float("inf") if self.read_bytes else 1.0
+
+    @property
+    def megabytes_per_second(self) -> float:
+        return self.logical_bytes / 1e6 / self.seconds if self.seconds > 0 else 0.0
+
+    def to_json(self) -> dict:
+        return {
+            "files": len(self.results), "stored": self.count("stored"), "duplicate": self.count("duplicate"),
+            "unchanged": self.count("unchanged"), "errors": self.count("error"),
+            "logical_bytes": self.logical_bytes, "new_bytes": self.new_bytes,
+            "stored_new_bytes": self.stored_new_bytes,
+            "dedup_ratio": None if self.dedup_ratio == float("inf") else round(self.dedup_ratio, 4),
+            "seconds": round(self.seconds, 4), "mb_per_second": round(self.megabytes_per_second, 2),
+            "results": [result.to_json() for result in self.results],
+        }
+
+
+@dataclass
+class Progress:
+    """What put reports while it runs."""
+
+    files_done: int
+    files_total: int
+    bytes_done: int
+    bytes_total: int
+    current: str | None = None
+
+
+@dataclass
+class _Source:
+    path: Path
+    name: str
+    stat: os.stat_result
+
+
+def _file_stat(st: os.stat_result) -> FileStat:
+    return FileStat(st.st_size, st.st_mtime_ns, stat_module.S_IMODE(st.st_mode), st.st_ino, st.st_ctime_ns)
+
+
+def _is_unchanged(previous: VersionRecord | None, st: os.stat_result) -> bool:
+    if previous is None:
+        return False
+    recorded = previous.stat
+    return (recorded.size == st.st_size and recorded.mtime_ns == st.st_mtime_ns
+            and recorded.inode == st.st_ino and recorded.ctime_ns == st.st_ctime_ns)
+
+
+def collect_sources(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[_Source], list[FileResult]]:
+    """Expand files and folders into the files to put; report what cannot be put.
+
+    Symlinks, sockets, FIFOs and devices are skipped with an error result: a backup
+    that silently left them out would be a surprise at restore time."""
+    sources: list[_Source] = []
+    problems: list[FileResult] = []
+    for raw in paths:
+        path = Path(raw)
+        try:
+            name = normalize_name(os.fspath(raw))
+        except InvalidArgumentError as error:
+            problems.append(FileResult(os.fspath(raw), "error", path=os.fspath(raw), error=str(error)))
+            continue
+        try:
+            st = path.lstat()
+        except OSError as error:
+            problems.append(FileResult(name, "error", path=str(path), error=error.strerror or str(error)))
+            continue
+        if stat_module.S_ISDIR(st.st_mode):
+            _walk_folder(path, name, sources, problems)
+        elif stat_module.S_ISREG(st.st_mode):
+            sources.append(_Source(path, name, st))
+        else:
+            problems.append(FileResult(name, "error", path=str(path), error=f"not a regular file ({_kind(st)}); skipped"))
+    return sources, problems
+
+
+def _walk_folder(folder: Path, folder_name: str, sources: list[_Source], problems: list[FileResult]) -> None:
+    def on_error(error: OSError) -> None:
+        where = error.filename or str(folder)
+        problems.append(FileResult(where, "error", path=where, error=f"cannot read folder: {error.strerror}"))
+
+    for directory, subdirs, files in os.walk(folder, onerror=on_error):
+        subdirs.sort()
+        relative_dir = os.path.relpath(directory, folder)
+        for file_name in sorted(files + [d for d in subdirs if os.path.islink(os.path.join(directory, d))]):
+            full = Path(directory) / file_name
+            relative = file_name if relative_dir == "." else f"{relative_dir}/{file_name}"
+            try:
+                name = normalize_name(f"{folder_name}/{relative}")
+                st = full.lstat()
+            except InvalidArgumentError as error:
+                problems.append(FileResult(str(full), "error", path=str(full), error=str(error)))
+                continue
+            except OSError as error:
+                problems.append(FileResult(str(full), "error", path=str(full), error=error.strerror or str(error)))
+                continue
+            if stat_module.S_ISREG(st.st_mode):
+                sources.append(_Source(full, name, st))
+            elif not stat_module.S_ISDIR(st.st_mode):
+                problems.append(FileResult(name, "error", path=str(full), error=f"not a regular file ({_kind(st)}); skipped"))
+
+
+def _kind(st: os.stat_result) -> str:
+    mode = st.st_mode
+    for test, label in ((stat_module.S_ISLNK, "symlink"), (stat_module.S_ISFIFO, "FIFO"),
+                        (stat_module.S_ISSOCK, "socket"), (stat_module.S_ISCHR, "character device"),
+                        (stat_module.S_ISBLK, "block device"), (stat_module.S_ISDIR, "folder")):
+        if test(mode):
+            return label
+    return "special file"
+
+
+class _ChangedWhileReading(Exception):
+    pass
+
+
+@dataclass
+class _PendingFile:
+    result: FileResult
+    version: NewVersion
+
+
+class Writer:
+    """One put session: a catalog session with pins, a thread pool, and versions awaiting commit."""
+
+    # Entries per recipe page; tests lower it to exercise paging with small files.
+    page_entries = recipes.DEFAULT_PAGE_ENTRIES
+
+    def __init__(self, store: "Store", *, workers: int | None = None):
+        self.store = store
+        self.catalog = store.catalog
+        self.workers = workers or max(2, os.cpu_count() or 2)
+        self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="chunkstore-put")
+        self.session = self.catalog.open_session("put")
+        self._pending: list[_PendingFile] = []
+        self._pending_bytes = 0
+        self._last_commit = time.monotonic()
+        self._uploaded_unmarked: list[tuple[bytes, int]] = []
+        self._uploading: set[bytes] = set()
+        self._uploads: deque[tuple[Future, int, FileResult]] = deque()
+        self._upload_bytes = 0
+        self._stop_heartbeat = threading.Event()
+        self._heartbeat = threading.Thread(target=self._heartbeat_loop, name="chunkstore-heartbeat", daemon=True)
+        self._heartbeat.start()
+
+    def _heartbeat_loop(self) -> None:
+        interval = getattr(self.catalog, "lease_seconds", DEFAULT_LEASE_SECONDS) / 4
+        while not self._stop_heartbeat.wait(interval):
+            try:
+                self.catalog.heartbeat(self.session)
+            except Exception:  # noqa: BLE001 - a missed heartbeat only shortens the lease
+                pass
+
+    def close(self) -> None:
+        self._stop_heartbeat.set()
+        try:
+            self._wait_uploads(0)
+        finally:
+            self.pool.shutdown(wait=True)
+            self.catalog.close_session(self.session)
+
+    # ---- one file --------------------------------------------------------------------
+
+    def add_stream(self, stream: BinaryIO, name: str, stat: FileStat | None,
+                   on_bytes: Callable[[int], None] | None = None) -> _PendingFile:
+        """Chunk and store one stream; its version waits in the pending list for commit()."""
+        store = self.store
+        hasher = store.hasher
+        file_digest = hasher.file_hasher()
+        digest_worker = ThreadPoolExecutor(1, thread_name_prefix="chunkstore-digest")
+        in_flight: deque[tuple[list[bytes], Future]] = deque()
+        entries: list[recipes.RecipeEntry] = []
+        size = 0
+        result = FileResult(name, "stored")
+        last_digest: Future | None = None
+
+        def claim_and_upload(batch: list[bytes], ids: list[bytes]) -> None:
+            to_upload = self.catalog.claim_chunks(self.session, list(zip(ids, map(len, batch))))
+            for chunk_id, data in zip(ids, batch):
+                entries.append(recipes.RecipeEntry(chunk_id, len(data)))
+                if chunk_id in to_upload and chunk_id not in self._uploading:
+                    self._uploading.add(chunk_id)
+                    result.new_bytes += len(data)
+                    self._schedule_upload(chunk_id, data, result)
+
+        try:
+            for batch in _batches(store.chunker(stream), BATCH_BYTES):
+                batch_size = sum(map(len, batch))
+                size += batch_size
+                last_digest = digest_worker.submit(_update_digest, file_digest, batch)
+                in_flight.append((batch, self.pool.submit(_chunk_ids, hasher, batch)))
+                while len(in_flight) > MAX_BATCHES_IN_FLIGHT:
+                    done_batch, ids = in_flight.popleft()
+                    claim_and_upload(done_batch, ids.result())
+                if on_bytes:
+                    on_bytes(batch_size)
+            while in_flight:
+                done_batch, ids = in_flight.popleft()
+                claim_and_upload(done_batch, ids.result())
+            if last_digest is not None:
+                last_digest.result()
+        finally:
+            digest_worker.shutdown(wait=True)
+        digest = file_digest.digest()
+        file_stat = stat if stat is not None else FileStat(size, time.time_ns(), 0o644)
+        if file_stat.size != size:
+            raise _ChangedWhileReading(f"size changed while reading ({file_stat.size} -> {size} bytes)")
+        pages = list(recipes.paginate(entries, self.page_entries))
+        pending = _PendingFile(result, NewVersion(name, file_stat, digest, len(entries), pages))
+        result.size = size
+        return pending
+
+    def _schedule_upload(self, chunk_id: bytes, data: bytes, result: FileResult) -> None:
+        self._wait_uploads(MAX_UPLOAD_BYTES_IN_FLIGHT - len(data))
+        future = self.pool.submit(self._upload, chunk_id, data)
+        self._uploads.append((future, len(data), result))
+        self._upload_bytes += len(data)
+
+    def _upload(self, chunk_id: bytes, data: bytes) -> tuple[bytes, int]:
+        blob = self.store.codec.encode(chunk_id, data)
+        self.store.blobs.put(chunk_key(chunk_id), blob)
+        return chunk_id, len(blob)
+
+    def _wait_uploads(self, max_bytes: int) -> None:
+        while self._uploads and self._upload_bytes > max_bytes:
+            future, size, result = self._uploads.popleft()
+            self._upload_bytes -= size
+            chunk_id, stored_size = future.result()
+            result.stored_new_bytes += stored_size
+            self._uploaded_unmarked.append((chunk_id, stored_size))
+
+    def queue(self, pending: _PendingFile) -> None:
+        self._pending.append(pending)
+        self._pending_bytes += pending.result.size
+
+    def commit_due(self) -> bool:
+        return (len(self._pending) >= COMMIT_EVERY_FILES or self._pending_bytes >= COMMIT_EVERY_BYTES
+                or time.monotonic() - self._last_commit >= COMMIT_EVERY_SECONDS)
+
+    def commit(self) -> list[FileResult]:
+        """Make every queued file durable and visible; return their results."""
+        self._wait_uploads(0)
+        if self._uploaded_unmarked:
+            self.store.blobs.sync()
+            self.catalog.chunks_stored(self.session, self._uploaded_unmarked)
+            self._uploaded_unmarked = []
+        self._uploading.clear()
+        pending, self._pending, self._pending_bytes = self._pending, [], 0
+        self._last_commit = time.monotonic()
+        if not pending:
+            return []
+        outcomes = self.catalog.commit(self.session, [item.version for item in pending])
+        results = []
+        for item, outcome in zip(pending, outcomes):
+            _apply_outcome(item.result, outcome)
+            results.append(item.result)
+        return results
+
+
+def _apply_outcome(result: FileResult, outcome: CommitOutcome) -> None:
+    result.outcome = outcome.outcome
+    result.version = outcome.version
+    result.duplicate_of = outcome.duplicate_of
+    if outcome.outcome != "stored":
+        # Another writer stored the same chunks first, or the content already existed.
+        result.new_bytes = 0
+        result.stored_new_bytes = 0
+
+
+def _update_digest(file_digest, batch: list[bytes]) -> None:
+    for chunk in batch:
+        file_digest.update(chunk)
+
+
+def _chunk_ids(hasher, batch: list[bytes]) -> list[bytes]:
+    return [hasher.chunk_id(chunk) for chunk in batch]
+
+
+def _batches(chunks: Iterator[bytes], target_bytes: int) -> Iterator[list[bytes]]:
+    batch: list[bytes] = []
+    size = 0
+    for chunk in chunks:
+        batch.append(chunk)
+        size += len(chunk)
+        if size >= target_bytes:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+# ---- entry points ---------------------------------------------------------------------
+
+
+def put_paths(store: "Store", paths: Iterable[str | os.PathLike[str]], *, force_read: bool = False,
+              on_result: Callable[[FileResult], None] | None = None,
+              on_progress: Callable[[Progress], None] | None = None) -> PutSummary:
+    """Put files and folders. Every file gets a FileResult; unreadable ones an error result."""
+    started = time.monotonic()
+    sources, problems = collect_sources(paths)
+    summary = PutSummary()
+
+    def report(results: Iterable[FileResult]) -> None:
+        for result in results:
+            summary.results.append(result)
+            if on_result:
+                on_result(result)
+
+    report(problems)
+    latest = _latest_versions(store, sources)
+    total_bytes = sum(source.stat.st_size for source in sources)
+    done_bytes = 0
+    done_files = 0
+
+    def progress(current: str | None) -> None:
+        if on_progress:
+            on_progress(Progress(done_files, len(sources), done_bytes, total_bytes, current))
+
+    def on_bytes(count: int) -> None:
+        nonlocal done_bytes
+        done_bytes += count
+        progress(None)
+
+    writer = Writer(store)
+    try:
+        for source in sources:
+            progress(source.name)
+            if not force_read and _is_unchanged(latest.get(source.name), source.stat):
+                report([FileResult(source.name, "unchanged", size=source.stat.st_size,
+                                   version=latest[source.name].version, path=str(source.path))])
+                done_bytes += source.stat.st_size
+            else:
+                before = done_bytes
+                try:
+                    pending = _put_file(writer, source, on_bytes)
+                    writer.queue(pending)
+                except (OSError, _ChangedWhileReading, SourceError) as error:
+                    message = getattr(error, "strerror", None) or str(error)
+                    report([FileResult(source.name, "error", size=source.stat.st_size, path=str(source.path),
+                                       error=message)])
+                done_bytes = before + source.stat.st_size
+            done_files += 1
+            if writer.commit_due():
+                report(writer.commit())
+        report(writer.commit())
+    finally:
+        writer.close()
+    progress(None)
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def _latest_versions(store: "Store", sources: list[_Source]) -> dict[str, VersionRecord]:
+    """Latest versions of the names a put may touch, read once (not one query per file)."""
+    if not sources:
+        return {}
+    wanted = {source.name for source in sources}
+    common = os.path.commonpath([source.name for source in sources]) if len(sources) > 1 else sources[0].name
+    prefix = normalize_prefix(common.replace(os.sep, "/"))
+    return {record.name: record for record in store.catalog.list_versions(prefix) if record.name in wanted}
+
+
+def _put_file(writer: Writer, source: _Source, on_bytes) -> _PendingFile:
+    try:
+        handle = open(source.path, "rb", buffering=0)
+    except OSError as error:
+        raise SourceError(f"cannot open: {error.strerror}") from None
+    with handle:
+        before = os.fstat(handle.fileno())
+        if not stat_module.S_ISREG(before.st_mode):
+            raise SourceError("not a regular file")
+        pending = writer.add_stream(handle, source.name, _file_stat(before), on_bytes)
+        after = os.fstat(handle.fileno())
+    if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+        raise _ChangedWhileReading("file changed while it was read; not stored (put it again)")
+    pending.result.path = str(source.path)
+    return pending
+
+
+def put_stream(store: "Store", stream: BinaryIO, name: str) -> FileResult:
+    """Put one stream (stdin) of unknown length under name."""
+    name = normalize_name(name)
+    writer = Writer(store)
+    try:
+        pending = writer.add_stream(stream, name, None)
+        writer.queue(pending)
+        results = writer.commit()
+    finally:
+        writer.close()
+    return results[0]
+
