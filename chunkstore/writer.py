@@ -150,17 +150,22 @@ def _is_unchanged(previous: VersionRecord | None, st: os.stat_result) -> bool:
             and recorded.inode == st.st_ino and recorded.ctime_ns == st.st_ctime_ns)
 
 
-def collect_sources(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[_Source], list[FileResult]]:
+PathArgument = str | os.PathLike[str] | tuple[str | os.PathLike[str], str | None]
+
+
+def collect_sources(paths: Iterable[PathArgument]) -> tuple[list[_Source], list[FileResult]]:
     """Expand files and folders into the files to put; report what cannot be put.
 
-    Symlinks, sockets, FIFOs and devices are skipped with an error result: a backup
-    that silently left them out would be a surprise at restore time."""
+    Each item is a path (stored under its own normalised name) or a (path, name)
+    pair. Symlinks, sockets, FIFOs and devices are skipped with an error result: a
+    backup that silently left them out would be a surprise at restore time."""
     sources: list[_Source] = []
     problems: list[FileResult] = []
-    for raw in paths:
+    for item in paths:
+        raw, as_name = item if isinstance(item, tuple) else (item, None)
         path = Path(raw)
         try:
-            name = normalize_name(os.fspath(raw))
+            name = normalize_name(as_name if as_name is not None else os.fspath(raw))
         except InvalidArgumentError as error:
             problems.append(FileResult(os.fspath(raw), "error", path=os.fspath(raw), error=str(error)))
             continue
@@ -396,7 +401,7 @@ def _batches(chunks: Iterator[bytes], target_bytes: int) -> Iterator[list[bytes]
 # ---- entry points ---------------------------------------------------------------------
 
 
-def put_paths(store: "Store", paths: Iterable[str | os.PathLike[str]], *, force_read: bool = False,
+def put_paths(store: "Store", paths: Iterable[PathArgument], *, force_read: bool = False,
               on_result: Callable[[FileResult], None] | None = None,
               on_progress: Callable[[Progress], None] | None = None) -> PutSummary:
     """Put files and folders. Every file gets a FileResult; unreadable ones an error result."""

@@ -1,0 +1,1 @@
+"""The chunkstore command line: a thin layer over the chunkstore library."""

@@ -1,0 +1,358 @@
+"""The commands. Each parses its options, calls one library operation and prints the result."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from datetime import datetime, timezone
+
+import click
+
+from chunkstore.errors import ChunkstoreError, IntegrityError
+
+from .progress import ProgressLine, human_bytes
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+
+
+def _echo_json(document) -> None:
+    click.echo(json.dumps(document, indent=2, sort_keys=True))
+
+
+def _warn(message: str) -> None:
+    click.echo(f"chunkstore: {message}", err=True)
+
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmg]?)(i?b)?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """`65536`, `64K`, `64KiB`, `1M`: binary multiples."""
+    match = _SIZE.match(text)
+    if not match:
+        raise click.BadParameter(f"{text!r} is not a size (examples: 65536, 64K, 1MiB)")
+    number, unit = int(match.group(1)), match.group(2).lower()
+    return number * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[unit]
+
+
+def _local_time(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+# ---- init ----------------------------------------------------------------------------
+
+
+@click.command()
+@click.option("--chunker", default="fastcdc2020", show_default=True,
+              type=click.Choice(["fastcdc2020", "fastcdc-ronomon", "fixed"]),
+              help="How files are cut into chunks. fastcdc2020 (pyfastcdc) is content-defined and fastest; "
+                   "fixed cuts every --avg-size bytes and is only useful for comparison.")
+@click.option("--avg-size", default="64K", show_default=True, metavar="BYTES",
+              help="Target average chunk size (min is a quarter, max four times). Smaller chunks "
+                   "find more duplicates; larger ones mean fewer objects (and requests on S3).")
+@click.option("--compression", default="zstd:3", show_default=True, metavar="zstd:LEVEL|none",
+              help="Compression of each chunk; a chunk that does not shrink is stored raw.")
+@click.pass_obj
+def init(context, chunker: str, avg_size: str, compression: str) -> int:
+    """Create an empty store. Its chunking and compression are fixed from then on."""
+    from chunkstore import ChunkerSpec, CompressionSpec, Store
+
+    spec = ChunkerSpec.from_average(chunker, parse_size(avg_size))
+    store = Store.init(context.store_url, spec, CompressionSpec.parse(compression))
+    store.close()
+    if not context.quiet:
+        click.echo(f"created store at {context.store_url} "
+                   f"(chunker {spec.name} {spec.min_size}/{spec.avg_size}/{spec.max_size}, compression {compression})")
+    return EXIT_OK
+
+
+# ---- put -----------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, metavar="PATH...")
+@click.option("--as", "as_name", metavar="NAME",
+              help="Store under NAME instead of the path (one PATH only; required for '-', stdin).")
+@click.option("--force-read", is_flag=True,
+              help="Read every file, even those whose size, mtime and inode are unchanged since the last put.")
+@click.option("--json", "as_json", is_flag=True, help="Print every file's outcome and the totals as JSON.")
+@click.option("--verbose", "-v", is_flag=True, help="Print one line per file.")
+@click.pass_obj
+def put(context, paths: tuple[str, ...], as_name: str | None, force_read: bool, as_json: bool, verbose: bool) -> int:
+    """Store files and folders (recursively); '-' reads stdin (with --as NAME).
+
+    Names are the paths as given, made relative: `put /data/x` stores `data/x`.
+    A file prints its outcome: `stored`, `duplicate of NAME` or `unchanged`
+    (size, mtime and inode match its latest version, so it was not read).
+    A folder prints a summary. Files that cannot be read, symlinks and special
+    files are reported and skipped, and the exit code is then 1.
+    """
+    if as_name is not None and len(paths) != 1:
+        raise click.UsageError("--as takes exactly one PATH")
+    if "-" in paths:
+        if as_name is None:
+            raise click.UsageError("putting stdin ('-') needs --as NAME")
+        return _put_stdin(context, as_name, as_json)
+    store = context.open_store()
+    progress = ProgressLine(context.show_progress and not as_json)
+    single_file = len(paths) == 1 and not _is_folder(paths[0])
+
+    def on_result(result) -> None:
+        if result.outcome == "error":
+            progress.finish()
+            _warn(f"{result.path or result.name}: {result.error}")
+        elif verbose and not as_json:
+            progress.finish()
+            click.echo(f"{result.name}: {result.message}")
+
+    def on_progress(state) -> None:
+        progress.update(state.bytes_done, state.bytes_total, f"{state.files_done}/{state.files_total} files")
+
+    sources = [(paths[0], as_name)] if as_name else list(paths)
+    try:
+        summary = store.put(sources, force_read=force_read, on_result=on_result, on_progress=on_progress)
+    finally:
+        progress.finish()
+        store.close()
+    if as_json:
+        _echo_json(summary.to_json())
+    elif single_file and summary.results and not verbose:
+        result = summary.results[0]
+        if result.outcome != "error":
+            click.echo(f"{result.name}: {result.message}")
+    elif not context.quiet:
+        totals = summary.to_json()
+        ratio = "n/a" if totals["dedup_ratio"] is None else f"{totals['dedup_ratio']:.2f}x"
+        click.echo(f"{totals['files']} files: {totals['stored']} stored, {totals['duplicate']} duplicate, "
+                   f"{totals['unchanged']} unchanged, {totals['errors']} errors")
+        click.echo(f"{human_bytes(totals['logical_bytes'])} in, {human_bytes(totals['new_bytes'])} new "
+                   f"({human_bytes(totals['stored_new_bytes'])} stored), dedup {ratio}, "
+                   f"{totals['mb_per_second']:.1f} MB/s")
+    return EXIT_ERROR if summary.count("error") else EXIT_OK
+
+
+def _is_folder(path: str) -> bool:
+    import os
+
+    return os.path.isdir(path) and not os.path.islink(path)
+
+
+def _put_stdin(context, name: str, as_json: bool) -> int:
+    store = context.open_store()
+    try:
+        result = store.put_stream(sys.stdin.buffer, name)
+    finally:
+        store.close()
+    if as_json:
+        _echo_json(result.to_json())
+    else:
+        click.echo(f"{result.name}: {result.message}")
+    return EXIT_OK
+
+
+# ---- get and restore -----------------------------------------------------------------
+
+
+@click.command()
+@click.argument("name")
+@click.option("--version", "version", type=click.IntRange(min=1), help="A version number (default: the latest).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), metavar="FILE",
+              help="Write to FILE (atomically, after verification) instead of stdout.")
+@click.pass_obj
+def get(context, name: str, version: int | None, output: str | None) -> int:
+    """Write a stored file to stdout or to FILE, verifying every byte.
+
+    Each chunk is checked against its hash before it is written and the whole
+    file against its recorded digest; a mismatch exits 4 naming the file.
+    """
+    store = context.open_store()
+    try:
+        if output:
+            progress = ProgressLine(context.show_progress)
+            try:
+                store.get_to_path(name, output, version=version,
+                                  on_progress=progress.advance)
+            finally:
+                progress.finish()
+        else:
+            store.get(name, sys.stdout.buffer, version=version)
+    finally:
+        store.close()
+    return EXIT_OK
+
+
+@click.command()
+@click.argument("prefix")
+@click.option("-o", "--output", "destination", required=True, type=click.Path(file_okay=False), metavar="DIR",
+              help="Folder to restore into: NAME is written to DIR/NAME.")
+@click.pass_obj
+def restore(context, prefix: str, destination: str) -> int:
+    """Restore the latest version of every file under PREFIX into DIR, with mode and mtime.
+
+    Every file is verified before it is renamed into place. A file that fails
+    verification is reported (and not written) and the exit code is 4; the
+    other files are still restored.
+    """
+    store = context.open_store()
+    progress = ProgressLine(context.show_progress)
+
+    def on_result(result) -> None:
+        if result.error:
+            progress.finish()
+            _warn(result.error)
+
+    try:
+        summary = store.restore(prefix, destination, on_result=on_result,
+                                on_progress=progress.advance)
+    finally:
+        progress.finish()
+        store.close()
+    if not context.quiet:
+        restored = len(summary.results) - len(summary.errors)
+        click.echo(f"restored {restored} files ({human_bytes(summary.bytes)}) to {destination}"
+                   + (f"; {len(summary.errors)} failed" if summary.errors else ""))
+    return max((result.exit_code for result in summary.errors), default=EXIT_OK)
+
+
+# ---- ls and rm -----------------------------------------------------------------------
+
+
+@click.command(name="ls")
+@click.argument("prefix", required=False, default="")
+@click.option("--versions", "all_versions", is_flag=True, help="List every version, not only the latest.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@click.pass_obj
+def list_command(context, prefix: str, all_versions: bool, as_json: bool) -> int:
+    """List stored files (the latest version of each, or all with --versions)."""
+    store = context.open_store()
+    try:
+        records = list(store.list(prefix, all_versions=all_versions))
+    finally:
+        store.close()
+    if as_json:
+        _echo_json([{"name": r.name, "version": r.version, "size": r.size, "mtime_ns": r.stat.mtime_ns,
+                     "mode": r.stat.mode, "stored_at_ns": r.stored_at_ns, "digest": r.digest.hex()}
+                    for r in records])
+        return EXIT_OK
+    if prefix and not records:
+        raise _not_found(prefix)
+    for record in records:
+        click.echo(f"{record.version:>4}  {record.size:>14,}  {_local_time(record.stored_at_ns)}  {record.name}")
+    return EXIT_OK
+
+
+def _not_found(prefix: str) -> ChunkstoreError:
+    from chunkstore.errors import NameNotFoundError
+
+    return NameNotFoundError(f"no stored file under {prefix!r}")
+
+
+@click.command()
+@click.argument("names", nargs=-1, required=True, metavar="NAME...")
+@click.option("--version", "version", type=click.IntRange(min=1), help="Remove only this version.")
+@click.option("--recursive", "-r", is_flag=True, help="Remove every file under each NAME.")
+@click.pass_obj
+def rm(context, names: tuple[str, ...], version: int | None, recursive: bool) -> int:
+    """Remove files (every version, or one with --version). `gc` then frees their chunks."""
+    store = context.open_store()
+    try:
+        removed = store.remove(names, version=version, recursive=recursive)
+    finally:
+        store.close()
+    if not context.quiet:
+        for record in removed:
+            click.echo(f"removed {record.name} (version {record.version})")
+    return EXIT_OK
+
+
+# ---- gc, verify, stats ---------------------------------------------------------------
+
+
+@click.command()
+@click.option("--dry-run", "-n", is_flag=True, help="Only report what would be freed.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_obj
+def gc(context, dry_run: bool, as_json: bool) -> int:
+    """Delete chunks that no stored version references. Safe while puts run."""
+    store = context.open_store()
+    try:
+        report = store.gc(dry_run=dry_run)
+    finally:
+        store.close()
+    if as_json:
+        _echo_json(report.to_json())
+    elif not context.quiet:
+        verb = "would delete" if dry_run else "deleted"
+        click.echo(f"{verb} {report.chunks_deleted} chunks and {report.orphans_deleted} orphaned objects, "
+                   f"freeing {human_bytes(report.bytes_freed)}")
+    return EXIT_OK
+
+
+@click.command()
+@click.option("--read-data", is_flag=True, help="Also read, decompress and re-hash every chunk.")
+@click.option("--subset", type=click.FloatRange(0, 100, min_open=True), default=None, metavar="PERCENT",
+              help="With --read-data: read a random PERCENT of the chunks (bounds the egress on S3).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_obj
+def verify(context, read_data: bool, subset: float | None, as_json: bool) -> int:
+    """Check the store: every recipe's chunks exist, every reference count matches
+    the recipes, and with --read-data that every chunk's bytes match its hash.
+
+    Each problem is reported with the files it affects; any problem exits 4.
+    """
+    if subset is not None and not read_data:
+        raise click.UsageError("--subset needs --read-data")
+    store = context.open_store()
+    progress = ProgressLine(context.show_progress and not as_json)
+    try:
+        report = store.verify(read_data=read_data, subset_percent=subset or 100.0,
+                              on_progress=lambda done, total: progress.update(done, total, "chunks"))
+    finally:
+        progress.finish()
+        store.close()
+    if as_json:
+        _echo_json(report.to_json())
+    else:
+        for problem in report.problems:
+            affected = f" (affects: {', '.join(problem.names)})" if problem.names else ""
+            _warn(f"{problem.kind}: {problem.message}{affected}")
+        if not context.quiet or not report.ok:
+            read = f", read {report.chunks_read} chunks ({human_bytes(report.bytes_read)})" if read_data else ""
+            status = "ok" if report.ok else f"{len(report.problems)} problems"
+            click.echo(f"{status}: {report.versions} versions, {report.contents} contents, "
+                       f"{report.chunks} chunks checked{read}", err=not report.ok)
+    return EXIT_OK if report.ok else IntegrityError.exit_code
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.pass_obj
+def stats(context, as_json: bool) -> int:
+    """Show sizes and ratios: logical (all versions), unique (distinct chunks) and stored bytes."""
+    store = context.open_store()
+    try:
+        figures = store.stats()
+    finally:
+        store.close()
+    if as_json:
+        _echo_json(figures)
+        return EXIT_OK
+
+    def ratio(key: str) -> str:
+        return "n/a" if figures[key] is None else f"{figures[key]:.2f}x"
+
+    click.echo(f"store:        {figures['store']}")
+    click.echo(f"files:        {figures['files']} ({figures['versions']} versions, {figures['chunks']} chunks)")
+    click.echo(f"logical:      {human_bytes(figures['logical_bytes'])}")
+    click.echo(f"unique:       {human_bytes(figures['unique_bytes'])}  (dedup {ratio('dedup_ratio')})")
+    click.echo(f"stored:       {human_bytes(figures['stored_bytes'])}  (compression {ratio('compression_ratio')}, "
+               f"overall {ratio('store_ratio')})")
+    return EXIT_OK
+
+
+def register(group: click.Group) -> None:
+    for command in (init, put, get, restore, list_command, rm, gc, verify, stats):
+        group.add_command(command)
+

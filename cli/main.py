@@ -1,0 +1,114 @@
+"""The `chunkstore` command: parses arguments, calls the library, maps errors to exit codes.
+
+Exit codes: 0 success, 1 other error, 2 usage, 3 not found, 4 integrity error,
+5 wrong key or passphrase (see chunkstore/errors.py).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from chunkstore import __version__
+from chunkstore.errors import ChunkstoreError
+
+from . import commands
+
+EXIT_OTHER = 1
+EXIT_INTERRUPTED = 130
+
+
+def default_store_url() -> str:
+    url = os.environ.get("CHUNKSTORE_STORE")
+    if url:
+        return url
+    import platformdirs
+
+    return str(Path(platformdirs.user_data_dir("chunkstore")) / "store")
+
+
+class Context:
+    """What every command gets: the store URL and the output switches."""
+
+    def __init__(self, store_url: str, quiet: bool):
+        self.store_url = store_url
+        self.quiet = quiet
+
+    @property
+    def show_progress(self) -> bool:
+        return not self.quiet and sys.stderr.isatty()
+
+    def open_store(self):
+        from chunkstore import Store
+
+        return Store.open(self.store_url)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--store", "store_url", metavar="URL", default=None,
+              help="The store: a folder path (or file://PATH). Default: $CHUNKSTORE_STORE, "
+                   "else a folder in your user data directory.")
+@click.option("--quiet", "-q", is_flag=True, help="Print only errors (and what a command exists to print).")
+@click.version_option(__version__, prog_name="chunkstore")
+@click.pass_context
+def cli(click_context: click.Context, store_url: str | None, quiet: bool) -> None:
+    """chunkstore: a deduplicating store for many versions of big, similar files.
+
+    Files are cut into content-defined chunks (FastCDC), each chunk is named by its
+    BLAKE3 hash, compressed with zstd and stored once. Start with `chunkstore init`,
+    then `put` files and folders, and `get` or `restore` them byte for byte.
+
+    Exit codes: 0 success, 1 error, 2 usage, 3 not found, 4 integrity error
+    (corrupt, missing or mismatched data), 5 wrong key or passphrase.
+    """
+    click_context.obj = Context(store_url or default_store_url(), quiet)
+
+
+commands.register(cli)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return (and exit with) its exit code."""
+    try:
+        # Outside standalone mode click returns the command's return value (our commands
+        # return their exit code) or, after --help and --version, the Exit code.
+        result = cli.main(args=argv, prog_name="chunkstore", standalone_mode=False)
+        code = result if isinstance(result, int) else 0
+    except click.ClickException as error:
+        error.show()
+        code = error.exit_code
+    except click.exceptions.Abort:
+        click.echo("chunkstore: interrupted", err=True)
+        code = EXIT_INTERRUPTED
+    except ChunkstoreError as error:
+        click.echo(f"chunkstore: {error}", err=True)
+        code = error.exit_code
+    except KeyboardInterrupt:
+        click.echo("chunkstore: interrupted", err=True)
+        code = EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader of our output went away (`chunkstore get x | head`): not an error of ours.
+        _silence_stdout()
+        code = EXIT_OTHER
+    except OSError as error:
+        where = f" {error.filename}" if error.filename else ""
+        click.echo(f"chunkstore:{where} {error.strerror or error}", err=True)
+        code = EXIT_OTHER
+    if argv is None:
+        sys.exit(code)
+    return code
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except OSError:
+        pass
+
+
+if __name__ == "__main__":
+    main()
