@@ -7,8 +7,8 @@ cannot be restored):
   3. mark them PRESENT;
   4. commit the versions: reference counts and recipes in the same atomic step.
 
-Work is spread over a thread pool: blake3 and zstd release the GIL, so hashing and
-compression run on every core while the main thread reads and cuts chunks.
+The main thread reads, cuts and hashes (pyfastcdc and blake3 release the GIL); a pool
+compresses and writes new chunks (zstd releases the GIL too), so both cores work.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import stat as stat_module
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,18 +28,18 @@ from . import recipes
 from .catalog import CommitOutcome, FileStat, NewVersion, VersionRecord
 from .catalog.sessions import DEFAULT_LEASE_SECONDS
 from .config import chunk_key
-from .errors import ChunkstoreError, InvalidArgumentError, SourceError
+from .errors import InvalidArgumentError, SourceError
 from .names import normalize_name, normalize_prefix
 
 if TYPE_CHECKING:
     from .store import Store
 
-# A batch of chunks is hashed by one task and claimed in one catalog transaction.
+# Chunks are claimed in the catalog in batches of this many bytes (one transaction each).
 BATCH_BYTES = 4 * 1024 * 1024
-# How many hashed-but-unclaimed batches and unfinished uploads may be in flight;
-# with 4 MiB batches this bounds put's buffers to about 64 MiB whatever the file size.
-MAX_BATCHES_IN_FLIGHT = 4
+# Chunks being compressed and written at once: with the claim batch this bounds put's
+# buffers to about 40 MiB whatever the file size.
 MAX_UPLOAD_BYTES_IN_FLIGHT = 32 * 1024 * 1024
+PROGRESS_EVERY_BYTES = 1024 * 1024
 # Commit versions at least this often: fewer, larger commits amortise the sync and the
 # catalog transaction; these bounds keep what a crash throws away small.
 COMMIT_EVERY_FILES = 2000
@@ -244,6 +244,8 @@ class Writer:
         self._pending: list[_PendingFile] = []
         self._pending_bytes = 0
         self._last_commit = time.monotonic()
+        self._unclaimed: list[tuple[bytes, bytes, FileResult]] = []
+        self._unclaimed_bytes = 0
         self._uploaded_unmarked: list[tuple[bytes, int]] = []
         self._uploading: set[bytes] = set()
         self._uploads: deque[tuple[Future, int, FileResult]] = deque()
@@ -272,52 +274,54 @@ class Writer:
 
     def add_stream(self, stream: BinaryIO, name: str, stat: FileStat | None,
                    on_bytes: Callable[[int], None] | None = None) -> _PendingFile:
-        """Chunk and store one stream; its version waits in the pending list for commit()."""
-        store = self.store
-        hasher = store.hasher
+        """Chunk and hash one stream; its version waits in the pending list for commit().
+
+        Chunks go to a claim buffer shared by consecutive files, so a folder of small
+        files costs one catalog transaction per BATCH_BYTES, not one per file."""
+        hasher = self.store.hasher
         file_digest = hasher.file_hasher()
-        digest_worker = ThreadPoolExecutor(1, thread_name_prefix="chunkstore-digest")
-        in_flight: deque[tuple[list[bytes], Future]] = deque()
         entries: list[recipes.RecipeEntry] = []
-        size = 0
         result = FileResult(name, "stored")
-        last_digest: Future | None = None
-
-        def claim_and_upload(batch: list[bytes], ids: list[bytes]) -> None:
-            to_upload = self.catalog.claim_chunks(self.session, list(zip(ids, map(len, batch))))
-            for chunk_id, data in zip(ids, batch):
-                entries.append(recipes.RecipeEntry(chunk_id, len(data)))
-                if chunk_id in to_upload and chunk_id not in self._uploading:
-                    self._uploading.add(chunk_id)
-                    result.new_bytes += len(data)
-                    self._schedule_upload(chunk_id, data, result)
-
+        size = 0
+        unreported = 0
         try:
-            for batch in _batches(store.chunker(stream), BATCH_BYTES):
-                batch_size = sum(map(len, batch))
-                size += batch_size
-                last_digest = digest_worker.submit(_update_digest, file_digest, batch)
-                in_flight.append((batch, self.pool.submit(_chunk_ids, hasher, batch)))
-                while len(in_flight) > MAX_BATCHES_IN_FLIGHT:
-                    done_batch, ids = in_flight.popleft()
-                    claim_and_upload(done_batch, ids.result())
-                if on_bytes:
-                    on_bytes(batch_size)
-            while in_flight:
-                done_batch, ids = in_flight.popleft()
-                claim_and_upload(done_batch, ids.result())
-            if last_digest is not None:
-                last_digest.result()
-        finally:
-            digest_worker.shutdown(wait=True)
-        digest = file_digest.digest()
+            for chunk in self.store.chunker(stream):
+                chunk_id = hasher.chunk_id(chunk)
+                file_digest.update(chunk)
+                entries.append(recipes.RecipeEntry(chunk_id, len(chunk)))
+                self._unclaimed.append((chunk_id, chunk, result))
+                self._unclaimed_bytes += len(chunk)
+                size += len(chunk)
+                unreported += len(chunk)
+                if self._unclaimed_bytes >= BATCH_BYTES:
+                    self._claim()
+                if on_bytes and unreported >= PROGRESS_EVERY_BYTES:
+                    on_bytes(unreported)
+                    unreported = 0
+        except BaseException:
+            self._unclaimed = [item for item in self._unclaimed if item[2] is not result]
+            self._unclaimed_bytes = sum(len(item[1]) for item in self._unclaimed)
+            raise
+        if on_bytes and unreported:
+            on_bytes(unreported)
         file_stat = stat if stat is not None else FileStat(size, time.time_ns(), 0o644)
         if file_stat.size != size:
             raise _ChangedWhileReading(f"size changed while reading ({file_stat.size} -> {size} bytes)")
         pages = list(recipes.paginate(entries, self.page_entries))
-        pending = _PendingFile(result, NewVersion(name, file_stat, digest, len(entries), pages))
         result.size = size
-        return pending
+        return _PendingFile(result, NewVersion(name, file_stat, file_digest.digest(), len(entries), pages))
+
+    def _claim(self) -> None:
+        """Claim the buffered chunks in one catalog transaction and upload the new ones."""
+        if not self._unclaimed:
+            return
+        batch, self._unclaimed, self._unclaimed_bytes = self._unclaimed, [], 0
+        to_upload = self.catalog.claim_chunks(self.session, [(chunk_id, len(data)) for chunk_id, data, _ in batch])
+        for chunk_id, data, result in batch:
+            if chunk_id in to_upload and chunk_id not in self._uploading:
+                self._uploading.add(chunk_id)
+                result.new_bytes += len(data)
+                self._schedule_upload(chunk_id, data, result)
 
     def _schedule_upload(self, chunk_id: bytes, data: bytes, result: FileResult) -> None:
         self._wait_uploads(MAX_UPLOAD_BYTES_IN_FLIGHT - len(data))
@@ -348,6 +352,7 @@ class Writer:
 
     def commit(self) -> list[FileResult]:
         """Make every queued file durable and visible; return their results."""
+        self._claim()
         self._wait_uploads(0)
         if self._uploaded_unmarked:
             self.store.blobs.sync()
@@ -374,28 +379,6 @@ def _apply_outcome(result: FileResult, outcome: CommitOutcome) -> None:
         # Another writer stored the same chunks first, or the content already existed.
         result.new_bytes = 0
         result.stored_new_bytes = 0
-
-
-def _update_digest(file_digest, batch: list[bytes]) -> None:
-    for chunk in batch:
-        file_digest.update(chunk)
-
-
-def _chunk_ids(hasher, batch: list[bytes]) -> list[bytes]:
-    return [hasher.chunk_id(chunk) for chunk in batch]
-
-
-def _batches(chunks: Iterator[bytes], target_bytes: int) -> Iterator[list[bytes]]:
-    batch: list[bytes] = []
-    size = 0
-    for chunk in chunks:
-        batch.append(chunk)
-        size += len(chunk)
-        if size >= target_bytes:
-            yield batch
-            batch, size = [], 0
-    if batch:
-        yield batch
 
 
 # ---- entry points ---------------------------------------------------------------------

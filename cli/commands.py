@@ -37,6 +37,11 @@ def parse_size(text: str) -> int:
     return number * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[unit]
 
 
+def _size_option(_context, _parameter, value: str) -> int:
+    # Parsing in the option's callback lets click name the option in its error message.
+    return parse_size(value)
+
+
 def _local_time(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
@@ -49,17 +54,17 @@ def _local_time(ns: int) -> str:
               type=click.Choice(["fastcdc2020", "fastcdc-ronomon", "fixed"]),
               help="How files are cut into chunks. fastcdc2020 (pyfastcdc) is content-defined and fastest; "
                    "fixed cuts every --avg-size bytes and is only useful for comparison.")
-@click.option("--avg-size", default="64K", show_default=True, metavar="BYTES",
+@click.option("--avg-size", default="64K", show_default=True, metavar="BYTES", callback=_size_option,
               help="Target average chunk size (min is a quarter, max four times). Smaller chunks "
                    "find more duplicates; larger ones mean fewer objects (and requests on S3).")
 @click.option("--compression", default="zstd:3", show_default=True, metavar="zstd:LEVEL|none",
               help="Compression of each chunk; a chunk that does not shrink is stored raw.")
 @click.pass_obj
-def init(context, chunker: str, avg_size: str, compression: str) -> int:
+def init(context, chunker: str, avg_size: int, compression: str) -> int:
     """Create an empty store. Its chunking and compression are fixed from then on."""
     from chunkstore import ChunkerSpec, CompressionSpec, Store
 
-    spec = ChunkerSpec.from_average(chunker, parse_size(avg_size))
+    spec = ChunkerSpec.from_average(chunker, avg_size)
     store = Store.init(context.store_url, spec, CompressionSpec.parse(compression))
     store.close()
     if not context.quiet:

@@ -24,21 +24,26 @@ class BlobInfo:
     size: int
 
 
-_KEY_PART = re.compile(r"^[a-z0-9_][a-z0-9_.-]*$")
+# At most 255 characters a part: the longest file name Linux file systems accept.
+_KEY_PART = re.compile(r"^[a-z0-9_][a-z0-9_.-]{0,254}$")
 MAX_KEY_LENGTH = 1024
 
 
-def validate_key(key: str) -> str:
-    """Accept only lower-case, slash-separated keys with no empty, '.' or '..' parts.
+def is_valid_key(key: str) -> bool:
+    """True for lower-case, slash-separated keys with no empty, '.' or '..' parts.
 
     The same rule on every backend keeps keys portable between a folder and a bucket
     and makes path traversal impossible by construction.
     """
     if not isinstance(key, str) or not key or len(key) > MAX_KEY_LENGTH:
+        return False
+    return all(_KEY_PART.match(part) and part not in (".", "..") for part in key.split("/"))
+
+
+def validate_key(key: str) -> str:
+    """Return key if is_valid_key accepts it, else raise InvalidArgumentError."""
+    if not is_valid_key(key):
         raise InvalidArgumentError(f"invalid blob key {key!r}")
-    for part in key.split("/"):
-        if not _KEY_PART.match(part) or part in (".", ".."):
-            raise InvalidArgumentError(f"invalid blob key {key!r}")
     return key
 
 
