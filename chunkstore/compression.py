@@ -52,7 +52,10 @@ class CompressionSpec:
         name = data.get("name")
         if name not in ("none", "zstd"):
             raise UnsupportedFormatError(f"store uses unknown compression {name!r}")
-        return cls(name, int(data.get("level", 0)))
+        level = int(data.get("level", 0))
+        if name == "zstd" and level not in _ZSTD_LEVELS:
+            raise UnsupportedFormatError(f"store uses zstd level {level}, outside 1..22")
+        return cls(name, level)
 
     def __str__(self) -> str:
         return f"zstd:{self.level}" if self.name == "zstd" else "none"
@@ -93,7 +96,7 @@ _decompressors = threading.local()
 def decompress(compression_id: int, payload: bytes, plaintext_length: int) -> bytes:
     """Undo Compressor.compress; the output must be exactly plaintext_length bytes."""
     if compression_id == NONE_ID:
-        data = payload
+        data = bytes(payload)
     elif compression_id == ZSTD_ID:
         decompressor = getattr(_decompressors, "zstd", None)
         if decompressor is None:

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from . import objectformat, recipes
+from . import crypto, objectformat, recipes
 from .chunking import ChunkerSpec
 from .compression import CompressionSpec
 from .errors import CorruptObjectError, UnsupportedFormatError
@@ -80,7 +80,7 @@ class StoreConfig:
                     f"store uses object format {document['object_format']!r} / recipe format {document['recipe_format']!r}"
                 )
             if document["encryption"] is not None:
-                raise UnsupportedFormatError("store is encrypted with a scheme this chunkstore does not know")
+                crypto.validate_section(document["encryption"])
             layout = document["layout"]
             if layout != {"chunk_prefix": CHUNK_KEY_PREFIX, "shard_hex_digits": SHARD_HEX_DIGITS}:
                 raise UnsupportedFormatError(f"store uses unknown key layout {layout!r}")

@@ -79,6 +79,10 @@ class WrongKeyError(ChunkstoreError):
     exit_code = 5
 
 
+class PassphraseRequiredError(WrongKeyError):
+    """The store is encrypted and no passphrase or key file was given."""
+
+
 class ConcurrentModificationError(ChunkstoreError):
     """Another process changed the store in a way this operation cannot proceed past."""
 

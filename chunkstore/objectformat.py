@@ -4,10 +4,12 @@
     0      4    magic b"CSOB"
     4      1    object format version (1)
     5      1    compression ID (compression.py)
-    6      1    cipher ID (0 = none)
+    6      1    cipher ID (0 none, 1 AES-256-GCM with a per-object derived key, crypto.py)
     7      1    flags, must be 0
     8      8    plaintext length, big-endian
-    16     ...  payload: the (compressed, then encrypted) chunk
+    16     ...  payload: the compressed chunk; when encrypted, a 24-byte nonce and the
+                AEAD ciphertext of it, with header + chunk ID as associated data, so an
+                object copied or renamed onto another ID fails to decrypt
 
 A reader refuses any magic, version, ID or flag it does not know, so an old
 chunkstore never misreads an object written by a newer one.
@@ -19,6 +21,7 @@ import struct
 from dataclasses import dataclass
 
 from . import compression
+from .crypto import Sealer
 from .errors import CorruptObjectError
 
 MAGIC = b"CSOB"
@@ -27,7 +30,8 @@ HEADER = struct.Struct(">4sBBBBQ")
 HEADER_SIZE = HEADER.size
 
 CIPHER_NONE = 0
-KNOWN_CIPHERS = {CIPHER_NONE}
+CIPHER_AES_GCM_DERIVED = 1
+KNOWN_CIPHERS = {CIPHER_NONE, CIPHER_AES_GCM_DERIVED}
 
 
 @dataclass(frozen=True)
@@ -65,13 +69,18 @@ def parse_header(blob: bytes, max_plaintext_length: int) -> ObjectHeader:
 class ObjectCodec:
     """Turns a plaintext chunk into the bytes stored for it, and back."""
 
-    def __init__(self, compressor: compression.Compressor, max_chunk_size: int):
+    def __init__(self, compressor: compression.Compressor, max_chunk_size: int, sealer: Sealer | None = None):
         self._compressor = compressor
         self._max_chunk_size = max_chunk_size
+        self._sealer = sealer
+        self._cipher_id = CIPHER_NONE if sealer is None else CIPHER_AES_GCM_DERIVED
 
     def encode(self, chunk_id: bytes, plaintext: bytes) -> bytes:
         compression_id, payload = self._compressor.compress(plaintext)
-        return ObjectHeader(compression_id, CIPHER_NONE, len(plaintext)).pack() + payload
+        header = ObjectHeader(compression_id, self._cipher_id, len(plaintext)).pack()
+        if self._sealer is not None:
+            payload = self._sealer.seal(payload, header + chunk_id)
+        return header + payload
 
     def decode(self, chunk_id: bytes, blob: bytes) -> bytes:
         """Return the plaintext; raise CorruptObjectError when the object cannot be decoded.
@@ -79,4 +88,9 @@ class ObjectCodec:
         The caller still re-hashes the plaintext against chunk_id.
         """
         header = parse_header(blob, self._max_chunk_size)
-        return compression.decompress(header.compression_id, bytes(blob[HEADER_SIZE:]), header.plaintext_length)
+        if header.cipher_id != self._cipher_id:
+            raise CorruptObjectError(f"object has cipher ID {header.cipher_id}, this store uses {self._cipher_id}")
+        payload = memoryview(blob)[HEADER_SIZE:]
+        if self._sealer is not None:
+            payload = self._sealer.open(payload, bytes(blob[:HEADER_SIZE]) + chunk_id)
+        return compression.decompress(header.compression_id, payload, header.plaintext_length)

@@ -122,6 +122,8 @@ def get_to_path(store: "Store", name: str, path: Path, *, version: int | None = 
     record = store.catalog.get_version(normalize_name(name), version)
     if path.is_dir():
         raise ChunkstoreError(f"{path} is a folder; give a file path to -o")
+    if not path.parent.is_dir():
+        raise ChunkstoreError(f"cannot write {path}: the folder {path.parent} does not exist")
     with _pool(store) as pool:
         _write_file(store, record, path, pool, on_progress)
     return record

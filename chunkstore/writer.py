@@ -28,7 +28,7 @@ from . import recipes
 from .catalog import CommitOutcome, FileStat, NewVersion, VersionRecord
 from .catalog.sessions import DEFAULT_LEASE_SECONDS
 from .config import chunk_key
-from .errors import InvalidArgumentError, SourceError
+from .errors import ChunkMismatchError, InvalidArgumentError, SourceError
 from .names import normalize_name, normalize_prefix
 
 if TYPE_CHECKING:
@@ -264,6 +264,7 @@ class Writer:
 
     def close(self) -> None:
         self._stop_heartbeat.set()
+        self._heartbeat.join()
         try:
             self._wait_uploads(0)
         finally:
@@ -299,17 +300,22 @@ class Writer:
                     on_bytes(unreported)
                     unreported = 0
         except BaseException:
-            self._unclaimed = [item for item in self._unclaimed if item[2] is not result]
-            self._unclaimed_bytes = sum(len(item[1]) for item in self._unclaimed)
+            self.discard(result)
             raise
         if on_bytes and unreported:
             on_bytes(unreported)
         file_stat = stat if stat is not None else FileStat(size, time.time_ns(), 0o644)
         if file_stat.size != size:
+            self.discard(result)
             raise _ChangedWhileReading(f"size changed while reading ({file_stat.size} -> {size} bytes)")
         pages = list(recipes.paginate(entries, self.page_entries))
         result.size = size
         return _PendingFile(result, NewVersion(name, file_stat, file_digest.digest(), len(entries), pages))
+
+    def discard(self, result: FileResult) -> None:
+        """Forget the not yet claimed chunks of a file that will not be committed."""
+        self._unclaimed = [item for item in self._unclaimed if item[2] is not result]
+        self._unclaimed_bytes = sum(len(item[1]) for item in self._unclaimed)
 
     def _claim(self) -> None:
         """Claim the buffered chunks in one catalog transaction and upload the new ones."""
@@ -331,6 +337,11 @@ class Writer:
 
     def _upload(self, chunk_id: bytes, data: bytes) -> tuple[bytes, int]:
         blob = self.store.codec.encode(chunk_id, data)
+        if self.store.encrypted:
+            # Verify after encrypting, before the chunk counts as stored (restic does the
+            # same): a fault in compression or encryption must not go unnoticed until restore.
+            if self.store.hasher.chunk_id(self.store.codec.decode(chunk_id, blob)) != chunk_id:
+                raise ChunkMismatchError(f"chunk {chunk_id.hex()} did not survive encoding; nothing was stored")
         self.store.blobs.put(chunk_key(chunk_id), blob)
         return chunk_id, len(blob)
 
@@ -464,6 +475,7 @@ def _put_file(writer: Writer, source: _Source, on_bytes) -> _PendingFile:
         pending = writer.add_stream(handle, source.name, _file_stat(before), on_bytes)
         after = os.fstat(handle.fileno())
     if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+        writer.discard(pending.result)
         raise _ChangedWhileReading("file changed while it was read; not stored (put it again)")
     pending.result.path = str(source.path)
     return pending

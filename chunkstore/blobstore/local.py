@@ -13,8 +13,9 @@ from pathlib import Path
 from . import BlobInfo, BlobNotFoundError, BlobStore, is_valid_key, validate_key
 
 # Temporary files sit beside their target (a rename within one folder was ~2x faster
-# than across folders on ext4 here) and are named ".<name>.<random>.tmp": keys never
-# start with a dot, so list() never mistakes a temporary for an object.
+# than across folders on ext4 here) and are named ".<random>.tmp": keys never start
+# with a dot, so list() never mistakes a temporary for an object, and the name stays
+# short enough beside a key part of the longest length a file system allows.
 _TMP_SUFFIX = ".tmp"
 
 
@@ -62,7 +63,7 @@ class LocalBlobStore(BlobStore):
         if parent not in self._made_dirs:
             parent.mkdir(parents=True, exist_ok=True)
             self._made_dirs.add(parent)
-        temporary = parent / f".{target.name}.{uuid.uuid4().hex[:16]}{_TMP_SUFFIX}"
+        temporary = parent / f".{uuid.uuid4().hex}{_TMP_SUFFIX}"
         with open(temporary, "wb") as handle:
             handle.write(data)
         os.replace(temporary, target)
@@ -143,7 +144,8 @@ class LocalBlobStore(BlobStore):
         cutoff = time.time() - older_than_seconds
         for directory, _, files in os.walk(self.root):
             for file_name in files:
-                if not file_name.endswith(_TMP_SUFFIX):
+                # An object may be called "x.tmp" too; only temporaries have names no key can have.
+                if is_valid_key(file_name) or not file_name.endswith(_TMP_SUFFIX):
                     continue
                 path = os.path.join(directory, file_name)
                 try:

@@ -145,6 +145,8 @@ class Catalog(ABC):
     def commit(self, session: str, versions: Sequence[NewVersion]) -> list[CommitOutcome]:
         """Atomically make versions visible, in order.
 
+        New versions of a name are numbered 1, 2, 3, ...; a number is never given twice,
+        even after the versions holding it were removed.
         A version whose content is already stored is a duplicate (its pages are ignored);
         one whose digest equals its name's latest version only refreshes that version's
         stat ("unchanged"). A new content's chunks must all be PRESENT: otherwise nothing

@@ -76,6 +76,10 @@ CREATE TABLE IF NOT EXISTS versions (
     PRIMARY KEY (name, version)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS versions_digest ON versions (digest);
+CREATE TABLE IF NOT EXISTS names (
+    name TEXT PRIMARY KEY,
+    last_version INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS sessions (
     id TEXT PRIMARY KEY,
     kind TEXT NOT NULL,
@@ -284,13 +288,20 @@ class SQLiteCatalog(Catalog):
                 else:
                     self._insert_content(db, new)
                     outcome, duplicate_of = "stored", None
-                version = latest_record.version + 1 if latest_record else 1
+                version = self._next_version(db, new.name)
                 db.execute(
                     f"INSERT INTO versions ({_VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (new.name, version, new.digest, *self._stat_values(new.stat), now_ns()),
                 )
                 outcomes.append(CommitOutcome(new.name, version, outcome, duplicate_of))
         return outcomes
+
+    @staticmethod
+    def _next_version(db, name: str) -> int:
+        """Version numbers only grow, even after removals, so a number always means one content."""
+        db.execute("INSERT INTO names VALUES (?, 1) ON CONFLICT (name) DO UPDATE SET last_version = last_version + 1",
+                   (name,))
+        return db.execute("SELECT last_version FROM names WHERE name = ?", (name,)).fetchone()[0]
 
     @staticmethod
     def _stat_values(stat: FileStat) -> tuple[int, int, int, int, int]:

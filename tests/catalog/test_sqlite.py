@@ -1,0 +1,97 @@
+"""SQLiteCatalog: the conformance suite, plus what only a file shared by processes has."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from catalog_conformance import CatalogConformance, chunk_id, new_version, put, states
+
+from chunkstore.catalog import ChunkState
+from chunkstore.catalog.sessions import DEFAULT_LEASE_SECONDS
+from chunkstore.catalog.sqlite import SQLiteCatalog
+from chunkstore.errors import CorruptObjectError, NotFoundError, UnsupportedFormatError
+
+TESTS = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def catalog_path(tmp_path) -> Path:
+    return tmp_path / "catalog.sqlite"
+
+
+@pytest.fixture
+def open_catalog(catalog_path):
+    """Open SQLiteCatalog handles on catalog_path (the first creates it); close them all at the end."""
+    opened: list[SQLiteCatalog] = []
+
+    def make(lease_seconds: float = DEFAULT_LEASE_SECONDS) -> SQLiteCatalog:
+        catalog = SQLiteCatalog(catalog_path, create=not catalog_path.exists(), lease_seconds=lease_seconds)
+        opened.append(catalog)
+        return catalog
+
+    yield make
+    for catalog in opened:
+        catalog.close()
+
+
+class TestSQLiteCatalog(CatalogConformance):
+    @pytest.fixture
+    def make_catalog(self, open_catalog):
+        return open_catalog
+
+
+def test_a_missing_catalog_is_not_created_by_opening(catalog_path):
+    with pytest.raises(NotFoundError):
+        SQLiteCatalog(catalog_path)
+    assert not catalog_path.exists()
+
+
+@pytest.mark.parametrize("statement", ["UPDATE meta SET value = '2' WHERE key = 'schema_version'",
+                                       "DELETE FROM meta WHERE key = 'schema_version'"])
+def test_an_unknown_schema_version_is_refused(open_catalog, catalog_path, statement):
+    open_catalog().close()
+    with sqlite3.connect(catalog_path) as db:
+        db.execute(statement)
+    with pytest.raises(UnsupportedFormatError):
+        SQLiteCatalog(catalog_path)
+
+
+@pytest.mark.parametrize("damage", [b"this is not a database\n" * 200, b"SQLite format 3\x00" + b"\xff" * 4080])
+def test_a_corrupt_catalog_file_is_an_integrity_error(catalog_path, damage):
+    catalog_path.write_bytes(damage)
+    with pytest.raises(CorruptObjectError) as raised:
+        SQLiteCatalog(catalog_path)
+    assert raised.value.exit_code == 4
+
+
+# A put in another process that commits one file, stores one more chunk and dies
+# without closing its session.
+_OTHER_PROCESS = """
+import os, sys
+from catalog_conformance import new_version, put, upload
+from chunkstore.catalog.sqlite import SQLiteCatalog
+
+catalog = SQLiteCatalog(sys.argv[1])
+put(catalog, new_version("from-other-process", [1]))
+upload(catalog, catalog.open_session("put"), [2])
+os._exit(0)
+"""
+
+
+def test_another_process_sees_commits_and_its_death_releases_its_pins(open_catalog, catalog_path):
+    catalog = open_catalog()
+    put(catalog, new_version("from-this-process", [3]))
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    subprocess.run([sys.executable, "-c", _OTHER_PROCESS, str(catalog_path)], env=environment, check=True)
+    assert [record.name for record in catalog.list_versions()] == ["from-other-process", "from-this-process"]
+    # The dead process's session still pins chunk 2; with a lease of half an hour, only
+    # knowing that its process has exited lets gc take the chunk now.
+    gc = catalog.open_session("gc")
+    catalog.acquire_gc_lock(gc)
+    assert [chunk.chunk_id for chunk in catalog.collect_candidates(gc, 100)] == [chunk_id(2)]
+    assert states(catalog, [1, 2, 3]) == [ChunkState.PRESENT, ChunkState.DELETING, ChunkState.PRESENT]
