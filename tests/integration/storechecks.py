@@ -1,0 +1,35 @@
+"""Checks on a whole store shared by the multi-process integration tests."""
+
+from __future__ import annotations
+
+import sys
+
+from chunkstore.catalog import ChunkState
+from chunkstore.config import CHUNK_KEY_PREFIX, chunk_id_from_key
+
+# The `chunkstore` command, run as its own process (what a user's shell runs).
+CHUNKSTORE = [sys.executable, "-m", "cli"]
+
+
+def assert_no_garbage(store) -> None:
+    """After a gc with no put running: every chunk row is a PRESENT, referenced chunk whose
+    object exists with the recorded size, and every chunk object has a row."""
+    rows = {chunk.chunk_id: chunk for chunk in store.catalog.iter_chunks()}
+    objects = {chunk_id_from_key(info.key): info.size for info in store.blobs.list(CHUNK_KEY_PREFIX)}
+    unreferenced = [chunk_id.hex() for chunk_id, chunk in rows.items() if chunk.refcount <= 0]
+    not_present = [(chunk_id.hex(), chunk.state.name) for chunk_id, chunk in rows.items()
+                   if chunk.state != ChunkState.PRESENT]
+    assert not unreferenced, f"{len(unreferenced)} chunk rows with count 0 survived gc: {unreferenced[:5]}"
+    assert not not_present, f"{len(not_present)} chunk rows are not PRESENT after gc: {not_present[:5]}"
+    without_object = [chunk_id.hex() for chunk_id in rows.keys() - objects.keys()]
+    assert not without_object, f"{len(without_object)} chunk rows have no object: {without_object[:5]}"
+    without_row = [chunk_id.hex() if chunk_id else "?" for chunk_id in objects.keys() - rows.keys()]
+    assert not without_row, f"{len(without_row)} objects have no chunk row: {without_row[:5]}"
+    wrong_size = [chunk_id.hex() for chunk_id, size in objects.items() if rows[chunk_id].stored_size != size]
+    assert not wrong_size, f"{len(wrong_size)} objects differ in size from their rows: {wrong_size[:5]}"
+
+
+def assert_verify_clean(store) -> None:
+    report = store.verify(read_data=True)
+    assert report.ok, "verify found problems:\n" + "\n".join(
+        f"{problem.kind}: {problem.message} {problem.names}" for problem in report.problems)
