@@ -128,8 +128,9 @@ def new_encryption(passphrase: bytes, store_id: str, kdf: dict | None = None) ->
 
 def validate_section(section: dict) -> None:
     if not isinstance(section, dict) or section.get("scheme") != SCHEME or section.get("cipher") != CIPHER:
-        raise UnsupportedFormatError(f"store is encrypted with a scheme this chunkstore does not know: "
-                                     f"{section.get('scheme') if isinstance(section, dict) else section!r}")
+        described = (f"scheme {section.get('scheme')!r}, cipher {section.get('cipher')!r}"
+                     if isinstance(section, dict) else repr(section))
+        raise UnsupportedFormatError(f"store is encrypted with a scheme this chunkstore does not know: {described}")
     if not isinstance(section.get("kdf"), dict) or not isinstance(section.get("wrapped_key"), str):
         raise CorruptObjectError("store config has a damaged encryption section")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 
 import click
 
@@ -22,16 +23,15 @@ def passwd(context, new_passphrase_file: str | None) -> int:
     """Change the passphrase. The data is not re-encrypted: only the wrapped key changes."""
     store = context.open_store()
     try:
-        old = context.given_passphrase()
-        if old is None:
-            old = context.prompt_passphrase("Current passphrase")
         if new_passphrase_file:
             new = read_secret_file(new_passphrase_file)
         elif NEW_PASSPHRASE_VARIABLE in os.environ:
             new = os.environ[NEW_PASSPHRASE_VARIABLE].encode()
         else:
-            new = context.prompt_passphrase("New passphrase", confirm=True)
-        store.change_passphrase(old, new)
+            new = context.prompt_passphrase("New passphrase", confirm=True,
+                                            otherwise=f"set {NEW_PASSPHRASE_VARIABLE} or use --new-passphrase-file")
+        # The passphrase that opened the store is the current one: it is not asked twice.
+        store.change_passphrase(context.passphrase, new)
     finally:
         store.close()
     if not context.quiet:
@@ -52,6 +52,9 @@ def export(context, output: str) -> int:
         store.close()
     descriptor = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "wb") as handle:
+        # The mode given to open applies only to a new file: an existing one is made private first.
+        if stat.S_ISREG(os.fstat(descriptor).st_mode):
+            os.fchmod(descriptor, 0o600)
         handle.write(backup)
     if not context.quiet:
         click.echo(f"key written to {output}")

@@ -16,6 +16,7 @@ from chunkstore import __version__
 from chunkstore.errors import ChunkstoreError
 
 from . import commands
+from .secrets import PASSPHRASE_VARIABLE, read_secret_file
 
 EXIT_OTHER = 1
 EXIT_INTERRUPTED = 130
@@ -31,20 +32,47 @@ def default_store_url() -> str:
 
 
 class Context:
-    """What every command gets: the store URL and the output switches."""
+    """What every command gets: the store URL, the output switches and how to get a passphrase."""
 
-    def __init__(self, store_url: str, quiet: bool):
+    def __init__(self, store_url: str, quiet: bool, passphrase_file: str | None = None):
         self.store_url = store_url
         self.quiet = quiet
+        self.passphrase_file = passphrase_file
+        # The passphrase that opened the store, however it was given (set by open_store).
+        self.passphrase: bytes | None = None
 
     @property
     def show_progress(self) -> bool:
         return not self.quiet and sys.stderr.isatty()
 
+    def given_passphrase(self) -> bytes | None:
+        """The passphrase from --passphrase-file or $CHUNKSTORE_PASSPHRASE, if either is set."""
+        if self.passphrase_file:
+            return read_secret_file(self.passphrase_file)
+        value = os.environ.get(PASSPHRASE_VARIABLE)
+        return value.encode() if value is not None else None
+
+    def prompt_passphrase(self, label: str = "Passphrase", confirm: bool = False,
+                          otherwise: str = f"set {PASSPHRASE_VARIABLE} or use --passphrase-file") -> bytes:
+        """Ask on the terminal; without one, say how to give the passphrase instead (otherwise)."""
+        from chunkstore.errors import PassphraseRequiredError
+
+        if not sys.stdin.isatty():
+            raise PassphraseRequiredError(f"a {label.lower()} is needed: {otherwise} (no terminal to ask on)")
+        return click.prompt(label, hide_input=True, confirmation_prompt=confirm, err=True).encode()
+
     def open_store(self):
         from chunkstore import Store
+        from chunkstore.errors import PassphraseRequiredError
 
-        return Store.open(self.store_url)
+        self.passphrase = self.given_passphrase()
+        try:
+            return Store.open(self.store_url, passphrase=self.passphrase)
+        except PassphraseRequiredError:
+            if self.passphrase is not None or not sys.stdin.isatty():
+                raise
+        self.passphrase = self.prompt_passphrase()
+        return Store.open(self.store_url, passphrase=self.passphrase)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -52,9 +80,12 @@ class Context:
               help="The store: a folder path (or file://PATH). Default: $CHUNKSTORE_STORE, "
                    "else a folder in your user data directory.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only errors (and what a command exists to print).")
+@click.option("--passphrase-file", type=click.Path(exists=True, dir_okay=False), metavar="PATH",
+              help=f"Read an encrypted store's passphrase (or key file) from PATH. Default: ${PASSPHRASE_VARIABLE}, "
+                   "else a prompt on the terminal.")
 @click.version_option(__version__, prog_name="chunkstore")
 @click.pass_context
-def cli(click_context: click.Context, store_url: str | None, quiet: bool) -> None:
+def cli(click_context: click.Context, store_url: str | None, quiet: bool, passphrase_file: str | None) -> None:
     """chunkstore: a deduplicating store for many versions of big, similar files.
 
     Files are cut into content-defined chunks (FastCDC), each chunk is named by its
@@ -64,7 +95,7 @@ def cli(click_context: click.Context, store_url: str | None, quiet: bool) -> Non
     Exit codes: 0 success, 1 error, 2 usage, 3 not found, 4 integrity error
     (corrupt, missing or mismatched data), 5 wrong key or passphrase.
     """
-    click_context.obj = Context(store_url or default_store_url(), quiet)
+    click_context.obj = Context(store_url or default_store_url(), quiet, passphrase_file)
 
 
 commands.register(cli)
@@ -94,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         _silence_stdout()
         code = EXIT_OTHER
     except OSError as error:
-        where = f" {error.filename}" if error.filename else ""
+        where = f" {error.filename}:" if error.filename else ""
         click.echo(f"chunkstore:{where} {error.strerror or error}", err=True)
         code = EXIT_OTHER
     if argv is None:
