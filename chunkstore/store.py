@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import crypto
 from .blobstore import BlobNotFoundError, BlobStore
 from .blobstore.local import LocalBlobStore
 from .catalog import Catalog
@@ -13,11 +15,15 @@ from .catalog.sessions import DEFAULT_LEASE_SECONDS
 from .chunking import ChunkerSpec, make_chunker
 from .compression import CompressionSpec, Compressor
 from .config import CONFIG_KEY, StoreConfig
-from .errors import InvalidArgumentError, StoreExistsError, StoreNotFoundError, UnsupportedFormatError
+from .crypto import Keys
+from .errors import InvalidArgumentError, PassphraseRequiredError, StoreExistsError, StoreNotFoundError, UnsupportedFormatError
 from .hashing import Hasher
 from .objectformat import ObjectCodec
 
 LOCAL_CATALOG_FILE = "catalog.sqlite"
+# Chunkers whose boundaries reveal nothing without the key: fastcdc2020 takes a secret
+# gear seed; fixed boundaries depend only on offsets.
+ENCRYPTABLE_CHUNKERS = ("fastcdc2020", "fixed")
 
 
 @dataclass(frozen=True)
@@ -47,27 +53,65 @@ def _local_blobstore(location: Location) -> BlobStore:
 def _blobstore_for(location: Location) -> BlobStore:
     if location.scheme == "file":
         return _local_blobstore(location)
+    if location.scheme == "s3":
+        # boto3 is imported here, and only here: AwsClients says how to install it if it is missing.
+        from .aws import AwsClients
+
+        clients = AwsClients()
+        from .blobstore.s3 import S3BlobStore
+
+        return S3BlobStore.from_location(location.path, clients)
     raise UnsupportedFormatError(f"{location.scheme}:// stores are not supported by this chunkstore")
+
+
+def _catalog_section(location: Location, table: str | None, create: bool) -> dict:
+    """The config's catalog section for a new store: SQLite in the folder, or a DynamoDB table for s3://."""
+    if location.scheme == "s3":
+        from .catalog.dynamodb import validate_table
+
+        if not table:
+            raise InvalidArgumentError("an s3:// store keeps its catalog in DynamoDB: give the table with --table TABLE")
+        return {"type": "dynamodb", "table": validate_table(table)}
+    if table is not None or create:
+        raise InvalidArgumentError("--table and --create apply only to s3:// stores")
+    return {"type": "sqlite", "path": LOCAL_CATALOG_FILE}
 
 
 class Store:
     """An open store. Use Store.init to create one and Store.open to open one."""
 
-    def __init__(self, url: str, config: StoreConfig, blobs: BlobStore, catalog: Catalog):
+    def __init__(self, url: str, config: StoreConfig, blobs: BlobStore, catalog: Catalog, keys: Keys | None = None):
         self.url = url
         self.config = config
         self.blobs = blobs
         self.catalog = catalog
-        self.hasher = Hasher()
-        self.codec = ObjectCodec(Compressor(config.compression), max_chunk_size=config.chunker.max_size)
-        self.chunker = make_chunker(config.chunker)
+        self.encrypted = keys is not None
+        chunker = config.chunker
+        if keys is None:
+            self.hasher = Hasher()
+        else:
+            self.hasher = Hasher(keys.chunk_id, keys.file_digest)
+            if chunker.name == "fastcdc2020":
+                chunker = dataclasses.replace(chunker, seed=keys.chunker_seed)
+        self.codec = ObjectCodec(Compressor(config.compression), max_chunk_size=config.chunker.max_size,
+                                 sealer=keys.objects if keys else None)
+        self.chunker = make_chunker(chunker)
 
     # ---- lifecycle -------------------------------------------------------------------
 
     @classmethod
-    def init(cls, url: str, chunker: ChunkerSpec, compression: CompressionSpec) -> "Store":
+    def init(cls, url: str, chunker: ChunkerSpec, compression: CompressionSpec, *,
+             table: str | None = None, create: bool = False, passphrase: bytes | None = None) -> "Store":
+        """Create a store. For s3:// URLs, table names the DynamoDB table of its catalog, and
+        create makes the bucket and the table if they do not exist."""
         location = Location.parse(url)
+        catalog_section = _catalog_section(location, table, create)
         blobs = _blobstore_for(location)
+        if create:
+            from .catalog.dynamodb import DynamoDBCatalog
+
+            blobs.create_bucket()
+            DynamoDBCatalog.create_table(blobs.clients, table)
         if blobs.exists():
             try:
                 blobs.stat(CONFIG_KEY)
@@ -75,40 +119,79 @@ class Store:
             except BlobNotFoundError:
                 pass
         blobs.create()
-        config = StoreConfig(chunker=chunker, compression=compression,
-                             catalog={"type": "sqlite", "path": LOCAL_CATALOG_FILE})
-        catalog = cls._open_catalog(location, config, create=True)
+        config = StoreConfig(chunker=chunker, compression=compression, catalog=catalog_section)
+        keys = None
+        if passphrase is not None:
+            if chunker.name not in ENCRYPTABLE_CHUNKERS:
+                raise InvalidArgumentError(f"an encrypted store needs a keyed chunker ({', '.join(ENCRYPTABLE_CHUNKERS)}); "
+                                           f"{chunker.name} would reveal content through chunk boundaries")
+            encryption, keys = crypto.new_encryption(passphrase, config.store_id)
+            config = dataclasses.replace(config, encryption=encryption)
+        catalog = cls._open_catalog(location, config, blobs, create=True)
         # The config is written last: its presence is what makes the folder a store,
         # so an init that dies half-way can simply be run again.
         blobs.put(CONFIG_KEY, config.to_bytes())
         blobs.sync()
-        return cls(url, config, blobs, catalog)
+        return cls(url, config, blobs, catalog, keys)
 
     @classmethod
-    def open(cls, url: str, *, lease_seconds: float = DEFAULT_LEASE_SECONDS) -> "Store":
+    def open(cls, url: str, *, lease_seconds: float = DEFAULT_LEASE_SECONDS,
+             passphrase: bytes | None = None, read_only: bool = False) -> "Store":
+        """Open the store at url. An encrypted store needs its passphrase (or key file bytes):
+        without one PassphraseRequiredError is raised, with a wrong one WrongKeyError.
+        read_only promises that only reading operations (get, restore, list, verify, stats)
+        will be used, which lets the catalog skip work only writers need."""
         location = Location.parse(url)
         blobs = _blobstore_for(location)
-        if not blobs.exists():
-            raise StoreNotFoundError(f"no store at {url} (create one with `chunkstore init`)")
+        # A missing folder or bucket fails the read too, so no separate check (a request on S3) is needed.
         try:
             raw = blobs.get(CONFIG_KEY)
         except BlobNotFoundError:
             raise StoreNotFoundError(f"no store at {url} (create one with `chunkstore init`)") from None
         config = StoreConfig.from_bytes(raw)
-        catalog = cls._open_catalog(location, config, create=False, lease_seconds=lease_seconds)
-        return cls(url, config, blobs, catalog)
+        keys = None
+        if config.encryption is not None:
+            if passphrase is None:
+                raise PassphraseRequiredError(
+                    f"the store at {url} is encrypted: give its passphrase (CHUNKSTORE_PASSPHRASE, "
+                    "--passphrase-file, or at the prompt)")
+            keys = crypto.unlock(config.encryption, passphrase, config.store_id)
+        catalog = cls._open_catalog(location, config, blobs, create=False, lease_seconds=lease_seconds,
+                                    read_only=read_only)
+        return cls(url, config, blobs, catalog, keys)
+
+    def change_passphrase(self, old: bytes, new: bytes) -> None:
+        """Wrap the store's key under a new passphrase. No data is re-encrypted."""
+        if self.config.encryption is None:
+            raise InvalidArgumentError("the store is not encrypted")
+        section = crypto.rewrap(self.config.encryption, old, new, self.config.store_id)
+        self.config = dataclasses.replace(self.config, encryption=section)
+        self.blobs.put(CONFIG_KEY, self.config.to_bytes())
+        self.blobs.sync()
+
+    def export_key(self) -> bytes:
+        """A backup of the store's wrapped key (still protected by the passphrase), as JSON."""
+        if self.config.encryption is None:
+            raise InvalidArgumentError("the store is not encrypted")
+        return crypto.export_key(self.config.encryption, self.config.store_id)
 
     @staticmethod
-    def _open_catalog(location: Location, config: StoreConfig, *, create: bool,
-                      lease_seconds: float = DEFAULT_LEASE_SECONDS) -> Catalog:
+    def _open_catalog(location: Location, config: StoreConfig, blobs: BlobStore, *, create: bool,
+                      lease_seconds: float = DEFAULT_LEASE_SECONDS, read_only: bool = False) -> Catalog:
         kind = config.catalog.get("type")
+        if kind == "dynamodb" and location.scheme == "s3":
+            from .catalog.dynamodb import DynamoDBCatalog
+
+            return DynamoDBCatalog(blobs.clients, config.catalog.get("table"), store_id=config.store_id,
+                                   store_url=blobs.url, create=create, lease_seconds=lease_seconds)
         if kind == "sqlite" and location.scheme == "file":
             from .catalog.sqlite import SQLiteCatalog
 
             relative = config.catalog.get("path", LOCAL_CATALOG_FILE)
             if not isinstance(relative, str) or "/" in relative or relative.startswith("."):
                 raise UnsupportedFormatError(f"store config names an invalid catalog path {relative!r}")
-            return SQLiteCatalog(Path(location.path) / relative, create=create, lease_seconds=lease_seconds)
+            return SQLiteCatalog(Path(location.path) / relative, create=create, lease_seconds=lease_seconds,
+                                 read_only=read_only)
         raise UnsupportedFormatError(f"store config names an unknown catalog type {kind!r}")
 
     def close(self) -> None:

@@ -7,8 +7,8 @@ cannot be restored):
   3. mark them PRESENT;
   4. commit the versions: reference counts and recipes in the same atomic step.
 
-The main thread reads, cuts and hashes (pyfastcdc and blake3 release the GIL); a pool
-compresses and writes new chunks (zstd releases the GIL too), so both cores work.
+The main thread reads and cuts chunks, a second thread hashes them, and a pool compresses
+and writes the new ones; pyfastcdc, blake3 and zstd all release the GIL, so every core works.
 """
 
 from __future__ import annotations
@@ -39,7 +39,9 @@ BATCH_BYTES = 4 * 1024 * 1024
 # Chunks being compressed and written at once: with the claim batch this bounds put's
 # buffers to about 40 MiB whatever the file size.
 MAX_UPLOAD_BYTES_IN_FLIGHT = 32 * 1024 * 1024
-PROGRESS_EVERY_BYTES = 1024 * 1024
+# A large file is hashed by a second thread in batches of this size, at most this many ahead.
+HASH_BATCH_BYTES = 1024 * 1024
+MAX_HASH_BATCHES_IN_FLIGHT = 8
 # Commit versions at least this often: fewer, larger commits amortise the sync and the
 # catalog transaction; these bounds keep what a crash throws away small.
 COMMIT_EVERY_FILES = 2000
@@ -240,6 +242,8 @@ class Writer:
         self.catalog = store.catalog
         self.workers = workers or max(2, os.cpu_count() or 2)
         self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="chunkstore-put")
+        # One thread, so batches are hashed, and fed to the whole-file digest, in order.
+        self._hashing = ThreadPoolExecutor(1, thread_name_prefix="chunkstore-hash")
         self.session = self.catalog.open_session("put")
         self._pending: list[_PendingFile] = []
         self._pending_bytes = 0
@@ -266,8 +270,14 @@ class Writer:
         self._stop_heartbeat.set()
         self._heartbeat.join()
         try:
-            self._wait_uploads(0)
+            # commit() has already waited for (and raised) upload errors of everything it
+            # committed; what is left belongs to a put that is failing for another reason,
+            # whose error must not be hidden by one of these.
+            for future, _, _ in self._uploads:
+                future.exception()
+            self._uploads.clear()
         finally:
+            self._hashing.shutdown(wait=True)
             self.pool.shutdown(wait=True)
             self.catalog.close_session(self.session)
 
@@ -277,33 +287,54 @@ class Writer:
                    on_bytes: Callable[[int], None] | None = None) -> _PendingFile:
         """Chunk and hash one stream; its version waits in the pending list for commit().
 
-        Chunks go to a claim buffer shared by consecutive files, so a folder of small
+        A large file's chunks are hashed (IDs and whole-file digest) by a second thread in
+        HASH_BATCH_BYTES batches while this one reads and cuts the next. The tail of a file,
+        which is all of a small file, is hashed here: cheaper than a hand-off.
+        Chunks then go to a claim buffer shared by consecutive files, so a folder of small
         files costs one catalog transaction per BATCH_BYTES, not one per file."""
         hasher = self.store.hasher
         file_digest = hasher.file_hasher()
         entries: list[recipes.RecipeEntry] = []
         result = FileResult(name, "stored")
+        in_flight: deque[tuple[list[bytes], Future]] = deque()
+        batch: list[bytes] = []
+        batch_bytes = 0
         size = 0
-        unreported = 0
-        try:
-            for chunk in self.store.chunker(stream):
-                chunk_id = hasher.chunk_id(chunk)
-                file_digest.update(chunk)
+
+        def take(chunks: list[bytes], ids: list[bytes]) -> None:
+            for chunk_id, chunk in zip(ids, chunks):
                 entries.append(recipes.RecipeEntry(chunk_id, len(chunk)))
                 self._unclaimed.append((chunk_id, chunk, result))
                 self._unclaimed_bytes += len(chunk)
-                size += len(chunk)
-                unreported += len(chunk)
-                if self._unclaimed_bytes >= BATCH_BYTES:
-                    self._claim()
-                if on_bytes and unreported >= PROGRESS_EVERY_BYTES:
-                    on_bytes(unreported)
-                    unreported = 0
+            if self._unclaimed_bytes >= BATCH_BYTES:
+                self._claim()
+
+        try:
+            for chunk in self.store.chunker(stream):
+                batch.append(chunk)
+                batch_bytes += len(chunk)
+                if batch_bytes >= HASH_BATCH_BYTES:
+                    in_flight.append((batch, self._hashing.submit(_hash_batch, hasher, file_digest, batch)))
+                    size += batch_bytes
+                    if on_bytes:
+                        on_bytes(batch_bytes)
+                    batch, batch_bytes = [], 0
+                    while len(in_flight) > MAX_HASH_BATCHES_IN_FLIGHT:
+                        chunks, ids = in_flight.popleft()
+                        take(chunks, ids.result())
+            while in_flight:
+                chunks, ids = in_flight.popleft()
+                take(chunks, ids.result())
+            if batch:
+                take(batch, _hash_batch(hasher, file_digest, batch))
+                size += batch_bytes
+                if on_bytes:
+                    on_bytes(batch_bytes)
         except BaseException:
+            for _, ids in in_flight:
+                ids.cancel()
             self.discard(result)
             raise
-        if on_bytes and unreported:
-            on_bytes(unreported)
         file_stat = stat if stat is not None else FileStat(size, time.time_ns(), 0o644)
         if file_stat.size != size:
             self.discard(result)
@@ -380,6 +411,15 @@ class Writer:
             _apply_outcome(item.result, outcome)
             results.append(item.result)
         return results
+
+
+def _hash_batch(hasher, file_digest, chunks: list[bytes]) -> list[bytes]:
+    """Chunk IDs of a batch, feeding the batch to the whole-file digest on the way."""
+    ids = []
+    for chunk in chunks:
+        ids.append(hasher.chunk_id(chunk))
+        file_digest.update(chunk)
+    return ids
 
 
 def _apply_outcome(result: FileResult, outcome: CommitOutcome) -> None:

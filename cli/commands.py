@@ -11,6 +11,7 @@ import click
 
 from chunkstore.errors import ChunkstoreError, IntegrityError
 
+from .secrets import read_secret_file
 from .progress import ProgressLine, human_bytes
 
 EXIT_OK = 0
@@ -59,17 +60,47 @@ def _local_time(ns: int) -> str:
                    "find more duplicates; larger ones mean fewer objects (and requests on S3).")
 @click.option("--compression", default="zstd:3", show_default=True, metavar="zstd:LEVEL|none",
               help="Compression of each chunk; a chunk that does not shrink is stored raw.")
+@click.option("--table", metavar="TABLE",
+              help="s3:// stores only: the DynamoDB table that holds the store's catalog (required for them).")
+@click.option("--create", is_flag=True,
+              help="s3:// stores only: make the bucket (private, encrypted) and the table (on-demand) if absent.")
+@click.option("--encrypt", is_flag=True,
+              help="Encrypt chunks and key their IDs and boundaries. The passphrase comes from "
+                   "$CHUNKSTORE_PASSPHRASE, --key-file, or a prompt; without it nothing can be read.")
+@click.option("--key-file", type=click.Path(exists=True, dir_okay=False), metavar="PATH",
+              help="With --encrypt: use the contents of PATH as the secret instead of a passphrase "
+                   "(give it later with --passphrase-file PATH).")
 @click.pass_obj
-def init(context, chunker: str, avg_size: int, compression: str) -> int:
-    """Create an empty store. Its chunking and compression are fixed from then on."""
+def init(context, chunker: str, avg_size: int, compression: str, table: str | None, create: bool,
+         encrypt: bool, key_file: str | None) -> int:
+    """Create an empty store. Its chunking and compression are fixed from then on.
+
+    An s3://BUCKET/PREFIX store keeps its chunks in S3 and its catalog in the
+    DynamoDB table given with --table; credentials, region and endpoints come
+    from the usual AWS settings (AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL...).
+    """
     from chunkstore import ChunkerSpec, CompressionSpec, Store
 
+    on_s3 = context.store_url.startswith("s3://")
+    if on_s3 and not table:
+        raise click.UsageError("an s3:// store needs --table TABLE (the DynamoDB table of its catalog)")
+    if not on_s3 and (table or create):
+        raise click.UsageError("--table and --create apply only to s3:// stores")
+    if key_file and not encrypt:
+        raise click.UsageError("--key-file goes with --encrypt")
     spec = ChunkerSpec.from_average(chunker, avg_size)
-    store = Store.init(context.store_url, spec, CompressionSpec.parse(compression))
+    passphrase = None
+    if encrypt:
+        passphrase = (read_secret_file(key_file) if key_file else context.given_passphrase()
+                      or context.prompt_passphrase("New passphrase", confirm=True))
+    store = Store.init(context.store_url, spec, CompressionSpec.parse(compression), table=table, create=create,
+                       passphrase=passphrase)
     store.close()
     if not context.quiet:
+        catalog = f", catalog in DynamoDB table {table}" if on_s3 else ""
         click.echo(f"created store at {context.store_url} "
-                   f"(chunker {spec.name} {spec.min_size}/{spec.avg_size}/{spec.max_size}, compression {compression})")
+                   f"(chunker {spec.name} {spec.min_size}/{spec.avg_size}/{spec.max_size}, "
+                   f"compression {compression}{catalog}{', encrypted' if encrypt else ''})")
     return EXIT_OK
 
 
@@ -172,7 +203,7 @@ def get(context, name: str, version: int | None, output: str | None) -> int:
     Each chunk is checked against its hash before it is written and the whole
     file against its recorded digest; a mismatch exits 4 naming the file.
     """
-    store = context.open_store()
+    store = context.open_store(read_only=True)
     try:
         if output:
             progress = ProgressLine(context.show_progress)
@@ -200,7 +231,7 @@ def restore(context, prefix: str, destination: str) -> int:
     verification is reported (and not written) and the exit code is 4; the
     other files are still restored.
     """
-    store = context.open_store()
+    store = context.open_store(read_only=True)
     progress = ProgressLine(context.show_progress)
 
     def on_result(result) -> None:
@@ -231,7 +262,7 @@ def restore(context, prefix: str, destination: str) -> int:
 @click.pass_obj
 def list_command(context, prefix: str, all_versions: bool, as_json: bool) -> int:
     """List stored files (the latest version of each, or all with --versions)."""
-    store = context.open_store()
+    store = context.open_store(read_only=True)
     try:
         records = list(store.list(prefix, all_versions=all_versions))
     finally:
@@ -309,7 +340,7 @@ def verify(context, read_data: bool, subset: float | None, as_json: bool) -> int
     """
     if subset is not None and not read_data:
         raise click.UsageError("--subset needs --read-data")
-    store = context.open_store()
+    store = context.open_store(read_only=True)
     progress = ProgressLine(context.show_progress and not as_json)
     try:
         report = store.verify(read_data=read_data, subset_percent=subset or 100.0,
@@ -317,17 +348,19 @@ def verify(context, read_data: bool, subset: float | None, as_json: bool) -> int
     finally:
         progress.finish()
         store.close()
+    # Problems go to stderr with --json too, so a failing run always says why on stderr.
+    for problem in report.problems:
+        affected = f" (affects: {', '.join(problem.names)})" if problem.names else ""
+        _warn(f"{problem.kind}: {problem.message}{affected}")
     if as_json:
         _echo_json(report.to_json())
-    else:
-        for problem in report.problems:
-            affected = f" (affects: {', '.join(problem.names)})" if problem.names else ""
-            _warn(f"{problem.kind}: {problem.message}{affected}")
-        if not context.quiet or not report.ok:
-            read = f", read {report.chunks_read} chunks ({human_bytes(report.bytes_read)})" if read_data else ""
-            status = "ok" if report.ok else f"{len(report.problems)} problems"
-            click.echo(f"{status}: {report.versions} versions, {report.contents} contents, "
-                       f"{report.chunks} chunks checked{read}", err=not report.ok)
+    elif not context.quiet or not report.ok:
+        read = f", read {report.chunks_read} chunks ({human_bytes(report.bytes_read)})" if read_data else ""
+        checked = f"{report.versions} versions, {report.contents} contents, {report.chunks} chunks checked{read}"
+        if report.ok:
+            click.echo(f"ok: {checked}")
+        else:
+            _warn(f"{len(report.problems)} problems: {checked}")
     return EXIT_OK if report.ok else IntegrityError.exit_code
 
 
@@ -335,12 +368,22 @@ def verify(context, read_data: bool, subset: float | None, as_json: bool) -> int
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.pass_obj
 def stats(context, as_json: bool) -> int:
-    """Show sizes and ratios: logical (all versions), unique (distinct chunks) and stored bytes."""
-    store = context.open_store()
+    """Show sizes and ratios: logical (all versions), unique (distinct chunks) and stored bytes.
+
+    For an s3:// store, also the requests this command made and what the store
+    costs at AWS list prices (storage, and requests per GB put and restored).
+    """
+    from chunkstore.aws import cost_estimate, request_counts
+
+    store = context.open_store(read_only=True)
     try:
         figures = store.stats()
+        requests = request_counts(store)
     finally:
         store.close()
+    if requests is not None:
+        figures["requests"] = requests
+        figures["cost_estimate"] = cost_estimate(figures)
     if as_json:
         _echo_json(figures)
         return EXIT_OK
@@ -354,10 +397,20 @@ def stats(context, as_json: bool) -> int:
     click.echo(f"unique:       {human_bytes(figures['unique_bytes'])}  (dedup {ratio('dedup_ratio')})")
     click.echo(f"stored:       {human_bytes(figures['stored_bytes'])}  (compression {ratio('compression_ratio')}, "
                f"overall {ratio('store_ratio')})")
+    if requests is not None:
+        cost = figures["cost_estimate"]
+        click.echo(f"cost:         ${cost['storage_usd_per_month']:.4f}/month stored; per GB: "
+                   f"${cost['ingest_usd_per_gb_new_data']:.4f} to put new data, ${cost['restore_usd_per_gb']:.4f} to "
+                   f"restore ({cost['chunk_objects_per_gb']:,} chunk objects/GB; {cost['prices']['source']})")
+        click.echo(f"requests:     {sum(requests['s3'].values())} S3, {sum(requests['dynamodb'].values())} DynamoDB "
+                   "(by this command)")
     return EXIT_OK
 
 
 def register(group: click.Group) -> None:
-    for command in (init, put, get, restore, list_command, rm, gc, verify, stats):
+    from .key import key
+    from .serve import serve, serve_token
+
+    for command in (init, put, get, restore, list_command, rm, gc, verify, stats, key, serve, serve_token):
         group.add_command(command)
 

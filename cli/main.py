@@ -61,18 +61,19 @@ class Context:
             raise PassphraseRequiredError(f"a {label.lower()} is needed: {otherwise} (no terminal to ask on)")
         return click.prompt(label, hide_input=True, confirmation_prompt=confirm, err=True).encode()
 
-    def open_store(self):
+    def open_store(self, read_only: bool = False):
+        """Open the store; read_only for commands that only read (see Store.open)."""
         from chunkstore import Store
         from chunkstore.errors import PassphraseRequiredError
 
         self.passphrase = self.given_passphrase()
         try:
-            return Store.open(self.store_url, passphrase=self.passphrase)
+            return Store.open(self.store_url, passphrase=self.passphrase, read_only=read_only)
         except PassphraseRequiredError:
             if self.passphrase is not None or not sys.stdin.isatty():
                 raise
         self.passphrase = self.prompt_passphrase()
-        return Store.open(self.store_url, passphrase=self.passphrase)
+        return Store.open(self.store_url, passphrase=self.passphrase, read_only=read_only)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

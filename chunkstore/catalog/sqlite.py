@@ -129,9 +129,13 @@ def _escape_like(text: str) -> str:
 
 class SQLiteCatalog(Catalog):
     def __init__(self, path: str | os.PathLike[str], *, create: bool = False,
-                 lease_seconds: float = DEFAULT_LEASE_SECONDS):
+                 lease_seconds: float = DEFAULT_LEASE_SECONDS, read_only: bool = False):
+        """read_only connections cannot write, and never checkpoint the WAL when they close:
+        a checkpoint fsyncs the catalog, which on ext4 also flushes every file a restore has
+        just written (0.6 s after restoring 1 GB here), work that belongs to nobody's read."""
         self.path = Path(path)
         self.lease_seconds = lease_seconds
+        self.read_only = read_only
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
@@ -157,9 +161,13 @@ class SQLiteCatalog(Catalog):
         connection = getattr(self._local, "connection", None)
         if connection is None:
             try:
-                connection = sqlite3.connect(self.path, isolation_level=None, timeout=60.0,
-                                             check_same_thread=False)
-                connection.execute("PRAGMA journal_mode = WAL")
+                if self.read_only:
+                    connection = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
+                                                 isolation_level=None, timeout=60.0, check_same_thread=False)
+                else:
+                    connection = sqlite3.connect(self.path, isolation_level=None, timeout=60.0,
+                                                 check_same_thread=False)
+                    connection.execute("PRAGMA journal_mode = WAL")
                 connection.execute("PRAGMA foreign_keys = OFF")
             except sqlite3.DatabaseError as error:
                 raise CorruptObjectError(f"catalog {self.path} cannot be opened: {error}") from None
