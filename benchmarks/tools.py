@@ -188,6 +188,32 @@ class Chunkstore(Tool):
         return Command([*self._store(workspace), "stats", "--json"])
 
 
+class EncryptedChunkstore(Chunkstore):
+    """chunkstore with `init --encrypt`: keyed IDs and chunker, per-object AEAD, verify after write."""
+
+    name = "chunkstore-encrypted"
+    PASSPHRASE = "benchmark passphrase"
+
+    def describe_settings(self) -> str:
+        return "defaults of `chunkstore init --encrypt` (Argon2id unlock on every command)"
+
+    def _command(self, argv: list[str], cwd: Path | None = None) -> Command:
+        return Command(argv, cwd=cwd, env={"CHUNKSTORE_PASSPHRASE": self.PASSPHRASE})
+
+    def init(self, workspace: Path) -> Command:
+        return self._command([*self._store(workspace), "init", "--encrypt"])
+
+    def backup(self, workspace: Path, source: Path, label: str) -> Command:
+        command = super().backup(workspace, source, label)
+        return self._command(command.argv, command.cwd)
+
+    def restore(self, workspace: Path, source: Path, target: Path) -> Command:
+        return self._command(super().restore(workspace, source, target).argv)
+
+    def stats(self, workspace: Path) -> Command:
+        return self._command(super().stats(workspace).argv)
+
+
 class Restic(Tool):
     name = "restic"
 

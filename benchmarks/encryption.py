@@ -1,0 +1,70 @@
+"""What encryption costs: the encrypted store against the plain one, in the same script run.
+
+    python -m benchmarks.encryption [--quick|--smoke] [--runs N] [--out DIR]
+
+Both stores are driven through the command line on the same versioned-archive dataset,
+run after run in alternation (so load on the machine falls on both alike), through the
+same phases as benchmarks.foundation. Reported: put, restore and unchanged re-put of the
+encrypted store as a ratio of the plain one's; the target is put at 0.8x or better.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import datasets
+from .foundation import DEFAULT_WORK, medians, run_tool
+from .report import MB, environment, markdown_table, write_reports
+from .tools import Chunkstore, EncryptedChunkstore
+
+PUT_TARGET = 0.8
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.encryption", description=__doc__.split("\n\n")[0])
+    datasets.add_arguments(parser)
+    parser.add_argument("--runs", type=int, default=3, help="runs per store; figures are medians (default 3)")
+    parser.add_argument("--out", type=Path, default=Path("bench-report"), help="report folder (default bench-report/)")
+    parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help=f"scratch folder (default {DEFAULT_WORK})")
+    args = parser.parse_args(argv)
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    started = environment()
+    dataset = datasets.materialize(datasets.spec_from_arguments(args), args.work / "datasets")
+    tools = [Chunkstore(), EncryptedChunkstore()]
+    runs: dict[str, list[dict]] = {tool.name: [] for tool in tools}
+    for number in range(1, args.runs + 1):
+        for tool in tools:
+            run = run_tool(tool, dataset, args.work / "runs" / tool.name)
+            runs[tool.name].append(run)
+            print(f"run {number}/{args.runs} {tool.name}: put {run['put_seconds']:.2f} s, "
+                  f"restore {run['restore_seconds']:.2f} s", file=sys.stderr)
+    plain, encrypted = (medians(runs[tool.name]) for tool in tools)
+    rows = []
+    ratios = {}
+    for phase, label in (("put", "put of new data"), ("restore", "restore"), ("reput", "unchanged re-put")):
+        key = f"{phase}_seconds"
+        # Throughput ratio: encrypted MB/s over plain MB/s, i.e. plain time over encrypted time.
+        ratios[phase] = plain[key] / encrypted[key]
+        rows.append([label, f"{dataset.logical_bytes / MB / plain[key]:.1f} MB/s",
+                     f"{dataset.logical_bytes / MB / encrypted[key]:.1f} MB/s", f"{ratios[phase]:.2f}x"])
+    met = ratios["put"] >= PUT_TARGET
+    markdown = "\n".join([
+        "# What encryption costs", "",
+        f"Command: `python -m benchmarks.encryption {' '.join(argv or sys.argv[1:])}`  ",
+        f"Dataset: {dataset.versions} versions, {dataset.logical_bytes / MB:.1f} MB; median of {args.runs} runs.", "",
+        markdown_table(["figure", "plain", "encrypted", "encrypted / plain"], rows), "",
+        f"- encrypted put at least {PUT_TARGET}x the plain store's: **{'met' if met else 'MISSED'}**",
+    ])
+    document = {"environment": started, "dataset": dataset.to_json(), "runs": runs,
+                "medians": {"plain": plain, "encrypted": encrypted}, "ratios": ratios,
+                "put_target": PUT_TARGET, "put_target_met": met}
+    write_reports(args.out, "encryption", markdown, document)
+    print(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

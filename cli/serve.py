@@ -1,0 +1,112 @@
+"""`chunkstore serve`: the HTTP API and web page; `chunkstore serve-token`: make a token."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+
+import click
+
+from .commands import _size_option
+
+LOOPBACK_NAMES = ("localhost",)
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Anything but loopback needs tokens (--tokens-file or $CHUNKSTORE_TOKENS).")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free port.")
+@click.option("--tokens-file", type=click.Path(exists=True, dir_okay=False), metavar="PATH",
+              help="Bearer tokens, one 'sha256:<hex> rw|ro NAME' line each (make them with `chunkstore serve-token`).")
+@click.option("--max-upload-size", default="64G", show_default=True, metavar="BYTES", callback=_size_option,
+              help="Refuse uploads larger than this (413).")
+@click.option("--max-concurrent-uploads", default=4, show_default=True, type=click.IntRange(min=1),
+              help="Uploads processed at once; more wait their turn.")
+@click.option("--certfile", type=click.Path(exists=True, dir_okay=False), metavar="PEM",
+              help="Serve HTTPS with this certificate (chain); needs --keyfile.")
+@click.option("--keyfile", type=click.Path(exists=True, dir_okay=False), metavar="PEM",
+              help="The private key of --certfile.")
+@click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
+              help="Allow browser pages from ORIGIN to call the API (repeatable). Default: no cross-origin access.")
+@click.pass_obj
+def serve(context, host: str, port: int, tokens_file: str | None, max_upload_size: int,
+          max_concurrent_uploads: int, certfile: str | None, keyfile: str | None,
+          cors_origins: tuple[str, ...]) -> int:
+    """Serve the HTTP API (OpenAPI at /docs) and the upload page over the store.
+
+    Clients authenticate with `Authorization: Bearer TOKEN`. Without tokens every
+    request has read-write access, so the server then listens only on loopback.
+    """
+    try:
+        import uvicorn
+
+        from chunkstore.server import ServerSettings, TokenSet, create_app
+        from chunkstore.server.auth import TOKENS_VARIABLE
+    except ImportError as error:
+        raise click.ClickException(f"serve needs the serve extra (pip install 'chunkstore[serve]'): {error}") from None
+
+    if bool(certfile) != bool(keyfile):
+        raise click.UsageError("--certfile and --keyfile go together")
+    tokens = TokenSet.load(tokens_file, os.environ.get(TOKENS_VARIABLE))
+    if not tokens and not is_loopback(host):
+        raise click.UsageError(
+            f"refusing to listen on {host} without tokens: anyone who can reach it could read and delete "
+            f"every file. Configure tokens (--tokens-file or ${TOKENS_VARIABLE}) or listen on 127.0.0.1.")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+        # Listening before the address is announced: connections made as soon as it is
+        # printed wait in the backlog until the server accepts them.
+        listener.listen(2048)
+    except OSError as error:
+        listener.close()
+        raise click.ClickException(f"cannot listen on {host}:{port}: {error.strerror}") from None
+    store = context.open_store()
+    try:
+        settings = ServerSettings(tokens=tokens, max_upload_bytes=max_upload_size,
+                                  max_concurrent_uploads=max_concurrent_uploads, cors_origins=cors_origins)
+        app = create_app(store, settings)
+        config = uvicorn.Config(app, ssl_certfile=certfile, ssl_keyfile=keyfile, log_level="warning",
+                                access_log=False, server_header=False)
+        scheme = "https" if certfile else "http"
+        bound_host, bound_port = listener.getsockname()[:2]
+        shown = f"[{bound_host}]" if family == socket.AF_INET6 else bound_host
+        auth = f"{len(tokens)} token(s)" if tokens else "no tokens: loopback only, full access"
+        # The address is printed even with --quiet: with --port 0 it is how callers learn the port.
+        click.echo(f"chunkstore: serving {context.store_url} on {scheme}://{shown}:{bound_port}/ ({auth})", err=True)
+        uvicorn.Server(config).run(sockets=[listener])
+    finally:
+        listener.close()
+        store.close()
+    return 0
+
+
+@click.command(name="serve-token")
+@click.argument("name")
+@click.option("--read-only", is_flag=True, help="The token may list, download and read stats, but not change anything.")
+def serve_token(name: str, read_only: bool) -> int:
+    """Make a new bearer token for `serve`.
+
+    Prints the token (give it to the client; it is not kept anywhere) and, on the
+    next line, the hashed entry to add to the tokens file or $CHUNKSTORE_TOKENS.
+    """
+    from chunkstore.server.auth import READ, READ_WRITE, hash_token, new_token
+
+    if not name.strip() or any(ch.isspace() for ch in name):
+        raise click.UsageError("NAME must be one word (it names the token in logs and the activity list)")
+    token = new_token()
+    click.echo(token)
+    click.echo(f"{hash_token(token)} {READ if read_only else READ_WRITE} {name}")
+    return 0

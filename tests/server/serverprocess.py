@@ -1,0 +1,104 @@
+"""Run `chunkstore serve` as a real process and talk to it over HTTP."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+START_TIMEOUT_SECONDS = 30
+_ADDRESS = re.compile(r"on (https?://\S+?)/ ")
+
+
+def chunkstore_command() -> list[str]:
+    script = Path(sys.executable).with_name("chunkstore")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "cli"]
+
+
+def environment(changes: dict | None, *, without: tuple[str, ...] = ()) -> dict:
+    """os.environ with changes applied; a change to None removes the variable."""
+    merged = {key: value for key, value in os.environ.items() if key not in without}
+    for key, value in (changes or {}).items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged
+
+
+def run_chunkstore(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([*chunkstore_command(), *args], capture_output=True, text=True, timeout=timeout,
+                          env=environment(env))
+
+
+def init_store(path: Path, avg_size: str = "64K") -> str:
+    result = run_chunkstore("--store", str(path), "init", "--avg-size", avg_size)
+    assert result.returncode == 0, result.stderr
+    return str(path)
+
+
+@dataclass
+class ServerProcess:
+    store_url: str
+    args: tuple[str, ...] = ()
+    env: dict = field(default_factory=dict)
+    log_path: Path | None = None
+    base_url: str = ""
+    process: subprocess.Popen | None = None
+
+    def start(self) -> "ServerProcess":
+        """Start on a free port; wait for the line that names the address."""
+        self.log_path = self.log_path or Path(self.store_url).with_name(Path(self.store_url).name + "-serve.log")
+        log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(
+            [*chunkstore_command(), "--store", self.store_url, "serve", "--port", "0", *self.args],
+            stdout=log, stderr=subprocess.STDOUT, env=environment(self.env, without=("CHUNKSTORE_TOKENS",)))
+        log.close()
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            match = _ADDRESS.search(self.log_path.read_text(errors="replace"))
+            if match:
+                self.base_url = match.group(1)
+                return self
+            if self.process.poll() is not None:
+                raise RuntimeError(f"serve exited with {self.process.returncode}: {self.log}")
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"serve did not start: {self.log}")
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def client(self, token: str | None = None, **options) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=120, **options)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM (peak resident set) of a process, in KiB, from /proc."""
+    figures = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            figures[key] = int(value.split()[0])
+    return figures

@@ -1,0 +1,56 @@
+"""Uploads and downloads of any size run in bounded server memory (measured from /proc)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+
+import pytest
+
+from .serverprocess import memory_kib
+
+# The default run moves 300 MB each way; CHUNKSTORE_TEST_SERVE_MB=2048 checks a 2 GB upload.
+TRANSFER_MB = int(os.environ.get("CHUNKSTORE_TEST_SERVE_MB", "300"))
+MAX_GROWTH_MIB = 100
+BLOCK = 1024 * 1024
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/PID/status")
+
+
+def generated_blocks(digest):
+    """TRANSFER_MB of incompressible, non-repeating data, made on the fly (never held whole)."""
+    counter = 0
+    for _ in range(TRANSFER_MB):
+        block = hashlib.shake_256(counter.to_bytes(8, "big")).digest(BLOCK)
+        counter += 1
+        digest.update(block)
+        yield block
+
+
+def test_large_upload_and_download_use_bounded_memory(start_server):
+    server = start_server()
+    with server.client() as client:
+        # Warm up: import everything and run one small put and get, so the baseline is the steady state.
+        client.post("/files", params={"name": "warm-up"}, content=os.urandom(4 * BLOCK))
+        client.get("/files/warm-up")
+        before = memory_kib(server.pid)
+
+        sent = hashlib.sha256()
+        result = client.post("/files", params={"name": "large.bin"}, content=generated_blocks(sent)).json()
+        after_upload = memory_kib(server.pid)
+        assert result["outcome"] == "stored" and result["size"] == TRANSFER_MB * BLOCK
+
+        received = hashlib.sha256()
+        with client.stream("GET", "/files/large.bin") as response:
+            for piece in response.iter_bytes():
+                received.update(piece)
+        after_download = memory_kib(server.pid)
+
+    assert received.digest() == sent.digest()
+    upload_growth = (after_upload["VmHWM"] - before["VmRSS"]) / 1024
+    download_growth = (after_download["VmHWM"] - before["VmRSS"]) / 1024
+    print(f"server RSS {before['VmRSS'] / 1024:.0f} MiB; peak growth {upload_growth:.0f} MiB in a "
+          f"{TRANSFER_MB} MB upload, {download_growth:.0f} MiB after the download too")
+    assert upload_growth < MAX_GROWTH_MIB
+    assert download_growth < MAX_GROWTH_MIB
