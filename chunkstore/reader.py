@@ -8,6 +8,7 @@ store never leaves a silently wrong file behind.
 
 from __future__ import annotations
 
+import io
 import os
 import stat as stat_module
 import uuid
@@ -236,7 +237,11 @@ def restore(store: "Store", prefix: str, destination: Path, *,
             try:
                 _check_safe(record.name)
                 _make_parents(root, record.name)
-                _write_file(fetcher, record, target, on_progress)
+                if stat_module.S_ISLNK(record.stat.mode):
+                    _write_symlink(fetcher, record, target)
+                else:
+                    _refuse_symlink_at(target, record.name)
+                    _write_file(fetcher, record, target, on_progress)
             except (IntegrityError, UnsafePathError) as error:
                 result.error = str(error)
                 result.exit_code = error.exit_code
@@ -273,6 +278,28 @@ def _make_parents(root: Path, name: str) -> None:
             raise UnsafePathError(f"{name}: {current} is a symlink; refusing to restore through it")
         if not stat_module.S_ISDIR(st.st_mode):
             raise UnsafePathError(f"{name}: {current} exists and is not a folder")
-    final = root / name
-    if final.is_symlink():
-        raise UnsafePathError(f"{name}: {final} is a symlink; refusing to overwrite it")
+
+
+def _refuse_symlink_at(path: Path, name: str) -> None:
+    """A regular file is not written where a symlink is: someone may have planted it there."""
+    if path.is_symlink():
+        raise UnsafePathError(f"{name}: {path} is a symlink; refusing to overwrite it")
+
+
+def _write_symlink(fetcher: ChunkFetcher, record: VersionRecord, path: Path) -> None:
+    """Recreate a stored symlink (its content is the target), atomically replacing what is at path.
+
+    The link is created, never followed: a link pointing outside the restore folder is
+    restored as such, and later names are still refused if they would pass through it."""
+    target = io.BytesIO()
+    fetcher.write_verified(record, target)
+    if path.is_dir() and not path.is_symlink():
+        raise UnsafePathError(f"{record.name}: {path} is a folder; not replacing it with a symlink")
+    temporary = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.chunkstore-tmp"
+    os.symlink(os.fsdecode(target.getvalue()), temporary)
+    try:
+        os.utime(temporary, ns=(record.stat.mtime_ns, record.stat.mtime_ns), follow_symlinks=False)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise

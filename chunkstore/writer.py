@@ -13,6 +13,7 @@ and writes the new ones; pyfastcdc, blake3 and zstd all release the GIL, so ever
 
 from __future__ import annotations
 
+import io
 import os
 import stat as stat_module
 import threading
@@ -141,7 +142,8 @@ class _Source:
 
 
 def _file_stat(st: os.stat_result) -> FileStat:
-    return FileStat(st.st_size, st.st_mtime_ns, stat_module.S_IMODE(st.st_mode), st.st_ino, st.st_ctime_ns)
+    # The whole st_mode, type bits included: that is how a stored symlink is told from a file.
+    return FileStat(st.st_size, st.st_mtime_ns, st.st_mode, st.st_ino, st.st_ctime_ns)
 
 
 def _is_unchanged(previous: VersionRecord | None, st: os.stat_result) -> bool:
@@ -159,8 +161,9 @@ def collect_sources(paths: Iterable[PathArgument]) -> tuple[list[_Source], list[
     """Expand files and folders into the files to put; report what cannot be put.
 
     Each item is a path (stored under its own normalised name) or a (path, name)
-    pair. Symlinks, sockets, FIFOs and devices are skipped with an error result: a
-    backup that silently left them out would be a surprise at restore time."""
+    pair. Symlinks are stored as links (their target is the content; they are never
+    followed). Sockets, FIFOs and devices are skipped with an error result: a backup
+    that silently left them out would be a surprise at restore time."""
     sources: list[_Source] = []
     problems: list[FileResult] = []
     for item in paths:
@@ -178,11 +181,15 @@ def collect_sources(paths: Iterable[PathArgument]) -> tuple[list[_Source], list[
             continue
         if stat_module.S_ISDIR(st.st_mode):
             _walk_folder(path, name, sources, problems)
-        elif stat_module.S_ISREG(st.st_mode):
+        elif _is_storable(st):
             sources.append(_Source(path, name, st))
         else:
             problems.append(FileResult(name, "error", path=str(path), error=f"not a regular file ({_kind(st)}); skipped"))
     return sources, problems
+
+
+def _is_storable(st: os.stat_result) -> bool:
+    return stat_module.S_ISREG(st.st_mode) or stat_module.S_ISLNK(st.st_mode)
 
 
 def _walk_folder(folder: Path, folder_name: str, sources: list[_Source], problems: list[FileResult]) -> None:
@@ -205,7 +212,7 @@ def _walk_folder(folder: Path, folder_name: str, sources: list[_Source], problem
             except OSError as error:
                 problems.append(FileResult(str(full), "error", path=str(full), error=error.strerror or str(error)))
                 continue
-            if stat_module.S_ISREG(st.st_mode):
+            if _is_storable(st):
                 sources.append(_Source(full, name, st))
             elif not stat_module.S_ISDIR(st.st_mode):
                 problems.append(FileResult(name, "error", path=str(full), error=f"not a regular file ({_kind(st)}); skipped"))
@@ -335,7 +342,7 @@ class Writer:
                 ids.cancel()
             self.discard(result)
             raise
-        file_stat = stat if stat is not None else FileStat(size, time.time_ns(), 0o644)
+        file_stat = stat if stat is not None else FileStat(size, time.time_ns(), stat_module.S_IFREG | 0o644)
         if file_stat.size != size:
             self.discard(result)
             raise _ChangedWhileReading(f"size changed while reading ({file_stat.size} -> {size} bytes)")
@@ -504,6 +511,8 @@ def _latest_versions(store: "Store", sources: list[_Source]) -> dict[str, Versio
 
 
 def _put_file(writer: Writer, source: _Source, on_bytes) -> _PendingFile:
+    if stat_module.S_ISLNK(source.stat.st_mode):
+        return _put_symlink(writer, source)
     try:
         handle = open(source.path, "rb", buffering=0)
     except OSError as error:
@@ -517,6 +526,20 @@ def _put_file(writer: Writer, source: _Source, on_bytes) -> _PendingFile:
     if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
         writer.discard(pending.result)
         raise _ChangedWhileReading("file changed while it was read; not stored (put it again)")
+    pending.result.path = str(source.path)
+    return pending
+
+
+def _put_symlink(writer: Writer, source: _Source) -> _PendingFile:
+    """A symlink is stored as a version whose content is its target and whose mode says link."""
+    try:
+        target = os.fsencode(os.readlink(source.path))
+        st = os.lstat(source.path)
+    except OSError as error:
+        raise SourceError(f"cannot read link: {error.strerror}") from None
+    if not stat_module.S_ISLNK(st.st_mode):
+        raise _ChangedWhileReading("changed from a symlink while it was read; not stored (put it again)")
+    pending = writer.add_stream(io.BytesIO(target), source.name, _file_stat(st))
     pending.result.path = str(source.path)
     return pending
 

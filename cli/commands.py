@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import stat
 import sys
 from datetime import datetime, timezone
 
@@ -269,7 +270,8 @@ def list_command(context, prefix: str, all_versions: bool, as_json: bool) -> int
         store.close()
     if as_json:
         _echo_json([{"name": r.name, "version": r.version, "size": r.size, "mtime_ns": r.stat.mtime_ns,
-                     "mode": r.stat.mode, "stored_at_ns": r.stored_at_ns, "digest": r.digest.hex()}
+                     "mode": stat.S_IMODE(r.stat.mode),
+                     "type": "symlink" if stat.S_ISLNK(r.stat.mode) else "file", "stored_at_ns": r.stored_at_ns, "digest": r.digest.hex()}
                     for r in records])
         return EXIT_OK
     if prefix and not records:

@@ -189,14 +189,30 @@ def test_several_paths_in_one_put(chunkstore):
 def test_special_files_in_a_folder_are_skipped_with_exit_1(chunkstore):
     tree = make_tree(chunkstore.workdir / "tree")
     os.mkfifo(tree / "pipe")
-    os.symlink("a.txt", tree / "link")
     run = chunkstore("put", "tree", expect=1)
-    assert summary_counts(run.out) == (6, 3, 1, 0, 2)
-    errors = sorted(run.err_lines)
-    assert errors == ["chunkstore: tree/link: not a regular file (symlink); skipped",
-                      "chunkstore: tree/pipe: not a regular file (FIFO); skipped"]
+    assert summary_counts(run.out) == (5, 3, 1, 0, 1)
+    assert run.err_lines == ["chunkstore: tree/pipe: not a regular file (FIFO); skipped"]
     assert sorted(entry["name"] for entry in chunkstore.json("ls", "--json")) == [
         "tree/a.txt", "tree/b.bin", "tree/copy-of-a.txt", "tree/sub/c.txt"]
+
+
+def test_symlinks_are_stored_as_links_and_restored_as_links(chunkstore, tmp_path):
+    tree = make_tree(chunkstore.workdir / "tree")
+    os.symlink("a.txt", tree / "link")
+    os.symlink("/nonexistent/elsewhere", tree / "sub" / "dangling")
+    os.symlink("sub", tree / "dirlink")
+    run = chunkstore("put", "tree")
+    assert summary_counts(run.out) == (7, 6, 1, 0, 0)
+    listing = {entry["name"]: entry for entry in chunkstore.json("ls", "--json")}
+    assert listing["tree/link"]["type"] == "symlink" and listing["tree/a.txt"]["type"] == "file"
+    assert chunkstore("put", "tree").out.startswith("7 files: 0 stored, 0 duplicate, 7 unchanged")
+    out = tmp_path / "out"
+    chunkstore("restore", "tree", "-o", str(out))
+    assert os.readlink(out / "tree" / "link") == "a.txt"
+    assert os.readlink(out / "tree" / "sub" / "dangling") == "/nonexistent/elsewhere"
+    assert os.readlink(out / "tree" / "dirlink") == "sub"
+    assert (out / "tree" / "link").read_bytes() == (tree / "a.txt").read_bytes()
+    assert os.lstat(out / "tree" / "link").st_mtime_ns == os.lstat(tree / "link").st_mtime_ns
 
 
 def test_json_reports_the_skipped_files(chunkstore):
