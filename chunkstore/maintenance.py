@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from . import recipes
 from .catalog import ChunkState, VersionRecord
 from .config import CHUNK_KEY_PREFIX, chunk_id_from_key, chunk_key
-from .errors import ChunkstoreError, IntegrityError, InvalidArgumentError, NameNotFoundError
+from .errors import ChunkstoreError, ConcurrentModificationError, IntegrityError, InvalidArgumentError, NameNotFoundError
 from .names import normalize_name
 from .reader import read_chunk
 
@@ -86,7 +86,7 @@ def gc(store: "Store", *, dry_run: bool = False,
         remove_temporaries = getattr(store.blobs, "remove_stale_temporaries", None)
         if remove_temporaries is not None:
             report.temporaries_removed = remove_temporaries(catalog.lease_seconds)
-        with ThreadPoolExecutor(8, thread_name_prefix="chunkstore-gc") as pool:
+        with ThreadPoolExecutor(max(8, store.workers), thread_name_prefix="chunkstore-gc") as pool:
             while True:
                 candidates = catalog.collect_candidates(session, GC_BATCH)
                 if not candidates:
@@ -112,8 +112,12 @@ def gc(store: "Store", *, dry_run: bool = False,
                     report.orphans_deleted += len(orphans)
                     report.bytes_freed += sum(sizes[chunk_id] for chunk_id in orphans)
     finally:
-        catalog.release_gc_lock(session)
-        catalog.close_session(session)
+        try:
+            catalog.release_gc_lock(session)
+        finally:
+            # Even when releasing fails: a session left open would pin its lock (and block
+            # every later gc) for the whole lease in a process that keeps running.
+            catalog.close_session(session)
     return report
 
 
@@ -133,7 +137,7 @@ def _batched(items: Iterable, size: int):
 
 @dataclass
 class Problem:
-    kind: str  # missing-object, corrupt-object, missing-chunk-row, refcount, missing-content, corrupt-recipe
+    kind: str  # missing-object, corrupt-object, missing-chunk-row, refcount, missing-content, corrupt-recipe, damaged-catalog
     message: str
     names: list[str] = field(default_factory=list)
 
@@ -149,6 +153,12 @@ class VerifyReport:
     chunks: int = 0
     chunks_read: int = 0
     bytes_read: int = 0
+    counts_repaired: int = 0  # chunk reference counts verify --repair rewrote
+    # What repair needs from the check: each chunk's count in the catalog and in the recipes,
+    # and whether every recipe could be read (if not, the recount misses some references).
+    recorded_counts: dict[bytes, int] = field(default_factory=dict, repr=False)
+    recount: Counter = field(default_factory=Counter, repr=False)
+    recount_complete: bool = True
 
     @property
     def ok(self) -> bool:
@@ -160,17 +170,71 @@ class VerifyReport:
 
     def to_json(self) -> dict:
         return {"ok": self.ok, "versions": self.versions, "contents": self.contents, "chunks": self.chunks,
-                "chunks_read": self.chunks_read, "bytes_read": self.bytes_read,
+                "chunks_read": self.chunks_read, "bytes_read": self.bytes_read, "counts_repaired": self.counts_repaired,
                 "damaged_names": self.damaged_names, "problems": [problem.to_json() for problem in self.problems]}
 
 
-def verify(store: "Store", *, read_data: bool = False, subset_percent: float = 100.0,
+# verify --repair rechecks after rewriting counts; a put committing meanwhile can make a
+# recount stale, so it tries again, this many times at most.
+REPAIR_ATTEMPTS = 5
+
+
+def verify(store: "Store", *, read_data: bool = False, subset_percent: float = 100.0, repair: bool = False,
            on_progress: Callable[[int, int], None] | None = None) -> VerifyReport:
-    """Check the catalog against itself and the blob store; with read_data, every chunk's bytes too."""
+    """Check the catalog against itself and the blob store; with read_data, every chunk's bytes too.
+
+    With repair, chunk reference counts that differ from the recount of recipes are rewritten,
+    and the report that is returned is the check after the repair: its damaged_names are the
+    files that cannot be recovered. Repair never lowers a count while a recipe cannot be read
+    (the recount would miss its references), and holds the gc lock throughout, so no chunk is
+    deleted on the strength of a count it is rewriting."""
     if not 0 < subset_percent <= 100:
         raise InvalidArgumentError(f"--subset must be within (0, 100], got {subset_percent}")
+    if not repair:
+        return _check(store, read_data, subset_percent, on_progress)
+    catalog = store.catalog
+    session = catalog.open_session("repair")
+    try:
+        catalog.acquire_gc_lock(session)
+        repaired = 0
+        for _ in range(REPAIR_ATTEMPTS):
+            report = _check(store, read_data, subset_percent, on_progress)
+            fixes = _refcount_fixes(report)
+            if not fixes:
+                report.counts_repaired = repaired
+                return report
+            catalog.set_refcounts(fixes)
+            repaired += len(fixes)
+        raise ConcurrentModificationError("reference counts kept changing while verify --repair ran; "
+                                          "run it again when no put is running")
+    finally:
+        try:
+            catalog.release_gc_lock(session)
+        finally:
+            catalog.close_session(session)
+
+
+def _refcount_fixes(report: VerifyReport) -> dict[bytes, int]:
+    """The counts to rewrite: each to its recount, or, when the recount may miss references
+    of an unreadable recipe, only those it would raise."""
+    fixes = {}
+    for chunk_id, recorded in report.recorded_counts.items():
+        counted = report.recount.get(chunk_id, 0)
+        if counted != recorded and (report.recount_complete or counted > recorded):
+            fixes[chunk_id] = counted
+    return fixes
+
+
+def _check(store: "Store", read_data: bool, subset_percent: float,
+           on_progress: Callable[[int, int], None] | None) -> VerifyReport:
     catalog = store.catalog
     report = VerifyReport()
+    # A catalog that can check its own file (SQLite) does; its damage affects every file.
+    catalog_check = getattr(catalog, "integrity_problems", None)
+    if catalog_check is not None:
+        damage = catalog_check()
+        if damage:
+            report.problems.append(Problem("damaged-catalog", f"the catalog file is damaged: {'; '.join(damage[:5])}"))
     names_by_digest: dict[bytes, list[str]] = defaultdict(list)
     for record in catalog.list_versions(all_versions=True):
         report.versions += 1
@@ -191,6 +255,7 @@ def verify(store: "Store", *, read_data: bool = False, subset_percent: float = 1
             entries = [entry for page in catalog.recipe_pages(content.digest) for entry in recipes.decode_page(page)]
         except ChunkstoreError as error:
             report.problems.append(Problem("corrupt-recipe", str(error), names))
+            report.recount_complete = False
             continue
         if len(entries) != content.chunk_count or sum(entry.length for entry in entries) != content.size:
             report.problems.append(Problem("corrupt-recipe", f"recipe of {content.digest.hex()} does not add up", names))
@@ -202,12 +267,16 @@ def verify(store: "Store", *, read_data: bool = False, subset_percent: float = 1
     for digest, names in names_by_digest.items():
         if digest not in contents_seen:
             report.problems.append(Problem("missing-content", f"content {digest.hex()} of the version is missing", sorted(names)))
+            report.recount_complete = False
 
     for chunk_id, chunk in chunks.items():
         if chunk.state != ChunkState.DELETING and chunk.refcount != recount.get(chunk_id, 0):
             report.problems.append(Problem(
                 "refcount", f"chunk {chunk_id.hex()} counts {chunk.refcount} references, recipes hold {recount.get(chunk_id, 0)}"))
     report.chunks = len(recount)
+    report.recount = recount
+    report.recorded_counts = {chunk_id: chunk.refcount for chunk_id, chunk in chunks.items()
+                              if chunk.state != ChunkState.DELETING}
 
     objects = {chunk_id_from_key(info.key): info.size for info in store.blobs.list(CHUNK_KEY_PREFIX)}
     for chunk_id in recount:
@@ -224,7 +293,7 @@ def verify(store: "Store", *, read_data: bool = False, subset_percent: float = 1
         to_read = [chunk_id for chunk_id in recount if chunk_id not in bad_chunks]
         if subset_percent < 100:
             to_read = random.sample(to_read, max(1, round(len(to_read) * subset_percent / 100))) if to_read else []
-        with ThreadPoolExecutor(max(2, os.cpu_count() or 2), thread_name_prefix="chunkstore-verify") as pool:
+        with ThreadPoolExecutor(store.workers, thread_name_prefix="chunkstore-verify") as pool:
             for done, (chunk_id, outcome) in enumerate(pool.map(lambda cid: _try_read(store, cid), to_read), 1):
                 if isinstance(outcome, IntegrityError):
                     bad_chunks[chunk_id] = Problem("corrupt-object", str(outcome))

@@ -81,7 +81,8 @@ class ChunkFetcher:
 
     def __init__(self, store: "Store"):
         self.store = store
-        self.pool = ThreadPoolExecutor(max(2, os.cpu_count() or 2), thread_name_prefix="chunkstore-get")
+        self.pool = ThreadPoolExecutor(store.workers, thread_name_prefix="chunkstore-get")
+        self.read_ahead = max(READ_AHEAD_CHUNKS, store.workers)
         self.digester = ThreadPoolExecutor(1, thread_name_prefix="chunkstore-digest")
         self._cache: OrderedDict[bytes, bytes] = OrderedDict()
         self._cache_bytes = 0
@@ -133,7 +134,7 @@ class ChunkFetcher:
         try:
             for entry in iter_recipe(self.store, record.digest):
                 window.append((entry.chunk_id, self._fetch(entry)))
-                if len(window) >= READ_AHEAD_CHUNKS:
+                if len(window) >= self.read_ahead:
                     drain_one()
             while window:
                 drain_one()

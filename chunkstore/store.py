@@ -194,6 +194,11 @@ class Store:
                                  read_only=read_only)
         raise UnsupportedFormatError(f"store config names an unknown catalog type {kind!r}")
 
+    @property
+    def workers(self) -> int:
+        """Threads worth running for chunk I/O: one per core, or the blob store's concurrency."""
+        return max(2, os.cpu_count() or 2, self.blobs.concurrency or 0)
+
     def close(self) -> None:
         self.catalog.close()
 
@@ -245,10 +250,12 @@ class Store:
 
         return gc(self, dry_run=dry_run, on_progress=on_progress)
 
-    def verify(self, *, read_data: bool = False, subset_percent: float = 100.0, on_progress=None):
+    def verify(self, *, read_data: bool = False, subset_percent: float = 100.0, repair: bool = False,
+               on_progress=None):
         from .maintenance import verify
 
-        return verify(self, read_data=read_data, subset_percent=subset_percent, on_progress=on_progress)
+        return verify(self, read_data=read_data, subset_percent=subset_percent, repair=repair,
+                      on_progress=on_progress)
 
     def stats(self):
         from .maintenance import stats

@@ -247,7 +247,7 @@ class Writer:
     def __init__(self, store: "Store", *, workers: int | None = None):
         self.store = store
         self.catalog = store.catalog
-        self.workers = workers or max(2, os.cpu_count() or 2)
+        self.workers = workers or store.workers
         self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="chunkstore-put")
         # One thread, so batches are hashed, and fed to the whole-file digest, in order.
         self._hashing = ThreadPoolExecutor(1, thread_name_prefix="chunkstore-hash")

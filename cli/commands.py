@@ -23,6 +23,16 @@ def _echo_json(document) -> None:
     click.echo(json.dumps(document, indent=2, sort_keys=True))
 
 
+def _with_requests(document: dict, store) -> dict:
+    """Add the S3 and DynamoDB requests this command made, for a store on AWS."""
+    from chunkstore.aws import request_counts
+
+    requests = request_counts(store)
+    if requests is not None:
+        document["requests"] = requests
+    return document
+
+
 def _warn(message: str) -> None:
     click.echo(f"chunkstore: {message}", err=True)
 
@@ -154,7 +164,7 @@ def put(context, paths: tuple[str, ...], as_name: str | None, force_read: bool, 
         progress.finish()
         store.close()
     if as_json:
-        _echo_json(summary.to_json())
+        _echo_json(_with_requests(summary.to_json(), store))
     elif single_file and summary.results and not verbose:
         result = summary.results[0]
         if result.outcome != "error":
@@ -183,7 +193,7 @@ def _put_stdin(context, name: str, as_json: bool) -> int:
     finally:
         store.close()
     if as_json:
-        _echo_json(result.to_json())
+        _echo_json(_with_requests(result.to_json(), store))
     else:
         click.echo(f"{result.name}: {result.message}")
     return EXIT_OK
@@ -320,7 +330,7 @@ def gc(context, dry_run: bool, as_json: bool) -> int:
     finally:
         store.close()
     if as_json:
-        _echo_json(report.to_json())
+        _echo_json(_with_requests(report.to_json(), store))
     elif not context.quiet:
         verb = "would delete" if dry_run else "deleted"
         click.echo(f"{verb} {report.chunks_deleted} chunks and {report.orphans_deleted} orphaned objects, "
@@ -332,20 +342,24 @@ def gc(context, dry_run: bool, as_json: bool) -> int:
 @click.option("--read-data", is_flag=True, help="Also read, decompress and re-hash every chunk.")
 @click.option("--subset", type=click.FloatRange(0, 100, min_open=True), default=None, metavar="PERCENT",
               help="With --read-data: read a random PERCENT of the chunks (bounds the egress on S3).")
+@click.option("--repair", is_flag=True,
+              help="Rewrite chunk reference counts from the recipes, then list the files that cannot be "
+                   "recovered. Deletes nothing; run it when no put is running.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_obj
-def verify(context, read_data: bool, subset: float | None, as_json: bool) -> int:
+def verify(context, read_data: bool, subset: float | None, repair: bool, as_json: bool) -> int:
     """Check the store: every recipe's chunks exist, every reference count matches
     the recipes, and with --read-data that every chunk's bytes match its hash.
 
     Each problem is reported with the files it affects; any problem exits 4.
+    With --repair, wrong reference counts are fixed first and what remains is reported.
     """
     if subset is not None and not read_data:
         raise click.UsageError("--subset needs --read-data")
-    store = context.open_store(read_only=True)
+    store = context.open_store(read_only=not repair)
     progress = ProgressLine(context.show_progress and not as_json)
     try:
-        report = store.verify(read_data=read_data, subset_percent=subset or 100.0,
+        report = store.verify(read_data=read_data, subset_percent=subset or 100.0, repair=repair,
                               on_progress=lambda done, total: progress.update(done, total, "chunks"))
     finally:
         progress.finish()
@@ -355,10 +369,14 @@ def verify(context, read_data: bool, subset: float | None, as_json: bool) -> int
         affected = f" (affects: {', '.join(problem.names)})" if problem.names else ""
         _warn(f"{problem.kind}: {problem.message}{affected}")
     if as_json:
-        _echo_json(report.to_json())
+        _echo_json(_with_requests(report.to_json(), store))
     elif not context.quiet or not report.ok:
         read = f", read {report.chunks_read} chunks ({human_bytes(report.bytes_read)})" if read_data else ""
         checked = f"{report.versions} versions, {report.contents} contents, {report.chunks} chunks checked{read}"
+        if repair:
+            click.echo(f"repaired {report.counts_repaired} reference counts")
+            if report.damaged_names:
+                _warn(f"cannot be recovered: {', '.join(report.damaged_names)}")
         if report.ok:
             click.echo(f"ok: {checked}")
         else:

@@ -78,7 +78,7 @@ class Context:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--store", "store_url", metavar="URL", default=None,
-              help="The store: a folder path (or file://PATH). Default: $CHUNKSTORE_STORE, "
+              help="The store: a folder path (or file://PATH), or s3://BUCKET/PREFIX. Default: $CHUNKSTORE_STORE, "
                    "else a folder in your user data directory.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only errors (and what a command exists to print).")
 @click.option("--passphrase-file", type=click.Path(exists=True, dir_okay=False), metavar="PATH",

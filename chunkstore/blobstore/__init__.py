@@ -55,6 +55,9 @@ class BlobStore(ABC):
     """
 
     url: str
+    # How many requests are worth running at once. None: calls cost CPU rather than waiting
+    # (a local disk), so callers run one thread per core. S3 sets it to hide latency.
+    concurrency: int | None = None
 
     @abstractmethod
     def put(self, key: str, data: bytes) -> None:

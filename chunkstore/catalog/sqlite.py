@@ -6,6 +6,8 @@ catalog/__init__.py are atomic by SQLite's own locking.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import sqlite3
 import threading
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from .. import recipes
 from ..errors import (
+    ChunkstoreError,
     ConcurrentModificationError,
     CorruptObjectError,
     NameNotFoundError,
@@ -222,10 +225,11 @@ class SQLiteCatalog(Catalog):
         to_upload: set[bytes] = set()
         waiting = list(chunks)
         deadline = time.monotonic() + _DELETING_WAIT_SECONDS
+        gc_seen_dead = False
         while waiting:
             deleting: list[tuple[bytes, int]] = []
             with self._write(durable=False) as db:
-                db.execute("UPDATE sessions SET heartbeat_ns = ? WHERE id = ?", (now_ns(), session))
+                self._touch_live_session(db, session)
                 states = self._states(db, [chunk_id for chunk_id, _ in waiting])
                 for chunk_id, size in waiting:
                     state = states.get(chunk_id)
@@ -240,12 +244,16 @@ class SQLiteCatalog(Catalog):
                         to_upload.add(chunk_id)
                     db.execute("INSERT OR IGNORE INTO pins VALUES (?, ?)", (chunk_id, session))
             if deleting:
-                if time.monotonic() > deadline or not self._gc_alive():
+                # A gc that has just finished has released its lock too: only a gc seen dead
+                # before a read that still finds DELETING rows has really stopped half-way.
+                if time.monotonic() > deadline or gc_seen_dead:
                     raise ConcurrentModificationError(
                         f"{len(deleting)} chunk(s) this put needs are being deleted by a gc that "
                         "stopped before finishing; run `chunkstore gc` to complete it, then put again"
                     )
-                time.sleep(0.05)
+                gc_seen_dead = not self._gc_alive()
+                if not gc_seen_dead:
+                    time.sleep(0.05)
             waiting = deleting
         return to_upload
 
@@ -264,8 +272,19 @@ class SQLiteCatalog(Catalog):
         ).fetchone()
         return row is not None and not session_is_dead(*row, self.lease_seconds, now_ns())
 
+    @staticmethod
+    def _touch_live_session(db, session: str) -> None:
+        """Heartbeat, and refuse to go on for a session gc has already expired: its pins are
+        gone, so a chunk it claimed may since have been deleted and claimed anew by another
+        writer, whose PENDING row this session must not mark PRESENT."""
+        cursor = db.execute("UPDATE sessions SET heartbeat_ns = ? WHERE id = ?", (now_ns(), session))
+        if cursor.rowcount == 0:
+            raise ConcurrentModificationError(
+                "this put stalled past its session lease and gc expired it; nothing more is committed, put again")
+
     def chunks_stored(self, session: str, chunks: Sequence[tuple[bytes, int]]) -> None:
         with self._write(durable=False) as db:
+            self._touch_live_session(db, session)
             db.executemany(
                 "UPDATE chunks SET state = ?, stored_size = ? WHERE id = ? AND state = ?",
                 [(int(ChunkState.PRESENT), stored_size, chunk_id, int(ChunkState.PENDING)) for chunk_id, stored_size in chunks],
@@ -274,7 +293,7 @@ class SQLiteCatalog(Catalog):
     def commit(self, session: str, versions: Sequence[NewVersion]) -> list[CommitOutcome]:
         outcomes: list[CommitOutcome] = []
         with self._write(durable=True) as db:
-            db.execute("UPDATE sessions SET heartbeat_ns = ? WHERE id = ?", (now_ns(), session))
+            self._touch_live_session(db, session)
             for new in versions:
                 latest = db.execute(
                     f"SELECT {_VERSION_COLUMNS} FROM versions WHERE name = ? ORDER BY version DESC LIMIT 1",
@@ -533,7 +552,62 @@ class SQLiteCatalog(Catalog):
 
     # ---- repair ----------------------------------------------------------------------
 
+    def integrity_problems(self) -> list[str]:
+        """What SQLite's own structural check finds wrong with the file (verify runs it: a
+        damaged index page is not met by verify's table scans, yet would mislead later queries)."""
+        rows = self._connection().execute("PRAGMA quick_check").fetchall()
+        return [] if rows == [("ok",)] else [row[0] for row in rows]
+
     def set_refcounts(self, counts: dict[bytes, int]) -> None:
         with self._write(durable=True) as db:
             db.executemany("UPDATE chunks SET refcount = ? WHERE id = ?",
                            [(count, chunk_id) for chunk_id, count in counts.items()])
+
+
+# ---- sqlite3 errors ----------------------------------------------------------------------
+
+
+def _catalog_error(catalog: SQLiteCatalog, error: sqlite3.Error) -> ChunkstoreError:
+    """A damaged file is an integrity error naming the catalog; a locked, read-only or failing
+    disk is a plain error. Errors that mean a bug in a query (IntegrityError, ProgrammingError)
+    are left alone, so they are not mistaken for damage."""
+    if isinstance(error, sqlite3.OperationalError):
+        return ChunkstoreError(f"catalog {catalog.path}: {error}")
+    return CorruptObjectError(f"catalog {catalog.path} is damaged ({error}); "
+                              "restore it from a backup, or copy what still reads with `sqlite3 .recover`")
+
+
+_TRANSLATED = (sqlite3.OperationalError, sqlite3.DataError, sqlite3.NotSupportedError)
+
+
+def _is_translated(error: sqlite3.Error) -> bool:
+    # sqlite3.DatabaseError itself (not a subclass) is what SQLite raises for a malformed file.
+    return isinstance(error, _TRANSLATED) or type(error) is sqlite3.DatabaseError
+
+
+def _translate_errors(method):
+    if inspect.isgeneratorfunction(method):
+        @functools.wraps(method)
+        def generator(self, *args, **kwargs):
+            try:
+                yield from method(self, *args, **kwargs)
+            except sqlite3.Error as error:
+                if not _is_translated(error):
+                    raise
+                raise _catalog_error(self, error) from None
+        return generator
+
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as error:
+            if not _is_translated(error):
+                raise
+            raise _catalog_error(self, error) from None
+    return call
+
+
+for _method in Catalog.__abstractmethods__ | {"integrity_problems"}:
+    setattr(SQLiteCatalog, _method, _translate_errors(getattr(SQLiteCatalog, _method)))
+del _method
