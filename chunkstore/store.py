@@ -50,18 +50,26 @@ def _local_blobstore(location: Location) -> BlobStore:
     return LocalBlobStore(location.path)
 
 
-def _blobstore_for(location: Location) -> BlobStore:
+def _blobstore_for(location: Location, concurrency: int | None = None) -> BlobStore:
+    """The blob store at location; concurrency, when given, overrides how many requests
+    (or, locally, threads) put, get, verify and gc keep in flight."""
+    if concurrency is not None and not 1 <= concurrency <= 1024:
+        raise InvalidArgumentError(f"concurrency must be within 1..1024, got {concurrency}")
     if location.scheme == "file":
-        return _local_blobstore(location)
-    if location.scheme == "s3":
+        blobs = _local_blobstore(location)
+    elif location.scheme == "s3":
         # boto3 is imported here, and only here: AwsClients says how to install it if it is missing.
-        from .aws import AwsClients
+        from .aws import MAX_POOL_CONNECTIONS, AwsClients
 
-        clients = AwsClients()
+        clients = AwsClients(max_pool_connections=max(MAX_POOL_CONNECTIONS, concurrency or 0))
         from .blobstore.s3 import S3BlobStore
 
-        return S3BlobStore.from_location(location.path, clients)
-    raise UnsupportedFormatError(f"{location.scheme}:// stores are not supported by this chunkstore")
+        blobs = S3BlobStore.from_location(location.path, clients)
+    else:
+        raise UnsupportedFormatError(f"{location.scheme}:// stores are not supported by this chunkstore")
+    if concurrency is not None:
+        blobs.concurrency = concurrency
+    return blobs
 
 
 def _catalog_section(location: Location, table: str | None, create: bool) -> dict:
@@ -101,12 +109,13 @@ class Store:
 
     @classmethod
     def init(cls, url: str, chunker: ChunkerSpec, compression: CompressionSpec, *,
-             table: str | None = None, create: bool = False, passphrase: bytes | None = None) -> "Store":
+             table: str | None = None, create: bool = False, passphrase: bytes | None = None,
+             concurrency: int | None = None) -> "Store":
         """Create a store. For s3:// URLs, table names the DynamoDB table of its catalog, and
         create makes the bucket and the table if they do not exist."""
         location = Location.parse(url)
         catalog_section = _catalog_section(location, table, create)
-        blobs = _blobstore_for(location)
+        blobs = _blobstore_for(location, concurrency)
         if create:
             from .catalog.dynamodb import DynamoDBCatalog
 
@@ -136,13 +145,13 @@ class Store:
 
     @classmethod
     def open(cls, url: str, *, lease_seconds: float = DEFAULT_LEASE_SECONDS,
-             passphrase: bytes | None = None, read_only: bool = False) -> "Store":
+             passphrase: bytes | None = None, read_only: bool = False, concurrency: int | None = None) -> "Store":
         """Open the store at url. An encrypted store needs its passphrase (or key file bytes):
         without one PassphraseRequiredError is raised, with a wrong one WrongKeyError.
         read_only promises that only reading operations (get, restore, list, verify, stats)
         will be used, which lets the catalog skip work only writers need."""
         location = Location.parse(url)
-        blobs = _blobstore_for(location)
+        blobs = _blobstore_for(location, concurrency)
         # A missing folder or bucket fails the read too, so no separate check (a request on S3) is needed.
         try:
             raw = blobs.get(CONFIG_KEY)
@@ -196,8 +205,8 @@ class Store:
 
     @property
     def workers(self) -> int:
-        """Threads worth running for chunk I/O: one per core, or the blob store's concurrency."""
-        return max(2, os.cpu_count() or 2, self.blobs.concurrency or 0)
+        """Threads worth running for chunk I/O: the blob store's concurrency, else one per core."""
+        return self.blobs.concurrency or max(2, os.cpu_count() or 2)
 
     def close(self) -> None:
         self.catalog.close()

@@ -105,7 +105,7 @@ def init(context, chunker: str, avg_size: int, compression: str, table: str | No
         passphrase = (read_secret_file(key_file) if key_file else context.given_passphrase()
                       or context.prompt_passphrase("New passphrase", confirm=True))
     store = Store.init(context.store_url, spec, CompressionSpec.parse(compression), table=table, create=create,
-                       passphrase=passphrase)
+                       passphrase=passphrase, concurrency=context.concurrency)
     store.close()
     if not context.quiet:
         catalog = f", catalog in DynamoDB table {table}" if on_s3 else ""

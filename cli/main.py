@@ -34,9 +34,11 @@ def default_store_url() -> str:
 class Context:
     """What every command gets: the store URL, the output switches and how to get a passphrase."""
 
-    def __init__(self, store_url: str, quiet: bool, passphrase_file: str | None = None):
+    def __init__(self, store_url: str, quiet: bool, passphrase_file: str | None = None,
+                 concurrency: int | None = None):
         self.store_url = store_url
         self.quiet = quiet
+        self.concurrency = concurrency
         self.passphrase_file = passphrase_file
         # The passphrase that opened the store, however it was given (set by open_store).
         self.passphrase: bytes | None = None
@@ -68,12 +70,14 @@ class Context:
 
         self.passphrase = self.given_passphrase()
         try:
-            return Store.open(self.store_url, passphrase=self.passphrase, read_only=read_only)
+            return Store.open(self.store_url, passphrase=self.passphrase, read_only=read_only,
+                              concurrency=self.concurrency)
         except PassphraseRequiredError:
             if self.passphrase is not None or not sys.stdin.isatty():
                 raise
         self.passphrase = self.prompt_passphrase()
-        return Store.open(self.store_url, passphrase=self.passphrase, read_only=read_only)
+        return Store.open(self.store_url, passphrase=self.passphrase, read_only=read_only,
+                          concurrency=self.concurrency)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -84,9 +88,13 @@ class Context:
 @click.option("--passphrase-file", type=click.Path(exists=True, dir_okay=False), metavar="PATH",
               help=f"Read an encrypted store's passphrase (or key file) from PATH. Default: ${PASSPHRASE_VARIABLE}, "
                    "else a prompt on the terminal.")
+@click.option("--concurrency", type=click.IntRange(1, 1024), envvar="CHUNKSTORE_CONCURRENCY", metavar="N",
+              help="Chunk requests kept in flight (threads). Default: 32 for s3:// stores, one per core "
+                   "for a folder. Also $CHUNKSTORE_CONCURRENCY.")
 @click.version_option(__version__, prog_name="chunkstore")
 @click.pass_context
-def cli(click_context: click.Context, store_url: str | None, quiet: bool, passphrase_file: str | None) -> None:
+def cli(click_context: click.Context, store_url: str | None, quiet: bool, passphrase_file: str | None,
+        concurrency: int | None) -> None:
     """chunkstore: a deduplicating store for many versions of big, similar files.
 
     Files are cut into content-defined chunks (FastCDC), each chunk is named by its
@@ -96,7 +104,7 @@ def cli(click_context: click.Context, store_url: str | None, quiet: bool, passph
     Exit codes: 0 success, 1 error, 2 usage, 3 not found, 4 integrity error
     (corrupt, missing or mismatched data), 5 wrong key or passphrase.
     """
-    click_context.obj = Context(store_url or default_store_url(), quiet, passphrase_file)
+    click_context.obj = Context(store_url or default_store_url(), quiet, passphrase_file, concurrency)
 
 
 commands.register(cli)

@@ -325,3 +325,22 @@ def test_a_file_of_thousands_of_chunks_spans_many_recipe_pages(small_chunk_store
     store.remove(["big"])
     assert store.gc().chunks_deleted == len(distinct)
     assert chunk_keys(store) == set()
+
+
+def test_concurrency_sets_the_threads_of_chunk_io_and_is_bounded(store, store_url, source):
+    from chunkstore import Store
+    from chunkstore.errors import InvalidArgumentError
+
+    assert store.workers == max(2, os.cpu_count() or 2)
+    with Store.open(store_url, concurrency=3) as opened:
+        assert opened.workers == 3
+        writer = Writer(opened)
+        try:
+            assert writer.pool._max_workers == 3
+        finally:
+            writer.close()
+        put_source(opened, source)
+        assert opened.verify(read_data=True).ok
+    for wrong in (0, 1025):
+        with pytest.raises(InvalidArgumentError):
+            Store.open(store_url, concurrency=wrong)
