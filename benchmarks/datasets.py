@@ -11,6 +11,16 @@ removed and a few new ones are added. A layout writes each version to disk:
   version that last changed it (as a tar of a working folder would record);
 - source trees: one folder per version (v001/, v002/, ...), file mtimes set the same way.
 
+Three more kinds stress one path of a store each:
+
+- database file: a SQLite database (rows of text drawn from the corpus) copied after
+  each of several rounds of scattered updates, inserts and deletes (r001.sqlite, ...):
+  the in-place page rewrites of a database that is backed up nightly;
+- incompressible: random bytes in which a fraction of regions repeat earlier regions,
+  so dedup still finds something while compression finds nothing;
+- exact duplicates: a set of corpus files written again and again under other names
+  (copy01/, copy02/, ...): the whole-file duplicate path.
+
 The same seed on the same Python build gives the same bytes; `dataset_digest` hashes
 a generated folder so that this can be checked.
 """
@@ -25,6 +35,7 @@ import platform
 import posixpath
 import random
 import shutil
+import sqlite3
 import tarfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -34,7 +45,10 @@ import blake3
 
 VERSIONED_ARCHIVES = "versioned-archives"
 SOURCE_TREES = "source-trees"
-KINDS = (VERSIONED_ARCHIVES, SOURCE_TREES)
+DATABASE_FILE = "database-file"
+INCOMPRESSIBLE = "incompressible"
+EXACT_DUPLICATES = "exact-duplicates"
+KINDS = (VERSIONED_ARCHIVES, SOURCE_TREES, DATABASE_FILE, INCOMPRESSIBLE, EXACT_DUPLICATES)
 
 DEFAULT_SEED = 20260101
 # Version n is dated BASE_EPOCH + (n - 1) days: fixed, so the tar headers are reproducible.
@@ -66,6 +80,18 @@ class EditModel:
     # familiar pieces), not a copy of one file, so it is mostly new to a chunk store.
     blocks_per_added_file: tuple[int, int] = (2, 8)
     lines_per_block: tuple[int, int] = (10, 150)
+    # Database rounds: fractions of the rows updated, inserted and deleted between two saves.
+    database_rounds: int = 6
+    database_update_fraction: float = 0.02
+    database_insert_fraction: float = 0.01
+    database_delete_fraction: float = 0.005
+    # Incompressible data: files of random bytes cut into regions, of which this fraction
+    # repeats an earlier region (anywhere in the dataset), at a random offset.
+    incompressible_files: int = 4
+    incompressible_region_bytes: tuple[int, int] = (64 * 1024, 2 * 1024 * 1024)
+    incompressible_duplicate_fraction: float = 0.25
+    # Exact duplicates: every distinct file is written this many times under other names.
+    duplicate_copies: int = 8
 
 
 @dataclass(frozen=True)
@@ -223,13 +249,23 @@ def write_tree(folder: Path, files: dict[str, SourceFile]) -> None:
 
 
 def generate(spec: DatasetSpec, root: Path) -> Dataset:
-    """Write the dataset's versions into root (created; must not exist) until they total spec.total_bytes."""
+    """Write the dataset into root (created; must not exist), about spec.total_bytes in all."""
+    writers = {DATABASE_FILE: _write_database_rounds, INCOMPRESSIBLE: _write_incompressible,
+               EXACT_DUPLICATES: _write_exact_duplicates}
+    if spec.kind in writers:
+        root.mkdir(parents=True)
+        writers[spec.kind](spec, root)
+        return describe(spec, root)
+    return _write_versions(spec, root)
+
+
+def _write_versions(spec: DatasetSpec, root: Path) -> Dataset:
+    """Versioned archives or source trees: versions of the evolving corpus until they total spec.total_bytes."""
     root.mkdir(parents=True)
     written = 0
     for version, files in evolve_versions(spec):
         if version > 2 and written >= spec.total_bytes:
             break
-        mtime_ns = (BASE_EPOCH + (version - 1) * DAY_SECONDS) * 10**9
         if spec.kind == VERSIONED_ARCHIVES:
             path = root / f"v{version:03d}.tar"
             write_tar(path, files)
@@ -240,17 +276,101 @@ def generate(spec: DatasetSpec, root: Path) -> Dataset:
             written += sum(len(member.data) for member in files.values())
         else:
             raise ValueError(f"unknown dataset kind {spec.kind!r} (known: {', '.join(KINDS)})")
-        os.utime(path, ns=(mtime_ns, mtime_ns))
+        _set_day(path, version)
     return describe(spec, root)
 
 
+def _write_database_rounds(spec: DatasetSpec, root: Path) -> None:
+    """Save a SQLite file after each round of edits; every saved file is about total / rounds bytes.
+
+    Rows hold a few corpus lines each (text compresses, as real records do); rows are
+    addressed at random, so every round touches pages all over the file."""
+    model = spec.edits
+    rng = random.Random(spec.seed)
+    lines = [line for data in load_corpus(spec.corpus_bytes, rng).values() for line in data.splitlines() if line]
+    file_bytes = spec.total_bytes // model.database_rounds
+    # A row is about 4 lines of ~40 bytes, plus SQLite's own overhead per row and page.
+    row_count = max(100, file_bytes // 200)
+
+    def payload() -> str:
+        start = rng.randrange(len(lines))
+        return b"\n".join(lines[start:start + rng.randint(1, 8)]).decode("utf-8", "replace")
+
+    working = root.parent / f".{root.name}-working.sqlite"
+    working.unlink(missing_ok=True)
+    database = sqlite3.connect(working, isolation_level=None)
+    try:
+        database.execute("CREATE TABLE records (id INTEGER PRIMARY KEY, account INTEGER, amount INTEGER, note TEXT)")
+        database.execute("BEGIN")
+        database.executemany("INSERT INTO records (account, amount, note) VALUES (?, ?, ?)",
+                             ((rng.randrange(10**6), rng.randrange(10**9), payload()) for _ in range(row_count)))
+        database.execute("COMMIT")
+        next_id = row_count + 1
+        for round_number in range(1, model.database_rounds + 1):
+            if round_number > 1:
+                database.execute("BEGIN")
+                for _ in range(round(row_count * model.database_update_fraction)):
+                    database.execute("UPDATE records SET amount = ?, note = ? WHERE id = ?",
+                                     (rng.randrange(10**9), payload(), rng.randrange(1, next_id)))
+                for _ in range(round(row_count * model.database_delete_fraction)):
+                    database.execute("DELETE FROM records WHERE id = ?", (rng.randrange(1, next_id),))
+                database.executemany("INSERT INTO records (account, amount, note) VALUES (?, ?, ?)",
+                                     ((rng.randrange(10**6), rng.randrange(10**9), payload())
+                                      for _ in range(round(row_count * model.database_insert_fraction))))
+                next_id = database.execute("SELECT max(id) FROM records").fetchone()[0] + 1
+                database.execute("COMMIT")
+            saved = root / f"r{round_number:03d}.sqlite"
+            shutil.copyfile(working, saved)
+            _set_day(saved, round_number)
+    finally:
+        database.close()
+        working.unlink(missing_ok=True)
+
+
+def _write_incompressible(spec: DatasetSpec, root: Path) -> None:
+    model = spec.edits
+    rng = random.Random(spec.seed)
+    written: list[bytes] = []  # regions so far, to copy from
+    file_bytes = spec.total_bytes // model.incompressible_files
+    for number in range(1, model.incompressible_files + 1):
+        path = root / f"random{number:02d}.bin"
+        size = 0
+        with open(path, "wb") as file:
+            while size < file_bytes:
+                length = min(rng.randint(*model.incompressible_region_bytes), file_bytes - size)
+                if written and rng.random() < model.incompressible_duplicate_fraction:
+                    source = rng.choice(written)
+                    start = rng.randrange(max(1, len(source) - length + 1))
+                    region = source[start:start + length]
+                else:
+                    region = rng.randbytes(length)
+                    written.append(region)
+                file.write(region)
+                size += len(region)
+        _set_day(path, number)
+
+
+def _write_exact_duplicates(spec: DatasetSpec, root: Path) -> None:
+    """Corpus files of about total / copies bytes, each written under copies names."""
+    copies = spec.edits.duplicate_copies
+    corpus = load_corpus(spec.total_bytes // copies, random.Random(spec.seed))
+    for copy in range(1, copies + 1):
+        write_tree(root / f"copy{copy:02d}", {name: SourceFile(data, BASE_EPOCH) for name, data in corpus.items()})
+        _set_day(root / f"copy{copy:02d}", copy)
+
+
+def _set_day(path: Path, day: int) -> None:
+    mtime_ns = (BASE_EPOCH + (day - 1) * DAY_SECONDS) * 10**9
+    os.utime(path, ns=(mtime_ns, mtime_ns))
+
+
 def describe(spec: DatasetSpec, root: Path) -> Dataset:
-    files = list(_files_in(root))
+    files = list(files_in(root))
     return Dataset(spec, root, versions=sum(1 for _ in root.iterdir()), files=len(files),
                    logical_bytes=sum(path.stat().st_size for _, path in files), digest=dataset_digest(root))
 
 
-def _files_in(root: Path) -> Iterator[tuple[str, Path]]:
+def files_in(root: Path) -> Iterator[tuple[str, Path]]:
     """(relative name, path) of every regular file under root, in name order."""
     found = []
     for folder, _, filenames in os.walk(root):
@@ -263,7 +383,7 @@ def _files_in(root: Path) -> Iterator[tuple[str, Path]]:
 def dataset_digest(root: Path) -> str:
     """BLAKE3 over every file's relative name, size and bytes, in name order: equal digests, equal trees."""
     digest = blake3.blake3()
-    for name, path in _files_in(root):
+    for name, path in files_in(root):
         encoded = name.encode("utf-8", "surrogateescape")
         digest.update(len(encoded).to_bytes(8, "little") + encoded + path.stat().st_size.to_bytes(8, "little"))
         with open(path, "rb") as file:

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from . import datasets
-from .foundation import DEFAULT_WORK, medians, run_tool
+from .foundation import DEFAULT_WORK, medians, run_tools
 from .report import MB, environment, markdown_table, write_reports
 from .tools import Chunkstore, EncryptedChunkstore
 
@@ -34,13 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     started = environment()
     dataset = datasets.materialize(datasets.spec_from_arguments(args), args.work / "datasets")
     tools = [Chunkstore(), EncryptedChunkstore()]
-    runs: dict[str, list[dict]] = {tool.name: [] for tool in tools}
-    for number in range(1, args.runs + 1):
-        for tool in tools:
-            run = run_tool(tool, dataset, args.work / "runs" / tool.name)
-            runs[tool.name].append(run)
-            print(f"run {number}/{args.runs} {tool.name}: put {run['put_seconds']:.2f} s, "
-                  f"restore {run['restore_seconds']:.2f} s", file=sys.stderr)
+    runs = run_tools(tools, dataset, args.work / "runs", args.runs)
     plain, encrypted = (medians(runs[tool.name]) for tool in tools)
     rows = []
     ratios = {}

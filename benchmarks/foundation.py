@@ -65,6 +65,37 @@ def run_tool(tool: Tool, dataset: datasets.Dataset, workspace: Path) -> dict:
     }
 
 
+def select_tools(peers: list[str]) -> list[Tool]:
+    """chunkstore and those of the named peers that are installed."""
+    tools: list[Tool] = [Chunkstore()]
+    for name in peers:
+        tool = TOOLS[name]()
+        if tool.available():
+            tools.append(tool)
+        else:
+            print(f"{name} is not installed: skipped", file=sys.stderr)
+    return tools
+
+
+def run_tools(tools: list[Tool], dataset: datasets.Dataset, work: Path, runs: int) -> dict[str, list[dict]]:
+    """Every tool's runs, the tools taking turns run after run so that load on the machine falls on all alike."""
+    results: dict[str, list[dict]] = {tool.name: [] for tool in tools}
+    for number in range(1, runs + 1):
+        for tool in tools:
+            run = run_tool(tool, dataset, work / tool.name)
+            results[tool.name].append(run)
+            print(f"run {number}/{runs} {tool.name}: put {run['put_seconds']:.2f} s, "
+                  f"re-put {run['reput_seconds']:.2f} s, restore {run['restore_seconds']:.2f} s, "
+                  f"repository {run['repository_allocated_bytes'] / MB:.1f} MB", file=sys.stderr)
+    return results
+
+
+def compute_figures(tool_medians: dict[str, dict], logical_bytes: int, figures: list["Figure"] | None = None) -> dict:
+    """{figure key: {tool: value}} from each tool's medians."""
+    return {figure.key: {name: figure.value(values, logical_bytes) for name, values in tool_medians.items()}
+            for figure in (figures or FIGURES)}
+
+
 def medians(runs: list[dict]) -> dict:
     numeric = [key for key, value in runs[0].items() if isinstance(value, (int, float)) and not isinstance(value, bool)]
     return {key: statistics.median(run[key] for run in runs) for key in numeric}
@@ -113,10 +144,11 @@ TARGETS = [
 ]
 
 
-def evaluate(values: dict[str, dict[str, float]], measured_peers: list[str]) -> list[dict]:
+def evaluate(values: dict[str, dict[str, float]], measured_peers: list[str],
+             targets: list[Target] = TARGETS) -> list[dict]:
     """Each target: met (True/False), or None when none of its peers was measured."""
     results = []
-    for target in TARGETS:
+    for target in targets:
         peers = [peer for peer in target.peers if peer in measured_peers]
         ours = values[target.figure][SUBJECT]
         met = target.met(ours, [values[target.figure][peer] for peer in peers]) if peers else None
@@ -125,7 +157,7 @@ def evaluate(values: dict[str, dict[str, float]], measured_peers: list[str]) -> 
     return results
 
 
-def _format(value: float | None, unit: str) -> str:
+def format_value(value: float | None, unit: str) -> str:
     if value is None:
         return "—"
     if unit == "x":
@@ -137,7 +169,7 @@ def _format(value: float | None, unit: str) -> str:
     return f"{value:.1f} {unit}"
 
 
-def _verdict(result: dict | None) -> str:
+def verdict(result: dict | None) -> str:
     if result is None:
         return ""
     if result["met"] is None:
@@ -146,20 +178,29 @@ def _verdict(result: dict | None) -> str:
     return f"{verdict} (only vs {', '.join(result['compared_with'])})" if result["partial"] else verdict
 
 
-def build_markdown(document: dict) -> str:
-    tools = [SUBJECT, *PEERS]
-    values, targets = document["figures"], {result["figure"]: result for result in document["targets"]}
-    target_texts = {target.figure: target.text for target in TARGETS}
+def figure_rows(values: dict[str, dict[str, float]], target_results: list[dict], figures: list[Figure] = FIGURES,
+                targets: list[Target] = TARGETS) -> list[list[str]]:
+    """One row per figure: chunkstore and each peer, chunkstore / peer for each peer, the target and its verdict."""
+    results = {result["figure"]: result for result in target_results}
+    target_texts = {target.figure: target.text for target in targets}
     rows = []
-    for figure in FIGURES:
+    for figure in figures:
         row_values = values[figure.key]
-        reference = row_values.get(REFERENCE_PEER)
-        ratio = f"{row_values[SUBJECT] / reference:.2f}x" if reference else "—"
-        rows.append([figure.title, *(_format(row_values.get(tool), figure.unit) for tool in tools), ratio,
-                     target_texts.get(figure.key, ""), _verdict(targets.get(figure.key))])
+        ratios = [f"{row_values[SUBJECT] / row_values[peer]:.2f}x" if row_values.get(peer) else "—" for peer in PEERS]
+        rows.append([figure.title, *(format_value(row_values.get(tool), figure.unit) for tool in (SUBJECT, *PEERS)),
+                     *ratios, target_texts.get(figure.key, ""), verdict(results.get(figure.key))])
+    return rows
+
+
+FIGURE_HEADERS = ["figure", SUBJECT, *PEERS, *(f"{SUBJECT} / {peer}" for peer in PEERS), "target", "met?"]
+
+
+def build_markdown(document: dict) -> str:
+    rows = figure_rows(document["figures"], document["targets"])
     stats = document["chunkstore_stats"]
-    rows.append(["chunkstore `stats --json` store_ratio", _format(stats["store_ratio"], "x"), "—", "—", "—", "", ""])
-    table = markdown_table(["figure", *tools, f"{SUBJECT} / {REFERENCE_PEER}", "target", "met?"], rows)
+    rows.append(["chunkstore `stats --json` store_ratio", format_value(stats["store_ratio"], "x"),
+                 *["—"] * (2 * len(PEERS)), "", ""])
+    table = markdown_table(FIGURE_HEADERS, rows)
 
     dataset, env = document["dataset"], document["environment"]
     lines = [
@@ -173,7 +214,7 @@ def build_markdown(document: dict) -> str:
         table, "", "## Targets", "",
     ]
     for result in document["targets"]:
-        lines.append(f"- {result['target']}: **{_verdict(result)}**")
+        lines.append(f"- {result['target']}: **{verdict(result)}**")
     lines += ["", "## Tools", ""]
     for name, tool in document["tools"].items():
         lines.append(f"- {name}: {tool['version']} — {tool['settings']}")
@@ -195,20 +236,26 @@ def build_markdown(document: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def parse_peers(text: str) -> list[str]:
-    names = [name.strip() for name in text.split(",") if name.strip() and name.strip() != "none"]
-    unknown = [name for name in names if name not in PEERS]
+def comma_list(text: str, known: tuple[str, ...], what: str, ignored: tuple[str, ...] = ()) -> list[str]:
+    """The names in a comma-separated option value, each one of known."""
+    names = [name.strip() for name in text.split(",") if name.strip() and name.strip() not in ignored]
+    unknown = [name for name in names if name not in known]
     if unknown:
-        raise argparse.ArgumentTypeError(f"unknown peer {', '.join(unknown)} (known: {', '.join(PEERS)})")
+        raise argparse.ArgumentTypeError(f"unknown {what} {', '.join(unknown)} (known: {', '.join(known)})")
     return names
+
+
+def add_peers_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--peers", type=lambda text: comma_list(text, PEERS, "peer", ignored=("none",)),
+                        default=list(PEERS), metavar="LIST",
+                        help="peers to run beside chunkstore: restic,borg (default), restic, borg or none")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.foundation", description=__doc__.split("\n\n")[0])
     datasets.add_arguments(parser)
     parser.add_argument("--runs", type=int, default=3, help="runs per tool; figures are medians (default 3)")
-    parser.add_argument("--peers", type=parse_peers, default=list(PEERS), metavar="LIST",
-                        help="peers to run beside chunkstore: restic,borg (default), restic, borg or none")
+    add_peers_argument(parser)
     parser.add_argument("--out", type=Path, default=Path("bench-report"), help="report folder (default bench-report/)")
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK,
                         help=f"scratch folder for datasets and repositories (default {DEFAULT_WORK})")
@@ -217,29 +264,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs < 1:
         parser.error("--runs must be at least 1")
 
-    tools: list[Tool] = [Chunkstore()]
-    for name in args.peers:
-        tool = TOOLS[name]()
-        if tool.available():
-            tools.append(tool)
-        else:
-            print(f"{name} is not installed: skipped", file=sys.stderr)
+    tools = select_tools(args.peers)
 
     dataset = datasets.materialize(datasets.spec_from_arguments(args), args.work / "datasets")
     print(f"dataset: {dataset.versions} versions, {dataset.logical_bytes / MB:.1f} MB in {dataset.root}",
           file=sys.stderr)
-    results: dict[str, list[dict]] = {tool.name: [] for tool in tools}
-    for number in range(1, args.runs + 1):
-        for tool in tools:
-            run = run_tool(tool, dataset, args.work / "runs" / tool.name)
-            results[tool.name].append(run)
-            print(f"run {number}/{args.runs} {tool.name}: put {run['put_seconds']:.2f} s, "
-                  f"re-put {run['reput_seconds']:.2f} s, restore {run['restore_seconds']:.2f} s, "
-                  f"repository {run['repository_allocated_bytes'] / MB:.1f} MB", file=sys.stderr)
-
+    results = run_tools(tools, dataset, args.work / "runs", args.runs)
     tool_medians = {name: medians(runs) for name, runs in results.items()}
-    figures = {figure.key: {name: figure.value(tool_medians[name], dataset.logical_bytes) for name in results}
-               for figure in FIGURES}
+    figures = compute_figures(tool_medians, dataset.logical_bytes)
     measured_peers = [tool.name for tool in tools if tool.name != SUBJECT]
     document = {
         "environment": started,

@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     started = environment()
 
     dataset = datasets.materialize(datasets.spec_from_arguments(args), args.work / "datasets")
-    files = sorted(path for path in dataset.root.iterdir() if path.is_file())
+    files = [path for _, path in datasets.files_in(dataset.root)]
     results = []
     for chunker in args.chunkers.split(","):
         for avg_size in args.sizes:

@@ -1,22 +1,26 @@
-"""The benchmark suite in its smoke mode: datasets are deterministic, every figure comes
-from a real run whose restore matched the input, and the report files are written.
+"""The benchmark suite in its smoke mode: every dataset generator is deterministic, every
+figure comes from a real run whose restore matched the input, and the report files are written.
 
 restic and borg are optional: their part is skipped where they are not installed."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from benchmarks import datasets
+from benchmarks import datasets, micro, report, suite
 from benchmarks.foundation import run_tool
 from benchmarks.tools import PEERS, Chunkstore, ToolError
+from chunkstore.chunking import ChunkerSpec
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
 
@@ -118,3 +122,105 @@ def test_micro_smoke_writes_one_row_per_chunker_and_size(tmp_path):
         assert row["unique_bytes"] <= row["logical_bytes"]
         assert row["levels"]["3"]["stored_bytes"] > 0
     assert (out / "micro.md").read_text().startswith("# chunkstore stage measurements")
+
+
+def test_the_suite_smoke_measures_every_dataset_from_real_runs_and_writes_the_reports(tmp_path):
+    out, work = tmp_path / "report", tmp_path / "work"
+    _run_module("benchmarks", "--peers", "none", "--out", out, "--work", work)
+
+    document = json.loads((out / "report.json").read_text())
+    assert set(document["datasets"]) == set(datasets.KINDS)
+    for kind, result in document["datasets"].items():
+        # The dataset measured is the one the generator gives for this seed, byte for byte.
+        fresh = datasets.generate(datasets.DatasetSpec.preset("smoke", kind), tmp_path / "fresh" / kind)
+        assert result["dataset"]["digest"] == fresh.digest
+        logical = fresh.logical_bytes
+        run = result["results"]["chunkstore"]["runs"][0]
+        assert run["restore_verified"] is True
+        assert result["chunkstore_stats"]["logical_bytes"] == logical
+        assert result["figures"]["put_mb_s"]["chunkstore"] == pytest.approx(logical / 1e6 / run["put_seconds"])
+        assert result["figures"]["reput_mb_s"]["chunkstore"] == pytest.approx(logical / 1e6 / run["reput_seconds"])
+        assert result["figures"]["peak_rss_mib"]["chunkstore"] == pytest.approx(
+            max(run["put_peak_rss_bytes"], run["reput_peak_rss_bytes"], run["restore_peak_rss_bytes"]) / 2**20)
+        grid = {(row["chunker"], row["avg_size"]): row for row in result["grid"]}
+        assert set(grid) == {(chunker, size) for chunker in ("fastcdc2020", "fastcdc-ronomon", "fixed")
+                             for size in (4096, 65536, 1048576)}
+        for row in grid.values():
+            assert row["logical_bytes"] == logical
+            assert row["chunk_size_min"] <= row["chunk_size_median"] <= row["chunk_size_p99"] <= row["chunk_size_max"]
+        assert result["speed_of_light"]["two_core_bound_mb_s"] > 0
+        assert all(target["met"] is None for target in result["targets"])
+    # Every copy of a file after the first is a whole-file duplicate: nothing new is stored for it.
+    duplicates = document["datasets"][datasets.EXACT_DUPLICATES]
+    copies = datasets.EditModel().duplicate_copies
+    assert duplicates["chunkstore_stats"]["dedup_ratio"] >= copies * 0.99
+
+    s3 = document["s3"]
+    if "skipped" not in s3:
+        assert [row["avg_size"] for row in s3["rows"]] == [65536, 1048576]
+        for row in s3["rows"]:
+            assert row["restore_verified"] is True
+            assert row["put_requests"]["s3"] >= row["chunks"]
+            assert row["s3_requests_per_gb_put"] == pytest.approx(row["put_requests"]["s3"] / row["logical_bytes"] * 1e9)
+
+    markdown = (out / "report.md").read_text()
+    assert "## Headline: versioned-archives" in markdown
+    assert all(f"## {kind}" in markdown for kind in datasets.KINDS)
+    charts = sorted(path.name for path in out.glob("*.png"))
+    if importlib.util.find_spec("matplotlib") is None:
+        assert charts == [] and "Charts skipped" in markdown
+    else:
+        expected = ["cost-vs-store-ratio.png", "store-ratio-vs-chunk-size.png", "throughput-vs-chunk-size.png"]
+        assert charts == (expected if "skipped" not in s3 else expected[1:])
+        assert all((out / chart).read_bytes().startswith(b"\x89PNG") for chart in charts)
+
+
+def test_the_suite_says_charts_were_skipped_without_matplotlib(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+
+    charts = report.write_charts(tmp_path, {"defaults": {}, "datasets": {}, "s3": {}})
+    assert charts["files"] == [] and "matplotlib is not installed" in charts["skipped"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_suite_skips_the_s3_store_without_moto(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "moto.server", None)
+    dataset = datasets.materialize(datasets.DatasetSpec.preset("smoke"), tmp_path / "datasets")
+
+    assert "is not installed" in suite.measure_s3(dataset, "smoke", tmp_path)["skipped"]
+
+
+def test_the_store_ratio_target_is_set_for_archives_and_databases_only():
+    kinds_with_it = [kind for kind in datasets.KINDS
+                     if any(target.figure == "store_ratio" for target in suite.targets_for(kind))]
+    assert kinds_with_it == [datasets.VERSIONED_ARCHIVES, datasets.DATABASE_FILE]
+    assert suite.chosen_kinds("all") == list(datasets.KINDS)
+    with pytest.raises(Exception, match="unknown dataset"):
+        suite.chosen_kinds("versioned-archives,nope")
+
+
+def test_database_rounds_are_sqlite_files_that_share_most_pages(tmp_path):
+    dataset = datasets.generate(datasets.DatasetSpec.preset("smoke", datasets.DATABASE_FILE), tmp_path / "db")
+    rounds = sorted(dataset.root.iterdir())
+    assert len(rounds) == datasets.EditModel().database_rounds
+
+    counts = []
+    for path in rounds:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as database:
+            counts.append(database.execute("SELECT count(*) FROM records").fetchone()[0])
+    assert len(set(counts)) > 1
+
+    first, second = rounds[0].read_bytes(), rounds[1].read_bytes()
+    page = 4096
+    shared = sum(first[at:at + page] == second[at:at + page] for at in range(0, len(first), page))
+    assert first != second
+    assert shared > len(first) // page // 2
+
+
+def test_incompressible_data_does_not_compress_but_repeats_regions(tmp_path):
+    dataset = datasets.generate(datasets.DatasetSpec.preset("smoke", datasets.INCOMPRESSIBLE), tmp_path / "random")
+    files = [path for _, path in datasets.files_in(dataset.root)]
+
+    figures = micro.measure(files, ChunkerSpec.from_average("fastcdc2020", 16384), [3])
+    assert figures["levels"][3]["compression_ratio"] < 1.01
+    assert figures["dedup_ratio"] > 1.1
