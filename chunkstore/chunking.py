@@ -75,7 +75,49 @@ Chunker = Callable[[BinaryIO], Iterator[bytes]]
 
 def make_chunker(spec: ChunkerSpec) -> Chunker:
     """Return a function that yields the chunks of a binary stream, in order."""
-    return CHUNKERS[spec.name](spec)
+    cut = CHUNKERS[spec.name](spec)
+
+    def chunks(stream: BinaryIO) -> Iterator[bytes]:
+        # No chunker cuts before min_size except at the end of the input, so a stream that
+        # ends sooner is one chunk: small files skip the chunker's set-up (pyfastcdc fills a
+        # buffer of twice the maximum chunk size for every stream it cuts).
+        head = _read_exactly(stream, spec.min_size)
+        if len(head) < spec.min_size:
+            if head:
+                yield head
+            return
+        yield from cut(_Prefixed(head, stream))
+
+    return chunks
+
+
+class _Prefixed:
+    """A binary stream that reads head first, then the rest of stream."""
+
+    def __init__(self, head: bytes, stream: BinaryIO):
+        self._head = memoryview(head)
+        self._stream = stream
+
+    def readinto(self, buffer) -> int:
+        if self._head:
+            count = min(len(buffer), len(self._head))
+            buffer[:count] = self._head[:count]
+            self._head = self._head[count:]
+            return count
+        readinto = getattr(self._stream, "readinto", None)
+        if readinto is not None:
+            return readinto(buffer) or 0
+        data = self._stream.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def read(self, size: int = -1) -> bytes:
+        if self._head:
+            count = len(self._head) if size < 0 else min(size, len(self._head))
+            data = bytes(self._head[:count])
+            self._head = self._head[count:]
+            return data
+        return self._stream.read(size)
 
 
 def _fastcdc2020(spec: ChunkerSpec) -> Chunker:
