@@ -6,6 +6,9 @@ import pytest
 
 from chunkstore import ChunkerSpec, CompressionSpec, Store
 
+# The moto server (S3 and DynamoDB over HTTP) that the s3:// tests and the CLI tests share.
+pytest_plugins = ["moto_fixtures"]
+
 # Small chunks give a test thousands of chunks from a few megabytes.
 SMALL_AVG_SIZE = 1024
 

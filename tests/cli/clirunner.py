@@ -1,4 +1,5 @@
-"""Run the real `chunkstore` command in a subprocess against a store in a temporary folder.
+"""Run the real `chunkstore` command in a subprocess against a store in a temporary folder,
+or under a prefix of a bucket on the moto server (an s3:// store, its catalog in DynamoDB).
 
 Every run is checked for what must hold whatever the command: no Python traceback
 ever reaches the user, the exit code is the one the test expects, a failing command
@@ -14,11 +15,19 @@ import os
 import random
 import subprocess
 import sys
+import uuid
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 # Small chunks, so files of a few hundred KiB are cut into dozens of chunks.
 TEST_AVG_SIZE = "4K"
+
+# Where a store keeps its config and its chunk objects, relative to the store's folder or prefix.
+CONFIG_KEY = PurePosixPath("config")
+CHUNKS = PurePosixPath("chunks")
+
+# The options given before the command that take a value (cli/main.py).
+GLOBAL_OPTIONS_WITH_A_VALUE = {"--store", "--passphrase-file", "--concurrency"}
 
 
 def chunkstore_command() -> list[str]:
@@ -62,17 +71,170 @@ def check_error_output(run: Run) -> None:
         assert not unprefixed, f"stderr lines without the `chunkstore: ` prefix: {unprefixed}"
 
 
-class Chunkstore:
-    """Runs `chunkstore` with CHUNKSTORE_STORE set to store and the working folder set to workdir."""
+class LocalObjects:
+    """The objects of a store in a folder: files below it, named by their path relative to it."""
 
-    def __init__(self, store: Path, workdir: Path):
-        self.store = store
+    def __init__(self, root: Path):
+        self.root = root
+        self.url = str(root)
+
+    def init_options(self) -> tuple[str, ...]:
+        """What `init` needs besides the store URL to create this store."""
+        return ()
+
+    def keys(self, below: PurePosixPath = CHUNKS) -> set[PurePosixPath]:
+        return {PurePosixPath(path.relative_to(self.root).as_posix())
+                for path in (self.root / below).rglob("*") if path.is_file()}
+
+    def read(self, key: PurePosixPath) -> bytes:
+        return (self.root / key).read_bytes()
+
+    def write(self, key: PurePosixPath, data: bytes) -> None:
+        path = self.root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+    def delete(self, key: PurePosixPath) -> None:
+        (self.root / key).unlink()
+
+    def exists(self, key: PurePosixPath) -> bool:
+        return (self.root / key).is_file()
+
+    def untouched(self) -> bool:
+        """Nothing was ever created where the store goes."""
+        return not self.root.exists()
+
+
+class S3Objects:
+    """The objects of an s3:// store, read and written with boto3 on the moto server: keys
+    below PREFIX in BUCKET, named relative to PREFIX. The store's catalog goes in TABLE."""
+
+    def __init__(self, clients, bucket: str, prefix: str, table: str):
+        self.clients = clients
+        self.bucket = bucket
+        self.prefix = prefix
+        self.table = table
+        self.url = f"s3://{bucket}/{prefix}"
+
+    @classmethod
+    def new(cls, clients) -> S3Objects:
+        """A store in a new, empty bucket, with a table name nothing uses yet."""
+        suffix = uuid.uuid4().hex[:12]
+        bucket = f"chunkstore-cli-{suffix}"
+        clients.s3.create_bucket(Bucket=bucket)
+        return cls(clients, bucket, "store", f"chunkstore-cli-{suffix}")
+
+    def init_options(self) -> tuple[str, ...]:
+        return ("--table", self.table, "--create")
+
+    def _key(self, key: PurePosixPath) -> str:
+        return f"{self.prefix}/{key}"
+
+    def keys(self, below: PurePosixPath = CHUNKS) -> set[PurePosixPath]:
+        pages = self.clients.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
+                                                                         Prefix=f"{self._key(below)}/")
+        return {PurePosixPath(entry["Key"]).relative_to(self.prefix)
+                for page in pages for entry in page.get("Contents", ())}
+
+    def read(self, key: PurePosixPath) -> bytes:
+        return self.clients.s3.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+
+    def write(self, key: PurePosixPath, data: bytes) -> None:
+        self.clients.s3.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def delete(self, key: PurePosixPath) -> None:
+        self.clients.s3.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def exists(self, key: PurePosixPath) -> bool:
+        listing = self.clients.s3.list_objects_v2(Bucket=self.bucket, Prefix=self._key(key))
+        return any(entry["Key"] == self._key(key) for entry in listing.get("Contents", ()))
+
+    def untouched(self) -> bool:
+        """Nothing under the prefix, and no table."""
+        if self.clients.s3.list_objects_v2(Bucket=self.bucket, Prefix=f"{self.prefix}/").get("KeyCount"):
+            return False
+        try:
+            self.clients.dynamodb.describe_table(TableName=self.table)
+        except self.clients.dynamodb.exceptions.ResourceNotFoundException:
+            return True
+        return False
+
+
+class UndoableObjects:
+    """A store's objects, changed through this and put back by undo(): the tests of a module
+    can share one store that each damages in its own way."""
+
+    def __init__(self, objects: LocalObjects | S3Objects):
+        self._objects = objects
+        self._originals: dict[PurePosixPath, bytes | None] = {}
+
+    def __getattr__(self, name):
+        # Everything that leaves the objects as they are.
+        return getattr(self._objects, name)
+
+    def write(self, key: PurePosixPath, data: bytes) -> None:
+        self._remember(key)
+        self._objects.write(key, data)
+
+    def delete(self, key: PurePosixPath) -> None:
+        self._remember(key)
+        self._objects.delete(key)
+
+    def _remember(self, key: PurePosixPath) -> None:
+        if key not in self._originals:
+            self._originals[key] = self._objects.read(key) if self._objects.exists(key) else None
+
+    def undo(self) -> None:
+        for key, original in self._originals.items():
+            if original is not None:
+                self._objects.write(key, original)
+            elif self._objects.exists(key):
+                self._objects.delete(key)
+        self._originals.clear()
+
+
+def objects_of(store: Path | str) -> LocalObjects | None:
+    """The objects of the store at a folder; None for an s3:// URL, which says nothing of its table."""
+    return None if str(store).startswith("s3://") else LocalObjects(Path(store))
+
+
+def command_of(arguments: tuple[str, ...]) -> str | None:
+    """The command in a command line: the first argument that is not a global option or its value."""
+    position = 0
+    while position < len(arguments):
+        argument = arguments[position]
+        if not argument.startswith("-"):
+            return argument
+        position += 2 if argument in GLOBAL_OPTIONS_WITH_A_VALUE else 1
+    return None
+
+
+class Chunkstore:
+    """Runs `chunkstore` with CHUNKSTORE_STORE set to store and the working folder set to workdir.
+
+    store is a folder or an s3:// URL, or the objects of a store (LocalObjects, S3Objects): then
+    `init` run without --table is given the options that store needs (for s3://, its table and
+    --create), so a test's `init` and its own options work on either kind of store. An s3://
+    store is reached with the AWS_* variables of the test process (see tests/moto_fixtures.py)."""
+
+    def __init__(self, store: Path | str | LocalObjects | S3Objects | UndoableObjects, workdir: Path):
+        self.backend = objects_of(store) if isinstance(store, (Path, str)) else store
+        self.store = store if isinstance(store, (Path, str)) else store.url
         self.workdir = workdir
-        self.env = {**os.environ, "CHUNKSTORE_STORE": str(store)}
+        self.env = {**os.environ, "CHUNKSTORE_STORE": str(self.store)}
+
+    def command_line(self, *args) -> list[str]:
+        """The command line that runs chunkstore with args, with the options `init` needs on this store."""
+        arguments = [str(arg) for arg in args]
+        if (self.backend is not None and command_of(tuple(arguments)) == "init"
+                and "--table" not in arguments and not {"--help", "-h"} & set(arguments)):
+            arguments += self.backend.init_options()
+        return [*chunkstore_command(), *arguments]
 
     def __call__(self, *args, expect: int = 0, input: bytes | None = None, cwd: Path | None = None) -> Run:
-        arguments = tuple(str(arg) for arg in args)
-        completed = subprocess.run([*chunkstore_command(), *arguments], input=input, capture_output=True,
+        command = self.command_line(*args)
+        arguments = tuple(command[len(chunkstore_command()):])
+        completed = subprocess.run(command, input=input, capture_output=True,
                                    cwd=cwd or self.workdir, env=self.env, timeout=300, check=False)
         run = Run(arguments, completed.returncode, completed.stdout, completed.stderr.decode(errors="replace"))
         assert "Traceback" not in run.err, f"chunkstore {' '.join(arguments)} printed a traceback:\n{run.err}"
@@ -86,9 +248,9 @@ class Chunkstore:
             assert run.err == "", f"chunkstore {' '.join(arguments)} succeeded but wrote to stderr:\n{run.err}"
         return run
 
-    def objects(self) -> set[Path]:
-        """The chunk object files of the store."""
-        return {path for path in (self.store / "chunks").rglob("*") if path.is_file()}
+    def objects(self) -> set[PurePosixPath]:
+        """The keys of the store's chunk objects (read and damage them through self.backend)."""
+        return self.backend.keys()
 
     def json(self, *args, **options):
         """Run a command that prints JSON and return the parsed document."""

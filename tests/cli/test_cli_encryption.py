@@ -15,7 +15,16 @@ import stat
 import subprocess
 
 import pytest
-from clirunner import TEST_AVG_SIZE, Chunkstore, assert_one_error, chunkstore_command, random_bytes, text_bytes, write
+from clirunner import (
+    CONFIG_KEY,
+    TEST_AVG_SIZE,
+    Chunkstore,
+    UndoableObjects,
+    assert_one_error,
+    random_bytes,
+    text_bytes,
+    write,
+)
 
 from chunkstore import crypto
 from chunkstore.errors import WrongKeyError
@@ -28,7 +37,7 @@ DATA = {"data/text": text_bytes(200_000, seed=60), "data/noise": random_bytes(15
 
 def runner_with(base: Chunkstore, **variables: str | None) -> Chunkstore:
     """A runner for base's store and folder, with these environment variables set (None: unset)."""
-    runner = Chunkstore(base.store, base.workdir)
+    runner = Chunkstore(base.backend, base.workdir)
     runner.env.update(base.env)
     for name, value in variables.items():
         if value is None:
@@ -66,6 +75,7 @@ def assert_restored(destination, files: dict[str, bytes]) -> None:
 # ---- every command, with the passphrase from the environment or from a file ---------------
 
 
+@pytest.mark.slow_on_s3
 @pytest.mark.parametrize("secret_from", ["environment", "file"])
 def test_every_command_works_on_an_encrypted_store(no_secret, secret_from, tmp_path):
     if secret_from == "environment":
@@ -124,16 +134,17 @@ def test_no_passphrase_and_no_terminal_exits_5_saying_how_to_give_it(encrypted):
 def test_init_encrypt_without_a_passphrase_or_terminal_exits_5_and_creates_nothing(no_secret):
     run = no_secret("init", "--encrypt", input=b"", expect=5)
     assert_one_error(run, PASSPHRASE_VARIABLE, "--passphrase-file")
-    assert not (no_secret.store / "config").exists()
+    assert not no_secret.backend.exists(CONFIG_KEY)
 
 
 def test_init_encrypt_refuses_the_unkeyed_ronomon_chunker(no_secret):
     runner = runner_with(no_secret, **{PASSPHRASE_VARIABLE: PASSPHRASE})
     run = runner("init", "--encrypt", "--chunker", "fastcdc-ronomon", expect=2)
     assert_one_error(run, "fastcdc-ronomon")
-    assert not (runner.store / "config").exists()
+    assert not runner.backend.exists(CONFIG_KEY)
 
 
+@pytest.mark.slow_on_s3
 def test_key_passwd_changes_the_passphrase_and_every_file_stays_readable(encrypted, tmp_path):
     write_data(encrypted)
     encrypted("put", "data")
@@ -156,7 +167,7 @@ def test_key_export_writes_a_private_file_holding_only_the_wrapped_key(encrypted
     backup = encrypted.workdir / "key.backup"
     assert encrypted("key", "export", "-o", backup).out == f"key written to {backup}\n"
     assert stat.S_IMODE(backup.stat().st_mode) == 0o600
-    config = json.loads((encrypted.store / "config").read_bytes())
+    config = json.loads(encrypted.backend.read(CONFIG_KEY))
     document = json.loads(backup.read_bytes())
     # Nothing but the config's encryption section, where the key is only stored wrapped.
     assert document == {"format": crypto.KEY_EXPORT_FORMAT, "version": 1, "store_id": config["store_id"],
@@ -188,7 +199,7 @@ def run_on_a_terminal(runner: Chunkstore, *args, answers: list[str]) -> tuple[in
     controller, terminal = os.openpty()
     # In a session of its own the command has no controlling terminal, so getpass reads the
     # pseudo-terminal on stdin rather than opening /dev/tty (the developer's, under pytest).
-    process = subprocess.Popen([*chunkstore_command(), *map(str, args)], stdin=terminal, stdout=subprocess.PIPE,
+    process = subprocess.Popen(runner.command_line(*args), stdin=terminal, stdout=subprocess.PIPE,
                                stderr=terminal, cwd=runner.workdir, env=runner.env, start_new_session=True)
     os.close(terminal)
     shown, pending = b"", list(answers)
@@ -238,12 +249,12 @@ BAD = random_bytes(120_000, seed=64)
 
 
 @pytest.fixture(scope="module")
-def pristine(tmp_path_factory):
-    """An encrypted store of `data/good` and `data/bad`; returns (its root folder, the keys of
-    the objects of data/good, and of data/bad)."""
+def pristine(tmp_path_factory, new_backend):
+    """An encrypted store of `data/good` and `data/bad`; returns (its objects, the folder of its
+    workdir, the keys of the objects of data/good, and of data/bad)."""
     root = tmp_path_factory.mktemp("encrypted")
     (root / "work").mkdir()
-    runner = runner_with(Chunkstore(root / "store", root / "work"), **{PASSPHRASE_VARIABLE: PASSPHRASE})
+    runner = runner_with(Chunkstore(new_backend(root), root / "work"), **{PASSPHRASE_VARIABLE: PASSPHRASE})
     runner("init", "--encrypt", "--avg-size", TEST_AVG_SIZE)
     write(runner.workdir / "data" / "good", GOOD)
     runner("put", "data")
@@ -251,27 +262,25 @@ def pristine(tmp_path_factory):
     write(runner.workdir / "data" / "bad", BAD)
     runner("put", "data")
     objects_of_bad = runner.objects() - objects_of_good
-
-    def keys(paths):
-        return sorted(path.relative_to(runner.store) for path in paths)
-
-    return root, keys(objects_of_good), keys(objects_of_bad)
+    return runner.backend, root / "work", sorted(objects_of_good), sorted(objects_of_bad)
 
 
 @pytest.fixture
 def damaged(pristine, tmp_path):
-    """A copy of the pristine store for one test: (its runner, objects of data/good, objects of data/bad)."""
-    root, good_keys, bad_keys = pristine
-    for folder in ("store", "work"):
-        shutil.copytree(root / folder, tmp_path / folder)
-    runner = runner_with(Chunkstore(tmp_path / "store", tmp_path / "work"), **{PASSPHRASE_VARIABLE: PASSPHRASE})
-    return runner, [runner.store / key for key in good_keys], [runner.store / key for key in bad_keys]
+    """The pristine store for one test, with a workdir of its own, put back as it was afterwards:
+    (its runner, keys of the objects of data/good, of data/bad; damage them through runner.backend)."""
+    objects, workdir, good_keys, bad_keys = pristine
+    shutil.copytree(workdir, tmp_path / "work")
+    undoable = UndoableObjects(objects)
+    runner = runner_with(Chunkstore(undoable, tmp_path / "work"), **{PASSPHRASE_VARIABLE: PASSPHRASE})
+    yield runner, good_keys, bad_keys
+    undoable.undo()
 
 
-def flip_byte(path, index: int) -> None:
-    data = bytearray(path.read_bytes())
+def flip_byte(objects, key, index: int) -> None:
+    data = bytearray(objects.read(key))
     data[index] ^= 0x01
-    path.write_bytes(bytes(data))
+    objects.write(key, bytes(data))
 
 
 NONCE_START = 16  # after the object header (objectformat.py)
@@ -288,7 +297,7 @@ POSITIONS = {
 def test_a_flipped_byte_makes_get_exit_4_naming_the_file_and_chunk(damaged, part):
     runner, _, bad_objects = damaged
     victim = bad_objects[0]
-    flip_byte(victim, POSITIONS[part](victim.stat().st_size))
+    flip_byte(runner.backend, victim, POSITIONS[part](len(runner.backend.read(victim))))
     run = runner("get", "data/bad", "-o", "restored", expect=4)
     assert_one_error(run, "data/bad", victim.name)
     assert not (runner.workdir / "restored").exists()
@@ -297,7 +306,7 @@ def test_a_flipped_byte_makes_get_exit_4_naming_the_file_and_chunk(damaged, part
 def test_verify_read_data_reports_a_flipped_byte_with_the_file_name(damaged):
     runner, _, bad_objects = damaged
     victim = bad_objects[len(bad_objects) // 2]
-    flip_byte(victim, victim.stat().st_size // 2)
+    flip_byte(runner.backend, victim, len(runner.backend.read(victim)) // 2)
     run = runner("verify", "--read-data", expect=4)
     assert "data/bad@1" in run.err and victim.name in run.err
     assert "data/good" not in run.err
@@ -306,9 +315,9 @@ def test_verify_read_data_reports_a_flipped_byte_with_the_file_name(damaged):
 def test_swapped_objects_are_detected_by_get_restore_and_verify(damaged, tmp_path):
     runner, good_objects, bad_objects = damaged
     good, bad = good_objects[0], bad_objects[0]
-    good_bytes, bad_bytes = good.read_bytes(), bad.read_bytes()
-    good.write_bytes(bad_bytes)
-    bad.write_bytes(good_bytes)
+    good_bytes, bad_bytes = runner.backend.read(good), runner.backend.read(bad)
+    runner.backend.write(good, bad_bytes)
+    runner.backend.write(bad, good_bytes)
     assert_one_error(runner("get", "data/good", expect=4), "data/good", good.name)
     run = runner("restore", "data", "-o", tmp_path / "out", expect=4)
     assert "data/good" in run.err and "data/bad" in run.err and run.out.endswith("; 2 failed\n")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from clirunner import assert_one_error, assert_usage_error
+from clirunner import CONFIG_KEY, assert_one_error, assert_usage_error
 
 
 def test_init_creates_a_store_with_the_defaults(uninitialized):
     run = uninitialized("init")
-    assert run.out.startswith(f"created store at {uninitialized.store}")
-    assert (uninitialized.store / "config").is_file()
+    assert run.out.startswith(f"created store at {uninitialized.store} ")
+    assert uninitialized.backend.exists(CONFIG_KEY)
     figures = uninitialized.json("stats", "--json")
     assert figures["chunker"] == {"name": "fastcdc2020", "min_size": 16384, "avg_size": 65536,
                                   "max_size": 262144, "seed": 0}
@@ -17,11 +17,11 @@ def test_init_creates_a_store_with_the_defaults(uninitialized):
     assert figures["files"] == figures["versions"] == figures["chunks"] == 0
 
 
-def test_init_honours_the_store_option_over_the_environment(uninitialized, tmp_path):
-    elsewhere = tmp_path / "elsewhere"
-    uninitialized("--store", elsewhere, "init")
-    assert (elsewhere / "config").is_file()
-    assert not uninitialized.store.exists()
+def test_init_honours_the_store_option_over_the_environment(uninitialized, new_backend, tmp_path):
+    elsewhere = new_backend(tmp_path / "elsewhere")
+    uninitialized("--store", elsewhere.url, "init", *elsewhere.init_options())
+    assert elsewhere.exists(CONFIG_KEY)
+    assert uninitialized.backend.untouched()
 
 
 @pytest.mark.parametrize(("text", "size"), [
@@ -56,14 +56,14 @@ def test_compression_option_is_recorded(uninitialized, option, recorded):
 def test_avg_size_that_is_not_a_size_is_a_usage_error(uninitialized, text):
     run = uninitialized("init", "--avg-size", text, expect=2)
     assert_usage_error(run, "--avg-size", "is not a size")
-    assert not (uninitialized.store / "config").exists()
+    assert not uninitialized.backend.exists(CONFIG_KEY)
 
 
 @pytest.mark.parametrize("text", ["1", "100", "1G"])
 def test_avg_size_out_of_the_chunkers_range_is_a_usage_error(uninitialized, text):
     run = uninitialized("init", "--avg-size", text, expect=2)
     assert_one_error(run, "fastcdc2020", "must be within")
-    assert not (uninitialized.store / "config").exists()
+    assert not uninitialized.backend.exists(CONFIG_KEY)
 
 
 @pytest.mark.parametrize(("option", "fragment"), [("zstd:99", "1..22"), ("zstd:x", "must be a number"),
@@ -71,7 +71,7 @@ def test_avg_size_out_of_the_chunkers_range_is_a_usage_error(uninitialized, text
 def test_bad_compression_is_a_usage_error(uninitialized, option, fragment):
     run = uninitialized("init", "--compression", option, expect=2)
     assert_one_error(run, fragment)
-    assert not (uninitialized.store / "config").exists()
+    assert not uninitialized.backend.exists(CONFIG_KEY)
 
 
 def test_unknown_chunker_is_a_usage_error(uninitialized):
@@ -82,8 +82,8 @@ def test_unknown_chunker_is_a_usage_error(uninitialized):
 def test_init_twice_fails_and_keeps_the_store(chunkstore):
     (chunkstore.workdir / "f").write_bytes(b"kept")
     chunkstore("put", "f")
-    config_before = (chunkstore.store / "config").read_bytes()
+    config_before = chunkstore.backend.read(CONFIG_KEY)
     run = chunkstore("init", "--avg-size", "1M", expect=1)
     assert_one_error(run, "already exists", str(chunkstore.store))
-    assert (chunkstore.store / "config").read_bytes() == config_before
+    assert chunkstore.backend.read(CONFIG_KEY) == config_before
     assert chunkstore("get", "f").stdout == b"kept"

@@ -5,31 +5,39 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from clirunner import TEST_AVG_SIZE, Chunkstore, random_bytes, text_bytes, write
+from clirunner import (
+    TEST_AVG_SIZE,
+    Chunkstore,
+    UndoableObjects,
+    random_bytes,
+    text_bytes,
+    write,
+)
 
 GOOD = text_bytes(150_000, seed=50)
 
 
-def flip_a_byte(path):
-    data = bytearray(path.read_bytes())
+def flip_a_byte(objects, key):
+    data = bytearray(objects.read(key))
     data[len(data) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
+    objects.write(key, bytes(data))
 
 
-def truncate(path):
-    path.write_bytes(path.read_bytes()[:-10])
+def truncate(objects, key):
+    objects.write(key, objects.read(key)[:-10])
 
 
-DAMAGE = {"flipped byte": flip_a_byte, "truncated": truncate, "deleted": lambda path: path.unlink()}
+DAMAGE = {"flipped byte": flip_a_byte, "truncated": truncate, "deleted": lambda objects, key: objects.delete(key)}
 
 
 @pytest.fixture(scope="module", params=["incompressible", "compressible"])
-def pristine(request, tmp_path_factory):
+def pristine(request, tmp_path_factory, new_backend):
     """A store of `data/good` and `data/bad`, whose chunks are stored raw or compressed; returns
-    (its folder, the key of a chunk object of data/bad and of no other file, data/bad's content)."""
+    (its objects, the folder of its workdir, the key of a chunk object of data/bad and of no
+    other file, data/bad's content)."""
     root = tmp_path_factory.mktemp(request.param)
     (root / "work").mkdir()
-    chunkstore = Chunkstore(root / "store", root / "work")
+    chunkstore = Chunkstore(new_backend(root), root / "work")
     chunkstore("init", "--avg-size", TEST_AVG_SIZE)
     bad_content = (random_bytes if request.param == "incompressible" else text_bytes)(200_000, seed=51)
     write(chunkstore.workdir / "data" / "good", GOOD)
@@ -38,16 +46,18 @@ def pristine(request, tmp_path_factory):
     write(chunkstore.workdir / "data" / "bad", bad_content)
     chunkstore("put", "data")
     objects_of_bad = sorted(chunkstore.objects() - objects_of_good)
-    return root, objects_of_bad[len(objects_of_bad) // 2].relative_to(chunkstore.store), bad_content
+    return chunkstore.backend, root / "work", objects_of_bad[len(objects_of_bad) // 2], bad_content
 
 
 @pytest.fixture
 def damaged(pristine, tmp_path):
-    """A copy of the pristine store for one test: (runner, the chunk object to damage, data/bad's content)."""
-    root, victim_key, bad_content = pristine
-    for folder in ("store", "work"):
-        shutil.copytree(root / folder, tmp_path / folder)
-    return Chunkstore(tmp_path / "store", tmp_path / "work"), tmp_path / "store" / victim_key, bad_content
+    """The pristine store for one test, with a workdir of its own, put back as it was afterwards:
+    (runner, the key of the chunk object to damage through runner.backend, data/bad's content)."""
+    objects, workdir, victim, bad_content = pristine
+    shutil.copytree(workdir, tmp_path / "work")
+    undoable = UndoableObjects(objects)
+    yield Chunkstore(undoable, tmp_path / "work"), victim, bad_content
+    undoable.undo()
 
 
 @pytest.fixture(params=sorted(DAMAGE))
@@ -61,7 +71,7 @@ def assert_names_file_and_chunk(err: str, chunk_id: str) -> None:
 
 def test_get_to_stdout_exits_4_and_writes_only_correct_bytes(damaged, damage):
     chunkstore, victim, content = damaged
-    damage(victim)
+    damage(chunkstore.backend, victim)
     run = chunkstore("get", "data/bad", expect=4)
     assert_names_file_and_chunk(run.err, victim.name)
     assert len(run.err_lines) == 1
@@ -71,7 +81,7 @@ def test_get_to_stdout_exits_4_and_writes_only_correct_bytes(damaged, damage):
 
 def test_get_to_a_file_exits_4_and_leaves_no_file(damaged, damage):
     chunkstore, victim, _ = damaged
-    damage(victim)
+    damage(chunkstore.backend, victim)
     run = chunkstore("get", "data/bad", "-o", "restored", expect=4)
     assert_names_file_and_chunk(run.err, victim.name)
     assert sorted(path.name for path in chunkstore.workdir.iterdir()) == ["data"]
@@ -79,7 +89,7 @@ def test_get_to_a_file_exits_4_and_leaves_no_file(damaged, damage):
 
 def test_get_to_a_file_keeps_the_old_file_when_the_new_one_is_damaged(damaged):
     chunkstore, victim, _ = damaged
-    flip_a_byte(victim)
+    flip_a_byte(chunkstore.backend, victim)
     target = write(chunkstore.workdir / "restored", b"previous content")
     chunkstore("get", "data/bad", "-o", target, expect=4)
     assert target.read_bytes() == b"previous content"
@@ -87,7 +97,7 @@ def test_get_to_a_file_keeps_the_old_file_when_the_new_one_is_damaged(damaged):
 
 def test_restore_exits_4_restores_the_rest_and_leaves_no_partial_file(damaged, damage, tmp_path):
     chunkstore, victim, _ = damaged
-    damage(victim)
+    damage(chunkstore.backend, victim)
     destination = tmp_path / "out"
     run = chunkstore("restore", "data", "-o", destination, expect=4)
     assert_names_file_and_chunk(run.err, victim.name)
@@ -98,7 +108,7 @@ def test_restore_exits_4_restores_the_rest_and_leaves_no_partial_file(damaged, d
 
 def test_verify_read_data_exits_4_naming_the_file(damaged, damage):
     chunkstore, victim, _ = damaged
-    damage(victim)
+    damage(chunkstore.backend, victim)
     run = chunkstore("verify", "--read-data", expect=4)
     assert_names_file_and_chunk(run.err, victim.name)
     assert "data/good" not in run.err
@@ -111,7 +121,7 @@ def test_verify_read_data_exits_4_naming_the_file(damaged, damage):
 @pytest.mark.parametrize("damage_name", ["truncated", "deleted"])
 def test_verify_without_reading_data_notices_a_missing_or_resized_object(damaged, damage_name):
     chunkstore, victim, _ = damaged
-    DAMAGE[damage_name](victim)
+    DAMAGE[damage_name](chunkstore.backend, victim)
     run = chunkstore("verify", expect=4)
     assert_names_file_and_chunk(run.err, victim.name)
 

@@ -9,10 +9,10 @@ import select
 import shutil
 import subprocess
 
+import pytest
 from clirunner import (
     assert_one_error,
     assert_usage_error,
-    chunkstore_command,
     random_bytes,
     text_bytes,
     write,
@@ -237,6 +237,7 @@ def test_put_of_a_fifo_fails_naming_it(chunkstore):
 # ---- progress ------------------------------------------------------------------------
 
 
+@pytest.mark.slow_on_s3
 def test_no_progress_bar_when_stderr_is_not_a_terminal(chunkstore):
     make_tree(chunkstore.workdir / "tree")
     write(chunkstore.workdir / "tree" / "big", random_bytes(3_000_000, seed=12))
@@ -247,7 +248,7 @@ def test_no_progress_bar_when_stderr_is_not_a_terminal(chunkstore):
 def run_with_terminal_stderr(chunkstore, *args) -> tuple[int, bytes]:
     """Run chunkstore with stderr on a pseudo-terminal; return its exit code and what it wrote there."""
     controller, terminal = pty.openpty()
-    process = subprocess.Popen([*chunkstore_command(), *args], cwd=chunkstore.workdir, env=chunkstore.env,
+    process = subprocess.Popen(chunkstore.command_line(*args), cwd=chunkstore.workdir, env=chunkstore.env,
                                stdout=subprocess.DEVNULL, stderr=terminal)
     os.close(terminal)
     written = bytearray()

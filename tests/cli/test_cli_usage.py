@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath
+
 import pytest
 from clirunner import assert_one_error, assert_usage_error
 
@@ -78,13 +80,12 @@ def test_missing_argument_is_a_usage_error(chunkstore, arguments, missing):
 def test_missing_store_exits_3_with_one_line(uninitialized, command):
     (uninitialized.workdir / "file").write_bytes(b"data")
     run = uninitialized(*USES_A_STORE[command], expect=3)
-    assert_one_error(run, f"no store at {uninitialized.store}", "chunkstore init")
-    assert not uninitialized.store.exists()
+    assert_one_error(run, f"no store at {uninitialized.store} ", "chunkstore init")
+    assert uninitialized.backend.untouched()
 
 
-def test_a_folder_that_is_not_a_store_exits_3(uninitialized):
-    uninitialized.store.mkdir()
-    (uninitialized.store / "unrelated").write_bytes(b"not a store")
+def test_a_place_that_is_not_a_store_exits_3(uninitialized):
+    uninitialized.backend.write(PurePosixPath("unrelated"), b"not a store")
     assert_one_error(uninitialized("ls", expect=3), "no store at")
     assert_one_error(uninitialized("--store", uninitialized.workdir, "stats", expect=3), "no store at")
 
