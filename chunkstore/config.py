@@ -63,7 +63,8 @@ class StoreConfig:
     def from_bytes(cls, raw: bytes) -> "StoreConfig":
         try:
             document = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+            # RecursionError: arrays nested thousands deep, which no config has.
             raise CorruptObjectError(f"store config is not valid JSON: {error}") from None
         if not isinstance(document, dict) or document.get("format") != FORMAT_NAME:
             raise CorruptObjectError("store config is not a chunkstore config")

@@ -47,6 +47,10 @@ class StoreExistsError(ChunkstoreError):
     """init was asked to create a store where one already exists."""
 
 
+class StoreWriteError(ChunkstoreError):
+    """Writing to the store failed; what was committed before stays, nothing more is."""
+
+
 class UnsupportedFormatError(ChunkstoreError):
     """The store was written by a format version or with an algorithm this chunkstore does not know."""
 

@@ -29,7 +29,7 @@ from . import recipes
 from .catalog import CommitOutcome, FileStat, NewVersion, VersionRecord
 from .catalog.sessions import DEFAULT_LEASE_SECONDS
 from .config import chunk_key
-from .errors import ChunkMismatchError, InvalidArgumentError, SourceError
+from .errors import ChunkMismatchError, IntegrityError, InvalidArgumentError, SourceError, StoreWriteError
 from .names import normalize_name, normalize_prefix
 
 if TYPE_CHECKING:
@@ -40,6 +40,9 @@ BATCH_BYTES = 4 * 1024 * 1024
 # Chunks being compressed and written at once: with the claim batch this bounds put's
 # buffers to about 40 MiB whatever the file size.
 MAX_UPLOAD_BYTES_IN_FLIGHT = 32 * 1024 * 1024
+# Uploaded chunks are made durable and marked PRESENT at least this often (besides every
+# commit), bounding the IDs a put of one huge file holds (36 bytes of recipe a chunk remain).
+MARK_STORED_EVERY_CHUNKS = 65536
 # A large file is hashed by a second thread in batches of this size, at most this many ahead.
 HASH_BATCH_BYTES = 1024 * 1024
 MAX_HASH_BATCHES_IN_FLIGHT = 8
@@ -301,7 +304,11 @@ class Writer:
         files costs one catalog transaction per BATCH_BYTES, not one per file."""
         hasher = self.store.hasher
         file_digest = hasher.file_hasher()
-        entries: list[recipes.RecipeEntry] = []
+        # Recipe pages are encoded as they fill (36 bytes a chunk), not kept as entry
+        # objects: a file of a million chunks then holds 36 MB of recipe, not 400 MB.
+        pages: list[bytes] = []
+        page: list[recipes.RecipeEntry] = []
+        chunk_count = 0
         result = FileResult(name, "stored")
         in_flight: deque[tuple[list[bytes], Future]] = deque()
         batch: list[bytes] = []
@@ -309,8 +316,13 @@ class Writer:
         size = 0
 
         def take(chunks: list[bytes], ids: list[bytes]) -> None:
+            nonlocal chunk_count
             for chunk_id, chunk in zip(ids, chunks):
-                entries.append(recipes.RecipeEntry(chunk_id, len(chunk)))
+                page.append(recipes.RecipeEntry(chunk_id, len(chunk)))
+                if len(page) == self.page_entries:
+                    pages.append(recipes.encode_page(page))
+                    page.clear()
+                chunk_count += 1
                 self._unclaimed.append((chunk_id, chunk, result))
                 self._unclaimed_bytes += len(chunk)
             if self._unclaimed_bytes >= BATCH_BYTES:
@@ -346,9 +358,10 @@ class Writer:
         if file_stat.size != size:
             self.discard(result)
             raise _ChangedWhileReading(f"size changed while reading ({file_stat.size} -> {size} bytes)")
-        pages = list(recipes.paginate(entries, self.page_entries))
+        if page:
+            pages.append(recipes.encode_page(page))
         result.size = size
-        return _PendingFile(result, NewVersion(name, file_stat, file_digest.digest(), len(entries), pages))
+        return _PendingFile(result, NewVersion(name, file_stat, file_digest.digest(), chunk_count, pages))
 
     def discard(self, result: FileResult) -> None:
         """Forget the not yet claimed chunks of a file that will not be committed."""
@@ -387,9 +400,29 @@ class Writer:
         while self._uploads and self._upload_bytes > max_bytes:
             future, size, result = self._uploads.popleft()
             self._upload_bytes -= size
-            chunk_id, stored_size = future.result()
+            try:
+                chunk_id, stored_size = future.result()
+            except IntegrityError:
+                raise
+            except Exception as error:
+                # Raised as what it is, a failure of the store, not of the file being read
+                # when it surfaced (an OSError would be taken for that file's read error).
+                raise StoreWriteError(f"storing a chunk of {result.name} failed: {error}") from error
             result.stored_new_bytes += stored_size
             self._uploaded_unmarked.append((chunk_id, stored_size))
+        if len(self._uploaded_unmarked) >= MARK_STORED_EVERY_CHUNKS:
+            self._mark_stored()
+
+    def _mark_stored(self) -> None:
+        """Make the uploaded chunks durable and PRESENT. Done at every commit, and within a file
+        of very many new chunks, so the IDs waiting for it stay bounded."""
+        if not self._uploaded_unmarked:
+            return
+        self.store.blobs.sync()
+        self.catalog.chunks_stored(self.session, self._uploaded_unmarked)
+        # PRESENT now: a later claim pins them instead of asking for an upload.
+        self._uploading.difference_update(chunk_id for chunk_id, _ in self._uploaded_unmarked)
+        self._uploaded_unmarked = []
 
     def queue(self, pending: _PendingFile) -> None:
         self._pending.append(pending)
@@ -403,10 +436,7 @@ class Writer:
         """Make every queued file durable and visible; return their results."""
         self._claim()
         self._wait_uploads(0)
-        if self._uploaded_unmarked:
-            self.store.blobs.sync()
-            self.catalog.chunks_stored(self.session, self._uploaded_unmarked)
-            self._uploaded_unmarked = []
+        self._mark_stored()
         self._uploading.clear()
         pending, self._pending, self._pending_bytes = self._pending, [], 0
         self._last_commit = time.monotonic()

@@ -1,0 +1,272 @@
+"""Damage to chunk objects, the config and the catalog: get, restore and verify detect it, name
+the affected files and exit 4; nothing wrong is ever handed back. verify --repair rewrites
+reference counts from the recipes, deletes nothing a recipe references, and lists what is lost.
+
+(Flipped, truncated and deleted objects through every command are covered in
+tests/cli/test_cli_integrity.py; here: swapped objects, every header field, the config, the
+catalog file, wrong counts and their repair.)"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import shutil
+import sqlite3
+
+import pytest
+from clihelpers import run_cli
+from storechecks import assert_no_garbage, assert_verify_clean
+
+from chunkstore import ChunkerSpec, CompressionSpec, Store
+from chunkstore.config import CONFIG_KEY, chunk_key
+from chunkstore.errors import CorruptObjectError, IntegrityError
+from chunkstore.objectformat import HEADER_SIZE
+from chunkstore.reader import iter_recipe
+
+CONTENTS = {f"data/{name}": random.Random(name).randbytes(60_000) for name in ("good", "bad", "other")}
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory):
+    """A store holding CONTENTS, made once; tests damage copies of it."""
+    root = tmp_path_factory.mktemp("pristine")
+    with Store.init(str(root / "store"), ChunkerSpec.from_average(avg_size=4096), CompressionSpec.parse("zstd:3")) as store:
+        for name, data in CONTENTS.items():
+            (root / "source").mkdir(exist_ok=True)
+            path = root / "source" / name.replace("/", "-")
+            path.write_bytes(data)
+            store.put([(path, name)])
+    return root / "store"
+
+
+@pytest.fixture
+def store_dir(pristine, tmp_path):
+    shutil.copytree(pristine, tmp_path / "store")
+    return tmp_path / "store"
+
+
+def own_chunks(store: Store, name: str) -> list[bytes]:
+    """Chunk IDs only name uses."""
+    def ids(of):
+        return [entry.chunk_id for entry in iter_recipe(store, store.catalog.get_version(of).digest)]
+    others = {chunk for other in CONTENTS if other != name for chunk in ids(other)}
+    return [chunk for chunk in ids(name) if chunk not in others]
+
+
+def object_path(store_dir, chunk_id: bytes):
+    return store_dir / chunk_key(chunk_id)
+
+
+def assert_detected_everywhere(store_dir, tmp_path, damaged_names: set[str]) -> None:
+    """get, restore and verify --read-data exit 4 naming each damaged file; the others restore exactly."""
+    for name in CONTENTS:
+        completed = run_cli(store_dir, "get", name, cwd=tmp_path, expect=(0, 4))
+        if name in damaged_names:
+            assert completed.returncode == 4 and name in completed.stderr.decode()
+            assert CONTENTS[name].startswith(completed.stdout), f"get {name} wrote bytes that are not its own"
+        else:
+            assert completed.returncode == 0 and completed.stdout == CONTENTS[name]
+    destination = tmp_path / "restored"
+    completed = run_cli(store_dir, "restore", "data", "-o", destination, cwd=tmp_path, expect=4)
+    for name, data in CONTENTS.items():
+        target = destination / name
+        if name in damaged_names:
+            assert name in completed.stderr.decode() and not target.exists()
+        else:
+            assert target.read_bytes() == data
+    completed = run_cli(store_dir, "verify", "--read-data", cwd=tmp_path, expect=4)
+    for name in damaged_names:
+        assert f"{name}@1" in completed.stderr.decode()
+
+
+def flip_bit(path, position: int, bit: int = 0) -> None:
+    data = bytearray(path.read_bytes())
+    data[position] ^= 1 << bit
+    path.write_bytes(bytes(data))
+
+
+def test_swapped_objects_are_detected_and_both_files_named(store_dir, tmp_path):
+    with Store.open(str(store_dir)) as store:
+        bad, other = own_chunks(store, "data/bad")[0], own_chunks(store, "data/other")[0]
+    first, second = object_path(store_dir, bad), object_path(store_dir, other)
+    first_bytes = first.read_bytes()
+    first.write_bytes(second.read_bytes())
+    second.write_bytes(first_bytes)
+    assert_detected_everywhere(store_dir, tmp_path, {"data/bad", "data/other"})
+
+
+def test_an_object_copied_over_another_of_the_same_size_is_detected(store_dir, tmp_path):
+    """Same size, valid header, decodes fine: only the re-hash can tell."""
+    with Store.open(str(store_dir)) as store:
+        victim = own_chunks(store, "data/bad")[0]
+        store.put_stream(io.BytesIO(b"x" * 10), "data/tiny")
+        tiny = next(iter_recipe(store, store.catalog.get_version("data/tiny").digest)).chunk_id
+        store.remove(["data/tiny"])
+    shutil.copyfile(object_path(store_dir, tiny), object_path(store_dir, victim))
+    with Store.open(str(store_dir)) as store:
+        with pytest.raises(IntegrityError, match="does not match its ID"):
+            store.get("data/bad", io.BytesIO())
+
+
+@pytest.mark.parametrize("position", list(range(HEADER_SIZE)) + [HEADER_SIZE, HEADER_SIZE + 1, -1],
+                         ids=lambda position: f"byte-{position}")
+def test_a_bit_flip_anywhere_in_an_object_is_detected(store_dir, position):
+    with Store.open(str(store_dir)) as store:
+        victim = own_chunks(store, "data/bad")[1]
+        flip_bit(object_path(store_dir, victim), position, bit=position % 8)
+        output = io.BytesIO()
+        with pytest.raises(IntegrityError, match="data/bad"):
+            store.get("data/bad", output)
+        assert CONTENTS["data/bad"].startswith(output.getvalue())
+        report = store.verify(read_data=True)
+        assert report.damaged_names == ["data/bad@1"]
+
+
+CONFIG_DAMAGE = {
+    "truncated": lambda raw: raw[: len(raw) // 2],
+    "not-json": lambda raw: b"\x00\xff" + raw,
+    "empty": lambda raw: b"",
+    "flipped-brace": lambda raw: raw.replace(b"{", b"[", 1),
+    "no-chunker": lambda raw: raw.replace(b'"chunker"', b'"chunkr"'),
+    "chunker-size-text": lambda raw: raw.replace(b'"avg_size": 4096', b'"avg_size": "big"'),
+    "catalog-path-escape": lambda raw: raw.replace(b'"catalog.sqlite"', b'"../elsewhere"'),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(CONFIG_DAMAGE))
+def test_a_damaged_config_gives_one_clear_line_and_exit_4(store_dir, tmp_path, damage):
+    config = store_dir / CONFIG_KEY
+    config.write_bytes(CONFIG_DAMAGE[damage](config.read_bytes()))
+    for command in (["ls"], ["get", "data/good"], ["verify"], ["put", "-", "--as", "x"], ["gc"], ["stats"]):
+        completed = run_cli(store_dir, *command, cwd=tmp_path, expect=(1, 4), input=b"data")
+        assert "config" in completed.stderr.decode(), completed.stderr
+        assert completed.returncode == 4 or damage == "catalog-path-escape"
+
+
+def damage_catalog_page(store_dir, fraction: float, seed: int) -> None:
+    path = store_dir / "catalog.sqlite"
+    assert not (store_dir / "catalog.sqlite-wal").exists() or os.path.getsize(store_dir / "catalog.sqlite-wal") == 0
+    with sqlite3.connect(path) as db:
+        page_size, page_count = db.execute("PRAGMA page_size").fetchone()[0], db.execute("PRAGMA page_count").fetchone()[0]
+    db.close()
+    # A whole page past the first (the file header), so the damage is in a table or index.
+    page = max(1, min(page_count - 1, int(page_count * fraction)))
+    with open(path, "r+b") as handle:
+        handle.seek(page * page_size)
+        handle.write(random.Random(seed).randbytes(page_size))
+
+
+def sqlite_finds_damage(path) -> bool:
+    db = sqlite3.connect(path)
+    try:
+        return db.execute("PRAGMA quick_check").fetchall() != [("ok",)]
+    except sqlite3.DatabaseError:
+        return True
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("fraction", [0.25, 0.5, 0.75, 0.95])
+def test_a_damaged_catalog_page_is_an_integrity_error_never_a_traceback(store_dir, tmp_path, fraction):
+    damage_catalog_page(store_dir, fraction, seed=int(fraction * 100))
+    assert sqlite_finds_damage(store_dir / "catalog.sqlite"), "the damage missed every page in use"
+    completed = run_cli(store_dir, "verify", cwd=tmp_path, expect=4)
+    assert "catalog" in completed.stderr.decode()
+    for name, data in CONTENTS.items():
+        completed = run_cli(store_dir, "get", name, cwd=tmp_path, expect=(0, 3, 4))
+        assert data.startswith(completed.stdout), f"get {name} from a damaged catalog wrote wrong bytes"
+    for command in (["ls", "--versions"], ["restore", "data", "-o", tmp_path / "out"], ["stats"], ["gc"],
+                    ["rm", "data/good"], ["put", "-", "--as", "data/new"]):
+        run_cli(store_dir, *command, cwd=tmp_path, expect=(0, 1, 3, 4), input=b"new data")
+    for path in (tmp_path / "out").rglob("*"):
+        if path.is_file():
+            assert path.read_bytes() == CONTENTS[str(path.relative_to(tmp_path / "out"))]
+
+
+def test_a_catalog_that_is_not_a_database_is_an_integrity_error(store_dir, tmp_path):
+    (store_dir / "catalog.sqlite").write_bytes(b"not a database at all" * 200)
+    for command in (["ls"], ["verify"], ["get", "data/good"]):
+        completed = run_cli(store_dir, *command, cwd=tmp_path, expect=4)
+        assert "catalog" in completed.stderr.decode()
+
+
+def set_count(store_dir, chunk_id: bytes, count: int) -> None:
+    with sqlite3.connect(store_dir / "catalog.sqlite") as db:
+        db.execute("UPDATE chunks SET refcount = ? WHERE id = ?", (count, chunk_id))
+    db.close()
+
+
+@pytest.mark.parametrize("wrong", [0, 1, 7], ids=["zero", "too-low", "too-high"])
+def test_a_wrong_count_is_found_and_repaired(store_dir, tmp_path, wrong):
+    with Store.open(str(store_dir)) as store:
+        victim = own_chunks(store, "data/bad")[0]
+        right = store.catalog.get_chunks([victim])[victim].refcount
+    assume_wrong = wrong if wrong != right else wrong + 1
+    set_count(store_dir, victim, assume_wrong)
+    completed = run_cli(store_dir, "verify", cwd=tmp_path, expect=4)
+    assert "refcount" in completed.stderr.decode() and victim.hex() in completed.stderr.decode()
+    completed = run_cli(store_dir, "verify", "--repair", cwd=tmp_path)
+    assert "repaired 1 reference counts" in completed.stdout.decode()
+    run_cli(store_dir, "verify", "--read-data", cwd=tmp_path)
+    with Store.open(str(store_dir)) as store:
+        assert store.catalog.get_chunks([victim])[victim].refcount == right
+        store.gc()
+        assert_no_garbage(store)
+        assert_verify_clean(store)
+
+
+def test_a_zero_count_then_gc_would_lose_data_but_repair_first_keeps_it(store_dir, tmp_path):
+    """The reason repair exists: a count of 0 on a referenced chunk lets gc delete it."""
+    with Store.open(str(store_dir)) as store:
+        victim = own_chunks(store, "data/bad")[0]
+    set_count(store_dir, victim, 0)
+    run_cli(store_dir, "verify", "--repair", cwd=tmp_path)
+    run_cli(store_dir, "gc", cwd=tmp_path)
+    assert object_path(store_dir, victim).exists()
+    assert run_cli(store_dir, "get", "data/bad", cwd=tmp_path).stdout == CONTENTS["data/bad"]
+
+
+def test_repair_lists_unrecoverable_files_and_deletes_nothing(store_dir, tmp_path):
+    with Store.open(str(store_dir)) as store:
+        lost = own_chunks(store, "data/bad")[0]
+        miscounted = own_chunks(store, "data/other")[0]
+    object_path(store_dir, lost).unlink()
+    set_count(store_dir, miscounted, 9)
+    objects_before = sorted(path.name for path in (store_dir / "chunks").rglob("*") if path.is_file())
+    completed = run_cli(store_dir, "verify", "--repair", "--json", cwd=tmp_path, expect=4)
+    report = json.loads(completed.stdout)
+    assert report["counts_repaired"] == 1
+    assert report["damaged_names"] == ["data/bad@1"]
+    assert "missing-object" in completed.stderr.decode() and "data/bad@1" in completed.stderr.decode()
+    completed = run_cli(store_dir, "verify", "--repair", cwd=tmp_path, expect=4)
+    assert "repaired 0 reference counts" in completed.stdout.decode()
+    assert "cannot be recovered: data/bad@1" in completed.stderr.decode()
+    assert sorted(path.name for path in (store_dir / "chunks").rglob("*") if path.is_file()) == objects_before
+    with Store.open(str(store_dir)) as store:
+        assert store.catalog.get_chunks([miscounted])[miscounted].refcount == 1
+
+
+def test_repair_never_lowers_counts_while_a_recipe_is_unreadable(store_dir):
+    with Store.open(str(store_dir)) as store:
+        shared = own_chunks(store, "data/other")[0]
+        digest = store.catalog.get_version("data/other").digest
+    with sqlite3.connect(store_dir / "catalog.sqlite") as db:
+        db.execute("UPDATE recipe_pages SET data = ? WHERE digest = ?", (b"garbage", digest))
+    db.close()
+    with Store.open(str(store_dir)) as store:
+        report = store.verify(repair=True)
+        assert report.counts_repaired == 0
+        assert "data/other@1" in report.damaged_names
+        assert store.catalog.get_chunks([shared])[shared].refcount == 1
+        store.gc()
+    assert object_path(store_dir, shared).exists()
+
+
+def test_a_corrupt_object_header_is_reported_as_corrupt(store_dir):
+    with Store.open(str(store_dir)) as store:
+        victim = own_chunks(store, "data/good")[0]
+        object_path(store_dir, victim).write_bytes(b"CSOX" + object_path(store_dir, victim).read_bytes()[4:])
+        with pytest.raises(CorruptObjectError, match=f"data/good.*{victim.hex()}"):
+            store.get("data/good", io.BytesIO())

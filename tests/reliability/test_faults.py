@@ -1,0 +1,148 @@
+"""Every operation under injected storage and catalog faults either succeeds or fails with a
+clear ChunkstoreError or OSError, never returns wrong bytes, and leaves a store that, once the
+fault is gone, verifies clean, restores every committed file exactly and is emptied of leaks by gc."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from faultkit import (
+    BLOB_METHODS_THAT_READ,
+    BLOB_METHODS_THAT_WRITE,
+    CATALOG_METHODS,
+    Corpus,
+    Fault,
+    attempt,
+    check_get,
+    check_store_after_faults,
+    faults_installed,
+    random_mix,
+    run_operations_under_faults,
+)
+
+from storechecks import assert_no_garbage
+
+from chunkstore import ChunkerSpec, CompressionSpec, Store
+from chunkstore.blobstore.faulty import FaultPlan, FaultyBlobStore, InjectedFault
+from chunkstore.config import CHUNK_KEY_PREFIX
+
+def _scenarios():
+    for method in BLOB_METHODS_THAT_WRITE + BLOB_METHODS_THAT_READ:
+        yield pytest.param([Fault(method, "error")], [], 0, id=f"blob-{method}-error")
+        yield pytest.param([Fault(method, "error", after=1, times=None)], [], 0, id=f"blob-{method}-error-from-2nd")
+    for method in BLOB_METHODS_THAT_WRITE:
+        yield pytest.param([Fault(method, "lost_reply", times=3)], [], 0, id=f"blob-{method}-lost-reply")
+    yield pytest.param([Fault("get", "truncate", times=None, key_prefix=CHUNK_KEY_PREFIX)], [], 0, id="blob-get-truncated")
+    yield pytest.param([Fault("get", "truncate", probability=0.3, times=None)], [], 0, id="blob-get-truncated-30pct")
+    yield pytest.param([Fault(method, "slow", times=None, probability=0.2, delay=0.002)
+                        for method in BLOB_METHODS_THAT_WRITE + BLOB_METHODS_THAT_READ], [], 0, id="blob-slow-everything")
+    for method in CATALOG_METHODS:
+        yield pytest.param([], [Fault(method, "error")], 0, id=f"catalog-{method}-error")
+        yield pytest.param([], [Fault(method, "lost_reply")], 0, id=f"catalog-{method}-lost-reply")
+    for seed in range(4):
+        yield pytest.param(*random_mix(0.05), seed, id=f"random-mix-seed-{seed}")
+
+
+@pytest.fixture
+def stocked(tmp_path):
+    """A small-chunk store holding data/{a..e}.bin, and the corpus that knows their bytes."""
+    url = str(tmp_path / "store")
+    corpus = Corpus.create(tmp_path / "source", seed="faults")
+    for letter in "abcde":
+        corpus.write(f"data/{letter}.bin")
+    store = Store.init(url, ChunkerSpec.from_average(avg_size=1024), CompressionSpec.parse("zstd:3"))
+    summary = store.put([(corpus.root / "data", "data")])
+    assert summary.count("stored") == 5
+    yield url, store, corpus
+    store.close()
+
+
+@pytest.mark.parametrize(("blob_faults", "catalog_faults", "seed"), list(_scenarios()))
+def test_operations_under_a_fault_leave_a_recoverable_store(stocked, tmp_path, blob_faults, catalog_faults, seed):
+    url, store, corpus = stocked
+    injected = run_operations_under_faults(store, corpus, tmp_path, blob_faults, catalog_faults, seed)
+    assert injected > 0, "the fault never fired: the scenario tests nothing"
+    store.close()
+    assert check_store_after_faults(url, corpus) >= 4
+
+
+def test_a_put_retried_after_a_lost_upload_reply_commits_every_file(stocked):
+    url, store, corpus = stocked
+    for index in range(3):
+        corpus.write(f"new/{index}.bin")
+    with faults_installed(store, [Fault("put", "lost_reply", key_prefix=CHUNK_KEY_PREFIX)]) as plans:
+        _, error = attempt(store.put, [(corpus.root / "new", "new")])
+    assert plans.injected == 1 and "reply was lost" in str(error)
+    summary = store.put([(corpus.root / "new", "new")])
+    assert [result.outcome for result in summary.results if result.outcome not in ("stored", "unchanged")] == []
+    assert {record.name for record in store.list("new")} == {f"new/{index}.bin" for index in range(3)}
+    store.close()
+    check_store_after_faults(url, corpus)
+
+
+def test_truncated_reads_are_refused_never_returned(stocked):
+    _, store, corpus = stocked
+    with faults_installed(store, [Fault("get", "truncate", times=None, key_prefix=CHUNK_KEY_PREFIX)]):
+        assert not check_get(store, corpus, "data/a.bin")
+        report = store.verify(read_data=True)
+    assert not report.ok and "data/a.bin@1" in report.damaged_names
+
+
+def test_the_fault_plan_replays_exactly_from_its_seed(tmp_path):
+    def fired_calls(seed):
+        plan = FaultPlan([Fault("get", "error", times=None, probability=0.5)], seed)
+        return [plan.decide("get", f"k{index}") is not None for index in range(64)]
+
+    assert fired_calls(7) == fired_calls(7)
+    assert fired_calls(7) != fired_calls(8)
+    assert 10 < sum(fired_calls(7)) < 54
+
+
+def test_faulty_blob_store_kinds(tmp_path):
+    from chunkstore.blobstore.local import LocalBlobStore
+
+    inner = LocalBlobStore(tmp_path / "blobs")
+    inner.create()
+    plan = FaultPlan([Fault("put", "lost_reply"), Fault("get", "truncate"), Fault("delete", "error")])
+    faulty = FaultyBlobStore(inner, plan)
+    with pytest.raises(InjectedFault, match="took effect"):
+        faulty.put("k", b"0123456789")
+    assert inner.get("k") == b"0123456789"
+    assert faulty.get("k") == b"01234"
+    assert faulty.get("k") == b"0123456789"
+    with pytest.raises(OSError, match="injected fault"):
+        faulty.delete("k")
+    assert inner.get("k") == b"0123456789"
+    assert plan.injected == 3
+
+
+def test_a_gc_that_fails_to_release_its_lock_does_not_block_the_next_gc(stocked):
+    _, store, corpus = stocked
+    store.remove(["data/a.bin"])
+    with faults_installed(store, catalog_faults=[Fault("release_gc_lock", "error")]) as plans:
+        _, error = attempt(store.gc)
+    assert plans.injected == 1 and error is not None
+    # Same process, full lease: only a closed session frees the lock at once.
+    report = store.gc()
+    assert report.dry_run is False
+    assert_no_garbage(store)
+
+
+def test_an_upload_failure_in_a_large_put_is_reported_as_an_upload_failure(tmp_path):
+    """More new data than put keeps in flight, so the failed upload is met while reading another file."""
+    source = tmp_path / "source"
+    source.mkdir()
+    rng = random.Random("large put")
+    for index in range(20):
+        (source / f"f{index:02d}").write_bytes(rng.randbytes(2 * 1024 * 1024))
+    with Store.init(str(tmp_path / "store"), ChunkerSpec.from_average(), CompressionSpec.parse("zstd:3")) as store:
+        with faults_installed(store, [Fault("put", "error", after=5, key_prefix=CHUNK_KEY_PREFIX)]) as plans:
+            summary, error = attempt(store.put, [(source, "source")])
+        assert plans.injected == 1
+        if error is not None:
+            assert "injected fault" in str(error), f"the put failed with {type(error).__name__}: {error}"
+        else:
+            failed = [result for result in summary.results if result.outcome == "error"]
+            assert failed and all("injected fault" in result.error for result in failed)
+            assert len(list(store.list())) == 20 - len(failed)
