@@ -17,7 +17,7 @@ limited to 400 KB, and 4,096 entries make a 147 KB page.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .errors import CorruptObjectError
@@ -56,13 +56,34 @@ def decode_page(blob: bytes) -> list[RecipeEntry]:
     return [RecipeEntry(chunk_id, length) for chunk_id, length in ENTRY.iter_unpack(memoryview(blob)[PAGE_HEADER.size:])]
 
 
-def paginate(entries: Iterable[RecipeEntry], page_entries: int) -> Iterator[bytes]:
-    """Encode entries into pages of at most page_entries each (an empty recipe has no page)."""
-    page: list[RecipeEntry] = []
+class PageBuilder:
+    """Encodes entries into pages of at most page_entries each as they come, so a recipe
+    is held as 36 bytes an entry, never as a list of entry objects."""
+
+    def __init__(self, page_entries: int):
+        self.page_entries = page_entries
+        self.pages: list[bytes] = []
+        self.count = 0
+        self._page: list[RecipeEntry] = []
+
+    def add(self, entry: RecipeEntry) -> None:
+        self._page.append(entry)
+        self.count += 1
+        if len(self._page) == self.page_entries:
+            self.pages.append(encode_page(self._page))
+            self._page = []
+
+    def finish(self) -> list[bytes]:
+        """The pages, the last one possibly short (an empty recipe has no page)."""
+        if self._page:
+            self.pages.append(encode_page(self._page))
+            self._page = []
+        return self.pages
+
+
+def paginate(entries: Iterable[RecipeEntry], page_entries: int) -> list[bytes]:
+    """Encode entries into pages of at most page_entries each."""
+    builder = PageBuilder(page_entries)
     for entry in entries:
-        page.append(entry)
-        if len(page) == page_entries:
-            yield encode_page(page)
-            page = []
-    if page:
-        yield encode_page(page)
+        builder.add(entry)
+    return builder.finish()

@@ -304,11 +304,8 @@ class Writer:
         files costs one catalog transaction per BATCH_BYTES, not one per file."""
         hasher = self.store.hasher
         file_digest = hasher.file_hasher()
-        # Recipe pages are encoded as they fill (36 bytes a chunk), not kept as entry
-        # objects: a file of a million chunks then holds 36 MB of recipe, not 400 MB.
-        pages: list[bytes] = []
-        page: list[recipes.RecipeEntry] = []
-        chunk_count = 0
+        # Pages are encoded as they fill: a file of a million chunks holds 36 MB of recipe.
+        recipe = recipes.PageBuilder(self.page_entries)
         result = FileResult(name, "stored")
         in_flight: deque[tuple[list[bytes], Future]] = deque()
         batch: list[bytes] = []
@@ -316,13 +313,8 @@ class Writer:
         size = 0
 
         def take(chunks: list[bytes], ids: list[bytes]) -> None:
-            nonlocal chunk_count
             for chunk_id, chunk in zip(ids, chunks):
-                page.append(recipes.RecipeEntry(chunk_id, len(chunk)))
-                if len(page) == self.page_entries:
-                    pages.append(recipes.encode_page(page))
-                    page.clear()
-                chunk_count += 1
+                recipe.add(recipes.RecipeEntry(chunk_id, len(chunk)))
                 self._unclaimed.append((chunk_id, chunk, result))
                 self._unclaimed_bytes += len(chunk)
             if self._unclaimed_bytes >= BATCH_BYTES:
@@ -358,10 +350,9 @@ class Writer:
         if file_stat.size != size:
             self.discard(result)
             raise _ChangedWhileReading(f"size changed while reading ({file_stat.size} -> {size} bytes)")
-        if page:
-            pages.append(recipes.encode_page(page))
         result.size = size
-        return _PendingFile(result, NewVersion(name, file_stat, file_digest.digest(), chunk_count, pages))
+        pages = recipe.finish()
+        return _PendingFile(result, NewVersion(name, file_stat, file_digest.digest(), recipe.count, pages))
 
     def discard(self, result: FileResult) -> None:
         """Forget the not yet claimed chunks of a file that will not be committed."""
