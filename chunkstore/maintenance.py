@@ -37,7 +37,8 @@ def remove(store: "Store", names: Iterable[str], *, version: int | None = None,
         if recursive:
             if version is not None:
                 raise InvalidArgumentError("--version cannot be combined with --recursive")
-            below = sorted({record.name for record in store.catalog.list_versions(name)})
+            # Names deleted by put --sync too: their earlier versions still hold chunks.
+            below = sorted({record.name for record in store.catalog.list_versions(name, deleted=True)})
             if not below:
                 raise NameNotFoundError(f"no stored file under {name!r}")
             selections.extend((each, None) for each in below)
@@ -45,9 +46,12 @@ def remove(store: "Store", names: Iterable[str], *, version: int | None = None,
             try:
                 store.catalog.get_version(name)
             except NameNotFoundError:
-                if any(True for _ in store.catalog.list_versions(name)):
-                    raise InvalidArgumentError(f"{name!r} is a folder; use --recursive to remove everything under it") from None
-                raise
+                listed = {record.name for record in store.catalog.list_versions(name, deleted=True)}
+                if name not in listed:  # else it was deleted by put --sync, and rm removes its history
+                    if listed:
+                        raise InvalidArgumentError(
+                            f"{name!r} is a folder; use --recursive to remove everything under it") from None
+                    raise
             selections.append((name, version))
     return store.catalog.remove_versions(selections)
 

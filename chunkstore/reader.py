@@ -217,17 +217,19 @@ class RestoreSummary:
         return sum(result.size for result in self.results if not result.error)
 
 
-def restore(store: "Store", prefix: str, destination: Path, *,
+def restore(store: "Store", prefix: str, destination: Path, *, as_of_ns: int | None = None,
             on_result: Callable[[RestoreResult], None] | None = None,
             on_progress: Callable[[int], None] | None = None) -> RestoreSummary:
-    """Restore the latest version of every name under prefix into destination/NAME.
+    """Restore the latest version of every name under prefix into destination/NAME, or with
+    as_of_ns the version each name had then (names deleted by then are left out).
 
     Integrity errors are reported per file and the rest is still restored; names
     that would land outside destination or pass through a symlink are refused."""
     prefix = normalize_prefix(prefix)
-    records = list(store.catalog.list_versions(prefix))
+    records = list(store.catalog.list_versions(prefix, as_of_ns=as_of_ns))
     if not records:
-        raise NameNotFoundError(f"no stored file under {prefix!r}" if prefix else "the store holds no files")
+        missing = f"no stored file under {prefix!r}" if prefix else "the store holds no files"
+        raise NameNotFoundError(missing + (" at that time" if as_of_ns is not None else ""))
     destination.mkdir(parents=True, exist_ok=True)
     root = destination.resolve()
     summary = RestoreSummary()

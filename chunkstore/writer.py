@@ -40,6 +40,9 @@ BATCH_BYTES = 4 * 1024 * 1024
 # Chunks being compressed and written at once: with the claim batch this bounds put's
 # buffers to about 40 MiB whatever the file size.
 MAX_UPLOAD_BYTES_IN_FLIGHT = 32 * 1024 * 1024
+# ... and at most this many a worker: tiny chunks must not fill that with tens of thousands of
+# queued tasks (a put of a million 256-byte chunks peaked at 250 MiB without it).
+UPLOADS_IN_FLIGHT_PER_WORKER = 16
 # Uploaded chunks are made durable and marked PRESENT at least this often (besides every
 # commit), bounding the IDs a put of one huge file holds (36 bytes of recipe a chunk remain).
 MARK_STORED_EVERY_CHUNKS = 65536
@@ -53,7 +56,11 @@ COMMIT_EVERY_BYTES = 256 * 1024 * 1024
 COMMIT_EVERY_SECONDS = 5.0
 
 
-@dataclass
+# What an uploader (the web page, the ingest function) is told of each file.
+UPLOAD_MESSAGES = {"stored": "File processed successfully", "duplicate": "Duplicate file detected"}
+
+
+@dataclass(slots=True)
 class FileResult:
     """The outcome of one file of a put."""
 
@@ -66,6 +73,14 @@ class FileResult:
     stored_new_bytes: int = 0  # bytes of the objects written for them
     path: str | None = None
     error: str | None = None
+
+    @property
+    def upload_outcome(self) -> tuple[str, str | None]:
+        """("stored" or "duplicate", the name it duplicates) as an upload is reported: the
+        same content again under the same name, which adds no version, is a duplicate of itself."""
+        if self.outcome == "unchanged":
+            return "duplicate", self.name
+        return self.outcome, self.duplicate_of
 
     @property
     def message(self) -> str:
@@ -114,7 +129,9 @@ class PutSummary:
     def megabytes_per_second(self) -> float:
         return self.logical_bytes / 1e6 / self.seconds if self.seconds > 0 else 0.0
 
-    def to_json(self) -> dict:
+    def to_json(self, *, results_as_objects: bool = False) -> dict:
+        """The totals and every file's result; results_as_objects leaves the results as
+        FileResult objects (each with its own to_json), for a writer that streams them."""
         return {
             "files": len(self.results), "stored": self.count("stored"), "duplicate": self.count("duplicate"),
             "unchanged": self.count("unchanged"), "errors": self.count("error"),
@@ -122,7 +139,7 @@ class PutSummary:
             "stored_new_bytes": self.stored_new_bytes,
             "dedup_ratio": None if self.dedup_ratio == float("inf") else round(self.dedup_ratio, 4),
             "seconds": round(self.seconds, 4), "mb_per_second": round(self.megabytes_per_second, 2),
-            "results": [result.to_json() for result in self.results],
+            "results": self.results if results_as_objects else [result.to_json() for result in self.results],
         }
 
 
@@ -137,9 +154,9 @@ class Progress:
     current: str | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class _Source:
-    path: Path
+    path: str  # not a Path: a put of 100,000 files holds one per file
     name: str
     stat: os.stat_result
 
@@ -185,7 +202,7 @@ def collect_sources(paths: Iterable[PathArgument]) -> tuple[list[_Source], list[
         if stat_module.S_ISDIR(st.st_mode):
             _walk_folder(path, name, sources, problems)
         elif _is_storable(st):
-            sources.append(_Source(path, name, st))
+            sources.append(_Source(os.fspath(path), name, st))
         else:
             problems.append(FileResult(name, "error", path=str(path), error=f"not a regular file ({_kind(st)}); skipped"))
     return sources, problems
@@ -204,21 +221,21 @@ def _walk_folder(folder: Path, folder_name: str, sources: list[_Source], problem
         subdirs.sort()
         relative_dir = os.path.relpath(directory, folder)
         for file_name in sorted(files + [d for d in subdirs if os.path.islink(os.path.join(directory, d))]):
-            full = Path(directory) / file_name
+            full = os.path.join(directory, file_name)
             relative = file_name if relative_dir == "." else f"{relative_dir}/{file_name}"
             try:
                 name = normalize_name(f"{folder_name}/{relative}")
-                st = full.lstat()
+                st = os.lstat(full)
             except InvalidArgumentError as error:
-                problems.append(FileResult(str(full), "error", path=str(full), error=str(error)))
+                problems.append(FileResult(full, "error", path=full, error=str(error)))
                 continue
             except OSError as error:
-                problems.append(FileResult(str(full), "error", path=str(full), error=error.strerror or str(error)))
+                problems.append(FileResult(full, "error", path=full, error=error.strerror or str(error)))
                 continue
             if _is_storable(st):
                 sources.append(_Source(full, name, st))
             elif not stat_module.S_ISDIR(st.st_mode):
-                problems.append(FileResult(name, "error", path=str(full), error=f"not a regular file ({_kind(st)}); skipped"))
+                problems.append(FileResult(name, "error", path=full, error=f"not a regular file ({_kind(st)}); skipped"))
 
 
 def _kind(st: os.stat_result) -> str:
@@ -247,11 +264,14 @@ class Writer:
     # Entries per recipe page; tests lower it to exercise paging with small files.
     page_entries = recipes.DEFAULT_PAGE_ENTRIES
 
-    def __init__(self, store: "Store", *, workers: int | None = None):
+    def __init__(self, store: "Store", *, workers: int | None = None, at_ns: int | None = None):
+        """at_ns: the time (UTC ns) the versions are recorded at; None for the time of each commit."""
         self.store = store
+        self.at_ns = at_ns
         self.catalog = store.catalog
         self.workers = workers or store.workers
         self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="chunkstore-put")
+        self._max_uploads_in_flight = UPLOADS_IN_FLIGHT_PER_WORKER * self.workers
         # One thread, so batches are hashed, and fed to the whole-file digest, in order.
         self._hashing = ThreadPoolExecutor(1, thread_name_prefix="chunkstore-hash")
         self.session = self.catalog.open_session("put")
@@ -372,7 +392,7 @@ class Writer:
                 self._schedule_upload(chunk_id, data, result)
 
     def _schedule_upload(self, chunk_id: bytes, data: bytes, result: FileResult) -> None:
-        self._wait_uploads(MAX_UPLOAD_BYTES_IN_FLIGHT - len(data))
+        self._wait_uploads(MAX_UPLOAD_BYTES_IN_FLIGHT - len(data), self._max_uploads_in_flight - 1)
         future = self.pool.submit(self._upload, chunk_id, data)
         self._uploads.append((future, len(data), result))
         self._upload_bytes += len(data)
@@ -387,8 +407,8 @@ class Writer:
         self.store.blobs.put(chunk_key(chunk_id), blob)
         return chunk_id, len(blob)
 
-    def _wait_uploads(self, max_bytes: int) -> None:
-        while self._uploads and self._upload_bytes > max_bytes:
+    def _wait_uploads(self, max_bytes: int, max_count: int = 0) -> None:
+        while self._uploads and (self._upload_bytes > max_bytes or len(self._uploads) > max_count):
             future, size, result = self._uploads.popleft()
             self._upload_bytes -= size
             try:
@@ -433,7 +453,7 @@ class Writer:
         self._last_commit = time.monotonic()
         if not pending:
             return []
-        outcomes = self.catalog.commit(self.session, [item.version for item in pending])
+        outcomes = self.catalog.commit(self.session, [item.version for item in pending], at_ns=self.at_ns)
         results = []
         for item, outcome in zip(pending, outcomes):
             _apply_outcome(item.result, outcome)
@@ -465,8 +485,9 @@ def _apply_outcome(result: FileResult, outcome: CommitOutcome) -> None:
 
 def put_paths(store: "Store", paths: Iterable[PathArgument], *, force_read: bool = False,
               on_result: Callable[[FileResult], None] | None = None,
-              on_progress: Callable[[Progress], None] | None = None) -> PutSummary:
-    """Put files and folders. Every file gets a FileResult; unreadable ones an error result."""
+              on_progress: Callable[[Progress], None] | None = None, at_ns: int | None = None) -> PutSummary:
+    """Put files and folders. Every file gets a FileResult; unreadable ones an error result.
+    at_ns: the time the new versions are recorded at (see Writer)."""
     started = time.monotonic()
     sources, problems = collect_sources(paths)
     summary = PutSummary()
@@ -492,13 +513,13 @@ def put_paths(store: "Store", paths: Iterable[PathArgument], *, force_read: bool
         done_bytes += count
         progress(None)
 
-    writer = Writer(store)
+    writer = Writer(store, at_ns=at_ns)
     try:
         for source in sources:
             progress(source.name)
             if not force_read and _is_unchanged(latest.get(source.name), source.stat):
                 report([FileResult(source.name, "unchanged", size=source.stat.st_size,
-                                   version=latest[source.name].version, path=str(source.path))])
+                                   version=latest[source.name].version, path=source.path)])
                 done_bytes += source.stat.st_size
             else:
                 before = done_bytes
@@ -507,7 +528,7 @@ def put_paths(store: "Store", paths: Iterable[PathArgument], *, force_read: bool
                     writer.queue(pending)
                 except (OSError, _ChangedWhileReading, SourceError) as error:
                     message = getattr(error, "strerror", None) or str(error)
-                    report([FileResult(source.name, "error", size=source.stat.st_size, path=str(source.path),
+                    report([FileResult(source.name, "error", size=source.stat.st_size, path=source.path,
                                        error=message)])
                 done_bytes = before + source.stat.st_size
             done_files += 1
@@ -547,7 +568,7 @@ def _put_file(writer: Writer, source: _Source, on_bytes) -> _PendingFile:
     if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
         writer.discard(pending.result)
         raise _ChangedWhileReading("file changed while it was read; not stored (put it again)")
-    pending.result.path = str(source.path)
+    pending.result.path = source.path
     return pending
 
 
@@ -561,14 +582,14 @@ def _put_symlink(writer: Writer, source: _Source) -> _PendingFile:
     if not stat_module.S_ISLNK(st.st_mode):
         raise _ChangedWhileReading("changed from a symlink while it was read; not stored (put it again)")
     pending = writer.add_stream(io.BytesIO(target), source.name, _file_stat(st))
-    pending.result.path = str(source.path)
+    pending.result.path = source.path
     return pending
 
 
-def put_stream(store: "Store", stream: BinaryIO, name: str) -> FileResult:
-    """Put one stream (stdin) of unknown length under name."""
+def put_stream(store: "Store", stream: BinaryIO, name: str, *, at_ns: int | None = None) -> FileResult:
+    """Put one stream (stdin) of unknown length under name, its version recorded at at_ns (see Writer)."""
     name = normalize_name(name)
-    writer = Writer(store)
+    writer = Writer(store, at_ns=at_ns)
     try:
         pending = writer.add_stream(stream, name, None)
         writer.queue(pending)

@@ -15,7 +15,7 @@ import click
 from chunkstore import __version__
 from chunkstore.errors import ChunkstoreError
 
-from . import commands
+from . import commands, ingest, scan
 from .secrets import PASSPHRASE_VARIABLE, read_secret_file
 
 EXIT_OTHER = 1
@@ -108,6 +108,8 @@ def cli(click_context: click.Context, store_url: str | None, quiet: bool, passph
 
 
 commands.register(cli)
+ingest.register(cli)
+scan.register(cli)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,9 +36,11 @@ from chunkstore.catalog import (
     CommitOutcome,
     FileStat,
     NewVersion,
+    SnapshotRecord,
 )
 from chunkstore.errors import (
     ConcurrentModificationError,
+    InvalidArgumentError,
     NameNotFoundError,
     NotFoundError,
     VersionNotFoundError,
@@ -83,14 +85,14 @@ def upload(catalog: Catalog, session: str, chunks: Sequence[int]) -> set[bytes]:
     return claim_and_store(catalog, session, [(chunk_id(number), chunk_size(number)) for number in chunks])
 
 
-def put(catalog: Catalog, *versions: NewVersion) -> list[CommitOutcome]:
-    """A whole put: one session that uploads every chunk of versions and commits them."""
+def put(catalog: Catalog, *versions: NewVersion, at_ns: int | None = None) -> list[CommitOutcome]:
+    """A whole put: one session that uploads every chunk of versions and commits them (at at_ns)."""
     session = catalog.open_session("put")
     try:
         for new in versions:
             entries = [entry for page in new.pages for entry in recipes.decode_page(page)]
             claim_and_store(catalog, session, [(entry.chunk_id, entry.length) for entry in entries])
-        return catalog.commit(session, list(versions))
+        return catalog.commit(session, list(versions), at_ns=at_ns)
     finally:
         catalog.close_session(session)
 
@@ -107,6 +109,11 @@ def states(catalog: Catalog, chunks: Sequence[int]) -> list[ChunkState | None]:
 
 def names(records) -> list[tuple[str, int]]:
     return [(record.name, record.version) for record in records]
+
+
+# Times of the history tests: a day apart, in UTC nanoseconds.
+DAY_NS = 86_400 * 10**9
+T1, T2, T3, T4 = (1_790_000_000 * 10**9 + day * DAY_NS for day in range(4))
 
 
 def collect_all(catalog: Catalog, session: str) -> set[bytes]:
@@ -540,6 +547,95 @@ class CatalogConformance:
         with pytest.raises(ConcurrentModificationError):
             impatient.claim_chunks(writer, [(chunk_id(2), chunk_size(2)), (chunk_id(1), chunk_size(1))])
         assert states(catalog, [1]) == [ChunkState.DELETING]
+
+    # ---- history -----------------------------------------------------------------------
+
+    def test_commit_records_the_time_it_is_given(self, catalog):
+        put(catalog, new_version("file", [1]), new_version("other", [2]), at_ns=T2)
+        assert [record.stored_at_ns for record in catalog.list_versions()] == [T2, T2]
+        before = time.time_ns()
+        put(catalog, new_version("file", [3]))
+        assert before <= catalog.get_version("file").stored_at_ns <= time.time_ns()
+
+    def test_a_deletion_marker_hides_its_name_but_not_its_versions(self, catalog):
+        first = new_version("dir/file", [1, 2])
+        put(catalog, first, new_version("dir/kept", [3]), at_ns=T1)
+        (marker,) = catalog.mark_deleted([("dir/file", 1)], T2)
+        assert (marker.name, marker.version, marker.deleted, marker.stored_at_ns, marker.digest, marker.size) == (
+            "dir/file", 2, True, T2, b"", 0)
+        with pytest.raises(NameNotFoundError, match="deleted"):
+            catalog.get_version("dir/file")
+        assert catalog.get_version("dir/file", 1).digest == first.digest
+        with pytest.raises(VersionNotFoundError, match="deletion marker"):
+            catalog.get_version("dir/file", 2)
+        assert names(catalog.list_versions("dir")) == [("dir/kept", 1)]
+        assert names(catalog.list_versions("dir", deleted=True)) == [("dir/file", 2), ("dir/kept", 1)]
+        assert names(catalog.list_versions("dir", all_versions=True)) == [("dir/file", 1), ("dir/kept", 1)]
+        assert [(record.name, record.version, record.deleted)
+                for record in catalog.list_versions("dir", all_versions=True, deleted=True)] == [
+            ("dir/file", 1, False), ("dir/file", 2, True), ("dir/kept", 1, False)]
+        # A marker holds no content: counts and totals are those of the content versions.
+        assert catalog.get_content(first.digest).refcount == 1
+        assert refcounts(catalog, [1, 2, 3]) == [1, 1, 1]
+        assert (catalog.stats().names, catalog.stats().versions) == (2, 2)
+
+    def test_mark_deleted_skips_names_that_changed_since_they_were_read(self, catalog):
+        put(catalog, new_version("changed", [1]), new_version("gone", [2]), new_version("same", [3]), at_ns=T1)
+        put(catalog, new_version("changed", [4]), at_ns=T2)
+        catalog.mark_deleted([("gone", 1)], T2)
+        markers = catalog.mark_deleted([("changed", 1), ("gone", 1), ("missing", 1), ("same", 1)], T3)
+        assert [(marker.name, marker.version) for marker in markers] == [("same", 2)]
+        assert names(catalog.list_versions(deleted=True)) == [("changed", 2), ("gone", 2), ("same", 2)]
+        assert catalog.mark_deleted([], T3) == []
+
+    def test_a_name_put_again_after_its_deletion_is_a_new_version(self, catalog):
+        put(catalog, new_version("file", [1]), at_ns=T1)
+        catalog.mark_deleted([("file", 1)], T2)
+        # Not "unchanged": the latest version is the marker, whatever came before it.
+        assert put(catalog, new_version("file", [1]), at_ns=T3) == [CommitOutcome("file", 3, "duplicate", "file")]
+        assert catalog.get_version("file").version == 3
+        assert catalog.get_content(new_version("f", [1]).digest).refcount == 2
+
+    def test_list_versions_as_of_a_time(self, catalog):
+        put(catalog, new_version("a", [1]), new_version("b", [2]), at_ns=T1)
+        put(catalog, new_version("a", [3]), at_ns=T2)
+        catalog.mark_deleted([("b", 1)], T3)
+        put(catalog, new_version("b", [4]), new_version("c", [5]), at_ns=T4)
+        as_of = {when: names(catalog.list_versions(as_of_ns=when)) for when in (T1 - 1, T1, T2 + 5, T3, T4)}
+        assert as_of == {T1 - 1: [], T1: [("a", 1), ("b", 1)], T2 + 5: [("a", 2), ("b", 1)], T3: [("a", 2)],
+                         T4: [("a", 2), ("b", 3), ("c", 1)]}
+        assert names(catalog.list_versions(as_of_ns=T3, deleted=True)) == [("a", 2), ("b", 2)]
+        assert names(catalog.list_versions("b", all_versions=True, as_of_ns=T3)) == [("b", 1)]
+        assert names(catalog.list_versions("b", all_versions=True, as_of_ns=T3, deleted=True)) == [("b", 1), ("b", 2)]
+        assert names(catalog.list_versions("a", as_of_ns=T1)) == [("a", 1)]
+
+    def test_removing_deletion_markers(self, catalog):
+        put(catalog, new_version("file", [1]), new_version("other", [2]), at_ns=T1)
+        catalog.mark_deleted([("file", 1), ("other", 1)], T2)
+        removed = catalog.remove_versions([("file", 2)])
+        assert [(record.name, record.version, record.deleted) for record in removed] == [("file", 2, True)]
+        assert catalog.get_version("file").version == 1
+        assert refcounts(catalog, [1, 2]) == [1, 1]
+        assert sorted(names(catalog.remove_versions([("other", None)]))) == [("other", 1), ("other", 2)]
+        assert refcounts(catalog, [1, 2]) == [1, 0]
+        assert names(catalog.list_versions(all_versions=True, deleted=True)) == [("file", 1)]
+        # Numbers are never given twice, markers' included.
+        assert put(catalog, new_version("other", [2]))[0].version == 3
+
+    def test_snapshot_records(self, catalog, make_catalog):
+        assert catalog.list_snapshots() == []
+        later = SnapshotRecord("b" * 32, T2, "host-b", ("srv/data", "etc"), stored=3, duplicate=1, unchanged=7,
+                               deleted=2, errors=1, added_bytes=10**12, added_stored_bytes=4096)
+        earlier = SnapshotRecord("c" * 32, T1, "host-c", ("é/ü",))
+        same_time = SnapshotRecord("a" * 32, T2, "host-a", ())
+        for snapshot in (later, earlier, same_time):
+            catalog.record_snapshot(snapshot)
+        assert make_catalog().list_snapshots() == [earlier, same_time, later]
+        with pytest.raises(InvalidArgumentError):
+            catalog.record_snapshot(SnapshotRecord("b" * 32, T3, "elsewhere", ()))
+        catalog.remove_snapshots(["a" * 32, "f" * 32])
+        catalog.remove_snapshots(["a" * 32])
+        assert catalog.list_snapshots() == [earlier, later]
 
     # ---- totals and repair -------------------------------------------------------------
 

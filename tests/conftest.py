@@ -1,8 +1,20 @@
-"""Fixtures shared by every test: stores in a fresh folder, and the --runslow switch."""
+"""Fixtures shared by every test: stores in a fresh folder, the --runslow switch, and the
+local and s3:// backends a test can run on.
+
+A test that asks for `new_backend` runs twice: on a store in a local folder ("local") and on
+an s3:// store on the moto server of tests/moto_fixtures.py ("s3"). A test about the local
+folder itself is marked `local_only("why")`. A test (or a parameter of it, with
+`pytest.param(..., marks=pytest.mark.slow_on_s3)`) whose s3 run takes too long for the
+default run is marked `slow_on_s3`: its s3 run is then a `slow` test, run with --runslow.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
+from storeobjects import LocalObjects, S3Objects
 
 from chunkstore import ChunkerSpec, CompressionSpec, Store
 
@@ -17,13 +29,47 @@ def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False, help="also run tests marked slow")
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "local_only(reason): a test about the local folder itself")
+    config.addinivalue_line("markers", "slow_on_s3: the s3 run of this test is slow (--runslow)")
+
+
+def pytest_generate_tests(metafunc):
+    if "new_backend" not in metafunc.fixturenames:
+        return
+    backends = ["local"] if metafunc.definition.get_closest_marker("local_only") else ["local", "s3"]
+    metafunc.parametrize("new_backend", backends, indirect=True, scope="session")
+
+
+def is_slow(item) -> bool:
+    """Marked slow, or the s3 run of a test (or parameter) marked slow_on_s3."""
+    if "slow" in item.keywords:
+        return True
+    callspec = getattr(item, "callspec", None)
+    on_s3 = callspec is not None and callspec.params.get("new_backend") == "s3"
+    return on_s3 and item.get_closest_marker("slow_on_s3") is not None
+
+
 def pytest_collection_modifyitems(config, items):
     if config.getoption("--runslow"):
         return
     skip_slow = pytest.mark.skip(reason="slow: run with --runslow")
     for item in items:
-        if "slow" in item.keywords:
+        if is_slow(item):
             item.add_marker(skip_slow)
+
+
+@pytest.fixture(scope="session")
+def new_backend(request) -> Callable[[Path], LocalObjects | S3Objects]:
+    """Makes the place of a new store on this test's backend, given a folder of the test: the
+    folder `store` in it, or a new bucket (prefix `store`) and an unused table name on moto."""
+    if request.param == "local":
+        return lambda folder: LocalObjects(folder / "store")
+    request.getfixturevalue("moto_endpoint")
+    from chunkstore.aws import AwsClients
+
+    clients = AwsClients()
+    return lambda folder: S3Objects.new(clients)
 
 
 @pytest.fixture

@@ -64,7 +64,7 @@ def test_a_run_restores_the_dataset_byte_for_byte_and_refuses_a_mismatch(tmp_pat
     assert run["repository_allocated_bytes"] > 0
 
     with pytest.raises(ToolError, match="restored different bytes"):
-        run_tool(Chunkstore(), replace(dataset, digest="0" * 64), tmp_path / "workspace")
+        run_tool(Chunkstore(), replace(dataset, digest="0" * 64), tmp_path / "workspace-2")
 
 
 def _run_module(module: str, *args: str | Path) -> None:
@@ -106,6 +106,20 @@ def test_foundation_smoke_measures_a_peer_beside_chunkstore(tmp_path, peer):
     assert document["figures"]["restore_mb_s"][peer] == pytest.approx(logical / 1e6 / run["restore_seconds"])
     assert all(isinstance(target["met"], bool) for target in document["targets"] if peer in target["compared_with"])
     assert peer in markdown
+
+
+def test_encryption_smoke_compares_the_stores_and_separates_the_fixed_cost(tmp_path):
+    out = tmp_path / "report"
+    _run_module("benchmarks.encryption", "--runs", "1", "--out", out, "--work", tmp_path / "work")
+
+    document = json.loads((out / "encryption.json").read_text())
+    plain, encrypted = document["medians"]["plain"], document["medians"]["encrypted"]
+    assert document["ratios"]["put"] == pytest.approx(plain["put_seconds"] / encrypted["put_seconds"])
+    assert document["ratios"]["put_data_path"] == pytest.approx(
+        (plain["put_seconds"] - plain["stats_seconds"]) / (encrypted["put_seconds"] - encrypted["stats_seconds"]))
+    # Unlocking the key (Argon2id) makes every command on the encrypted store cost more.
+    assert encrypted["stats_seconds"] > plain["stats_seconds"]
+    assert "less the fixed cost" in (out / "encryption.md").read_text()
 
 
 def test_micro_smoke_writes_one_row_per_chunker_and_size(tmp_path):

@@ -1,9 +1,10 @@
 """Encrypted stores through the library: keys and passphrases, tamper detection, and what
 the stored bytes give away about the content (nothing, to anyone without the key).
 
-Every test runs once per backend in BACKENDS. What differs between backends (where a new
-store lives, how to read and overwrite an object behind chunkstore's back, how to list every
-byte an attacker with read access sees) is confined to one small class per backend.
+Every test runs on a local store and on an s3:// store (the backends of `new_backend`,
+tests/conftest.py). What differs between them (where a new store lives, how to read and
+overwrite an object behind chunkstore's back, how to list every byte an attacker with read
+access sees: files, or S3 objects and DynamoDB items) is confined to tests/storeobjects.py.
 """
 
 from __future__ import annotations
@@ -12,17 +13,17 @@ import base64
 import io
 import json
 import random
+import re
 import string
-import uuid
 from collections import defaultdict
 from contextlib import ExitStack, contextmanager
-from pathlib import Path
 
 import blake3
 import pytest
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
+from storeobjects import LocalObjects, S3Objects
 
 from chunkstore import ChunkerSpec, CompressionSpec, Store, compression, crypto, recipes
 from chunkstore.chunking import make_chunker
@@ -46,41 +47,41 @@ AVG_SIZE = 4096
 # ---- backends ------------------------------------------------------------------------------
 
 
-class LocalBackend:
-    """Stores in folders under a temporary directory; their bytes are the folders' files."""
+class Backend:
+    """Stores on one backend of `new_backend` (tests/conftest.py): each in a folder of its own,
+    or in a bucket and a table of its own on the moto server. Their objects are read and
+    overwritten, and every byte they hold is listed, through tests/storeobjects.py."""
 
-    # The catalog's files, which the scan of everything stored must include.
-    catalog_parts = ("catalog.sqlite", "catalog.sqlite-wal")
-
-    def __init__(self, root: Path):
-        self.root = root
+    def __init__(self, new_objects):
+        self._new_objects = new_objects
+        self._objects: dict[str, LocalObjects | S3Objects] = {}
 
     def new_location(self, label: str) -> tuple[str, dict]:
         """A URL where no store exists yet, and the extra Store.init arguments it needs."""
-        return str(self.root / f"{label}-{uuid.uuid4().hex[:8]}"), {}
+        objects = self._new_objects(label)
+        self._objects[objects.url] = objects
+        return objects.url, objects.init_arguments()
 
     def read_object(self, url: str, key: str) -> bytes:
-        return (Path(url) / key).read_bytes()
+        return self._objects[url].read(key)
 
     def write_object(self, url: str, key: str, data: bytes) -> None:
-        (Path(url) / key).write_bytes(data)
+        self._objects[url].write(key, data)
 
     def everything_stored(self, url: str) -> dict[str, bytes]:
-        """Every file under the store's folder (objects, config, the SQLite catalog, its WAL
-        and shared-memory file), by its path relative to the folder."""
-        root = Path(url)
-        return {str(path.relative_to(root)): path.read_bytes() for path in sorted(root.rglob("*")) if path.is_file()}
+        """Every byte the store holds, by where it is held: objects, config and catalog (the
+        SQLite files, or every item of the DynamoDB table)."""
+        return self._objects[url].everything()
+
+    def catalog_parts_missing(self, url: str, stored: dict[str, bytes]) -> list[str]:
+        """The parts of the store's catalog (patterns of keys of everything_stored) not in stored."""
+        patterns = self._objects[url].catalog_keys
+        return [pattern for pattern in patterns if not any(re.fullmatch(pattern, key) for key in stored)]
 
 
-# A backend is made from the test's request, so one that needs a server can ask for its fixture.
-BACKENDS = {
-    "local": lambda request: LocalBackend(request.getfixturevalue("tmp_path_factory").mktemp("stores")),
-}
-
-
-@pytest.fixture(scope="module", params=sorted(BACKENDS))
-def backend(request):
-    return BACKENDS[request.param](request)
+@pytest.fixture(scope="module")
+def backend(new_backend, tmp_path_factory):
+    return Backend(lambda label: new_backend(tmp_path_factory.mktemp(label)))
 
 
 # Argon2id at its default cost takes about 0.4 s per unlock, and these tests unlock stores
@@ -655,7 +656,7 @@ def test_the_scan_covers_objects_config_and_catalog(backend, encrypted_exposure)
     store, stored = encrypted_exposure
     assert CONFIG_KEY in stored
     assert object_keys(store) <= stored.keys()
-    assert set(backend.catalog_parts) <= stored.keys()
+    assert backend.catalog_parts_missing(store.url, stored) == []
 
 
 def test_no_16_byte_substring_of_the_content_is_stored_anywhere(encrypted_exposure):
@@ -683,6 +684,8 @@ def test_the_same_scans_find_the_content_and_its_fingerprints_in_an_unencrypted_
 # ---- everyday operations on an encrypted store ---------------------------------------------
 
 
+# Dedup, gc and verify on s3:// are covered by tests/s3; here their s3 runs are the long tier.
+@pytest.mark.slow_on_s3
 def test_dedup_works_inside_an_encrypted_store(stores):
     store = stores.init()
     data = KNOWN[:1_000_000]
@@ -702,6 +705,7 @@ def test_dedup_works_inside_an_encrypted_store(stores):
         {"first": data, "again": data, "modified": edited}
 
 
+@pytest.mark.slow_on_s3
 def test_gc_and_verify_work_on_an_encrypted_store(stores):
     store = stores.init()
     kept, dropped = KNOWN[:400_000], KNOWN[1_200_000:1_700_000]

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
+import itertools
 import os
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 from . import BlobInfo, BlobNotFoundError, BlobStore, is_valid_key, validate_key
 
 # Temporary files sit beside their target (a rename within one folder was ~2x faster
-# than across folders on ext4 here) and are named ".<random>.tmp": keys never start
+# than across folders on ext4 here) and are named ".<pid>-<random>-<n>.tmp": keys never start
 # with a dot, so list() never mistakes a temporary for an object, and the name stays
 # short enough beside a key part of the longest length a file system allows.
 _TMP_SUFFIX = ".tmp"
@@ -46,7 +47,9 @@ class LocalBlobStore(BlobStore):
         self.root = Path(root)
         self.url = str(self.root)
         self._dirty = False
-        self._made_dirs: set[Path] = set()
+        self._made_dirs: set[str] = set()
+        self._temporary_prefix = os.urandom(8).hex()
+        self._temporary_numbers = itertools.count()
 
     def _path(self, key: str) -> Path:
         return self.root / validate_key(key)
@@ -58,15 +61,28 @@ class LocalBlobStore(BlobStore):
         return self.root.is_dir()
 
     def put(self, key: str, data: bytes) -> None:
-        target = self._path(key)
-        parent = target.parent
+        # os.open/os.write on str paths and a counter for the temporary's name: half the CPU
+        # of open(), pathlib and uuid4 per object (3,000 objects: 0.12 s against 0.26 s).
+        parent, _, name = f"{self.root}/{validate_key(key)}".rpartition("/")
         if parent not in self._made_dirs:
-            parent.mkdir(parents=True, exist_ok=True)
+            os.makedirs(parent, exist_ok=True)
             self._made_dirs.add(parent)
-        temporary = parent / f".{uuid.uuid4().hex}{_TMP_SUFFIX}"
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-        os.replace(temporary, target)
+        # The pid keeps a forked process's names apart from its parent's.
+        temporary = f"{parent}/.{os.getpid():x}-{self._temporary_prefix}-{next(self._temporary_numbers)}{_TMP_SUFFIX}"
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(descriptor, view):]
+            finally:
+                os.close(descriptor)
+            os.replace(temporary, f"{parent}/{name}")
+        except BaseException:
+            # A full disk must not also leave the partial file behind.
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
         self._dirty = True
 
     def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:

@@ -22,6 +22,14 @@ The protocol that keeps a concurrent put and gc from losing data:
     from a live session, deletes their objects, then drops the rows (forget_chunks).
 So a committed recipe only ever names chunks that were PRESENT with a count > 0 from
 the moment of the commit on, and gc never deletes an object whose count is above 0.
+
+History: every version records when it was stored (stored_at_ns, UTC). A deletion
+marker is a version that says its name stopped existing at that time (the S3
+versioning model): it has no content and takes a version number like any other, so a
+name's state at any time T is its highest-numbered version stored at or before T, and
+a name whose state is a marker does not exist then. Snapshots record each put run
+(when, on which host, which paths, what it did); they name points in time, the
+versions themselves carry the history.
 """
 
 from __future__ import annotations
@@ -30,6 +38,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
+
+from ..errors import NameNotFoundError, VersionNotFoundError
 
 
 class ChunkState(IntEnum):
@@ -72,13 +82,32 @@ class FileStat:
 class VersionRecord:
     name: str
     version: int
-    digest: bytes
-    stat: FileStat
+    digest: bytes  # b"" for a deletion marker
+    stat: FileStat  # all zero for a deletion marker
     stored_at_ns: int
+    deleted: bool = False  # a deletion marker: the name did not exist from stored_at_ns on
 
     @property
     def size(self) -> int:
         return self.stat.size
+
+
+# What a deletion marker records of its name: nothing.
+MARKER_STAT = FileStat(0, 0, 0)
+
+
+def deletion_marker(name: str, version: int, at_ns: int) -> VersionRecord:
+    return VersionRecord(name, version, b"", MARKER_STAT, at_ns, deleted=True)
+
+
+def refuse_marker(record: VersionRecord, asked_version: int | None) -> VersionRecord:
+    """The record itself, or the error get_version raises for a deletion marker."""
+    if not record.deleted:
+        return record
+    if asked_version is None:
+        raise NameNotFoundError(f"{record.name!r} was deleted (its version {record.version} is a deletion marker); "
+                                "earlier versions can still be read with --version or --as-of")
+    raise VersionNotFoundError(f"version {record.version} of {record.name!r} is a deletion marker, not a file")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +127,27 @@ class CommitOutcome:
     version: int
     outcome: str  # "stored", "duplicate" or "unchanged"
     duplicate_of: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotRecord:
+    """One put run: when (UTC), where, the paths it was given (as stored names) and what it did."""
+
+    snapshot_id: str
+    at_ns: int
+    host: str
+    paths: tuple[str, ...]
+    stored: int = 0  # files that got a version of new content
+    duplicate: int = 0  # files that got a version of content already stored
+    unchanged: int = 0
+    deleted: int = 0  # deletion markers recorded
+    errors: int = 0
+    added_bytes: int = 0  # plaintext of the chunks the run added
+    added_stored_bytes: int = 0  # what their objects take in the store
+
+
+# The counters of a snapshot record, as both catalogs store them.
+SNAPSHOT_COUNTS = ("stored", "duplicate", "unchanged", "deleted", "errors", "added_bytes", "added_stored_bytes")
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,26 +192,35 @@ class Catalog(ABC):
         """Mark (chunk ID, stored size) as PRESENT. The caller has made the objects durable."""
 
     @abstractmethod
-    def commit(self, session: str, versions: Sequence[NewVersion]) -> list[CommitOutcome]:
+    def commit(self, session: str, versions: Sequence[NewVersion], at_ns: int | None = None) -> list[CommitOutcome]:
         """Atomically make versions visible, in order.
 
         New versions of a name are numbered 1, 2, 3, ...; a number is never given twice,
-        even after the versions holding it were removed.
+        even after the versions holding it were removed, and deletion markers take
+        numbers from the same sequence.
         A version whose content is already stored is a duplicate (its pages are ignored);
-        one whose digest equals its name's latest version only refreshes that version's
-        stat ("unchanged"). A new content's chunks must all be PRESENT: otherwise nothing
-        is committed and ConcurrentModificationError is raised."""
+        one whose digest equals its name's latest version (not a deletion marker) only
+        refreshes that version's stat ("unchanged"). A new content's chunks must all be
+        PRESENT: otherwise nothing is committed and ConcurrentModificationError is raised.
+        New versions are stored at at_ns (UTC nanoseconds), or now when it is None."""
 
     # ---- reading ---------------------------------------------------------------------
 
     @abstractmethod
     def get_version(self, name: str, version: int | None = None) -> VersionRecord:
-        """The given or latest version of name. Raises NameNotFoundError / VersionNotFoundError."""
+        """The given or latest version of name. Raises NameNotFoundError when the name has no
+        version or its latest version is a deletion marker (saying so), and
+        VersionNotFoundError when the given version does not exist or is a deletion marker."""
 
     @abstractmethod
-    def list_versions(self, prefix: str = "", all_versions: bool = False) -> Iterator[VersionRecord]:
-        """Versions of names equal to prefix or under prefix + '/', ordered by name then
-        version; only the latest of each name unless all_versions."""
+    def list_versions(self, prefix: str = "", all_versions: bool = False, *, as_of_ns: int | None = None,
+                      deleted: bool = False) -> Iterator[VersionRecord]:
+        """Versions of names equal to prefix or under prefix + '/', ordered by name then version.
+
+        Only versions stored at or before as_of_ns count (all of them when it is None).
+        Without all_versions, one version a name: its highest-numbered one, and names whose
+        highest-numbered one is a deletion marker are left out. Deletion markers are
+        yielded only with deleted=True (then a deleted name yields its marker)."""
 
     @abstractmethod
     def find_name_with_digest(self, digest: bytes) -> str | None:
@@ -191,16 +250,39 @@ class Catalog(ABC):
     def stats(self) -> CatalogStats:
         """Totals over the whole catalog."""
 
+    # ---- history ---------------------------------------------------------------------
+
+    @abstractmethod
+    def mark_deleted(self, expected: Sequence[tuple[str, int]], at_ns: int) -> list[VersionRecord]:
+        """Record a deletion marker stored at at_ns for each (name, version) whose latest version
+        is still that version (a content version), and return the markers written in order.
+
+        Each marker is written atomically against commits: a name that got a newer version
+        (or a marker) since the caller read it, or that no longer exists, is skipped."""
+
+    @abstractmethod
+    def record_snapshot(self, snapshot: SnapshotRecord) -> None:
+        """Store a snapshot record. Raises InvalidArgumentError if its ID is already taken."""
+
+    @abstractmethod
+    def list_snapshots(self) -> list[SnapshotRecord]:
+        """Every snapshot record, ordered by time, then ID."""
+
+    @abstractmethod
+    def remove_snapshots(self, snapshot_ids: Sequence[str]) -> None:
+        """Drop snapshot records; IDs that do not exist are ignored."""
+
     # ---- removal and gc --------------------------------------------------------------
 
     @abstractmethod
     def remove_versions(self, selections: Sequence[tuple[str, int | None]]) -> list[VersionRecord]:
-        """Remove (name, version) pairs; version None removes every version of name.
+        """Remove (name, version) pairs; version None removes every version of name,
+        deletion markers included.
 
-        Atomically decrements content counts; a content that drops to 0 is deleted with
-        its recipe and decrements its chunks' counts. Returns what was removed; names or
-        versions that do not exist raise NameNotFoundError / VersionNotFoundError and
-        nothing is removed."""
+        Atomically decrements content counts (a deletion marker holds none); a content
+        that drops to 0 is deleted with its recipe and decrements its chunks' counts.
+        Returns what was removed; names or versions that do not exist raise
+        NameNotFoundError / VersionNotFoundError and nothing is removed."""
 
     @abstractmethod
     def acquire_gc_lock(self, session: str) -> None:

@@ -16,9 +16,18 @@ Items (pk, sk):
                                  (committing / live / releasing), owner and cursor
     d#DIGEST       rNNNNNNNN     a recipe page (at most 147 KB: an item holds 400 KB)
     n#SHARD        NAME\0VVVVVVVVVV a version; names are spread over a few partitions and
-                                 listed by prefix with Query
+                                 listed by prefix with Query. A deletion marker (schema 2) is a
+                                 version item with dm = true and no digest or stat
     m#SHARD        NAME          the last version number given to the name (never given twice)
-A global secondary index on versions' digests finds a name that holds a content.
+    snap           ID            a snapshot (schema 2): time (t), host, paths (a list), and the
+                                 counts of what its put did
+A global secondary index on versions' digests finds a name that holds a content (deletion
+markers have no digest, so the index leaves them out).
+
+Schema versions (the meta item's schema): 1 has no deletion markers and no snapshots; 2
+adds them. This chunkstore reads both; a table stays at 1 until the first marker or
+snapshot is written, then moves to 2 in a conditional write just before it, so a read-only
+user never writes and a chunkstore that knows only 1 refuses a table that has them.
 
 Chunks:
   * Pins are on the chunk's own item: the session that created the row (`own`, for the
@@ -78,6 +87,7 @@ from ..errors import (
 )
 from ..names import name_matches_prefix
 from . import (
+    SNAPSHOT_COUNTS,
     Catalog,
     CatalogStats,
     ChunkRecord,
@@ -86,7 +96,10 @@ from . import (
     ContentRecord,
     FileStat,
     NewVersion,
+    SnapshotRecord,
     VersionRecord,
+    deletion_marker,
+    refuse_marker,
 )
 from .sessions import (
     DEFAULT_LEASE_SECONDS,
@@ -96,7 +109,9 @@ from .sessions import (
     session_is_dead,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Older schemas this chunkstore reads as they are (see the module docstring).
+_READABLE_SCHEMAS = (1, SCHEMA_VERSION)
 # Version items are spread over this many partitions (recorded in the meta item):
 # one partition takes about 1,000 writes a second, and listing a prefix costs one
 # query per shard.
@@ -134,6 +149,7 @@ _TABLE_NAME = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
 _LIVE, _COMMITTING, _RELEASING = "live", "committing", "releasing"
 _CHUNK_SK, _CONTENT_SK, _PAGE_PREFIX = "c", "d", "r"
 _SESSIONS_PK = "s"
+_SNAPSHOTS_PK = "snap"
 _GC_LOCK_KEY = {"pk": {"S": "gclock"}, "sk": {"S": "gclock"}}
 _META_KEY = {"pk": {"S": "meta"}, "sk": {"S": "meta"}}
 
@@ -223,8 +239,36 @@ def _content_record(item: dict) -> ContentRecord:
 
 
 def _version_record(item: dict) -> VersionRecord:
+    if "dm" in item:
+        return deletion_marker(item["nm"]["S"], _int(item, "v"), _int(item, "at"))
     stat = FileStat(_int(item, "sz"), _int(item, "mt"), _int(item, "md"), _int(item, "ino"), _int(item, "ct"))
     return VersionRecord(item["nm"]["S"], _int(item, "v"), bytes.fromhex(item["dg"]["S"]), stat, _int(item, "at"))
+
+
+def _snapshot_item(snapshot: SnapshotRecord) -> dict:
+    return {**_key(_SNAPSHOTS_PK, snapshot.snapshot_id), "t": _n(snapshot.at_ns), "host": _s(snapshot.host),
+            "paths": {"L": [_s(path) for path in snapshot.paths]},
+            **{count: _n(getattr(snapshot, count)) for count in SNAPSHOT_COUNTS}}
+
+
+def _snapshot_record(item: dict) -> SnapshotRecord:
+    return SnapshotRecord(item["sk"]["S"], _int(item, "t"), _str(item, "host") or "",
+                          tuple(path["S"] for path in item["paths"]["L"]),
+                          *(_int(item, count) for count in SNAPSHOT_COUNTS))
+
+
+def _select_versions(records: Iterable[VersionRecord], all_versions: bool, as_of_ns: int | None,
+                     deleted: bool) -> Iterator[VersionRecord]:
+    """The versions list_versions yields, from every version ordered by name then version."""
+    if as_of_ns is not None:
+        records = (record for record in records if record.stored_at_ns <= as_of_ns)
+    if all_versions:
+        yield from (record for record in records if deleted or not record.deleted)
+        return
+    for _, versions in itertools.groupby(records, key=lambda record: record.name):
+        *_, latest = versions
+        if deleted or not latest.deleted:
+            yield latest
 
 
 def _stat_attributes(stat: FileStat) -> dict:
@@ -329,7 +373,8 @@ class DynamoDBCatalog(Catalog):
             meta = self._get(_META_KEY)
         if meta is None:
             raise StoreNotFoundError(f"DynamoDB table {table!r} holds no chunkstore catalog")
-        if _int(meta, "schema") != SCHEMA_VERSION:
+        self._schema = _int(meta, "schema")
+        if self._schema not in _READABLE_SCHEMAS:
             raise UnsupportedFormatError(f"catalog schema version {_int(meta, 'schema')} in DynamoDB table {table!r} "
                                          f"is not supported (this chunkstore reads {SCHEMA_VERSION})")
         if _str(meta, "sid") != store_id:
@@ -668,16 +713,17 @@ class DynamoDBCatalog(Catalog):
     # ---- commit ----------------------------------------------------------------------
 
     @_translated
-    def commit(self, session: str, versions: Sequence[NewVersion]) -> list[CommitOutcome]:
+    def commit(self, session: str, versions: Sequence[NewVersion], at_ns: int | None = None) -> list[CommitOutcome]:
         if not versions:
             return []
+        stamp = now_ns() if at_ns is None else at_ns
         self.heartbeat(session)
         self._check_new_chunks_present(versions)
         outcomes: list[CommitOutcome | None] = [None] * len(versions)
 
         def run(group: list[int]) -> None:
             for index in group:
-                outcomes[index] = self._commit_version(session, versions[index])
+                outcomes[index] = self._commit_version(session, versions[index], stamp)
 
         # Versions that share no name and no content commit in parallel; the others in order.
         futures = [self._pool.submit(run, group) for group in _dependent_groups(versions)]
@@ -708,7 +754,7 @@ class DynamoDBCatalog(Catalog):
                     f"{missing} chunk(s) of {new.name!r} are not stored (collected by a concurrent gc while this put "
                     "was stalled past its session lease, or never uploaded); nothing was committed, put again")
 
-    def _commit_version(self, session: str, new: NewVersion) -> CommitOutcome:
+    def _commit_version(self, session: str, new: NewVersion, at_ns: int) -> CommitOutcome:
         while True:
             latest = self._latest_version(new.name)
             if latest is not None and latest.digest == new.digest:
@@ -721,10 +767,10 @@ class DynamoDBCatalog(Catalog):
             try:
                 if state == _LIVE:
                     duplicate_of = self.find_name_with_digest(new.digest)
-                    self._add_duplicate(new, previous)
+                    self._add_duplicate(new, previous, at_ns)
                     return CommitOutcome(new.name, previous + 1, "duplicate", duplicate_of)
                 if state is None:
-                    return CommitOutcome(new.name, self._store_content(session, new, previous), "stored")
+                    return CommitOutcome(new.name, self._store_content(session, new, previous, at_ns), "stored")
             except _Retry:
                 continue
             self._settle(session, content)
@@ -742,16 +788,17 @@ class DynamoDBCatalog(Catalog):
         counter = self._get(_key(_counter_pk(name, self._shards), _name_key(name)))
         return _int(counter, "last") if counter else 0
 
-    def _version_actions(self, new: NewVersion, previous: int) -> list[dict]:
-        """Write version previous + 1 of new.name, taking the number from the name's counter
-        (conditional on it still being previous, so two writers never take the same number)."""
+    def _version_actions(self, name: str, previous: int, at_ns: int, attributes: dict) -> list[dict]:
+        """Write version previous + 1 of name (with attributes: a digest and stat, or a deletion
+        mark), taking the number from the name's counter (conditional on it still being
+        previous, so two writers never take the same number)."""
         number = previous + 1
-        item = {**_key(_name_pk(new.name, self._shards), _version_sk(new.name, number)), "nm": _s(new.name),
-                "v": _n(number), "dg": _s(new.digest.hex()), "at": _n(now_ns()), **_stat_attributes(new.stat)}
-        counter: dict = {"Key": _key(_counter_pk(new.name, self._shards), _name_key(new.name)),
+        item = {**_key(_name_pk(name, self._shards), _version_sk(name, number)), "nm": _s(name),
+                "v": _n(number), "at": _n(at_ns), **attributes}
+        counter: dict = {"Key": _key(_counter_pk(name, self._shards), _name_key(name)),
                          "UpdateExpression": "SET #last = :number, nm = :name",
                          "ExpressionAttributeNames": {"#last": "last"},
-                         "ExpressionAttributeValues": {":number": _n(number), ":name": _s(new.name)}}
+                         "ExpressionAttributeValues": {":number": _n(number), ":name": _s(name)}}
         if previous:
             counter["ConditionExpression"] = "#last = :previous"
             counter["ExpressionAttributeValues"][":previous"] = _n(previous)
@@ -759,13 +806,17 @@ class DynamoDBCatalog(Catalog):
             counter["ConditionExpression"] = "attribute_not_exists(pk)"
         return [{"Put": {"Item": item, "ConditionExpression": "attribute_not_exists(pk)"}}, {"Update": counter}]
 
-    def _add_duplicate(self, new: NewVersion, previous: int) -> None:
+    @staticmethod
+    def _content_version(new: NewVersion) -> dict:
+        return {"dg": _s(new.digest.hex()), **_stat_attributes(new.stat)}
+
+    def _add_duplicate(self, new: NewVersion, previous: int, at_ns: int) -> None:
         try:
             self._transact([
                 {"Update": {"Key": _content_key(new.digest), "UpdateExpression": "ADD rc :one",
                             "ConditionExpression": "st = :live",
                             "ExpressionAttributeValues": {":one": _n(1), ":live": _s(_LIVE)}}},
-                *self._version_actions(new, previous),
+                *self._version_actions(new.name, previous, at_ns, self._content_version(new)),
             ])
         except _Cancelled:
             raise _Retry from None
@@ -784,19 +835,19 @@ class DynamoDBCatalog(Catalog):
                            "ConditionExpression": "st = :present",
                            "ExpressionAttributeValues": {":count": _n(count), ":present": _n(ChunkState.PRESENT)}}}
 
-    def _store_content(self, session: str, new: NewVersion, previous: int) -> int:
+    def _store_content(self, session: str, new: NewVersion, previous: int, at_ns: int) -> int:
         """Commit a new content and its version; return the version number it got."""
         steps = list(itertools.islice(_count_steps(_entries(new.pages), 0, new.chunk_count), 2))
         counts = steps[0][1] if steps else Counter()
         fits = (len(steps) <= 1 and len(counts) + len(new.pages) + 3 <= _TRANSACTION_ACTIONS
                 and sum(map(len, new.pages)) <= _TRANSACTION_BYTES)
         if not fits:
-            return self._store_large_content(session, new, previous)
+            return self._store_large_content(session, new, previous, at_ns)
         actions = [{"Put": {"Item": self._content_item(new, _LIVE, 1), "ConditionExpression": "attribute_not_exists(pk)"}}]
         actions += [{"Put": {"Item": item}} for item in self._page_items(new)]
         chunk_actions = range(len(actions), len(actions) + len(counts))
         actions += [self._increment(chunk_id, count) for chunk_id, count in counts.items()]
-        actions += self._version_actions(new, previous)
+        actions += self._version_actions(new.name, previous, at_ns, self._content_version(new))
         try:
             self._transact(actions)
         except _Cancelled as cancelled:
@@ -811,7 +862,7 @@ class DynamoDBCatalog(Catalog):
             f"chunk(s) of {new.name!r} were collected by a concurrent gc while this put was stalled past its "
             "session lease; nothing was committed, put again")
 
-    def _store_large_content(self, session: str, new: NewVersion, previous: int) -> int:
+    def _store_large_content(self, session: str, new: NewVersion, previous: int, at_ns: int) -> int:
         """A content too large for one transaction: intent, pages, counted steps, then the commit point."""
         intent = self._content_item(new, _COMMITTING, 0, own=_s(session), done=_n(0), lim=_n(new.chunk_count))
         try:
@@ -841,7 +892,7 @@ class DynamoDBCatalog(Catalog):
                                     "ConditionExpression": "st = :committing AND own = :me AND done = :count",
                                     "ExpressionAttributeValues": {**owned, ":live": _s(_LIVE), ":one": _n(1),
                                                                   ":count": _n(new.chunk_count)}}},
-                        *self._version_actions(new, previous),
+                        *self._version_actions(new.name, previous, at_ns, self._content_version(new)),
                     ])
                     return previous + 1
                 except _Cancelled as cancelled:
@@ -978,6 +1029,10 @@ class DynamoDBCatalog(Catalog):
 
     @_translated
     def get_version(self, name: str, version: int | None = None) -> VersionRecord:
+        return refuse_marker(self._find_version(name, version), version)
+
+    def _find_version(self, name: str, version: int | None) -> VersionRecord:
+        """The given or latest version of name, deletion markers included."""
         if version is None:
             record = self._latest_version(name)
         else:
@@ -990,7 +1045,8 @@ class DynamoDBCatalog(Catalog):
         return record
 
     @_translated
-    def list_versions(self, prefix: str = "", all_versions: bool = False) -> Iterator[VersionRecord]:
+    def list_versions(self, prefix: str = "", all_versions: bool = False, *, as_of_ns: int | None = None,
+                      deleted: bool = False) -> Iterator[VersionRecord]:
         conditions = self._prefix_conditions(prefix)
         requests = [{"KeyConditionExpression": expression,
                      "ExpressionAttributeValues": {":pk": _s(f"n#{shard:02x}"), **values},
@@ -999,16 +1055,7 @@ class DynamoDBCatalog(Catalog):
         # Every shard's query is ordered by sort key; merging them orders all names.
         merged = heapq.merge(*self._parallel_queries(requests), key=lambda item: item["sk"]["S"])
         records = (_version_record(item) for item in merged if name_matches_prefix(item["nm"]["S"], prefix))
-        if all_versions:
-            yield from records
-            return
-        previous = None
-        for record in records:
-            if previous is not None and record.name != previous.name:
-                yield previous
-            previous = record
-        if previous is not None:
-            yield previous
+        yield from _select_versions(records, all_versions, as_of_ns, deleted)
 
     def _parallel_queries(self, requests: list[dict]) -> list[Iterator[dict]]:
         """Start every query at once (their first pages are fetched in parallel); each stream pages on lazily."""
@@ -1136,7 +1183,7 @@ class DynamoDBCatalog(Catalog):
                 if not found:
                     raise NameNotFoundError(f"no stored file named {name!r}")
             else:
-                found = [self.get_version(name, version)]
+                found = [self._find_version(name, version)]
             chosen.update(((record.name, record.version), record) for record in found)
         records = list(chosen.values())
         removed = list(self._pool.map(self._remove_version, records))
@@ -1146,6 +1193,8 @@ class DynamoDBCatalog(Catalog):
         """Delete a version and give back its content's count, atomically; release the content
         if that was its last version. False if another process removed the version first."""
         version_key = _key(_name_pk(record.name, self._shards), _version_sk(record.name, record.version))
+        if record.deleted:
+            return self._delete(version_key, "attribute_exists(dm)")
         same_content = {":dg": _s(record.digest.hex())}
         while True:
             content = self._get(_content_key(record.digest))
@@ -1174,6 +1223,57 @@ class DynamoDBCatalog(Catalog):
             if refcount <= 1:
                 self._release(record.digest)
             return True
+
+    # ---- history ---------------------------------------------------------------------
+
+    def _allow_history_items(self) -> None:
+        """Move the table to schema 2 before the first item that schema 1 does not have."""
+        if self._schema >= 2:
+            return
+        self._update(_META_KEY, "SET #schema = :new", {":new": _n(SCHEMA_VERSION), ":old": _n(self._schema)},
+                     "#schema = :old OR #schema = :new", ExpressionAttributeNames={"#schema": "schema"})
+        self._schema = SCHEMA_VERSION
+
+    @_translated
+    def mark_deleted(self, expected: Sequence[tuple[str, int]], at_ns: int) -> list[VersionRecord]:
+        self._allow_history_items()
+        markers = self._pool.map(lambda pair: self._mark_deleted(*pair, at_ns), expected)
+        return [marker for marker in markers if marker is not None]
+
+    def _mark_deleted(self, name: str, version: int, at_ns: int) -> VersionRecord | None:
+        while True:
+            # The counter is read before the latest version: a version committed in between
+            # shows in the latest, and one committed after changes the counter this write
+            # is conditional on.
+            previous = self._last_number(name)
+            latest = self._latest_version(name)
+            if latest is None or latest.deleted or latest.version != version:
+                return None
+            try:
+                self._transact(self._version_actions(name, previous, at_ns, {"dm": {"BOOL": True}}))
+            except _Cancelled:
+                continue
+            return deletion_marker(name, previous + 1, at_ns)
+
+    @_translated
+    def record_snapshot(self, snapshot: SnapshotRecord) -> None:
+        self._allow_history_items()
+        try:
+            self._db.put_item(TableName=self.table, Item=_snapshot_item(snapshot),
+                              ConditionExpression="attribute_not_exists(pk)")
+        except self._conditional_failed:
+            raise InvalidArgumentError(f"a snapshot with ID {snapshot.snapshot_id} already exists") from None
+
+    @_translated
+    def list_snapshots(self) -> list[SnapshotRecord]:
+        items = self._query(KeyConditionExpression="pk = :pk", ExpressionAttributeValues={":pk": _s(_SNAPSHOTS_PK)},
+                            ConsistentRead=True)
+        return sorted(map(_snapshot_record, items), key=lambda snapshot: (snapshot.at_ns, snapshot.snapshot_id))
+
+    @_translated
+    def remove_snapshots(self, snapshot_ids: Sequence[str]) -> None:
+        self._write_many([{"DeleteRequest": {"Key": _key(_SNAPSHOTS_PK, snapshot_id)}}
+                          for snapshot_id in dict.fromkeys(snapshot_ids)])
 
     # ---- gc --------------------------------------------------------------------------
 

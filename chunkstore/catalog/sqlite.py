@@ -2,12 +2,19 @@
 
 Every change is one transaction (BEGIN IMMEDIATE), so the steps of the protocol in
 catalog/__init__.py are atomic by SQLite's own locking.
+
+Schema versions (meta.schema_version):
+    1  chunks, contents, recipe pages, versions, names, sessions, pins, the gc lock
+    2  versions.deleted (1 for a deletion marker: digest X'' and a zero stat) and the
+       snapshots table. A version 1 file is upgraded in place when it is opened: the
+       upgrade only adds, so every version 1 row means the same in version 2.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import json
 import os
 import sqlite3
 import threading
@@ -21,12 +28,14 @@ from ..errors import (
     ChunkstoreError,
     ConcurrentModificationError,
     CorruptObjectError,
+    InvalidArgumentError,
     NameNotFoundError,
     NotFoundError,
     UnsupportedFormatError,
     VersionNotFoundError,
 )
 from . import (
+    SNAPSHOT_COUNTS,
     Catalog,
     CatalogStats,
     ChunkRecord,
@@ -35,13 +44,37 @@ from . import (
     ContentRecord,
     FileStat,
     NewVersion,
+    SnapshotRecord,
     VersionRecord,
+    deletion_marker,
+    refuse_marker,
 )
 from .sessions import DEFAULT_LEASE_SECONDS, HOST, new_session_id, now_ns, session_is_dead
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-_SCHEMA = """
+_SNAPSHOTS_TABLE = """
+CREATE TABLE IF NOT EXISTS snapshots (
+    id TEXT PRIMARY KEY,
+    at_ns INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    paths TEXT NOT NULL,
+    stored INTEGER NOT NULL,
+    duplicate INTEGER NOT NULL,
+    unchanged INTEGER NOT NULL,
+    deleted INTEGER NOT NULL,
+    errors INTEGER NOT NULL,
+    added_bytes INTEGER NOT NULL,
+    added_stored_bytes INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
+
+# Each step takes a file from the schema version it is keyed by to the next one.
+_UPGRADES = {
+    1: ["ALTER TABLE versions ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0", _SNAPSHOTS_TABLE],
+}
+
+_SCHEMA = _SNAPSHOTS_TABLE + """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS chunks (
     id BLOB PRIMARY KEY,
@@ -76,6 +109,7 @@ CREATE TABLE IF NOT EXISTS versions (
     inode INTEGER NOT NULL,
     ctime_ns INTEGER NOT NULL,
     stored_at_ns INTEGER NOT NULL,
+    deleted INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (name, version)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS versions_digest ON versions (digest);
@@ -103,7 +137,8 @@ CREATE TABLE IF NOT EXISTS gc_lock (
 );
 """
 
-_VERSION_COLUMNS = "name, version, digest, size, mtime_ns, mode, inode, ctime_ns, stored_at_ns"
+_VERSION_COLUMNS = "name, version, digest, size, mtime_ns, mode, inode, ctime_ns, stored_at_ns, deleted"
+_SNAPSHOT_COLUMNS = "id, at_ns, host, paths, " + ", ".join(SNAPSHOT_COUNTS)
 # How long a writer waits for a gc to finish deleting a chunk it needs (gc deletes in
 # batches of a few thousand objects, well under a second on a local disk).
 _DELETING_WAIT_SECONDS = 120.0
@@ -112,8 +147,14 @@ _IN_BATCH = 500
 
 
 def _version_from_row(row) -> VersionRecord:
-    name, version, digest, size, mtime_ns, mode, inode, ctime_ns, stored_at_ns = row
-    return VersionRecord(name, version, digest, FileStat(size, mtime_ns, mode, inode, ctime_ns), stored_at_ns)
+    name, version, digest, size, mtime_ns, mode, inode, ctime_ns, stored_at_ns, deleted = row
+    return VersionRecord(name, version, digest, FileStat(size, mtime_ns, mode, inode, ctime_ns), stored_at_ns,
+                         bool(deleted))
+
+
+def _snapshot_from_row(row) -> SnapshotRecord:
+    snapshot_id, at_ns, host, paths, *counts = row
+    return SnapshotRecord(snapshot_id, at_ns, host, tuple(json.loads(paths)), *counts)
 
 
 def _chunk_from_row(row) -> ChunkRecord:
@@ -153,10 +194,37 @@ class SQLiteCatalog(Catalog):
             row = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         except sqlite3.DatabaseError as error:
             raise CorruptObjectError(f"catalog {self.path} cannot be read: {error}") from None
-        if row is None or row[0] != str(SCHEMA_VERSION):
+        if row is not None and row[0] in map(str, _UPGRADES):
+            self._upgrade()
+        elif row is None or row[0] != str(SCHEMA_VERSION):
             raise UnsupportedFormatError(
                 f"catalog schema version {row and row[0]!r} is not supported (this chunkstore reads {SCHEMA_VERSION})"
             )
+
+    def _upgrade(self) -> None:
+        """Bring an older file up to SCHEMA_VERSION in one transaction. Its own connection, because
+        a read-only handle opens the file read-only, and a command that only reads still has to
+        upgrade it once (every later command would otherwise find the old schema)."""
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, timeout=60.0)
+        except sqlite3.Error as error:
+            raise CorruptObjectError(f"catalog {self.path} cannot be opened: {error}") from None
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            # Another process may have upgraded it since this one looked.
+            version = int(db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0])
+            while version in _UPGRADES:
+                for statement in _UPGRADES[version]:
+                    db.execute(statement)
+                version += 1
+            db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version),))
+            db.execute("COMMIT")
+        except sqlite3.OperationalError as error:
+            raise UnsupportedFormatError(
+                f"catalog {self.path} has an older schema that this chunkstore upgrades in place, and the upgrade "
+                f"failed ({error}); run chunkstore once with write access to it") from None
+        finally:
+            db.close()
 
     # ---- connections and transactions ------------------------------------------------
 
@@ -290,8 +358,9 @@ class SQLiteCatalog(Catalog):
                 [(int(ChunkState.PRESENT), stored_size, chunk_id, int(ChunkState.PENDING)) for chunk_id, stored_size in chunks],
             )
 
-    def commit(self, session: str, versions: Sequence[NewVersion]) -> list[CommitOutcome]:
+    def commit(self, session: str, versions: Sequence[NewVersion], at_ns: int | None = None) -> list[CommitOutcome]:
         outcomes: list[CommitOutcome] = []
+        stamp = now_ns() if at_ns is None else at_ns
         with self._write(durable=True) as db:
             self._touch_live_session(db, session)
             for new in versions:
@@ -316,12 +385,14 @@ class SQLiteCatalog(Catalog):
                     self._insert_content(db, new)
                     outcome, duplicate_of = "stored", None
                 version = self._next_version(db, new.name)
-                db.execute(
-                    f"INSERT INTO versions ({_VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (new.name, version, new.digest, *self._stat_values(new.stat), now_ns()),
-                )
+                self._insert_version(db, VersionRecord(new.name, version, new.digest, new.stat, stamp))
                 outcomes.append(CommitOutcome(new.name, version, outcome, duplicate_of))
         return outcomes
+
+    def _insert_version(self, db, record: VersionRecord) -> None:
+        db.execute(f"INSERT INTO versions ({_VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   (record.name, record.version, record.digest, *self._stat_values(record.stat), record.stored_at_ns,
+                    int(record.deleted)))
 
     @staticmethod
     def _next_version(db, name: str) -> int:
@@ -374,24 +445,30 @@ class SQLiteCatalog(Catalog):
             if version is not None and db.execute("SELECT 1 FROM versions WHERE name = ?", (name,)).fetchone():
                 raise VersionNotFoundError(f"{name!r} has no version {version}")
             raise NameNotFoundError(f"no stored file named {name!r}")
-        return _version_from_row(row)
+        return refuse_marker(_version_from_row(row), version)
 
-    def list_versions(self, prefix: str = "", all_versions: bool = False) -> Iterator[VersionRecord]:
-        db = self._connection()
+    def list_versions(self, prefix: str = "", all_versions: bool = False, *, as_of_ns: int | None = None,
+                      deleted: bool = False) -> Iterator[VersionRecord]:
+        # Conditions and their parameters, in the order they appear in the query.
+        conditions: list[str] = []
+        parameters: list = []
         if prefix:
-            where = "WHERE (name = ? OR name LIKE ? ESCAPE '\\')"
-            parameters: tuple = (prefix, _escape_like(prefix) + "/%")
-        else:
-            where, parameters = "", ()
+            conditions.append("(name = ? OR name LIKE ? ESCAPE '\\')")
+            parameters += [prefix, _escape_like(prefix) + "/%"]
+        in_time = "" if as_of_ns is None else " AND w.stored_at_ns <= ?"
         if all_versions:
-            query = f"SELECT {_VERSION_COLUMNS} FROM versions {where} ORDER BY name, version"
+            if as_of_ns is not None:
+                conditions.append("stored_at_ns <= ?")
+                parameters.append(as_of_ns)
         else:
-            query = (
-                f"SELECT {_VERSION_COLUMNS} FROM versions v {where} "
-                f"{'AND' if where else 'WHERE'} version = (SELECT MAX(version) FROM versions w WHERE w.name = v.name) "
-                "ORDER BY name"
-            )
-        for row in db.execute(query, parameters):
+            conditions.append(f"version = (SELECT MAX(version) FROM versions w WHERE w.name = v.name{in_time})")
+            if as_of_ns is not None:
+                parameters.append(as_of_ns)
+        if not deleted:
+            conditions.append("deleted = 0")
+        query = (f"SELECT {_VERSION_COLUMNS} FROM versions v WHERE {' AND '.join(conditions) or 'TRUE'} "
+                 "ORDER BY name, version")
+        for row in self._connection().execute(query, parameters):
             yield _version_from_row(row)
 
     def find_name_with_digest(self, digest: bytes) -> str | None:
@@ -442,7 +519,7 @@ class SQLiteCatalog(Catalog):
     def stats(self) -> CatalogStats:
         db = self._connection()
         names, versions, logical = db.execute(
-            "SELECT COUNT(DISTINCT name), COUNT(*), COALESCE(SUM(size), 0) FROM versions"
+            "SELECT COUNT(DISTINCT name), COUNT(*), COALESCE(SUM(size), 0) FROM versions WHERE deleted = 0"
         ).fetchone()
         contents, content_bytes = db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM contents").fetchone()
         chunks, unique, stored = db.execute(
@@ -470,9 +547,44 @@ class SQLiteCatalog(Catalog):
                 for row in rows:
                     record = _version_from_row(row)
                     db.execute("DELETE FROM versions WHERE name = ? AND version = ?", (record.name, record.version))
-                    self._release_content(db, record.digest)
+                    if not record.deleted:
+                        self._release_content(db, record.digest)
                     removed.append(record)
         return removed
+
+    # ---- history ---------------------------------------------------------------------
+
+    def mark_deleted(self, expected: Sequence[tuple[str, int]], at_ns: int) -> list[VersionRecord]:
+        markers: list[VersionRecord] = []
+        with self._write(durable=True) as db:
+            for name, version in expected:
+                latest = db.execute(
+                    "SELECT version, deleted FROM versions WHERE name = ? ORDER BY version DESC LIMIT 1", (name,)
+                ).fetchone()
+                if latest != (version, 0):
+                    continue
+                marker = deletion_marker(name, self._next_version(db, name), at_ns)
+                self._insert_version(db, marker)
+                markers.append(marker)
+        return markers
+
+    def record_snapshot(self, snapshot: SnapshotRecord) -> None:
+        values = (snapshot.snapshot_id, snapshot.at_ns, snapshot.host, json.dumps(list(snapshot.paths)),
+                  *(getattr(snapshot, count) for count in SNAPSHOT_COUNTS))
+        with self._write(durable=True) as db:
+            try:
+                db.execute(f"INSERT INTO snapshots ({_SNAPSHOT_COLUMNS}) VALUES ({', '.join('?' * len(values))})",
+                           values)
+            except sqlite3.IntegrityError:
+                raise InvalidArgumentError(f"a snapshot with ID {snapshot.snapshot_id} already exists") from None
+
+    def list_snapshots(self) -> list[SnapshotRecord]:
+        rows = self._connection().execute(f"SELECT {_SNAPSHOT_COLUMNS} FROM snapshots ORDER BY at_ns, id")
+        return [_snapshot_from_row(row) for row in rows]
+
+    def remove_snapshots(self, snapshot_ids: Sequence[str]) -> None:
+        with self._write(durable=True) as db:
+            db.executemany("DELETE FROM snapshots WHERE id = ?", [(snapshot_id,) for snapshot_id in snapshot_ids])
 
     def _release_content(self, db, digest: bytes) -> None:
         db.execute("UPDATE contents SET refcount = refcount - 1 WHERE digest = ?", (digest,))

@@ -28,6 +28,7 @@ from ..catalog import VersionRecord
 from ..errors import ChunkstoreError, IntegrityError, InvalidArgumentError, NotFoundError, WrongKeyError
 from ..names import normalize_name
 from ..store import Store
+from ..writer import UPLOAD_MESSAGES
 from .auth import LOCAL_USER, Principal, TokenSet
 from .transfer import (
     ByteRange,
@@ -45,7 +46,6 @@ DEFAULT_MAX_CONCURRENT_UPLOADS = 4
 ACTIVITY_ENTRIES = 200
 # Threads reading chunks for all downloads together (each download reads a few ahead).
 DOWNLOAD_THREADS = 8
-MESSAGES = {"stored": "File processed successfully", "duplicate": "Duplicate file detected"}
 # The name rules of chunkstore.names, as far as a regular expression can say them, so the
 # schema tells clients which names are valid: segments split by '/', none of them '..',
 # no NUL, and at least one segment that is not empty or '.'.
@@ -333,10 +333,8 @@ def create_app(store: Store, settings: ServerSettings | None = None) -> FastAPI:
                 log.warning("upload of %s abandoned: the client disconnected after %d bytes",
                             stored_name, body.received)
                 raise ApiError(400, "client_disconnected", "the upload was interrupted") from None
-        # The same content again under the same name adds no version: a duplicate of itself.
-        outcome, duplicate_of = ("duplicate", result.name) if result.outcome == "unchanged" \
-            else (result.outcome, result.duplicate_of)
-        message = MESSAGES[outcome]
+        outcome, duplicate_of = result.upload_outcome
+        message = UPLOAD_MESSAGES[outcome]
         record_activity(principal, "upload", result.name, outcome, message, result.size, result.new_bytes,
                         duplicate_of)
         return UploadResult(name=result.name, version=result.version, outcome=outcome, message=message,

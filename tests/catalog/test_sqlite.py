@@ -51,7 +51,7 @@ def test_a_missing_catalog_is_not_created_by_opening(catalog_path):
     assert not catalog_path.exists()
 
 
-@pytest.mark.parametrize("statement", ["UPDATE meta SET value = '2' WHERE key = 'schema_version'",
+@pytest.mark.parametrize("statement", ["UPDATE meta SET value = '99' WHERE key = 'schema_version'",
                                        "DELETE FROM meta WHERE key = 'schema_version'"])
 def test_an_unknown_schema_version_is_refused(open_catalog, catalog_path, statement):
     open_catalog().close()

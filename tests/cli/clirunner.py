@@ -15,16 +15,14 @@ import os
 import random
 import subprocess
 import sys
-import uuid
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+# CHUNKS and CONFIG_KEY are imported from here by the command-line tests.
+from storeobjects import CHUNKS, CONFIG_KEY, LocalObjects, S3Objects  # noqa: F401
+
 # Small chunks, so files of a few hundred KiB are cut into dozens of chunks.
 TEST_AVG_SIZE = "4K"
-
-# Where a store keeps its config and its chunk objects, relative to the store's folder or prefix.
-CONFIG_KEY = PurePosixPath("config")
-CHUNKS = PurePosixPath("chunks")
 
 # The options given before the command that take a value (cli/main.py).
 GLOBAL_OPTIONS_WITH_A_VALUE = {"--store", "--passphrase-file", "--concurrency"}
@@ -69,95 +67,6 @@ def check_error_output(run: Run) -> None:
     else:
         unprefixed = [line for line in lines if not line.startswith("chunkstore: ")]
         assert not unprefixed, f"stderr lines without the `chunkstore: ` prefix: {unprefixed}"
-
-
-class LocalObjects:
-    """The objects of a store in a folder: files below it, named by their path relative to it."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        self.url = str(root)
-
-    def init_options(self) -> tuple[str, ...]:
-        """What `init` needs besides the store URL to create this store."""
-        return ()
-
-    def keys(self, below: PurePosixPath = CHUNKS) -> set[PurePosixPath]:
-        return {PurePosixPath(path.relative_to(self.root).as_posix())
-                for path in (self.root / below).rglob("*") if path.is_file()}
-
-    def read(self, key: PurePosixPath) -> bytes:
-        return (self.root / key).read_bytes()
-
-    def write(self, key: PurePosixPath, data: bytes) -> None:
-        path = self.root / key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-
-    def delete(self, key: PurePosixPath) -> None:
-        (self.root / key).unlink()
-
-    def exists(self, key: PurePosixPath) -> bool:
-        return (self.root / key).is_file()
-
-    def untouched(self) -> bool:
-        """Nothing was ever created where the store goes."""
-        return not self.root.exists()
-
-
-class S3Objects:
-    """The objects of an s3:// store, read and written with boto3 on the moto server: keys
-    below PREFIX in BUCKET, named relative to PREFIX. The store's catalog goes in TABLE."""
-
-    def __init__(self, clients, bucket: str, prefix: str, table: str):
-        self.clients = clients
-        self.bucket = bucket
-        self.prefix = prefix
-        self.table = table
-        self.url = f"s3://{bucket}/{prefix}"
-
-    @classmethod
-    def new(cls, clients) -> S3Objects:
-        """A store in a new, empty bucket, with a table name nothing uses yet."""
-        suffix = uuid.uuid4().hex[:12]
-        bucket = f"chunkstore-cli-{suffix}"
-        clients.s3.create_bucket(Bucket=bucket)
-        return cls(clients, bucket, "store", f"chunkstore-cli-{suffix}")
-
-    def init_options(self) -> tuple[str, ...]:
-        return ("--table", self.table, "--create")
-
-    def _key(self, key: PurePosixPath) -> str:
-        return f"{self.prefix}/{key}"
-
-    def keys(self, below: PurePosixPath = CHUNKS) -> set[PurePosixPath]:
-        pages = self.clients.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
-                                                                         Prefix=f"{self._key(below)}/")
-        return {PurePosixPath(entry["Key"]).relative_to(self.prefix)
-                for page in pages for entry in page.get("Contents", ())}
-
-    def read(self, key: PurePosixPath) -> bytes:
-        return self.clients.s3.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
-
-    def write(self, key: PurePosixPath, data: bytes) -> None:
-        self.clients.s3.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
-
-    def delete(self, key: PurePosixPath) -> None:
-        self.clients.s3.delete_object(Bucket=self.bucket, Key=self._key(key))
-
-    def exists(self, key: PurePosixPath) -> bool:
-        listing = self.clients.s3.list_objects_v2(Bucket=self.bucket, Prefix=self._key(key))
-        return any(entry["Key"] == self._key(key) for entry in listing.get("Contents", ()))
-
-    def untouched(self) -> bool:
-        """Nothing under the prefix, and no table."""
-        if self.clients.s3.list_objects_v2(Bucket=self.bucket, Prefix=f"{self.prefix}/").get("KeyCount"):
-            return False
-        try:
-            self.clients.dynamodb.describe_table(TableName=self.table)
-        except self.clients.dynamodb.exceptions.ResourceNotFoundException:
-            return True
-        return False
 
 
 class UndoableObjects:

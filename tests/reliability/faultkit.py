@@ -4,6 +4,8 @@ whose expected bytes are known, and the checks that must hold once the faults ar
 from __future__ import annotations
 
 import io
+import json
+import os
 import random
 import time
 from contextlib import contextmanager
@@ -166,3 +168,17 @@ def run_operations_under_faults(store: Store, corpus: Corpus, tmp_path, blob_fau
         if report is not None and plans.injected == 0:
             assert report.ok, [problem.message for problem in report.problems]
     return plans.injected
+
+
+def backend_of(url: str) -> str:
+    return "s3" if url.startswith("s3://") else "local"
+
+
+def report_figures(name: str, figures: dict) -> None:
+    """Print the figures of a long run; with CHUNKSTORE_RELIABILITY_REPORT set, append them there too."""
+    line = json.dumps({"test": name, **figures}, sort_keys=True)
+    print(line)
+    destination = os.environ.get("CHUNKSTORE_RELIABILITY_REPORT")
+    if destination:
+        with open(destination, "a") as handle:
+            handle.write(line + "\n")

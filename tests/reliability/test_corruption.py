@@ -2,9 +2,10 @@
 the affected files and exit 4; nothing wrong is ever handed back. verify --repair rewrites
 reference counts from the recipes, deletes nothing a recipe references, and lists what is lost.
 
-(Flipped, truncated and deleted objects through every command are covered in
-tests/cli/test_cli_integrity.py; here: swapped objects, every header field, the config, the
-catalog file, wrong counts and their repair.)"""
+Damage to objects and counts is done on a local store and on an s3:// store (objects in S3,
+counts on DynamoDB items); damage to the SQLite file and the config is local. (Flipped,
+truncated and deleted objects through every command are also covered in
+tests/cli/test_cli_integrity.py.)"""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import io
 import json
 import os
 import random
-import shutil
 import sqlite3
 
 import pytest
@@ -28,23 +28,19 @@ from chunkstore.reader import iter_recipe
 CONTENTS = {f"data/{name}": random.Random(name).randbytes(60_000) for name in ("good", "bad", "other")}
 
 
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory):
-    """A store holding CONTENTS, made once; tests damage copies of it."""
-    root = tmp_path_factory.mktemp("pristine")
-    with Store.init(str(root / "store"), ChunkerSpec.from_average(avg_size=4096), CompressionSpec.parse("zstd:3")) as store:
+@pytest.fixture
+def stored(new_backend, tmp_path):
+    """A new store holding CONTENTS, on this test's backend; returns its objects (storeobjects)."""
+    objects = new_backend(tmp_path)
+    source = tmp_path / "source"
+    source.mkdir()
+    with Store.init(objects.url, ChunkerSpec.from_average(avg_size=4096), CompressionSpec.parse("zstd:3"),
+                    **objects.init_arguments()) as store:
         for name, data in CONTENTS.items():
-            (root / "source").mkdir(exist_ok=True)
-            path = root / "source" / name.replace("/", "-")
+            path = source / name.replace("/", "-")
             path.write_bytes(data)
             store.put([(path, name)])
-    return root / "store"
-
-
-@pytest.fixture
-def store_dir(pristine, tmp_path):
-    shutil.copytree(pristine, tmp_path / "store")
-    return tmp_path / "store"
+    return objects
 
 
 def own_chunks(store: Store, name: str) -> list[bytes]:
@@ -55,67 +51,98 @@ def own_chunks(store: Store, name: str) -> list[bytes]:
     return [chunk for chunk in ids(name) if chunk not in others]
 
 
-def object_path(store_dir, chunk_id: bytes):
-    return store_dir / chunk_key(chunk_id)
+def own_chunk(objects, name: str, index: int = 0) -> bytes:
+    with Store.open(objects.url) as store:
+        return own_chunks(store, name)[index]
 
 
-def assert_detected_everywhere(store_dir, tmp_path, damaged_names: set[str]) -> None:
+def chunk_objects(objects) -> list[str]:
+    return sorted(map(str, objects.keys()))
+
+
+def assert_detected_everywhere(objects, tmp_path, damaged_names: set[str]) -> None:
     """get, restore and verify --read-data exit 4 naming each damaged file; the others restore exactly."""
     for name in CONTENTS:
-        completed = run_cli(store_dir, "get", name, cwd=tmp_path, expect=(0, 4))
+        completed = run_cli(objects.url, "get", name, cwd=tmp_path, expect=(0, 4))
         if name in damaged_names:
             assert completed.returncode == 4 and name in completed.stderr.decode()
             assert CONTENTS[name].startswith(completed.stdout), f"get {name} wrote bytes that are not its own"
         else:
             assert completed.returncode == 0 and completed.stdout == CONTENTS[name]
     destination = tmp_path / "restored"
-    completed = run_cli(store_dir, "restore", "data", "-o", destination, cwd=tmp_path, expect=4)
+    completed = run_cli(objects.url, "restore", "data", "-o", destination, cwd=tmp_path, expect=4)
     for name, data in CONTENTS.items():
         target = destination / name
         if name in damaged_names:
             assert name in completed.stderr.decode() and not target.exists()
         else:
             assert target.read_bytes() == data
-    completed = run_cli(store_dir, "verify", "--read-data", cwd=tmp_path, expect=4)
+    completed = run_cli(objects.url, "verify", "--read-data", cwd=tmp_path, expect=4)
     for name in damaged_names:
         assert f"{name}@1" in completed.stderr.decode()
 
 
-def flip_bit(path, position: int, bit: int = 0) -> None:
-    data = bytearray(path.read_bytes())
+def flip_bit(objects, key: str, position: int, bit: int = 0) -> None:
+    data = bytearray(objects.read(key))
     data[position] ^= 1 << bit
-    path.write_bytes(bytes(data))
+    objects.write(key, bytes(data))
 
 
-def test_swapped_objects_are_detected_and_both_files_named(store_dir, tmp_path):
-    with Store.open(str(store_dir)) as store:
-        bad, other = own_chunks(store, "data/bad")[0], own_chunks(store, "data/other")[0]
-    first, second = object_path(store_dir, bad), object_path(store_dir, other)
-    first_bytes = first.read_bytes()
-    first.write_bytes(second.read_bytes())
-    second.write_bytes(first_bytes)
-    assert_detected_everywhere(store_dir, tmp_path, {"data/bad", "data/other"})
+def damage_one_object(operation):
+    """A damage done to one object of data/bad, by operation(objects, key)."""
+    def damage(objects) -> set[str]:
+        operation(objects, chunk_key(own_chunk(objects, "data/bad")))
+        return {"data/bad"}
+    return damage
 
 
-def test_an_object_copied_over_another_of_the_same_size_is_detected(store_dir, tmp_path):
+def swap_objects(objects) -> set[str]:
+    first, second = chunk_key(own_chunk(objects, "data/bad")), chunk_key(own_chunk(objects, "data/other"))
+    first_bytes = objects.read(first)
+    objects.write(first, objects.read(second))
+    objects.write(second, first_bytes)
+    return {"data/bad", "data/other"}
+
+
+# Each damages the store's objects and says which files it damaged.
+OBJECT_DAMAGE = {
+    "bit-flip": damage_one_object(lambda objects, key: flip_bit(objects, key, len(objects.read(key)) // 2, bit=3)),
+    "truncated": damage_one_object(lambda objects, key: objects.write(key, objects.read(key)[:-7])),
+    "deleted": damage_one_object(lambda objects, key: objects.delete(key)),
+    "swapped": swap_objects,
+}
+# On s3, flipped, truncated and deleted objects are in the default run of test_cli_integrity.py.
+QUICK_ON_S3 = {"swapped"}
+
+
+@pytest.mark.parametrize("damage", [pytest.param(damage, marks=[] if damage in QUICK_ON_S3 else [pytest.mark.slow_on_s3])
+                                    for damage in OBJECT_DAMAGE])
+def test_damaged_objects_are_detected_and_the_files_named(stored, tmp_path, damage):
+    damaged_names = OBJECT_DAMAGE[damage](stored)
+    assert_detected_everywhere(stored, tmp_path, damaged_names)
+
+
+@pytest.mark.slow_on_s3
+def test_an_object_copied_over_another_of_the_same_size_is_detected(stored):
     """Same size, valid header, decodes fine: only the re-hash can tell."""
-    with Store.open(str(store_dir)) as store:
+    with Store.open(stored.url) as store:
         victim = own_chunks(store, "data/bad")[0]
         store.put_stream(io.BytesIO(b"x" * 10), "data/tiny")
         tiny = next(iter_recipe(store, store.catalog.get_version("data/tiny").digest)).chunk_id
         store.remove(["data/tiny"])
-    shutil.copyfile(object_path(store_dir, tiny), object_path(store_dir, victim))
-    with Store.open(str(store_dir)) as store:
+    stored.write(chunk_key(victim), stored.read(chunk_key(tiny)))
+    with Store.open(stored.url) as store:
         with pytest.raises(IntegrityError, match="does not match its ID"):
             store.get("data/bad", io.BytesIO())
 
 
+@pytest.mark.slow_on_s3
 @pytest.mark.parametrize("position", list(range(HEADER_SIZE)) + [HEADER_SIZE, HEADER_SIZE + 1, -1],
                          ids=lambda position: f"byte-{position}")
-def test_a_bit_flip_anywhere_in_an_object_is_detected(store_dir, position):
-    with Store.open(str(store_dir)) as store:
+def test_a_bit_flip_anywhere_in_an_object_is_detected(stored, position):
+    with Store.open(stored.url) as store:
         victim = own_chunks(store, "data/bad")[1]
-        flip_bit(object_path(store_dir, victim), position, bit=position % 8)
+        flip_bit(stored, chunk_key(victim), position, bit=position % 8)
         output = io.BytesIO()
         with pytest.raises(IntegrityError, match="data/bad"):
             store.get("data/bad", output)
@@ -135,8 +162,10 @@ CONFIG_DAMAGE = {
 }
 
 
+@pytest.mark.local_only("the config of a store in a folder")
 @pytest.mark.parametrize("damage", sorted(CONFIG_DAMAGE))
-def test_a_damaged_config_gives_one_clear_line_and_exit_4(store_dir, tmp_path, damage):
+def test_a_damaged_config_gives_one_clear_line_and_exit_4(stored, tmp_path, damage):
+    store_dir = stored.root
     config = store_dir / CONFIG_KEY
     config.write_bytes(CONFIG_DAMAGE[damage](config.read_bytes()))
     for command in (["ls"], ["get", "data/good"], ["verify"], ["put", "-", "--as", "x"], ["gc"], ["stats"]):
@@ -168,8 +197,10 @@ def sqlite_finds_damage(path) -> bool:
         db.close()
 
 
+@pytest.mark.local_only("the SQLite file of the catalog")
 @pytest.mark.parametrize("fraction", [0.25, 0.5, 0.75, 0.95])
-def test_a_damaged_catalog_page_is_an_integrity_error_never_a_traceback(store_dir, tmp_path, fraction):
+def test_a_damaged_catalog_page_is_an_integrity_error_never_a_traceback(stored, tmp_path, fraction):
+    store_dir = stored.root
     damage_catalog_page(store_dir, fraction, seed=int(fraction * 100))
     assert sqlite_finds_damage(store_dir / "catalog.sqlite"), "the damage missed every page in use"
     completed = run_cli(store_dir, "verify", cwd=tmp_path, expect=4)
@@ -185,88 +216,83 @@ def test_a_damaged_catalog_page_is_an_integrity_error_never_a_traceback(store_di
             assert path.read_bytes() == CONTENTS[str(path.relative_to(tmp_path / "out"))]
 
 
-def test_a_catalog_that_is_not_a_database_is_an_integrity_error(store_dir, tmp_path):
+@pytest.mark.local_only("the SQLite file of the catalog")
+def test_a_catalog_that_is_not_a_database_is_an_integrity_error(stored, tmp_path):
+    store_dir = stored.root
     (store_dir / "catalog.sqlite").write_bytes(b"not a database at all" * 200)
     for command in (["ls"], ["verify"], ["get", "data/good"]):
         completed = run_cli(store_dir, *command, cwd=tmp_path, expect=4)
         assert "catalog" in completed.stderr.decode()
 
 
-def set_count(store_dir, chunk_id: bytes, count: int) -> None:
-    with sqlite3.connect(store_dir / "catalog.sqlite") as db:
-        db.execute("UPDATE chunks SET refcount = ? WHERE id = ?", (count, chunk_id))
-    db.close()
-
-
+# On s3 the count is the `rc` attribute of the chunk's DynamoDB item; its quick tier has wrong
+# counts in the two tests below.
+@pytest.mark.slow_on_s3
 @pytest.mark.parametrize("wrong", [0, 1, 7], ids=["zero", "too-low", "too-high"])
-def test_a_wrong_count_is_found_and_repaired(store_dir, tmp_path, wrong):
-    with Store.open(str(store_dir)) as store:
+def test_a_wrong_count_is_found_and_repaired(stored, tmp_path, wrong):
+    with Store.open(stored.url) as store:
         victim = own_chunks(store, "data/bad")[0]
         right = store.catalog.get_chunks([victim])[victim].refcount
     assume_wrong = wrong if wrong != right else wrong + 1
-    set_count(store_dir, victim, assume_wrong)
-    completed = run_cli(store_dir, "verify", cwd=tmp_path, expect=4)
+    stored.set_chunk_count(victim, assume_wrong)
+    completed = run_cli(stored.url, "verify", cwd=tmp_path, expect=4)
     assert "refcount" in completed.stderr.decode() and victim.hex() in completed.stderr.decode()
-    completed = run_cli(store_dir, "verify", "--repair", cwd=tmp_path)
+    completed = run_cli(stored.url, "verify", "--repair", cwd=tmp_path)
     assert "repaired 1 reference counts" in completed.stdout.decode()
-    run_cli(store_dir, "verify", "--read-data", cwd=tmp_path)
-    with Store.open(str(store_dir)) as store:
+    run_cli(stored.url, "verify", "--read-data", cwd=tmp_path)
+    with Store.open(stored.url) as store:
         assert store.catalog.get_chunks([victim])[victim].refcount == right
         store.gc()
         assert_no_garbage(store)
         assert_verify_clean(store)
 
 
-def test_a_zero_count_then_gc_would_lose_data_but_repair_first_keeps_it(store_dir, tmp_path):
+def test_a_zero_count_then_gc_would_lose_data_but_repair_first_keeps_it(stored, tmp_path):
     """The reason repair exists: a count of 0 on a referenced chunk lets gc delete it."""
-    with Store.open(str(store_dir)) as store:
-        victim = own_chunks(store, "data/bad")[0]
-    set_count(store_dir, victim, 0)
-    run_cli(store_dir, "verify", "--repair", cwd=tmp_path)
-    run_cli(store_dir, "gc", cwd=tmp_path)
-    assert object_path(store_dir, victim).exists()
-    assert run_cli(store_dir, "get", "data/bad", cwd=tmp_path).stdout == CONTENTS["data/bad"]
+    victim = own_chunk(stored, "data/bad")
+    stored.set_chunk_count(victim, 0)
+    run_cli(stored.url, "verify", "--repair", cwd=tmp_path)
+    run_cli(stored.url, "gc", cwd=tmp_path)
+    assert stored.exists(chunk_key(victim))
+    assert run_cli(stored.url, "get", "data/bad", cwd=tmp_path).stdout == CONTENTS["data/bad"]
 
 
-def test_repair_lists_unrecoverable_files_and_deletes_nothing(store_dir, tmp_path):
-    with Store.open(str(store_dir)) as store:
-        lost = own_chunks(store, "data/bad")[0]
-        miscounted = own_chunks(store, "data/other")[0]
-    object_path(store_dir, lost).unlink()
-    set_count(store_dir, miscounted, 9)
-    objects_before = sorted(path.name for path in (store_dir / "chunks").rglob("*") if path.is_file())
-    completed = run_cli(store_dir, "verify", "--repair", "--json", cwd=tmp_path, expect=4)
+def test_repair_lists_unrecoverable_files_and_deletes_nothing(stored, tmp_path):
+    lost, miscounted = own_chunk(stored, "data/bad"), own_chunk(stored, "data/other")
+    stored.delete(chunk_key(lost))
+    stored.set_chunk_count(miscounted, 9)
+    objects_before = chunk_objects(stored)
+    completed = run_cli(stored.url, "verify", "--repair", "--json", cwd=tmp_path, expect=4)
     report = json.loads(completed.stdout)
     assert report["counts_repaired"] == 1
     assert report["damaged_names"] == ["data/bad@1"]
     assert "missing-object" in completed.stderr.decode() and "data/bad@1" in completed.stderr.decode()
-    completed = run_cli(store_dir, "verify", "--repair", cwd=tmp_path, expect=4)
+    completed = run_cli(stored.url, "verify", "--repair", cwd=tmp_path, expect=4)
     assert "repaired 0 reference counts" in completed.stdout.decode()
     assert "cannot be recovered: data/bad@1" in completed.stderr.decode()
-    assert sorted(path.name for path in (store_dir / "chunks").rglob("*") if path.is_file()) == objects_before
-    with Store.open(str(store_dir)) as store:
+    assert chunk_objects(stored) == objects_before
+    with Store.open(stored.url) as store:
         assert store.catalog.get_chunks([miscounted])[miscounted].refcount == 1
 
 
-def test_repair_never_lowers_counts_while_a_recipe_is_unreadable(store_dir):
-    with Store.open(str(store_dir)) as store:
+def test_repair_never_lowers_counts_while_a_recipe_is_unreadable(stored):
+    with Store.open(stored.url) as store:
         shared = own_chunks(store, "data/other")[0]
         digest = store.catalog.get_version("data/other").digest
-    with sqlite3.connect(store_dir / "catalog.sqlite") as db:
-        db.execute("UPDATE recipe_pages SET data = ? WHERE digest = ?", (b"garbage", digest))
-    db.close()
-    with Store.open(str(store_dir)) as store:
+    stored.garble_recipe(digest)
+    with Store.open(stored.url) as store:
         report = store.verify(repair=True)
         assert report.counts_repaired == 0
         assert "data/other@1" in report.damaged_names
         assert store.catalog.get_chunks([shared])[shared].refcount == 1
         store.gc()
-    assert object_path(store_dir, shared).exists()
+    assert stored.exists(chunk_key(shared))
 
 
-def test_a_corrupt_object_header_is_reported_as_corrupt(store_dir):
-    with Store.open(str(store_dir)) as store:
+@pytest.mark.slow_on_s3
+def test_a_corrupt_object_header_is_reported_as_corrupt(stored):
+    with Store.open(stored.url) as store:
         victim = own_chunks(store, "data/good")[0]
-        object_path(store_dir, victim).write_bytes(b"CSOX" + object_path(store_dir, victim).read_bytes()[4:])
+        stored.write(chunk_key(victim), b"CSOX" + stored.read(chunk_key(victim))[4:])
         with pytest.raises(CorruptObjectError, match=f"data/good.*{victim.hex()}"):
             store.get("data/good", io.BytesIO())

@@ -46,19 +46,22 @@ def run_faulty(store, faults, *args, cwd, input=None):
     return completed
 
 
-# The quick tier runs one fault of each sort; the long tier all of them.
+# The quick tier runs one fault of each sort on a local store; the long tier all of them, on
+# s3:// too (where the library suite, test_faults.py, has its quick tier).
 QUICK = {"blob-put-error", "blob-get-truncated", "catalog-commit-lost-reply", "catalog-collect-error"}
 
 
+@pytest.mark.slow_on_s3
 @pytest.mark.parametrize("fault", [fault if fault in QUICK else pytest.param(fault, marks=pytest.mark.slow)
                                    for fault in sorted(FAULTS)])
-def test_every_command_under_a_fault_exits_cleanly(tmp_path, fault):
-    store, work = tmp_path / "store", tmp_path / "work"
+def test_every_command_under_a_fault_exits_cleanly(new_backend, tmp_path, fault):
+    objects = new_backend(tmp_path)
+    store, work = objects.url, tmp_path / "work"
     (work / "data").mkdir(parents=True)
     contents = {f"data/{index}": os.urandom(30_000) + bytes(20_000) for index in range(3)}
     for name, data in contents.items():
         (work / name).write_bytes(data)
-    run_cli(store, "init", "--avg-size", "4K", cwd=work)
+    run_cli(store, "init", "--avg-size", "4K", *objects.init_options(), cwd=work)
     run_cli(store, "put", "data/0", cwd=work)
     faults = FAULTS[fault]
     exit_codes = set()
@@ -73,7 +76,7 @@ def test_every_command_under_a_fault_exits_cleanly(tmp_path, fault):
         if path.is_file():
             assert path.read_bytes() == contents[str(path.relative_to(tmp_path / "r"))]
     run_cli(store, "gc", cwd=work)
-    with Store.open(str(store)) as opened:
+    with Store.open(store) as opened:
         assert_no_garbage(opened)
         assert_verify_clean(opened)
         for record in opened.list():

@@ -19,10 +19,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from .errors import ChunkstoreError, StoreNotFoundError
+from ..errors import ChunkstoreError, StoreNotFoundError
 
 if TYPE_CHECKING:
-    from .store import Store
+    from ..store import Store
 
 INSTALL_HINT = "pip install 'chunkstore[s3]'"
 

@@ -1,0 +1,148 @@
+"""`chunkstore scan`: duplicate objects in a bucket, their cost, their import and removal."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import click
+
+from .ingest import LOG_FORMAT_OPTION, ResultPrinter, source_url
+from .progress import ProgressLine, human_bytes
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+
+
+def _report_path(_context, _parameter, value: str | None) -> str | None:
+    from chunkstore.aws.scan import report_format
+    from chunkstore.errors import InvalidArgumentError
+
+    if value is not None:
+        try:
+            report_format(value)
+        except InvalidArgumentError as error:
+            raise click.BadParameter(str(error)) from None
+    return value
+
+
+def _chunk_size(_context, _parameter, value: str) -> int:
+    from .commands import parse_size
+
+    return parse_size(value)
+
+
+@click.command()
+@click.argument("source", metavar="s3://BUCKET[/PREFIX]", callback=lambda _c, _p, value: source_url(value))
+@click.option("--report", metavar="FILE.{json,csv,html}", callback=_report_path,
+              help="Also write the groups to FILE; its ending picks the format.")
+@click.option("--chunk-level", is_flag=True,
+              help="Read every object and cut it into chunks to measure what chunk-level dedup would save "
+                   "besides whole-file duplicates (reads the whole bucket).")
+@click.option("--avg-size", default="64K", show_default=True, metavar="BYTES", callback=_chunk_size,
+              help="With --chunk-level: the average chunk size to measure with.")
+@click.option("--import-into", metavar="URL",
+              help="Put one copy of each distinct content into the store at URL, under its key.")
+@click.option("--delete-duplicates", is_flag=True,
+              help="Delete the duplicates from the bucket, keeping the oldest copy of each group. A dry run "
+                   "unless --yes is given; each duplicate is compared byte for byte with the kept copy first.")
+@click.option("--yes", is_flag=True, help="With --delete-duplicates: really delete.")
+@click.option("--manifest", metavar="FILE",
+              help="With --delete-duplicates --yes: where to record each removal (JSON Lines). "
+                   "Default: chunkstore-scan-removed-BUCKET-TIME.jsonl here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@LOG_FORMAT_OPTION
+@click.pass_obj
+def scan(context, source: str, report: str | None, chunk_level: bool, avg_size: int, import_into: str | None,
+         delete_duplicates: bool, yes: bool, manifest: str | None, as_json: bool, log_format: str) -> int:
+    """Find the groups of identical objects under s3://BUCKET[/PREFIX] and what they waste
+    at S3 list prices. Only objects whose size another object shares are read.
+    """
+    from chunkstore import ChunkerSpec
+    from chunkstore.aws import AwsClients
+    from chunkstore.aws.objects import parse_s3_url
+    from chunkstore.aws.scan import scan_bucket, write_report
+
+    if yes and not delete_duplicates:
+        raise click.UsageError("--yes goes with --delete-duplicates")
+    if manifest and not (delete_duplicates and yes):
+        raise click.UsageError("--manifest goes with --delete-duplicates --yes")
+    printer = ResultPrinter(context, log_format) if import_into else None
+    s3 = AwsClients().s3
+    progress = ProgressLine(context.show_progress and not as_json)
+    try:
+        found = scan_bucket(s3, source, chunk_level=chunk_level, chunker=ChunkerSpec.from_average(avg_size=avg_size),
+                            on_progress=progress.advance)
+    finally:
+        progress.finish()
+    if report:
+        write_report(found, report)
+    if as_json:
+        click.echo(json.dumps(found.to_json(), indent=2, sort_keys=True))
+    elif not context.quiet:
+        _print_summary(found)
+    failed = 0
+    if import_into:
+        failed += _import(context, import_into, found, printer)
+    if delete_duplicates:
+        bucket, _ = parse_s3_url(source)
+        manifest = manifest or datetime.now(timezone.utc).strftime(f"chunkstore-scan-removed-{bucket}-%Y%m%dT%H%M%SZ.jsonl")
+        failed += _delete(context, s3, found, dry_run=not yes, manifest=manifest)
+    return EXIT_ERROR if failed else EXIT_OK
+
+
+def _print_summary(found) -> None:
+    figures = found.to_json()
+    click.echo(f"{found.url}: {figures['objects']} objects, {human_bytes(figures['total_bytes'])}; read "
+               f"{figures['objects_read']} ({human_bytes(figures['bytes_read'])})")
+    click.echo(f"{figures['duplicate_groups']} groups of identical objects, {figures['duplicate_objects']} duplicates: "
+               f"{human_bytes(figures['wasted_bytes'])} wasted, ${figures['wasted_usd_per_month']:.4f}/month "
+               f"({figures['price']['source']})")
+    for group in found.groups:
+        click.echo(f"  {len(group.duplicates) + 1} x {human_bytes(group.size)} {group.digest[:16]}: keep "
+                   f"{group.keep.key}; duplicates: {', '.join(dup.key for dup in group.duplicates)}")
+    if found.chunk_level:
+        chunk = found.chunk_level
+        click.echo(f"chunk-level dedup ({chunk['chunker']['avg_size'] // 1024} KiB chunks) would save "
+                   f"{human_bytes(chunk['additional_saving_bytes'])} more, "
+                   f"${chunk['additional_saving_usd_per_month']:.4f}/month")
+
+
+def _import(context, url: str, found, printer: ResultPrinter) -> int:
+    from chunkstore.aws.ingest import Ingestor, IngestSettings
+
+    context.store_url = url
+    store = context.open_store()
+    try:
+        ingestor = Ingestor(store, IngestSettings(url))
+        for unique in found.unique_objects():
+            printer(ingestor.ingest(unique, from_event=False))
+    finally:
+        store.close()
+    if not context.quiet and printer.observer is None:
+        click.echo(f"imported into {url}: {printer.summary()}")
+    return printer.failed
+
+
+def _delete(context, s3, found, *, dry_run: bool, manifest: str) -> int:
+    from chunkstore.aws.scan import delete_duplicates
+
+    removals = delete_duplicates(s3, found, dry_run=dry_run, manifest=manifest)
+    kept = [removal for removal in removals if removal.outcome.startswith("kept")]
+    for removal in kept:
+        click.echo(f"chunkstore: {removal.found.key}: {removal.outcome}", err=True)
+    if not context.quiet:
+        for removal in removals:
+            if removal.outcome in ("would delete", "deleted"):
+                click.echo(f"{removal.outcome}: {removal.found.key} (copy of {removal.kept.key})")
+        size = sum(removal.found.size for removal in removals if removal.outcome in ("would delete", "deleted"))
+        if dry_run:
+            click.echo(f"dry run: would delete {len(removals)} objects ({human_bytes(size)}); add --yes to delete")
+        else:
+            deleted = len(removals) - len(kept)
+            click.echo(f"deleted {deleted} objects ({human_bytes(size)}); manifest: {manifest}")
+    return len(kept)
+
+
+def register(group: click.Group) -> None:
+    group.add_command(scan)
