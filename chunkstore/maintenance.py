@@ -207,8 +207,10 @@ def verify(store: "Store", *, read_data: bool = False, subset_percent: float = 1
             if not fixes:
                 report.counts_repaired = repaired
                 return report
-            catalog.set_refcounts(fixes)
-            repaired += len(fixes)
+            # Compare and set: a count a put or rm changed after this check read it keeps its
+            # new value, and the next round recounts it, so a stale recount never lowers it.
+            moved = catalog.set_refcounts(fixes)
+            repaired += len(fixes) - len(moved)
         raise ConcurrentModificationError("reference counts kept changing while verify --repair ran; "
                                           "run it again when no put is running")
     finally:
@@ -218,14 +220,14 @@ def verify(store: "Store", *, read_data: bool = False, subset_percent: float = 1
             catalog.close_session(session)
 
 
-def _refcount_fixes(report: VerifyReport) -> dict[bytes, int]:
-    """The counts to rewrite: each to its recount, or, when the recount may miss references
-    of an unreadable recipe, only those it would raise."""
+def _refcount_fixes(report: VerifyReport) -> dict[bytes, tuple[int, int]]:
+    """The counts to rewrite, as (recorded, recount): each to its recount, or, when the
+    recount may miss references of an unreadable recipe, only those it would raise."""
     fixes = {}
     for chunk_id, recorded in report.recorded_counts.items():
         counted = report.recount.get(chunk_id, 0)
         if counted != recorded and (report.recount_complete or counted > recorded):
-            fixes[chunk_id] = counted
+            fixes[chunk_id] = (recorded, counted)
     return fixes
 
 

@@ -652,9 +652,16 @@ class CatalogConformance:
         assert (stats.chunks, stats.unique_bytes, stats.stored_bytes) == (
             4, sum(unique), sum(map(stored_size, unique)))
 
-    def test_set_refcounts_overwrites_counts(self, catalog):
+    def test_set_refcounts_overwrites_counts_that_still_hold_their_expected_value(self, catalog):
         put(catalog, new_version("file", [1, 2]))
-        catalog.set_refcounts({chunk_id(1): 5, chunk_id(2): 0})
+        assert catalog.set_refcounts({chunk_id(1): (1, 5), chunk_id(2): (1, 0)}) == set()
         assert refcounts(catalog, [1, 2]) == [5, 0]
-        catalog.set_refcounts({chunk_id(1): 1, chunk_id(2): 1})
+        assert catalog.set_refcounts({chunk_id(1): (5, 1), chunk_id(2): (0, 1)}) == set()
         assert refcounts(catalog, [1, 2]) == [1, 1]
+
+    def test_set_refcounts_leaves_a_count_that_moved_since_it_was_read(self, catalog):
+        put(catalog, new_version("file", [1, 2]))
+        put(catalog, new_version("other", [2]))  # chunk 2's count went from 1 to 2 after a "read" of 1
+        moved = catalog.set_refcounts({chunk_id(1): (1, 3), chunk_id(2): (1, 0), chunk_id(9): (0, 1)})
+        assert moved == {chunk_id(2), chunk_id(9)}  # 9 does not exist at all
+        assert refcounts(catalog, [1, 2, 9]) == [3, 2, None]

@@ -11,7 +11,8 @@ import blake3
 import pytest
 
 from chunkstore.config import CHUNK_KEY_PREFIX, chunk_key
-from chunkstore.errors import IntegrityError, UnsafePathError, VersionNotFoundError
+from chunkstore.errors import ConcurrentModificationError, IntegrityError, UnsafePathError, VersionNotFoundError
+from chunkstore.maintenance import REPAIR_ATTEMPTS
 from chunkstore.objectformat import HEADER_SIZE
 from chunkstore.reader import iter_recipe
 from chunkstore.writer import Writer
@@ -273,8 +274,39 @@ def test_verify_with_read_data_finds_a_flipped_byte_and_names_the_file(store, so
 
 def test_verify_finds_a_wrong_reference_count(store, source):
     chunk = damage_target(store, source)
-    store.catalog.set_refcounts({chunk: 5})
+    recorded = store.catalog.get_chunks([chunk])[chunk].refcount
+    assert store.catalog.set_refcounts({chunk: (recorded, recorded + 5)}) == set()
     assert list(problems_by_kind(store.verify())) == ["refcount"]
+
+
+def test_repair_racing_puts_never_leaves_a_count_below_the_references(store, source, tmp_path, monkeypatch):
+    """A put that commits between repair's recount and its rewrite raises the count the recount
+    read; the rewrite must not put the stale, lower recount over it (gc would then free a chunk
+    a recipe holds). Here a put lands before every rewrite, so repair gives up, and must leave
+    no count below its references."""
+    chunk = damage_target(store, source)
+    recorded = store.catalog.get_chunks([chunk])[chunk].refcount
+    store.catalog.set_refcounts({chunk: (recorded, recorded + 5)})  # an over-count repair lowers
+    content = (source / "sub/deeper/c.bin").read_bytes()
+    rewrite = store.catalog.set_refcounts
+    puts = 0
+
+    def put_then_rewrite(counts):
+        nonlocal puts
+        puts += 1
+        variant = tmp_path / f"variant-{puts}.bin"  # shares the chunk, differs in its last byte
+        variant.write_bytes(content + bytes([puts]))
+        store.put([(variant, f"variant-{puts}")])
+        return rewrite(counts)
+
+    monkeypatch.setattr(store.catalog, "set_refcounts", put_then_rewrite)
+    with pytest.raises(ConcurrentModificationError):
+        store.verify(repair=True)
+    monkeypatch.undo()
+    report = store.verify()
+    assert puts == REPAIR_ATTEMPTS
+    assert report.recorded_counts[chunk] >= report.recount[chunk] == recorded + puts
+    assert store.verify(repair=True).problems == []
 
 
 @pytest.mark.parametrize("damage", ["deleted", "flipped"])

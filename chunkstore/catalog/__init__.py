@@ -311,8 +311,11 @@ class Catalog(ABC):
     # ---- repair ----------------------------------------------------------------------
 
     @abstractmethod
-    def set_refcounts(self, counts: dict[bytes, int]) -> None:
-        """Overwrite chunk reference counts (verify --repair, from a recount of recipes)."""
+    def set_refcounts(self, counts: dict[bytes, tuple[int, int]]) -> set[bytes]:
+        """Compare and set chunk reference counts (verify --repair, from a recount of recipes):
+        counts maps a chunk to (expected, new), and its count becomes new only if it is still
+        expected. Returns the chunks whose count had changed (or that are gone): a put or rm
+        that ran after the recount read them; they are left as they are, to be recounted."""
 
     def close(self) -> None:
         """Release connections."""

@@ -670,10 +670,15 @@ class SQLiteCatalog(Catalog):
         rows = self._connection().execute("PRAGMA quick_check").fetchall()
         return [] if rows == [("ok",)] else [row[0] for row in rows]
 
-    def set_refcounts(self, counts: dict[bytes, int]) -> None:
+    def set_refcounts(self, counts: dict[bytes, tuple[int, int]]) -> set[bytes]:
+        moved = set()
         with self._write(durable=True) as db:
-            db.executemany("UPDATE chunks SET refcount = ? WHERE id = ?",
-                           [(count, chunk_id) for chunk_id, count in counts.items()])
+            for chunk_id, (expected, new) in counts.items():
+                cursor = db.execute("UPDATE chunks SET refcount = ? WHERE id = ? AND refcount = ?",
+                                    (new, chunk_id, expected))
+                if cursor.rowcount == 0:
+                    moved.add(chunk_id)
+        return moved
 
 
 # ---- sqlite3 errors ----------------------------------------------------------------------
