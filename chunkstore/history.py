@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import os
 import re
 import stat as stat_module
 import uuid
@@ -35,7 +34,7 @@ from .catalog import SnapshotRecord, VersionRecord
 from .catalog.sessions import HOST, now_ns
 from .errors import InvalidArgumentError, NameNotFoundError, NotFoundError
 from .names import name_matches_prefix, normalize_name, normalize_prefix
-from .writer import FileResult, PathArgument, Progress, PutSummary, put_paths, put_stream
+from .writer import FileResult, PathArgument, Progress, PutSummary, path_and_name, put_paths, put_stream
 
 if TYPE_CHECKING:
     from .store import Store
@@ -160,12 +159,11 @@ def backup_stream(store: "Store", stream: BinaryIO, name: str, *, at_ns: int | N
     return Backup(summary, _record_snapshot(store, at, [name], summary, []))
 
 
-def _path_and_name(item: PathArgument) -> tuple[Path, str | None]:
-    raw, as_name = item if isinstance(item, tuple) else (item, None)
+def _path_and_name(item: PathArgument) -> tuple[Path | None, str | None]:
     try:
-        return Path(raw), normalize_name(as_name if as_name is not None else os.fspath(raw))
+        return path_and_name(item)
     except InvalidArgumentError:
-        return Path(raw), None  # put has reported it
+        return None, None  # put has reported it
 
 
 def _record_snapshot(store: "Store", at_ns: int, names: Sequence[str | None], summary: PutSummary,

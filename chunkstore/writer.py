@@ -177,6 +177,13 @@ def _is_unchanged(previous: VersionRecord | None, st: os.stat_result) -> bool:
 PathArgument = str | os.PathLike[str] | tuple[str | os.PathLike[str], str | None]
 
 
+def path_and_name(item: PathArgument) -> tuple[Path, str]:
+    """The path of a put argument and the name it is stored under (raises InvalidArgumentError
+    for a name that cannot be stored)."""
+    raw, as_name = item if isinstance(item, tuple) else (item, None)
+    return Path(raw), normalize_name(as_name if as_name is not None else os.fspath(raw))
+
+
 def collect_sources(paths: Iterable[PathArgument]) -> tuple[list[_Source], list[FileResult]]:
     """Expand files and folders into the files to put; report what cannot be put.
 
@@ -187,12 +194,11 @@ def collect_sources(paths: Iterable[PathArgument]) -> tuple[list[_Source], list[
     sources: list[_Source] = []
     problems: list[FileResult] = []
     for item in paths:
-        raw, as_name = item if isinstance(item, tuple) else (item, None)
-        path = Path(raw)
         try:
-            name = normalize_name(as_name if as_name is not None else os.fspath(raw))
+            path, name = path_and_name(item)
         except InvalidArgumentError as error:
-            problems.append(FileResult(os.fspath(raw), "error", path=os.fspath(raw), error=str(error)))
+            raw = os.fspath(item[0] if isinstance(item, tuple) else item)
+            problems.append(FileResult(raw, "error", path=raw, error=str(error)))
             continue
         try:
             st = path.lstat()

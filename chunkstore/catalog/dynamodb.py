@@ -468,26 +468,25 @@ class DynamoDBCatalog(Catalog):
         time.sleep(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.0))
         return attempt + 1
 
-    def _query(self, **request) -> Iterator[dict]:
-        request = {"TableName": self.table, **request}
+    @staticmethod
+    def _items(call, request: dict) -> Iterator[dict]:
+        """Every item a query or scan returns, page after page."""
         while True:
-            response = self._db.query(**request)
+            response = call(**request)
             yield from response.get("Items", ())
             if "LastEvaluatedKey" not in response:
                 return
-            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+            request = {**request, "ExclusiveStartKey": response["LastEvaluatedKey"]}
+
+    def _query(self, **request) -> Iterator[dict]:
+        return self._items(self._db.query, {"TableName": self.table, **request})
 
     def _scan(self, filter_expression: str, values: dict, names: dict | None = None) -> Iterator[dict]:
         request = {"TableName": self.table, "ConsistentRead": True, "FilterExpression": filter_expression,
                    "ExpressionAttributeValues": values}
         if names:
             request["ExpressionAttributeNames"] = names
-        while True:
-            response = self._db.scan(**request)
-            yield from response.get("Items", ())
-            if "LastEvaluatedKey" not in response:
-                return
-            request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+        return self._items(self._db.scan, request)
 
     def _update(self, key: dict, expression: str, values: dict | None = None, condition: str | None = None,
                 **options) -> dict | None:

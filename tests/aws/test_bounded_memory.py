@@ -10,7 +10,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import lambda_context, put_object, s3_event  # noqa: F401 - lambda_context is used in the child
+from conftest import s3_event
 
 from chunkstore import ChunkerSpec, CompressionSpec, Store
 

@@ -26,7 +26,7 @@ from s3helpers import answer_with_error, unique_name
 
 from chunkstore import recipes
 from chunkstore.aws import AccessDeniedError, AwsClients, ResourceNotFoundError
-from chunkstore.catalog import ChunkState, CommitOutcome
+from chunkstore.catalog import ChunkState, CommitOutcome, NewVersion
 from chunkstore.catalog.dynamodb import DynamoDBCatalog
 from chunkstore.errors import CorruptObjectError, NameNotFoundError, StoreExistsError
 
@@ -115,14 +115,20 @@ def test_recipe_pages_of_full_size_fit_dynamodb_items(make_dynamodb_catalog):
     assert refcounts(catalog, [0, 19]) == [250, 250]
 
 
-def test_a_commit_killed_half_way_leaves_only_what_gc_rolls_back(make_dynamodb_catalog):
-    writer_catalog = make_dynamodb_catalog()
+def killed_commit(make_dynamodb_catalog, steps: int) -> NewVersion:
+    """A large version whose commit was killed after `steps` steps of its cursor."""
+    catalog = make_dynamodb_catalog()
     large = large_version("large")
-    session = writer_catalog.open_session("put")
-    upload(writer_catalog, session, range(150))
-    crash_on_step(writer_catalog, "SET done = :end", after=5)
+    session = catalog.open_session("put")
+    upload(catalog, session, range(150))
+    crash_on_step(catalog, "SET done = :end", after=steps)
     with pytest.raises(Crash):
-        writer_catalog.commit(session, [large])
+        catalog.commit(session, [large])
+    return large
+
+
+def test_a_commit_killed_half_way_leaves_only_what_gc_rolls_back(make_dynamodb_catalog):
+    large = killed_commit(make_dynamodb_catalog, steps=5)
 
     observer = make_dynamodb_catalog(lease_seconds=TINY_LEASE)
     applied = Counter(entry.chunk_id for entry in entries_of(large)[:5 * DISTINCT_PER_STEP])
@@ -142,13 +148,7 @@ def test_a_commit_killed_half_way_leaves_only_what_gc_rolls_back(make_dynamodb_c
 
 
 def test_a_writer_takes_over_the_content_a_dead_writer_was_committing(make_dynamodb_catalog):
-    dead_catalog = make_dynamodb_catalog()
-    large = large_version("large")
-    session = dead_catalog.open_session("put")
-    upload(dead_catalog, session, range(150))
-    crash_on_step(dead_catalog, "SET done = :end", after=3)
-    with pytest.raises(Crash):
-        dead_catalog.commit(session, [large])
+    killed_commit(make_dynamodb_catalog, steps=3)
     time.sleep(DEAD_AFTER)
     successor = make_dynamodb_catalog(lease_seconds=TINY_LEASE)
     assert put(successor, large_version("other-name")) == [CommitOutcome("other-name", 1, "stored")]
