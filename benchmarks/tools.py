@@ -11,7 +11,9 @@ prints its true maximum (%M); without GNU time, the command's VmHWM in /proc is 
 
 from __future__ import annotations
 
+import compileall
 import functools
+import importlib.util
 import os
 import re
 import shutil
@@ -154,6 +156,7 @@ class Chunkstore(Tool):
     name = "chunkstore"
 
     def __init__(self) -> None:
+        _compile_bytecode(("chunkstore", "cli"))
         # The console script installed next to this interpreter, as `pip install` makes it.
         script = Path(sys.executable).with_name("chunkstore")
         if script.exists():
@@ -186,6 +189,19 @@ class Chunkstore(Tool):
 
     def stats(self, workspace: Path) -> Command:
         return Command([*self._store(workspace), "stats", "--json"])
+
+
+def _compile_bytecode(packages: tuple[str, ...]) -> None:
+    """Compile the packages the console script runs, as `pip install .` does when it installs them.
+
+    An editable install under PYTHONDONTWRITEBYTECODE (set on this machine) would otherwise
+    compile every module again in every command: 0.17 s against 0.14 s for `chunkstore
+    --version`, a cost no installed copy pays. compileall writes the caches whatever that
+    variable says, and Python reads them whatever it says."""
+    for package in packages:
+        spec = importlib.util.find_spec(package)
+        for folder in (spec.submodule_search_locations or []) if spec else []:
+            compileall.compile_dir(folder, quiet=1)
 
 
 class EncryptedChunkstore(Chunkstore):

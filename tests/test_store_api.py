@@ -185,6 +185,41 @@ def test_restore_refuses_to_write_through_a_symlink(store, source, tmp_path, pla
     assert (out / "src" / "empty").exists()
 
 
+def test_restore_does_not_write_through_a_symlink_it_restored_itself(store, tmp_path):
+    """A name stored as a symlink, and later as a folder holding a file: restore recreates
+    the link, then refuses the file below it rather than follow the link it just made."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "link").symlink_to(outside, target_is_directory=True)
+    store.put([(tree, "t")])
+    (tree / "link").unlink()
+    write_tree(tree, {"link/file": b"inside the folder that replaced the link"})
+    store.put([(tree, "t")])
+    summary = store.restore("t", tmp_path / "out")
+    assert [(result.name, result.exit_code) for result in summary.errors] == [("t/link/file", UnsafePathError.exit_code)]
+    assert (tmp_path / "out" / "t" / "link").is_symlink()
+    assert list(outside.iterdir()) == []
+
+
+def test_restore_names_every_file_of_a_corrupt_content_it_shares(store, tmp_path):
+    """Small files are read ahead and a content met again is read once; its error is still
+    reported under each name that holds it, and none of them is written."""
+    content = random_bytes("shared", 5_000)
+    folder = write_tree(tmp_path / "files", {"a/one": content, "b/two": content, "c/other": b"fine"})
+    store.put([(folder, "f")])
+    (chunk_id,) = recipe_ids(store, "f/a/one")
+    blob = bytearray(store.blobs.get(chunk_key(chunk_id)))
+    blob[-1] ^= 0x01
+    store.blobs.put(chunk_key(chunk_id), bytes(blob))
+    summary = store.restore("f", tmp_path / "out")
+    errors = {result.name: result.error for result in summary.errors}
+    assert set(errors) == {"f/a/one", "f/b/two"}
+    assert all(message.startswith(f"{name} (version 1): ") for name, message in errors.items())
+    assert files_below(tmp_path / "out") == {"f/c/other"}
+
+
 # ---- rm and gc -----------------------------------------------------------------------------
 
 

@@ -299,18 +299,21 @@ class SQLiteCatalog(Catalog):
             with self._write(durable=False) as db:
                 self._touch_live_session(db, session)
                 states = self._states(db, [chunk_id for chunk_id, _ in waiting])
+                new_rows: dict[bytes, int] = {}
+                pinned: dict[bytes, None] = {}
                 for chunk_id, size in waiting:
                     state = states.get(chunk_id)
                     if state == ChunkState.DELETING:
                         deleting.append((chunk_id, size))
                         continue
                     if state is None:
-                        db.execute("INSERT INTO chunks (id, size, state) VALUES (?, ?, ?)",
-                                   (chunk_id, size, int(ChunkState.PENDING)))
-                        states[chunk_id] = ChunkState.PENDING
+                        new_rows.setdefault(chunk_id, size)
                     if state != ChunkState.PRESENT:
                         to_upload.add(chunk_id)
-                    db.execute("INSERT OR IGNORE INTO pins VALUES (?, ?)", (chunk_id, session))
+                    pinned[chunk_id] = None
+                db.executemany("INSERT INTO chunks (id, size, state) VALUES (?, ?, ?)",
+                               [(chunk_id, size, int(ChunkState.PENDING)) for chunk_id, size in new_rows.items()])
+                db.executemany("INSERT OR IGNORE INTO pins VALUES (?, ?)", [(chunk_id, session) for chunk_id in pinned])
             if deleting:
                 # A gc that has just finished has released its lock too: only a gc seen dead
                 # before a read that still finds DELETING rows has really stopped half-way.
