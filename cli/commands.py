@@ -24,7 +24,7 @@ def _echo_json(document) -> None:
     """Print document as JSON, streamed: objects with a to_json method (a put's file results)
     are converted one at a time, so a put of 100,000 files never holds its whole report as
     dicts and one string (that took ~110 MiB of its 297 MiB peak)."""
-    stream = click.get_text_stream("stdout")
+    stream = sys.stdout
     encoder = json.JSONEncoder(indent=2, sort_keys=True, default=lambda value: value.to_json())
     for piece in encoder.iterencode(document):
         stream.write(piece)
