@@ -339,15 +339,15 @@ def _with_small_contents_ahead(fetcher: ChunkFetcher, records: list[VersionRecor
         for record in records:
             content = None
             if stat_module.S_ISREG(record.stat.mode) and record.size <= SMALL_FILE_BYTES:
-                content, _ = recent.get(record.digest) or (None, 0)
-                if content is None:
+                if record.digest in recent:
+                    recent.move_to_end(record.digest)
+                    content, _ = recent[record.digest]
+                else:
                     content = fetcher.read_whole(record)
                     recent[record.digest] = (content, record.size)
                     recent_bytes += record.size
                     while recent_bytes > CACHE_BYTES:
                         recent_bytes -= recent.popitem(last=False)[1][1]
-                else:
-                    recent.move_to_end(record.digest)
             ahead.append((record, content))
             if len(ahead) > files_ahead:
                 yield ahead.popleft()

@@ -300,7 +300,7 @@ class SQLiteCatalog(Catalog):
                 self._touch_live_session(db, session)
                 states = self._states(db, [chunk_id for chunk_id, _ in waiting])
                 new_rows: dict[bytes, int] = {}
-                pinned: dict[bytes, None] = {}
+                pinned: list[bytes] = []
                 for chunk_id, size in waiting:
                     state = states.get(chunk_id)
                     if state == ChunkState.DELETING:
@@ -310,7 +310,7 @@ class SQLiteCatalog(Catalog):
                         new_rows.setdefault(chunk_id, size)
                     if state != ChunkState.PRESENT:
                         to_upload.add(chunk_id)
-                    pinned[chunk_id] = None
+                    pinned.append(chunk_id)
                 db.executemany("INSERT INTO chunks (id, size, state) VALUES (?, ?, ?)",
                                [(chunk_id, size, int(ChunkState.PENDING)) for chunk_id, size in new_rows.items()])
                 db.executemany("INSERT OR IGNORE INTO pins VALUES (?, ?)", [(chunk_id, session) for chunk_id in pinned])
