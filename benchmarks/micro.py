@@ -26,10 +26,10 @@ import sys
 import time
 from pathlib import Path
 
-from chunkstore.chunking import CHUNKERS, DEFAULT_AVG_SIZE, DEFAULT_CHUNKER, ChunkerSpec, make_chunker
-from chunkstore.compression import DEFAULT_ZSTD_LEVEL, CompressionSpec, Compressor
-from chunkstore.hashing import Hasher
-from chunkstore.objectformat import HEADER_SIZE
+from chunkstore.core.chunking import CHUNKERS, DEFAULT_AVG_SIZE, DEFAULT_CHUNKER, ChunkerSpec, make_chunker
+from chunkstore.core.compression import DEFAULT_ZSTD_LEVEL, CompressionSpec, Compressor
+from chunkstore.core.hashing import Hasher
+from chunkstore.core.objectformat import HEADER_SIZE
 
 from . import datasets
 from .foundation import DEFAULT_WORK

@@ -37,8 +37,8 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from pathlib import Path
 
-from chunkstore.chunking import CHUNKERS, DEFAULT_AVG_SIZE, DEFAULT_CHUNKER, ChunkerSpec
-from chunkstore.compression import DEFAULT_ZSTD_LEVEL, CompressionSpec
+from chunkstore.core.chunking import CHUNKERS, DEFAULT_AVG_SIZE, DEFAULT_CHUNKER, ChunkerSpec
+from chunkstore.core.compression import DEFAULT_ZSTD_LEVEL, CompressionSpec
 
 from . import datasets, micro
 from .foundation import (
@@ -190,7 +190,7 @@ def _requests_since(before: dict, after: dict) -> dict:
 
 def measure_s3_size(sample: Path, avg_size: int, scratch: Path) -> dict:
     from chunkstore import Store
-    from chunkstore.aws import cost_estimate, request_counts
+    from chunkstore.backends.aws import cost_estimate, request_counts
 
     name = f"bench-{avg_size // KIB}k"
     url = f"s3://{name}/store"

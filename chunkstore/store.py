@@ -7,18 +7,18 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import crypto
-from .blobstore import BlobNotFoundError, BlobStore
-from .blobstore.local import LocalBlobStore
-from .catalog import Catalog
-from .catalog.sessions import DEFAULT_LEASE_SECONDS
-from .chunking import ChunkerSpec, make_chunker
-from .compression import CompressionSpec, Compressor
-from .config import CONFIG_KEY, StoreConfig
-from .crypto import Keys
-from .errors import InvalidArgumentError, PassphraseRequiredError, StoreExistsError, StoreNotFoundError, UnsupportedFormatError
-from .hashing import Hasher
-from .objectformat import ObjectCodec
+from chunkstore.core import crypto
+from chunkstore.backends.blobstore import BlobNotFoundError, BlobStore
+from chunkstore.backends.local import LocalBlobStore
+from chunkstore.backends.catalog import Catalog
+from chunkstore.backends.sessions import DEFAULT_LEASE_SECONDS
+from chunkstore.core.chunking import ChunkerSpec, make_chunker
+from chunkstore.core.compression import CompressionSpec, Compressor
+from chunkstore.core.config import CONFIG_KEY, StoreConfig
+from chunkstore.core.crypto import Keys
+from chunkstore.errors import InvalidArgumentError, PassphraseRequiredError, StoreExistsError, StoreNotFoundError, UnsupportedFormatError
+from chunkstore.core.hashing import Hasher
+from chunkstore.core.objectformat import ObjectCodec
 
 LOCAL_CATALOG_FILE = "catalog.sqlite"
 # Chunkers whose boundaries reveal nothing without the key: fastcdc2020 takes a secret
@@ -59,10 +59,10 @@ def _blobstore_for(location: Location, concurrency: int | None = None) -> BlobSt
         blobs = _local_blobstore(location)
     elif location.scheme == "s3":
         # boto3 is imported here, and only here: AwsClients says how to install it if it is missing.
-        from .aws import MAX_POOL_CONNECTIONS, AwsClients
+        from chunkstore.backends.aws import MAX_POOL_CONNECTIONS, AwsClients
 
         clients = AwsClients(max_pool_connections=max(MAX_POOL_CONNECTIONS, concurrency or 0))
-        from .blobstore.s3 import S3BlobStore
+        from chunkstore.backends.s3 import S3BlobStore
 
         blobs = S3BlobStore.from_location(location.path, clients)
     else:
@@ -75,7 +75,7 @@ def _blobstore_for(location: Location, concurrency: int | None = None) -> BlobSt
 def _catalog_section(location: Location, table: str | None, create: bool) -> dict:
     """The config's catalog section for a new store: SQLite in the folder, or a DynamoDB table for s3://."""
     if location.scheme == "s3":
-        from .catalog.dynamodb import validate_table
+        from chunkstore.backends.dynamodb import validate_table
 
         if not table:
             raise InvalidArgumentError("an s3:// store keeps its catalog in DynamoDB: give the table with --table TABLE")
@@ -117,7 +117,7 @@ class Store:
         catalog_section = _catalog_section(location, table, create)
         blobs = _blobstore_for(location, concurrency)
         if create:
-            from .catalog.dynamodb import DynamoDBCatalog
+            from chunkstore.backends.dynamodb import DynamoDBCatalog
 
             blobs.create_bucket()
             DynamoDBCatalog.create_table(blobs.clients, table)
@@ -189,12 +189,12 @@ class Store:
                       lease_seconds: float = DEFAULT_LEASE_SECONDS, read_only: bool = False) -> Catalog:
         kind = config.catalog.get("type")
         if kind == "dynamodb" and location.scheme == "s3":
-            from .catalog.dynamodb import DynamoDBCatalog
+            from chunkstore.backends.dynamodb import DynamoDBCatalog
 
             return DynamoDBCatalog(blobs.clients, config.catalog.get("table"), store_id=config.store_id,
                                    store_url=blobs.url, create=create, lease_seconds=lease_seconds)
         if kind == "sqlite" and location.scheme == "file":
-            from .catalog.sqlite import SQLiteCatalog
+            from chunkstore.backends.sqlite import SQLiteCatalog
 
             relative = config.catalog.get("path", LOCAL_CATALOG_FILE)
             if not isinstance(relative, str) or "/" in relative or relative.startswith("."):
@@ -220,53 +220,53 @@ class Store:
     # ---- operations, each in its own module ------------------------------------------
 
     def put(self, paths, **options):
-        from .writer import put_paths
+        from chunkstore.operations.put import put_paths
 
         return put_paths(self, paths, **options)
 
     def put_stream(self, stream, name: str, **options):
-        from .writer import put_stream
+        from chunkstore.operations.put import put_stream
 
         return put_stream(self, stream, name, **options)
 
     def get(self, name: str, output, *, version: int | None = None, on_progress=None):
-        from .reader import get_to_stream
+        from chunkstore.operations.read import get_to_stream
 
         return get_to_stream(self, name, output, version=version, on_progress=on_progress)
 
     def get_to_path(self, name: str, path: str | os.PathLike[str], *, version: int | None = None, on_progress=None):
-        from .reader import get_to_path
+        from chunkstore.operations.read import get_to_path
 
         return get_to_path(self, name, Path(path), version=version, on_progress=on_progress)
 
     def restore(self, prefix: str, destination: str | os.PathLike[str], **options):
-        from .reader import restore
+        from chunkstore.operations.read import restore
 
         return restore(self, prefix, Path(destination), **options)
 
     def list(self, prefix: str = "", *, all_versions: bool = False):
-        from .names import normalize_prefix
+        from chunkstore.core.names import normalize_prefix
 
         return self.catalog.list_versions(normalize_prefix(prefix), all_versions=all_versions)
 
     def remove(self, names, *, version: int | None = None, recursive: bool = False):
-        from .maintenance import remove
+        from chunkstore.operations.maintenance import remove
 
         return remove(self, names, version=version, recursive=recursive)
 
     def gc(self, *, dry_run: bool = False, on_progress=None):
-        from .maintenance import gc
+        from chunkstore.operations.maintenance import gc
 
         return gc(self, dry_run=dry_run, on_progress=on_progress)
 
     def verify(self, *, read_data: bool = False, subset_percent: float = 100.0, repair: bool = False,
                on_progress=None):
-        from .maintenance import verify
+        from chunkstore.operations.maintenance import verify
 
         return verify(self, read_data=read_data, subset_percent=subset_percent, repair=repair,
                       on_progress=on_progress)
 
     def stats(self):
-        from .maintenance import stats
+        from chunkstore.operations.maintenance import stats
 
         return stats(self)

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 
 import click
 
-from chunkstore import history
+from chunkstore.operations import history
 from chunkstore.errors import ChunkstoreError, IntegrityError, InvalidArgumentError
 
 from .secrets import read_secret_file
@@ -34,7 +34,7 @@ def _echo_json(document) -> None:
 
 def _with_requests(document: dict, store) -> dict:
     """Add the S3 and DynamoDB requests this command made, for a store on AWS."""
-    from chunkstore.aws import request_counts
+    from chunkstore.backends.aws import request_counts
 
     requests = request_counts(store)
     if requests is not None:
@@ -470,7 +470,7 @@ def stats(context, as_json: bool) -> int:
     For an s3:// store, also the requests this command made and what the store
     costs at AWS list prices (storage, and requests per GB put and restored).
     """
-    from chunkstore.aws import cost_estimate, request_counts
+    from chunkstore.backends.aws import cost_estimate, request_counts
 
     store = context.open_store(read_only=True)
     try:

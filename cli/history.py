@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from chunkstore import history
+from chunkstore.operations import history
 from chunkstore.errors import InvalidArgumentError
 
 from .commands import EXIT_OK, _echo_json, _local_time, _with_requests

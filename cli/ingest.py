@@ -17,7 +17,7 @@ class ResultPrinter:
     """Prints each ingest result as the chosen log format says; counts what failed."""
 
     def __init__(self, context, log_format: str):
-        from chunkstore.aws.observe import Observer
+        from chunkstore.apps.ingest.observe import Observer
 
         self.quiet = context.quiet
         self.observer = Observer(metrics=False) if log_format == "json" else None
@@ -41,7 +41,7 @@ class ResultPrinter:
 
 
 def source_url(value: str) -> str:
-    from chunkstore.aws.objects import parse_s3_url
+    from chunkstore.apps.bucket import parse_s3_url
     from chunkstore.errors import InvalidArgumentError
 
     try:
@@ -70,7 +70,7 @@ def ingest(context, source: str, store_url: str | None, table: str | None, delet
     For backfills of existing buckets, and for the objects the function deferred as
     too large for one invocation.
     """
-    from chunkstore.aws.ingest import Ingestor, IngestSettings
+    from chunkstore.apps.ingest.ingestor import Ingestor, IngestSettings
 
     if store_url:
         context.store_url = store_url

@@ -15,7 +15,7 @@ EXIT_ERROR = 1
 
 
 def _report_path(_context, _parameter, value: str | None) -> str | None:
-    from chunkstore.aws.scan import report_format
+    from chunkstore.apps.scan import report_format
     from chunkstore.errors import InvalidArgumentError
 
     if value is not None:
@@ -59,9 +59,9 @@ def scan(context, source: str, report: str | None, chunk_level: bool, avg_size: 
     at S3 list prices. Only objects whose size another object shares are read.
     """
     from chunkstore import ChunkerSpec
-    from chunkstore.aws import AwsClients
-    from chunkstore.aws.objects import parse_s3_url
-    from chunkstore.aws.scan import scan_bucket, write_report
+    from chunkstore.backends.aws import AwsClients
+    from chunkstore.apps.bucket import parse_s3_url
+    from chunkstore.apps.scan import scan_bucket, write_report
 
     if yes and not delete_duplicates:
         raise click.UsageError("--yes goes with --delete-duplicates")
@@ -109,7 +109,7 @@ def _print_summary(found) -> None:
 
 
 def _import(context, url: str, found, printer: ResultPrinter) -> int:
-    from chunkstore.aws.ingest import Ingestor, IngestSettings
+    from chunkstore.apps.ingest.ingestor import Ingestor, IngestSettings
 
     context.store_url = url
     store = context.open_store()
@@ -125,7 +125,7 @@ def _import(context, url: str, found, printer: ResultPrinter) -> int:
 
 
 def _delete(context, s3, found, *, dry_run: bool, manifest: str) -> int:
-    from chunkstore.aws.scan import delete_duplicates
+    from chunkstore.apps.scan import delete_duplicates
 
     removals = delete_duplicates(s3, found, dry_run=dry_run, manifest=manifest)
     kept = [removal for removal in removals if removal.outcome.startswith("kept")]

@@ -50,8 +50,8 @@ def serve(context, host: str, port: int, tokens_file: str | None, max_upload_siz
     try:
         import uvicorn
 
-        from chunkstore.server import ServerSettings, TokenSet, create_app
-        from chunkstore.server.auth import TOKENS_VARIABLE
+        from chunkstore.apps.server import ServerSettings, TokenSet, create_app
+        from chunkstore.apps.server.auth import TOKENS_VARIABLE
     except ImportError as error:
         raise click.ClickException(f"serve needs the serve extra (pip install 'chunkstore[serve]'): {error}") from None
 
@@ -102,7 +102,7 @@ def serve_token(name: str, read_only: bool) -> int:
     Prints the token (give it to the client; it is not kept anywhere) and, on the
     next line, the hashed entry to add to the tokens file or $CHUNKSTORE_TOKENS.
     """
-    from chunkstore.server.auth import READ, READ_WRITE, hash_token, new_token
+    from chunkstore.apps.server.auth import READ, READ_WRITE, hash_token, new_token
 
     if not name.strip() or any(ch.isspace() for ch in name):
         raise click.UsageError("NAME must be one word (it names the token in logs and the activity list)")

@@ -20,7 +20,7 @@ import threading
 
 import pytest
 
-from chunkstore.blobstore import MAX_KEY_LENGTH, BlobInfo, BlobNotFoundError, BlobStore
+from chunkstore.backends.blobstore import MAX_KEY_LENGTH, BlobInfo, BlobNotFoundError, BlobStore
 from chunkstore.errors import InvalidArgumentError, NotFoundError
 
 LONGEST_PART = "k" * 255

@@ -28,16 +28,8 @@ from concurrent.futures import ThreadPoolExecutor, wait
 import blake3
 import pytest
 
-from chunkstore import recipes
-from chunkstore.catalog import (
-    Catalog,
-    CatalogStats,
-    ChunkState,
-    CommitOutcome,
-    FileStat,
-    NewVersion,
-    SnapshotRecord,
-)
+from chunkstore.core import recipes
+from chunkstore.backends.catalog import Catalog, CatalogStats, ChunkState, CommitOutcome, FileStat, NewVersion, SnapshotRecord
 from chunkstore.errors import (
     ConcurrentModificationError,
     InvalidArgumentError,

@@ -66,7 +66,7 @@ def new_backend(request) -> Callable[[Path], LocalObjects | S3Objects]:
     if request.param == "local":
         return lambda folder: LocalObjects(folder / "store")
     request.getfixturevalue("moto_endpoint")
-    from chunkstore.aws import AwsClients
+    from chunkstore.backends.aws import AwsClients
 
     clients = AwsClients()
     return lambda folder: S3Objects.new(clients)

@@ -20,7 +20,7 @@ import pytest
 from benchmarks import datasets, micro, report, suite
 from benchmarks.foundation import run_tool
 from benchmarks.tools import PEERS, Chunkstore, ToolError
-from chunkstore.chunking import ChunkerSpec
+from chunkstore.core.chunking import ChunkerSpec
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
 

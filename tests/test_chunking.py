@@ -18,8 +18,8 @@ import blake3
 import pytest
 from fastcdc.fastcdc_cy import fastcdc_cy
 
-from chunkstore import chunking
-from chunkstore.chunking import ChunkerSpec, make_chunker
+from chunkstore.core import chunking
+from chunkstore.core.chunking import ChunkerSpec, make_chunker
 from chunkstore.errors import InvalidArgumentError, UnsupportedFormatError
 
 KIB = 1024

@@ -25,9 +25,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from storeobjects import LocalObjects, S3Objects
 
-from chunkstore import ChunkerSpec, CompressionSpec, Store, compression, crypto, recipes
-from chunkstore.chunking import make_chunker
-from chunkstore.config import CHUNK_KEY_PREFIX, CONFIG_KEY, chunk_key
+from chunkstore import ChunkerSpec, CompressionSpec, Store
+from chunkstore.core import compression, crypto, recipes
+from chunkstore.core.chunking import make_chunker
+from chunkstore.core.config import CHUNK_KEY_PREFIX, CONFIG_KEY, chunk_key
 from chunkstore.errors import (
     ChunkMismatchError,
     CorruptObjectError,
@@ -38,7 +39,7 @@ from chunkstore.errors import (
     UnsupportedFormatError,
     WrongKeyError,
 )
-from chunkstore.objectformat import HEADER_SIZE, ObjectHeader, parse_header
+from chunkstore.core.objectformat import HEADER_SIZE, ObjectHeader, parse_header
 
 PASSPHRASE = b"correct horse battery staple"
 # Small chunks: a few hundred KiB make dozens of chunks, a few MiB hundreds.

@@ -9,29 +9,17 @@ from pathlib import Path
 import blake3
 import pytest
 
-from chunkstore import compression, objectformat, recipes
-from chunkstore.chunking import ChunkerSpec
-from chunkstore.compression import CompressionSpec, Compressor
-from chunkstore.config import StoreConfig, chunk_id_from_key, chunk_key
+from chunkstore.core import compression, objectformat, recipes
+from chunkstore.core.chunking import ChunkerSpec
+from chunkstore.core.compression import CompressionSpec, Compressor
+from chunkstore.core.config import StoreConfig, chunk_id_from_key, chunk_key
 from chunkstore.errors import (
     CorruptObjectError,
     InvalidArgumentError,
     UnsupportedFormatError,
 )
-from chunkstore.names import (
-    MAX_NAME_BYTES,
-    name_matches_prefix,
-    normalize_name,
-    normalize_prefix,
-)
-from chunkstore.objectformat import (
-    HEADER,
-    HEADER_SIZE,
-    MAGIC,
-    ObjectCodec,
-    ObjectHeader,
-    parse_header,
-)
+from chunkstore.core.names import MAX_NAME_BYTES, name_matches_prefix, normalize_name, normalize_prefix
+from chunkstore.core.objectformat import HEADER, HEADER_SIZE, MAGIC, ObjectCodec, ObjectHeader, parse_header
 
 MAX_CHUNK = 256 * 1024
 COMPRESSIBLE = b"a line of text that repeats\n" * 2000

@@ -1,4 +1,4 @@
-"""chunkstore.history below the command line: times, durations and retention rules, the
+"""chunkstore.operations.history below the command line: times, durations and retention rules, the
 safety of put --sync, and catalogs written before history existed (schema 1)."""
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from chunkstore import Store, history
-from chunkstore.catalog import SnapshotRecord
+from chunkstore import Store
+from chunkstore.operations import history
+from chunkstore.backends.catalog import SnapshotRecord
 from chunkstore.errors import InvalidArgumentError, NameNotFoundError, NotFoundError, UnsupportedFormatError
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -189,8 +190,8 @@ def test_a_schema_1_store_is_upgraded_when_opened(tmp_path):
 
 
 def test_a_dynamodb_table_moves_to_schema_2_with_its_first_history_item(moto_endpoint):
-    from chunkstore.aws import AwsClients
-    from chunkstore.catalog.dynamodb import DynamoDBCatalog
+    from chunkstore.backends.aws import AwsClients
+    from chunkstore.backends.dynamodb import DynamoDBCatalog
 
     clients, table = AwsClients(), f"chunkstore-test-history-{uuid.uuid4().hex[:12]}"
     DynamoDBCatalog.create_table(clients, table)

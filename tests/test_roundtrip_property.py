@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chunkstore import ChunkerSpec, CompressionSpec, Store
-from chunkstore.config import CHUNK_KEY_PREFIX, chunk_key
-from chunkstore.reader import iter_recipe
+from chunkstore.core.config import CHUNK_KEY_PREFIX, chunk_key
+from chunkstore.operations.read import iter_recipe
 
 # Blocks several times the 1 KiB average chunk: contents made of them share chunks.
 BLOCKS = [blake3.blake3(b"block %d" % number).digest(length=3000 + 1500 * number) for number in range(4)]

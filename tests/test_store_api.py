@@ -10,12 +10,12 @@ from pathlib import Path
 import blake3
 import pytest
 
-from chunkstore.config import CHUNK_KEY_PREFIX, chunk_key
+from chunkstore.core.config import CHUNK_KEY_PREFIX, chunk_key
 from chunkstore.errors import ConcurrentModificationError, IntegrityError, UnsafePathError, VersionNotFoundError
-from chunkstore.maintenance import REPAIR_ATTEMPTS
-from chunkstore.objectformat import HEADER_SIZE
-from chunkstore.reader import iter_recipe
-from chunkstore.writer import Writer
+from chunkstore.operations.maintenance import REPAIR_ATTEMPTS
+from chunkstore.core.objectformat import HEADER_SIZE
+from chunkstore.operations.read import iter_recipe
+from chunkstore.operations.put import Writer
 
 
 def random_bytes(label: str, size: int) -> bytes:

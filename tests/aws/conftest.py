@@ -14,7 +14,7 @@ from urllib.parse import quote_plus
 import pytest
 
 from chunkstore import ChunkerSpec, CompressionSpec, Store
-from chunkstore.aws.ledger import IngestLedger
+from chunkstore.apps.ingest.ledger import IngestLedger
 
 _TESTS = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(_TESTS / "s3"))

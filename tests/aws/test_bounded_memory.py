@@ -43,8 +43,8 @@ def test_object_reader_holds_only_its_parts_in_flight(clients, inbox):
     upload_stream(clients, inbox, "big.bin", size)
     figures = run_child(f"""
         import json, tracemalloc
-        from chunkstore.aws import AwsClients
-        from chunkstore.aws.objects import ObjectReader, S3Object, head_object
+        from chunkstore.backends.aws import AwsClients
+        from chunkstore.apps.bucket import ObjectReader, S3Object, head_object
         s3 = AwsClients().s3
         found = head_object(s3, S3Object({inbox!r}, "big.bin"))
         tracemalloc.start()
@@ -77,7 +77,7 @@ def test_handler_ingests_an_object_far_larger_than_its_memory(clients, inbox, le
         import json, sys, tracemalloc
         sys.path.insert(0, {os.path.dirname(__file__)!r})
         from conftest import lambda_context
-        from chunkstore.aws.ingest import handler
+        from chunkstore.apps.ingest.ingestor import handler
 
         def peak_rss_kib():
             # VmHWM starts afresh with the new program; ru_maxrss would carry the test process's over.

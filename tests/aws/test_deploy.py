@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import lambda_context, put_object, s3_event
 
-from chunkstore.aws.ingest import handler
+from chunkstore.apps.ingest.ingestor import handler
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "deploy" / "template.yaml"
 
@@ -100,7 +100,7 @@ def test_tables_are_on_demand_with_point_in_time_recovery(section):
 
 
 def test_catalog_table_matches_what_the_store_creates():
-    from chunkstore.catalog.dynamodb import DIGEST_INDEX
+    from chunkstore.backends.dynamodb import DIGEST_INDEX
 
     table = load_template()["Resources"]["CatalogTable"]["Properties"]
     assert [key["AttributeName"] for key in table["KeySchema"]] == ["pk", "sk"]

@@ -16,8 +16,8 @@ from conftest import (
     sqs_event,
 )
 
-from chunkstore.aws.ingest import IngestRetryError, Ingestor, handler
-from chunkstore.aws.ledger import IngestLedger
+from chunkstore.apps.ingest.ingestor import IngestRetryError, Ingestor, handler
+from chunkstore.apps.ingest.ledger import IngestLedger
 from chunkstore.errors import StoreWriteError
 
 
@@ -74,7 +74,7 @@ def test_replayed_event_is_a_no_op(lambda_env, clients, inbox, ledger_table):
 
 
 def _found(obj):
-    from chunkstore.aws.objects import S3Object
+    from chunkstore.apps.bucket import S3Object
 
     return S3Object(obj["bucket"], obj["key"])
 
@@ -195,7 +195,7 @@ def test_object_over_the_size_cap_is_deferred_to_the_batch_path(lambda_env, clie
     assert handler(s3_event(big), lambda_context())["results"][0]["reason"] == "replay"
 
     # The batch path: no size cap, takes the deferred object and skips what is done.
-    from chunkstore.aws.ingest import IngestSettings
+    from chunkstore.apps.ingest.ingestor import IngestSettings
 
     ingestor = Ingestor(lambda_env, IngestSettings(lambda_env.url, ledger_table=ledger_table))
     outcomes = {result.key: (result.outcome, result.reason) for result in ingestor.ingest_listing(f"s3://{inbox}")}

@@ -13,7 +13,7 @@ import pytest
 from clirunner import check_error_output, chunkstore_command
 from conftest import put_object
 
-from chunkstore.aws.scan import scan_bucket
+from chunkstore.apps.scan import scan_bucket
 
 
 def run(*args: str, expect: int = 0, cwd=None) -> subprocess.CompletedProcess:
@@ -112,7 +112,7 @@ def test_delete_duplicates_with_yes_keeps_one_copy_and_writes_a_manifest(clients
 
 
 def test_a_duplicate_changed_after_the_scan_is_not_deleted(clients, inbox, planted, tmp_path):
-    from chunkstore.aws.scan import delete_duplicates
+    from chunkstore.apps.scan import delete_duplicates
 
     report = scan_bucket(clients.s3, f"s3://{inbox}")
     clients.s3.put_object(Bucket=inbox, Key="b/two", Body=b"new content")

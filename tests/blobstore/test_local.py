@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from blobstore_conformance import BlobStoreConformance
 
-from chunkstore.blobstore import BlobNotFoundError
-from chunkstore.blobstore.local import LocalBlobStore
+from chunkstore.backends.blobstore import BlobNotFoundError
+from chunkstore.backends.local import LocalBlobStore
 
 
 class TestLocalBlobStore(BlobStoreConformance):
@@ -31,7 +31,7 @@ def blobs(tmp_path) -> LocalBlobStore:
 # A put in a child process that dies between writing its temporary file and renaming it.
 _CRASHING_PUT = """
 import os, sys
-from chunkstore.blobstore.local import LocalBlobStore
+from chunkstore.backends.local import LocalBlobStore
 os.replace = lambda *arguments: os._exit(9)
 LocalBlobStore(sys.argv[1]).put(sys.argv[2], b"partial object")
 """

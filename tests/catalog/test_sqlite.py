@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from catalog_conformance import CatalogConformance, chunk_id, new_version, put, states
 
-from chunkstore.catalog import ChunkState
-from chunkstore.catalog.sessions import DEFAULT_LEASE_SECONDS
-from chunkstore.catalog.sqlite import SQLiteCatalog
+from chunkstore.backends.catalog import ChunkState
+from chunkstore.backends.sessions import DEFAULT_LEASE_SECONDS
+from chunkstore.backends.sqlite import SQLiteCatalog
 from chunkstore.errors import CorruptObjectError, NotFoundError, UnsupportedFormatError
 
 TESTS = Path(__file__).resolve().parent.parent
@@ -74,7 +74,7 @@ def test_a_corrupt_catalog_file_is_an_integrity_error(catalog_path, damage):
 _OTHER_PROCESS = """
 import os, sys
 from catalog_conformance import new_version, put, upload
-from chunkstore.catalog.sqlite import SQLiteCatalog
+from chunkstore.backends.sqlite import SQLiteCatalog
 
 catalog = SQLiteCatalog(sys.argv[1])
 put(catalog, new_version("from-other-process", [1]))

@@ -26,7 +26,7 @@ from clirunner import (
     write,
 )
 
-from chunkstore import crypto
+from chunkstore.core import crypto
 from chunkstore.errors import WrongKeyError
 
 PASSPHRASE = "correct horse battery staple"

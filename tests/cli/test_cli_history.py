@@ -24,8 +24,8 @@ import pytest
 from clirunner import Run, assert_one_error, assert_usage_error, check_error_output, text_bytes, write
 
 from chunkstore import Store
-from chunkstore.config import chunk_key
-from chunkstore.reader import iter_recipe
+from chunkstore.core.config import chunk_key
+from chunkstore.operations.read import iter_recipe
 from cli.main import main
 
 # New York leaves daylight saving time on 1 November 2026: the month crosses it.

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from chunkstore.catalog import ChunkState
-from chunkstore.config import CHUNK_KEY_PREFIX, chunk_id_from_key
+from chunkstore.backends.catalog import ChunkState
+from chunkstore.core.config import CHUNK_KEY_PREFIX, chunk_id_from_key
 
 # The `chunkstore` command, run as its own process (what a user's shell runs).
 CHUNKSTORE = [sys.executable, "-m", "cli"]

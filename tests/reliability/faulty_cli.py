@@ -11,8 +11,8 @@ import json
 import os
 
 from chunkstore import Store
-from chunkstore.blobstore.faulty import Fault, FaultPlan, FaultyBlobStore
-from chunkstore.catalog.faulty import FaultyCatalog
+from chunkstore.backends.faulty import Fault, FaultPlan, FaultyBlobStore
+from chunkstore.backends.faulty_catalog import FaultyCatalog
 from cli.main import main
 
 _open = Store.open.__func__

@@ -20,10 +20,10 @@ from clihelpers import run_cli
 from storechecks import assert_no_garbage, assert_verify_clean
 
 from chunkstore import ChunkerSpec, CompressionSpec, Store
-from chunkstore.config import CONFIG_KEY, chunk_key
+from chunkstore.core.config import CONFIG_KEY, chunk_key
 from chunkstore.errors import CorruptObjectError, IntegrityError
-from chunkstore.objectformat import HEADER_SIZE
-from chunkstore.reader import iter_recipe
+from chunkstore.core.objectformat import HEADER_SIZE
+from chunkstore.operations.read import iter_recipe
 
 CONTENTS = {f"data/{name}": random.Random(name).randbytes(60_000) for name in ("good", "bad", "other")}
 

@@ -25,8 +25,8 @@ from faultkit import (
 from storechecks import assert_no_garbage
 
 from chunkstore import ChunkerSpec, CompressionSpec, Store
-from chunkstore.blobstore.faulty import FaultPlan, FaultyBlobStore, InjectedFault
-from chunkstore.config import CHUNK_KEY_PREFIX
+from chunkstore.backends.faulty import FaultPlan, FaultyBlobStore, InjectedFault
+from chunkstore.core.config import CHUNK_KEY_PREFIX
 
 # The scenarios an s3:// store runs in the quick tier (each takes about 7 s on moto): a catalog
 # call that lands but whose reply is lost, and a random mix of every kind of fault; the long
@@ -120,7 +120,7 @@ def test_the_fault_plan_replays_exactly_from_its_seed(tmp_path):
 
 
 def test_faulty_blob_store_kinds(tmp_path):
-    from chunkstore.blobstore.local import LocalBlobStore
+    from chunkstore.backends.local import LocalBlobStore
 
     inner = LocalBlobStore(tmp_path / "blobs")
     inner.create()

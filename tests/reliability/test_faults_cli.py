@@ -16,7 +16,7 @@ from clihelpers import run_cli
 from storechecks import assert_no_garbage, assert_verify_clean
 
 from chunkstore import Store
-from chunkstore.config import CHUNK_KEY_PREFIX
+from chunkstore.core.config import CHUNK_KEY_PREFIX
 
 FAULTY_CLI = [sys.executable, str(Path(__file__).with_name("faulty_cli.py"))]
 

@@ -13,11 +13,11 @@ from hypothesis import strategies as st
 from tiers import scale
 
 from chunkstore import ChunkerSpec, CompressionSpec
-from chunkstore.compression import NONE_ID, ZSTD_ID, Compressor
-from chunkstore.config import StoreConfig
+from chunkstore.core.compression import NONE_ID, ZSTD_ID, Compressor
+from chunkstore.core.config import StoreConfig
 from chunkstore.errors import CorruptObjectError, UnsupportedFormatError
-from chunkstore.objectformat import HEADER, MAGIC, VERSION, ObjectCodec, parse_header
-from chunkstore.recipes import ENTRY, PAGE_HEADER, RecipeEntry, decode_page, encode_page
+from chunkstore.core.objectformat import HEADER, MAGIC, VERSION, ObjectCodec, parse_header
+from chunkstore.core.recipes import ENTRY, PAGE_HEADER, RecipeEntry, decode_page, encode_page
 
 FORMAT_ERRORS = (CorruptObjectError, UnsupportedFormatError)
 MAX_CHUNK = 64 * 1024

@@ -17,10 +17,10 @@ import pytest
 from clihelpers import run_cli
 from storechecks import CHUNKSTORE
 
-from chunkstore.catalog import FileStat
+from chunkstore.backends.catalog import FileStat
 from chunkstore.errors import InvalidArgumentError
-from chunkstore.names import MAX_NAME_BYTES
-from chunkstore.writer import Writer, _ChangedWhileReading
+from chunkstore.core.names import MAX_NAME_BYTES
+from chunkstore.operations.put import Writer, _ChangedWhileReading
 
 
 @pytest.fixture

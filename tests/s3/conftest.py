@@ -10,8 +10,8 @@ import pytest
 from s3helpers import unique_name
 
 from chunkstore import ChunkerSpec, CompressionSpec, Store
-from chunkstore.aws import AwsClients
-from chunkstore.catalog.dynamodb import DynamoDBCatalog
+from chunkstore.backends.aws import AwsClients
+from chunkstore.backends.dynamodb import DynamoDBCatalog
 
 # The command-line tests' runner (tests/cli/clirunner.py) drives the s3:// CLI tests too.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "cli"))

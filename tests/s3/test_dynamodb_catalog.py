@@ -24,10 +24,10 @@ from catalog_conformance import (
 )
 from s3helpers import answer_with_error, unique_name
 
-from chunkstore import recipes
-from chunkstore.aws import AccessDeniedError, AwsClients, ResourceNotFoundError
-from chunkstore.catalog import ChunkState, CommitOutcome, NewVersion
-from chunkstore.catalog.dynamodb import DynamoDBCatalog
+from chunkstore.core import recipes
+from chunkstore.backends.aws import AccessDeniedError, AwsClients, ResourceNotFoundError
+from chunkstore.backends.catalog import ChunkState, CommitOutcome, NewVersion
+from chunkstore.backends.dynamodb import DynamoDBCatalog
 from chunkstore.errors import CorruptObjectError, NameNotFoundError, StoreExistsError
 
 

@@ -18,7 +18,7 @@ from clirunner import (
 )
 from s3helpers import unique_name
 
-from chunkstore.config import CHUNK_KEY_PREFIX
+from chunkstore.core.config import CHUNK_KEY_PREFIX
 
 
 @pytest.fixture

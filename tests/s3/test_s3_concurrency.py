@@ -12,9 +12,9 @@ from pathlib import Path
 from stress_worker import content
 
 from chunkstore import ChunkerSpec, CompressionSpec, Store
-from chunkstore.catalog import ChunkState
-from chunkstore.config import CHUNK_KEY_PREFIX, chunk_id_from_key
-from chunkstore.reader import iter_recipe
+from chunkstore.backends.catalog import ChunkState
+from chunkstore.core.config import CHUNK_KEY_PREFIX, chunk_id_from_key
+from chunkstore.operations.read import iter_recipe
 
 WORKER = Path(__file__).with_name("stress_worker.py")
 PUTTERS = 3

@@ -11,11 +11,11 @@ import threading
 import pytest
 
 from chunkstore import ChunkerSpec, CompressionSpec, Store
-from chunkstore.aws import cost_estimate, request_counts
-from chunkstore.config import CHUNK_KEY_PREFIX, chunk_key
+from chunkstore.backends.aws import cost_estimate, request_counts
+from chunkstore.core.config import CHUNK_KEY_PREFIX, chunk_key
 from chunkstore.errors import IntegrityError
-from chunkstore.reader import iter_recipe
-from chunkstore.writer import Writer
+from chunkstore.operations.read import iter_recipe
+from chunkstore.operations.put import Writer
 
 
 def write_random(path, size: int, seed: int) -> bytes:
@@ -116,7 +116,7 @@ def test_boto3_is_imported_only_for_s3_stores(tmp_path):
     local_use = run_python(
         "import sys\n"
         "from chunkstore import ChunkerSpec, CompressionSpec, Store\n"
-        "from chunkstore.aws import request_counts\n"
+        "from chunkstore.backends.aws import request_counts\n"
         "store = Store.init('local', ChunkerSpec.from_average(), CompressionSpec.parse('zstd:3'))\n"
         "open('f', 'wb').write(b'data')\n"
         "store.put(['f'])\n"

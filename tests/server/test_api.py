@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from chunkstore import Store
-from chunkstore.config import chunk_key
-from chunkstore.reader import iter_recipe
+from chunkstore.core.config import chunk_key
+from chunkstore.operations.read import iter_recipe
 
 from .serverprocess import run_chunkstore
 

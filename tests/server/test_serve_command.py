@@ -9,7 +9,7 @@ import ssl
 import httpx
 import pytest
 
-from chunkstore.server.auth import TokenSet
+from chunkstore.apps.server.auth import TokenSet
 
 from .serverprocess import init_store, run_chunkstore
 

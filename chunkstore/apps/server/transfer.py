@@ -1,0 +1,224 @@
+"""Moving file bytes between HTTP and the store with bounded memory.
+
+Uploads: the store's put reads a blocking file-like object in a worker thread;
+RequestBody pulls the request body from the event loop piece by piece, so no more
+than one read's worth of the body is ever held.
+
+Downloads: a producer thread reads and verifies chunks (with a small read-ahead)
+and hands the bytes of the requested range to the event loop through a short queue,
+so at most a few chunks are in memory whatever the file size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import anyio.from_thread
+
+from chunkstore.backends.catalog import VersionRecord
+from chunkstore.errors import DigestMismatchError, IntegrityError, InvalidArgumentError, NotFoundError
+from chunkstore.operations.read import iter_recipe, read_chunk
+
+if TYPE_CHECKING:
+    from chunkstore.store import Store
+
+# Chunks fetched ahead of the one being sent: keeps both cores busy on a local store
+# and requests overlapping on S3, and bounds a download to this many chunks in memory.
+READ_AHEAD_CHUNKS = 8
+# Pieces waiting between the producer thread and the response.
+QUEUE_PIECES = 4
+# How often a producer blocked on a full queue checks whether the client has gone.
+_STOP_POLL_SECONDS = 1.0
+
+
+class UploadTooLarge(Exception):
+    """The request body passed the server's upload size limit."""
+
+
+class RequestBody:
+    """A blocking, read-only file over a request body that arrives on the event loop.
+
+    Only for use from a worker thread started by anyio (the store's put runs in one)."""
+
+    def __init__(self, chunks: AsyncIterator[bytes], limit: int):
+        self._chunks = chunks
+        self._limit = limit
+        self._buffer = bytearray()
+        self._eof = False
+        self.received = 0
+
+    async def _next_piece(self) -> bytes:
+        async for piece in self._chunks:
+            if piece:
+                return piece
+        return b""
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            # Reading the whole body at once is exactly what bounded memory forbids.
+            raise InvalidArgumentError("RequestBody.read needs a size")
+        while len(self._buffer) < size and not self._eof:
+            piece = anyio.from_thread.run(self._next_piece)
+            if not piece:
+                self._eof = True
+                break
+            self.received += len(piece)
+            if self.received > self._limit:
+                raise UploadTooLarge(f"upload is larger than the limit of {self._limit} bytes")
+            self._buffer += piece
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return data
+
+
+@dataclass(frozen=True)
+class ByteRange:
+    """Bytes [start, end) of a file."""
+
+    start: int
+    end: int
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start
+
+
+class RangeNotSatisfiable(Exception):
+    pass
+
+
+def parse_range(header: str | None, size: int) -> ByteRange | None:
+    """The single byte range a Range header asks for, or None to send the whole file.
+
+    Multiple ranges and malformed headers are ignored (the whole file is sent), as
+    RFC 9110 allows; a well-formed range outside the file raises RangeNotSatisfiable."""
+    if not header:
+        return None
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first, dash, last = spec.strip().partition("-")
+    if not dash or not (first.isdigit() or last.isdigit()) or (first and not first.isdigit()) \
+            or (last and not last.isdigit()):
+        return None
+    if not first:
+        suffix = int(last)
+        if suffix == 0 or size == 0:
+            raise RangeNotSatisfiable()
+        return ByteRange(max(size - suffix, 0), size)
+    start = int(first)
+    end = min(int(last) + 1, size) if last else size
+    if start >= size or (last and int(last) < start):
+        raise RangeNotSatisfiable()
+    return ByteRange(start, end)
+
+
+def verified_pieces(store: "Store", record: VersionRecord, wanted: ByteRange,
+                    pool: ThreadPoolExecutor) -> Iterator[bytes]:
+    """The bytes of wanted, chunk by chunk, each chunk re-hashed before it is yielded.
+
+    Chunks before the range are skipped unread; the first and last are trimmed. A
+    whole-file read also checks the file digest at the end. Errors name the file."""
+    whole = wanted.start == 0 and wanted.end == record.size
+    file_digest = store.hasher.file_hasher() if whole else None
+    window: deque = deque()
+    sent = 0
+
+    def take() -> bytes:
+        future, low, high = window.popleft()
+        data = future.result()
+        if file_digest is not None:
+            file_digest.update(data)
+        return data if (low, high) == (0, len(data)) else data[low:high]
+
+    try:
+        offset = 0
+        for entry in iter_recipe(store, record.digest):
+            chunk_start, offset = offset, offset + entry.length
+            if offset <= wanted.start:
+                continue
+            if chunk_start >= wanted.end:
+                break
+            low, high = max(wanted.start - chunk_start, 0), min(wanted.end - chunk_start, entry.length)
+            window.append((pool.submit(read_chunk, store, entry.chunk_id, entry.length), low, high))
+            if len(window) >= READ_AHEAD_CHUNKS:
+                piece = take()
+                sent += len(piece)
+                yield piece
+        while window:
+            piece = take()
+            sent += len(piece)
+            yield piece
+    except IntegrityError as error:
+        raise type(error)(f"{record.name} (version {record.version}): {error}") from None
+    except NotFoundError as error:
+        raise IntegrityError(f"{record.name} (version {record.version}): {error}") from None
+    finally:
+        for future, _, _ in window:
+            future.cancel()
+    if sent != wanted.length or (file_digest is not None and file_digest.digest() != record.digest):
+        raise DigestMismatchError(
+            f"{record.name} (version {record.version}): stored bytes do not match the recorded file digest")
+
+
+_END = object()
+
+
+class PieceFeed:
+    """Runs verified_pieces in its own thread and lets the event loop await each piece."""
+
+    def __init__(self, pieces: Iterator[bytes], loop: asyncio.AbstractEventLoop):
+        self._pieces = pieces
+        self._loop = loop
+        self._queue: asyncio.Queue = asyncio.Queue(maxsize=QUEUE_PIECES)
+        self._stop = threading.Event()
+        threading.Thread(target=self._produce, name="chunkstore-download", daemon=True).start()
+
+    def _produce(self) -> None:
+        try:
+            for piece in self._pieces:
+                if not self._hand_over(piece):
+                    return
+            self._hand_over(_END)
+        except BaseException as error:  # noqa: BLE001 - handed to the event loop, which raises it
+            self._hand_over(error)
+        finally:
+            self._pieces.close()
+
+    def _hand_over(self, item) -> bool:
+        """Queue item, waiting for room; False once the consumer has gone."""
+        if self._stop.is_set():
+            return False
+        try:
+            future = asyncio.run_coroutine_threadsafe(self._queue.put(item), self._loop)
+        except RuntimeError:  # the event loop has shut down
+            return False
+        while True:
+            try:
+                future.result(timeout=_STOP_POLL_SECONDS)
+                return not self._stop.is_set()
+            except concurrent.futures.TimeoutError:
+                if self._stop.is_set():
+                    future.cancel()
+                    return False
+
+    async def next(self) -> bytes | None:
+        """The next piece, None at the end; raises what the producer raised."""
+        item = await self._queue.get()
+        if item is _END:
+            return None
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        while not self._queue.empty():
+            self._queue.get_nowait()

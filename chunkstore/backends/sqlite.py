@@ -1,0 +1,710 @@
+"""The embedded catalog: one SQLite file in WAL mode, shared safely by many processes.
+
+Every change is one transaction (BEGIN IMMEDIATE), so the steps of the protocol in
+catalog/__init__.py are atomic by SQLite's own locking.
+
+Schema versions (meta.schema_version):
+    1  chunks, contents, recipe pages, versions, names, sessions, pins, the gc lock
+    2  versions.deleted (1 for a deletion marker: digest X'' and a zero stat) and the
+       snapshots table. A version 1 file is upgraded in place when it is opened: the
+       upgrade only adds, so every version 1 row means the same in version 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from chunkstore.core import recipes
+from chunkstore.errors import ChunkstoreError, ConcurrentModificationError, CorruptObjectError, InvalidArgumentError, NameNotFoundError, NotFoundError, UnsupportedFormatError, VersionNotFoundError
+from chunkstore.backends.catalog import SNAPSHOT_COUNTS, Catalog, CatalogStats, ChunkRecord, ChunkState, CommitOutcome, ContentRecord, FileStat, NewVersion, SnapshotRecord, VersionRecord, deletion_marker, refuse_marker
+from chunkstore.backends.sessions import DEFAULT_LEASE_SECONDS, HOST, new_session_id, now_ns, session_is_dead
+
+SCHEMA_VERSION = 2
+
+_SNAPSHOTS_TABLE = """
+CREATE TABLE IF NOT EXISTS snapshots (
+    id TEXT PRIMARY KEY,
+    at_ns INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    paths TEXT NOT NULL,
+    stored INTEGER NOT NULL,
+    duplicate INTEGER NOT NULL,
+    unchanged INTEGER NOT NULL,
+    deleted INTEGER NOT NULL,
+    errors INTEGER NOT NULL,
+    added_bytes INTEGER NOT NULL,
+    added_stored_bytes INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
+
+# Each step takes a file from the schema version it is keyed by to the next one.
+_UPGRADES = {
+    1: ["ALTER TABLE versions ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0", _SNAPSHOTS_TABLE],
+}
+
+_SCHEMA = _SNAPSHOTS_TABLE + """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS chunks (
+    id BLOB PRIMARY KEY,
+    size INTEGER NOT NULL,
+    stored_size INTEGER NOT NULL DEFAULT 0,
+    refcount INTEGER NOT NULL DEFAULT 0,
+    state INTEGER NOT NULL,
+    location TEXT
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS chunks_unreferenced ON chunks (id) WHERE refcount = 0;
+CREATE INDEX IF NOT EXISTS chunks_deleting ON chunks (id) WHERE state = 2;
+CREATE TABLE IF NOT EXISTS contents (
+    digest BLOB PRIMARY KEY,
+    size INTEGER NOT NULL,
+    chunk_count INTEGER NOT NULL,
+    page_count INTEGER NOT NULL,
+    refcount INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS recipe_pages (
+    digest BLOB NOT NULL,
+    page INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (digest, page)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS versions (
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    digest BLOB NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    mode INTEGER NOT NULL,
+    inode INTEGER NOT NULL,
+    ctime_ns INTEGER NOT NULL,
+    stored_at_ns INTEGER NOT NULL,
+    deleted INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (name, version)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS versions_digest ON versions (digest);
+CREATE TABLE IF NOT EXISTS names (
+    name TEXT PRIMARY KEY,
+    last_version INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    started_ns INTEGER NOT NULL,
+    heartbeat_ns INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pins (
+    chunk BLOB NOT NULL,
+    session TEXT NOT NULL,
+    PRIMARY KEY (chunk, session)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS pins_session ON pins (session);
+CREATE TABLE IF NOT EXISTS gc_lock (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    session TEXT NOT NULL
+);
+"""
+
+_VERSION_COLUMNS = "name, version, digest, size, mtime_ns, mode, inode, ctime_ns, stored_at_ns, deleted"
+_SNAPSHOT_COLUMNS = "id, at_ns, host, paths, " + ", ".join(SNAPSHOT_COUNTS)
+# How long a writer waits for a gc to finish deleting a chunk it needs (gc deletes in
+# batches of a few thousand objects, well under a second on a local disk).
+_DELETING_WAIT_SECONDS = 120.0
+# SQLite limits host parameters per statement (32766 since 3.32); stay far below.
+_IN_BATCH = 500
+
+
+def _version_from_row(row) -> VersionRecord:
+    name, version, digest, size, mtime_ns, mode, inode, ctime_ns, stored_at_ns, deleted = row
+    return VersionRecord(name, version, digest, FileStat(size, mtime_ns, mode, inode, ctime_ns), stored_at_ns,
+                         bool(deleted))
+
+
+def _snapshot_from_row(row) -> SnapshotRecord:
+    snapshot_id, at_ns, host, paths, *counts = row
+    return SnapshotRecord(snapshot_id, at_ns, host, tuple(json.loads(paths)), *counts)
+
+
+def _chunk_from_row(row) -> ChunkRecord:
+    chunk_id, size, stored_size, refcount, state, location = row
+    return ChunkRecord(chunk_id, size, stored_size, refcount, ChunkState(state), location)
+
+
+def _batches(items: Sequence, size: int = _IN_BATCH) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+class SQLiteCatalog(Catalog):
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = False,
+                 lease_seconds: float = DEFAULT_LEASE_SECONDS, read_only: bool = False):
+        """read_only connections cannot write, and never checkpoint the WAL when they close:
+        a checkpoint fsyncs the catalog, which on ext4 also flushes every file a restore has
+        just written (0.6 s after restoring 1 GB here), work that belongs to nobody's read."""
+        self.path = Path(path)
+        self.lease_seconds = lease_seconds
+        self.read_only = read_only
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        if not create and not self.path.exists():
+            raise NotFoundError(f"catalog {self.path} does not exist")
+        connection = self._connection()
+        if create:
+            # Every statement is idempotent, so a create that dies half-way can run again.
+            connection.executescript(_SCHEMA)
+            connection.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        try:
+            row = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        except sqlite3.DatabaseError as error:
+            raise CorruptObjectError(f"catalog {self.path} cannot be read: {error}") from None
+        if row is not None and row[0] in map(str, _UPGRADES):
+            self._upgrade()
+        elif row is None or row[0] != str(SCHEMA_VERSION):
+            raise UnsupportedFormatError(
+                f"catalog schema version {row and row[0]!r} is not supported (this chunkstore reads {SCHEMA_VERSION})"
+            )
+
+    def _upgrade(self) -> None:
+        """Bring an older file up to SCHEMA_VERSION in one transaction. Its own connection, because
+        a read-only handle opens the file read-only, and a command that only reads still has to
+        upgrade it once (every later command would otherwise find the old schema)."""
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, timeout=60.0)
+        except sqlite3.Error as error:
+            raise CorruptObjectError(f"catalog {self.path} cannot be opened: {error}") from None
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            # Another process may have upgraded it since this one looked.
+            version = int(db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0])
+            while version in _UPGRADES:
+                for statement in _UPGRADES[version]:
+                    db.execute(statement)
+                version += 1
+            db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version),))
+            db.execute("COMMIT")
+        except sqlite3.OperationalError as error:
+            raise UnsupportedFormatError(
+                f"catalog {self.path} has an older schema that this chunkstore upgrades in place, and the upgrade "
+                f"failed ({error}); run chunkstore once with write access to it") from None
+        finally:
+            db.close()
+
+    # ---- connections and transactions ------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            try:
+                if self.read_only:
+                    connection = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
+                                                 isolation_level=None, timeout=60.0, check_same_thread=False)
+                else:
+                    connection = sqlite3.connect(self.path, isolation_level=None, timeout=60.0,
+                                                 check_same_thread=False)
+                    connection.execute("PRAGMA journal_mode = WAL")
+                connection.execute("PRAGMA foreign_keys = OFF")
+            except sqlite3.DatabaseError as error:
+                raise CorruptObjectError(f"catalog {self.path} cannot be opened: {error}") from None
+            self._local.connection = connection
+            with self._connections_lock:
+                self._connections.append(connection)
+        return connection
+
+    @contextmanager
+    def _write(self, durable: bool):
+        """One write transaction. durable=False skips the WAL fsync: for session
+        bookkeeping (pins, pending rows) that a crash makes moot anyway. Commits that
+        make versions visible or remove them are durable."""
+        db = self._connection()
+        db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        else:
+            db.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._connections_lock:
+            for connection in self._connections:
+                connection.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+    # ---- writer sessions -------------------------------------------------------------
+
+    def open_session(self, kind: str) -> str:
+        session = new_session_id()
+        stamp = now_ns()
+        with self._write(durable=False) as db:
+            db.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?)", (session, kind, HOST, os.getpid(), stamp, stamp))
+        return session
+
+    def heartbeat(self, session: str) -> None:
+        with self._write(durable=False) as db:
+            db.execute("UPDATE sessions SET heartbeat_ns = ? WHERE id = ?", (now_ns(), session))
+
+    def close_session(self, session: str) -> None:
+        with self._write(durable=False) as db:
+            db.execute("DELETE FROM pins WHERE session = ?", (session,))
+            db.execute("DELETE FROM sessions WHERE id = ?", (session,))
+            db.execute("DELETE FROM gc_lock WHERE session = ?", (session,))
+
+    def claim_chunks(self, session: str, chunks: Sequence[tuple[bytes, int]]) -> set[bytes]:
+        to_upload: set[bytes] = set()
+        waiting = list(chunks)
+        deadline = time.monotonic() + _DELETING_WAIT_SECONDS
+        gc_seen_dead = False
+        while waiting:
+            deleting: list[tuple[bytes, int]] = []
+            with self._write(durable=False) as db:
+                self._touch_live_session(db, session)
+                states = self._states(db, [chunk_id for chunk_id, _ in waiting])
+                new_rows: dict[bytes, int] = {}
+                pinned: list[bytes] = []
+                for chunk_id, size in waiting:
+                    state = states.get(chunk_id)
+                    if state == ChunkState.DELETING:
+                        deleting.append((chunk_id, size))
+                        continue
+                    if state is None:
+                        new_rows.setdefault(chunk_id, size)
+                    if state != ChunkState.PRESENT:
+                        to_upload.add(chunk_id)
+                    pinned.append(chunk_id)
+                db.executemany("INSERT INTO chunks (id, size, state) VALUES (?, ?, ?)",
+                               [(chunk_id, size, int(ChunkState.PENDING)) for chunk_id, size in new_rows.items()])
+                db.executemany("INSERT OR IGNORE INTO pins VALUES (?, ?)", [(chunk_id, session) for chunk_id in pinned])
+            if deleting:
+                # A gc that has just finished has released its lock too: only a gc seen dead
+                # before a read that still finds DELETING rows has really stopped half-way.
+                if time.monotonic() > deadline or gc_seen_dead:
+                    raise ConcurrentModificationError(
+                        f"{len(deleting)} chunk(s) this put needs are being deleted by a gc that "
+                        "stopped before finishing; run `chunkstore gc` to complete it, then put again"
+                    )
+                gc_seen_dead = not self._gc_alive()
+                if not gc_seen_dead:
+                    time.sleep(0.05)
+            waiting = deleting
+        return to_upload
+
+    def _states(self, db, chunk_ids: Sequence[bytes]) -> dict[bytes, ChunkState]:
+        states: dict[bytes, ChunkState] = {}
+        for batch in _batches(list(chunk_ids)):
+            marks = ",".join("?" * len(batch))
+            for chunk_id, state in db.execute(f"SELECT id, state FROM chunks WHERE id IN ({marks})", batch):
+                states[chunk_id] = ChunkState(state)
+        return states
+
+    def _gc_alive(self) -> bool:
+        db = self._connection()
+        row = db.execute(
+            "SELECT s.host, s.pid, s.heartbeat_ns FROM gc_lock g JOIN sessions s ON s.id = g.session"
+        ).fetchone()
+        return row is not None and not session_is_dead(*row, self.lease_seconds, now_ns())
+
+    @staticmethod
+    def _touch_live_session(db, session: str) -> None:
+        """Heartbeat, and refuse to go on for a session gc has already expired: its pins are
+        gone, so a chunk it claimed may since have been deleted and claimed anew by another
+        writer, whose PENDING row this session must not mark PRESENT."""
+        cursor = db.execute("UPDATE sessions SET heartbeat_ns = ? WHERE id = ?", (now_ns(), session))
+        if cursor.rowcount == 0:
+            raise ConcurrentModificationError(
+                "this put stalled past its session lease and gc expired it; nothing more is committed, put again")
+
+    def chunks_stored(self, session: str, chunks: Sequence[tuple[bytes, int]]) -> None:
+        with self._write(durable=False) as db:
+            self._touch_live_session(db, session)
+            db.executemany(
+                "UPDATE chunks SET state = ?, stored_size = ? WHERE id = ? AND state = ?",
+                [(int(ChunkState.PRESENT), stored_size, chunk_id, int(ChunkState.PENDING)) for chunk_id, stored_size in chunks],
+            )
+
+    def commit(self, session: str, versions: Sequence[NewVersion], at_ns: int | None = None) -> list[CommitOutcome]:
+        outcomes: list[CommitOutcome] = []
+        stamp = now_ns() if at_ns is None else at_ns
+        with self._write(durable=True) as db:
+            self._touch_live_session(db, session)
+            for new in versions:
+                latest = db.execute(
+                    f"SELECT {_VERSION_COLUMNS} FROM versions WHERE name = ? ORDER BY version DESC LIMIT 1",
+                    (new.name,),
+                ).fetchone()
+                latest_record = _version_from_row(latest) if latest else None
+                if latest_record is not None and latest_record.digest == new.digest:
+                    db.execute(
+                        "UPDATE versions SET size = ?, mtime_ns = ?, mode = ?, inode = ?, ctime_ns = ? "
+                        "WHERE name = ? AND version = ?",
+                        (*self._stat_values(new.stat), new.name, latest_record.version),
+                    )
+                    outcomes.append(CommitOutcome(new.name, latest_record.version, "unchanged"))
+                    continue
+                content = db.execute("SELECT refcount FROM contents WHERE digest = ?", (new.digest,)).fetchone()
+                if content is not None:
+                    db.execute("UPDATE contents SET refcount = refcount + 1 WHERE digest = ?", (new.digest,))
+                    outcome, duplicate_of = "duplicate", self._oldest_name(db, new.digest)
+                else:
+                    self._insert_content(db, new)
+                    outcome, duplicate_of = "stored", None
+                version = self._next_version(db, new.name)
+                self._insert_version(db, VersionRecord(new.name, version, new.digest, new.stat, stamp))
+                outcomes.append(CommitOutcome(new.name, version, outcome, duplicate_of))
+        return outcomes
+
+    def _insert_version(self, db, record: VersionRecord) -> None:
+        db.execute(f"INSERT INTO versions ({_VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   (record.name, record.version, record.digest, *self._stat_values(record.stat), record.stored_at_ns,
+                    int(record.deleted)))
+
+    @staticmethod
+    def _next_version(db, name: str) -> int:
+        """Version numbers only grow, even after removals, so a number always means one content."""
+        db.execute("INSERT INTO names VALUES (?, 1) ON CONFLICT (name) DO UPDATE SET last_version = last_version + 1",
+                   (name,))
+        return db.execute("SELECT last_version FROM names WHERE name = ?", (name,)).fetchone()[0]
+
+    @staticmethod
+    def _stat_values(stat: FileStat) -> tuple[int, int, int, int, int]:
+        return stat.size, stat.mtime_ns, stat.mode, stat.inode, stat.ctime_ns
+
+    @staticmethod
+    def _oldest_name(db, digest: bytes) -> str | None:
+        row = db.execute(
+            "SELECT name FROM versions WHERE digest = ? ORDER BY stored_at_ns, name LIMIT 1", (digest,)
+        ).fetchone()
+        return row[0] if row else None
+
+    def _insert_content(self, db, new: NewVersion) -> None:
+        db.execute("INSERT INTO contents VALUES (?, ?, ?, ?, 1)",
+                   (new.digest, new.stat.size, new.chunk_count, len(new.pages)))
+        referenced = 0
+        for page_number, page in enumerate(new.pages):
+            db.execute("INSERT INTO recipe_pages VALUES (?, ?, ?)", (new.digest, page_number, page))
+            cursor = db.executemany(
+                "UPDATE chunks SET refcount = refcount + 1 WHERE id = ? AND state = ?",
+                [(entry.chunk_id, int(ChunkState.PRESENT)) for entry in recipes.decode_page(page)],
+            )
+            referenced += cursor.rowcount
+        if referenced != new.chunk_count:
+            raise ConcurrentModificationError(
+                f"{new.chunk_count - referenced} chunk(s) of {new.name!r} were collected by a concurrent gc "
+                "while this put was stalled past its session lease; nothing was committed, put again"
+            )
+
+    # ---- reading ---------------------------------------------------------------------
+
+    def get_version(self, name: str, version: int | None = None) -> VersionRecord:
+        db = self._connection()
+        if version is None:
+            row = db.execute(
+                f"SELECT {_VERSION_COLUMNS} FROM versions WHERE name = ? ORDER BY version DESC LIMIT 1", (name,)
+            ).fetchone()
+        else:
+            row = db.execute(
+                f"SELECT {_VERSION_COLUMNS} FROM versions WHERE name = ? AND version = ?", (name, version)
+            ).fetchone()
+        if row is None:
+            if version is not None and db.execute("SELECT 1 FROM versions WHERE name = ?", (name,)).fetchone():
+                raise VersionNotFoundError(f"{name!r} has no version {version}")
+            raise NameNotFoundError(f"no stored file named {name!r}")
+        return refuse_marker(_version_from_row(row), version)
+
+    def list_versions(self, prefix: str = "", all_versions: bool = False, *, as_of_ns: int | None = None,
+                      deleted: bool = False) -> Iterator[VersionRecord]:
+        # Conditions and their parameters, in the order they appear in the query.
+        conditions: list[str] = []
+        parameters: list = []
+        if prefix:
+            conditions.append("(name = ? OR name LIKE ? ESCAPE '\\')")
+            parameters += [prefix, _escape_like(prefix) + "/%"]
+        in_time = "" if as_of_ns is None else " AND w.stored_at_ns <= ?"
+        if all_versions:
+            if as_of_ns is not None:
+                conditions.append("stored_at_ns <= ?")
+                parameters.append(as_of_ns)
+        else:
+            conditions.append(f"version = (SELECT MAX(version) FROM versions w WHERE w.name = v.name{in_time})")
+            if as_of_ns is not None:
+                parameters.append(as_of_ns)
+        if not deleted:
+            conditions.append("deleted = 0")
+        query = (f"SELECT {_VERSION_COLUMNS} FROM versions v WHERE {' AND '.join(conditions) or 'TRUE'} "
+                 "ORDER BY name, version")
+        for row in self._connection().execute(query, parameters):
+            yield _version_from_row(row)
+
+    def find_name_with_digest(self, digest: bytes) -> str | None:
+        return self._oldest_name(self._connection(), digest)
+
+    def get_content(self, digest: bytes) -> ContentRecord | None:
+        row = self._connection().execute(
+            "SELECT digest, size, chunk_count, page_count, refcount FROM contents WHERE digest = ?", (digest,)
+        ).fetchone()
+        return ContentRecord(*row) if row else None
+
+    def recipe_pages(self, digest: bytes) -> Iterator[bytes]:
+        content = self.get_content(digest)
+        if content is None:
+            raise NotFoundError(f"no recipe for content {digest.hex()}")
+        db = self._connection()
+        for page_number in range(content.page_count):
+            row = db.execute(
+                "SELECT data FROM recipe_pages WHERE digest = ? AND page = ?", (digest, page_number)
+            ).fetchone()
+            if row is None:
+                raise CorruptObjectError(f"recipe of content {digest.hex()} is missing page {page_number}")
+            yield row[0]
+
+    def iter_contents(self) -> Iterator[ContentRecord]:
+        for row in self._connection().execute(
+            "SELECT digest, size, chunk_count, page_count, refcount FROM contents ORDER BY digest"
+        ):
+            yield ContentRecord(*row)
+
+    def iter_chunks(self) -> Iterator[ChunkRecord]:
+        for row in self._connection().execute(
+            "SELECT id, size, stored_size, refcount, state, location FROM chunks ORDER BY id"
+        ):
+            yield _chunk_from_row(row)
+
+    def get_chunks(self, chunk_ids: Iterable[bytes]) -> dict[bytes, ChunkRecord]:
+        db = self._connection()
+        found: dict[bytes, ChunkRecord] = {}
+        for batch in _batches(list(chunk_ids)):
+            marks = ",".join("?" * len(batch))
+            for row in db.execute(
+                f"SELECT id, size, stored_size, refcount, state, location FROM chunks WHERE id IN ({marks})", batch
+            ):
+                found[row[0]] = _chunk_from_row(row)
+        return found
+
+    def stats(self) -> CatalogStats:
+        db = self._connection()
+        names, versions, logical = db.execute(
+            "SELECT COUNT(DISTINCT name), COUNT(*), COALESCE(SUM(size), 0) FROM versions WHERE deleted = 0"
+        ).fetchone()
+        contents, content_bytes = db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM contents").fetchone()
+        chunks, unique, stored = db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(SUM(stored_size), 0) FROM chunks WHERE state = ?",
+            (int(ChunkState.PRESENT),),
+        ).fetchone()
+        return CatalogStats(names, versions, logical, contents, content_bytes, chunks, unique, stored)
+
+    # ---- removal and gc --------------------------------------------------------------
+
+    def remove_versions(self, selections: Sequence[tuple[str, int | None]]) -> list[VersionRecord]:
+        removed: list[VersionRecord] = []
+        with self._write(durable=True) as db:
+            for name, version in selections:
+                if version is None:
+                    rows = db.execute(f"SELECT {_VERSION_COLUMNS} FROM versions WHERE name = ?", (name,)).fetchall()
+                else:
+                    rows = db.execute(
+                        f"SELECT {_VERSION_COLUMNS} FROM versions WHERE name = ? AND version = ?", (name, version)
+                    ).fetchall()
+                if not rows:
+                    if version is not None and db.execute("SELECT 1 FROM versions WHERE name = ?", (name,)).fetchone():
+                        raise VersionNotFoundError(f"{name!r} has no version {version}")
+                    raise NameNotFoundError(f"no stored file named {name!r}")
+                for row in rows:
+                    record = _version_from_row(row)
+                    db.execute("DELETE FROM versions WHERE name = ? AND version = ?", (record.name, record.version))
+                    if not record.deleted:
+                        self._release_content(db, record.digest)
+                    removed.append(record)
+        return removed
+
+    # ---- history ---------------------------------------------------------------------
+
+    def mark_deleted(self, expected: Sequence[tuple[str, int]], at_ns: int) -> list[VersionRecord]:
+        markers: list[VersionRecord] = []
+        with self._write(durable=True) as db:
+            for name, version in expected:
+                latest = db.execute(
+                    "SELECT version, deleted FROM versions WHERE name = ? ORDER BY version DESC LIMIT 1", (name,)
+                ).fetchone()
+                if latest != (version, 0):
+                    continue
+                marker = deletion_marker(name, self._next_version(db, name), at_ns)
+                self._insert_version(db, marker)
+                markers.append(marker)
+        return markers
+
+    def record_snapshot(self, snapshot: SnapshotRecord) -> None:
+        values = (snapshot.snapshot_id, snapshot.at_ns, snapshot.host, json.dumps(list(snapshot.paths)),
+                  *(getattr(snapshot, count) for count in SNAPSHOT_COUNTS))
+        with self._write(durable=True) as db:
+            try:
+                db.execute(f"INSERT INTO snapshots ({_SNAPSHOT_COLUMNS}) VALUES ({', '.join('?' * len(values))})",
+                           values)
+            except sqlite3.IntegrityError:
+                raise InvalidArgumentError(f"a snapshot with ID {snapshot.snapshot_id} already exists") from None
+
+    def list_snapshots(self) -> list[SnapshotRecord]:
+        rows = self._connection().execute(f"SELECT {_SNAPSHOT_COLUMNS} FROM snapshots ORDER BY at_ns, id")
+        return [_snapshot_from_row(row) for row in rows]
+
+    def remove_snapshots(self, snapshot_ids: Sequence[str]) -> None:
+        with self._write(durable=True) as db:
+            db.executemany("DELETE FROM snapshots WHERE id = ?", [(snapshot_id,) for snapshot_id in snapshot_ids])
+
+    def _release_content(self, db, digest: bytes) -> None:
+        db.execute("UPDATE contents SET refcount = refcount - 1 WHERE digest = ?", (digest,))
+        row = db.execute("SELECT refcount FROM contents WHERE digest = ?", (digest,)).fetchone()
+        if row is None or row[0] > 0:
+            return
+        for (page,) in db.execute("SELECT data FROM recipe_pages WHERE digest = ? ORDER BY page", (digest,)).fetchall():
+            db.executemany(
+                "UPDATE chunks SET refcount = refcount - 1 WHERE id = ? AND refcount > 0",
+                [(entry.chunk_id,) for entry in recipes.decode_page(page)],
+            )
+        db.execute("DELETE FROM recipe_pages WHERE digest = ?", (digest,))
+        db.execute("DELETE FROM contents WHERE digest = ?", (digest,))
+
+    def acquire_gc_lock(self, session: str) -> None:
+        with self._write(durable=False) as db:
+            row = db.execute(
+                "SELECT g.session, s.host, s.pid, s.heartbeat_ns FROM gc_lock g LEFT JOIN sessions s ON s.id = g.session"
+            ).fetchone()
+            if row is not None and row[0] != session:
+                holder, host, pid, heartbeat_ns = row
+                if host is not None and not session_is_dead(host, pid, heartbeat_ns, self.lease_seconds, now_ns()):
+                    raise ConcurrentModificationError(f"another gc is running (on {host}, pid {pid})")
+                db.execute("DELETE FROM gc_lock")
+            db.execute("INSERT OR REPLACE INTO gc_lock VALUES (0, ?)", (session,))
+
+    def release_gc_lock(self, session: str) -> None:
+        with self._write(durable=False) as db:
+            db.execute("DELETE FROM gc_lock WHERE session = ?", (session,))
+
+    def _check_gc_lock(self, db, session: str) -> None:
+        row = db.execute("SELECT session FROM gc_lock").fetchone()
+        if row is None or row[0] != session:
+            raise ConcurrentModificationError("this gc lost its lock to another gc; stopping")
+        db.execute("UPDATE sessions SET heartbeat_ns = ? WHERE id = ?", (now_ns(), session))
+
+    def collect_candidates(self, session: str, limit: int) -> list[ChunkRecord]:
+        with self._write(durable=True) as db:
+            self._check_gc_lock(db, session)
+            stamp = now_ns()
+            dead = [
+                session_id
+                for session_id, host, pid, heartbeat_ns in db.execute("SELECT id, host, pid, heartbeat_ns FROM sessions")
+                if session_id != session and session_is_dead(host, pid, heartbeat_ns, self.lease_seconds, stamp)
+            ]
+            for session_id in dead:
+                db.execute("DELETE FROM pins WHERE session = ?", (session_id,))
+                db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+            columns = "id, size, stored_size, refcount, state, location"
+            rows = db.execute(f"SELECT {columns} FROM chunks WHERE state = ? LIMIT ?",
+                              (int(ChunkState.DELETING), limit)).fetchall()
+            fresh = db.execute(
+                f"SELECT {columns} FROM chunks c WHERE refcount = 0 AND state != ? "
+                "AND NOT EXISTS (SELECT 1 FROM pins p WHERE p.chunk = c.id) LIMIT ?",
+                (int(ChunkState.DELETING), limit - len(rows)),
+            ).fetchall()
+            db.executemany("UPDATE chunks SET state = ? WHERE id = ?",
+                           [(int(ChunkState.DELETING), row[0]) for row in fresh])
+        return [_chunk_from_row(row) for row in rows + fresh]
+
+    def claim_orphans(self, session: str, chunk_ids: Sequence[bytes]) -> list[bytes]:
+        claimed = []
+        with self._write(durable=True) as db:
+            self._check_gc_lock(db, session)
+            for chunk_id in chunk_ids:
+                cursor = db.execute("INSERT OR IGNORE INTO chunks (id, size, state) VALUES (?, 0, ?)",
+                                    (chunk_id, int(ChunkState.DELETING)))
+                if cursor.rowcount:
+                    claimed.append(chunk_id)
+        return claimed
+
+    def forget_chunks(self, session: str, chunk_ids: Sequence[bytes]) -> None:
+        with self._write(durable=True) as db:
+            self._check_gc_lock(db, session)
+            db.executemany("DELETE FROM chunks WHERE id = ? AND state = ?",
+                           [(chunk_id, int(ChunkState.DELETING)) for chunk_id in chunk_ids])
+
+    # ---- repair ----------------------------------------------------------------------
+
+    def integrity_problems(self) -> list[str]:
+        """What SQLite's own structural check finds wrong with the file (verify runs it: a
+        damaged index page is not met by verify's table scans, yet would mislead later queries)."""
+        rows = self._connection().execute("PRAGMA quick_check").fetchall()
+        return [] if rows == [("ok",)] else [row[0] for row in rows]
+
+    def set_refcounts(self, counts: dict[bytes, tuple[int, int]]) -> set[bytes]:
+        moved = set()
+        with self._write(durable=True) as db:
+            for chunk_id, (expected, new) in counts.items():
+                cursor = db.execute("UPDATE chunks SET refcount = ? WHERE id = ? AND refcount = ?",
+                                    (new, chunk_id, expected))
+                if cursor.rowcount == 0:
+                    moved.add(chunk_id)
+        return moved
+
+
+# ---- sqlite3 errors ----------------------------------------------------------------------
+
+
+def _catalog_error(catalog: SQLiteCatalog, error: sqlite3.Error) -> ChunkstoreError:
+    """A damaged file is an integrity error naming the catalog; a locked, read-only or failing
+    disk is a plain error. Errors that mean a bug in a query (IntegrityError, ProgrammingError)
+    are left alone, so they are not mistaken for damage."""
+    if isinstance(error, sqlite3.OperationalError):
+        return ChunkstoreError(f"catalog {catalog.path}: {error}")
+    return CorruptObjectError(f"catalog {catalog.path} is damaged ({error}); "
+                              "restore it from a backup, or copy what still reads with `sqlite3 .recover`")
+
+
+_TRANSLATED = (sqlite3.OperationalError, sqlite3.DataError, sqlite3.NotSupportedError)
+
+
+def _is_translated(error: sqlite3.Error) -> bool:
+    # sqlite3.DatabaseError itself (not a subclass) is what SQLite raises for a malformed file.
+    return isinstance(error, _TRANSLATED) or type(error) is sqlite3.DatabaseError
+
+
+def _translate_errors(method):
+    if inspect.isgeneratorfunction(method):
+        @functools.wraps(method)
+        def generator(self, *args, **kwargs):
+            try:
+                yield from method(self, *args, **kwargs)
+            except sqlite3.Error as error:
+                if not _is_translated(error):
+                    raise
+                raise _catalog_error(self, error) from None
+        return generator
+
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as error:
+            if not _is_translated(error):
+                raise
+            raise _catalog_error(self, error) from None
+    return call
+
+
+for _method in Catalog.__abstractmethods__ | {"integrity_problems"}:
+    setattr(SQLiteCatalog, _method, _translate_errors(getattr(SQLiteCatalog, _method)))
+del _method

@@ -1,0 +1,96 @@
+"""The format of every stored chunk object.
+
+    offset size field
+    0      4    magic b"CSOB"
+    4      1    object format version (1)
+    5      1    compression ID (compression.py)
+    6      1    cipher ID (0 none, 1 AES-256-GCM with a per-object derived key, crypto.py)
+    7      1    flags, must be 0
+    8      8    plaintext length, big-endian
+    16     ...  payload: the compressed chunk; when encrypted, a 24-byte nonce and the
+                AEAD ciphertext of it, with header + chunk ID as associated data, so an
+                object copied or renamed onto another ID fails to decrypt
+
+A reader refuses any magic, version, ID or flag it does not know, so an old
+chunkstore never misreads an object written by a newer one.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from chunkstore.core import compression
+from chunkstore.core.crypto import Sealer
+from chunkstore.errors import CorruptObjectError
+
+MAGIC = b"CSOB"
+VERSION = 1
+HEADER = struct.Struct(">4sBBBBQ")
+HEADER_SIZE = HEADER.size
+
+CIPHER_NONE = 0
+CIPHER_AES_GCM_DERIVED = 1
+KNOWN_CIPHERS = {CIPHER_NONE, CIPHER_AES_GCM_DERIVED}
+
+
+@dataclass(frozen=True)
+class ObjectHeader:
+    compression_id: int
+    cipher_id: int
+    plaintext_length: int
+
+    def pack(self) -> bytes:
+        return HEADER.pack(MAGIC, VERSION, self.compression_id, self.cipher_id, 0, self.plaintext_length)
+
+
+def parse_header(blob: bytes, max_plaintext_length: int) -> ObjectHeader:
+    """Read and validate the header of a stored object."""
+    if len(blob) < HEADER_SIZE:
+        raise CorruptObjectError(f"object is {len(blob)} bytes, shorter than its {HEADER_SIZE}-byte header")
+    magic, version, compression_id, cipher_id, flags, length = HEADER.unpack_from(blob)
+    if magic != MAGIC:
+        raise CorruptObjectError(f"object does not start with {MAGIC!r} (found {magic!r})")
+    if version != VERSION:
+        raise CorruptObjectError(f"object format version {version} is not supported (this chunkstore reads {VERSION})")
+    if compression_id not in (compression.NONE_ID, compression.ZSTD_ID):
+        raise CorruptObjectError(f"object uses unknown compression ID {compression_id}")
+    if cipher_id not in KNOWN_CIPHERS:
+        raise CorruptObjectError(f"object uses unknown cipher ID {cipher_id}")
+    if flags != 0:
+        raise CorruptObjectError(f"object has unknown flags {flags:#04x}")
+    if length > max_plaintext_length:
+        raise CorruptObjectError(
+            f"object claims {length} plaintext bytes, more than the store's maximum chunk size {max_plaintext_length}"
+        )
+    return ObjectHeader(compression_id, cipher_id, length)
+
+
+class ObjectCodec:
+    """Turns a plaintext chunk into the bytes stored for it, and back."""
+
+    def __init__(self, compressor: compression.Compressor, max_chunk_size: int, sealer: Sealer | None = None):
+        self._compressor = compressor
+        self._max_chunk_size = max_chunk_size
+        self._sealer = sealer
+        self._cipher_id = CIPHER_NONE if sealer is None else CIPHER_AES_GCM_DERIVED
+
+    def encode(self, chunk_id: bytes, plaintext: bytes) -> bytes:
+        compression_id, payload = self._compressor.compress(plaintext)
+        header = ObjectHeader(compression_id, self._cipher_id, len(plaintext)).pack()
+        if self._sealer is not None:
+            payload = self._sealer.seal(payload, header + chunk_id)
+        return header + payload
+
+    def decode(self, chunk_id: bytes, blob: bytes) -> bytes:
+        """Return the plaintext; raise CorruptObjectError when the object cannot be decoded.
+
+        The caller still re-hashes the plaintext against chunk_id.
+        """
+        header = parse_header(blob, self._max_chunk_size)
+        if header.cipher_id != self._cipher_id:
+            raise CorruptObjectError(f"object has cipher ID {header.cipher_id}, this store uses {self._cipher_id}")
+        payload = memoryview(blob)[HEADER_SIZE:]
+        if self._sealer is not None:
+            payload = self._sealer.open(payload, bytes(blob[:HEADER_SIZE]) + chunk_id)
+        return compression.decompress(header.compression_id, payload, header.plaintext_length)

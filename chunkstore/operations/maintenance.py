@@ -1,0 +1,369 @@
+"""rm, gc, verify and stats."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from chunkstore.core import recipes
+from chunkstore.backends.catalog import ChunkState, VersionRecord
+from chunkstore.core.config import CHUNK_KEY_PREFIX, chunk_id_from_key, chunk_key
+from chunkstore.errors import ChunkstoreError, ConcurrentModificationError, IntegrityError, InvalidArgumentError, NameNotFoundError
+from chunkstore.core.names import normalize_name
+from chunkstore.operations.read import read_chunk
+
+if TYPE_CHECKING:
+    from chunkstore.store import Store
+
+# gc claims and deletes this many chunks per catalog transaction: large enough to
+# amortise the transaction, small enough that a put waiting on one of them waits briefly.
+GC_BATCH = 1000
+
+
+# ---- rm ------------------------------------------------------------------------------
+
+
+def remove(store: "Store", names: Iterable[str], *, version: int | None = None,
+           recursive: bool = False) -> list[VersionRecord]:
+    """Remove versions. Their chunks are freed by the next gc, once nothing references them."""
+    selections: list[tuple[str, int | None]] = []
+    for raw in names:
+        name = normalize_name(raw)
+        if recursive:
+            if version is not None:
+                raise InvalidArgumentError("--version cannot be combined with --recursive")
+            # Names deleted by put --sync too: their earlier versions still hold chunks.
+            below = sorted({record.name for record in store.catalog.list_versions(name, deleted=True)})
+            if not below:
+                raise NameNotFoundError(f"no stored file under {name!r}")
+            selections.extend((each, None) for each in below)
+        else:
+            try:
+                store.catalog.get_version(name)
+            except NameNotFoundError:
+                listed = {record.name for record in store.catalog.list_versions(name, deleted=True)}
+                if name not in listed:  # else it was deleted by put --sync, and rm removes its history
+                    if listed:
+                        raise InvalidArgumentError(
+                            f"{name!r} is a folder; use --recursive to remove everything under it") from None
+                    raise
+            selections.append((name, version))
+    return store.catalog.remove_versions(selections)
+
+
+# ---- gc ------------------------------------------------------------------------------
+
+
+@dataclass
+class GcReport:
+    dry_run: bool
+    chunks_deleted: int = 0
+    bytes_freed: int = 0
+    orphans_deleted: int = 0
+    temporaries_removed: int = 0
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+def gc(store: "Store", *, dry_run: bool = False,
+       on_progress: Callable[[GcReport], None] | None = None) -> GcReport:
+    """Delete the objects of chunks no version references any more.
+
+    Safe against puts running at the same time: see the protocol in catalog/__init__.py."""
+    report = GcReport(dry_run)
+    catalog = store.catalog
+    if dry_run:
+        for chunk in catalog.iter_chunks():
+            if chunk.refcount == 0:
+                report.chunks_deleted += 1
+                report.bytes_freed += chunk.stored_size
+        return report
+    session = catalog.open_session("gc")
+    try:
+        catalog.acquire_gc_lock(session)
+        remove_temporaries = getattr(store.blobs, "remove_stale_temporaries", None)
+        if remove_temporaries is not None:
+            report.temporaries_removed = remove_temporaries(catalog.lease_seconds)
+        with ThreadPoolExecutor(max(8, store.workers), thread_name_prefix="chunkstore-gc") as pool:
+            while True:
+                candidates = catalog.collect_candidates(session, GC_BATCH)
+                if not candidates:
+                    break
+                ids = [chunk.chunk_id for chunk in candidates]
+                list(pool.map(store.blobs.delete, map(chunk_key, ids)))
+                catalog.forget_chunks(session, ids)
+                report.chunks_deleted += len(ids)
+                report.bytes_freed += sum(chunk.stored_size for chunk in candidates)
+                if on_progress:
+                    on_progress(report)
+            for batch in _batched(store.blobs.list(CHUNK_KEY_PREFIX), GC_BATCH):
+                sizes = {}
+                for info in batch:
+                    chunk_id = chunk_id_from_key(info.key)
+                    if chunk_id is not None:
+                        sizes[chunk_id] = info.size
+                known = catalog.get_chunks(sizes)
+                orphans = catalog.claim_orphans(session, [chunk_id for chunk_id in sizes if chunk_id not in known])
+                if orphans:
+                    list(pool.map(store.blobs.delete, map(chunk_key, orphans)))
+                    catalog.forget_chunks(session, orphans)
+                    report.orphans_deleted += len(orphans)
+                    report.bytes_freed += sum(sizes[chunk_id] for chunk_id in orphans)
+    finally:
+        try:
+            catalog.release_gc_lock(session)
+        finally:
+            # Even when releasing fails: a session left open would pin its lock (and block
+            # every later gc) for the whole lease in a process that keeps running.
+            catalog.close_session(session)
+    return report
+
+
+def _batched(items: Iterable, size: int):
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+# ---- verify --------------------------------------------------------------------------
+
+
+@dataclass
+class Problem:
+    kind: str  # missing-object, corrupt-object, missing-chunk-row, refcount, missing-content, corrupt-recipe, damaged-catalog
+    message: str
+    names: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "message": self.message, "names": self.names}
+
+
+@dataclass
+class VerifyReport:
+    problems: list[Problem] = field(default_factory=list)
+    versions: int = 0
+    contents: int = 0
+    chunks: int = 0
+    chunks_read: int = 0
+    bytes_read: int = 0
+    counts_repaired: int = 0  # chunk reference counts verify --repair rewrote
+    # What repair needs from the check: each chunk's count in the catalog and in the recipes,
+    # and whether every recipe could be read (if not, the recount misses some references).
+    recorded_counts: dict[bytes, int] = field(default_factory=dict, repr=False)
+    recount: Counter = field(default_factory=Counter, repr=False)
+    recount_complete: bool = True
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def damaged_names(self) -> list[str]:
+        return sorted({name for problem in self.problems for name in problem.names})
+
+    def to_json(self) -> dict:
+        return {"ok": self.ok, "versions": self.versions, "contents": self.contents, "chunks": self.chunks,
+                "chunks_read": self.chunks_read, "bytes_read": self.bytes_read, "counts_repaired": self.counts_repaired,
+                "damaged_names": self.damaged_names, "problems": [problem.to_json() for problem in self.problems]}
+
+
+# verify --repair rechecks after rewriting counts; a put committing meanwhile can make a
+# recount stale, so it tries again, this many times at most.
+REPAIR_ATTEMPTS = 5
+
+
+def verify(store: "Store", *, read_data: bool = False, subset_percent: float = 100.0, repair: bool = False,
+           on_progress: Callable[[int, int], None] | None = None) -> VerifyReport:
+    """Check the catalog against itself and the blob store; with read_data, every chunk's bytes too.
+
+    With repair, chunk reference counts that differ from the recount of recipes are rewritten,
+    and the report that is returned is the check after the repair: its damaged_names are the
+    files that cannot be recovered. Repair never lowers a count while a recipe cannot be read
+    (the recount would miss its references), and holds the gc lock throughout, so no chunk is
+    deleted on the strength of a count it is rewriting."""
+    if not 0 < subset_percent <= 100:
+        raise InvalidArgumentError(f"--subset must be within (0, 100], got {subset_percent}")
+    if not repair:
+        return _check(store, read_data, subset_percent, on_progress)
+    catalog = store.catalog
+    session = catalog.open_session("repair")
+    try:
+        catalog.acquire_gc_lock(session)
+        repaired = 0
+        for _ in range(REPAIR_ATTEMPTS):
+            report = _check(store, read_data, subset_percent, on_progress)
+            fixes = _refcount_fixes(report)
+            if not fixes:
+                report.counts_repaired = repaired
+                return report
+            # Compare and set: a count a put or rm changed after this check read it keeps its
+            # new value, and the next round recounts it, so a stale recount never lowers it.
+            moved = catalog.set_refcounts(fixes)
+            repaired += len(fixes) - len(moved)
+        raise ConcurrentModificationError("reference counts kept changing while verify --repair ran; "
+                                          "run it again when no put is running")
+    finally:
+        try:
+            catalog.release_gc_lock(session)
+        finally:
+            catalog.close_session(session)
+
+
+def _refcount_fixes(report: VerifyReport) -> dict[bytes, tuple[int, int]]:
+    """The counts to rewrite, as (recorded, recount): each to its recount, or, when the
+    recount may miss references of an unreadable recipe, only those it would raise."""
+    fixes = {}
+    for chunk_id, recorded in report.recorded_counts.items():
+        counted = report.recount.get(chunk_id, 0)
+        if counted != recorded and (report.recount_complete or counted > recorded):
+            fixes[chunk_id] = (recorded, counted)
+    return fixes
+
+
+def _check(store: "Store", read_data: bool, subset_percent: float,
+           on_progress: Callable[[int, int], None] | None) -> VerifyReport:
+    catalog = store.catalog
+    report = VerifyReport()
+    # A catalog that can check its own file (SQLite) does; its damage affects every file.
+    catalog_check = getattr(catalog, "integrity_problems", None)
+    if catalog_check is not None:
+        damage = catalog_check()
+        if damage:
+            report.problems.append(Problem("damaged-catalog", f"the catalog file is damaged: {'; '.join(damage[:5])}"))
+    names_by_digest: dict[bytes, list[str]] = defaultdict(list)
+    for record in catalog.list_versions(all_versions=True):
+        report.versions += 1
+        names_by_digest[record.digest].append(f"{record.name}@{record.version}")
+
+    chunks = {chunk.chunk_id: chunk for chunk in catalog.iter_chunks()}
+    recount: Counter[bytes] = Counter()
+    bad_chunks: dict[bytes, Problem] = {}
+    contents_seen = set()
+    for content in catalog.iter_contents():
+        report.contents += 1
+        contents_seen.add(content.digest)
+        names = sorted(names_by_digest.get(content.digest, []))
+        if content.refcount != len(names):
+            report.problems.append(Problem("refcount", f"content {content.digest.hex()} counts {content.refcount} "
+                                                       f"versions, {len(names)} reference it", names))
+        try:
+            entries = [entry for page in catalog.recipe_pages(content.digest) for entry in recipes.decode_page(page)]
+        except ChunkstoreError as error:
+            report.problems.append(Problem("corrupt-recipe", str(error), names))
+            report.recount_complete = False
+            continue
+        if len(entries) != content.chunk_count or sum(entry.length for entry in entries) != content.size:
+            report.problems.append(Problem("corrupt-recipe", f"recipe of {content.digest.hex()} does not add up", names))
+        for entry in entries:
+            recount[entry.chunk_id] += 1
+            chunk = chunks.get(entry.chunk_id)
+            if (chunk is None or chunk.state != ChunkState.PRESENT) and entry.chunk_id not in bad_chunks:
+                bad_chunks[entry.chunk_id] = Problem("missing-chunk-row", f"chunk {entry.chunk_id.hex()} is not recorded as stored")
+    for digest, names in names_by_digest.items():
+        if digest not in contents_seen:
+            report.problems.append(Problem("missing-content", f"content {digest.hex()} of the version is missing", sorted(names)))
+            report.recount_complete = False
+
+    for chunk_id, chunk in chunks.items():
+        if chunk.state != ChunkState.DELETING and chunk.refcount != recount.get(chunk_id, 0):
+            report.problems.append(Problem(
+                "refcount", f"chunk {chunk_id.hex()} counts {chunk.refcount} references, recipes hold {recount.get(chunk_id, 0)}"))
+    report.chunks = len(recount)
+    report.recount = recount
+    report.recorded_counts = {chunk_id: chunk.refcount for chunk_id, chunk in chunks.items()
+                              if chunk.state != ChunkState.DELETING}
+
+    objects = {chunk_id_from_key(info.key): info.size for info in store.blobs.list(CHUNK_KEY_PREFIX)}
+    for chunk_id in recount:
+        if chunk_id in bad_chunks:
+            continue
+        size = objects.get(chunk_id)
+        if size is None:
+            bad_chunks[chunk_id] = Problem("missing-object", f"chunk {chunk_id.hex()} has no object in the blob store")
+        elif size != chunks[chunk_id].stored_size:
+            bad_chunks[chunk_id] = Problem("corrupt-object", f"chunk {chunk_id.hex()} object is {size} bytes, "
+                                                             f"catalog says {chunks[chunk_id].stored_size}")
+
+    if read_data:
+        to_read = [chunk_id for chunk_id in recount if chunk_id not in bad_chunks]
+        if subset_percent < 100:
+            to_read = random.sample(to_read, max(1, round(len(to_read) * subset_percent / 100))) if to_read else []
+        with ThreadPoolExecutor(store.workers, thread_name_prefix="chunkstore-verify") as pool:
+            for done, (chunk_id, outcome) in enumerate(pool.map(lambda cid: _try_read(store, cid), to_read), 1):
+                if isinstance(outcome, IntegrityError):
+                    bad_chunks[chunk_id] = Problem("corrupt-object", str(outcome))
+                else:
+                    report.chunks_read += 1
+                    report.bytes_read += outcome
+                if on_progress:
+                    on_progress(done, len(to_read))
+
+    if bad_chunks:
+        _name_damaged_files(store, bad_chunks, names_by_digest)
+        report.problems.extend(bad_chunks.values())
+    return report
+
+
+def _try_read(store: "Store", chunk_id: bytes):
+    try:
+        return chunk_id, len(read_chunk(store, chunk_id))
+    except IntegrityError as error:
+        return chunk_id, error
+
+
+def _name_damaged_files(store: "Store", bad_chunks: dict[bytes, Problem], names_by_digest) -> None:
+    """Attach to each chunk problem the names of the files whose recipes use the chunk."""
+    for content in store.catalog.iter_contents():
+        try:
+            ids = {entry.chunk_id for page in store.catalog.recipe_pages(content.digest)
+                   for entry in recipes.decode_page(page)}
+        except ChunkstoreError:
+            continue
+        for chunk_id in ids & bad_chunks.keys():
+            bad_chunks[chunk_id].names.extend(names_by_digest.get(content.digest, []))
+    for problem in bad_chunks.values():
+        problem.names.sort()
+
+
+# ---- stats ---------------------------------------------------------------------------
+
+
+def stats(store: "Store") -> dict:
+    totals = store.catalog.stats()
+
+    def ratio(numerator: int, denominator: int) -> float | None:
+        return round(numerator / denominator, 4) if denominator else None
+
+    result = {
+        "store": store.url,
+        "files": totals.names,
+        "versions": totals.versions,
+        "contents": totals.contents,
+        "chunks": totals.chunks,
+        "logical_bytes": totals.logical_bytes,
+        "unique_bytes": totals.unique_bytes,
+        "stored_bytes": totals.stored_bytes,
+        "dedup_ratio": ratio(totals.logical_bytes, totals.unique_bytes),
+        "compression_ratio": ratio(totals.unique_bytes, totals.stored_bytes),
+        "store_ratio": ratio(totals.logical_bytes, totals.stored_bytes),
+        "chunker": store.config.chunker.to_config(),
+        "compression": str(store.config.compression),
+    }
+    catalog_path = getattr(store.catalog, "path", None)
+    if catalog_path is not None:
+        result["catalog_bytes"] = sum(
+            os.path.getsize(f"{catalog_path}{suffix}") for suffix in ("", "-wal")
+            if os.path.exists(f"{catalog_path}{suffix}")
+        )
+    return result
