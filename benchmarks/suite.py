@@ -190,16 +190,16 @@ def _requests_since(before: dict, after: dict) -> dict:
 
 def measure_s3_size(sample: Path, avg_size: int, scratch: Path) -> dict:
     from chunkstore import Store
-    from chunkstore.backends.aws import cost_estimate, request_counts
+    from chunkstore.backends.aws import cost_estimate
 
     name = f"bench-{avg_size // KIB}k"
     url = f"s3://{name}/store"
     store = Store.init(url, ChunkerSpec.from_average(DEFAULT_CHUNKER, avg_size),
                        CompressionSpec("zstd", DEFAULT_ZSTD_LEVEL), table=name, create=True)
     try:
-        before = request_counts(store)
+        before = store.request_counts()
         summary = store.put([sample])
-        put = _requests_since(before, request_counts(store))
+        put = _requests_since(before, store.request_counts())
         stats = store.stats()
     finally:
         store.close()
@@ -208,9 +208,9 @@ def measure_s3_size(sample: Path, avg_size: int, scratch: Path) -> dict:
     store = Store.open(url, read_only=True)
     target = scratch / name
     try:
-        before = request_counts(store)
+        before = store.request_counts()
         store.restore(str(sample).lstrip("/"), target)
-        restore = _requests_since(before, request_counts(store))
+        restore = _requests_since(before, store.request_counts())
     finally:
         store.close()
     restored = datasets.dataset_digest(target / str(sample).lstrip("/"))

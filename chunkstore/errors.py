@@ -39,6 +39,18 @@ class VersionNotFoundError(NotFoundError):
     """The name exists but not at the requested version."""
 
 
+class BlobNotFoundError(NotFoundError):
+    """A blob store has no object under the key."""
+
+
+class ObjectMissingError(NotFoundError):
+    """An S3 object outside the store (one to ingest or scan), or the version asked for, no longer exists."""
+
+
+class ObjectChangedError(ChunkstoreError):
+    """An S3 object outside the store was replaced by another version since it was found."""
+
+
 class SourceError(ChunkstoreError, OSError):
     """A file given to put cannot be read (missing, unreadable, not a regular file)."""
 
@@ -89,6 +101,23 @@ class PassphraseRequiredError(WrongKeyError):
 
 class ConcurrentModificationError(ChunkstoreError):
     """Another process changed the store in a way this operation cannot proceed past."""
+
+
+class AwsError(ChunkstoreError):
+    """A request to AWS (or an S3/DynamoDB-compatible service) failed."""
+
+
+class AccessDeniedError(AwsError):
+    """The credentials are missing, invalid, or not allowed to do what the command needs."""
+
+
+class ResourceNotFoundError(StoreNotFoundError):
+    """The bucket or the table of a store does not exist."""
+
+
+class IngestRetryError(ChunkstoreError):
+    """Some objects of a direct or EventBridge invocation failed: raised after all the others
+    were processed, so that Lambda retries the invocation (a no-op for those that succeeded)."""
 
 
 class UnsafePathError(InvalidArgumentError):

@@ -1,126 +1,65 @@
-"""A store: a config, a blob store for chunk objects and a catalog, opened from one URL."""
+"""A store: a config, a blob store for chunk objects and a catalog, opened from one URL.
+
+Store opens and creates stores through the backend registry (chunkstore.backends.registry)
+and offers every operation as a method; it knows nothing of any one backend.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import BinaryIO
 
-from chunkstore.core import crypto
-from chunkstore.backends.blobstore import BlobNotFoundError, BlobStore
-from chunkstore.backends.local import LocalBlobStore
-from chunkstore.backends.catalog import Catalog
+from chunkstore.backends.catalog import VersionRecord
+from chunkstore.backends.registry import Backend, open_backend
 from chunkstore.backends.sessions import DEFAULT_LEASE_SECONDS
-from chunkstore.core.chunking import ChunkerSpec, make_chunker
-from chunkstore.core.compression import CompressionSpec, Compressor
+from chunkstore.core import crypto
+from chunkstore.core.chunking import ChunkerSpec
+from chunkstore.core.compression import CompressionSpec
 from chunkstore.core.config import CONFIG_KEY, StoreConfig
 from chunkstore.core.crypto import Keys
-from chunkstore.errors import InvalidArgumentError, PassphraseRequiredError, StoreExistsError, StoreNotFoundError, UnsupportedFormatError
-from chunkstore.core.hashing import Hasher
-from chunkstore.core.objectformat import ObjectCodec
+from chunkstore.core.names import normalize_prefix
+from chunkstore.errors import (
+    BlobNotFoundError,
+    InvalidArgumentError,
+    PassphraseRequiredError,
+    StoreExistsError,
+    StoreNotFoundError,
+)
+from chunkstore.operations import maintenance, put, read
+from chunkstore.operations.context import StoreContext
+from chunkstore.operations.results import FileResult, Progress, PutSummary
+from chunkstore.operations.walk import PathArgument
 
-LOCAL_CATALOG_FILE = "catalog.sqlite"
 # Chunkers whose boundaries reveal nothing without the key: fastcdc2020 takes a secret
 # gear seed; fixed boundaries depend only on offsets.
 ENCRYPTABLE_CHUNKERS = ("fastcdc2020", "fixed")
+# What a put through the library records as its program, unless the caller says otherwise.
+LIBRARY_PROGRAM = "chunkstore library"
 
 
-@dataclass(frozen=True)
-class Location:
-    """Where a store lives, parsed from its URL."""
-
-    scheme: str  # "file" (a local folder) or "s3"
-    path: str  # the folder, or BUCKET/PREFIX
-
-    @classmethod
-    def parse(cls, url: str) -> "Location":
-        if not url:
-            raise InvalidArgumentError("store URL is empty")
-        if url.startswith("s3://"):
-            return cls("s3", url[len("s3://"):].strip("/"))
-        if url.startswith("file://"):
-            url = url[len("file://"):]
-        elif "://" in url:
-            raise InvalidArgumentError(f"unsupported store URL {url!r} (use a folder path or s3://BUCKET/PREFIX)")
-        return cls("file", str(Path(url).expanduser().absolute()))
-
-
-def _local_blobstore(location: Location) -> BlobStore:
-    return LocalBlobStore(location.path)
-
-
-def _blobstore_for(location: Location, concurrency: int | None = None) -> BlobStore:
-    """The blob store at location; concurrency, when given, overrides how many requests
-    (or, locally, threads) put, get, verify and gc keep in flight."""
-    if concurrency is not None and not 1 <= concurrency <= 1024:
-        raise InvalidArgumentError(f"concurrency must be within 1..1024, got {concurrency}")
-    if location.scheme == "file":
-        blobs = _local_blobstore(location)
-    elif location.scheme == "s3":
-        # boto3 is imported here, and only here: AwsClients says how to install it if it is missing.
-        from chunkstore.backends.aws import MAX_POOL_CONNECTIONS, AwsClients
-
-        clients = AwsClients(max_pool_connections=max(MAX_POOL_CONNECTIONS, concurrency or 0))
-        from chunkstore.backends.s3 import S3BlobStore
-
-        blobs = S3BlobStore.from_location(location.path, clients)
-    else:
-        raise UnsupportedFormatError(f"{location.scheme}:// stores are not supported by this chunkstore")
-    if concurrency is not None:
-        blobs.concurrency = concurrency
-    return blobs
-
-
-def _catalog_section(location: Location, table: str | None, create: bool) -> dict:
-    """The config's catalog section for a new store: SQLite in the folder, or a DynamoDB table for s3://."""
-    if location.scheme == "s3":
-        from chunkstore.backends.dynamodb import validate_table
-
-        if not table:
-            raise InvalidArgumentError("an s3:// store keeps its catalog in DynamoDB: give the table with --table TABLE")
-        return {"type": "dynamodb", "table": validate_table(table)}
-    if table is not None or create:
-        raise InvalidArgumentError("--table and --create apply only to s3:// stores")
-    return {"type": "sqlite", "path": LOCAL_CATALOG_FILE}
-
-
-class Store:
+class Store(StoreContext):
     """An open store. Use Store.init to create one and Store.open to open one."""
 
-    def __init__(self, url: str, config: StoreConfig, blobs: BlobStore, catalog: Catalog, keys: Keys | None = None):
-        self.url = url
-        self.config = config
-        self.blobs = blobs
-        self.catalog = catalog
-        self.encrypted = keys is not None
-        chunker = config.chunker
-        if keys is None:
-            self.hasher = Hasher()
-        else:
-            self.hasher = Hasher(keys.chunk_id, keys.file_digest)
-            if chunker.name == "fastcdc2020":
-                chunker = dataclasses.replace(chunker, seed=keys.chunker_seed)
-        self.codec = ObjectCodec(Compressor(config.compression), max_chunk_size=config.chunker.max_size,
-                                 sealer=keys.objects if keys else None)
-        self.chunker = make_chunker(chunker)
+    def __init__(self, backend: Backend, config: StoreConfig, catalog, keys: Keys | None = None):
+        super().__init__(backend.url, config, backend.blobs, catalog, keys)
+        self.backend = backend
 
     # ---- lifecycle -------------------------------------------------------------------
 
     @classmethod
     def init(cls, url: str, chunker: ChunkerSpec, compression: CompressionSpec, *,
              table: str | None = None, create: bool = False, passphrase: bytes | None = None,
-             concurrency: int | None = None) -> "Store":
+             concurrency: int | None = None) -> Store:
         """Create a store. For s3:// URLs, table names the DynamoDB table of its catalog, and
         create makes the bucket and the table if they do not exist."""
-        location = Location.parse(url)
-        catalog_section = _catalog_section(location, table, create)
-        blobs = _blobstore_for(location, concurrency)
+        backend = open_backend(url, concurrency=concurrency)
+        catalog_section = backend.new_catalog_section(table, create)
         if create:
-            from chunkstore.backends.dynamodb import DynamoDBCatalog
-
-            blobs.create_bucket()
-            DynamoDBCatalog.create_table(blobs.clients, table)
+            backend.create_resources(catalog_section)
+        blobs = backend.blobs
         if blobs.exists():
             try:
                 blobs.stat(CONFIG_KEY)
@@ -136,25 +75,24 @@ class Store:
                                            f"{chunker.name} would reveal content through chunk boundaries")
             encryption, keys = crypto.new_encryption(passphrase, config.store_id)
             config = dataclasses.replace(config, encryption=encryption)
-        catalog = cls._open_catalog(location, config, blobs, create=True)
+        catalog = backend.open_catalog(catalog_section, store_id=config.store_id, create=True)
         # The config is written last: its presence is what makes the folder a store,
         # so an init that dies half-way can simply be run again.
         blobs.put(CONFIG_KEY, config.to_bytes())
         blobs.sync()
-        return cls(url, config, blobs, catalog, keys)
+        return cls(backend, config, catalog, keys)
 
     @classmethod
     def open(cls, url: str, *, lease_seconds: float = DEFAULT_LEASE_SECONDS,
-             passphrase: bytes | None = None, read_only: bool = False, concurrency: int | None = None) -> "Store":
+             passphrase: bytes | None = None, read_only: bool = False, concurrency: int | None = None) -> Store:
         """Open the store at url. An encrypted store needs its passphrase (or key file bytes):
         without one PassphraseRequiredError is raised, with a wrong one WrongKeyError.
         read_only promises that only reading operations (get, restore, list, verify, stats)
         will be used, which lets the catalog skip work only writers need."""
-        location = Location.parse(url)
-        blobs = _blobstore_for(location, concurrency)
+        backend = open_backend(url, concurrency=concurrency)
         # A missing folder or bucket fails the read too, so no separate check (a request on S3) is needed.
         try:
-            raw = blobs.get(CONFIG_KEY)
+            raw = backend.blobs.get(CONFIG_KEY)
         except BlobNotFoundError:
             raise StoreNotFoundError(f"no store at {url} (create one with `chunkstore init`)") from None
         config = StoreConfig.from_bytes(raw)
@@ -165,9 +103,9 @@ class Store:
                     f"the store at {url} is encrypted: give its passphrase (CHUNKSTORE_PASSPHRASE, "
                     "--passphrase-file, or at the prompt)")
             keys = crypto.unlock(config.encryption, passphrase, config.store_id)
-        catalog = cls._open_catalog(location, config, blobs, create=False, lease_seconds=lease_seconds,
-                                    read_only=read_only)
-        return cls(url, config, blobs, catalog, keys)
+        catalog = backend.open_catalog(config.catalog, store_id=config.store_id, create=False,
+                                       lease_seconds=lease_seconds, read_only=read_only)
+        return cls(backend, config, catalog, keys)
 
     def change_passphrase(self, old: bytes, new: bytes) -> None:
         """Wrap the store's key under a new passphrase. No data is re-encrypted."""
@@ -184,34 +122,10 @@ class Store:
             raise InvalidArgumentError("the store is not encrypted")
         return crypto.export_key(self.config.encryption, self.config.store_id)
 
-    @staticmethod
-    def _open_catalog(location: Location, config: StoreConfig, blobs: BlobStore, *, create: bool,
-                      lease_seconds: float = DEFAULT_LEASE_SECONDS, read_only: bool = False) -> Catalog:
-        kind = config.catalog.get("type")
-        if kind == "dynamodb" and location.scheme == "s3":
-            from chunkstore.backends.dynamodb import DynamoDBCatalog
-
-            return DynamoDBCatalog(blobs.clients, config.catalog.get("table"), store_id=config.store_id,
-                                   store_url=blobs.url, create=create, lease_seconds=lease_seconds)
-        if kind == "sqlite" and location.scheme == "file":
-            from chunkstore.backends.sqlite import SQLiteCatalog
-
-            relative = config.catalog.get("path", LOCAL_CATALOG_FILE)
-            if not isinstance(relative, str) or "/" in relative or relative.startswith("."):
-                raise UnsupportedFormatError(f"store config names an invalid catalog path {relative!r}")
-            return SQLiteCatalog(Path(location.path) / relative, create=create, lease_seconds=lease_seconds,
-                                 read_only=read_only)
-        raise UnsupportedFormatError(f"store config names an unknown catalog type {kind!r}")
-
-    @property
-    def workers(self) -> int:
-        """Threads worth running for chunk I/O: the blob store's concurrency, else one per core."""
-        return self.blobs.concurrency or max(2, os.cpu_count() or 2)
-
     def close(self) -> None:
         self.catalog.close()
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -219,54 +133,45 @@ class Store:
 
     # ---- operations, each in its own module ------------------------------------------
 
-    def put(self, paths, **options):
-        from chunkstore.operations.put import put_paths
+    def request_counts(self) -> dict | None:
+        """The requests this process has made to the store so far, or None where they cost nothing."""
+        return self.backend.request_counts()
 
-        return put_paths(self, paths, **options)
+    def put(self, paths: Iterable[PathArgument], *, program: str = LIBRARY_PROGRAM, sync: bool = False,
+            force_read: bool = False, at_ns: int | None = None, on_result: Callable[[FileResult], None] | None = None,
+            on_progress: Callable[[Progress], None] | None = None) -> PutSummary:
+        """Put files and folders and record the run as a snapshot (see operations.put.put)."""
+        return put.put(self, paths, program=program, sync=sync, force_read=force_read, at_ns=at_ns,
+                       on_result=on_result, on_progress=on_progress)
 
-    def put_stream(self, stream, name: str, **options):
-        from chunkstore.operations.put import put_stream
+    def put_stream(self, stream: BinaryIO, name: str, *, program: str = LIBRARY_PROGRAM,
+                   at_ns: int | None = None) -> PutSummary:
+        """Put one stream under name and record the run as a snapshot; its result is .results[0]."""
+        return put.put_stream(self, stream, name, program=program, at_ns=at_ns)
 
-        return put_stream(self, stream, name, **options)
+    def get(self, name: str, output: BinaryIO, *, version: int | None = None, on_progress=None) -> VersionRecord:
+        return read.get_to_stream(self, name, output, version=version, on_progress=on_progress)
 
-    def get(self, name: str, output, *, version: int | None = None, on_progress=None):
-        from chunkstore.operations.read import get_to_stream
+    def get_to_path(self, name: str, path: str | os.PathLike[str], *, version: int | None = None,
+                    on_progress=None) -> VersionRecord:
+        return read.get_to_path(self, name, Path(path), version=version, on_progress=on_progress)
 
-        return get_to_stream(self, name, output, version=version, on_progress=on_progress)
-
-    def get_to_path(self, name: str, path: str | os.PathLike[str], *, version: int | None = None, on_progress=None):
-        from chunkstore.operations.read import get_to_path
-
-        return get_to_path(self, name, Path(path), version=version, on_progress=on_progress)
-
-    def restore(self, prefix: str, destination: str | os.PathLike[str], **options):
-        from chunkstore.operations.read import restore
-
-        return restore(self, prefix, Path(destination), **options)
+    def restore(self, prefix: str, destination: str | os.PathLike[str], **options) -> read.RestoreSummary:
+        return read.restore(self, prefix, Path(destination), **options)
 
     def list(self, prefix: str = "", *, all_versions: bool = False):
-        from chunkstore.core.names import normalize_prefix
-
         return self.catalog.list_versions(normalize_prefix(prefix), all_versions=all_versions)
 
     def remove(self, names, *, version: int | None = None, recursive: bool = False):
-        from chunkstore.operations.maintenance import remove
+        return maintenance.remove(self, names, version=version, recursive=recursive)
 
-        return remove(self, names, version=version, recursive=recursive)
-
-    def gc(self, *, dry_run: bool = False, on_progress=None):
-        from chunkstore.operations.maintenance import gc
-
-        return gc(self, dry_run=dry_run, on_progress=on_progress)
+    def gc(self, *, dry_run: bool = False, on_progress=None) -> maintenance.GcReport:
+        return maintenance.gc(self, dry_run=dry_run, on_progress=on_progress)
 
     def verify(self, *, read_data: bool = False, subset_percent: float = 100.0, repair: bool = False,
-               on_progress=None):
-        from chunkstore.operations.maintenance import verify
+               on_progress=None) -> maintenance.VerifyReport:
+        return maintenance.verify(self, read_data=read_data, subset_percent=subset_percent, repair=repair,
+                                  on_progress=on_progress)
 
-        return verify(self, read_data=read_data, subset_percent=subset_percent, repair=repair,
-                      on_progress=on_progress)
-
-    def stats(self):
-        from chunkstore.operations.maintenance import stats
-
-        return stats(self)
+    def stats(self) -> dict:
+        return maintenance.stats(self)

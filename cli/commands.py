@@ -18,6 +18,8 @@ from .progress import ProgressLine, human_bytes
 
 EXIT_OK = 0
 EXIT_ERROR = 1
+# What the snapshots of put runs from the command line say ran them.
+PUT_PROGRAM = "chunkstore put"
 
 
 def _echo_json(document) -> None:
@@ -34,9 +36,7 @@ def _echo_json(document) -> None:
 
 def _with_requests(document: dict, store) -> dict:
     """Add the S3 and DynamoDB requests this command made, for a store on AWS."""
-    from chunkstore.backends.aws import request_counts
-
-    requests = request_counts(store)
+    requests = store.request_counts()
     if requests is not None:
         document["requests"] = requests
     return document
@@ -202,14 +202,13 @@ def put(context, paths: tuple[str, ...], as_name: str | None, force_read: bool, 
 
     sources = [(paths[0], as_name)] if as_name else list(paths)
     try:
-        run = history.backup(store, sources, sync=sync, at_ns=at_ns, force_read=force_read, on_result=on_result,
-                             on_progress=on_progress)
+        summary = store.put(sources, program=PUT_PROGRAM, sync=sync, at_ns=at_ns, force_read=force_read,
+                            on_result=on_result, on_progress=on_progress)
     finally:
         progress.finish()
         store.close()
-    summary = run.summary
     if as_json:
-        _echo_json(_with_requests(run.to_json(results_as_objects=True), store))
+        _echo_json(_with_requests(summary.to_json(results_as_objects=True), store))
     elif single_file and summary.results and not verbose:
         result = summary.results[0]
         if result.outcome != "error":
@@ -223,9 +222,9 @@ def put(context, paths: tuple[str, ...], as_name: str | None, force_read: bool, 
                    f"({human_bytes(totals['stored_new_bytes'])} stored), dedup {ratio}, "
                    f"{totals['mb_per_second']:.1f} MB/s")
     if sync and not as_json and not context.quiet:
-        for marker in run.deleted if verbose else ():
+        for marker in summary.deleted if verbose else ():
             click.echo(f"{marker.name}: deleted")
-        click.echo(f"{len(run.deleted)} deleted since the last put; snapshot {run.snapshot.snapshot_id[:8]}")
+        click.echo(f"{len(summary.deleted)} deleted since the last put; snapshot {summary.snapshot.snapshot_id[:8]}")
     return EXIT_ERROR if summary.count("error") else EXIT_OK
 
 
@@ -238,12 +237,12 @@ def _is_folder(path: str) -> bool:
 def _put_stdin(context, name: str, as_json: bool, at_ns: int | None) -> int:
     store = context.open_store()
     try:
-        run = history.backup_stream(store, sys.stdin.buffer, name, at_ns=at_ns)
+        summary = store.put_stream(sys.stdin.buffer, name, program=PUT_PROGRAM, at_ns=at_ns)
     finally:
         store.close()
-    result = run.summary.results[0]
+    result = summary.results[0]
     if as_json:
-        _echo_json(_with_requests({**result.to_json(), "snapshot": history.snapshot_json(run.snapshot)}, store))
+        _echo_json(_with_requests({**result.to_json(), "snapshot": history.snapshot_json(summary.snapshot)}, store))
     else:
         click.echo(f"{result.name}: {result.message}")
     return EXIT_OK
@@ -470,12 +469,12 @@ def stats(context, as_json: bool) -> int:
     For an s3:// store, also the requests this command made and what the store
     costs at AWS list prices (storage, and requests per GB put and restored).
     """
-    from chunkstore.backends.aws import cost_estimate, request_counts
+    from chunkstore.backends.aws import cost_estimate
 
     store = context.open_store(read_only=True)
     try:
         figures = store.stats()
-        requests = request_counts(store)
+        requests = store.request_counts()
     finally:
         store.close()
     if requests is not None:

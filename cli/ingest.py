@@ -77,7 +77,8 @@ def ingest(context, source: str, store_url: str | None, table: str | None, delet
     printer = ResultPrinter(context, log_format)
     store = context.open_store()
     try:
-        ingestor = Ingestor(store, IngestSettings(context.store_url, ledger_table=table, delete_after=delete_after))
+        ingestor = Ingestor(store, IngestSettings(context.store_url, ledger_table=table, delete_after=delete_after),
+                            program="chunkstore ingest")
         ingestor.ingest_listing(source, on_result=printer)
     finally:
         store.close()

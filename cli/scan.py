@@ -114,7 +114,7 @@ def _import(context, url: str, found, printer: ResultPrinter) -> int:
     context.store_url = url
     store = context.open_store()
     try:
-        ingestor = Ingestor(store, IngestSettings(url))
+        ingestor = Ingestor(store, IngestSettings(url), program="chunkstore scan --import-into")
         for unique in found.unique_objects():
             printer(ingestor.ingest(unique, from_event=False))
     finally:

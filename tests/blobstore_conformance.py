@@ -20,7 +20,8 @@ import threading
 
 import pytest
 
-from chunkstore.backends.blobstore import MAX_KEY_LENGTH, BlobInfo, BlobNotFoundError, BlobStore
+from chunkstore.backends.blobstore import MAX_KEY_LENGTH, BlobInfo, BlobStore
+from chunkstore.errors import BlobNotFoundError
 from chunkstore.errors import InvalidArgumentError, NotFoundError
 
 LONGEST_PART = "k" * 255

@@ -14,7 +14,7 @@ import uuid
 from contextlib import closing
 from pathlib import Path, PurePosixPath
 
-from chunkstore.store import LOCAL_CATALOG_FILE
+from chunkstore.backends.registry import LOCAL_CATALOG_FILE
 
 # Where a store keeps its config and its chunk objects, relative to the store's folder or prefix.
 CONFIG_KEY = PurePosixPath("config")

@@ -168,7 +168,7 @@ KNOWN = mixed_content(seed=4, sections=24, section_size=128 * 1024)  # 3 MiB
 
 
 def put_bytes(store: Store, name: str, data: bytes):
-    return store.put_stream(io.BytesIO(data), name)
+    return store.put_stream(io.BytesIO(data), name).results[0]
 
 
 def read_back(store: Store, name: str) -> bytes:

@@ -119,7 +119,7 @@ def test_sync_leaves_alone_what_it_cannot_see(store, tmp_path, monkeypatch):
         (folder / name).write_bytes(name.encode())
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "elsewhere" / "x").write_bytes(b"x")
-    history.backup(store, [(folder, "data"), (tmp_path / "elsewhere", "elsewhere")])
+    store.put([(folder, "data"), (tmp_path / "elsewhere", "elsewhere")])
     (folder / "gone").unlink()
     (folder / "now-a-folder").unlink()
     (folder / "now-a-folder").mkdir()
@@ -133,7 +133,7 @@ def test_sync_leaves_alone_what_it_cannot_see(store, tmp_path, monkeypatch):
         return real_lstat(path)
 
     monkeypatch.setattr(Path, "lstat", lstat)
-    run = history.backup(store, [(folder, "data"), (tmp_path / "elsewhere", "elsewhere")], sync=True)
+    run = store.put([(folder, "data"), (tmp_path / "elsewhere", "elsewhere")], sync=True)
     assert sorted(marker.name for marker in run.deleted) == ["data/gone", "data/now-a-folder"]
     assert run.snapshot.deleted == 2 and run.snapshot.paths == ("data", "elsewhere")
     assert [record.name for record in store.list()] == ["data/kept", "data/unreadable", "elsewhere/x"]
@@ -144,10 +144,10 @@ def test_rm_removes_the_history_of_deleted_files_too(store, tmp_path):
     for name in ("a", "b", "c"):
         (folder / name).parent.mkdir(exist_ok=True)
         (folder / name).write_bytes(name.encode() * 100)
-    history.backup(store, [(folder, "data")])
+    store.put([(folder, "data")])
     for name in ("a", "b"):
         (folder / name).unlink()
-    history.backup(store, [(folder, "data")], sync=True)
+    store.put([(folder, "data")], sync=True)
     assert sorted((record.name, record.deleted) for record in store.remove(["data/a"])) == [
         ("data/a", False), ("data/a", True)]
     assert sorted(record.name for record in store.remove(["data"], recursive=True)) == ["data/b", "data/b", "data/c"]
@@ -179,7 +179,7 @@ def test_a_schema_1_store_is_upgraded_when_opened(tmp_path):
         assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("2",)
     with Store.open(url) as store:
         (source / "b.txt").unlink()
-        run = history.backup(store, [(source, "docs")], sync=True)
+        run = store.put([(source, "docs")], sync=True)
         assert [marker.name for marker in run.deleted] == ["docs/b.txt"]
         assert store.verify(read_data=True).ok
         restored = tmp_path / "restored"

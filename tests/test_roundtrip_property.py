@@ -52,7 +52,7 @@ def history():
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(name=st.sampled_from(NAMES), data=contents)
 def test_put_stream_then_get_is_byte_exact(shared_store, history, name, data):
-    result = shared_store.put_stream(io.BytesIO(data), name)
+    result = shared_store.put_stream(io.BytesIO(data), name).results[0]
     latest, first_name = history["latest"], history["first_name"]
     if latest.get(name) == data:
         assert result.outcome == "unchanged"
@@ -88,7 +88,7 @@ def test_versions_survive_removals_and_gc(tmp_path_factory, steps):
         for step in steps:
             if step[0] == "put":
                 _, name, data = step
-                result = store.put_stream(io.BytesIO(data), name)
+                result = store.put_stream(io.BytesIO(data), name).results[0]
                 versions = sorted(version for each, version in stored if each == name)
                 if versions and stored[name, versions[-1]] == data:
                     assert (result.outcome, result.version) == ("unchanged", versions[-1])

@@ -15,7 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from chunkstore.errors import ChunkstoreError, InvalidArgumentError, NotFoundError
+from chunkstore.errors import InvalidArgumentError, ObjectChangedError, ObjectMissingError
 from chunkstore.backends.aws import error_code, translate_errors
 
 # 8 MiB ranges, 4 at a time: 32 MiB of buffers per object, and enough requests in flight
@@ -26,14 +26,6 @@ PARALLEL_PARTS = 4
 _BODY_READ_ATTEMPTS = 3
 _MISSING_CODES = ("404", "NoSuchKey", "NotFound", "NoSuchVersion")
 _CHANGED_CODES = ("412", "PreconditionFailed")
-
-
-class ObjectMissingError(NotFoundError):
-    """The object (or the version asked for) no longer exists."""
-
-
-class ObjectChangedError(ChunkstoreError):
-    """The object was replaced by another version since it was found."""
 
 
 @dataclass(frozen=True)

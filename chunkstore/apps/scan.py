@@ -29,7 +29,8 @@ from chunkstore.core.chunking import ChunkerSpec, make_chunker
 from chunkstore.errors import InvalidArgumentError
 from chunkstore.core.hashing import Hasher
 from chunkstore.backends.aws import PRICE_SOURCE, S3_STORAGE_PER_GB_MONTH
-from chunkstore.apps.bucket import PART_SIZE, ObjectChangedError, ObjectMissingError, ObjectReader, S3Object, delete_object, list_objects, parse_s3_url
+from chunkstore.apps.bucket import PART_SIZE, ObjectReader, S3Object, delete_object, list_objects, parse_s3_url
+from chunkstore.errors import ObjectChangedError, ObjectMissingError
 
 REPORT_FORMATS = ("json", "csv", "html")
 # Objects read at once; each reads PARALLEL_PARTS ranges itself, so this bounds memory

@@ -17,12 +17,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
-
-from chunkstore.errors import ChunkstoreError, StoreNotFoundError
-
-if TYPE_CHECKING:
-    from chunkstore.store import Store
+from chunkstore.errors import AccessDeniedError, AwsError, ChunkstoreError, ResourceNotFoundError
 
 INSTALL_HINT = "pip install 'chunkstore[s3]'"
 
@@ -50,18 +45,6 @@ _DYNAMODB_READS = {"GetItem", "BatchGetItem", "Query", "Scan", "TransactGetItems
 WRITE_UNITS_PER_NEW_CHUNK = 6
 # Reads of a chunk's row by put (the claim and the pre-commit check, strongly consistent).
 READ_UNITS_PER_NEW_CHUNK = 2
-
-
-class AwsError(ChunkstoreError):
-    """A request to AWS (or an S3/DynamoDB-compatible service) failed."""
-
-
-class AccessDeniedError(AwsError):
-    """The credentials are missing, invalid, or not allowed to do what the command needs."""
-
-
-class ResourceNotFoundError(StoreNotFoundError):
-    """The bucket or the table of a store does not exist."""
 
 
 _ACCESS_DENIED_CODES = {
@@ -223,18 +206,6 @@ class AwsClients:
 
 
 # ---- what a store's requests cost ----------------------------------------------------
-
-
-def store_clients(store: "Store") -> AwsClients | None:
-    """The AWS clients of an s3:// store, None for a local one."""
-    return getattr(store.blobs, "clients", None)
-
-
-def request_counts(store: "Store") -> dict | None:
-    """The requests this process has made to the store so far (see RequestCounter.snapshot),
-    or None for a store that is not on AWS."""
-    clients = store_clients(store)
-    return clients.requests.snapshot() if clients is not None else None
 
 
 def cost_estimate(figures: dict) -> dict:

@@ -11,11 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from chunkstore.errors import InvalidArgumentError, NotFoundError
-
-
-class BlobNotFoundError(NotFoundError):
-    """The key has no object."""
+from chunkstore.errors import InvalidArgumentError
 
 
 @dataclass(frozen=True)
@@ -93,3 +89,8 @@ class BlobStore(ABC):
     def exists(self) -> bool:
         """True when the location itself exists (not any particular key)."""
         return True
+
+    def remove_stale_temporaries(self, older_than_seconds: float) -> int:
+        """Remove what interrupted puts left behind (temporary files older than the given age)
+        and return how many. Backends whose put leaves nothing behind (S3) have none."""
+        return 0

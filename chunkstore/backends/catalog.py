@@ -39,6 +39,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
+from chunkstore.backends.sessions import DEFAULT_LEASE_SECONDS
 from chunkstore.errors import NameNotFoundError, VersionNotFoundError
 
 
@@ -131,7 +132,8 @@ class CommitOutcome:
 
 @dataclass(frozen=True, slots=True)
 class SnapshotRecord:
-    """One put run: when (UTC), where, the paths it was given (as stored names) and what it did."""
+    """One put run: when (UTC), where, what ran it, the paths it was given (as stored names) and
+    what it did."""
 
     snapshot_id: str
     at_ns: int
@@ -144,6 +146,7 @@ class SnapshotRecord:
     errors: int = 0
     added_bytes: int = 0  # plaintext of the chunks the run added
     added_stored_bytes: int = 0  # what their objects take in the store
+    program: str = ""  # what ran the put: "chunkstore put", "web upload", "lambda ingest", ...; "" if unknown
 
 
 # The counters of a snapshot record, as both catalogs store them.
@@ -164,6 +167,9 @@ class CatalogStats:
 
 class Catalog(ABC):
     """See the module docstring for the protocol every method takes part in."""
+
+    # How long a session lives without a heartbeat before others may take it for dead.
+    lease_seconds: float = DEFAULT_LEASE_SECONDS
 
     # ---- writer sessions -------------------------------------------------------------
 
@@ -316,6 +322,17 @@ class Catalog(ABC):
         counts maps a chunk to (expected, new), and its count becomes new only if it is still
         expected. Returns the chunks whose count had changed (or that are gone): a put or rm
         that ran after the recount read them; they are left as they are, to be recounted."""
+
+    # ---- capabilities with a default ---------------------------------------------------
+
+    def integrity_problems(self) -> list[str]:
+        """Damage the catalog finds in its own storage (a file's checksum), for verify.
+        A catalog kept by a service (DynamoDB) has none to check."""
+        return []
+
+    def storage_bytes(self) -> int | None:
+        """What the catalog's own files take on disk, or None when a service keeps it."""
+        return None
 
     def close(self) -> None:
         """Release connections."""

@@ -11,7 +11,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from chunkstore.backends.blobstore import BlobInfo, BlobNotFoundError, BlobStore, is_valid_key, validate_key
+from chunkstore.backends.blobstore import BlobInfo, BlobStore, is_valid_key, validate_key
+from chunkstore.errors import BlobNotFoundError
 
 # Temporary files sit beside their target (a rename within one folder was ~2x faster
 # than across folders on ext4 here) and are named ".<pid>-<random>-<n>.tmp": keys never start

@@ -14,9 +14,11 @@ from collections.abc import Iterator
 # Opened only through AwsClients, which has already imported boto3 (or explained how to install it).
 import botocore.exceptions
 
-from chunkstore.backends.aws import AwsClients, ResourceNotFoundError, error_code, translate_errors
+from chunkstore.backends.aws import AwsClients, error_code, translate_errors
+from chunkstore.errors import ResourceNotFoundError
 from chunkstore.errors import InvalidArgumentError
-from chunkstore.backends.blobstore import BlobInfo, BlobNotFoundError, BlobStore, is_valid_key, validate_key
+from chunkstore.backends.blobstore import BlobInfo, BlobStore, is_valid_key, validate_key
+from chunkstore.errors import BlobNotFoundError
 
 # Concurrent requests a command should run against this store (uploads, downloads):
 # S3 latency, not bandwidth or CPU, bounds one request, so many run at once.

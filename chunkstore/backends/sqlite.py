@@ -644,6 +644,10 @@ class SQLiteCatalog(Catalog):
 
     # ---- repair ----------------------------------------------------------------------
 
+    def storage_bytes(self) -> int:
+        return sum(os.path.getsize(f"{self.path}{suffix}") for suffix in ("", "-wal")
+                   if os.path.exists(f"{self.path}{suffix}"))
+
     def integrity_problems(self) -> list[str]:
         """What SQLite's own structural check finds wrong with the file (verify runs it: a
         damaged index page is not met by verify's table scans, yet would mislead later queries)."""

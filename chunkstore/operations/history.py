@@ -1,7 +1,7 @@
-"""Backups over time: put runs recorded as snapshots, deletions recorded as markers, the
-state of a folder at any past time, what changed between two times, and retention.
+"""Backups over time: the snapshots put records, the state of a folder at any past time,
+what changed between two times, and retention.
 
-The catalog keeps the history (see catalog/__init__.py): every version carries the
+The catalog keeps the history (see chunkstore/backends/catalog.py): every version carries the
 time it was stored (UTC), and a deletion marker is a version saying its name stopped
 existing. A put records all its versions, its markers and its snapshot at one time,
 the time it started, so a put is one point in time and `--as-of SNAPSHOT` is exactly
@@ -23,21 +23,15 @@ import bisect
 import itertools
 import re
 import stat as stat_module
-import uuid
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
-from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
 
 from chunkstore.backends.catalog import SnapshotRecord, VersionRecord
-from chunkstore.backends.sessions import HOST, now_ns
 from chunkstore.errors import InvalidArgumentError, NameNotFoundError, NotFoundError
 from chunkstore.core.names import name_matches_prefix, normalize_name, normalize_prefix
-from chunkstore.operations.put import FileResult, PathArgument, Progress, PutSummary, path_and_name, put_paths, put_stream
+from chunkstore.operations.context import StoreContext
 
-if TYPE_CHECKING:
-    from chunkstore.store import Store
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -97,7 +91,7 @@ class AsOf:
         return made + iso_time(self.at_ns)
 
 
-def find_snapshot(store: "Store", text: str) -> SnapshotRecord:
+def find_snapshot(store: StoreContext, text: str) -> SnapshotRecord:
     """The snapshot whose ID is text or starts with it."""
     prefix = text.strip().lower()
     matches = [snapshot for snapshot in store.catalog.list_snapshots() if snapshot.snapshot_id.startswith(prefix)]
@@ -109,7 +103,7 @@ def find_snapshot(store: "Store", text: str) -> SnapshotRecord:
     return matches[0]
 
 
-def resolve_as_of(store: "Store", text: str) -> AsOf:
+def resolve_as_of(store: StoreContext, text: str) -> AsOf:
     """--as-of: a snapshot ID (or a unique prefix of one), a date or a date-time."""
     if _SNAPSHOT_PREFIX.fullmatch(text.strip().lower()):
         snapshot = find_snapshot(store, text)
@@ -117,99 +111,7 @@ def resolve_as_of(store: "Store", text: str) -> AsOf:
     return AsOf(parse_time(text, end_of_day=True))
 
 
-# ---- put runs ---------------------------------------------------------------------------
-
-
-@dataclass
-class Backup:
-    """What one put run did: the files' outcomes, the deletion markers and the snapshot recorded."""
-
-    summary: PutSummary
-    snapshot: SnapshotRecord
-    deleted: list[VersionRecord] = field(default_factory=list)
-
-    def to_json(self, *, results_as_objects: bool = False) -> dict:
-        return {**self.summary.to_json(results_as_objects=results_as_objects),
-                "deleted": [marker.name for marker in self.deleted],
-                "snapshot": snapshot_json(self.snapshot)}
-
-
-def backup(store: "Store", paths: Iterable[PathArgument], *, sync: bool = False, at_ns: int | None = None,
-           force_read: bool = False, on_result: Callable[[FileResult], None] | None = None,
-           on_progress: Callable[[Progress], None] | None = None) -> Backup:
-    """Put files and folders and record the run as a snapshot.
-
-    With sync, every stored name under a folder of paths that no longer exists there
-    (gone, or now a folder itself) gets a deletion marker. A name put could not read,
-    or below a folder it could not read, exists still and is left alone; so is every
-    name under a path that is missing altogether (an unmounted disk is not a deletion).
-    at_ns: the time the run is recorded at (default: now)."""
-    paths = list(paths)
-    at = now_ns() if at_ns is None else at_ns
-    summary = put_paths(store, paths, force_read=force_read, on_result=on_result, on_progress=on_progress, at_ns=at)
-    deleted = store.catalog.mark_deleted(_vanished(store, paths, summary), at) if sync else []
-    return Backup(summary, _record_snapshot(store, at, [_path_and_name(item)[1] for item in paths], summary, deleted),
-                  deleted)
-
-
-def backup_stream(store: "Store", stream: BinaryIO, name: str, *, at_ns: int | None = None) -> Backup:
-    """Put one stream under name and record the run as a snapshot."""
-    at = now_ns() if at_ns is None else at_ns
-    summary = PutSummary([put_stream(store, stream, name, at_ns=at)])
-    return Backup(summary, _record_snapshot(store, at, [name], summary, []))
-
-
-def _path_and_name(item: PathArgument) -> tuple[Path | None, str | None]:
-    try:
-        return path_and_name(item)
-    except InvalidArgumentError:
-        return None, None  # put has reported it
-
-
-def _record_snapshot(store: "Store", at_ns: int, names: Sequence[str | None], summary: PutSummary,
-                     deleted: list[VersionRecord]) -> SnapshotRecord:
-    snapshot = SnapshotRecord(
-        uuid.uuid4().hex, at_ns, HOST, tuple(name for name in names if name is not None),
-        stored=summary.count("stored"), duplicate=summary.count("duplicate"), unchanged=summary.count("unchanged"),
-        deleted=len(deleted), errors=summary.count("error"), added_bytes=summary.new_bytes,
-        added_stored_bytes=summary.stored_new_bytes)
-    store.catalog.record_snapshot(snapshot)
-    return snapshot
-
-
-def _vanished(store: "Store", paths: list[PathArgument], summary: PutSummary) -> list[tuple[str, int]]:
-    """(name, latest version) of the stored names under the folders of paths that are gone."""
-    seen = {result.name for result in summary.results}
-    gone: list[tuple[str, int]] = []
-    for item in paths:
-        folder, name = _path_and_name(item)
-        if name is None or not _is_folder(folder):
-            continue
-        for record in store.catalog.list_versions(name):
-            if record.name not in seen and _is_gone(folder / record.name[len(name) + 1:]):
-                gone.append((record.name, record.version))
-    return list(dict.fromkeys(gone))  # folders given twice, or one inside another
-
-
-def _is_folder(path: Path) -> bool:
-    try:
-        return stat_module.S_ISDIR(path.lstat().st_mode)
-    except OSError:
-        return False
-
-
-def _is_gone(path: Path) -> bool:
-    """No file there any more: nothing at all, or a folder (a stored file became one).
-    Anything else, an unreadable path included, still holds the file."""
-    try:
-        return stat_module.S_ISDIR(path.lstat().st_mode)
-    except (FileNotFoundError, NotADirectoryError):
-        return True
-    except OSError:
-        return False
-
-
-def snapshots(store: "Store", prefix: str = "") -> list[SnapshotRecord]:
+def snapshots(store: StoreContext, prefix: str = "") -> list[SnapshotRecord]:
     """Snapshots, oldest first; with a prefix, those whose paths hold it or lie under it."""
     prefix = normalize_prefix(prefix)
     return [snapshot for snapshot in store.catalog.list_snapshots()
@@ -221,13 +123,13 @@ def snapshot_json(snapshot: SnapshotRecord) -> dict:
             "host": snapshot.host, "paths": list(snapshot.paths), "stored": snapshot.stored,
             "duplicate": snapshot.duplicate, "unchanged": snapshot.unchanged, "deleted": snapshot.deleted,
             "errors": snapshot.errors, "added_bytes": snapshot.added_bytes,
-            "added_stored_bytes": snapshot.added_stored_bytes}
+            "added_stored_bytes": snapshot.added_stored_bytes, "program": snapshot.program}
 
 
 # ---- the past ---------------------------------------------------------------------------
 
 
-def versions(store: "Store", prefix: str = "", *, all_versions: bool = False,
+def versions(store: StoreContext, prefix: str = "", *, all_versions: bool = False,
              as_of_ns: int | None = None) -> list[VersionRecord]:
     """What `ls` shows: the latest version of each name that exists (at as_of_ns, or now), or
     with all_versions every version, deletion markers included."""
@@ -235,7 +137,7 @@ def versions(store: "Store", prefix: str = "", *, all_versions: bool = False,
                                             deleted=all_versions))
 
 
-def version_at(store: "Store", name: str, at_ns: int) -> VersionRecord:
+def version_at(store: StoreContext, name: str, at_ns: int) -> VersionRecord:
     """The version name had at at_ns."""
     name = normalize_name(name)
     for record in store.catalog.list_versions(name, as_of_ns=at_ns):
@@ -284,7 +186,7 @@ class Diff:
                 "changes": [change.to_json() for change in self.changes]}
 
 
-def diff(store: "Store", prefix: str, from_ns: int, to_ns: int | None = None) -> Diff:
+def diff(store: StoreContext, prefix: str, from_ns: int, to_ns: int | None = None) -> Diff:
     """The files under prefix added, changed and deleted from one time to another (None: now), by name."""
     prefix = normalize_prefix(prefix)
     before = {record.name: record for record in store.catalog.list_versions(prefix, as_of_ns=from_ns)}
@@ -446,7 +348,7 @@ class ForgetPlan:
         }
 
 
-def plan_forget(store: "Store", prefix: str, policy: Policy, *, dry_run: bool = True) -> ForgetPlan:
+def plan_forget(store: StoreContext, prefix: str, policy: Policy, *, dry_run: bool = True) -> ForgetPlan:
     """Decide, without changing anything, what forget keeps and removes under prefix."""
     prefix = normalize_prefix(prefix)
     records = list(store.catalog.list_versions(prefix, all_versions=True, deleted=True))
@@ -492,7 +394,7 @@ def _number(record: VersionRecord) -> int:
     return record.version
 
 
-def forget(store: "Store", prefix: str, policy: Policy, *, dry_run: bool = False) -> ForgetPlan:
+def forget(store: StoreContext, prefix: str, policy: Policy, *, dry_run: bool = False) -> ForgetPlan:
     """Remove the versions (and deletion markers) under prefix that policy does not keep, and the
     snapshot records whose state they were. Like rm, this only drops references: the next gc
     frees the chunks nothing references any more."""

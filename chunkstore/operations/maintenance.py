@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import random
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from chunkstore.core import recipes
 from chunkstore.backends.catalog import ChunkState, VersionRecord
@@ -16,9 +14,8 @@ from chunkstore.core.config import CHUNK_KEY_PREFIX, chunk_id_from_key, chunk_ke
 from chunkstore.errors import ChunkstoreError, ConcurrentModificationError, IntegrityError, InvalidArgumentError, NameNotFoundError
 from chunkstore.core.names import normalize_name
 from chunkstore.operations.read import read_chunk
+from chunkstore.operations.context import StoreContext
 
-if TYPE_CHECKING:
-    from chunkstore.store import Store
 
 # gc claims and deletes this many chunks per catalog transaction: large enough to
 # amortise the transaction, small enough that a put waiting on one of them waits briefly.
@@ -28,7 +25,7 @@ GC_BATCH = 1000
 # ---- rm ------------------------------------------------------------------------------
 
 
-def remove(store: "Store", names: Iterable[str], *, version: int | None = None,
+def remove(store: StoreContext, names: Iterable[str], *, version: int | None = None,
            recursive: bool = False) -> list[VersionRecord]:
     """Remove versions. Their chunks are freed by the next gc, once nothing references them."""
     selections: list[tuple[str, int | None]] = []
@@ -71,7 +68,7 @@ class GcReport:
         return dict(self.__dict__)
 
 
-def gc(store: "Store", *, dry_run: bool = False,
+def gc(store: StoreContext, *, dry_run: bool = False,
        on_progress: Callable[[GcReport], None] | None = None) -> GcReport:
     """Delete the objects of chunks no version references any more.
 
@@ -87,9 +84,7 @@ def gc(store: "Store", *, dry_run: bool = False,
     session = catalog.open_session("gc")
     try:
         catalog.acquire_gc_lock(session)
-        remove_temporaries = getattr(store.blobs, "remove_stale_temporaries", None)
-        if remove_temporaries is not None:
-            report.temporaries_removed = remove_temporaries(catalog.lease_seconds)
+        report.temporaries_removed = store.blobs.remove_stale_temporaries(catalog.lease_seconds)
         with ThreadPoolExecutor(max(8, store.workers), thread_name_prefix="chunkstore-gc") as pool:
             while True:
                 candidates = catalog.collect_candidates(session, GC_BATCH)
@@ -183,7 +178,7 @@ class VerifyReport:
 REPAIR_ATTEMPTS = 5
 
 
-def verify(store: "Store", *, read_data: bool = False, subset_percent: float = 100.0, repair: bool = False,
+def verify(store: StoreContext, *, read_data: bool = False, subset_percent: float = 100.0, repair: bool = False,
            on_progress: Callable[[int, int], None] | None = None) -> VerifyReport:
     """Check the catalog against itself and the blob store; with read_data, every chunk's bytes too.
 
@@ -231,16 +226,14 @@ def _refcount_fixes(report: VerifyReport) -> dict[bytes, tuple[int, int]]:
     return fixes
 
 
-def _check(store: "Store", read_data: bool, subset_percent: float,
+def _check(store: StoreContext, read_data: bool, subset_percent: float,
            on_progress: Callable[[int, int], None] | None) -> VerifyReport:
     catalog = store.catalog
     report = VerifyReport()
     # A catalog that can check its own file (SQLite) does; its damage affects every file.
-    catalog_check = getattr(catalog, "integrity_problems", None)
-    if catalog_check is not None:
-        damage = catalog_check()
-        if damage:
-            report.problems.append(Problem("damaged-catalog", f"the catalog file is damaged: {'; '.join(damage[:5])}"))
+    damage = catalog.integrity_problems()
+    if damage:
+        report.problems.append(Problem("damaged-catalog", f"the catalog file is damaged: {'; '.join(damage[:5])}"))
     names_by_digest: dict[bytes, list[str]] = defaultdict(list)
     for record in catalog.list_versions(all_versions=True):
         report.versions += 1
@@ -315,14 +308,14 @@ def _check(store: "Store", read_data: bool, subset_percent: float,
     return report
 
 
-def _try_read(store: "Store", chunk_id: bytes):
+def _try_read(store: StoreContext, chunk_id: bytes):
     try:
         return chunk_id, len(read_chunk(store, chunk_id))
     except IntegrityError as error:
         return chunk_id, error
 
 
-def _name_damaged_files(store: "Store", bad_chunks: dict[bytes, Problem], names_by_digest) -> None:
+def _name_damaged_files(store: StoreContext, bad_chunks: dict[bytes, Problem], names_by_digest) -> None:
     """Attach to each chunk problem the names of the files whose recipes use the chunk."""
     for content in store.catalog.iter_contents():
         try:
@@ -339,7 +332,7 @@ def _name_damaged_files(store: "Store", bad_chunks: dict[bytes, Problem], names_
 # ---- stats ---------------------------------------------------------------------------
 
 
-def stats(store: "Store") -> dict:
+def stats(store: StoreContext) -> dict:
     totals = store.catalog.stats()
 
     def ratio(numerator: int, denominator: int) -> float | None:
@@ -360,10 +353,7 @@ def stats(store: "Store") -> dict:
         "chunker": store.config.chunker.to_config(),
         "compression": str(store.config.compression),
     }
-    catalog_path = getattr(store.catalog, "path", None)
-    if catalog_path is not None:
-        result["catalog_bytes"] = sum(
-            os.path.getsize(f"{catalog_path}{suffix}") for suffix in ("", "-wal")
-            if os.path.exists(f"{catalog_path}{suffix}")
-        )
+    catalog_bytes = store.catalog.storage_bytes()
+    if catalog_bytes is not None:
+        result["catalog_bytes"] = catalog_bytes
     return result

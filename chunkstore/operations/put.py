@@ -18,22 +18,31 @@ import os
 import stat as stat_module
 import threading
 import time
+import uuid
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from dataclasses import dataclass
+from typing import BinaryIO
 
+from chunkstore.backends.catalog import CommitOutcome, FileStat, NewVersion, SnapshotRecord, VersionRecord
+from chunkstore.backends.sessions import HOST, now_ns
 from chunkstore.core import recipes
-from chunkstore.backends.catalog import CommitOutcome, FileStat, NewVersion, VersionRecord
-from chunkstore.backends.sessions import DEFAULT_LEASE_SECONDS
 from chunkstore.core.config import chunk_key
-from chunkstore.errors import ChunkMismatchError, IntegrityError, InvalidArgumentError, SourceError, StoreWriteError
 from chunkstore.core.names import normalize_name, normalize_prefix
+from chunkstore.errors import ChunkMismatchError, IntegrityError, SourceError, StoreWriteError
+from chunkstore.operations.context import StoreContext
+from chunkstore.operations.results import FileResult, Progress, PutSummary
+from chunkstore.operations.walk import (
+    PathArgument,
+    Source,
+    collect_sources,
+    file_stat,
+    is_unchanged,
+    stored_path_and_name,
+    vanished_names,
+)
 
-if TYPE_CHECKING:
-    from chunkstore.store import Store
 
 # Chunks are claimed in the catalog in batches of this many bytes (one transaction each).
 BATCH_BYTES = 4 * 1024 * 1024
@@ -56,204 +65,6 @@ COMMIT_EVERY_BYTES = 256 * 1024 * 1024
 COMMIT_EVERY_SECONDS = 5.0
 
 
-# What an uploader (the web page, the ingest function) is told of each file.
-UPLOAD_MESSAGES = {"stored": "File processed successfully", "duplicate": "Duplicate file detected"}
-
-
-@dataclass(slots=True)
-class FileResult:
-    """The outcome of one file of a put."""
-
-    name: str
-    outcome: str  # "stored", "duplicate", "unchanged" or "error"
-    size: int = 0
-    version: int | None = None
-    duplicate_of: str | None = None
-    new_bytes: int = 0  # plaintext bytes of chunks this file added to the store
-    stored_new_bytes: int = 0  # bytes of the objects written for them
-    path: str | None = None
-    error: str | None = None
-
-    @property
-    def upload_outcome(self) -> tuple[str, str | None]:
-        """("stored" or "duplicate", the name it duplicates) as an upload is reported: the
-        same content again under the same name, which adds no version, is a duplicate of itself."""
-        if self.outcome == "unchanged":
-            return "duplicate", self.name
-        return self.outcome, self.duplicate_of
-
-    @property
-    def message(self) -> str:
-        if self.outcome == "duplicate":
-            return f"duplicate of {self.duplicate_of}"
-        if self.outcome == "error":
-            return f"error: {self.error}"
-        return self.outcome
-
-    def to_json(self) -> dict:
-        return {"name": self.name, "outcome": self.outcome, "message": self.message, "size": self.size,
-                "version": self.version, "duplicate_of": self.duplicate_of, "new_bytes": self.new_bytes,
-                "stored_new_bytes": self.stored_new_bytes, "path": self.path, "error": self.error}
-
-
-@dataclass
-class PutSummary:
-    results: list[FileResult] = field(default_factory=list)
-    seconds: float = 0.0
-
-    def count(self, outcome: str) -> int:
-        return sum(1 for result in self.results if result.outcome == outcome)
-
-    @property
-    def logical_bytes(self) -> int:
-        return sum(result.size for result in self.results if result.outcome != "error")
-
-    @property
-    def read_bytes(self) -> int:
-        return sum(result.size for result in self.results if result.outcome in ("stored", "duplicate"))
-
-    @property
-    def new_bytes(self) -> int:
-        return sum(result.new_bytes for result in self.results)
-
-    @property
-    def stored_new_bytes(self) -> int:
-        return sum(result.stored_new_bytes for result in self.results)
-
-    @property
-    def dedup_ratio(self) -> float:
-        """Bytes this put read, over the new bytes it had to store."""
-        return self.read_bytes / self.new_bytes if self.new_bytes else float("inf") if self.read_bytes else 1.0
-
-    @property
-    def megabytes_per_second(self) -> float:
-        return self.logical_bytes / 1e6 / self.seconds if self.seconds > 0 else 0.0
-
-    def to_json(self, *, results_as_objects: bool = False) -> dict:
-        """The totals and every file's result; results_as_objects leaves the results as
-        FileResult objects (each with its own to_json), for a writer that streams them."""
-        return {
-            "files": len(self.results), "stored": self.count("stored"), "duplicate": self.count("duplicate"),
-            "unchanged": self.count("unchanged"), "errors": self.count("error"),
-            "logical_bytes": self.logical_bytes, "new_bytes": self.new_bytes,
-            "stored_new_bytes": self.stored_new_bytes,
-            "dedup_ratio": None if self.dedup_ratio == float("inf") else round(self.dedup_ratio, 4),
-            "seconds": round(self.seconds, 4), "mb_per_second": round(self.megabytes_per_second, 2),
-            "results": self.results if results_as_objects else [result.to_json() for result in self.results],
-        }
-
-
-@dataclass
-class Progress:
-    """What put reports while it runs."""
-
-    files_done: int
-    files_total: int
-    bytes_done: int
-    bytes_total: int
-    current: str | None = None
-
-
-@dataclass(slots=True)
-class _Source:
-    path: str  # not a Path: a put of 100,000 files holds one per file
-    name: str
-    stat: os.stat_result
-
-
-def _file_stat(st: os.stat_result) -> FileStat:
-    # The whole st_mode, type bits included: that is how a stored symlink is told from a file.
-    return FileStat(st.st_size, st.st_mtime_ns, st.st_mode, st.st_ino, st.st_ctime_ns)
-
-
-def _is_unchanged(previous: VersionRecord | None, st: os.stat_result) -> bool:
-    if previous is None:
-        return False
-    recorded = previous.stat
-    return (recorded.size == st.st_size and recorded.mtime_ns == st.st_mtime_ns
-            and recorded.inode == st.st_ino and recorded.ctime_ns == st.st_ctime_ns)
-
-
-PathArgument = str | os.PathLike[str] | tuple[str | os.PathLike[str], str | None]
-
-
-def path_and_name(item: PathArgument) -> tuple[Path, str]:
-    """The path of a put argument and the name it is stored under (raises InvalidArgumentError
-    for a name that cannot be stored)."""
-    raw, as_name = item if isinstance(item, tuple) else (item, None)
-    return Path(raw), normalize_name(as_name if as_name is not None else os.fspath(raw))
-
-
-def collect_sources(paths: Iterable[PathArgument]) -> tuple[list[_Source], list[FileResult]]:
-    """Expand files and folders into the files to put; report what cannot be put.
-
-    Each item is a path (stored under its own normalised name) or a (path, name)
-    pair. Symlinks are stored as links (their target is the content; they are never
-    followed). Sockets, FIFOs and devices are skipped with an error result: a backup
-    that silently left them out would be a surprise at restore time."""
-    sources: list[_Source] = []
-    problems: list[FileResult] = []
-    for item in paths:
-        try:
-            path, name = path_and_name(item)
-        except InvalidArgumentError as error:
-            raw = os.fspath(item[0] if isinstance(item, tuple) else item)
-            problems.append(FileResult(raw, "error", path=raw, error=str(error)))
-            continue
-        try:
-            st = path.lstat()
-        except OSError as error:
-            problems.append(FileResult(name, "error", path=str(path), error=error.strerror or str(error)))
-            continue
-        if stat_module.S_ISDIR(st.st_mode):
-            _walk_folder(path, name, sources, problems)
-        elif _is_storable(st):
-            sources.append(_Source(os.fspath(path), name, st))
-        else:
-            problems.append(FileResult(name, "error", path=str(path), error=f"not a regular file ({_kind(st)}); skipped"))
-    return sources, problems
-
-
-def _is_storable(st: os.stat_result) -> bool:
-    return stat_module.S_ISREG(st.st_mode) or stat_module.S_ISLNK(st.st_mode)
-
-
-def _walk_folder(folder: Path, folder_name: str, sources: list[_Source], problems: list[FileResult]) -> None:
-    def on_error(error: OSError) -> None:
-        where = error.filename or str(folder)
-        problems.append(FileResult(where, "error", path=where, error=f"cannot read folder: {error.strerror}"))
-
-    for directory, subdirs, files in os.walk(folder, onerror=on_error):
-        subdirs.sort()
-        relative_dir = os.path.relpath(directory, folder)
-        for file_name in sorted(files + [d for d in subdirs if os.path.islink(os.path.join(directory, d))]):
-            full = os.path.join(directory, file_name)
-            relative = file_name if relative_dir == "." else f"{relative_dir}/{file_name}"
-            try:
-                name = normalize_name(f"{folder_name}/{relative}")
-                st = os.lstat(full)
-            except InvalidArgumentError as error:
-                problems.append(FileResult(full, "error", path=full, error=str(error)))
-                continue
-            except OSError as error:
-                problems.append(FileResult(full, "error", path=full, error=error.strerror or str(error)))
-                continue
-            if _is_storable(st):
-                sources.append(_Source(full, name, st))
-            elif not stat_module.S_ISDIR(st.st_mode):
-                problems.append(FileResult(name, "error", path=full, error=f"not a regular file ({_kind(st)}); skipped"))
-
-
-def _kind(st: os.stat_result) -> str:
-    mode = st.st_mode
-    for test, label in ((stat_module.S_ISLNK, "symlink"), (stat_module.S_ISFIFO, "FIFO"),
-                        (stat_module.S_ISSOCK, "socket"), (stat_module.S_ISCHR, "character device"),
-                        (stat_module.S_ISBLK, "block device"), (stat_module.S_ISDIR, "folder")):
-        if test(mode):
-            return label
-    return "special file"
-
-
 class _ChangedWhileReading(Exception):
     pass
 
@@ -270,7 +81,7 @@ class Writer:
     # Entries per recipe page; tests lower it to exercise paging with small files.
     page_entries = recipes.DEFAULT_PAGE_ENTRIES
 
-    def __init__(self, store: "Store", *, workers: int | None = None, at_ns: int | None = None):
+    def __init__(self, store: StoreContext, *, workers: int | None = None, at_ns: int | None = None):
         """at_ns: the time (UTC ns) the versions are recorded at; None for the time of each commit."""
         self.store = store
         self.at_ns = at_ns
@@ -295,7 +106,7 @@ class Writer:
         self._heartbeat.start()
 
     def _heartbeat_loop(self) -> None:
-        interval = getattr(self.catalog, "lease_seconds", DEFAULT_LEASE_SECONDS) / 4
+        interval = self.catalog.lease_seconds / 4
         while not self._stop_heartbeat.wait(interval):
             try:
                 self.catalog.heartbeat(self.session)
@@ -372,13 +183,13 @@ class Writer:
                 ids.cancel()
             self.discard(result)
             raise
-        file_stat = stat if stat is not None else FileStat(size, time.time_ns(), stat_module.S_IFREG | 0o644)
-        if file_stat.size != size:
+        recorded_stat = stat if stat is not None else FileStat(size, time.time_ns(), stat_module.S_IFREG | 0o644)
+        if recorded_stat.size != size:
             self.discard(result)
-            raise _ChangedWhileReading(f"size changed while reading ({file_stat.size} -> {size} bytes)")
+            raise _ChangedWhileReading(f"size changed while reading ({recorded_stat.size} -> {size} bytes)")
         result.size = size
         pages = recipe.finish()
-        return _PendingFile(result, NewVersion(name, file_stat, file_digest.digest(), recipe.count, pages))
+        return _PendingFile(result, NewVersion(name, recorded_stat, file_digest.digest(), recipe.count, pages))
 
     def discard(self, result: FileResult) -> None:
         """Forget the not yet claimed chunks of a file that will not be committed."""
@@ -489,12 +300,21 @@ def _apply_outcome(result: FileResult, outcome: CommitOutcome) -> None:
 # ---- entry points ---------------------------------------------------------------------
 
 
-def put_paths(store: "Store", paths: Iterable[PathArgument], *, force_read: bool = False,
-              on_result: Callable[[FileResult], None] | None = None,
-              on_progress: Callable[[Progress], None] | None = None, at_ns: int | None = None) -> PutSummary:
-    """Put files and folders. Every file gets a FileResult; unreadable ones an error result.
-    at_ns: the time the new versions are recorded at (see Writer)."""
+def put(store: StoreContext, paths: Iterable[PathArgument], *, program: str, sync: bool = False,
+        force_read: bool = False, at_ns: int | None = None, on_result: Callable[[FileResult], None] | None = None,
+        on_progress: Callable[[Progress], None] | None = None) -> PutSummary:
+    """Put files and folders and record the run as a snapshot. Every file gets a FileResult;
+    unreadable ones an error result.
+
+    program says what ran the put ("chunkstore put", "web upload", ...), for the snapshot.
+    With sync, every stored name under a folder of paths that no longer exists there
+    (gone, or now a folder itself) gets a deletion marker. A name put could not read,
+    or below a folder it could not read, exists still and is left alone; so is every
+    name under a path that is missing altogether (an unmounted disk is not a deletion).
+    at_ns: the time the versions, markers and snapshot are recorded at (default: now)."""
     started = time.monotonic()
+    paths = list(paths)
+    at = now_ns() if at_ns is None else at_ns
     sources, problems = collect_sources(paths)
     summary = PutSummary()
 
@@ -519,11 +339,11 @@ def put_paths(store: "Store", paths: Iterable[PathArgument], *, force_read: bool
         done_bytes += count
         progress(None)
 
-    writer = Writer(store, at_ns=at_ns)
+    writer = Writer(store, at_ns=at)
     try:
         for source in sources:
             progress(source.name)
-            if not force_read and _is_unchanged(latest.get(source.name), source.stat):
+            if not force_read and is_unchanged(latest.get(source.name), source.stat):
                 report([FileResult(source.name, "unchanged", size=source.stat.st_size,
                                    version=latest[source.name].version, path=source.path)])
                 done_bytes += source.stat.st_size
@@ -544,11 +364,46 @@ def put_paths(store: "Store", paths: Iterable[PathArgument], *, force_read: bool
     finally:
         writer.close()
     progress(None)
+    if sync:
+        gone = vanished_names(store.catalog, paths, {result.name for result in summary.results})
+        summary.deleted = store.catalog.mark_deleted(gone, at)
+    summary.snapshot = _record_snapshot(store, program, at, [stored_path_and_name(item)[1] for item in paths],
+                                        summary)
     summary.seconds = time.monotonic() - started
     return summary
 
 
-def _latest_versions(store: "Store", sources: list[_Source]) -> dict[str, VersionRecord]:
+def put_stream(store: StoreContext, stream: BinaryIO, name: str, *, program: str,
+               at_ns: int | None = None) -> PutSummary:
+    """Put one stream of unknown length (stdin, an upload, an S3 object) under name and record
+    the run as a snapshot; its one result is summary.results[0]. program and at_ns as for put."""
+    started = time.monotonic()
+    name = normalize_name(name)
+    at = now_ns() if at_ns is None else at_ns
+    writer = Writer(store, at_ns=at)
+    try:
+        pending = writer.add_stream(stream, name, None)
+        writer.queue(pending)
+        summary = PutSummary(writer.commit())
+    finally:
+        writer.close()
+    summary.snapshot = _record_snapshot(store, program, at, [name], summary)
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def _record_snapshot(store: StoreContext, program: str, at_ns: int, names: Sequence[str | None],
+                     summary: PutSummary) -> SnapshotRecord:
+    snapshot = SnapshotRecord(
+        uuid.uuid4().hex, at_ns, HOST, tuple(name for name in names if name is not None),
+        stored=summary.count("stored"), duplicate=summary.count("duplicate"), unchanged=summary.count("unchanged"),
+        deleted=len(summary.deleted), errors=summary.count("error"), added_bytes=summary.new_bytes,
+        added_stored_bytes=summary.stored_new_bytes, program=program)
+    store.catalog.record_snapshot(snapshot)
+    return snapshot
+
+
+def _latest_versions(store: StoreContext, sources: list[Source]) -> dict[str, VersionRecord]:
     """Latest versions of the names a put may touch, read once (not one query per file)."""
     if not sources:
         return {}
@@ -558,7 +413,7 @@ def _latest_versions(store: "Store", sources: list[_Source]) -> dict[str, Versio
     return {record.name: record for record in store.catalog.list_versions(prefix) if record.name in wanted}
 
 
-def _put_file(writer: Writer, source: _Source, on_bytes) -> _PendingFile:
+def _put_file(writer: Writer, source: Source, on_bytes) -> _PendingFile:
     if stat_module.S_ISLNK(source.stat.st_mode):
         return _put_symlink(writer, source)
     try:
@@ -569,7 +424,7 @@ def _put_file(writer: Writer, source: _Source, on_bytes) -> _PendingFile:
         before = os.fstat(handle.fileno())
         if not stat_module.S_ISREG(before.st_mode):
             raise SourceError("not a regular file")
-        pending = writer.add_stream(handle, source.name, _file_stat(before), on_bytes)
+        pending = writer.add_stream(handle, source.name, file_stat(before), on_bytes)
         after = os.fstat(handle.fileno())
     if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
         writer.discard(pending.result)
@@ -578,7 +433,7 @@ def _put_file(writer: Writer, source: _Source, on_bytes) -> _PendingFile:
     return pending
 
 
-def _put_symlink(writer: Writer, source: _Source) -> _PendingFile:
+def _put_symlink(writer: Writer, source: Source) -> _PendingFile:
     """A symlink is stored as a version whose content is its target and whose mode says link."""
     try:
         target = os.fsencode(os.readlink(source.path))
@@ -587,20 +442,7 @@ def _put_symlink(writer: Writer, source: _Source) -> _PendingFile:
         raise SourceError(f"cannot read link: {error.strerror}") from None
     if not stat_module.S_ISLNK(st.st_mode):
         raise _ChangedWhileReading("changed from a symlink while it was read; not stored (put it again)")
-    pending = writer.add_stream(io.BytesIO(target), source.name, _file_stat(st))
+    pending = writer.add_stream(io.BytesIO(target), source.name, file_stat(st))
     pending.result.path = source.path
     return pending
-
-
-def put_stream(store: "Store", stream: BinaryIO, name: str, *, at_ns: int | None = None) -> FileResult:
-    """Put one stream (stdin) of unknown length under name, its version recorded at at_ns (see Writer)."""
-    name = normalize_name(name)
-    writer = Writer(store, at_ns=at_ns)
-    try:
-        pending = writer.add_stream(stream, name, None)
-        writer.queue(pending)
-        results = writer.commit()
-    finally:
-        writer.close()
-    return results[0]
 

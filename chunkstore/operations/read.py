@@ -18,17 +18,16 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
 from chunkstore.core import recipes
-from chunkstore.backends.blobstore import BlobNotFoundError
+from chunkstore.errors import BlobNotFoundError
 from chunkstore.backends.catalog import VersionRecord
 from chunkstore.core.config import chunk_key
 from chunkstore.errors import ChunkMismatchError, ChunkstoreError, CorruptObjectError, DigestMismatchError, IntegrityError, InvalidArgumentError, MissingChunkError, NameNotFoundError, NotFoundError, UnsafePathError
 from chunkstore.core.names import normalize_name, normalize_prefix
+from chunkstore.operations.context import StoreContext
 
-if TYPE_CHECKING:
-    from chunkstore.store import Store
 
 # Chunks fetched ahead of the one being written: enough to keep every core (and, on
 # S3, enough requests) busy, while bounding memory to window x max chunk size.
@@ -48,12 +47,12 @@ SMALL_FILE_BYTES = 1024 * 1024
 FILES_AHEAD = 32
 
 
-def iter_recipe(store: "Store", digest: bytes) -> Iterator[recipes.RecipeEntry]:
+def iter_recipe(store: StoreContext, digest: bytes) -> Iterator[recipes.RecipeEntry]:
     for page in store.catalog.recipe_pages(digest):
         yield from recipes.decode_page(page)
 
 
-def read_chunk(store: "Store", chunk_id: bytes, expected_length: int | None = None) -> bytes:
+def read_chunk(store: StoreContext, chunk_id: bytes, expected_length: int | None = None) -> bytes:
     """Fetch, decode and check one chunk. Raises an IntegrityError naming the chunk."""
     try:
         blob = store.blobs.get(chunk_key(chunk_id))
@@ -79,7 +78,7 @@ class ChunkFetcher:
     Measured on the 1 GB versioned-archive benchmark: the main thread spent 1.0 s writing
     and 0.8 s hashing the whole file; the digest thread takes the second off it."""
 
-    def __init__(self, store: "Store"):
+    def __init__(self, store: StoreContext):
         self.store = store
         self.pool = ThreadPoolExecutor(store.workers, thread_name_prefix="chunkstore-get")
         self.read_ahead = max(READ_AHEAD_CHUNKS, store.workers)
@@ -200,7 +199,7 @@ def _update_all(file_digest, chunks: list[bytes]) -> None:
         file_digest.update(chunk)
 
 
-def get_to_stream(store: "Store", name: str, output: BinaryIO, *, version: int | None = None,
+def get_to_stream(store: StoreContext, name: str, output: BinaryIO, *, version: int | None = None,
                   on_progress: Callable[[int], None] | None = None) -> VersionRecord:
     """Write a stored file to an open stream (stdout). Every chunk is verified before it is
     written, so a corrupt store can cut the output short but never put wrong bytes in it."""
@@ -211,7 +210,7 @@ def get_to_stream(store: "Store", name: str, output: BinaryIO, *, version: int |
     return record
 
 
-def get_to_path(store: "Store", name: str, path: Path, *, version: int | None = None,
+def get_to_path(store: StoreContext, name: str, path: Path, *, version: int | None = None,
                 on_progress: Callable[[int], None] | None = None) -> VersionRecord:
     """Write a stored file to path, atomically: the file appears only once fully verified."""
     record = store.catalog.get_version(normalize_name(name), version)
@@ -265,7 +264,7 @@ class RestoreSummary:
         return sum(result.size for result in self.results if not result.error)
 
 
-def restore(store: "Store", prefix: str, destination: Path, *, as_of_ns: int | None = None,
+def restore(store: StoreContext, prefix: str, destination: Path, *, as_of_ns: int | None = None,
             on_result: Callable[[RestoreResult], None] | None = None,
             on_progress: Callable[[int], None] | None = None) -> RestoreSummary:
     """Restore the latest version of every name under prefix into destination/NAME, or with

@@ -16,7 +16,8 @@ from conftest import (
     sqs_event,
 )
 
-from chunkstore.apps.ingest.ingestor import IngestRetryError, Ingestor, handler
+from chunkstore.apps.ingest.ingestor import Ingestor, handler
+from chunkstore.errors import IngestRetryError
 from chunkstore.apps.ingest.ledger import IngestLedger
 from chunkstore.errors import StoreWriteError
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from blobstore_conformance import BlobStoreConformance
 
-from chunkstore.backends.blobstore import BlobNotFoundError
+from chunkstore.errors import BlobNotFoundError
 from chunkstore.backends.local import LocalBlobStore
 
 

@@ -57,7 +57,7 @@ def writer_main(store_url: str, writer: int, workdir: str, results: str) -> None
             name = file_name(writer, index)
             content = file_content(writer, index)
             if index % 2:
-                result = store.put_stream(io.BytesIO(content), name)
+                result = store.put_stream(io.BytesIO(content), name).results[0]
             else:
                 source = Path(workdir) / f"{writer}-{index}"
                 source.write_bytes(content)

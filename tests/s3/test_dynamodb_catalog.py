@@ -25,7 +25,8 @@ from catalog_conformance import (
 from s3helpers import answer_with_error, unique_name
 
 from chunkstore.core import recipes
-from chunkstore.backends.aws import AccessDeniedError, AwsClients, ResourceNotFoundError
+from chunkstore.backends.aws import AwsClients
+from chunkstore.errors import AccessDeniedError, ResourceNotFoundError
 from chunkstore.backends.catalog import ChunkState, CommitOutcome, NewVersion
 from chunkstore.backends.dynamodb import DynamoDBCatalog
 from chunkstore.errors import CorruptObjectError, NameNotFoundError, StoreExistsError

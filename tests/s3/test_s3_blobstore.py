@@ -6,8 +6,9 @@ import pytest
 from blobstore_conformance import BlobStoreConformance
 from s3helpers import answer_with_error, unique_name
 
-from chunkstore.backends.aws import AccessDeniedError, AwsClients, ResourceNotFoundError
-from chunkstore.backends.blobstore import BlobNotFoundError
+from chunkstore.backends.aws import AwsClients
+from chunkstore.errors import AccessDeniedError, ResourceNotFoundError
+from chunkstore.errors import BlobNotFoundError
 from chunkstore.backends.s3 import S3BlobStore
 from chunkstore.errors import InvalidArgumentError
 

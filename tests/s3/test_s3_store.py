@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from chunkstore import ChunkerSpec, CompressionSpec, Store
-from chunkstore.backends.aws import cost_estimate, request_counts
+from chunkstore.backends.aws import cost_estimate
 from chunkstore.core.config import CHUNK_KEY_PREFIX, chunk_key
 from chunkstore.errors import IntegrityError
 from chunkstore.operations.read import iter_recipe
@@ -89,7 +89,7 @@ def test_requests_of_a_put_are_counted_and_priced(s3_url, table, tmp_path):
         write_random(tmp_path / f"file{index}", 30_000, seed=10 + index)
     with Store.open(s3_url) as store:
         store.put([tmp_path])
-        counts = request_counts(store)
+        counts = store.request_counts()
         chunks = store.catalog.stats().chunks
         figures = store.stats()
     # One PUT per new chunk object, and DynamoDB writes in batches, not one per chunk.
@@ -105,7 +105,7 @@ def test_requests_of_a_put_are_counted_and_priced(s3_url, table, tmp_path):
 
 def test_a_local_store_has_no_request_counts(tmp_path):
     with Store.init(str(tmp_path / "local"), ChunkerSpec.from_average(), CompressionSpec.parse("zstd:3")) as store:
-        assert request_counts(store) is None
+        assert store.request_counts() is None
 
 
 def run_python(code: str, tmp_path) -> subprocess.CompletedProcess:
@@ -116,11 +116,10 @@ def test_boto3_is_imported_only_for_s3_stores(tmp_path):
     local_use = run_python(
         "import sys\n"
         "from chunkstore import ChunkerSpec, CompressionSpec, Store\n"
-        "from chunkstore.backends.aws import request_counts\n"
         "store = Store.init('local', ChunkerSpec.from_average(), CompressionSpec.parse('zstd:3'))\n"
         "open('f', 'wb').write(b'data')\n"
         "store.put(['f'])\n"
-        "print(request_counts(store), 'boto3' in sys.modules)\n", tmp_path)
+        "print(store.request_counts(), 'boto3' in sys.modules)\n", tmp_path)
     assert local_use.stdout == "None False\n", local_use.stderr
 
 

@@ -35,13 +35,23 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
-from chunkstore.errors import ChunkstoreError, InvalidArgumentError
-from chunkstore.core.names import normalize_name
-from chunkstore.operations.put import UPLOAD_MESSAGES
-from chunkstore.backends.aws import AwsClients, store_clients
+from chunkstore.apps.bucket import ObjectReader, S3Object, delete_object, head_object, list_objects, parse_s3_url
 from chunkstore.apps.ingest.events import EventRecord, event_source, parse_event
 from chunkstore.apps.ingest.ledger import Claim, IngestLedger
-from chunkstore.apps.bucket import ObjectChangedError, ObjectMissingError, ObjectReader, S3Object, delete_object, head_object, list_objects, parse_s3_url
+from chunkstore.apps.uploads import UPLOAD_MESSAGES
+from chunkstore.backends.aws import AwsClients
+from chunkstore.core.names import normalize_name
+from chunkstore.errors import (
+    ChunkstoreError,
+    IngestRetryError,
+    InvalidArgumentError,
+    ObjectChangedError,
+    ObjectMissingError,
+)
+from chunkstore.store import Store
+
+# What the snapshots of the objects the Lambda function stores say ran them.
+LAMBDA_PROGRAM = "lambda ingest"
 
 SKIP_MESSAGES = {
     "test_event": "S3 test event: nothing to ingest",
@@ -170,11 +180,14 @@ def _requests_since(before: dict, after: dict) -> dict:
 class Ingestor:
     """Puts inbox objects into one store, with the ledger when there is a table for it."""
 
-    def __init__(self, store, settings: IngestSettings, *, clients: AwsClients | None = None):
+    def __init__(self, store: Store, settings: IngestSettings, *, program: str = LAMBDA_PROGRAM,
+                 clients: AwsClients | None = None):
+        """program: what the snapshot of each object's put says ran it."""
         self.store = store
         self.settings = settings
+        self.program = program
         # An s3:// store's clients serve the inbox too, so one counter sees every request.
-        self.clients = clients or store_clients(store) or AwsClients()
+        self.clients = clients or store.backend.aws_clients or AwsClients()
         self.s3 = self.clients.s3
         self.ledger = IngestLedger(self.clients, settings.ledger_table) if settings.ledger_table else None
 
@@ -250,7 +263,7 @@ class Ingestor:
 
     def _put(self, current: S3Object, name: str, result: IngestResult) -> None:
         with ObjectReader(self.s3, current) as reader:
-            put = self.store.put_stream(reader, name)
+            put = self.store.put_stream(reader, name, program=self.program).results[0]
         result.name, result.version = put.name, put.version
         result.new_bytes, result.stored_new_bytes = put.new_bytes, put.stored_new_bytes
         result.outcome, result.duplicate_of = put.upload_outcome
@@ -294,19 +307,12 @@ class Ingestor:
 # ---- the Lambda function ------------------------------------------------------------
 
 
-class IngestRetryError(ChunkstoreError):
-    """Some objects of a direct or EventBridge invocation failed: raised after all the others
-    were processed, so that Lambda retries the invocation (a no-op for those that succeeded)."""
-
-
 _ingestors: dict[IngestSettings, Ingestor] = {}
 
 
 def _ingestor(settings: IngestSettings) -> Ingestor:
     """One open store per configuration, kept across the invocations of a warm function."""
     if settings not in _ingestors:
-        from chunkstore.store import Store
-
         if not settings.ledger_table:
             raise InvalidArgumentError("CHUNKSTORE_INGEST_TABLE is not set: events arrive more than once and "
                                        "out of order, and the ledger table is what orders them")

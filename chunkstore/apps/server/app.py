@@ -1,6 +1,7 @@
 """The HTTP API and the web page, as an ASGI application built around one open Store."""
 
 import asyncio
+import functools
 import logging
 import time
 import urllib.parse
@@ -28,7 +29,7 @@ from chunkstore.backends.catalog import VersionRecord
 from chunkstore.errors import ChunkstoreError, IntegrityError, InvalidArgumentError, NotFoundError, WrongKeyError
 from chunkstore.core.names import normalize_name
 from chunkstore.store import Store
-from chunkstore.operations.put import UPLOAD_MESSAGES
+from chunkstore.apps.uploads import UPLOAD_MESSAGES
 from chunkstore.apps.server.auth import LOCAL_USER, Principal, TokenSet
 from chunkstore.apps.server.transfer import ByteRange, PieceFeed, RangeNotSatisfiable, RequestBody, UploadTooLarge, parse_range, verified_pieces
 
@@ -36,6 +37,8 @@ DEFAULT_MAX_UPLOAD_BYTES = 64 * 1024**3
 # Each upload runs a put (a thread pool and up to ~40 MiB of buffers): this many at once.
 DEFAULT_MAX_CONCURRENT_UPLOADS = 4
 ACTIVITY_ENTRIES = 200
+# What the snapshot of each upload says ran it.
+UPLOAD_PROGRAM = "web upload"
 # Threads reading chunks for all downloads together (each download reads a few ahead).
 DOWNLOAD_THREADS = 8
 # The name rules of chunkstore.core.names, as far as a regular expression can say them, so the
@@ -317,7 +320,8 @@ def create_app(store: Store, settings: ServerSettings | None = None) -> FastAPI:
         body = RequestBody(request.stream(), settings.max_upload_bytes)
         async with upload_slots:
             try:
-                result = await anyio.to_thread.run_sync(store.put_stream, body, stored_name)
+                summary = await anyio.to_thread.run_sync(
+                    functools.partial(store.put_stream, body, stored_name, program=UPLOAD_PROGRAM))
             except UploadTooLarge as error:
                 raise ApiError(413, "too_large", str(error)) from None
             except ClientDisconnect:
@@ -325,6 +329,7 @@ def create_app(store: Store, settings: ServerSettings | None = None) -> FastAPI:
                 log.warning("upload of %s abandoned: the client disconnected after %d bytes",
                             stored_name, body.received)
                 raise ApiError(400, "client_disconnected", "the upload was interrupted") from None
+        result = summary.results[0]
         outcome, duplicate_of = result.upload_outcome
         message = UPLOAD_MESSAGES[outcome]
         record_activity(principal, "upload", result.name, outcome, message, result.size, result.new_bytes,

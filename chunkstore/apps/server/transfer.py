@@ -18,16 +18,14 @@ from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import anyio.from_thread
 
 from chunkstore.backends.catalog import VersionRecord
 from chunkstore.errors import DigestMismatchError, IntegrityError, InvalidArgumentError, NotFoundError
 from chunkstore.operations.read import iter_recipe, read_chunk
+from chunkstore.operations.context import StoreContext
 
-if TYPE_CHECKING:
-    from chunkstore.store import Store
 
 # Chunks fetched ahead of the one being sent: keeps both cores busy on a local store
 # and requests overlapping on S3, and bounds a download to this many chunks in memory.
@@ -120,7 +118,7 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
     return ByteRange(start, end)
 
 
-def verified_pieces(store: "Store", record: VersionRecord, wanted: ByteRange,
+def verified_pieces(store: StoreContext, record: VersionRecord, wanted: ByteRange,
                     pool: ThreadPoolExecutor) -> Iterator[bytes]:
     """The bytes of wanted, chunk by chunk, each chunk re-hashed before it is yielded.
 

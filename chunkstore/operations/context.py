@@ -1,0 +1,45 @@
+"""What every operation needs of an open store, and nothing of how it was opened."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from chunkstore.backends.blobstore import BlobStore
+from chunkstore.backends.catalog import Catalog
+from chunkstore.core.chunking import make_chunker
+from chunkstore.core.compression import Compressor
+from chunkstore.core.config import StoreConfig
+from chunkstore.core.crypto import Keys
+from chunkstore.core.hashing import Hasher
+from chunkstore.core.objectformat import ObjectCodec
+
+
+class StoreContext:
+    """An open store as operations see it: its config, its blob store and catalog, and the
+    hasher, codec and chunker that its config and keys make.
+
+    Operations (put, get, restore, rm, gc, verify, stats, history) take one of these; the
+    Store of chunkstore.store is one, with the code that opens it."""
+
+    def __init__(self, url: str, config: StoreConfig, blobs: BlobStore, catalog: Catalog, keys: Keys | None = None):
+        self.url = url
+        self.config = config
+        self.blobs = blobs
+        self.catalog = catalog
+        self.encrypted = keys is not None
+        chunker = config.chunker
+        if keys is None:
+            self.hasher = Hasher()
+        else:
+            self.hasher = Hasher(keys.chunk_id, keys.file_digest)
+            if chunker.name == "fastcdc2020":
+                chunker = dataclasses.replace(chunker, seed=keys.chunker_seed)
+        self.codec = ObjectCodec(Compressor(config.compression), max_chunk_size=config.chunker.max_size,
+                                 sealer=keys.objects if keys else None)
+        self.chunker = make_chunker(chunker)
+
+    @property
+    def workers(self) -> int:
+        """Threads worth running for chunk I/O: the blob store's concurrency, else one per core."""
+        return self.blobs.concurrency or max(2, os.cpu_count() or 2)
