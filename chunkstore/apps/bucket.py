@@ -194,13 +194,3 @@ class ObjectReader(io.RawIOBase):
             self._current = memoryview(b"")
             self._pool.shutdown(wait=True)
         super().close()
-
-
-def iter_object(s3, found: S3Object, block_size: int = PART_SIZE) -> Iterator[bytes]:
-    """The bytes of one object version, block by block (see ObjectReader)."""
-    with ObjectReader(s3, found) as reader:
-        while True:
-            block = reader.read(block_size)
-            if not block:
-                return
-            yield block

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import blake3
 
-ID_SIZE = 32
-
 
 class Hasher:
     """Computes the IDs and digests of one store.

@@ -14,11 +14,11 @@ import os
 import stat as stat_module
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from chunkstore.core import recipes
 from chunkstore.errors import BlobNotFoundError
@@ -45,6 +45,9 @@ DIGEST_BATCH_BYTES = 1024 * 1024
 # and thread hand-offs, one file after the other. Memory: FILES_AHEAD x SMALL_FILE_BYTES.
 SMALL_FILE_BYTES = 1024 * 1024
 FILES_AHEAD = 32
+
+
+T = TypeVar("T")
 
 
 def iter_recipe(store: StoreContext, digest: bytes) -> Iterator[recipes.RecipeEntry]:
@@ -115,7 +118,6 @@ class ChunkFetcher:
                        on_bytes: Callable[[int], None] | None = None) -> None:
         """Write the content of record to output; raise IntegrityError (naming the file) on any mismatch."""
         file_digest = self.store.hasher.file_hasher()
-        window: deque[tuple[bytes, Future]] = deque()
         last_update: Future | None = None
         to_digest: list[bytes] = []
         to_digest_bytes = 0
@@ -126,32 +128,17 @@ class ChunkFetcher:
             last_update = self.digester.submit(_update_all, file_digest, to_digest)
             to_digest, to_digest_bytes = [], 0
 
-        def drain_one() -> None:
-            nonlocal written, to_digest_bytes
-            chunk_id, future = window.popleft()
-            data = future.result()
-            self._remember(chunk_id, data)
-            output.write(data)
-            to_digest.append(data)
-            to_digest_bytes += len(data)
-            if to_digest_bytes >= DIGEST_BATCH_BYTES:
-                hand_to_digester()
-            written += len(data)
-            if on_bytes:
-                on_bytes(len(data))
-
-        with _naming_errors(record):
-            try:
-                for entry in iter_recipe(self.store, record.digest):
-                    window.append((entry.chunk_id, self._fetch(entry)))
-                    if len(window) >= self.read_ahead:
-                        drain_one()
-                while window:
-                    drain_one()
-            except BaseException:
-                for _, future in window:
-                    future.cancel()
-                raise
+        with naming_errors(record):
+            for entry, data in fetch_in_order(iter_recipe(self.store, record.digest), self._fetch, self.read_ahead):
+                self._remember(entry.chunk_id, data)
+                output.write(data)
+                to_digest.append(data)
+                to_digest_bytes += len(data)
+                if to_digest_bytes >= DIGEST_BATCH_BYTES:
+                    hand_to_digester()
+                written += len(data)
+                if on_bytes:
+                    on_bytes(len(data))
             if to_digest:
                 if last_update is None:
                     # All of a small file: hashing it here costs less than a hand-off.
@@ -160,12 +147,12 @@ class ChunkFetcher:
                     hand_to_digester()
             if last_update is not None:
                 last_update.result()
-            _check_whole(record, written, file_digest.digest())
+            check_whole(record, written, file_digest.digest())
 
     def read_whole(self, record: VersionRecord) -> Future:
         """The verified content of a small file (SMALL_FILE_BYTES), read by a pool thread.
         Its errors do not name the file (the content may be another name's too): read the
-        result within _naming_errors."""
+        result within naming_errors."""
         return self.pool.submit(self._verified_content, record)
 
     def _verified_content(self, record: VersionRecord) -> bytes:
@@ -173,12 +160,30 @@ class ChunkFetcher:
                         for entry in iter_recipe(self.store, record.digest))
         file_digest = self.store.hasher.file_hasher()
         file_digest.update(data)
-        _check_whole(record, len(data), file_digest.digest())
+        check_whole(record, len(data), file_digest.digest())
         return data
 
 
+def fetch_in_order(items: Iterable[T], fetch: Callable[[T], Future], read_ahead: int) -> Iterator[tuple[T, bytes]]:
+    """(item, its chunk) in order, with up to read_ahead fetches in flight ahead of the one
+    handed out; the fetches still in flight are cancelled when the caller stops early."""
+    window: deque[tuple[T, Future]] = deque()
+    try:
+        for item in items:
+            window.append((item, fetch(item)))
+            if len(window) >= read_ahead:
+                first, future = window.popleft()
+                yield first, future.result()
+        while window:
+            first, future = window.popleft()
+            yield first, future.result()
+    finally:
+        for _, future in window:
+            future.cancel()
+
+
 @contextlib.contextmanager
-def _naming_errors(record: VersionRecord) -> Iterator[None]:
+def naming_errors(record: VersionRecord) -> Iterator[None]:
     """Integrity errors name the file and version they were found in; a recipe or chunk
     the catalog cannot find is an integrity error of that file too."""
     try:
@@ -189,7 +194,7 @@ def _naming_errors(record: VersionRecord) -> Iterator[None]:
         raise IntegrityError(f"{record.name} (version {record.version}): {error}") from None
 
 
-def _check_whole(record: VersionRecord, length: int, digest: bytes) -> None:
+def check_whole(record: VersionRecord, length: int, digest: bytes) -> None:
     if length != record.size or digest != record.digest:
         raise DigestMismatchError("restored bytes do not match the recorded file digest")
 
@@ -292,7 +297,7 @@ def restore(store: StoreContext, prefix: str, destination: Path, *, as_of_ns: in
                     _write_symlink(fetcher, record, target)
                 elif content is not None:
                     _refuse_symlink_at(target, record.name)
-                    with _naming_errors(record):
+                    with naming_errors(record):
                         data = content.result()
                     _write_file(record, target, lambda handle: handle.write(data))
                     if on_progress:

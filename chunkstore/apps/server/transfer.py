@@ -14,16 +14,16 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections import deque
 from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import anyio.from_thread
 
 from chunkstore.backends.catalog import VersionRecord
-from chunkstore.errors import DigestMismatchError, IntegrityError, InvalidArgumentError, NotFoundError
-from chunkstore.operations.read import iter_recipe, read_chunk
+from chunkstore.errors import DigestMismatchError, InvalidArgumentError
+from chunkstore.core.recipes import RecipeEntry
+from chunkstore.operations.read import check_whole, fetch_in_order, iter_recipe, naming_errors, read_chunk
 from chunkstore.operations.context import StoreContext
 
 
@@ -126,17 +126,9 @@ def verified_pieces(store: StoreContext, record: VersionRecord, wanted: ByteRang
     whole-file read also checks the file digest at the end. Errors name the file."""
     whole = wanted.start == 0 and wanted.end == record.size
     file_digest = store.hasher.file_hasher() if whole else None
-    window: deque = deque()
-    sent = 0
 
-    def take() -> bytes:
-        future, low, high = window.popleft()
-        data = future.result()
-        if file_digest is not None:
-            file_digest.update(data)
-        return data if (low, high) == (0, len(data)) else data[low:high]
-
-    try:
+    def chunks_in_range() -> Iterator[tuple[RecipeEntry, int]]:
+        """The entries whose chunks hold bytes of wanted, each with its chunk's offset in the file."""
         offset = 0
         for entry in iter_recipe(store, record.digest):
             chunk_start, offset = offset, offset + entry.length
@@ -144,26 +136,25 @@ def verified_pieces(store: StoreContext, record: VersionRecord, wanted: ByteRang
                 continue
             if chunk_start >= wanted.end:
                 break
+            yield entry, chunk_start
+
+    def fetch(item: tuple[RecipeEntry, int]) -> Future:
+        entry, _ = item
+        return pool.submit(read_chunk, store, entry.chunk_id, entry.length)
+
+    sent = 0
+    with naming_errors(record):
+        for (entry, chunk_start), data in fetch_in_order(chunks_in_range(), fetch, READ_AHEAD_CHUNKS):
+            if file_digest is not None:
+                file_digest.update(data)
             low, high = max(wanted.start - chunk_start, 0), min(wanted.end - chunk_start, entry.length)
-            window.append((pool.submit(read_chunk, store, entry.chunk_id, entry.length), low, high))
-            if len(window) >= READ_AHEAD_CHUNKS:
-                piece = take()
-                sent += len(piece)
-                yield piece
-        while window:
-            piece = take()
+            piece = data if (low, high) == (0, len(data)) else data[low:high]
             sent += len(piece)
             yield piece
-    except IntegrityError as error:
-        raise type(error)(f"{record.name} (version {record.version}): {error}") from None
-    except NotFoundError as error:
-        raise IntegrityError(f"{record.name} (version {record.version}): {error}") from None
-    finally:
-        for future, _, _ in window:
-            future.cancel()
-    if sent != wanted.length or (file_digest is not None and file_digest.digest() != record.digest):
-        raise DigestMismatchError(
-            f"{record.name} (version {record.version}): stored bytes do not match the recorded file digest")
+        if file_digest is not None:
+            check_whole(record, sent, file_digest.digest())
+        elif sent != wanted.length:
+            raise DigestMismatchError("stored bytes do not match the recorded file digest")
 
 
 _END = object()
