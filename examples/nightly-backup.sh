@@ -7,8 +7,8 @@
 #                           /var/backups/chunkstore]
 #   BACKUP_PATHS            the folders to back up, absolute, separated by ':' like PATH
 #                           (so names with spaces need no quoting) [/etc:/home]
-#   BACKUP_PASSPHRASE_FILE  the passphrase or key file of an encrypted store [none:
-#                           $CHUNKSTORE_PASSPHRASE if set, else the store is not encrypted]
+#   BACKUP_PASSPHRASE_FILE  the passphrase or key file of an encrypted store [none;
+#                           chunkstore then takes $CHUNKSTORE_PASSPHRASE if it is set]
 #   BACKUP_FORGET           the keep rules given to `chunkstore forget` for each folder;
 #                           set it empty to keep every version
 #                           [--keep-daily 7 --keep-weekly 4 --keep-monthly 12]
@@ -26,8 +26,8 @@
 # while its backups are not being taken; verify still runs, because a failing store is
 # exactly when its report matters.
 #
-# Every step ends with one timestamped log line, "STEP ok" or "STEP failed: exit N,
-# MEANING: chunkstore's last error line". Those lines also go to stdout (ok) and stderr
+# Every step ends with one timestamped log line, "STEP ok in S s" or "STEP failed in S s:
+# exit N, MEANING: chunkstore's last error line". Those lines also go to stdout (ok) and stderr
 # (failed), so cron mails only failures when stdout is sent to /dev/null; what chunkstore
 # itself printed goes to the log only, indented under the step.
 #

@@ -242,3 +242,18 @@ def test_the_script_parses():
 def test_shellcheck_finds_nothing():
     result = subprocess.run(["shellcheck", str(SCRIPT)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_systemd_accepts_the_service_and_the_timer(tmp_path):
+    # systemd checks that ExecStart= exists, so the copy starts the script where it is.
+    units = SCRIPT.parent / "systemd"
+    service = (units / "chunkstore-backup.service").read_text()
+    (tmp_path / "chunkstore-backup.service").write_text(
+        re.sub(r"(?m)^ExecStart=.*$", f"ExecStart={SCRIPT}", service))
+    shutil.copy(units / "chunkstore-backup.timer", tmp_path)
+
+    result = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "chunkstore-backup.service"),
+                             str(tmp_path / "chunkstore-backup.timer")], capture_output=True, text=True)
+    # An unknown or misspelt setting is only a warning, so any output fails the test.
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
