@@ -28,7 +28,7 @@ from chunkstore.core import recipes
 from chunkstore.backends.aws import AccessDeniedError, AwsClients, ResourceNotFoundError
 from chunkstore.backends.catalog import ChunkState, CommitOutcome, NewVersion
 from chunkstore.backends.dynamodb import DynamoDBCatalog
-from chunkstore.errors import CorruptObjectError, NameNotFoundError, StoreExistsError
+from chunkstore.errors import CatalogOfAnotherStoreError, NameNotFoundError, StoreExistsError
 
 
 class TestDynamoDBCatalog(CatalogConformance):
@@ -74,7 +74,7 @@ CHUNKS, CONTENTS, PAGES = ("c#", "c"), ("d#", "d"), ("d#", "r")
 
 def table_items(catalog: DynamoDBCatalog, kind: tuple[str, str]) -> list[dict]:
     db = catalog.clients.dynamodb
-    items, request = [], {"TableName": catalog.table}
+    items, request = [], {"TableName": catalog.table.name}
     while True:
         response = db.scan(**request)
         items += [item for item in response["Items"]
@@ -226,7 +226,7 @@ def test_pins_of_dead_sessions_are_removed_by_gc(make_dynamodb_catalog):
 
 def test_unprocessed_batch_items_and_keys_are_sent_again(make_dynamodb_catalog):
     catalog = make_dynamodb_catalog()
-    table = catalog.table
+    table = catalog.table.name
     left_out = []
     calls = threading.local()  # a call's hooks run on the thread that makes it
 
@@ -281,7 +281,7 @@ def test_throttled_requests_are_retried(make_dynamodb_catalog):
 def test_access_denied_is_one_clear_error(make_dynamodb_catalog):
     catalog = make_dynamodb_catalog()
     answer_with_error(catalog.clients.dynamodb, "Query", 400, "AccessDeniedException")
-    with pytest.raises(AccessDeniedError, match=f"DynamoDB table '{catalog.table}'.*access denied.*IAM policy"):
+    with pytest.raises(AccessDeniedError, match=f"DynamoDB table '{catalog.table.name}'.*access denied.*IAM policy"):
         catalog.get_version("file")
 
 
@@ -294,10 +294,10 @@ def test_a_missing_table_is_reported_as_not_found(moto_endpoint):
 
 def test_a_table_belongs_to_one_store(make_dynamodb_catalog):
     catalog = make_dynamodb_catalog()
-    with pytest.raises(CorruptObjectError, match="another store"):
-        DynamoDBCatalog(AwsClients(), catalog.table, store_id="someone else", store_url="s3://conformance/catalog")
+    with pytest.raises(CatalogOfAnotherStoreError, match="another store"):
+        DynamoDBCatalog(AwsClients(), catalog.table.name, store_id="someone else", store_url="s3://conformance/catalog")
     with pytest.raises(StoreExistsError, match="already holds the catalog of s3://conformance/catalog"):
-        DynamoDBCatalog(AwsClients(), catalog.table, store_id="new", store_url="s3://other/store", create=True)
+        DynamoDBCatalog(AwsClients(), catalog.table.name, store_id="new", store_url="s3://other/store", create=True)
 
 
 def test_names_too_long_for_a_sort_key(make_dynamodb_catalog):
