@@ -28,7 +28,7 @@ from chunkstore.core import recipes
 from chunkstore.backends.aws import AccessDeniedError, AwsClients, ResourceNotFoundError
 from chunkstore.backends.catalog import ChunkState, CommitOutcome, NewVersion
 from chunkstore.backends.dynamodb import DynamoDBCatalog
-from chunkstore.errors import CatalogOfAnotherStoreError, NameNotFoundError, StoreExistsError
+from chunkstore.errors import CatalogOfAnotherStoreError, IntegrityError, NameNotFoundError, StoreExistsError
 
 
 class TestDynamoDBCatalog(CatalogConformance):
@@ -68,7 +68,7 @@ def crash_on_step(catalog: DynamoDBCatalog, cursor_update: str, after: int) -> N
     catalog.clients.dynamodb.meta.events.register("provide-client-params.dynamodb.TransactWriteItems", before)
 
 
-# Items by kind: (partition key prefix, sort key prefix); see the layout in catalog/dynamodb.py.
+# Items by kind: (partition key prefix, sort key prefix); see the layout in chunkstore/backends/dynamodb/__init__.py.
 CHUNKS, CONTENTS, PAGES = ("c#", "c"), ("d#", "d"), ("d#", "r")
 
 
@@ -294,8 +294,14 @@ def test_a_missing_table_is_reported_as_not_found(moto_endpoint):
 
 def test_a_table_belongs_to_one_store(make_dynamodb_catalog):
     catalog = make_dynamodb_catalog()
-    with pytest.raises(CatalogOfAnotherStoreError, match="another store"):
-        DynamoDBCatalog(AwsClients(), catalog.table.name, store_id="someone else", store_url="s3://conformance/catalog")
+    with pytest.raises(CatalogOfAnotherStoreError) as raised:
+        DynamoDBCatalog(AwsClients(), catalog.table.name, store_id="someone-else", store_url="s3://elsewhere/store")
+    assert str(raised.value) == (
+        f"DynamoDB table '{catalog.table.name}' holds the catalog of another store (s3://conformance/catalog, "
+        "store ID conformance), not of s3://elsewhere/store (store ID someone-else); give each store its own table")
+    # A problem with how the stores were set up, like init's refusal below, not damaged data.
+    assert raised.value.exit_code == StoreExistsError.exit_code == 1
+    assert not isinstance(raised.value, IntegrityError)
     with pytest.raises(StoreExistsError, match="already holds the catalog of s3://conformance/catalog"):
         DynamoDBCatalog(AwsClients(), catalog.table.name, store_id="new", store_url="s3://other/store", create=True)
 

@@ -21,7 +21,7 @@ from chunkstore.backends.aws import AwsClients
 from chunkstore.backends.catalog import Catalog, CatalogStats, ChunkRecord, ChunkState, CommitOutcome, ContentRecord, FileStat, NewVersion, SnapshotRecord, VersionRecord, deletion_marker, refuse_marker
 from chunkstore.backends.dynamodb import commits
 from chunkstore.backends.dynamodb.gc import GarbageCollector
-from chunkstore.backends.dynamodb.items import CHUNK_SK, COMMITTING, CONTENT_SK, DELETION_MARK, LIVE, META_KEY, RELEASING, SCHEMA_VERSION, SNAPSHOTS_PK, chunk_id_of, chunk_key, chunk_record, chunk_state, content_key, content_record, content_state, content_version_attributes, digest_of, generation, n, name_pk, number, pins, prefix_conditions, s, shard_pk, snapshot_item, snapshot_key, snapshot_record, stat_attributes, stored_name, text, version_key, version_range, version_record
+from chunkstore.backends.dynamodb.items import CHUNK_SK, COMMITTING, CONTENT_SK, DELETION_MARK, LIVE, META_KEY, RELEASING, SCHEMA_VERSION, SNAPSHOTS_PK, chunk_id_of, chunk_key, chunk_record, chunk_state, content_key, content_record, content_state, digest_of, generation, n, name_pk, number, pins, prefix_conditions, s, shard_pk, snapshot_item, snapshot_key, snapshot_record, stat_attributes, stored_name, text, version_key, version_range, version_record
 from chunkstore.backends.dynamodb.sessions import Sessions
 from chunkstore.backends.dynamodb.table import DIGEST_INDEX, Cancelled, Table
 from chunkstore.backends.sessions import DEFAULT_LEASE_SECONDS, new_session_id, now_ns

@@ -24,7 +24,7 @@ READABLE_SCHEMAS = (1, SCHEMA_VERSION)
 # Version items are spread over this many partitions (recorded in the meta item):
 # one partition takes about 1,000 writes a second, and listing a prefix costs one
 # query per shard.
-NAME_SHARDS = 8
+_NAME_SHARDS = 8
 
 # Names longer than this are keyed by a head of them and a hash of the whole name
 # (DynamoDB allows 1024 bytes in a sort key).
@@ -91,7 +91,7 @@ def _utf8_head(text: str, limit: int) -> str:
     return text.encode()[:limit].decode("utf-8", "ignore")
 
 
-def name_key(name: str) -> str:
+def _name_key(name: str) -> str:
     """The sort-key form of a name: the name itself, or for a name too long for a sort key,
     its head, a NUL (which no name contains) and a hash of the whole name."""
     if len(name.encode()) <= _NAME_KEY_BYTES:
@@ -100,7 +100,7 @@ def name_key(name: str) -> str:
 
 
 def _version_sk(name: str, version: int) -> str:
-    return f"{name_key(name)}\0{version:0{_VERSION_DIGITS}d}"
+    return f"{_name_key(name)}\0{version:0{_VERSION_DIGITS}d}"
 
 
 def version_range(name: str) -> tuple[str, str]:
@@ -127,7 +127,7 @@ def version_key(name: str, version: int, shards: int) -> dict:
 
 def counter_key(name: str, shards: int) -> dict:
     """Where a name's last version number is kept, apart from its versions (not listed with them)."""
-    return key(f"m#{_shard(name, shards):02x}", name_key(name))
+    return key(f"m#{_shard(name, shards):02x}", _name_key(name))
 
 
 def prefix_conditions(prefix: str) -> list[tuple[str, dict]]:
@@ -149,7 +149,7 @@ def prefix_conditions(prefix: str) -> list[tuple[str, dict]]:
 
 def meta_item(store_id: str, store_url: str) -> dict:
     return {**META_KEY, "schema": n(SCHEMA_VERSION), "sid": s(store_id), "store": s(store_url),
-            "shards": n(NAME_SHARDS)}
+            "shards": n(_NAME_SHARDS)}
 
 
 def session_item(session: str, kind: str, host: str, pid: int, at_ns: int) -> dict:
@@ -197,13 +197,13 @@ _TYPE_NAMES = {"S": "a string", "N": "a number", "B": "binary", "BOOL": "a boole
                "M": "a map", "SS": "a string set", "NS": "a number set", "BS": "a binary set"}
 
 
-def describe(item: dict) -> str:
+def _describe(item: dict) -> str:
     """The item's key, for messages."""
     return f"DynamoDB item (pk {item.get('pk', {}).get('S')!r}, sk {item.get('sk', {}).get('S')!r})"
 
 
 def damaged(item: dict, problem: str) -> IntegrityError:
-    return IntegrityError(f"{describe(item)} is damaged: {problem}")
+    return IntegrityError(f"{_describe(item)} is damaged: {problem}")
 
 
 def _value(item: dict, attribute: str, kind: str, default: object) -> object:
