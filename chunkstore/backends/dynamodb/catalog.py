@@ -21,7 +21,7 @@ from chunkstore.backends.aws import AwsClients
 from chunkstore.backends.catalog import Catalog, CatalogStats, ChunkRecord, ChunkState, CommitOutcome, ContentRecord, FileStat, NewVersion, SnapshotRecord, VersionRecord, deletion_marker, refuse_marker
 from chunkstore.backends.dynamodb import commits
 from chunkstore.backends.dynamodb.gc import GarbageCollector
-from chunkstore.backends.dynamodb.items import CHUNK_SK, COMMITTING, CONTENT_SK, DELETION_MARK, LIVE, META_KEY, RELEASING, SCHEMA_VERSION, SNAPSHOTS_PK, chunk_id_of, chunk_key, chunk_record, chunk_state, content_key, content_record, content_state, digest_of, generation, n, name_pk, number, pins, prefix_conditions, s, shard_pk, snapshot_item, snapshot_key, snapshot_record, stat_attributes, stored_name, text, version_key, version_range, version_record
+from chunkstore.backends.dynamodb.items import CHUNK_SK, COMMITTING, CONTENT_SK, DELETION_MARK, LIVE, META_KEY, RELEASING, SCHEMA_VERSION, SNAPSHOTS_PK, chunk_id_of, chunk_key, chunk_record, chunk_state, content_key, content_record, content_state, digest_of, generation, key, n, name_pk, number, pins, prefix_conditions, s, shard_pk, snapshot_item, snapshot_key, snapshot_record, stat_attributes, stored_name, text, version_key, version_range, version_record
 from chunkstore.backends.dynamodb.sessions import Sessions
 from chunkstore.backends.dynamodb.table import DIGEST_INDEX, Cancelled, Table
 from chunkstore.backends.sessions import DEFAULT_LEASE_SECONDS, new_session_id, now_ns
@@ -332,7 +332,7 @@ class DynamoDBCatalog(Catalog):
         # The index is eventually consistent: check each name it gives against the table.
         for indexed in self.table.query_page(IndexName=DIGEST_INDEX, KeyConditionExpression="dg = :dg",
                                              ExpressionAttributeValues={":dg": s(digest.hex())}, Limit=10):
-            if self.table.get({"pk": indexed["pk"], "sk": indexed["sk"]}) is not None:
+            if self.table.get(key(text(indexed, "pk"), text(indexed, "sk"))) is not None:
                 return stored_name(indexed)
         content = self._live_content(digest)
         return stored_name(content) if content is not None else None
@@ -424,15 +424,15 @@ class DynamoDBCatalog(Catalog):
     def _remove_version(self, record: VersionRecord) -> bool:
         """Delete a version and give back its content's count, atomically; release the content
         if that was its last version. False if another process removed the version first."""
-        key = version_key(record.name, record.version, self._shards)
+        version_at = version_key(record.name, record.version, self._shards)
         if record.deleted:
-            return self.table.delete(key, "attribute_exists(dm)")
+            return self.table.delete(version_at, "attribute_exists(dm)")
         same_content = {":dg": s(record.digest.hex())}
         while True:
             content = self._live_content(record.digest)
             if content is None:
                 # A version without a live content (a damaged catalog): nothing to count down.
-                return self.table.delete(key, "dg = :dg", same_content)
+                return self.table.delete(version_at, "dg = :dg", same_content)
             refcount = number(content, "rc")
             values = {":live": s(LIVE), ":rc": n(refcount)}
             if refcount > 1:
@@ -443,7 +443,7 @@ class DynamoDBCatalog(Catalog):
                 values.update({":zero": n(0), ":releasing": s(RELEASING), ":limit": n(number(content, "n"))})
             try:
                 self.table.transact([
-                    {"Delete": {"Key": key, "ConditionExpression": "dg = :dg",
+                    {"Delete": {"Key": version_at, "ConditionExpression": "dg = :dg",
                                 "ExpressionAttributeValues": same_content}},
                     {"Update": {"Key": content_key(record.digest), "UpdateExpression": expression,
                                 "ConditionExpression": "st = :live AND rc = :rc", "ExpressionAttributeValues": values}},
@@ -564,11 +564,11 @@ def _dependent_groups(versions: Sequence[NewVersion]) -> list[list[int]]:
 
     first_with: dict[object, int] = {}
     for index, new in enumerate(versions):
-        for key in (("name", new.name), ("digest", new.digest)):
-            if key in first_with:
-                parent[root(index)] = root(first_with[key])
+        for shared in (("name", new.name), ("digest", new.digest)):
+            if shared in first_with:
+                parent[root(index)] = root(first_with[shared])
             else:
-                first_with[key] = index
+                first_with[shared] = index
     groups: dict[int, list[int]] = {}
     for index in range(len(versions)):
         groups.setdefault(root(index), []).append(index)

@@ -54,9 +54,9 @@ def s(text: str) -> dict:
     return {"S": text}
 
 
-def n(number: int) -> dict:
+def n(value: int) -> dict:
     """A number attribute value (DynamoDB's type N)."""
-    return {"N": str(number)}
+    return {"N": str(value)}
 
 
 def key(pk: str, sk: str) -> dict:
@@ -75,8 +75,8 @@ def content_key(digest: bytes) -> dict:
     return key(content_pk(digest), CONTENT_SK)
 
 
-def page_sk(number: int) -> str:
-    return f"{PAGE_PREFIX}{number:08d}"
+def page_sk(index: int) -> str:
+    return f"{PAGE_PREFIX}{index:08d}"
 
 
 def session_key(session: str) -> dict:
@@ -179,8 +179,8 @@ def content_item(new: NewVersion, state: str, refcount: int, **extra) -> dict:
 
 
 def page_items(new: NewVersion) -> list[dict]:
-    return [{**key(content_pk(new.digest), page_sk(number)), "data": {"B": page}}
-            for number, page in enumerate(new.pages)]
+    return [{**key(content_pk(new.digest), page_sk(index)), "data": {"B": page}}
+            for index, page in enumerate(new.pages)]
 
 
 def snapshot_item(snapshot: SnapshotRecord) -> dict:

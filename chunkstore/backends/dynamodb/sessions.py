@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from chunkstore.backends.dynamodb.items import SESSIONS_PK, n, s, session_expired, session_item, session_key, text
+from chunkstore.backends.dynamodb.items import SESSIONS_PK, n, number, s, session_expired, session_item, session_key, text
 from chunkstore.backends.dynamodb.table import Table
 from chunkstore.backends.sessions import HOST, new_session_id, now_ns
 
@@ -56,5 +56,5 @@ class Sessions:
             session = text(item, "sk")
             alive[session] = session == current or not self.expired(item)
             if not alive[session]:
-                self._table.delete(session_key(session), "hb = :hb", {":hb": item["hb"]})
+                self._table.delete(session_key(session), "hb = :hb", {":hb": n(number(item, "hb"))})
         return alive
