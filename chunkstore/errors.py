@@ -59,6 +59,13 @@ class StoreExistsError(ChunkstoreError):
     """init was asked to create a store where one already exists."""
 
 
+class CatalogOfAnotherStoreError(ChunkstoreError):
+    """The catalog the store's config names (a DynamoDB table) holds the catalog of another store.
+
+    Like StoreExistsError, which init raises for the same table, a problem with how stores
+    were set up, not damaged data."""
+
+
 class StoreWriteError(ChunkstoreError):
     """Writing to the store failed; what was committed before stays, nothing more is."""
 

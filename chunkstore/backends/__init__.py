@@ -5,7 +5,7 @@
     local.py       blobs in a local folder
     sqlite.py      the catalog in an embedded SQLite file
     s3.py          blobs in an S3 bucket
-    dynamodb.py    the catalog in a DynamoDB table
+    dynamodb/      the catalog in a DynamoDB table
     aws.py         boto3 clients, retries, error translation, request accounting, cost
     sessions.py    writer sessions and their leases
     faulty.py      fault injection wrappers for tests

@@ -29,7 +29,7 @@ from chunkstore.backends.aws import AwsClients
 from chunkstore.errors import AccessDeniedError, ResourceNotFoundError
 from chunkstore.backends.catalog import ChunkState, CommitOutcome, NewVersion
 from chunkstore.backends.dynamodb import DynamoDBCatalog
-from chunkstore.errors import CorruptObjectError, NameNotFoundError, StoreExistsError
+from chunkstore.errors import CatalogOfAnotherStoreError, IntegrityError, NameNotFoundError, StoreExistsError
 
 
 class TestDynamoDBCatalog(CatalogConformance):
@@ -69,13 +69,13 @@ def crash_on_step(catalog: DynamoDBCatalog, cursor_update: str, after: int) -> N
     catalog.clients.dynamodb.meta.events.register("provide-client-params.dynamodb.TransactWriteItems", before)
 
 
-# Items by kind: (partition key prefix, sort key prefix); see the layout in catalog/dynamodb.py.
+# Items by kind: (partition key prefix, sort key prefix); see the layout in chunkstore/backends/dynamodb/__init__.py.
 CHUNKS, CONTENTS, PAGES = ("c#", "c"), ("d#", "d"), ("d#", "r")
 
 
 def table_items(catalog: DynamoDBCatalog, kind: tuple[str, str]) -> list[dict]:
     db = catalog.clients.dynamodb
-    items, request = [], {"TableName": catalog.table}
+    items, request = [], {"TableName": catalog.table.name}
     while True:
         response = db.scan(**request)
         items += [item for item in response["Items"]
@@ -227,7 +227,7 @@ def test_pins_of_dead_sessions_are_removed_by_gc(make_dynamodb_catalog):
 
 def test_unprocessed_batch_items_and_keys_are_sent_again(make_dynamodb_catalog):
     catalog = make_dynamodb_catalog()
-    table = catalog.table
+    table = catalog.table.name
     left_out = []
     calls = threading.local()  # a call's hooks run on the thread that makes it
 
@@ -282,7 +282,7 @@ def test_throttled_requests_are_retried(make_dynamodb_catalog):
 def test_access_denied_is_one_clear_error(make_dynamodb_catalog):
     catalog = make_dynamodb_catalog()
     answer_with_error(catalog.clients.dynamodb, "Query", 400, "AccessDeniedException")
-    with pytest.raises(AccessDeniedError, match=f"DynamoDB table '{catalog.table}'.*access denied.*IAM policy"):
+    with pytest.raises(AccessDeniedError, match=f"DynamoDB table '{catalog.table.name}'.*access denied.*IAM policy"):
         catalog.get_version("file")
 
 
@@ -295,10 +295,16 @@ def test_a_missing_table_is_reported_as_not_found(moto_endpoint):
 
 def test_a_table_belongs_to_one_store(make_dynamodb_catalog):
     catalog = make_dynamodb_catalog()
-    with pytest.raises(CorruptObjectError, match="another store"):
-        DynamoDBCatalog(AwsClients(), catalog.table, store_id="someone else", store_url="s3://conformance/catalog")
+    with pytest.raises(CatalogOfAnotherStoreError) as raised:
+        DynamoDBCatalog(AwsClients(), catalog.table.name, store_id="someone-else", store_url="s3://elsewhere/store")
+    assert str(raised.value) == (
+        f"DynamoDB table '{catalog.table.name}' holds the catalog of another store (s3://conformance/catalog, "
+        "store ID conformance), not of s3://elsewhere/store (store ID someone-else); give each store its own table")
+    # A problem with how the stores were set up, like init's refusal below, not damaged data.
+    assert raised.value.exit_code == StoreExistsError.exit_code == 1
+    assert not isinstance(raised.value, IntegrityError)
     with pytest.raises(StoreExistsError, match="already holds the catalog of s3://conformance/catalog"):
-        DynamoDBCatalog(AwsClients(), catalog.table, store_id="new", store_url="s3://other/store", create=True)
+        DynamoDBCatalog(AwsClients(), catalog.table.name, store_id="new", store_url="s3://other/store", create=True)
 
 
 def test_names_too_long_for_a_sort_key(make_dynamodb_catalog):
