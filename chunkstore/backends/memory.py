@@ -293,8 +293,8 @@ class MemoryCatalog(Catalog):
                 if new.digest in state.contents or new.digest in new_chunks:
                     continue
                 chunk_ids = _chunk_ids(new.pages)
-                missing = sum(1 for chunk_id in chunk_ids
-                              if getattr(state.chunks.get(chunk_id), "state", None) != ChunkState.PRESENT)
+                present = [state.chunks.get(chunk_id) for chunk_id in chunk_ids]
+                missing = sum(1 for row in present if row is None or row.state != ChunkState.PRESENT)
                 if missing:
                     raise ConcurrentModificationError(
                         f"{missing} chunk(s) of {new.name!r} were collected by a concurrent gc while this put "
