@@ -1,4 +1,4 @@
-"""The BlobStore contract (chunkstore/blobstore/__init__.py), checked for any implementation.
+"""The BlobStore contract (chunkstore/backends/blobstore.py), checked for any implementation.
 
 A test module subclasses BlobStoreConformance and provides one fixture:
 
@@ -16,9 +16,11 @@ file and a subfolder of the same name, and the library never needs both.
 
 from __future__ import annotations
 
+import functools
 import threading
 
 import pytest
+from threads import in_background, run_in_threads
 
 from chunkstore.backends.blobstore import MAX_KEY_LENGTH, BlobInfo, BlobStore
 from chunkstore.errors import BlobNotFoundError
@@ -181,14 +183,12 @@ class BlobStoreConformance:
             while not stop.is_set():
                 seen.append(blobs.get("hot"))
 
-        reader = threading.Thread(target=read_until_stopped)
-        reader.start()
-        try:
-            for round_number in range(40):
-                blobs.put("hot", versions[round_number % len(versions)])
-        finally:
-            stop.set()
-            reader.join()
+        with in_background(read_until_stopped):
+            try:
+                for round_number in range(40):
+                    blobs.put("hot", versions[round_number % len(versions)])
+            finally:
+                stop.set()
         assert seen
         assert all(data in versions for data in seen)
 
@@ -201,11 +201,7 @@ class BlobStoreConformance:
             for _ in range(5):
                 blobs.put("contended", data)
 
-        threads = [threading.Thread(target=write, args=(data,)) for data in versions]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        run_in_threads(*(functools.partial(write, data) for data in versions))
         final = blobs.get("contended")
         assert final in versions
         assert blobs.stat("contended").size == len(final)
@@ -214,11 +210,7 @@ class BlobStoreConformance:
     def test_concurrent_puts_of_identical_bytes(self, blobs):
         # What two writers storing the same new chunk at once do.
         data = payload("same chunk", 100_000)
-        threads = [threading.Thread(target=blobs.put, args=("chunks/00/same", data)) for _ in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        run_in_threads(*[functools.partial(blobs.put, "chunks/00/same", data)] * 8)
         assert blobs.get("chunks/00/same") == data
         assert [info.key for info in blobs.list()] == ["chunks/00/same"]
 

@@ -1,4 +1,4 @@
-"""The Catalog contract (chunkstore/catalog/__init__.py), checked for any implementation.
+"""The Catalog contract (chunkstore/backends/catalog.py), checked for any implementation.
 
 A test module subclasses CatalogConformance and provides one fixture:
 

@@ -1,20 +1,27 @@
-"""Fixtures shared by every test: stores in a fresh folder, the --runslow switch, and the
-local and s3:// backends a test can run on.
+"""Fixtures shared by every test: stores in a fresh folder or in memory, the --runslow switch,
+and the backends a test can run on.
 
 A test that asks for `new_backend` runs twice: on a store in a local folder ("local") and on
 an s3:// store on the moto server of tests/moto_fixtures.py ("s3"). A test about the local
-folder itself is marked `local_only("why")`. A test (or a parameter of it, with
+folder itself is marked `local_only("why")`. A test marked `also_in_memory` runs a third time,
+on a memory:// store ("memory"); only a test that opens its stores through the library in
+this process can be, not one that runs the command line (another process sees no memory://
+store of this one). A test (or a parameter of it, with
 `pytest.param(..., marks=pytest.mark.slow_on_s3)`) whose s3 run takes too long for the
 default run is marked `slow_on_s3`: its s3 run is then a `slow` test, run with --runslow.
+
+A test that needs a store but not any particular place for it asks for `memory_store_url`
+(or overrides `store_url` with it in its module): a memory:// store is created and read
+several times faster than a folder with its SQLite catalog.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from storeobjects import LocalObjects, S3Objects
+from storeobjects import LocalObjects, MemoryObjects, S3Objects
 
 from chunkstore import ChunkerSpec, CompressionSpec, Store
 
@@ -32,12 +39,18 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     config.addinivalue_line("markers", "local_only(reason): a test about the local folder itself")
     config.addinivalue_line("markers", "slow_on_s3: the s3 run of this test is slow (--runslow)")
+    config.addinivalue_line("markers", "also_in_memory: run on a memory:// store too (an in-process test)")
 
 
 def pytest_generate_tests(metafunc):
     if "new_backend" not in metafunc.fixturenames:
         return
-    backends = ["local"] if metafunc.definition.get_closest_marker("local_only") else ["local", "s3"]
+    if metafunc.definition.get_closest_marker("local_only"):
+        backends = ["local"]
+    elif metafunc.definition.get_closest_marker("also_in_memory"):
+        backends = ["local", "s3", "memory"]
+    else:
+        backends = ["local", "s3"]
     metafunc.parametrize("new_backend", backends, indirect=True, scope="session")
 
 
@@ -60,16 +73,34 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
-def new_backend(request) -> Callable[[Path], LocalObjects | S3Objects]:
+def new_backend(request) -> Callable[[Path], LocalObjects | S3Objects | MemoryObjects]:
     """Makes the place of a new store on this test's backend, given a folder of the test: the
-    folder `store` in it, or a new bucket (prefix `store`) and an unused table name on moto."""
+    folder `store` in it, a new bucket (prefix `store`) and an unused table name on moto, or
+    an unused memory:// name (whose stores are freed when the session ends)."""
     if request.param == "local":
         return lambda folder: LocalObjects(folder / "store")
+    if request.param == "memory":
+        made: list[MemoryObjects] = []
+
+        def new_memory_store(folder: Path) -> MemoryObjects:
+            made.append(MemoryObjects.new())
+            return made[-1]
+
+        request.addfinalizer(lambda: [objects.discard() for objects in made])
+        return new_memory_store
     request.getfixturevalue("moto_endpoint")
     from chunkstore.backends.aws import AwsClients
 
     clients = AwsClients()
     return lambda folder: S3Objects.new(clients)
+
+
+@pytest.fixture
+def memory_store_url() -> Iterator[str]:
+    """A memory:// URL where no store exists yet; whatever is stored there is freed after the test."""
+    objects = MemoryObjects.new()
+    yield objects.url
+    objects.discard()
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """What a store holds, read and changed behind chunkstore's back: the objects, config and
-catalog of a store in a folder (LocalObjects) or of an s3:// store on the moto server of
-tests/moto_fixtures.py (S3Objects: objects under a prefix of a bucket, catalog in a table).
+catalog of a store in a folder (LocalObjects), of an s3:// store on the moto server of
+tests/moto_fixtures.py (S3Objects: objects under a prefix of a bucket, catalog in a table)
+or of a memory:// store of this process (MemoryObjects).
 
 Objects are named by their key relative to the store's folder or prefix. Tests damage a
 store through these, and list every byte a reader of the storage would see.
@@ -8,12 +9,14 @@ store through these, and list every byte a reader of the storage would see.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sqlite3
 import uuid
 from contextlib import closing
 from pathlib import Path, PurePosixPath
 
+from chunkstore.backends.memory import MemoryBackend, discard_memory_store
 from chunkstore.backends.registry import LOCAL_CATALOG_FILE
 
 # Where a store keeps its config and its chunk objects, relative to the store's folder or prefix.
@@ -195,3 +198,107 @@ class S3Objects:
         """Replace the first page of a content's recipe by bytes that are no page."""
         self._update_item(f"d#{digest.hex()}", "r00000000", "SET #data = :garbage", {":garbage": {"B": GARBLED_PAGE}},
                           **{"#data": "data"})
+
+
+def _field_bytes(value) -> bytes:
+    """A catalog field as the bytes a reader of the process's memory finds: strings as UTF-8,
+    binaries as they are, numbers as their digits, tuples element by element."""
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, tuple):
+        return b"\0".join(map(_field_bytes, value))
+    return str(int(value)).encode()
+
+
+class MemoryObjects:
+    """The objects and catalog of a memory:// store, reached through the process-wide registry
+    of chunkstore.backends.memory. Objects are named by their key."""
+
+    # Entries of every kind the catalog keeps, as patterns of keys of everything(): a version,
+    # a content, its first recipe page and a chunk.
+    catalog_keys = (r"catalog/versions/.+/[0-9]+", r"catalog/contents/[0-9a-f]{64}", r"catalog/contents/[0-9a-f]{64}/0",
+                    r"catalog/chunks/[0-9a-f]{64}")
+
+    def __init__(self, name: str):
+        self.name = name
+        self.url = f"memory://{name}"
+        self._location = MemoryBackend(name, None).location
+
+    @classmethod
+    def new(cls) -> MemoryObjects:
+        """A store under a name nothing uses yet."""
+        return cls(f"test-{uuid.uuid4().hex[:12]}")
+
+    def discard(self) -> None:
+        """Free the store (tests make many; nothing else frees them before the process ends)."""
+        discard_memory_store(self.name)
+
+    def init_options(self) -> tuple[str, ...]:
+        return ()
+
+    def init_arguments(self) -> dict:
+        return {}
+
+    @property
+    def _objects(self) -> dict[str, bytes]:
+        return self._location.blobs.objects
+
+    def keys(self, below: PurePosixPath = CHUNKS) -> set[PurePosixPath]:
+        with self._location.blobs.lock:
+            return {PurePosixPath(key) for key in self._objects if key.startswith(f"{below}/")}
+
+    def read(self, key: PurePosixPath) -> bytes:
+        return self._objects[str(key)]
+
+    def write(self, key: PurePosixPath, data: bytes) -> None:
+        with self._location.blobs.lock:
+            self._objects[str(key)] = bytes(data)
+
+    def delete(self, key: PurePosixPath) -> None:
+        with self._location.blobs.lock:
+            del self._objects[str(key)]
+
+    def exists(self, key: PurePosixPath) -> bool:
+        return str(key) in self._objects
+
+    def untouched(self) -> bool:
+        """No object and no catalog."""
+        return not self._objects and self._location.catalog is None
+
+    def everything(self) -> dict[str, bytes]:
+        """Every object by its key, and every entry of the catalog as `catalog/KIND/ID`: its
+        fields, as a reader of the process's memory finds them."""
+        with self._location.blobs.lock:
+            stored = dict(sorted(self._objects.items()))
+        state = self._location.catalog
+        if state is None:
+            return stored
+        with state.changed:
+            for versions in state.versions.values():
+                for record in versions.values():
+                    stored[f"catalog/versions/{record.name}/{record.version}"] = _field_bytes(
+                        (record.name, record.digest, *dataclasses.astuple(record.stat), record.stored_at_ns, record.deleted))
+            for digest, content in state.contents.items():
+                stored[f"catalog/contents/{digest.hex()}"] = _field_bytes(
+                    (digest, content.size, content.chunk_count, content.refcount))
+                for number, page in enumerate(content.pages):
+                    stored[f"catalog/contents/{digest.hex()}/{number}"] = page
+            for chunk_id, row in state.chunks.items():
+                stored[f"catalog/chunks/{chunk_id.hex()}"] = _field_bytes(
+                    (chunk_id, row.size, row.stored_size, row.refcount, row.state))
+            for snapshot in state.snapshots.values():
+                stored[f"catalog/snapshots/{snapshot.snapshot_id}"] = _field_bytes(
+                    (snapshot.snapshot_id, snapshot.at_ns, snapshot.host, snapshot.paths, snapshot.program))
+        return stored
+
+    def set_chunk_count(self, chunk_id: bytes, count: int) -> None:
+        """Overwrite the reference count the catalog records for a chunk."""
+        with self._location.catalog.changed:
+            self._location.catalog.chunks[chunk_id].refcount = count
+
+    def garble_recipe(self, digest: bytes) -> None:
+        """Replace the first page of a content's recipe by bytes that are no page."""
+        with self._location.catalog.changed:
+            self._location.catalog.contents[digest].pages[0] = GARBLED_PAGE

@@ -24,6 +24,12 @@ NS = 10**9
 
 
 @pytest.fixture
+def store_url(memory_store_url) -> str:
+    """Stores of these tests are memory:// stores, but for the schema 1 folder."""
+    return memory_store_url
+
+
+@pytest.fixture
 def berlin(monkeypatch):
     monkeypatch.setenv("TZ", "Europe/Berlin")
     time.tzset()

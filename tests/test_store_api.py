@@ -1,4 +1,7 @@
-"""The library end to end on a real folder: put, get, restore, rm, gc, verify, stats."""
+"""The library end to end: put, get, restore, rm, gc, verify, stats.
+
+The stores are memory:// stores: what is tested here does not depend on where a store is, and
+a folder's part (its blob store and SQLite catalog) has conformance suites of its own."""
 
 from __future__ import annotations
 
@@ -41,6 +44,11 @@ def write_tree(root: Path, files: dict[str, bytes]) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
     return root
+
+
+@pytest.fixture
+def store_url(memory_store_url) -> str:
+    return memory_store_url
 
 
 @pytest.fixture

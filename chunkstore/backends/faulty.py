@@ -1,16 +1,20 @@
-"""A blob store wrapper that injects faults, for testing how the store behaves when storage misbehaves.
+"""Wrappers that inject faults into a blob store and a catalog, for testing how the store behaves
+when storage misbehaves.
 
-FaultyBlobStore(inner, plan) keeps the BlobStore contract of inner except where the
-plan fires a fault on a call. A plan is a list of Fault rules and a seeded random
-number generator, so a failing run can be replayed exactly. It composes over any
-BlobStore (a folder, S3, another wrapper).
+FaultyBlobStore(inner, plan) and FaultyCatalog(inner, plan) keep the contract of inner except
+where the plan fires a fault on a call. A plan is a list of Fault rules and a seeded random
+number generator, so a failing run can be replayed exactly. Each composes over any
+implementation (a folder, S3, SQLite, DynamoDB, memory, another wrapper). With an empty plan
+they are transparent: tests/backends/test_faulty.py runs both conformance suites through them.
 
 Kinds of fault:
     error       the call raises InjectedFault and does nothing
     slow        the call sleeps `delay` seconds, then runs normally
-    lost_reply  the call runs (a put lands, a delete deletes) and then raises
-                InjectedFault: the reply was lost, as with a dropped connection
+    lost_reply  the call runs (a put lands, a delete deletes, a catalog transaction commits)
+                and then raises InjectedFault: the reply was lost, as with a dropped connection
     truncate    get returns only the first half of the bytes, with no error
+    crash       the process dies at this call: it does not run, it raises InjectedCrash, and
+                so does every later call through the same plan (no clean-up reaches storage)
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from chunkstore.backends.blobstore import BlobInfo, BlobStore
+from chunkstore.backends.catalog import Catalog
 
-FAULT_KINDS = ("error", "slow", "lost_reply", "truncate")
+FAULT_KINDS = ("error", "slow", "lost_reply", "truncate", "crash")
 
 
 class InjectedFault(OSError):
@@ -34,6 +39,10 @@ class InjectedFault(OSError):
 
     def __init__(self, message: str):
         super().__init__(errno.EIO, message)
+
+
+class InjectedCrash(InjectedFault):
+    """What a call raises at and after a "crash" fault: the process is gone, nothing more reaches storage."""
 
 
 @dataclass(frozen=True)
@@ -66,17 +75,12 @@ class FaultPlan:
         self._matched: Counter[int] = Counter()
         self._fired: Counter[int] = Counter()
         self.enabled = True
+        self.crashed = False
 
     @property
     def injected(self) -> int:
         """How many faults have fired so far."""
         return sum(self._fired.values())
-
-    def injected_by_kind(self) -> dict[str, int]:
-        counts: Counter[str] = Counter()
-        for index, fired in self._fired.items():
-            counts[f"{self.faults[index].method}:{self.faults[index].kind}"] += fired
-        return dict(counts)
 
     def decide(self, method: str, key: str = "") -> Fault | None:
         """The fault to inject on this call, or None. The first rule that fires wins."""
@@ -101,10 +105,15 @@ class FaultPlan:
 def run_with_fault(plan: FaultPlan, method: str, key: str, call: Callable[[], Any],
                    truncate: Callable[[Any], Any] | None = None) -> Any:
     """Run call() under the plan's decision for (method, key)."""
+    where = f"{method}({key!r})" if key else f"{method}()"
+    if plan.crashed:
+        raise InjectedCrash(f"injected crash: {where} was not run, the process crashed before it")
     fault = plan.decide(method, key)
     if fault is None:
         return call()
-    where = f"{method}({key!r})" if key else f"{method}()"
+    if fault.kind == "crash":
+        plan.crashed = True
+        raise InjectedCrash(f"injected crash: the process crashed at {where}")
     if fault.kind == "error":
         raise InjectedFault(f"injected fault: {where} failed")
     if fault.kind == "slow":
@@ -122,17 +131,14 @@ def _first_half(data: bytes) -> bytes:
 
 
 class FaultyBlobStore(BlobStore):
-    """inner, with the faults of plan injected into put, get, stat, delete, list and sync."""
+    """inner, with the faults of plan injected into put, get, stat, delete, list and sync;
+    create, exists and remove_stale_temporaries pass through unfaulted."""
 
     def __init__(self, inner: BlobStore, plan: FaultPlan):
         self.inner = inner
         self.plan = plan
         self.url = inner.url
         self.concurrency = inner.concurrency
-
-    def __getattr__(self, name: str):
-        # Backend extras (remove_stale_temporaries, clients) pass through unfaulted.
-        return getattr(self.inner, name)
 
     def put(self, key: str, data: bytes) -> None:
         run_with_fault(self.plan, "put", key, lambda: self.inner.put(key, data))
@@ -157,3 +163,45 @@ class FaultyBlobStore(BlobStore):
 
     def exists(self) -> bool:
         return self.inner.exists()
+
+    def remove_stale_temporaries(self, older_than_seconds: float) -> int:
+        return self.inner.remove_stale_temporaries(older_than_seconds)
+
+
+class FaultyCatalog(Catalog):
+    """inner, with the faults of plan injected into every method of the Catalog contract (rules
+    are keyed by method name); its capabilities (lease_seconds, integrity_problems,
+    storage_bytes) and close pass through unfaulted."""
+
+    def __init__(self, inner: Catalog, plan: FaultPlan):
+        self.inner = inner
+        self.plan = plan
+
+    @property
+    def lease_seconds(self) -> float:
+        return self.inner.lease_seconds
+
+    def integrity_problems(self) -> list[str]:
+        return self.inner.integrity_problems()
+
+    def storage_bytes(self) -> int | None:
+        return self.inner.storage_bytes()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _faulted(method: str):
+    def call(self: FaultyCatalog, *args, **kwargs):
+        return run_with_fault(self.plan, method, "", lambda: getattr(self.inner, method)(*args, **kwargs))
+
+    call.__name__ = method
+    call.__doc__ = getattr(Catalog, method).__doc__
+    return call
+
+
+# Every method of the contract, so a method added to Catalog is faultable without a change here.
+for _method in sorted(Catalog.__abstractmethods__):
+    setattr(FaultyCatalog, _method, _faulted(_method))
+FaultyCatalog.__abstractmethods__ = frozenset()
+del _method

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import itertools
 import os
 import time
@@ -12,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from chunkstore.backends.blobstore import BlobInfo, BlobStore, is_valid_key, validate_key
-from chunkstore.errors import BlobNotFoundError
+from chunkstore.errors import BlobNotFoundError, StoreWriteError
 
 # Temporary files sit beside their target (a rename within one folder was ~2x faster
 # than across folders on ext4 here) and are named ".<pid>-<random>-<n>.tmp": keys never start
@@ -154,15 +155,20 @@ class LocalBlobStore(BlobStore):
     def sync(self) -> None:
         if not self._dirty:
             return
-        if _syncfs is not None:
+        if _syncfs is None:
+            # No syncfs on this platform: flushing every file system also flushes this one.
+            os.sync()
+        else:
             descriptor = os.open(self.root, os.O_RDONLY)
             try:
                 if _syncfs(descriptor) != 0:
-                    os.sync()
+                    # syncfs reports a write-back error (EIO, ENOSPC) of the file system: puts
+                    # that have returned may be lost, and os.sync() would not say so.
+                    number = ctypes.get_errno()
+                    raise StoreWriteError(f"cannot make the objects in {self.url} durable: syncfs failed "
+                                          f"with {errno.errorcode.get(number, number)} ({os.strerror(number)})")
             finally:
                 os.close(descriptor)
-        else:
-            os.sync()
         self._dirty = False
 
     def remove_stale_temporaries(self, older_than_seconds: float) -> int:

@@ -1,7 +1,9 @@
-"""LocalBlobStore: the conformance suite, plus what only a folder has (temporary files)."""
+"""LocalBlobStore: the conformance suite, plus what only a folder has (temporary files, syncfs)."""
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import subprocess
 import sys
@@ -11,8 +13,9 @@ from pathlib import Path
 import pytest
 from blobstore_conformance import BlobStoreConformance
 
-from chunkstore.errors import BlobNotFoundError
+from chunkstore.backends import local
 from chunkstore.backends.local import LocalBlobStore
+from chunkstore.errors import BlobNotFoundError, StoreWriteError
 
 
 class TestLocalBlobStore(BlobStoreConformance):
@@ -98,3 +101,41 @@ def test_stray_files_in_the_store_folder_are_not_objects(blobs):
     (blobs.root / "chunks" / "00" / ".editor-swap").write_bytes(b"not an object")
     (blobs.root / "README.TXT").write_bytes(b"not an object")
     assert [info.key for info in blobs.list()] == ["chunks/00/kept"]
+
+
+def failing_syncfs(error_number: int):
+    """A stand-in for libc's syncfs that fails as the kernel does: -1, with errno set."""
+    calls = []
+
+    def syncfs(descriptor: int) -> int:
+        calls.append(descriptor)
+        ctypes.set_errno(error_number)
+        return -1
+
+    return syncfs, calls
+
+
+def test_a_failed_syncfs_is_a_write_error_naming_it(blobs, monkeypatch):
+    syncfs, calls = failing_syncfs(errno.EIO)
+    monkeypatch.setattr(local, "_syncfs", syncfs)
+    monkeypatch.setattr(os, "sync", lambda: pytest.fail("a failed syncfs must not be hidden behind os.sync"))
+    blobs.put("chunks/00/object", b"data")
+    with pytest.raises(StoreWriteError, match=r"syncfs failed with EIO \(Input/output error\)") as raised:
+        blobs.sync()
+    assert raised.value.exit_code == StoreWriteError.exit_code
+    # Nothing was made durable: the next sync tries again.
+    with pytest.raises(StoreWriteError):
+        blobs.sync()
+    assert len(calls) == 2
+
+
+def test_without_syncfs_sync_flushes_every_file_system(blobs, monkeypatch):
+    synced = []
+    monkeypatch.setattr(local, "_syncfs", None)
+    monkeypatch.setattr(os, "sync", lambda: synced.append(True))
+    blobs.sync()
+    assert synced == []  # nothing was put: nothing to flush
+    blobs.put("chunks/00/object", b"data")
+    blobs.sync()
+    blobs.sync()
+    assert synced == [True]

@@ -15,8 +15,7 @@ from pathlib import Path
 from storechecks import assert_no_garbage, assert_verify_clean
 
 from chunkstore import ChunkstoreError, Store
-from chunkstore.backends.faulty import Fault, FaultPlan, FaultyBlobStore
-from chunkstore.backends.faulty_catalog import FaultyCatalog
+from chunkstore.backends.faulty import Fault, FaultPlan, FaultyBlobStore, FaultyCatalog
 
 # A lease this short makes every session left open by a failed close dead at once, as the
 # session of a process that exited is; the checks then see what a later gc would see.
