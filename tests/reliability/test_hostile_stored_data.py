@@ -5,10 +5,13 @@ with the recipes, and edits of an encrypted store's config."""
 from __future__ import annotations
 
 import io
+import sqlite3
 import struct
 import tracemalloc
+from contextlib import closing
 
 import pytest
+from clihelpers import run_cli
 
 from chunkstore import ChunkerSpec, CompressionSpec, Store
 from chunkstore.core import compression
@@ -69,3 +72,53 @@ def test_get_and_restore_of_a_chunk_holding_a_zstd_bomb_fail_with_bounded_memory
 
         assert peak_memory_of(get) < MEMORY_BOUND
         assert peak_memory_of(restore) < MEMORY_BOUND
+
+
+@pytest.fixture
+def cli_store(tmp_path):
+    """A local store holding data/a and data/b, put by the command line; returns (store, workdir)."""
+    store, work = tmp_path / "store", tmp_path / "work"
+    (work / "data").mkdir(parents=True)
+    for name in ("a", "b"):
+        (work / "data" / name).write_bytes(name.encode() * 1000)
+    run_cli(store, "init", "--avg-size", "4K", cwd=work)
+    run_cli(store, "put", "data", cwd=work)
+    return store, work
+
+
+def edit_catalog(store, *statements: str) -> None:
+    with closing(sqlite3.connect(store / "catalog.sqlite")) as db:
+        for statement in statements:
+            db.execute(statement)
+        db.commit()
+
+
+# A hostile editor can rebuild a table without its NOT NULL constraints.
+VERSIONS_WITHOUT_CONSTRAINTS = (
+    "CREATE TABLE loose AS SELECT * FROM versions",
+    "DROP TABLE versions",
+    "ALTER TABLE loose RENAME TO versions",
+)
+
+
+@pytest.mark.parametrize("edits, column", [
+    (["UPDATE versions SET size = 'large' WHERE name = 'data/a'"], "size"),
+    (["UPDATE versions SET mode = X'00' WHERE name = 'data/a'"], "mode"),
+    (["UPDATE versions SET digest = 42 WHERE name = 'data/a'"], "digest"),
+    ([*VERSIONS_WITHOUT_CONSTRAINTS, "UPDATE versions SET mtime_ns = NULL WHERE name = 'data/a'"], "mtime_ns"),
+    (["UPDATE versions SET name = '../../etc/passwd' WHERE name = 'data/a'"], "name"),
+    (["UPDATE versions SET name = '/data/a' WHERE name = 'data/a'"], "name"),
+    (["UPDATE versions SET name = 'data//a' WHERE name = 'data/a'"], "name"),
+    (["UPDATE versions SET name = 'data/a' || char(0) WHERE name = 'data/a'"], "name"),
+    (["UPDATE contents SET page_count = 'two'"], "page_count"),
+    (["UPDATE recipe_pages SET data = 'text'"], "data"),
+])
+def test_a_malformed_catalog_row_is_an_integrity_error_naming_it(cli_store, edits, column):
+    store, work = cli_store
+    edit_catalog(store, *edits)
+    failures = [run_cli(store, *command, cwd=work, expect=(0, 4))
+                for command in (["ls"], ["restore", "data", "-o", work / "out"], ["verify"])]
+    failed = [run for run in failures if run.returncode]
+    assert failed, "no command noticed the damaged row"
+    assert all(run.returncode == IntegrityError.exit_code for run in failed)
+    assert any(f"{column} is" in run.stderr.decode() for run in failed), [run.stderr for run in failed]
