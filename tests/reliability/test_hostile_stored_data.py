@@ -5,6 +5,7 @@ with the recipes, and edits of an encrypted store's config."""
 from __future__ import annotations
 
 import io
+import random
 import sqlite3
 import struct
 import tracemalloc
@@ -122,3 +123,37 @@ def test_a_malformed_catalog_row_is_an_integrity_error_naming_it(cli_store, edit
     assert failed, "no command noticed the damaged row"
     assert all(run.returncode == IntegrityError.exit_code for run in failed)
     assert any(f"{column} is" in run.stderr.decode() for run in failed), [run.stderr for run in failed]
+
+
+@pytest.fixture
+def stored_on_backend(new_backend, tmp_path):
+    """A store holding data/kept and data/removed (then removed, so gc has work), on this
+    test's backend; returns its objects (tests/storeobjects.py)."""
+    objects = new_backend(tmp_path)
+    with Store.init(objects.url, ChunkerSpec.from_average(avg_size=4096), CompressionSpec.parse("zstd:3"),
+                    **objects.init_arguments()) as store:
+        for name in ("data/kept", "data/removed"):
+            store.put_stream(io.BytesIO(random.Random(name).randbytes(50_000)), name)
+        store.remove(["data/removed"])
+    return objects
+
+
+def test_gc_deletes_nothing_while_a_chunk_a_recipe_uses_is_counted_unreferenced(stored_on_backend, tmp_path):
+    objects = stored_on_backend
+    with Store.open(objects.url) as store:
+        victim = next(iter_recipe(store, store.catalog.get_version("data/kept").digest)).chunk_id
+    objects.set_chunk_count(victim, 0)
+    before = sorted(map(str, objects.keys()))
+
+    completed = run_cli(objects.url, "gc", cwd=tmp_path, expect=IntegrityError.exit_code)
+    assert "verify --repair" in completed.stderr.decode() and victim.hex() in completed.stderr.decode()
+    run_cli(objects.url, "gc", "--dry-run", cwd=tmp_path, expect=IntegrityError.exit_code)
+    assert sorted(map(str, objects.keys())) == before
+
+    completed = run_cli(objects.url, "verify", "--repair", cwd=tmp_path)
+    assert "repaired 1 reference counts" in completed.stdout.decode()
+    run_cli(objects.url, "gc", cwd=tmp_path)
+    assert objects.exists(chunk_key(victim))
+    assert len(list(objects.keys())) < len(before)  # the removed file's chunks went
+    expected = random.Random("data/kept").randbytes(50_000)
+    assert run_cli(objects.url, "get", "data/kept", cwd=tmp_path).stdout == expected
