@@ -134,8 +134,7 @@ class Store:
             if chunker.name not in ENCRYPTABLE_CHUNKERS:
                 raise InvalidArgumentError(f"an encrypted store needs a keyed chunker ({', '.join(ENCRYPTABLE_CHUNKERS)}); "
                                            f"{chunker.name} would reveal content through chunk boundaries")
-            encryption, keys = crypto.new_encryption(passphrase, config.store_id)
-            config = dataclasses.replace(config, encryption=encryption)
+            config, keys = config.with_encryption(passphrase)
         catalog = cls._open_catalog(location, config, blobs, create=True)
         # The config is written last: its presence is what makes the folder a store,
         # so an init that dies half-way can simply be run again.
@@ -158,13 +157,11 @@ class Store:
         except BlobNotFoundError:
             raise StoreNotFoundError(f"no store at {url} (create one with `chunkstore init`)") from None
         config = StoreConfig.from_bytes(raw)
-        keys = None
-        if config.encryption is not None:
-            if passphrase is None:
-                raise PassphraseRequiredError(
-                    f"the store at {url} is encrypted: give its passphrase (CHUNKSTORE_PASSPHRASE, "
-                    "--passphrase-file, or at the prompt)")
-            keys = crypto.unlock(config.encryption, passphrase, config.store_id)
+        if config.encryption is not None and passphrase is None:
+            raise PassphraseRequiredError(
+                f"the store at {url} is encrypted: give its passphrase (CHUNKSTORE_PASSPHRASE, "
+                "--passphrase-file, or at the prompt)")
+        keys = config.unlock(passphrase)
         catalog = cls._open_catalog(location, config, blobs, create=False, lease_seconds=lease_seconds,
                                     read_only=read_only)
         return cls(url, config, blobs, catalog, keys)
@@ -173,8 +170,7 @@ class Store:
         """Wrap the store's key under a new passphrase. No data is re-encrypted."""
         if self.config.encryption is None:
             raise InvalidArgumentError("the store is not encrypted")
-        section = crypto.rewrap(self.config.encryption, old, new, self.config.store_id)
-        self.config = dataclasses.replace(self.config, encryption=section)
+        self.config = self.config.with_new_passphrase(old, new)
         self.blobs.put(CONFIG_KEY, self.config.to_bytes())
         self.blobs.sync()
 
