@@ -417,12 +417,19 @@ class _RestoreFolders:
         if folder in self._open:
             self._open.move_to_end(folder)
             return self._open[folder]
-        parent, _, last = folder.rpartition("/")
-        parent_descriptor = self.open(parent, name)
-        descriptor = _open_or_make_folder(parent_descriptor, last, folder, name)
-        self._open[folder] = descriptor
-        while len(self._open) > self.MAX_OPEN:
-            os.close(self._open.popitem(last=False)[1])
+        # Down from the nearest open ancestor (a loop: names may nest a thousand folders deep).
+        parts = folder.split("/")
+        depth = len(parts) - 1
+        while depth and "/".join(parts[:depth]) not in self._open:
+            depth -= 1
+        descriptor = self._open["/".join(parts[:depth])] if depth else self._root
+        for depth in range(depth + 1, len(parts) + 1):
+            path = "/".join(parts[:depth])
+            descriptor = _open_or_make_folder(descriptor, parts[depth - 1], path, name)
+            self._open[path] = descriptor
+            # The evicted one is never descriptor, just added: it is the most recent.
+            while len(self._open) > self.MAX_OPEN:
+                os.close(self._open.popitem(last=False)[1])
         return descriptor
 
 

@@ -124,3 +124,18 @@ def test_restore_keeps_a_bounded_number_of_folders_open(tmp_path):
     # 400 folders; without a bound each would keep a descriptor.
     assert max(open_during_restore) - min(open_during_restore) <= _RestoreFolders.MAX_OPEN
     assert len(list((tmp_path / "target" / "wide").iterdir())) == 200
+
+
+def test_a_name_a_thousand_folders_deep_restores(store, tmp_path):
+    name = "/".join(["d"] * 1500) + "/f"
+    store.put_stream(io.BytesIO(b"deep"), name)
+    assert not store.restore("d", tmp_path / "target").errors
+    descriptor = os.open(tmp_path / "target", os.O_RDONLY)
+    try:
+        for part in name.split("/")[:-1]:
+            descriptor, parent = os.open(part, os.O_RDONLY | os.O_DIRECTORY, dir_fd=descriptor), descriptor
+            os.close(parent)
+        with os.fdopen(os.open("f", os.O_RDONLY, dir_fd=descriptor), "rb") as restored:
+            assert restored.read() == b"deep"
+    finally:
+        os.close(descriptor)
