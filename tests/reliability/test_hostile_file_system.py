@@ -68,7 +68,8 @@ def test_a_folder_swapped_for_a_symlink_during_restore_never_sends_a_file_outsid
         relative = result.name.removeprefix("tree/")
         folder, _, base = relative.partition("/")
         if result.error:
-            assert "symlink" in result.error and result.exit_code != 0, result.error
+            # A symlink met where a folder was, or no folder at all (moved aside, link not yet made).
+            assert result.exit_code != 0, result.error
         else:
             # Written into the folder it opened, which may since have been moved aside.
             placed = restored.get(relative, restored.get(f".moved-{folder}/{base}"))
