@@ -6,7 +6,6 @@ and offers every operation as a method; it knows nothing of any one backend.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -73,8 +72,7 @@ class Store(StoreContext):
             if chunker.name not in ENCRYPTABLE_CHUNKERS:
                 raise InvalidArgumentError(f"an encrypted store needs a keyed chunker ({', '.join(ENCRYPTABLE_CHUNKERS)}); "
                                            f"{chunker.name} would reveal content through chunk boundaries")
-            encryption, keys = crypto.new_encryption(passphrase, config.store_id)
-            config = dataclasses.replace(config, encryption=encryption)
+            config, keys = config.with_encryption(passphrase)
         catalog = backend.open_catalog(catalog_section, store_id=config.store_id, create=True)
         # The config is written last: its presence is what makes the folder a store,
         # so an init that dies half-way can simply be run again.
@@ -96,13 +94,11 @@ class Store(StoreContext):
         except BlobNotFoundError:
             raise StoreNotFoundError(f"no store at {url} (create one with `chunkstore init`)") from None
         config = StoreConfig.from_bytes(raw)
-        keys = None
-        if config.encryption is not None:
-            if passphrase is None:
-                raise PassphraseRequiredError(
-                    f"the store at {url} is encrypted: give its passphrase (CHUNKSTORE_PASSPHRASE, "
-                    "--passphrase-file, or at the prompt)")
-            keys = crypto.unlock(config.encryption, passphrase, config.store_id)
+        if config.encryption is not None and passphrase is None:
+            raise PassphraseRequiredError(
+                f"the store at {url} is encrypted: give its passphrase (CHUNKSTORE_PASSPHRASE, "
+                "--passphrase-file, or at the prompt)")
+        keys = config.unlock(passphrase)
         catalog = backend.open_catalog(config.catalog, store_id=config.store_id, create=False,
                                        lease_seconds=lease_seconds, read_only=read_only)
         return cls(backend, config, catalog, keys)
@@ -111,8 +107,7 @@ class Store(StoreContext):
         """Wrap the store's key under a new passphrase. No data is re-encrypted."""
         if self.config.encryption is None:
             raise InvalidArgumentError("the store is not encrypted")
-        section = crypto.rewrap(self.config.encryption, old, new, self.config.store_id)
-        self.config = dataclasses.replace(self.config, encryption=section)
+        self.config = self.config.with_new_passphrase(old, new)
         self.blobs.put(CONFIG_KEY, self.config.to_bytes())
         self.blobs.sync()
 

@@ -293,7 +293,8 @@ def get(context, name: str, version: int | None, as_of: str | None, output: str 
 @as_of_option("Restore the files")
 @click.pass_obj
 def restore(context, prefix: str, destination: str, as_of: str | None) -> int:
-    """Restore the latest version of every file under PREFIX into DIR, with mode and mtime.
+    """Restore the latest version of every file under PREFIX into DIR, with mode and mtime
+    (set-user-ID and set-group-ID bits are dropped, since owners are not restored).
 
     With --as-of, every file is restored as it was then, and files that did not
     exist then (not yet stored, or deleted by a `put --sync`) are left out. DIR

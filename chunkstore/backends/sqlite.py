@@ -19,11 +19,12 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from chunkstore.core import recipes
+from chunkstore.core.names import normalize_name
 from chunkstore.errors import ChunkstoreError, ConcurrentModificationError, CorruptObjectError, InvalidArgumentError, NameNotFoundError, NotFoundError, UnsupportedFormatError, VersionNotFoundError
 from chunkstore.backends.catalog import SNAPSHOT_COUNTS, Catalog, CatalogStats, ChunkRecord, ChunkState, CommitOutcome, ContentRecord, FileStat, NewVersion, SnapshotRecord, VersionRecord, deletion_marker, refuse_marker
 from chunkstore.backends.sessions import DEFAULT_LEASE_SECONDS, HOST, new_session_id, now_ns, session_is_dead
@@ -123,20 +124,92 @@ _DELETING_WAIT_SECONDS = 120.0
 _IN_BATCH = 500
 
 
+class _Column:
+    """What one column of a catalog row must hold; rows are checked as they are read, so a
+    row of the wrong type or a name chunkstore would never store (an edited or damaged file)
+    is an integrity error naming the row, not a crash further on."""
+
+    def __init__(self, name: str, expected: str, accepts: Callable[[object], bool]):
+        self.name = name
+        self.expected = expected
+        self.accepts = accepts
+
+
+def _is_integer(value: object) -> bool:
+    return type(value) is int
+
+
+def _is_stored_name(value: object) -> bool:
+    if type(value) is not str:
+        return False
+    try:
+        return normalize_name(value) == value
+    except InvalidArgumentError:
+        return False
+
+
+def _integers(*names: str) -> list[_Column]:
+    return [_Column(name, "an integer", _is_integer) for name in names]
+
+
+_NAME = _Column("name", "a stored name (normalised, relative, no '..' or NUL)", _is_stored_name)
+_DIGEST = _Column("digest", "bytes", lambda value: type(value) is bytes)
+_VERSION_ROW = (_NAME, *_integers("version"), _DIGEST,
+                *_integers("size", "mtime_ns", "mode", "inode", "ctime_ns", "stored_at_ns", "deleted"))
+_CHUNK_ROW = (_Column("id", "bytes", lambda value: type(value) is bytes),
+              *_integers("size", "stored_size", "refcount"),
+              _Column("state", f"one of {[int(state) for state in ChunkState]}",
+                      lambda value: _is_integer(value) and value in ChunkState._value2member_map_),
+              _Column("location", "text or NULL", lambda value: value is None or type(value) is str))
+_CONTENT_ROW = (_DIGEST, *_integers("size", "chunk_count", "page_count", "refcount"))
+_SNAPSHOT_ROW = (_Column("id", "text", lambda value: type(value) is str), *_integers("at_ns"),
+                 _Column("host", "text", lambda value: type(value) is str),
+                 _Column("paths", "a JSON list of stored names", lambda value: _is_name_list(value)),
+                 *_integers(*SNAPSHOT_COUNTS))
+_PAGE_ROW = (_Column("data", "bytes", lambda value: type(value) is bytes),)
+
+
+def _is_name_list(text: object) -> bool:
+    try:
+        paths = json.loads(text) if type(text) is str else None
+    except (json.JSONDecodeError, RecursionError):
+        return False
+    return isinstance(paths, list) and all(map(_is_stored_name, paths))
+
+
+def _checked(table: str, columns: Sequence[_Column], row: Sequence) -> Sequence:
+    """row, once every value is what its column must hold; else CorruptObjectError naming it."""
+    for column, value in zip(columns, row, strict=True):
+        if not column.accepts(value):
+            raise CorruptObjectError(
+                f"catalog row of {table} {row[0]!r:.80} is damaged: {column.name} is {value!r:.80}, "
+                f"not {column.expected}; restore the catalog from a backup or remove the row")
+    return row
+
+
 def _version_from_row(row) -> VersionRecord:
-    name, version, digest, size, mtime_ns, mode, inode, ctime_ns, stored_at_ns, deleted = row
+    name, version, digest, size, mtime_ns, mode, inode, ctime_ns, stored_at_ns, deleted = _checked(
+        "versions", _VERSION_ROW, row)
     return VersionRecord(name, version, digest, FileStat(size, mtime_ns, mode, inode, ctime_ns), stored_at_ns,
                          bool(deleted))
 
 
 def _snapshot_from_row(row) -> SnapshotRecord:
-    snapshot_id, at_ns, host, paths, *counts = row
+    snapshot_id, at_ns, host, paths, *counts = _checked("snapshots", _SNAPSHOT_ROW, row)
     return SnapshotRecord(snapshot_id, at_ns, host, tuple(json.loads(paths)), *counts)
 
 
 def _chunk_from_row(row) -> ChunkRecord:
-    chunk_id, size, stored_size, refcount, state, location = row
+    chunk_id, size, stored_size, refcount, state, location = _checked("chunks", _CHUNK_ROW, row)
     return ChunkRecord(chunk_id, size, stored_size, refcount, ChunkState(state), location)
+
+
+def _content_from_row(row) -> ContentRecord:
+    return ContentRecord(*_checked("contents", _CONTENT_ROW, row))
+
+
+def _page_from_row(row) -> bytes:
+    return _checked("recipe_pages", _PAGE_ROW, row)[0]
 
 
 def _batches(items: Sequence, size: int = _IN_BATCH) -> Iterator[Sequence]:
@@ -390,7 +463,7 @@ class SQLiteCatalog(Catalog):
         row = db.execute(
             "SELECT name FROM versions WHERE digest = ? ORDER BY stored_at_ns, name LIMIT 1", (digest,)
         ).fetchone()
-        return row[0] if row else None
+        return _checked("versions", (_NAME,), row)[0] if row else None
 
     def _insert_content(self, db, new: NewVersion) -> None:
         db.execute("INSERT INTO contents VALUES (?, ?, ?, ?, 1)",
@@ -458,7 +531,7 @@ class SQLiteCatalog(Catalog):
         row = self._connection().execute(
             "SELECT digest, size, chunk_count, page_count, refcount FROM contents WHERE digest = ?", (digest,)
         ).fetchone()
-        return ContentRecord(*row) if row else None
+        return _content_from_row(row) if row else None
 
     def recipe_pages(self, digest: bytes) -> Iterator[bytes]:
         content = self.get_content(digest)
@@ -471,13 +544,13 @@ class SQLiteCatalog(Catalog):
             ).fetchone()
             if row is None:
                 raise CorruptObjectError(f"recipe of content {digest.hex()} is missing page {page_number}")
-            yield row[0]
+            yield _page_from_row(row)
 
     def iter_contents(self) -> Iterator[ContentRecord]:
         for row in self._connection().execute(
             "SELECT digest, size, chunk_count, page_count, refcount FROM contents ORDER BY digest"
         ):
-            yield ContentRecord(*row)
+            yield _content_from_row(row)
 
     def iter_chunks(self) -> Iterator[ChunkRecord]:
         for row in self._connection().execute(

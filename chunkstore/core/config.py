@@ -4,23 +4,31 @@ It records every parameter that shapes stored data (chunker and its sizes, ID
 and digest algorithms, compression, object and recipe formats, encryption, key
 layout) and where the catalog lives, so that opening a store needs only its URL.
 A config whose version or algorithms this chunkstore does not know is refused.
+
+Config versions:
+    1  the first format
+    2  an encrypted store's config, which carries an authentication code
+       (encryption.config_mac, crypto.py) over the rest of the config. Encrypted version 1
+       configs are still read, and become version 2 when their passphrase is changed.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 from chunkstore.core import crypto, objectformat, recipes
 from chunkstore.core.chunking import ChunkerSpec
 from chunkstore.core.compression import CompressionSpec
-from chunkstore.errors import CorruptObjectError, UnsupportedFormatError
+from chunkstore.errors import CorruptObjectError, UnsupportedFormatError, WrongKeyError
 
 CONFIG_KEY = "config"
 FORMAT_NAME = "chunkstore"
 CONFIG_VERSION = 1
+AUTHENTICATED_CONFIG_VERSION = 2  # what an encrypted store's config is written as
+READABLE_CONFIG_VERSIONS = (CONFIG_VERSION, AUTHENTICATED_CONFIG_VERSION)
 CHUNK_ID_ALGORITHMS = ("blake3-256",)
 # Chunk objects live at chunks/<first two hex digits>/<hex id>: 256 folders keep
 # each folder small on a local disk and spread S3 request load over prefixes.
@@ -40,11 +48,15 @@ class StoreConfig:
     object_format: int = objectformat.VERSION
     recipe_format: int = recipes.VERSION
     encryption: dict | None = None
+    version: int = CONFIG_VERSION
 
     def to_bytes(self) -> bytes:
-        document = {
+        return (json.dumps(self._document(), indent=2, sort_keys=True) + "\n").encode()
+
+    def _document(self) -> dict:
+        return {
             "format": FORMAT_NAME,
-            "version": CONFIG_VERSION,
+            "version": self.version,
             "store_id": self.store_id,
             "created_at": self.created_at,
             "chunker": self.chunker.to_config(),
@@ -57,7 +69,43 @@ class StoreConfig:
             "layout": {"chunk_prefix": CHUNK_KEY_PREFIX, "shard_hex_digits": SHARD_HEX_DIGITS},
             "catalog": self.catalog,
         }
-        return (json.dumps(document, indent=2, sort_keys=True) + "\n").encode()
+
+    def _authenticated_document(self) -> dict:
+        """What the authentication code covers: the whole config but the code itself."""
+        document = self._document()
+        document["encryption"] = {k: v for k, v in self.encryption.items() if k != "config_mac"}
+        return document
+
+    def with_encryption(self, passphrase: bytes) -> tuple["StoreConfig", crypto.Keys]:
+        """This (new) config with a new encryption section, and the store's keys."""
+        section, keys = crypto.new_encryption(passphrase, self.store_id)
+        return self._authenticated(section, keys), keys
+
+    def with_new_passphrase(self, old: bytes, new: bytes) -> "StoreConfig":
+        """This config with its key wrapped under a new passphrase, authenticated (version 2)."""
+        section, keys = crypto.rewrap(self.encryption, old, new, self.store_id)
+        return self._authenticated(section, keys)
+
+    def _authenticated(self, section: dict, keys: crypto.Keys) -> "StoreConfig":
+        unsigned = replace(self, version=AUTHENTICATED_CONFIG_VERSION,
+                           encryption={k: v for k, v in section.items() if k != "config_mac"})
+        code = crypto.config_mac(keys, unsigned._authenticated_document())
+        return replace(unsigned, encryption={**unsigned.encryption, "config_mac": code})
+
+    def unlock(self, passphrase: bytes | None) -> crypto.Keys | None:
+        """The store's keys (None for a store that is not encrypted). Refused: a passphrase for a
+        store whose config says it is not encrypted (WrongKeyError: the config may have been
+        edited to store plaintext), and an encrypted config that was edited (CorruptObjectError)."""
+        if self.encryption is None:
+            if passphrase is not None:
+                raise WrongKeyError(
+                    "a passphrase was given, but the store's config says it is not encrypted; refusing to "
+                    "store or read plaintext in a store meant to be encrypted (if its config was edited, "
+                    "restore it from a backup; for a store that was never encrypted, give no passphrase)")
+            return None
+        return crypto.unlock_authenticated(self.encryption, passphrase, self.store_id,
+                                           self._authenticated_document(),
+                                           code_required=self.version == AUTHENTICATED_CONFIG_VERSION)
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> "StoreConfig":
@@ -69,9 +117,13 @@ class StoreConfig:
         if not isinstance(document, dict) or document.get("format") != FORMAT_NAME:
             raise CorruptObjectError("store config is not a chunkstore config")
         version = document.get("version")
-        if version != CONFIG_VERSION:
+        # Version 2 is only ever an encrypted store's (its code needs the store's key).
+        encrypted = document.get("encryption") is not None
+        if type(version) is not int or version not in READABLE_CONFIG_VERSIONS or (
+                version == AUTHENTICATED_CONFIG_VERSION and not encrypted):
             raise UnsupportedFormatError(
-                f"store config version {version!r} is not supported (this chunkstore reads version {CONFIG_VERSION})"
+                f"store config version {version!r} is not supported (this chunkstore reads versions "
+                f"{', '.join(map(str, READABLE_CONFIG_VERSIONS))})"
             )
         try:
             if document["chunk_id"] not in CHUNK_ID_ALGORITHMS or document["file_digest"] not in CHUNK_ID_ALGORITHMS:
@@ -98,6 +150,7 @@ class StoreConfig:
                 object_format=document["object_format"],
                 recipe_format=document["recipe_format"],
                 encryption=document["encryption"],
+                version=version,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise CorruptObjectError(f"store config is damaged: {type(error).__name__}: {error}") from None

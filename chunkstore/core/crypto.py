@@ -7,6 +7,12 @@
   for chunk IDs and for whole-file digests, the FastCDC gear seed, and the AEAD key for
   chunk objects. So the same file in two stores gives different chunk IDs and different
   chunk boundaries, and recipes (lists of keyed IDs and lengths) reveal no content.
+- The config of an encrypted store carries an authentication code (keyed BLAKE3 under its own
+  subkey) over everything else in it, so an edit of the chunker, compression, catalog or key
+  parameters is refused once the store is unlocked. The nonce of a wrapped key is derived from
+  the master key: that marks key sections written with a code, so stripping the code from the
+  config (or lowering the config version) is found too. Older sections (random nonce, no code)
+  still open, and get both when the passphrase is next changed.
 - Every sealed message gets its own key: BLAKE3(nonce, key=subkey) with a fresh 24-byte
   random nonce, then AES-256-GCM with that key. Keys are never reused, so nonce reuse
   across any number of concurrent writers cannot happen in practice (a 192-bit random
@@ -16,6 +22,7 @@
 from __future__ import annotations
 
 import base64
+import hmac
 import json
 import os
 from dataclasses import dataclass
@@ -45,7 +52,14 @@ _LABELS = {
     "file_digest": b"chunkstore 1 file-digest",
     "chunker_seed": b"chunkstore 1 chunker-seed",
     "objects": b"chunkstore 1 object-aead",
+    "config_mac": b"chunkstore 1 config-mac",
+    "wrap_nonce": b"chunkstore 1 wrap-nonce",
 }
+WRAP_NONCE_SIZE = 12
+
+
+def _derive(master: bytes, label: str, length: int = 32) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=_LABELS[label]).derive(master)
 
 
 def _b64(data: bytes) -> str:
@@ -87,15 +101,20 @@ class Keys:
     file_digest: bytes
     chunker_seed: int
     objects: Sealer
+    config_mac: bytes
 
     @classmethod
     def from_master(cls, master: bytes) -> "Keys":
-        def derive(label: str, length: int = 32) -> bytes:
-            return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=_LABELS[label]).derive(master)
-
         # pyfastcdc takes a seed that fits in 63 bits (a signed 64-bit C integer).
-        seed = int.from_bytes(derive("chunker_seed", 8), "big") & ((1 << 63) - 1)
-        return cls(derive("chunk_id"), derive("file_digest"), seed or 1, Sealer(derive("objects")))
+        seed = int.from_bytes(_derive(master, "chunker_seed", 8), "big") & ((1 << 63) - 1)
+        return cls(_derive(master, "chunk_id"), _derive(master, "file_digest"), seed or 1,
+                   Sealer(_derive(master, "objects")), _derive(master, "config_mac"))
+
+
+def config_mac(keys: Keys, document: dict) -> str:
+    """The authentication code of a config document (without its code), over its canonical JSON."""
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    return blake3.blake3(canonical, key=keys.config_mac).hexdigest()
 
 
 def _kek(passphrase: bytes, kdf: dict) -> bytes:
@@ -107,7 +126,9 @@ def _kek(passphrase: bytes, kdf: dict) -> bytes:
 
 def _wrap(master: bytes, passphrase: bytes, store_id: str, kdf_template: dict) -> dict:
     kdf = dict(kdf_template, salt=_b64(os.urandom(16)))
-    nonce = os.urandom(12)
+    # A nonce derived from the key is safe here: the fresh salt gives every wrap its own
+    # key-encryption key, which seals this one message. It marks the section (see above).
+    nonce = _derive(master, "wrap_nonce", WRAP_NONCE_SIZE)
     wrapped = AESGCM(_kek(passphrase, kdf)).encrypt(nonce, master, _wrap_context(store_id))
     return {"kdf": kdf, "wrapped_key": _b64(nonce + wrapped)}
 
@@ -132,7 +153,8 @@ def validate_section(section: dict) -> None:
         described = (f"scheme {section.get('scheme')!r}, cipher {section.get('cipher')!r}"
                      if isinstance(section, dict) else repr(section))
         raise UnsupportedFormatError(f"store is encrypted with a scheme this chunkstore does not know: {described}")
-    if not isinstance(section.get("kdf"), dict) or not isinstance(section.get("wrapped_key"), str):
+    if (not isinstance(section.get("kdf"), dict) or not isinstance(section.get("wrapped_key"), str)
+            or not isinstance(section.get("config_mac", ""), str)):
         raise CorruptObjectError("store config has a damaged encryption section")
 
 
@@ -154,12 +176,32 @@ def unlock(section: dict, passphrase: bytes, store_id: str) -> Keys:
     return Keys.from_master(_unwrap_master(section, passphrase, store_id))
 
 
-def rewrap(section: dict, old_passphrase: bytes, new_passphrase: bytes, store_id: str) -> dict:
-    """The same section with the master key wrapped under a new passphrase (fresh salt)."""
+def unlock_authenticated(section: dict, passphrase: bytes, store_id: str, document: dict,
+                         code_required: bool) -> Keys:
+    """The keys of an encrypted store whose config, without its code, is document; CorruptObjectError
+    if the config's authentication code is wrong, or missing where code_required says or the
+    key section shows (a derived wrap nonce) that one was written."""
+    master = _unwrap_master(section, passphrase, store_id)
+    keys = Keys.from_master(master)
+    code = section.get("config_mac")
+    if code is None:
+        if code_required or _unb64(section["wrapped_key"])[:WRAP_NONCE_SIZE] == _derive(master, "wrap_nonce", WRAP_NONCE_SIZE):
+            raise CorruptObjectError("store config was altered: its authentication code was removed")
+        return keys  # a config written before configs carried a code
+    if not hmac.compare_digest(code, config_mac(keys, document)):
+        raise CorruptObjectError("store config was altered since it was written (its authentication code "
+                                 "does not match): restore the config from a backup")
+    return keys
+
+
+def rewrap(section: dict, old_passphrase: bytes, new_passphrase: bytes, store_id: str) -> tuple[dict, Keys]:
+    """The same section with the master key wrapped under a new passphrase (fresh salt), and the
+    keys (to authenticate the config that holds the new section)."""
     if not new_passphrase:
         raise InvalidArgumentError("the new passphrase is empty")
     master = _unwrap_master(section, old_passphrase, store_id)
-    return {**section, **_wrap(master, new_passphrase, store_id, {k: v for k, v in section["kdf"].items() if k != "salt"})}
+    kdf_template = {k: v for k, v in section["kdf"].items() if k != "salt"}
+    return {**section, **_wrap(master, new_passphrase, store_id, kdf_template)}, Keys.from_master(master)
 
 
 KEY_EXPORT_FORMAT = "chunkstore-key-export"

@@ -9,6 +9,7 @@ store never leaves a silently wrong file behind.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 import stat as stat_module
@@ -221,29 +222,53 @@ def get_to_path(store: StoreContext, name: str, path: Path, *, version: int | No
     record = store.catalog.get_version(normalize_name(name), version)
     if path.is_dir():
         raise ChunkstoreError(f"{path} is a folder; give a file path to -o")
-    if not path.parent.is_dir():
-        raise ChunkstoreError(f"cannot write {path}: the folder {path.parent} does not exist")
-    with ChunkFetcher(store) as fetcher:
-        _write_file(record, path, lambda handle: fetcher.write_verified(record, handle, on_progress))
+    try:
+        folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    except (FileNotFoundError, NotADirectoryError):
+        raise ChunkstoreError(f"cannot write {path}: the folder {path.parent} does not exist") from None
+    try:
+        with ChunkFetcher(store) as fetcher:
+            _write_file(record, folder, path.name, lambda handle: fetcher.write_verified(record, handle, on_progress))
+    finally:
+        os.close(folder)
     return record
 
 
-def _write_file(record: VersionRecord, path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Create path with what write() puts in it, its mode and its mtime, or leave nothing."""
-    temporary = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.chunkstore-tmp"
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+# The mode bits restore sets. Set-user-ID and set-group-ID are left out: ownership is not
+# restored, so they would hand the restoring user's (root's) rights to whoever stored the
+# file (tar and restic drop them too unless they restore the owner).
+RESTORED_MODE_BITS = 0o7777 & ~(stat_module.S_ISUID | stat_module.S_ISGID)
+
+
+def _temporary_name() -> str:
+    # Short and fixed-length whatever the final name: a name of NAME_MAX (255) bytes
+    # still gets a temporary name in the same folder.
+    return f".{uuid.uuid4().hex[:16]}.chunkstore-tmp"
+
+
+def _write_file(record: VersionRecord, folder: int, name: str, write: Callable[[BinaryIO], None]) -> None:
+    """Create name in the folder open as descriptor folder with what write() puts in it, its
+    mode and its mtime, or leave nothing. Nothing is resolved by path: a folder swapped for a
+    symlink meanwhile cannot redirect the file elsewhere."""
+    temporary = _temporary_name()
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=folder)
     try:
         with os.fdopen(descriptor, "wb") as handle:
             write(handle)
-        os.chmod(temporary, stat_module.S_IMODE(record.stat.mode) or 0o644)
-        os.utime(temporary, ns=(record.stat.mtime_ns, record.stat.mtime_ns))
-        os.replace(temporary, path)
+            handle.flush()
+            os.chmod(descriptor, (record.stat.mode & RESTORED_MODE_BITS) or 0o644)
+            os.utime(descriptor, ns=(record.stat.mtime_ns, record.stat.mtime_ns))
+        os.rename(temporary, name, src_dir_fd=folder, dst_dir_fd=folder)
     except BaseException:
-        try:
-            os.unlink(temporary)
-        except FileNotFoundError:
-            pass
+        _unlink_quietly(temporary, folder)
         raise
+
+
+def _unlink_quietly(name: str, folder: int) -> None:
+    try:
+        os.unlink(name, dir_fd=folder)
+    except FileNotFoundError:
+        pass
 
 
 @dataclass
@@ -285,26 +310,25 @@ def restore(store: StoreContext, prefix: str, destination: Path, *, as_of_ns: in
     destination.mkdir(parents=True, exist_ok=True)
     root = destination.resolve()
     summary = RestoreSummary()
-    folders_checked: set[str] = set()
-    with ChunkFetcher(store) as fetcher:
+    with ChunkFetcher(store) as fetcher, _RestoreFolders(root) as folders:
         for record, content in _with_small_contents_ahead(fetcher, records):
-            target = root / record.name
-            result = RestoreResult(record.name, str(target), record.size, record.version)
+            result = RestoreResult(record.name, str(root / record.name), record.size, record.version)
             try:
                 _check_safe(record.name)
-                _make_parents(root, record.name, folders_checked)
+                folder_name, _, base_name = record.name.rpartition("/")
+                folder = folders.open(folder_name, record.name)
                 if stat_module.S_ISLNK(record.stat.mode):
-                    _write_symlink(fetcher, record, target)
+                    _write_symlink(fetcher, record, folder, base_name)
                 elif content is not None:
-                    _refuse_symlink_at(target, record.name)
+                    _refuse_symlink_at(folder, base_name, record.name)
                     with naming_errors(record):
                         data = content.result()
-                    _write_file(record, target, lambda handle: handle.write(data))
+                    _write_file(record, folder, base_name, lambda handle: handle.write(data))
                     if on_progress:
                         on_progress(len(data))
                 else:
-                    _refuse_symlink_at(target, record.name)
-                    _write_file(record, target,
+                    _refuse_symlink_at(folder, base_name, record.name)
+                    _write_file(record, folder, base_name,
                                 lambda handle: fetcher.write_verified(record, handle, on_progress))
             except (IntegrityError, UnsafePathError) as error:
                 result.error = str(error)
@@ -362,54 +386,117 @@ def _check_safe(name: str) -> None:
         raise UnsafePathError(f"{name!r}: stored name is not in normal form; refusing to restore it")
 
 
-def _make_parents(root: Path, name: str, checked: set[str]) -> None:
-    """Create the folders of name below root, refusing any that is a symlink or not a folder.
+class _RestoreFolders:
+    """Descriptors of the folders of one restore, each opened relative to its parent's
+    descriptor with O_NOFOLLOW (and created the same way), starting from the destination.
 
-    checked holds the folders (relative names) this restore has already created or checked:
-    names come sorted, so a folder's files follow one another and it is looked at once."""
-    folder, _, _ = name.rpartition("/")
-    if not folder or folder in checked:
-        return
-    current = root
-    relative = ""
-    for part in folder.split("/"):
-        current = current / part
-        relative = f"{relative}/{part}" if relative else part
-        if relative in checked:
-            continue
-        try:
-            st = current.lstat()
-        except FileNotFoundError:
-            current.mkdir()
-            checked.add(relative)
-            continue
-        if stat_module.S_ISLNK(st.st_mode):
-            raise UnsafePathError(f"{name}: {current} is a symlink; refusing to restore through it")
-        if not stat_module.S_ISDIR(st.st_mode):
-            raise UnsafePathError(f"{name}: {current} exists and is not a folder")
-        checked.add(relative)
+    Every file, link and folder is then made relative to an open descriptor, never by a path
+    string resolved again: a folder that someone swaps for a symlink during the restore
+    fails with ELOOP when it is next opened, and a folder already open stays the folder
+    that was checked, wherever it is moved."""
+
+    # Names come sorted, so the folder being filled and its ancestors are what is reused:
+    # a few dozen descriptors hold a deep tree's path, far below the usual limit of 1,024.
+    MAX_OPEN = 64
+
+    def __init__(self, root: Path):
+        self._root = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        self._open: OrderedDict[str, int] = OrderedDict()
+
+    def __enter__(self) -> "_RestoreFolders":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for descriptor in self._open.values():
+            os.close(descriptor)
+        self._open.clear()
+        os.close(self._root)
+
+    def open(self, folder: str, name: str) -> int:
+        """The descriptor of folder (a relative name, "" for the destination), creating the
+        folders missing on the way; UnsafePathError (naming name) if any is a symlink or
+        not a folder. The descriptor stays owned by this object."""
+        if not folder:
+            return self._root
+        if folder in self._open:
+            self._open.move_to_end(folder)
+            return self._open[folder]
+        # Down from the nearest open ancestor (a loop: names may nest a thousand folders deep).
+        parts = folder.split("/")
+        depth = len(parts) - 1
+        while depth and "/".join(parts[:depth]) not in self._open:
+            depth -= 1
+        descriptor = self._open["/".join(parts[:depth])] if depth else self._root
+        for depth in range(depth + 1, len(parts) + 1):
+            path = "/".join(parts[:depth])
+            descriptor = _open_or_make_folder(descriptor, parts[depth - 1], path, name)
+            self._open[path] = descriptor
+            # The evicted one is never descriptor, just added: it is the most recent.
+            while len(self._open) > self.MAX_OPEN:
+                os.close(self._open.popitem(last=False)[1])
+        return descriptor
 
 
-def _refuse_symlink_at(path: Path, name: str) -> None:
+def _open_or_make_folder(parent: int, part: str, folder: str, name: str) -> int:
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    try:
+        return os.open(part, flags, dir_fd=parent)
+    except FileNotFoundError:
+        pass
+    except OSError as error:
+        raise _unsafe_folder(error, folder, name, parent, part) from None
+    try:
+        os.mkdir(part, dir_fd=parent)
+    except FileExistsError:
+        pass  # made meanwhile; opening it below checks what it is
+    try:
+        return os.open(part, flags, dir_fd=parent)
+    except OSError as error:
+        raise _unsafe_folder(error, folder, name, parent, part) from None
+
+
+def _unsafe_folder(error: OSError, folder: str, name: str, parent: int, part: str) -> OSError:
+    """UnsafePathError for a folder that O_NOFOLLOW|O_DIRECTORY refused; other errors as they are."""
+    if error.errno not in (errno.ELOOP, errno.ENOTDIR):
+        return error
+    try:
+        is_link = stat_module.S_ISLNK(os.stat(part, dir_fd=parent, follow_symlinks=False).st_mode)
+    except OSError:
+        is_link = error.errno == errno.ELOOP
+    if is_link:
+        return UnsafePathError(f"{name}: {folder} is a symlink; refusing to restore through it")
+    return UnsafePathError(f"{name}: {folder} exists and is not a folder")
+
+
+def _lstat_mode(folder: int, base_name: str) -> int | None:
+    try:
+        return os.stat(base_name, dir_fd=folder, follow_symlinks=False).st_mode
+    except FileNotFoundError:
+        return None
+
+
+def _refuse_symlink_at(folder: int, base_name: str, name: str) -> None:
     """A regular file is not written where a symlink is: someone may have planted it there."""
-    if path.is_symlink():
-        raise UnsafePathError(f"{name}: {path} is a symlink; refusing to overwrite it")
+    mode = _lstat_mode(folder, base_name)
+    if mode is not None and stat_module.S_ISLNK(mode):
+        raise UnsafePathError(f"{name}: {name} is a symlink; refusing to overwrite it")
 
 
-def _write_symlink(fetcher: ChunkFetcher, record: VersionRecord, path: Path) -> None:
-    """Recreate a stored symlink (its content is the target), atomically replacing what is at path.
+def _write_symlink(fetcher: ChunkFetcher, record: VersionRecord, folder: int, base_name: str) -> None:
+    """Recreate a stored symlink (its content is the target), atomically replacing what is at base_name.
 
     The link is created, never followed: a link pointing outside the restore folder is
     restored as such, and later names are still refused if they would pass through it."""
     target = io.BytesIO()
     fetcher.write_verified(record, target)
-    if path.is_dir() and not path.is_symlink():
-        raise UnsafePathError(f"{record.name}: {path} is a folder; not replacing it with a symlink")
-    temporary = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}.chunkstore-tmp"
-    os.symlink(os.fsdecode(target.getvalue()), temporary)
+    mode = _lstat_mode(folder, base_name)
+    if mode is not None and stat_module.S_ISDIR(mode):
+        raise UnsafePathError(f"{record.name}: {record.name} is a folder; not replacing it with a symlink")
+    temporary = _temporary_name()
+    os.symlink(os.fsdecode(target.getvalue()), temporary, dir_fd=folder)
     try:
-        os.utime(temporary, ns=(record.stat.mtime_ns, record.stat.mtime_ns), follow_symlinks=False)
-        os.replace(temporary, path)
+        os.utime(temporary, ns=(record.stat.mtime_ns, record.stat.mtime_ns), dir_fd=folder, follow_symlinks=False)
+        os.rename(temporary, base_name, src_dir_fd=folder, dst_dir_fd=folder)
     except BaseException:
-        os.unlink(temporary)
+        _unlink_quietly(temporary, folder)
         raise
