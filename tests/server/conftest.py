@@ -17,9 +17,9 @@ def start_server(tmp_path):
     started: list[ServerProcess] = []
 
     def start(*args: str, store_url: str | None = None, env: dict | None = None,
-              avg_size: str = "64K") -> ServerProcess:
+              avg_size: str = "64K", library_settings: dict | None = None) -> ServerProcess:
         url = store_url or init_store(tmp_path / f"store{len(started)}", avg_size)
-        server = ServerProcess(url, args, env or {})
+        server = ServerProcess(url, args, env or {}, library_settings=library_settings)
         started.append(server)
         return server.start()
 

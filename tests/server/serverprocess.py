@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -51,14 +52,20 @@ class ServerProcess:
     log_path: Path | None = None
     base_url: str = ""
     process: subprocess.Popen | None = None
+    # Set: run tests/server/run_server.py with these ServerSettings fields instead of the command line.
+    library_settings: dict | None = None
 
     def start(self) -> "ServerProcess":
         """Start on a free port; wait for the line that names the address."""
         self.log_path = self.log_path or Path(self.store_url).with_name(Path(self.store_url).name + "-serve.log")
         log = open(self.log_path, "wb")
+        if self.library_settings is None:
+            command = [*chunkstore_command(), "--store", self.store_url, "serve", "--port", "0", *self.args]
+        else:
+            command = [sys.executable, str(Path(__file__).with_name("run_server.py")), self.store_url,
+                       json.dumps(self.library_settings)]
         self.process = subprocess.Popen(
-            [*chunkstore_command(), "--store", self.store_url, "serve", "--port", "0", *self.args],
-            stdout=log, stderr=subprocess.STDOUT, env=environment(self.env, without=("CHUNKSTORE_TOKENS",)))
+            command, stdout=log, stderr=subprocess.STDOUT, env=environment(self.env, without=("CHUNKSTORE_TOKENS",)))
         log.close()
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
@@ -82,7 +89,7 @@ class ServerProcess:
 
     def client(self, token: str | None = None, **options) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.base_url, headers=headers, timeout=120, **options)
+        return httpx.Client(base_url=self.base_url, headers=headers, **{"timeout": 120, **options})
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

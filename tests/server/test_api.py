@@ -53,8 +53,8 @@ def test_names_are_normalised_and_invalid_ones_refused(server):
         assert upload(client, "/abs//./x.txt", b"x").json()["name"] == "abs/x.txt"
         for bad in ("../escape", "a/../../b", "", "a\x00b"):
             response = upload(client, bad, b"data")
-            assert response.status_code in (400, 422), (bad, response.text)
-            assert response.json()["code"] in ("invalid_argument", "invalid_request")
+            assert response.status_code == 400, (bad, response.text)
+            assert response.json()["code"] == "invalid_argument"
         names = [entry["name"] for entry in client.get("/files").json()["files"]]
     assert names == ["abs/x.txt"]
 
@@ -170,7 +170,7 @@ def test_unknown_routes_and_methods_answer_json(server):
         bad_version = client.get("/files/x", params={"version": "abc"})
     assert route.status_code == 404 and route.json()["code"] == "not_found"
     assert method.status_code == 405 and method.json()["code"] == "method_not_allowed"
-    assert bad_version.status_code == 422 and bad_version.json()["code"] == "invalid_request"
+    assert bad_version.status_code == 400 and bad_version.json()["code"] == "invalid_request"
 
 
 def test_concurrent_uploads_all_commit(server):
@@ -259,8 +259,8 @@ def test_client_going_away_mid_upload_commits_nothing(server):
 
     address = urlsplit(server.base_url)
     with socket.create_connection((address.hostname, address.port)) as connection:
-        connection.sendall(b"POST /files?name=partial.bin HTTP/1.1\r\nHost: test\r\n"
-                           b"Content-Type: application/octet-stream\r\nContent-Length: 10000000\r\n\r\n")
+        connection.sendall(f"POST /files?name=partial.bin HTTP/1.1\r\nHost: {address.netloc}\r\n".encode()
+                           + b"Content-Type: application/octet-stream\r\nContent-Length: 10000000\r\n\r\n")
         connection.sendall(payload(300_000, 13))
     with server.client() as client:
         # The server notices the closed connection, abandons the put, and carries on serving.

@@ -15,23 +15,23 @@ from typing import Annotated
 
 import anyio.to_thread
 from fastapi import Depends, FastAPI, Path, Query, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import ClientDisconnect
 
 from chunkstore import __version__
 from chunkstore.backends.catalog import VersionRecord
-from chunkstore.errors import ChunkstoreError, IntegrityError, InvalidArgumentError, NotFoundError, WrongKeyError
-from chunkstore.core.names import normalize_name
+from chunkstore.core.names import normalize_name, normalize_prefix
 from chunkstore.store import Store
 from chunkstore.apps.uploads import UPLOAD_MESSAGES
 from chunkstore.apps.server.auth import LOCAL_USER, Principal, TokenSet
-from chunkstore.apps.server.transfer import ByteRange, PieceFeed, RangeNotSatisfiable, RequestBody, UploadTooLarge, parse_range, verified_pieces
+from chunkstore.apps.server.errors import ApiError, error_responses, install_error_handlers
+from chunkstore.apps.server.guard import HostRule, RequestGuard, parse_allowed_host
+from chunkstore.apps.server.transfer import (ByteRange, PieceFeed, RangeNotSatisfiable, RequestBody, UploadStalled,
+                                             UploadTooLarge, parse_ascii_int, parse_range, verified_pieces)
 
 DEFAULT_MAX_UPLOAD_BYTES = 64 * 1024**3
 # Each upload runs a put (a thread pool and up to ~40 MiB of buffers): this many at once.
@@ -41,31 +41,86 @@ ACTIVITY_ENTRIES = 200
 UPLOAD_PROGRAM = "web upload"
 # Threads reading chunks for all downloads together (each download reads a few ahead).
 DOWNLOAD_THREADS = 8
-# The name rules of chunkstore.core.names, as far as a regular expression can say them, so the
-# schema tells clients which names are valid: segments split by '/', none of them '..',
-# no NUL, and at least one segment that is not empty or '.'.
+# The rules of normalize_name and normalize_prefix, as far as a regular expression can say
+# them, for the schema only: clients learn from it which names are valid, while the server
+# checks names with normalize_name alone (tests/server/test_names.py holds the two in step).
+# Segments are split by '/', none of them is '..', there is no NUL, and at least one segment
+# is not empty or '.'; a prefix may also be nothing but '/' and '.' (everything). The limit of
+# MAX_NAME_BYTES is in bytes of UTF-8, which a pattern cannot count.
 _SEGMENT = r"(?:[^/\x00.][^/\x00]*|\.[^/\x00.][^/\x00]*|\.\.[^/\x00]+)"
-NAME_PATTERN = rf"^(?:(?:\.|{_SEGMENT})?/)*{_SEGMENT}(?:/(?:\.|{_SEGMENT})?)*$"
-PREFIX_PATTERN = rf"^(?:\.|{_SEGMENT})?(?:/(?:\.|{_SEGMENT})?)*$"
+_NAME = rf"(?:(?:\.|{_SEGMENT})?/)*{_SEGMENT}(?:/(?:\.|{_SEGMENT})?)*"
+NAME_PATTERN = rf"^{_NAME}$"
+PREFIX_PATTERN = rf"^(?:[/.]*|{_NAME})$"
 MAX_VERSION = 2**63 - 1
 STATIC = resources.files("chunkstore.apps.server") / "static"
 log = logging.getLogger("chunkstore.apps.server")
 
 
+# Timeouts and limits against slow or idle clients; the measurements behind them are in
+# docs/http-api.md ("Timeouts and limits").
+# A request head (request line and headers) must be complete this long after the connection
+# opens or the previous response ends: a whole request to /healthz over loopback took 25 ms
+# here, and a 32 KiB head (the largest allowed) takes 4 s at 64 kbit/s.
+DEFAULT_HEADER_TIMEOUT_SECONDS = 10.0
+# An upload whose body brings no byte for this long is abandoned (408). Linux retransmits a
+# lost segment after 0.2, 0.6, 1.4, ... 25.4 s, so 60 s outlasts 7 lost retransmissions.
+DEFAULT_BODY_TIMEOUT_SECONDS = 60.0
+# An idle connection between requests is closed after this (uvicorn's default).
+DEFAULT_KEEP_ALIVE_SECONDS = 5.0
+# Open connections at most: 500 held connections, each with 8 KB of an unfinished head, grew
+# the server's RSS by 11 KiB each (5.5 MB in all); each also holds a file descriptor, and 512
+# leave room under the 1,024 descriptors systemd gives a service by default.
+DEFAULT_MAX_CONNECTIONS = 512
+# The largest request head: a 4,096-byte name percent-encoded is 12,288 bytes, and a browser
+# adds 1-2 KiB of headers plus whatever cookies other local sites set on `localhost`.
+DEFAULT_MAX_HEAD_BYTES = 32 * 1024
+
+
 @dataclass
 class ServerSettings:
+    """What the server allows, and how long and how many clients it holds.
+
+    allowed_hosts: extra `HOST` (any port) or `HOST:PORT` values accepted in the Host header,
+    besides localhost, 127.0.0.1 and [::1] on the port a request arrived on and the address it
+    arrived on (for a name the server is reached by, or behind a reverse proxy).
+    allow_no_token: listen beyond loopback without tokens (check_listen_address refuses otherwise).
+    The timeouts and limits are enforced by chunkstore.apps.server.serving.uvicorn_config, except
+    body_timeout_seconds, which the upload route enforces."""
+
     tokens: TokenSet = field(default_factory=TokenSet)
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     max_concurrent_uploads: int = DEFAULT_MAX_CONCURRENT_UPLOADS
     cors_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
+    allow_no_token: bool = False
+    header_timeout_seconds: float = DEFAULT_HEADER_TIMEOUT_SECONDS
+    body_timeout_seconds: float = DEFAULT_BODY_TIMEOUT_SECONDS
+    keep_alive_seconds: float = DEFAULT_KEEP_ALIVE_SECONDS
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_head_bytes: int = DEFAULT_MAX_HEAD_BYTES
+    host_rules: tuple[HostRule, ...] = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self.host_rules = tuple(map(parse_allowed_host, self.allowed_hosts))
+
+
+class _NameConvertor(Convertor[str]):
+    """The rest of the path, newlines included (Starlette's `path` stops at one): a name
+    holding a newline can be stored, so it must be reachable. The name is checked later."""
+
+    regex = r"[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("stored_name", _NameConvertor())
 
 
 # ---- response shapes (they make the OpenAPI schema) ------------------------------------
-
-
-class ErrorBody(BaseModel):
-    code: str
-    message: str
 
 
 class UploadResult(BaseModel):
@@ -116,85 +171,9 @@ class Health(BaseModel):
     version: str
 
 
-ERROR_MEANINGS = {
-    400: "invalid_argument: a name or argument chunkstore refuses",
-    401: "unauthorized / invalid_token: no bearer token, or an unknown one",
-    403: "forbidden: a read-only token asked to change something",
-    404: "not_found: no such name or version",
-    413: "too_large: the upload passes the server's size limit",
-    416: "range_not_satisfiable: the Range is outside the file",
-    422: "invalid_request: a parameter of the wrong type or form",
-    500: "integrity_error: damaged or missing stored data (or another store error)",
-}
-
-
-def _errors(*statuses: int) -> dict:
-    return {status: {"model": ErrorBody, "description": ERROR_MEANINGS[status]} for status in statuses}
-
-
-AUTH_ERRORS = (401, 403)
-
-
-# ---- errors ----------------------------------------------------------------------------
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.code, self.message, self.headers = status, code, message, headers
-
-
-def _error_response(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({"code": code, "message": message}, status_code=status, headers=headers)
-
-
-def _library_error(error: ChunkstoreError) -> ApiError:
-    """The library's exit codes, as HTTP statuses with stable codes."""
-    if isinstance(error, InvalidArgumentError):
-        return ApiError(400, "invalid_argument", str(error))
-    if isinstance(error, NotFoundError):
-        return ApiError(404, "not_found", str(error))
-    if isinstance(error, IntegrityError):
-        return ApiError(500, "integrity_error", str(error))
-    if isinstance(error, WrongKeyError):
-        return ApiError(500, "store_key_error", str(error))
-    return ApiError(500, "store_error", str(error))
-
-
-_HTTP_ERROR_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}
-
-
-def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def api_error(_request, error: ApiError):
-        return _error_response(error.status, error.code, error.message, error.headers)
-
-    @app.exception_handler(ChunkstoreError)
-    async def library_error(_request, error: ChunkstoreError):
-        mapped = _library_error(error)
-        return _error_response(mapped.status, mapped.code, mapped.message)
-
-    @app.exception_handler(Exception)
-    async def unexpected_error(request: Request, error: Exception):
-        log.error("%s %s failed", request.method, request.url.path, exc_info=error)
-        return _error_response(500, "internal_error", f"the server failed: {type(error).__name__}")
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(_request, error: RequestValidationError):
-        details = "; ".join(f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}" for item in error.errors())
-        return _error_response(422, "invalid_request", details)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, error: StarletteHTTPException):
-        headers = dict(getattr(error, "headers", None) or {})
-        if error.status_code == 405:
-            # Starlette names only the first route matching the path; list every method of the path.
-            headers["Allow"] = ", ".join(sorted({
-                method for route in request.app.router.routes
-                if isinstance(route, APIRoute) and route.path_regex.match(request.scope["path"])
-                for method in route.methods}))
-        return _error_response(error.status_code, _HTTP_ERROR_CODES.get(error.status_code, "http_error"),
-                               str(error.detail), headers)
+# Refusals any route may answer: no or a wrong token, a read-only token or another site's page,
+# an unknown Host.
+ACCESS_ERRORS = (401, 403, 421)
 
 
 # ---- the application ------------------------------------------------------------------
@@ -244,7 +223,9 @@ def create_app(store: Store, settings: ServerSettings | None = None) -> FastAPI:
                     "Authenticate with `Authorization: Bearer TOKEN` when the server has tokens configured.",
         docs_url=None, redoc_url=None, lifespan=lifespan,
     )
-    _install_error_handlers(app)
+    install_error_handlers(app)
+    # Innermost of the middleware, so its refusals get the CORS and security headers too.
+    app.add_middleware(RequestGuard, allowed_hosts=settings.host_rules, trusted_origins=settings.cors_origins)
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -283,11 +264,25 @@ def create_app(store: Store, settings: ServerSettings | None = None) -> FastAPI:
         return principal
 
     Reader = Annotated[Principal, Depends(reader)]
-    # OpenAPI path parameters cannot describe '/', so the schema shows the pattern of one
-    # segment; the route takes the whole rest of the path and checks it as a name.
-    FileName = Annotated[str, Path(description="The stored name; its '/' are sent as they are (a/b.txt)",
-                                   json_schema_extra={"pattern": f"^{_SEGMENT}$"})]
     Writer = Annotated[Principal, Depends(writer)]
+
+    # Every name and prefix is checked by normalize_name (normalize_prefix), in these
+    # dependencies; what it refuses is a 400 invalid_argument. The patterns only describe it.
+    # OpenAPI path parameters cannot describe '/', so the schema shows the pattern of one
+    # segment; the route takes the whole rest of the path.
+    def path_name(name: Annotated[str, Path(description="The stored name; its '/' are sent as they are (a/b.txt)",
+                                            json_schema_extra={"pattern": f"^{_SEGMENT}$"})]) -> str:
+        return normalize_name(name)
+
+    def query_name(name: Annotated[str, Query(description="The name to store the file under, as in `put --as`",
+                                              json_schema_extra={"pattern": NAME_PATTERN})]) -> str:
+        return normalize_name(name)
+
+    def query_prefix(prefix: Annotated[str, Query(description="Only names equal to or below this folder",
+                                                  json_schema_extra={"pattern": PREFIX_PATTERN})] = "") -> str:
+        return normalize_prefix(prefix)
+
+    PathName = Annotated[str, Depends(path_name)]
 
     def record_activity(principal: Principal, action: str, name: str, outcome: str, message: str,
                         size: int = 0, new_bytes: int = 0, duplicate_of: str | None = None) -> None:
@@ -304,26 +299,27 @@ def create_app(store: Store, settings: ServerSettings | None = None) -> FastAPI:
 
     @app.post(
         "/files", response_model=UploadResult, tags=["files"], summary="Upload a file (the raw request body)",
-        responses=_errors(400, *AUTH_ERRORS, 413, 422, 500),
+        responses=error_responses(400, *ACCESS_ERRORS, 408, 413, 500),
         openapi_extra={"requestBody": {"required": False, "description": "The file's bytes (none: an empty file)",
                                        "content": {
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}},
     )
     async def upload(request: Request, principal: Writer,
-                     name: Annotated[str, Query(pattern=NAME_PATTERN,
-                                                description="The name to store the file under, as in `put --as`")]
-                     ) -> UploadResult:
-        stored_name = normalize_name(name)
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > settings.max_upload_bytes:
+                     stored_name: Annotated[str, Depends(query_name)]) -> UploadResult:
+        declared = parse_ascii_int(request.headers.get("content-length", ""))
+        if declared is not None and declared > settings.max_upload_bytes:
             raise ApiError(413, "too_large", f"upload is larger than the limit of {settings.max_upload_bytes} bytes")
-        body = RequestBody(request.stream(), settings.max_upload_bytes)
+        body = RequestBody(request.stream(), settings.max_upload_bytes, settings.body_timeout_seconds)
         async with upload_slots:
             try:
                 summary = await anyio.to_thread.run_sync(
                     functools.partial(store.put_stream, body, stored_name, program=UPLOAD_PROGRAM))
             except UploadTooLarge as error:
                 raise ApiError(413, "too_large", str(error)) from None
+            except UploadStalled as error:
+                # The rest of the body is never read, so the connection cannot carry another request.
+                log.warning("upload of %s abandoned: %s after %d bytes", stored_name, error, body.received)
+                raise ApiError(408, "body_timeout", str(error), {"Connection": "close"}) from None
             except ClientDisconnect:
                 # Nothing was committed; the chunks already written are garbage for the next gc.
                 log.warning("upload of %s abandoned: the client disconnected after %d bytes",
@@ -338,27 +334,25 @@ def create_app(store: Store, settings: ServerSettings | None = None) -> FastAPI:
                             duplicate_of=duplicate_of, size=result.size, new_bytes=result.new_bytes)
 
     @app.get("/files", response_model=FileList, tags=["files"], summary="List files (latest versions, or all)",
-             responses=_errors(400, *AUTH_ERRORS, 422))
-    def list_files(_principal: Reader,
-                   prefix: Annotated[str, Query(pattern=PREFIX_PATTERN,
-                                                description="Only names equal to or below this folder")] = "",
+             responses=error_responses(400, *ACCESS_ERRORS))
+    def list_files(_principal: Reader, prefix: Annotated[str, Depends(query_prefix)],
                    versions: Annotated[bool, Query(description="Every version, not only the latest")] = False,
                    ) -> FileList:
         return FileList(files=[_entry(record) for record in store.list(prefix, all_versions=versions)])
 
     @app.get(
-        "/files/{name:path}", tags=["files"], summary="Download a file (streamed, verified; supports Range)",
+        "/files/{name:stored_name}", tags=["files"], summary="Download a file (streamed, verified; supports Range)",
         response_class=StreamingResponse,
         responses={200: {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
                          "description": "The file"},
                    206: {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
                          "description": "The requested byte range"},
-                   **_errors(400, *AUTH_ERRORS, 404, 416, 422, 500)},
+                   **error_responses(400, *ACCESS_ERRORS, 404, 416, 500)},
     )
-    async def download(request: Request, _principal: Reader, name: FileName,
+    async def download(request: Request, _principal: Reader, name: PathName,
                        version: Annotated[int | None, Query(ge=1, le=MAX_VERSION,
                                                             description="Default: the latest")] = None):
-        record = await anyio.to_thread.run_sync(store.catalog.get_version, normalize_name(name), version)
+        record = await anyio.to_thread.run_sync(store.catalog.get_version, name, version)
         try:
             wanted = parse_range(request.headers.get("range"), record.size)
         except RangeNotSatisfiable:
@@ -389,10 +383,10 @@ def create_app(store: Store, settings: ServerSettings | None = None) -> FastAPI:
 
         return StreamingResponse(body(), status_code=status, headers=headers, media_type="application/octet-stream")
 
-    @app.delete("/files/{name:path}", response_model=Removed, tags=["files"],
+    @app.delete("/files/{name:stored_name}", response_model=Removed, tags=["files"],
                 summary="Delete a file (every version, or one); its space is freed by the next gc",
-                responses=_errors(400, *AUTH_ERRORS, 404, 422))
-    def delete(principal: Writer, name: FileName,
+                responses=error_responses(400, *ACCESS_ERRORS, 404))
+    def delete(principal: Writer, name: PathName,
                version: Annotated[int | None, Query(ge=1, le=MAX_VERSION,
                                                     description="Default: every version")] = None) -> Removed:
         removed = store.remove([name], version=version)
@@ -402,13 +396,13 @@ def create_app(store: Store, settings: ServerSettings | None = None) -> FastAPI:
         return Removed(removed=[_entry(record) for record in removed])
 
     @app.get("/stats", tags=["store"], summary="Store totals: logical, unique and stored bytes, ratios",
-             responses=_errors(*AUTH_ERRORS))
+             responses=error_responses(*ACCESS_ERRORS))
     def stats(_principal: Reader) -> dict:
         return store.stats()
 
     @app.get("/activity", response_model=Activity, tags=["store"],
              summary="Recent uploads and deletions through this server (newest first; kept in memory)",
-             responses=_errors(*AUTH_ERRORS))
+             responses=error_responses(*ACCESS_ERRORS))
     def recent_activity(_principal: Reader) -> Activity:
         return Activity(entries=list(activity))
 

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import re
 import threading
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+import anyio
 import anyio.from_thread
 
 from chunkstore.backends.catalog import VersionRecord
@@ -40,23 +42,33 @@ class UploadTooLarge(Exception):
     """The request body passed the server's upload size limit."""
 
 
+class UploadStalled(Exception):
+    """The request body brought no byte for longer than the body timeout."""
+
+
 class RequestBody:
     """A blocking, read-only file over a request body that arrives on the event loop.
 
-    Only for use from a worker thread started by anyio (the store's put runs in one)."""
+    A read that waits longer than idle_timeout for the next piece raises UploadStalled, so a
+    client that stops sending cannot hold an upload slot. Only for use from a worker thread
+    started by anyio (the store's put runs in one)."""
 
-    def __init__(self, chunks: AsyncIterator[bytes], limit: int):
+    def __init__(self, chunks: AsyncIterator[bytes], limit: int, idle_timeout: float):
         self._chunks = chunks
         self._limit = limit
+        self._idle_timeout = idle_timeout
         self._buffer = bytearray()
         self._eof = False
         self.received = 0
 
     async def _next_piece(self) -> bytes:
-        async for piece in self._chunks:
-            if piece:
-                return piece
-        return b""
+        with anyio.move_on_after(self._idle_timeout) as waiting:
+            async for piece in self._chunks:
+                if piece:
+                    return piece
+            return b""
+        assert waiting.cancelled_caught
+        raise UploadStalled(f"no byte of the body arrived for {self._idle_timeout:g} s")
 
     def read(self, size: int = -1) -> bytes:
         if size is None or size < 0:
@@ -92,30 +104,34 @@ class RangeNotSatisfiable(Exception):
     pass
 
 
+# HTTP numbers are ASCII digits only: str.isdigit and int() also take '²' or '٣'.
+_DIGITS = re.compile(r"[0-9]+")
+_BYTE_RANGE = re.compile(r"\s*bytes\s*=\s*(?P<first>[0-9]*)-(?P<last>[0-9]*)\s*", re.IGNORECASE)
+
+
+def parse_ascii_int(text: str) -> int | None:
+    """The value of a header that must be a decimal number (Content-Length), or None."""
+    return int(text) if _DIGITS.fullmatch(text) else None
+
+
 def parse_range(header: str | None, size: int) -> ByteRange | None:
     """The single byte range a Range header asks for, or None to send the whole file.
 
     Multiple ranges and malformed headers are ignored (the whole file is sent), as
     RFC 9110 allows; a well-formed range outside the file raises RangeNotSatisfiable."""
-    if not header:
+    match = _BYTE_RANGE.fullmatch(header or "")
+    if match is None or not (match["first"] or match["last"]):
         return None
-    unit, _, spec = header.partition("=")
-    if unit.strip().lower() != "bytes" or "," in spec:
-        return None
-    first, dash, last = spec.strip().partition("-")
-    if not dash or not (first.isdigit() or last.isdigit()) or (first and not first.isdigit()) \
-            or (last and not last.isdigit()):
-        return None
-    if not first:
-        suffix = int(last)
+    if not match["first"]:
+        suffix = int(match["last"])
         if suffix == 0 or size == 0:
             raise RangeNotSatisfiable()
         return ByteRange(max(size - suffix, 0), size)
-    start = int(first)
-    end = min(int(last) + 1, size) if last else size
-    if start >= size or (last and int(last) < start):
+    start = int(match["first"])
+    last = int(match["last"]) if match["last"] else None
+    if start >= size or (last is not None and last < start):
         raise RangeNotSatisfiable()
-    return ByteRange(start, end)
+    return ByteRange(start, size if last is None else min(last + 1, size))
 
 
 def verified_pieces(store: StoreContext, record: VersionRecord, wanted: ByteRange,
