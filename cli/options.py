@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import NoReturn
 
 import click
 
@@ -74,9 +75,12 @@ def size_option(*names: str, **options):
 
 def _checked_time_ns(text: str, at_ns: int) -> int:
     if not 0 <= at_ns <= INT64_MAX:
-        raise click.BadParameter(f"{text!r} is outside the times chunkstore records "
-                                 f"({_EARLIEST_TIME} to {_LATEST_TIME})")
+        _out_of_range(text)
     return at_ns
+
+
+def _out_of_range(text: str) -> NoReturn:
+    raise click.BadParameter(f"{text!r} is outside the times chunkstore records ({_EARLIEST_TIME} to {_LATEST_TIME})")
 
 
 def parse_time(text: str) -> int:
@@ -86,12 +90,21 @@ def parse_time(text: str) -> int:
 
 def parse_as_of(text: str) -> history.AsOf | str:
     """A time for --as-of, --from, --to: a date or date-time is checked and resolved now;
-    anything else is left for resolve_as_of, once the store (and its snapshots) is open."""
-    try:
-        at_ns = history.parse_time(text, end_of_day=True)
-    except InvalidArgumentError:
+    anything else is left for resolve_as_of, once the store (and its snapshots) is open:
+    a snapshot ID, or a mistake that it explains."""
+    instants = []
+    # Both ends of a date are checked: only one of them may exist on the calendar (the
+    # start of 0001-01-01 in a zone east of UTC, the end of 9999-12-31), and both must fit.
+    for end_of_day in (False, True):
+        try:
+            instants.append(_checked_time_ns(text, history.parse_time(text, end_of_day=end_of_day)))
+        except InvalidArgumentError:
+            pass
+    if not instants:
         return text
-    return history.AsOf(_checked_time_ns(text, at_ns))
+    if len(instants) == 1:
+        _out_of_range(text)
+    return history.AsOf(instants[1])
 
 
 def resolve_as_of(store, value: history.AsOf | str) -> history.AsOf:
