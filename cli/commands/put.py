@@ -103,8 +103,9 @@ def put(context, paths: tuple[str, ...], as_name: str | None, force_read: bool, 
 
 
 def _outcome_line(result) -> str:
-    # The message can name another file (`duplicate of NAME`): both parts are made printable.
-    return f"{printable(result.name)}: {printable(result.message)}"
+    # The other file a duplicate names is escaped on its own, as every name is.
+    message = f"duplicate of {printable(result.duplicate_of)}" if result.outcome == "duplicate" else result.message
+    return f"{printable(result.name)}: {printable(message)}"
 
 
 def _is_folder(path: str) -> bool:
