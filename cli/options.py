@@ -16,18 +16,6 @@ from chunkstore.operations import history
 # DynamoDB numbers read back as int64): a larger value fails deep in a catalog.
 INT64_MAX = 2**63 - 1
 
-
-def count_option(*names: str, **options):
-    """A version number or a count: from 1 to the largest integer a catalog stores. (The upper
-    limit is checked in a callback so that --help shows `x>=1`, not a 19-digit bound.)"""
-    return click.option(*names, type=click.IntRange(min=1), callback=_at_most_int64, **options)
-
-
-def _at_most_int64(_context, _parameter, value: int | None) -> int | None:
-    if value is not None and value > INT64_MAX:
-        raise click.BadParameter(f"{value} is larger than any number chunkstore stores ({INT64_MAX})")
-    return value
-
 # Threads or requests in flight: more than this only costs memory and file descriptors.
 CONCURRENCY = click.IntRange(1, 1024)
 
@@ -40,6 +28,18 @@ _LATEST_TIME = "2262-04-11"
 MAX_DURATION_YEARS = 1000
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmg]?)(i?b)?\s*$", re.IGNORECASE)
+
+
+def count_option(*names: str, **options):
+    """A version number or a count: from 1 to the largest integer a catalog stores. (The upper
+    limit is checked in a callback so that --help shows `x>=1`, not a 19-digit bound.)"""
+    return click.option(*names, type=click.IntRange(min=1), callback=_at_most_int64, **options)
+
+
+def _at_most_int64(_context, _parameter, value: int | None) -> int | None:
+    if value is not None and value > INT64_MAX:
+        raise click.BadParameter(f"{value} is larger than any number chunkstore stores ({INT64_MAX})")
+    return value
 
 
 def parse_size(text: str) -> int:
