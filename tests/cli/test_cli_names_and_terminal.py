@@ -4,13 +4,11 @@ tables and a progress bar there, and exactly the plain output everywhere else.""
 from __future__ import annotations
 
 import os
-import pty
 import re
-import subprocess
 import sys
 
 import pytest
-from clirunner import Run, assert_one_error, random_bytes, write
+from clirunner import Run, assert_one_error, random_bytes, run_on_terminal, write
 
 # What a terminal would act on: C0 controls other than the newline ending each line, DEL,
 # C1 controls, and the surrogates Python keeps for bytes that are not UTF-8.
@@ -83,42 +81,6 @@ def test_a_name_that_is_not_utf8_is_reported_escaped(chunkstore):
 # ---- on a terminal -------------------------------------------------------------------------
 
 
-def run_on_terminal(chunkstore, *args, stdout_on_terminal: bool, stderr_on_terminal: bool
-                    ) -> tuple[int, bytes, bytes]:
-    """Run chunkstore with stdout and/or stderr on a pseudo-terminal of 100 columns (the
-    others on pipes); return the exit code and what each received."""
-    terminals = {}
-    streams = {}
-    for stream, wanted in (("stdout", stdout_on_terminal), ("stderr", stderr_on_terminal)):
-        if wanted:
-            terminals[stream] = pty.openpty()
-            streams[stream] = terminals[stream][1]
-        else:
-            streams[stream] = subprocess.PIPE
-    env = {**chunkstore.env, "COLUMNS": "100", "TERM": "xterm-256color"}
-    process = subprocess.Popen(chunkstore.command_line(*args), cwd=chunkstore.workdir, env=env,
-                               stdin=subprocess.DEVNULL, **streams)
-    for _, follower in terminals.values():
-        os.close(follower)
-    received = {stream: _read_all(leader) for stream, (leader, _) in terminals.items()}
-    piped_out, piped_err = process.communicate(timeout=300)
-    return process.returncode, received.get("stdout", piped_out), received.get("stderr", piped_err)
-
-
-def _read_all(leader: int) -> bytes:
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(leader, 65536)
-        except OSError:  # EIO: the command closed its end
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(leader)
-    return b"".join(chunks)
-
-
 @pytest.mark.local_only("how a listing is drawn does not depend on the store")
 def test_ls_snapshots_and_stats_draw_tables_on_a_terminal(hostile):
     hostile("put", "in")
@@ -140,12 +102,12 @@ def test_ls_snapshots_and_stats_draw_tables_on_a_terminal(hostile):
 @pytest.mark.local_only("the progress display does not depend on the store")
 def test_progress_is_drawn_on_a_terminal_stderr_and_stdout_stays_plain(chunkstore):
     write(chunkstore.workdir / "big", random_bytes(8 << 20, seed=41))
-    code, out, err = run_on_terminal(chunkstore, "put", "big", stdout_on_terminal=False, stderr_on_terminal=True)
+    code, out, err = run_on_terminal(chunkstore, "put", "big")
     assert code == 0
     assert out == b"big: stored\n"
     assert err, "no progress display on a terminal"
     for args in (("get", "big", "-o", "copy"), ("verify", "--read-data"), ("gc",), ("restore", "big", "-o", "r")):
-        code, out, err = run_on_terminal(chunkstore, *args, stdout_on_terminal=False, stderr_on_terminal=True)
+        code, out, err = run_on_terminal(chunkstore, *args)
         assert code == 0, (args, out, err)
     assert (chunkstore.workdir / "copy").read_bytes() == (chunkstore.workdir / "big").read_bytes()
     # On a pipe, the same command prints nothing on stderr (the runner checks it).
