@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import random
+import select
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -164,6 +167,45 @@ class Chunkstore:
     def json(self, *args, **options):
         """Run a command that prints JSON and return the parsed document."""
         return json.loads(self(*args, **options).stdout)
+
+
+def run_on_terminal(runner: Chunkstore, *args, stdout_on_terminal: bool = False,
+                    stderr_on_terminal: bool = True) -> tuple[int, bytes, bytes]:
+    """Run chunkstore with stderr and/or stdout on pseudo-terminals (100 columns wide), the
+    other in a file; return its exit code and what stdout and stderr received."""
+    streams, controllers = {}, {}
+    for name, on_terminal in (("stdout", stdout_on_terminal), ("stderr", stderr_on_terminal)):
+        if on_terminal:
+            controller, streams[name] = pty.openpty()
+            controllers[controller] = name
+        else:
+            # A file, not a pipe: nothing reads it while the terminals are read.
+            streams[name] = tempfile.TemporaryFile()
+    process = subprocess.Popen(runner.command_line(*args), cwd=runner.workdir, stdin=subprocess.DEVNULL,
+                               env={**runner.env, "COLUMNS": "100", "TERM": "xterm-256color"}, **streams)
+    received = {name: bytearray() for name in streams}
+    for controller, name in controllers.items():
+        os.close(streams[name])
+    while controllers:
+        ready, _, _ = select.select(list(controllers), [], [], 60)
+        assert ready, "chunkstore stopped writing to the terminal without exiting"
+        for controller in ready:
+            try:
+                block = os.read(controller, 65536)
+            except OSError:  # EIO: the command closed its end of the terminal
+                block = b""
+            if block:
+                received[controllers[controller]] += block
+            else:
+                os.close(controller)
+                del controllers[controller]
+    code = process.wait(timeout=60)
+    for name, stream in streams.items():
+        if not isinstance(stream, int):
+            stream.seek(0)
+            received[name] += stream.read()
+            stream.close()
+    return code, bytes(received["stdout"]), bytes(received["stderr"])
 
 
 def assert_one_error(run: Run, *fragments: str) -> None:

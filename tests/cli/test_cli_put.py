@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import os
-import pty
 import re
-import select
 import shutil
-import subprocess
 
 import pytest
 from clirunner import (
     assert_one_error,
     assert_usage_error,
     random_bytes,
+    run_on_terminal,
     text_bytes,
     write,
 )
@@ -245,31 +243,10 @@ def test_no_progress_bar_when_stderr_is_not_a_terminal(chunkstore):
     assert "\r" not in run.err and run.err == ""
 
 
-def run_with_terminal_stderr(chunkstore, *args) -> tuple[int, bytes]:
-    """Run chunkstore with stderr on a pseudo-terminal; return its exit code and what it wrote there."""
-    controller, terminal = pty.openpty()
-    process = subprocess.Popen(chunkstore.command_line(*args), cwd=chunkstore.workdir, env=chunkstore.env,
-                               stdout=subprocess.DEVNULL, stderr=terminal)
-    os.close(terminal)
-    written = bytearray()
-    while True:
-        ready, _, _ = select.select([controller], [], [], 60)
-        assert ready, "chunkstore stopped writing to the terminal without exiting"
-        try:
-            block = os.read(controller, 65536)
-        except OSError:  # EIO: the process closed its end of the terminal
-            break
-        if not block:
-            break
-        written += block
-    os.close(controller)
-    return process.wait(timeout=60), bytes(written)
-
-
 def test_progress_bar_on_a_terminal_and_none_with_quiet(chunkstore):
     make_tree(chunkstore.workdir / "tree")
-    code, shown = run_with_terminal_stderr(chunkstore, "put", "tree")
+    code, _, shown = run_on_terminal(chunkstore, "put", "tree")
     assert code == 0 and b"\r" in shown and b"files" in shown
     write(chunkstore.workdir / "tree" / "new", text_bytes(20_000, seed=13))
-    code, shown = run_with_terminal_stderr(chunkstore, "--quiet", "put", "tree")
+    code, _, shown = run_on_terminal(chunkstore, "--quiet", "put", "tree")
     assert code == 0 and shown == b""

@@ -92,3 +92,49 @@ def test_a_place_that_is_not_a_store_exits_3(uninitialized):
 
 def test_unsupported_store_url_is_a_usage_error(uninitialized):
     assert_one_error(uninitialized("--store", "ftp://host/x", "ls", expect=2), "ftp://host/x")
+
+
+# Values no catalog can hold or no calendar reaches: each must be refused as a usage error of its
+# option before anything is opened (before, several of them reached SQLite as an OverflowError).
+OUT_OF_RANGE = [
+    (["get", "file", "--version", "99999999999999999999"], "--version"),
+    (["rm", "file", "--version", "99999999999999999999"], "--version"),
+    (["get", "file", "--version", "0"], "--version"),
+    (["get", "file", "--as-of", "0001-01-01"], "--as-of"),
+    (["ls", "--as-of", "9999-12-31T23:59:59+14:00"], "--as-of"),
+    (["restore", "file", "-o", "out", "--as-of", "1677-01-01"], "--as-of"),
+    (["diff", "--from", "0001-01-01"], "--from"),
+    (["diff", "--from", "2026-01-01", "--to", "9999-12-31"], "--to"),
+    (["put", "file", "--time", "9999-12-31"], "--time"),
+    (["put", "file", "--time", "1969-12-31T23:59Z"], "--time"),
+    (["forget", "file", "--keep-within", "99999999y"], "--keep-within"),
+    (["forget", "file", "--keep-within", "400000d"], "--keep-within"),
+    (["forget", "file", "--keep-last", "99999999999999999999"], "--keep-last"),
+    (["forget", "file", "--keep-daily", "-1"], "--keep-daily"),
+    (["--concurrency", "99999999999999999999", "ls"], "--concurrency"),
+    (["init", "--avg-size", "-64K"], "--avg-size"),
+    (["init", "--avg-size", "99999999999999999999G"], "--avg-size"),
+    (["serve", "--max-upload-size", "-1"], "--max-upload-size"),
+    (["serve", "--max-concurrent-uploads", "99999999"], "--max-concurrent-uploads"),
+    (["serve", "--port", "99999999999999999999"], "--port"),
+    (["verify", "--read-data", "--subset", "1e999"], "--subset"),
+]
+
+
+@pytest.mark.local_only("the values are refused before a store is opened, whatever its kind")
+@pytest.mark.parametrize(("arguments", "option"), OUT_OF_RANGE, ids=[" ".join(args) for args, _ in OUT_OF_RANGE])
+def test_an_argument_out_of_range_is_a_one_line_usage_error(uninitialized, arguments, option):
+    (uninitialized.workdir / "file").write_bytes(b"data")
+    run = uninitialized(*arguments, expect=2)
+    assert_usage_error(run, option)
+    assert [line for line in run.err_lines if line.startswith("Error: ")] == [run.err_lines[-1]]
+    assert uninitialized.backend.untouched()
+
+
+@pytest.mark.local_only("the values are checked by the command line, whatever the store")
+def test_the_ends_of_the_time_range_are_accepted(chunkstore):
+    (chunkstore.workdir / "file").write_bytes(b"data")
+    chunkstore("put", "file", "--time", "1970-01-01T00:00Z")
+    chunkstore("put", "file", "--time", "2262-04-10", "--force-read")
+    assert chunkstore("ls", "--as-of", "1970-01-01T00:00:01Z").out.split()[-1] == "file"
+    chunkstore("forget", "file", "--keep-within", "999y", "--dry-run")

@@ -5,14 +5,15 @@ from __future__ import annotations
 import click
 
 from chunkstore.operations import history
-from chunkstore.errors import InvalidArgumentError
 
-from .commands import EXIT_OK, _echo_json, _local_time, _with_requests
-from .progress import human_bytes
+from ..exits import EXIT_OK
+from ..options import checked_by, count_option, parse_duration, resolve_as_of, time_point_option
+from ..output import (Column, echo_json, human_bytes, local_time, print_table, printable, signed_bytes,
+                      with_requests)
 
-
-def _signed_bytes(count: int) -> str:
-    return ("+" if count >= 0 else "-") + human_bytes(abs(count))
+SNAPSHOT_COLUMNS = [Column("ID", 8), Column("time", 19), Column("host", 12), Column("stored", 6, ">"),
+                    Column("unchanged", 9, ">"), Column("deleted", 7, ">"), Column("added", 10, ">"),
+                    Column("paths")]
 
 
 @click.command()
@@ -34,86 +35,80 @@ def snapshots(context, prefix: str, as_json: bool) -> int:
     finally:
         store.close()
     if as_json:
-        _echo_json([history.snapshot_json(snapshot) for snapshot in records])
+        echo_json([history.snapshot_json(snapshot) for snapshot in records])
         return EXIT_OK
     if not records:
         if not context.quiet:
             click.echo("no snapshots")
         return EXIT_OK
-    click.echo(f"{'ID':<8}  {'time':<19}  {'host':<12}  {'stored':>6}  {'unchanged':>9}  {'deleted':>7}  "
-               f"{'added':>10}  paths")
-    for snapshot in records:
-        stored = snapshot.stored + snapshot.duplicate
-        click.echo(f"{snapshot.snapshot_id[:8]}  {_local_time(snapshot.at_ns)}  {snapshot.host[:12]:<12}  "
-                   f"{stored:>6}  {snapshot.unchanged:>9}  {snapshot.deleted:>7}  "
-                   f"{human_bytes(snapshot.added_stored_bytes):>10}  {' '.join(snapshot.paths)}")
+    print_table(SNAPSHOT_COLUMNS, [
+        (snapshot.snapshot_id[:8], local_time(snapshot.at_ns), printable(snapshot.host[:12]),
+         str(snapshot.stored + snapshot.duplicate), str(snapshot.unchanged), str(snapshot.deleted),
+         human_bytes(snapshot.added_stored_bytes), " ".join(map(printable, snapshot.paths)))
+        for snapshot in records])
     return EXIT_OK
 
 
 @click.command()
 @click.argument("prefix", required=False, default="")
-@click.option("--from", "start", required=True, metavar="TIME|SNAPSHOT",
-              help="The earlier state: a date (the end of that day), a date-time or a snapshot ID.")
-@click.option("--to", "end", metavar="TIME|SNAPSHOT", help="The later state, the same way. Default: now.")
+@time_point_option("--from", "start", required=True,
+                   what="The earlier state: a date (the end of that day), a date-time or a snapshot ID.")
+@time_point_option("--to", "end", what="The later state, the same way. Default: now.")
 @click.option("--json", "as_json", is_flag=True, help="Print the changes and totals as JSON.")
 @click.pass_obj
-def diff(context, prefix: str, start: str, end: str | None, as_json: bool) -> int:
+def diff(context, prefix: str, start, end, as_json: bool) -> int:
     """Show what changed under PREFIX between two times: files added (+),
     changed (M) and deleted (-), with their sizes, then the totals.
 
     A file is changed when its content (or whether it is a symlink) differs;
     a new mtime alone is not a change.
+
+    \b
+    Example:
+      chunkstore diff projects --from 2026-11-01 --to 2026-11-20
     """
     store = context.open_store(read_only=True)
     try:
-        before = history.resolve_as_of(store, start)
-        after = history.resolve_as_of(store, end) if end is not None else None
+        before = resolve_as_of(store, start)
+        after = resolve_as_of(store, end) if end is not None else None
         changes = history.diff(store, prefix, before.at_ns, after.at_ns if after else None)
     finally:
         store.close()
     if as_json:
-        _echo_json(changes.to_json())
+        echo_json(changes.to_json())
         return EXIT_OK
     for change in changes.changes:
+        name = printable(change.name)
         if change.kind == "added":
-            click.echo(f"+ {change.after.size:>14,}  {change.name}")
+            click.echo(f"+ {change.after.size:>14,}  {name}")
         elif change.kind == "deleted":
-            click.echo(f"- {change.before.size:>14,}  {change.name}")
+            click.echo(f"- {change.before.size:>14,}  {name}")
         else:
             sizes = f"{change.before.size:,} -> {change.after.size:,}"
-            click.echo(f"M {sizes:>14}  {change.name}")
+            click.echo(f"M {sizes:>14}  {name}")
     if not context.quiet:
-        totals = [f"{len(changes.of_kind(kind))} {kind} ({_signed_bytes(changes.size_change(kind))})"
+        totals = [f"{len(changes.of_kind(kind))} {kind} ({signed_bytes(changes.size_change(kind))})"
                   for kind in ("added", "changed", "deleted")]
         click.echo(f"{', '.join(totals)} from {before.describe()} to {after.describe() if after else 'now'}")
     return EXIT_OK
 
 
-def _duration_option(_context, _parameter, value: str | None):
-    if value is None:
-        return None
-    try:
-        return history.Duration.parse(value)
-    except InvalidArgumentError as error:
-        raise click.BadParameter(str(error)) from None
-
-
 def _keep_option(rule: str, period: str):
-    return click.option(f"--keep-{rule}", rule, type=click.IntRange(min=1), metavar="N",
+    return count_option(f"--keep-{rule}", rule, metavar="N",
                         help=f"Keep the state at the newest point of each of the N newest {period} that have one.")
 
 
 @click.command()
 @click.argument("prefix")
-@click.option("--keep-last", "last", type=click.IntRange(min=1), metavar="N",
-              help="Keep the state at the N newest points in time.")
+@count_option("--keep-last", "last", metavar="N", help="Keep the state at the N newest points in time.")
 @_keep_option("hourly", "hours")
 @_keep_option("daily", "days")
 @_keep_option("weekly", "ISO weeks")
 @_keep_option("monthly", "months")
 @_keep_option("yearly", "years")
-@click.option("--keep-within", "within", metavar="DURATION", callback=_duration_option,
-              help="Keep every point newer than the newest one minus DURATION (30d, 2w, 6m, 1y6m, 12h).")
+@click.option("--keep-within", "within", metavar="DURATION", callback=checked_by(parse_duration),
+              help="Keep every point newer than the newest one minus DURATION (30d, 2w, 6m, 1y6m, 12h; "
+                   "at most 1000 years).")
 @click.option("--dry-run", "-n", is_flag=True, help="Only print what would be kept and removed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the points, every version's fate and why, as JSON.")
 @click.pass_obj
@@ -135,6 +130,10 @@ def forget(context, prefix: str, last, hourly, daily, weekly, monthly, yearly, w
     fate and the rules that keep it. Like rm, forget only drops references:
     the next `chunkstore gc` frees the chunks nothing needs any more. Snapshots
     of PREFIX whose state is no longer kept are forgotten too.
+
+    \b
+    Example (see first, then do):
+      chunkstore forget projects --keep-daily 7 --keep-monthly 12 --dry-run
     """
     if not any((last, hourly, daily, weekly, monthly, yearly, within)):
         raise click.UsageError("give at least one --keep-* rule (forget without one would keep only the latest "
@@ -146,21 +145,21 @@ def forget(context, prefix: str, last, hourly, daily, weekly, monthly, yearly, w
     finally:
         store.close()
     if as_json:
-        _echo_json(_with_requests(plan.to_json(), store))
+        echo_json(with_requests(plan.to_json(), store))
         return EXIT_OK
     if context.quiet:
         return EXIT_OK
     remove = "would remove" if dry_run else "remove"
-    click.echo(f"points in time under {plan.prefix or 'the store'}, newest first:")
+    click.echo(f"points in time under {printable(plan.prefix) or 'the store'}, newest first:")
     for point in plan.points:
-        click.echo(f"  {'keep' if point.kept else remove:<12}  {_local_time(point.at_ns)}  {', '.join(point.reasons)}"
+        click.echo(f"  {'keep' if point.kept else remove:<12}  {local_time(point.at_ns)}  {', '.join(point.reasons)}"
                    .rstrip())
     click.echo("versions:")
     for decision in plan.decisions:
         record = decision.record
         what = f"v{record.version}" + (" (deletion marker)" if record.deleted else "")
-        click.echo(f"  {'keep' if decision.kept else remove:<12}  {record.name}  {what}  {', '.join(decision.reasons)}"
-                   .rstrip())
+        click.echo(f"  {'keep' if decision.kept else remove:<12}  {printable(record.name)}  {what}  "
+                   f"{', '.join(decision.reasons)}".rstrip())
     removed, markers = len(plan.removed), sum(record.deleted for record in plan.removed)
     verb = "would remove" if dry_run else "removed"
     click.echo(f"kept {len(plan.kept)} versions, {verb} {removed} ({markers} deletion markers); "

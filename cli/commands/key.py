@@ -7,7 +7,9 @@ import stat
 
 import click
 
-from .secrets import NEW_PASSPHRASE_VARIABLE, read_secret_file
+from ..exits import EXIT_OK
+from ..output import printable
+from ..secrets import NEW_PASSPHRASE_VARIABLE, read_secret_file
 
 
 @click.group()
@@ -36,7 +38,7 @@ def passwd(context, new_passphrase_file: str | None) -> int:
         store.close()
     if not context.quiet:
         click.echo("passphrase changed")
-    return 0
+    return EXIT_OK
 
 
 @key.command()
@@ -57,5 +59,5 @@ def export(context, output: str) -> int:
             os.fchmod(descriptor, 0o600)
         handle.write(backup)
     if not context.quiet:
-        click.echo(f"key written to {output}")
-    return 0
+        click.echo(f"key written to {printable(output)}")
+    return EXIT_OK

@@ -8,7 +8,9 @@ import socket
 
 import click
 
-from .commands import _size_option
+from ..exits import EXIT_OK
+from ..options import CONCURRENCY, size_option
+from ..output import printable
 
 LOOPBACK_NAMES = ("localhost",)
 
@@ -28,9 +30,8 @@ def is_loopback(host: str) -> bool:
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free port.")
 @click.option("--tokens-file", type=click.Path(exists=True, dir_okay=False), metavar="PATH",
               help="Bearer tokens, one 'sha256:<hex> rw|ro NAME' line each (make them with `chunkstore serve-token`).")
-@click.option("--max-upload-size", default="64G", show_default=True, metavar="BYTES", callback=_size_option,
-              help="Refuse uploads larger than this (413).")
-@click.option("--max-concurrent-uploads", default=4, show_default=True, type=click.IntRange(min=1),
+@size_option("--max-upload-size", default="64G", show_default=True, help="Refuse uploads larger than this (413).")
+@click.option("--max-concurrent-uploads", default=4, show_default=True, type=CONCURRENCY,
               help="Uploads processed at once; more wait their turn.")
 @click.option("--certfile", type=click.Path(exists=True, dir_okay=False), metavar="PEM",
               help="Serve HTTPS with this certificate (chain); needs --keyfile.")
@@ -85,12 +86,12 @@ def serve(context, host: str, port: int, tokens_file: str | None, max_upload_siz
         shown = f"[{bound_host}]" if family == socket.AF_INET6 else bound_host
         auth = f"{len(tokens)} token(s)" if tokens else "no tokens: loopback only, full access"
         # The address is printed even with --quiet: with --port 0 it is how callers learn the port.
-        click.echo(f"chunkstore: serving {context.store_url} on {scheme}://{shown}:{bound_port}/ ({auth})", err=True)
+        click.echo(f"chunkstore: serving {printable(context.store_url)} on {scheme}://{shown}:{bound_port}/ ({auth})", err=True)
         uvicorn.Server(config).run(sockets=[listener])
     finally:
         listener.close()
         store.close()
-    return 0
+    return EXIT_OK
 
 
 @click.command(name="serve-token")
@@ -109,4 +110,4 @@ def serve_token(name: str, read_only: bool) -> int:
     token = new_token()
     click.echo(token)
     click.echo(f"{hash_token(token)} {READ if read_only else READ_WRITE} {name}")
-    return 0
+    return EXIT_OK

@@ -2,45 +2,33 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 
 import click
 
-from .ingest import LOG_FORMAT_OPTION, ResultPrinter, source_url
-from .progress import ProgressLine, human_bytes
+from ..exits import EXIT_ERROR, EXIT_OK
+from ..ingest_results import ResultPrinter
+from ..options import LOG_FORMAT_OPTION, checked_by, s3_source, size_option
+from ..output import echo_json, human_bytes, printable, warn
+from ..progress import ProgressDisplay
 
-EXIT_OK = 0
-EXIT_ERROR = 1
 
-
-def _report_path(_context, _parameter, value: str | None) -> str | None:
+def _report_path(value: str) -> str:
     from chunkstore.apps.scan import report_format
-    from chunkstore.errors import InvalidArgumentError
 
-    if value is not None:
-        try:
-            report_format(value)
-        except InvalidArgumentError as error:
-            raise click.BadParameter(str(error)) from None
+    report_format(value)
     return value
 
 
-def _chunk_size(_context, _parameter, value: str) -> int:
-    from .commands import parse_size
-
-    return parse_size(value)
-
-
 @click.command()
-@click.argument("source", metavar="s3://BUCKET[/PREFIX]", callback=lambda _c, _p, value: source_url(value))
-@click.option("--report", metavar="FILE.{json,csv,html}", callback=_report_path,
+@click.argument("source", metavar="s3://BUCKET[/PREFIX]", callback=checked_by(s3_source))
+@click.option("--report", metavar="FILE.{json,csv,html}", callback=checked_by(_report_path),
               help="Also write the groups to FILE; its ending picks the format.")
 @click.option("--chunk-level", is_flag=True,
               help="Read every object and cut it into chunks to measure what chunk-level dedup would save "
                    "besides whole-file duplicates (reads the whole bucket).")
-@click.option("--avg-size", default="64K", show_default=True, metavar="BYTES", callback=_chunk_size,
-              help="With --chunk-level: the average chunk size to measure with.")
+@size_option("--avg-size", default="64K", show_default=True,
+             help="With --chunk-level: the average chunk size to measure with.")
 @click.option("--import-into", metavar="URL",
               help="Put one copy of each distinct content into the store at URL, under its key.")
 @click.option("--delete-duplicates", is_flag=True,
@@ -57,6 +45,12 @@ def scan(context, source: str, report: str | None, chunk_level: bool, avg_size: 
          delete_duplicates: bool, yes: bool, manifest: str | None, as_json: bool, log_format: str) -> int:
     """Find the groups of identical objects under s3://BUCKET[/PREFIX] and what they waste
     at S3 list prices. Only objects whose size another object shares are read.
+    Exits 1 if an import or a deletion failed (each is reported).
+
+    \b
+    Examples:
+      chunkstore scan s3://bucket/photos --report duplicates.html
+      chunkstore scan s3://bucket/photos --delete-duplicates --yes
     """
     from chunkstore import ChunkerSpec
     from chunkstore.backends.aws import AwsClients
@@ -69,16 +63,13 @@ def scan(context, source: str, report: str | None, chunk_level: bool, avg_size: 
         raise click.UsageError("--manifest goes with --delete-duplicates --yes")
     printer = ResultPrinter(context, log_format) if import_into else None
     s3 = AwsClients().s3
-    progress = ProgressLine(context.show_progress and not as_json)
-    try:
-        found = scan_bucket(s3, source, chunk_level=chunk_level, chunker=ChunkerSpec.from_average(avg_size=avg_size),
-                            on_progress=progress.advance)
-    finally:
-        progress.finish()
+    chunker = ChunkerSpec.from_average(avg_size=avg_size)
+    with ProgressDisplay(context.show_progress and not as_json) as progress:
+        found = scan_bucket(s3, source, chunk_level=chunk_level, chunker=chunker, on_progress=progress.advance)
     if report:
         write_report(found, report)
     if as_json:
-        click.echo(json.dumps(found.to_json(), indent=2, sort_keys=True))
+        echo_json(found.to_json())
     elif not context.quiet:
         _print_summary(found)
     failed = 0
@@ -93,14 +84,14 @@ def scan(context, source: str, report: str | None, chunk_level: bool, avg_size: 
 
 def _print_summary(found) -> None:
     figures = found.to_json()
-    click.echo(f"{found.url}: {figures['objects']} objects, {human_bytes(figures['total_bytes'])}; read "
+    click.echo(f"{printable(found.url)}: {figures['objects']} objects, {human_bytes(figures['total_bytes'])}; read "
                f"{figures['objects_read']} ({human_bytes(figures['bytes_read'])})")
     click.echo(f"{figures['duplicate_groups']} groups of identical objects, {figures['duplicate_objects']} duplicates: "
                f"{human_bytes(figures['wasted_bytes'])} wasted, ${figures['wasted_usd_per_month']:.4f}/month "
                f"({figures['price']['source']})")
     for group in found.groups:
         click.echo(f"  {len(group.duplicates) + 1} x {human_bytes(group.size)} {group.digest[:16]}: keep "
-                   f"{group.keep.key}; duplicates: {', '.join(dup.key for dup in group.duplicates)}")
+                   f"{printable(group.keep.key)}; duplicates: {', '.join(printable(dup.key) for dup in group.duplicates)}")
     if found.chunk_level:
         chunk = found.chunk_level
         click.echo(f"chunk-level dedup ({chunk['chunker']['avg_size'] // 1024} KiB chunks) would save "
@@ -120,7 +111,7 @@ def _import(context, url: str, found, printer: ResultPrinter) -> int:
     finally:
         store.close()
     if not context.quiet and printer.observer is None:
-        click.echo(f"imported into {url}: {printer.summary()}")
+        click.echo(f"imported into {printable(url)}: {printer.summary()}")
     return printer.failed
 
 
@@ -130,19 +121,16 @@ def _delete(context, s3, found, *, dry_run: bool, manifest: str) -> int:
     removals = delete_duplicates(s3, found, dry_run=dry_run, manifest=manifest)
     kept = [removal for removal in removals if removal.outcome.startswith("kept")]
     for removal in kept:
-        click.echo(f"chunkstore: {removal.found.key}: {removal.outcome}", err=True)
+        warn(f"{printable(removal.found.key)}: {removal.outcome}")
     if not context.quiet:
         for removal in removals:
             if removal.outcome in ("would delete", "deleted"):
-                click.echo(f"{removal.outcome}: {removal.found.key} (copy of {removal.kept.key})")
+                click.echo(f"{removal.outcome}: {printable(removal.found.key)} (copy of {printable(removal.kept.key)})")
         size = sum(removal.found.size for removal in removals if removal.outcome in ("would delete", "deleted"))
         if dry_run:
             click.echo(f"dry run: would delete {len(removals)} objects ({human_bytes(size)}); add --yes to delete")
         else:
             deleted = len(removals) - len(kept)
-            click.echo(f"deleted {deleted} objects ({human_bytes(size)}); manifest: {manifest}")
+            click.echo(f"deleted {deleted} objects ({human_bytes(size)}); manifest: {printable(manifest)}")
     return len(kept)
 
-
-def register(group: click.Group) -> None:
-    group.add_command(scan)

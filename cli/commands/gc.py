@@ -1,0 +1,34 @@
+"""`chunkstore gc`: free the chunks nothing references."""
+
+from __future__ import annotations
+
+import click
+
+from ..exits import EXIT_OK
+from ..output import echo_json, human_bytes, with_requests
+from ..progress import ProgressDisplay
+
+
+@click.command()
+@click.option("--dry-run", "-n", is_flag=True, help="Only report what would be freed.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_obj
+def gc(context, dry_run: bool, as_json: bool) -> int:
+    """Delete chunks that no stored version references. Safe while puts run.
+
+    `rm` and `forget` only drop references; gc is what gives the space back.
+    """
+    store = context.open_store()
+    with ProgressDisplay(context.show_progress and not as_json, counting="chunks deleted") as progress:
+        try:
+            report = store.gc(dry_run=dry_run, on_progress=lambda state: progress.update(
+                state.chunks_deleted, None, f"{human_bytes(state.bytes_freed)} freed"))
+        finally:
+            store.close()
+    if as_json:
+        echo_json(with_requests(report.to_json(), store))
+    elif not context.quiet:
+        verb = "would delete" if dry_run else "deleted"
+        click.echo(f"{verb} {report.chunks_deleted} chunks and {report.orphans_deleted} orphaned objects, "
+                   f"freeing {human_bytes(report.bytes_freed)}")
+    return EXIT_OK
