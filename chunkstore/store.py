@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from chunkstore.backends.catalog import VersionRecord
-from chunkstore.backends.registry import Backend, open_backend
+from chunkstore.backends.backend import Backend
+from chunkstore.backends.registry import open_backend
 from chunkstore.backends.sessions import DEFAULT_LEASE_SECONDS
 from chunkstore.core import crypto
 from chunkstore.core.chunking import ChunkerSpec

@@ -34,7 +34,7 @@ from chunkstore.backends.catalog import (
     deletion_marker,
     refuse_marker,
 )
-from chunkstore.backends.registry import Backend, _refuse
+from chunkstore.backends.backend import Backend
 from chunkstore.backends.sessions import DEFAULT_LEASE_SECONDS, new_session_id, now_ns
 from chunkstore.core import recipes
 from chunkstore.errors import (
@@ -598,7 +598,7 @@ class MemoryBackend(Backend):
     def open_catalog(self, catalog_section: dict, *, store_id: str, create: bool,
                      lease_seconds: float = DEFAULT_LEASE_SECONDS, read_only: bool = False) -> Catalog:
         if catalog_section.get("type") != MEMORY_CATALOG_SECTION["type"]:
-            raise _refuse(catalog_section, self.url)
+            raise self.refuse(catalog_section)
         with _LOCATIONS_LOCK:
             if create and self.location.catalog is None:
                 self.location.catalog = CatalogState()
