@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from chunkstore.core import recipes
 from chunkstore.backends.catalog import ChunkState, VersionRecord
 from chunkstore.core.config import CHUNK_KEY_PREFIX, chunk_id_from_key, chunk_key
-from chunkstore.errors import ChunkstoreError, ConcurrentModificationError, IntegrityError, InvalidArgumentError, NameNotFoundError
+from chunkstore.errors import ChunkstoreError, ConcurrentModificationError, IntegrityError, InvalidArgumentError, NameNotFoundError, NotFoundError
 from chunkstore.core.names import normalize_name
 from chunkstore.operations.read import read_chunk
 from chunkstore.operations.context import StoreContext
@@ -145,6 +145,8 @@ def _refuse_live_chunks_counted_unreferenced(store: StoreContext) -> None:
                         still_used.setdefault(entry.chunk_id, content.digest)
         except IntegrityError:
             continue  # a recipe that cannot be read restores nothing; verify reports it
+        except NotFoundError:
+            continue  # removed by an rm since it was listed: it uses nothing any more
     # A put may have committed a recipe using a chunk of count 0 after the counts were read: the
     # same transaction raised the count, so what is 0 now and in a recipe still stored is wrong.
     current = store.catalog.get_chunks(still_used)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import stat
 import threading
 from pathlib import Path
@@ -127,16 +128,33 @@ def test_restore_keeps_a_bounded_number_of_folders_open(tmp_path):
     assert len(list((tmp_path / "target" / "wide").iterdir())) == 200
 
 
+def remove_chain_of_folders(top: Path, part: str) -> None:
+    """Remove top/part/part/... one level at a time: shutil.rmtree recurses once per level and a
+    chain 1500 folders deep exceeds Python's recursion limit."""
+    while (top / part).exists():
+        if (top / part / part).is_dir():
+            os.rename(top / part / part, top / f"{part}.next")
+            shutil.rmtree(top / part)
+            os.rename(top / f"{part}.next", top / part)
+        else:
+            shutil.rmtree(top / part)
+
+
 def test_a_name_a_thousand_folders_deep_restores(store, tmp_path):
     name = "/".join(["d"] * 1500) + "/f"
     store.put_stream(io.BytesIO(b"deep"), name)
-    assert not store.restore("d", tmp_path / "target").errors
-    descriptor = os.open(tmp_path / "target", os.O_RDONLY)
     try:
-        for part in name.split("/")[:-1]:
-            descriptor, parent = os.open(part, os.O_RDONLY | os.O_DIRECTORY, dir_fd=descriptor), descriptor
-            os.close(parent)
-        with os.fdopen(os.open("f", os.O_RDONLY, dir_fd=descriptor), "rb") as restored:
-            assert restored.read() == b"deep"
+        assert not store.restore("d", tmp_path / "target").errors
+        descriptor = os.open(tmp_path / "target", os.O_RDONLY)
+        try:
+            for part in name.split("/")[:-1]:
+                descriptor, parent = os.open(part, os.O_RDONLY | os.O_DIRECTORY, dir_fd=descriptor), descriptor
+                os.close(parent)
+            with os.fdopen(os.open("f", os.O_RDONLY, dir_fd=descriptor), "rb") as restored:
+                assert restored.read() == b"deep"
+        finally:
+            os.close(descriptor)
     finally:
-        os.close(descriptor)
+        # pytest removes its temporary folders with shutil.rmtree, which this chain would break.
+        remove_chain_of_folders(tmp_path / "target", "d")
+        assert not (tmp_path / "target" / "d").exists()
