@@ -31,7 +31,7 @@ GLOBAL_OPTIONS_WITH_A_VALUE = {"--store", "--passphrase-file", "--concurrency"}
 def chunkstore_command() -> list[str]:
     """The console script installed with the project, or the same entry point through -m."""
     script = Path(sys.executable).with_name("chunkstore")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "chunkstore_cli"]
 
 
 @dataclass
