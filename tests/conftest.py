@@ -2,7 +2,7 @@
 local and s3:// backends a test can run on.
 
 A test that asks for `new_backend` runs twice: on a store in a local folder ("local") and on
-an s3:// store on the moto server of tests/moto_fixtures.py ("s3"). A test about the local
+an s3:// store on the moto server of tests/support/moto_fixtures.py ("s3"). A test about the local
 folder itself is marked `local_only("why")`. A test (or a parameter of it, with
 `pytest.param(..., marks=pytest.mark.slow_on_s3)`) whose s3 run takes too long for the
 default run is marked `slow_on_s3`: its s3 run is then a `slow` test, run with --runslow.
@@ -14,12 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from storeobjects import LocalObjects, S3Objects
+from support.storeobjects import LocalObjects, S3Objects
 
 from chunkstore import ChunkerSpec, CompressionSpec, Store
 
 # The moto server (S3 and DynamoDB over HTTP) that the s3:// tests and the CLI tests share.
-pytest_plugins = ["moto_fixtures"]
+pytest_plugins = ["support.moto_fixtures"]
 
 # Small chunks give a test thousands of chunks from a few megabytes.
 SMALL_AVG_SIZE = 1024

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from blobstore_conformance import BlobStoreConformance
+from support.blobstore_conformance import BlobStoreConformance
 
 from chunkstore.backends.blobstore import BlobNotFoundError
 from chunkstore.backends.local import LocalBlobStore

@@ -21,7 +21,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from clirunner import Run, assert_one_error, assert_usage_error, check_error_output, text_bytes, write
+from support.clirunner import Run, assert_one_error, assert_usage_error, check_error_output, text_bytes, write
 
 from chunkstore import Store
 from chunkstore.core.config import chunk_key

@@ -10,7 +10,7 @@ import shutil
 import subprocess
 
 import pytest
-from clirunner import (
+from support.clirunner import (
     assert_one_error,
     assert_usage_error,
     random_bytes,

@@ -18,9 +18,9 @@ import subprocess
 import sys
 import time
 
-from clihelpers import COMMAND_TIMEOUT_SECONDS, run_cli
-from faultkit import Corpus, backend_of, report_figures
-from storechecks import assert_no_garbage, assert_verify_clean
+from support.clihelpers import COMMAND_TIMEOUT_SECONDS, run_cli
+from support.faultkit import Corpus, backend_of, report_figures
+from support.storechecks import assert_no_garbage, assert_verify_clean
 from tiers import scale
 
 from chunkstore import Store

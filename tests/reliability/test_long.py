@@ -10,8 +10,8 @@ from collections import Counter
 
 import blake3
 import pytest
-from clihelpers import run_cli
-from faultkit import (
+from support.clihelpers import run_cli
+from support.faultkit import (
     Corpus,
     backend_of,
     check_store_after_faults,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 # CHUNKS and CONFIG_KEY are imported from here by the command-line tests.
-from storeobjects import CHUNKS, CONFIG_KEY, LocalObjects, S3Objects  # noqa: F401
+from .storeobjects import CHUNKS, CONFIG_KEY, LocalObjects, S3Objects  # noqa: F401
 
 # Small chunks, so files of a few hundred KiB are cut into dozens of chunks.
 TEST_AVG_SIZE = "4K"
@@ -124,7 +124,7 @@ class Chunkstore:
     store is a folder or an s3:// URL, or the objects of a store (LocalObjects, S3Objects): then
     `init` run without --table is given the options that store needs (for s3://, its table and
     --create), so a test's `init` and its own options work on either kind of store. An s3://
-    store is reached with the AWS_* variables of the test process (see tests/moto_fixtures.py)."""
+    store is reached with the AWS_* variables of the test process (see tests/support/moto_fixtures.py)."""
 
     def __init__(self, store: Path | str | LocalObjects | S3Objects | UndoableObjects, workdir: Path):
         self.backend = objects_of(store) if isinstance(store, (Path, str)) else store
