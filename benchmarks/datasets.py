@@ -105,8 +105,9 @@ class DatasetSpec:
     edits: EditModel = field(default_factory=EditModel)
 
     @classmethod
-    def preset(cls, name: str, kind: str = VERSIONED_ARCHIVES, seed: int = DEFAULT_SEED,
-               total_bytes: int | None = None) -> "DatasetSpec":
+    def preset(
+        cls, name: str, kind: str = VERSIONED_ARCHIVES, seed: int = DEFAULT_SEED, total_bytes: int | None = None
+    ) -> DatasetSpec:
         preset_total, corpus_bytes = PRESETS[name]
         return cls(kind, seed, total_bytes or preset_total, corpus_bytes)
 
@@ -137,10 +138,19 @@ class Dataset:
     digest: str
 
     def to_json(self) -> dict:
-        return {"kind": self.spec.kind, "seed": self.spec.seed, "target_bytes": self.spec.total_bytes,
-                "corpus_bytes": self.spec.corpus_bytes, "edit_model": asdict(self.spec.edits),
-                "versions": self.versions, "files": self.files, "logical_bytes": self.logical_bytes,
-                "digest": self.digest, "root": str(self.root), "python": platform.python_version()}
+        return {
+            "kind": self.spec.kind,
+            "seed": self.spec.seed,
+            "target_bytes": self.spec.total_bytes,
+            "corpus_bytes": self.spec.corpus_bytes,
+            "edit_model": asdict(self.spec.edits),
+            "versions": self.versions,
+            "files": self.files,
+            "logical_bytes": self.logical_bytes,
+            "digest": self.digest,
+            "root": str(self.root),
+            "python": platform.python_version(),
+        }
 
 
 def corpus_root() -> Path:
@@ -150,7 +160,7 @@ def corpus_root() -> Path:
 def load_corpus(budget_bytes: int | None, rng: random.Random) -> dict[str, bytes]:
     """The standard library's *.py files by relative name; with a budget, a seeded sample of about that size."""
     root = corpus_root()
-    names = []
+    names: list[str] = []
     for folder, subfolders, filenames in os.walk(root):
         subfolders[:] = [sub for sub in subfolders if sub not in ("site-packages", "__pycache__")]
         relative = Path(folder).relative_to(root).as_posix()
@@ -183,8 +193,9 @@ def evolve_versions(spec: DatasetSpec) -> Iterator[tuple[int, dict[str, SourceFi
         files = _next_version(files, version, rng, donors, spec.edits)
 
 
-def _next_version(previous: dict[str, SourceFile], version: int, rng: random.Random,
-                  donors: list[list[bytes]], model: EditModel) -> dict[str, SourceFile]:
+def _next_version(
+    previous: dict[str, SourceFile], version: int, rng: random.Random, donors: list[list[bytes]], model: EditModel
+) -> dict[str, SourceFile]:
     mtime = BASE_EPOCH + (version - 1) * DAY_SECONDS
     files = dict(previous)
     names = sorted(files)
@@ -207,22 +218,24 @@ def _edit(data: bytes, rng: random.Random, donors: list[list[bytes]], model: Edi
         count = rng.randint(*model.lines_per_edit)
         operation = rng.choices(("insert", "delete", "replace"), weights=(4, 3, 3))[0]
         if operation in ("delete", "replace"):
-            del lines[at:at + count]
+            del lines[at : at + count]
         if operation in ("insert", "replace"):
             lines[at:at] = _donor_lines(rng, donors, rng.randint(*model.lines_per_edit))
     return b"".join(lines)
 
 
 def _new_file(rng: random.Random, donors: list[list[bytes]], model: EditModel) -> bytes:
-    blocks = (_donor_lines(rng, donors, rng.randint(*model.lines_per_block))
-              for _ in range(rng.randint(*model.blocks_per_added_file)))
+    blocks = (
+        _donor_lines(rng, donors, rng.randint(*model.lines_per_block))
+        for _ in range(rng.randint(*model.blocks_per_added_file))
+    )
     return b"".join(b"".join(block) for block in blocks)
 
 
 def _donor_lines(rng: random.Random, donors: list[list[bytes]], count: int) -> list[bytes]:
     lines = rng.choice(donors)
     start = rng.randrange(len(lines))
-    return lines[start:start + count]
+    return lines[start : start + count]
 
 
 def write_tar(path: Path, files: dict[str, SourceFile]) -> None:
@@ -250,8 +263,11 @@ def write_tree(folder: Path, files: dict[str, SourceFile]) -> None:
 
 def generate(spec: DatasetSpec, root: Path) -> Dataset:
     """Write the dataset into root (created; must not exist), about spec.total_bytes in all."""
-    writers = {DATABASE_FILE: _write_database_rounds, INCOMPRESSIBLE: _write_incompressible,
-               EXACT_DUPLICATES: _write_exact_duplicates}
+    writers = {
+        DATABASE_FILE: _write_database_rounds,
+        INCOMPRESSIBLE: _write_incompressible,
+        EXACT_DUPLICATES: _write_exact_duplicates,
+    }
     if spec.kind in writers:
         root.mkdir(parents=True)
         writers[spec.kind](spec, root)
@@ -294,7 +310,7 @@ def _write_database_rounds(spec: DatasetSpec, root: Path) -> None:
 
     def payload() -> str:
         start = rng.randrange(len(lines))
-        return b"\n".join(lines[start:start + rng.randint(1, 8)]).decode("utf-8", "replace")
+        return b"\n".join(lines[start : start + rng.randint(1, 8)]).decode("utf-8", "replace")
 
     working = root.parent / f".{root.name}-working.sqlite"
     working.unlink(missing_ok=True)
@@ -302,21 +318,29 @@ def _write_database_rounds(spec: DatasetSpec, root: Path) -> None:
     try:
         database.execute("CREATE TABLE records (id INTEGER PRIMARY KEY, account INTEGER, amount INTEGER, note TEXT)")
         database.execute("BEGIN")
-        database.executemany("INSERT INTO records (account, amount, note) VALUES (?, ?, ?)",
-                             ((rng.randrange(10**6), rng.randrange(10**9), payload()) for _ in range(row_count)))
+        database.executemany(
+            "INSERT INTO records (account, amount, note) VALUES (?, ?, ?)",
+            ((rng.randrange(10**6), rng.randrange(10**9), payload()) for _ in range(row_count)),
+        )
         database.execute("COMMIT")
         next_id = row_count + 1
         for round_number in range(1, model.database_rounds + 1):
             if round_number > 1:
                 database.execute("BEGIN")
                 for _ in range(round(row_count * model.database_update_fraction)):
-                    database.execute("UPDATE records SET amount = ?, note = ? WHERE id = ?",
-                                     (rng.randrange(10**9), payload(), rng.randrange(1, next_id)))
+                    database.execute(
+                        "UPDATE records SET amount = ?, note = ? WHERE id = ?",
+                        (rng.randrange(10**9), payload(), rng.randrange(1, next_id)),
+                    )
                 for _ in range(round(row_count * model.database_delete_fraction)):
                     database.execute("DELETE FROM records WHERE id = ?", (rng.randrange(1, next_id),))
-                database.executemany("INSERT INTO records (account, amount, note) VALUES (?, ?, ?)",
-                                     ((rng.randrange(10**6), rng.randrange(10**9), payload())
-                                      for _ in range(round(row_count * model.database_insert_fraction))))
+                database.executemany(
+                    "INSERT INTO records (account, amount, note) VALUES (?, ?, ?)",
+                    (
+                        (rng.randrange(10**6), rng.randrange(10**9), payload())
+                        for _ in range(round(row_count * model.database_insert_fraction))
+                    ),
+                )
                 next_id = database.execute("SELECT max(id) FROM records").fetchone()[0] + 1
                 database.execute("COMMIT")
             saved = root / f"r{round_number:03d}.sqlite"
@@ -341,7 +365,7 @@ def _write_incompressible(spec: DatasetSpec, root: Path) -> None:
                 if written and rng.random() < model.incompressible_duplicate_fraction:
                     source = rng.choice(written)
                     start = rng.randrange(max(1, len(source) - length + 1))
-                    region = source[start:start + length]
+                    region = source[start : start + length]
                 else:
                     region = rng.randbytes(length)
                     written.append(region)
@@ -366,8 +390,14 @@ def _set_day(path: Path, day: int) -> None:
 
 def describe(spec: DatasetSpec, root: Path) -> Dataset:
     files = list(files_in(root))
-    return Dataset(spec, root, versions=sum(1 for _ in root.iterdir()), files=len(files),
-                   logical_bytes=sum(path.stat().st_size for _, path in files), digest=dataset_digest(root))
+    return Dataset(
+        spec,
+        root,
+        versions=sum(1 for _ in root.iterdir()),
+        files=len(files),
+        logical_bytes=sum(path.stat().st_size for _, path in files),
+        digest=dataset_digest(root),
+    )
 
 
 def files_in(root: Path) -> Iterator[tuple[str, Path]]:
@@ -422,13 +452,27 @@ def parse_size(text: str) -> int:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The dataset options every benchmark command shares."""
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_const", dest="preset", const="quick",
-                      help=f"about {PRESETS['quick'][0] // 10**6} MB instead of {PRESETS['full'][0] // 10**6} MB")
-    size.add_argument("--smoke", action="store_const", dest="preset", const="smoke",
-                      help=f"about {PRESETS['smoke'][0] // 10**6} MB: checks that everything runs, in seconds")
+    size.add_argument(
+        "--quick",
+        action="store_const",
+        dest="preset",
+        const="quick",
+        help=f"about {PRESETS['quick'][0] // 10**6} MB instead of {PRESETS['full'][0] // 10**6} MB",
+    )
+    size.add_argument(
+        "--smoke",
+        action="store_const",
+        dest="preset",
+        const="smoke",
+        help=f"about {PRESETS['smoke'][0] // 10**6} MB: checks that everything runs, in seconds",
+    )
     parser.set_defaults(preset="full")
-    parser.add_argument("--size", type=parse_size, metavar="BYTES",
-                        help="total bytes of all versions, e.g. 500M or 2G (default: set by the preset)")
+    parser.add_argument(
+        "--size",
+        type=parse_size,
+        metavar="BYTES",
+        help="total bytes of all versions, e.g. 500M or 2G (default: set by the preset)",
+    )
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the edit model")
 
 
@@ -437,8 +481,10 @@ def spec_from_arguments(args: argparse.Namespace, kind: str = VERSIONED_ARCHIVES
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.datasets",
-                                     description="Generate a benchmark dataset into a folder and print its digest.")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.datasets",
+        description="Generate a benchmark dataset into a folder and print its digest.",
+    )
     parser.add_argument("destination", type=Path, help="folder to create")
     parser.add_argument("--kind", choices=KINDS, default=VERSIONED_ARCHIVES)
     add_arguments(parser)

@@ -17,7 +17,7 @@ from pathlib import Path
 from . import datasets
 from .foundation import DEFAULT_WORK, medians, run_tools
 from .report import MB, environment, markdown_table, write_reports
-from .tools import Chunkstore, EncryptedChunkstore
+from .tools import Chunkstore, EncryptedChunkstore, Tool
 
 PUT_TARGET = 0.8
 
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--runs must be at least 1")
     started = environment()
     dataset = datasets.materialize(datasets.spec_from_arguments(args), args.work / "datasets")
-    tools = [Chunkstore(), EncryptedChunkstore()]
+    tools: list[Tool] = [Chunkstore(), EncryptedChunkstore()]
     runs = run_tools(tools, dataset, args.work / "runs", args.runs)
     plain, encrypted = (medians(runs[tool.name]) for tool in tools)
     rows = []
@@ -42,30 +42,62 @@ def main(argv: list[str] | None = None) -> int:
         key = f"{phase}_seconds"
         # Throughput ratio: encrypted MB/s over plain MB/s, i.e. plain time over encrypted time.
         ratios[phase] = plain[key] / encrypted[key]
-        rows.append([label, f"{dataset.logical_bytes / MB / plain[key]:.1f} MB/s",
-                     f"{dataset.logical_bytes / MB / encrypted[key]:.1f} MB/s", f"{ratios[phase]:.2f}x"])
+        rows.append(
+            [
+                label,
+                f"{dataset.logical_bytes / MB / plain[key]:.1f} MB/s",
+                f"{dataset.logical_bytes / MB / encrypted[key]:.1f} MB/s",
+                f"{ratios[phase]:.2f}x",
+            ]
+        )
     # Every command first opens the store: on an encrypted one that derives the key from the
     # passphrase (Argon2id), a fixed cost whatever the size of the data. `stats` does little
     # else, so its time is that cost; put minus it is the data path's own speed.
-    rows.append(["fixed cost of a command (`stats`)", f"{plain['stats_seconds']:.2f} s",
-                 f"{encrypted['stats_seconds']:.2f} s", ""])
-    data_seconds = {name: figures["put_seconds"] - figures["stats_seconds"]
-                    for name, figures in (("plain", plain), ("encrypted", encrypted))}
+    rows.append(
+        [
+            "fixed cost of a command (`stats`)",
+            f"{plain['stats_seconds']:.2f} s",
+            f"{encrypted['stats_seconds']:.2f} s",
+            "",
+        ]
+    )
+    data_seconds = {
+        name: figures["put_seconds"] - figures["stats_seconds"]
+        for name, figures in (("plain", plain), ("encrypted", encrypted))
+    }
     ratios["put_data_path"] = data_seconds["plain"] / data_seconds["encrypted"]
-    rows.append(["put of new data, less the fixed cost", f"{dataset.logical_bytes / MB / data_seconds['plain']:.1f} MB/s",
-                 f"{dataset.logical_bytes / MB / data_seconds['encrypted']:.1f} MB/s", f"{ratios['put_data_path']:.2f}x"])
+    rows.append(
+        [
+            "put of new data, less the fixed cost",
+            f"{dataset.logical_bytes / MB / data_seconds['plain']:.1f} MB/s",
+            f"{dataset.logical_bytes / MB / data_seconds['encrypted']:.1f} MB/s",
+            f"{ratios['put_data_path']:.2f}x",
+        ]
+    )
     met = ratios["put"] >= PUT_TARGET
-    markdown = "\n".join([
-        "# What encryption costs", "",
-        f"Command: `python -m benchmarks.encryption {' '.join(argv or sys.argv[1:])}`  ",
-        f"Dataset: {dataset.versions} versions, {dataset.logical_bytes / MB:.1f} MB; median of {args.runs} runs.", "",
-        markdown_table(["figure", "plain", "encrypted", "encrypted / plain"], rows), "",
-        f"- encrypted put at least {PUT_TARGET}x the plain store's, whole command: **{'met' if met else 'MISSED'}**",
-        f"- the same for the data path alone: **{'met' if ratios['put_data_path'] >= PUT_TARGET else 'MISSED'}**",
-    ])
-    document = {"environment": started, "dataset": dataset.to_json(), "runs": runs,
-                "medians": {"plain": plain, "encrypted": encrypted}, "ratios": ratios,
-                "put_target": PUT_TARGET, "put_target_met": met}
+    markdown = "\n".join(
+        [
+            "# What encryption costs",
+            "",
+            f"Command: `python -m benchmarks.encryption {' '.join(argv or sys.argv[1:])}`  ",
+            f"Dataset: {dataset.versions} versions, {dataset.logical_bytes / MB:.1f} MB; median of {args.runs} runs.",
+            "",
+            markdown_table(["figure", "plain", "encrypted", "encrypted / plain"], rows),
+            "",
+            f"- encrypted put at least {PUT_TARGET}x the plain store's, whole command: "
+            f"**{'met' if met else 'MISSED'}**",
+            f"- the same for the data path alone: **{'met' if ratios['put_data_path'] >= PUT_TARGET else 'MISSED'}**",
+        ]
+    )
+    document = {
+        "environment": started,
+        "dataset": dataset.to_json(),
+        "runs": runs,
+        "medians": {"plain": plain, "encrypted": encrypted},
+        "ratios": ratios,
+        "put_target": PUT_TARGET,
+        "put_target_met": met,
+    }
     write_reports(args.out, "encryption", markdown, document)
     print(markdown)
     return 0

@@ -29,8 +29,19 @@ from pathlib import Path
 
 from . import datasets
 from .report import MB, MIB, environment, markdown_table, write_reports
-from .tools import (FIRST_BACKUP, PEERS, TOOLS, UNCHANGED_BACKUP, Chunkstore, Command, Measurement, Tool, ToolError,
-                    folder_bytes, run_measured)
+from .tools import (
+    FIRST_BACKUP,
+    PEERS,
+    TOOLS,
+    UNCHANGED_BACKUP,
+    Chunkstore,
+    Command,
+    Measurement,
+    Tool,
+    ToolError,
+    folder_bytes,
+    run_measured,
+)
 
 SUBJECT = "chunkstore"
 REFERENCE_PEER = "restic"
@@ -70,11 +81,16 @@ def run_tool(tool: Tool, dataset: datasets.Dataset, workspace: Path) -> dict:
     shutil.rmtree(target)
     return {
         "load_average_after": os.getloadavg()[0],
-        "put_seconds": put.seconds, "put_peak_rss_bytes": put.peak_rss_bytes,
-        "reput_seconds": reput.seconds, "reput_peak_rss_bytes": reput.peak_rss_bytes,
-        "restore_seconds": restore.seconds, "restore_peak_rss_bytes": restore.peak_rss_bytes,
-        "repository_apparent_bytes": apparent, "repository_allocated_bytes": allocated,
-        "restore_verified": True, "stats": json.loads(stats_run.stdout) if stats_run else None,
+        "put_seconds": put.seconds,
+        "put_peak_rss_bytes": put.peak_rss_bytes,
+        "reput_seconds": reput.seconds,
+        "reput_peak_rss_bytes": reput.peak_rss_bytes,
+        "restore_seconds": restore.seconds,
+        "restore_peak_rss_bytes": restore.peak_rss_bytes,
+        "repository_apparent_bytes": apparent,
+        "repository_allocated_bytes": allocated,
+        "restore_verified": True,
+        "stats": json.loads(stats_run.stdout) if stats_run else None,
         # What any command costs before its work: start-up and opening the store (unlocking its key).
         "stats_seconds": stats_run.seconds if stats_run else None,
     }
@@ -109,19 +125,24 @@ def run_tools(tools: list[Tool], dataset: datasets.Dataset, work: Path, runs: in
             for tool in tools[turn:] + tools[:turn]:
                 run = run_tool(tool, dataset, work / f"{tool.name}-{number}")
                 results[tool.name].append(run)
-                print(f"run {number}/{runs} {tool.name}: put {run['put_seconds']:.2f} s, "
-                      f"re-put {run['reput_seconds']:.2f} s, restore {run['restore_seconds']:.2f} s, "
-                      f"repository {run['repository_allocated_bytes'] / MB:.1f} MB", file=sys.stderr)
+                print(
+                    f"run {number}/{runs} {tool.name}: put {run['put_seconds']:.2f} s, "
+                    f"re-put {run['reput_seconds']:.2f} s, restore {run['restore_seconds']:.2f} s, "
+                    f"repository {run['repository_allocated_bytes'] / MB:.1f} MB",
+                    file=sys.stderr,
+                )
     finally:
         # Repositories are deleted only now: deleting one between runs slowed the next run's writes.
         shutil.rmtree(work, ignore_errors=True)
     return results
 
 
-def compute_figures(tool_medians: dict[str, dict], logical_bytes: int, figures: list["Figure"] | None = None) -> dict:
+def compute_figures(tool_medians: dict[str, dict], logical_bytes: int, figures: list[Figure] | None = None) -> dict:
     """{figure key: {tool: value}} from each tool's medians."""
-    return {figure.key: {name: figure.value(values, logical_bytes) for name, values in tool_medians.items()}
-            for figure in (figures or FIGURES)}
+    return {
+        figure.key: {name: figure.value(values, logical_bytes) for name, values in tool_medians.items()}
+        for figure in (figures or FIGURES)
+    }
 
 
 def medians(runs: list[dict]) -> dict:
@@ -139,10 +160,18 @@ class Figure:
 
 FIGURES = [
     Figure("put_mb_s", "put of new data", "MB/s", lambda m, size: size / MB / m["put_seconds"]),
-    Figure("store_ratio", "store ratio (dataset / repository folder, du)", "x",
-           lambda m, size: size / m["repository_allocated_bytes"]),
-    Figure("store_ratio_apparent", "store ratio (dataset / repository file sizes)", "x",
-           lambda m, size: size / m["repository_apparent_bytes"]),
+    Figure(
+        "store_ratio",
+        "store ratio (dataset / repository folder, du)",
+        "x",
+        lambda m, size: size / m["repository_allocated_bytes"],
+    ),
+    Figure(
+        "store_ratio_apparent",
+        "store ratio (dataset / repository file sizes)",
+        "x",
+        lambda m, size: size / m["repository_apparent_bytes"],
+    ),
     Figure("restore_mb_s", "restore", "MB/s", lambda m, size: size / MB / m["restore_seconds"]),
     Figure("reput_seconds", "re-put of the unchanged tree", "s", lambda m, size: m["reput_seconds"]),
     Figure("put_peak_rss_mib", "peak RSS, put", "MiB", lambda m, size: m["put_peak_rss_bytes"] / MIB),
@@ -161,27 +190,55 @@ class Target:
 
 
 TARGETS = [
-    Target("put_mb_s", ">= 1.5x restic", "put of new data at least 1.5x restic's backup MB/s", ("restic",),
-           lambda ours, theirs: ours >= 1.5 * max(theirs)),
-    Target("store_ratio", "> restic and borg", "store ratio higher than restic's and borg's", ("restic", "borg"),
-           lambda ours, theirs: ours > max(theirs)),
-    Target("restore_mb_s", ">= 1.5x restic", "restore at least 1.5x restic's restore MB/s", ("restic",),
-           lambda ours, theirs: ours >= 1.5 * max(theirs)),
-    Target("reput_seconds", "<= restic", "re-put of an unchanged tree no slower than restic's backup", ("restic",),
-           lambda ours, theirs: ours <= min(theirs)),
+    Target(
+        "put_mb_s",
+        ">= 1.5x restic",
+        "put of new data at least 1.5x restic's backup MB/s",
+        ("restic",),
+        lambda ours, theirs: ours >= 1.5 * max(theirs),
+    ),
+    Target(
+        "store_ratio",
+        "> restic and borg",
+        "store ratio higher than restic's and borg's",
+        ("restic", "borg"),
+        lambda ours, theirs: ours > max(theirs),
+    ),
+    Target(
+        "restore_mb_s",
+        ">= 1.5x restic",
+        "restore at least 1.5x restic's restore MB/s",
+        ("restic",),
+        lambda ours, theirs: ours >= 1.5 * max(theirs),
+    ),
+    Target(
+        "reput_seconds",
+        "<= restic",
+        "re-put of an unchanged tree no slower than restic's backup",
+        ("restic",),
+        lambda ours, theirs: ours <= min(theirs),
+    ),
 ]
 
 
-def evaluate(values: dict[str, dict[str, float]], measured_peers: list[str],
-             targets: list[Target] = TARGETS) -> list[dict]:
+def evaluate(
+    values: dict[str, dict[str, float]], measured_peers: list[str], targets: list[Target] = TARGETS
+) -> list[dict]:
     """Each target: met (True/False), or None when none of its peers was measured."""
     results = []
     for target in targets:
         peers = [peer for peer in target.peers if peer in measured_peers]
         ours = values[target.figure][SUBJECT]
         met = target.met(ours, [values[target.figure][peer] for peer in peers]) if peers else None
-        results.append({"figure": target.figure, "target": target.description, "compared_with": peers,
-                        "partial": bool(peers) and len(peers) < len(target.peers), "met": met})
+        results.append(
+            {
+                "figure": target.figure,
+                "target": target.description,
+                "compared_with": peers,
+                "partial": bool(peers) and len(peers) < len(target.peers),
+                "met": met,
+            }
+        )
     return results
 
 
@@ -206,8 +263,12 @@ def verdict(result: dict | None) -> str:
     return f"{verdict} (only vs {', '.join(result['compared_with'])})" if result["partial"] else verdict
 
 
-def figure_rows(values: dict[str, dict[str, float]], target_results: list[dict], figures: list[Figure] = FIGURES,
-                targets: list[Target] = TARGETS) -> list[list[str]]:
+def figure_rows(
+    values: dict[str, dict[str, float]],
+    target_results: list[dict],
+    figures: list[Figure] = FIGURES,
+    targets: list[Target] = TARGETS,
+) -> list[list[str]]:
     """One row per figure: chunkstore and each peer, chunkstore / peer for each peer, the target and its verdict."""
     results = {result["figure"]: result for result in target_results}
     target_texts = {target.figure: target.text for target in targets}
@@ -215,8 +276,15 @@ def figure_rows(values: dict[str, dict[str, float]], target_results: list[dict],
     for figure in figures:
         row_values = values[figure.key]
         ratios = [f"{row_values[SUBJECT] / row_values[peer]:.2f}x" if row_values.get(peer) else "—" for peer in PEERS]
-        rows.append([figure.title, *(format_value(row_values.get(tool), figure.unit) for tool in (SUBJECT, *PEERS)),
-                     *ratios, target_texts.get(figure.key, ""), verdict(results.get(figure.key))])
+        rows.append(
+            [
+                figure.title,
+                *(format_value(row_values.get(tool), figure.unit) for tool in (SUBJECT, *PEERS)),
+                *ratios,
+                target_texts.get(figure.key, ""),
+                verdict(results.get(figure.key)),
+            ]
+        )
     return rows
 
 
@@ -226,41 +294,84 @@ FIGURE_HEADERS = ["figure", SUBJECT, *PEERS, *(f"{SUBJECT} / {peer}" for peer in
 def build_markdown(document: dict) -> str:
     rows = figure_rows(document["figures"], document["targets"])
     stats = document["chunkstore_stats"]
-    rows.append(["chunkstore `stats --json` store_ratio", format_value(stats["store_ratio"], "x"),
-                 *["—"] * (2 * len(PEERS)), "", ""])
+    rows.append(
+        [
+            "chunkstore `stats --json` store_ratio",
+            format_value(stats["store_ratio"], "x"),
+            *["—"] * (2 * len(PEERS)),
+            "",
+            "",
+        ]
+    )
     table = markdown_table(FIGURE_HEADERS, rows)
 
     dataset, env = document["dataset"], document["environment"]
     lines = [
-        "# chunkstore foundation benchmark", "",
+        "# chunkstore foundation benchmark",
+        "",
         f"Command: `{env['command']}`  ",
         f"Machine: {env['cpu']}, {env['cpus']} cores, Python {env['python']}, {env['date_utc']}, "
         f"source {env['source_revision']}  ",
         f"Dataset: {dataset['kind']}, {dataset['versions']} versions, {dataset['logical_bytes'] / MB:.1f} MB "
         f"(seed {dataset['seed']}, digest {dataset['digest'][:16]})  ",
-        f"Median of {document['runs']} runs; MB = 10^6 bytes; every restore checked byte for byte.", "",
-        table, "", "## Targets", "",
+        f"Median of {document['runs']} runs; MB = 10^6 bytes; every restore checked byte for byte.",
+        "",
+        table,
+        "",
+        "## Targets",
+        "",
     ]
     for result in document["targets"]:
         lines.append(f"- {result['target']}: **{verdict(result)}**")
     lines += ["", "## Tools", ""]
     for name, tool in document["tools"].items():
         lines.append(f"- {name}: {tool['version']} — {tool['settings']}")
-    lines += ["", f"chunkstore stats after the first put: dedup {stats['dedup_ratio']}x, "
-              f"compression {stats['compression_ratio']}x, {stats['chunks']} chunks, "
-              f"stored {stats['stored_bytes'] / MB:.1f} MB, catalog {stats.get('catalog_bytes', 0) / MB:.1f} MB.",
-              "", "## Every run", ""]
+    lines += [
+        "",
+        f"chunkstore stats after the first put: dedup {stats['dedup_ratio']}x, "
+        f"compression {stats['compression_ratio']}x, {stats['chunks']} chunks, "
+        f"stored {stats['stored_bytes'] / MB:.1f} MB, catalog {stats.get('catalog_bytes', 0) / MB:.1f} MB.",
+        "",
+        "## Every run",
+        "",
+    ]
     run_rows = []
     for name, runs in document["results"].items():
         for number, run in enumerate(runs["runs"], 1):
-            run_rows.append([name, str(number), f"{run['put_seconds']:.2f}", f"{run['reput_seconds']:.2f}",
-                             f"{run['restore_seconds']:.2f}", f"{run['repository_allocated_bytes'] / MB:.1f}",
-                             f"{run['put_peak_rss_bytes'] / MIB:.0f}", f"{run['restore_peak_rss_bytes'] / MIB:.0f}",
-                             f"{run['load_average_after']:.2f}"])
-    lines.append(markdown_table(["tool", "run", "put s", "re-put s", "restore s", "repository MB",
-                                 "put RSS MiB", "restore RSS MiB", "load after"], run_rows))
-    lines += ["", f"Load average (1 min) when the benchmark started: {env['load_average_start']:.2f}; "
-              f"a load above zero means other processes shared the {env['cpus']} cores."]
+            run_rows.append(
+                [
+                    name,
+                    str(number),
+                    f"{run['put_seconds']:.2f}",
+                    f"{run['reput_seconds']:.2f}",
+                    f"{run['restore_seconds']:.2f}",
+                    f"{run['repository_allocated_bytes'] / MB:.1f}",
+                    f"{run['put_peak_rss_bytes'] / MIB:.0f}",
+                    f"{run['restore_peak_rss_bytes'] / MIB:.0f}",
+                    f"{run['load_average_after']:.2f}",
+                ]
+            )
+    lines.append(
+        markdown_table(
+            [
+                "tool",
+                "run",
+                "put s",
+                "re-put s",
+                "restore s",
+                "repository MB",
+                "put RSS MiB",
+                "restore RSS MiB",
+                "load after",
+            ],
+            run_rows,
+        )
+    )
+    lines += [
+        "",
+        f"Load average (1 min) when the benchmark started: {env['load_average_start']:.2f}; "
+        f"a load above zero means other processes shared the {env['cpus']} cores.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -274,9 +385,13 @@ def comma_list(text: str, known: tuple[str, ...], what: str, ignored: tuple[str,
 
 
 def add_peers_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--peers", type=lambda text: comma_list(text, PEERS, "peer", ignored=("none",)),
-                        default=list(PEERS), metavar="LIST",
-                        help="peers to run beside chunkstore: restic,borg (default), restic, borg or none")
+    parser.add_argument(
+        "--peers",
+        type=lambda text: comma_list(text, PEERS, "peer", ignored=("none",)),
+        default=list(PEERS),
+        metavar="LIST",
+        help="peers to run beside chunkstore: restic,borg (default), restic, borg or none",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -285,8 +400,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="runs per tool; figures are medians (default 3)")
     add_peers_argument(parser)
     parser.add_argument("--out", type=Path, default=Path("bench-report"), help="report folder (default bench-report/)")
-    parser.add_argument("--work", type=Path, default=DEFAULT_WORK,
-                        help=f"scratch folder for datasets and repositories (default {DEFAULT_WORK})")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=DEFAULT_WORK,
+        help=f"scratch folder for datasets and repositories (default {DEFAULT_WORK})",
+    )
     args = parser.parse_args(argv)
     started = environment()
     if args.runs < 1:
@@ -295,8 +414,9 @@ def main(argv: list[str] | None = None) -> int:
     tools = select_tools(args.peers)
 
     dataset = datasets.materialize(datasets.spec_from_arguments(args), args.work / "datasets")
-    print(f"dataset: {dataset.versions} versions, {dataset.logical_bytes / MB:.1f} MB in {dataset.root}",
-          file=sys.stderr)
+    print(
+        f"dataset: {dataset.versions} versions, {dataset.logical_bytes / MB:.1f} MB in {dataset.root}", file=sys.stderr
+    )
     results = run_tools(tools, dataset, args.work / "runs", args.runs)
     tool_medians = {name: medians(runs) for name, runs in results.items()}
     figures = compute_figures(tool_medians, dataset.logical_bytes)
@@ -309,8 +429,10 @@ def main(argv: list[str] | None = None) -> int:
         "results": {name: {"runs": runs, "median": tool_medians[name]} for name, runs in results.items()},
         "chunkstore_stats": results[SUBJECT][-1]["stats"],
         "figures": figures,
-        "ratios_vs_restic": {key: (row[SUBJECT] / row[REFERENCE_PEER] if row.get(REFERENCE_PEER) else None)
-                             for key, row in figures.items()},
+        "ratios_vs_restic": {
+            key: (row[SUBJECT] / row[REFERENCE_PEER] if row.get(REFERENCE_PEER) else None)
+            for key, row in figures.items()
+        },
         "targets": evaluate(figures, measured_peers),
     }
     markdown = build_markdown(document)

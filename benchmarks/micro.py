@@ -59,7 +59,7 @@ def measure(files: list[Path], spec: ChunkerSpec, levels: list[int]) -> dict:
         start = time.perf_counter()
         ids = [hasher.chunk_id(chunk) for chunk in chunks]
         hash_seconds += time.perf_counter() - start
-        for chunk, chunk_id in zip(chunks, ids):
+        for chunk, chunk_id in zip(chunks, ids, strict=True):
             sizes.append(len(chunk))
             if chunk_id in seen:
                 continue
@@ -72,16 +72,30 @@ def measure(files: list[Path], spec: ChunkerSpec, levels: list[int]) -> dict:
                 stored[level] += HEADER_SIZE + len(payload)
     sizes.sort()
     result = {
-        "chunker": spec.name, "avg_size": spec.avg_size, "min_size": spec.min_size, "max_size": spec.max_size,
-        "logical_bytes": logical, "unique_bytes": unique, "chunks": len(sizes), "unique_chunks": len(seen),
-        "chunk_size_min": sizes[0], "chunk_size_median": statistics.median(sizes),
-        "chunk_size_p99": sizes[min(len(sizes) - 1, int(len(sizes) * 0.99))], "chunk_size_max": sizes[-1],
-        "chunk_mb_s": logical / MB / chunk_seconds, "blake3_mb_s": logical / MB / hash_seconds,
+        "chunker": spec.name,
+        "avg_size": spec.avg_size,
+        "min_size": spec.min_size,
+        "max_size": spec.max_size,
+        "logical_bytes": logical,
+        "unique_bytes": unique,
+        "chunks": len(sizes),
+        "unique_chunks": len(seen),
+        "chunk_size_min": sizes[0],
+        "chunk_size_median": statistics.median(sizes),
+        "chunk_size_p99": sizes[min(len(sizes) - 1, int(len(sizes) * 0.99))],
+        "chunk_size_max": sizes[-1],
+        "chunk_mb_s": logical / MB / chunk_seconds,
+        "blake3_mb_s": logical / MB / hash_seconds,
         "dedup_ratio": logical / unique,
-        "levels": {level: {"zstd_mb_s": unique / MB / compress_seconds[level],
-                           "compression_ratio": unique / stored[level],
-                           "store_ratio": logical / stored[level],
-                           "stored_bytes": stored[level]} for level in levels},
+        "levels": {
+            level: {
+                "zstd_mb_s": unique / MB / compress_seconds[level],
+                "compression_ratio": unique / stored[level],
+                "store_ratio": logical / stored[level],
+                "stored_bytes": stored[level],
+            }
+            for level in levels
+        },
     }
     pipeline_level = DEFAULT_ZSTD_LEVEL if DEFAULT_ZSTD_LEVEL in levels else levels[0]
     total = chunk_seconds + hash_seconds + compress_seconds[pipeline_level]
@@ -99,27 +113,41 @@ def build_markdown(document: dict) -> str:
     headers += ["pipeline 1 core MB/s", "2-core bound MB/s"]
     rows = []
     for row in document["results"]:
-        cells = [row["chunker"], f"{row['avg_size'] // 1024}K", f"{row['chunks']:,}",
-                 f"{row['chunk_size_median'] / 1024:.0f}K / {row['chunk_size_p99'] / 1024:.0f}K",
-                 f"{row['chunk_mb_s']:.0f}", f"{row['blake3_mb_s']:.0f}", f"{row['dedup_ratio']:.2f}x"]
+        cells = [
+            row["chunker"],
+            f"{row['avg_size'] // 1024}K",
+            f"{row['chunks']:,}",
+            f"{row['chunk_size_median'] / 1024:.0f}K / {row['chunk_size_p99'] / 1024:.0f}K",
+            f"{row['chunk_mb_s']:.0f}",
+            f"{row['blake3_mb_s']:.0f}",
+            f"{row['dedup_ratio']:.2f}x",
+        ]
         for level in levels:
             figures = row["levels"][level]
-            cells += [f"{figures['zstd_mb_s']:.0f}", f"{figures['compression_ratio']:.2f}x",
-                      f"{figures['store_ratio']:.2f}x"]
+            cells += [
+                f"{figures['zstd_mb_s']:.0f}",
+                f"{figures['compression_ratio']:.2f}x",
+                f"{figures['store_ratio']:.2f}x",
+            ]
         cells += [f"{row['pipeline_one_core_mb_s']:.0f}", f"{row['pipeline_two_core_bound_mb_s']:.0f}"]
         rows.append(cells)
     dataset, env = document["dataset"], document["environment"]
-    return "\n".join([
-        "# chunkstore stage measurements (in memory, one thread)", "",
-        f"Command: `{env['command']}`  ",
-        f"Machine: {env['cpu']}, {env['cpus']} cores, Python {env['python']}, {env['date_utc']}, "
-        f"source {env['source_revision']}  ",
-        f"Dataset: {dataset['kind']}, {dataset['versions']} versions, {dataset['logical_bytes'] / MB:.1f} MB "
-        f"(seed {dataset['seed']}, digest {dataset['digest'][:16]})  ",
-        "Chunk, blake3: MB/s of all dataset bytes; zstd: MB/s of the distinct chunks' bytes; "
-        "pipeline columns at zstd level " + str(document["results"][0]["pipeline_level"]) + ".", "",
-        markdown_table(headers, rows), "",
-    ])
+    return "\n".join(
+        [
+            "# chunkstore stage measurements (in memory, one thread)",
+            "",
+            f"Command: `{env['command']}`  ",
+            f"Machine: {env['cpu']}, {env['cpus']} cores, Python {env['python']}, {env['date_utc']}, "
+            f"source {env['source_revision']}  ",
+            f"Dataset: {dataset['kind']}, {dataset['versions']} versions, {dataset['logical_bytes'] / MB:.1f} MB "
+            f"(seed {dataset['seed']}, digest {dataset['digest'][:16]})  ",
+            "Chunk, blake3: MB/s of all dataset bytes; zstd: MB/s of the distinct chunks' bytes; "
+            "pipeline columns at zstd level " + str(document["results"][0]["pipeline_level"]) + ".",
+            "",
+            markdown_table(headers, rows),
+            "",
+        ]
+    )
 
 
 def _size_list(text: str) -> list[int]:
@@ -130,12 +158,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.micro", description=__doc__.split("\n\n")[0])
     datasets.add_arguments(parser)
     parser.add_argument("--chunkers", default=",".join(CHUNKERS), help=f"default {','.join(CHUNKERS)}")
-    parser.add_argument("--sizes", type=_size_list, default=list(DEFAULT_SIZES), metavar="LIST",
-                        help="average chunk sizes, e.g. 16K,64K,256K (default 16K..256K)")
-    parser.add_argument("--levels", type=lambda text: [int(level) for level in text.split(",")],
-                        default=list(DEFAULT_LEVELS), metavar="LIST", help="zstd levels (default 1,3,6)")
+    parser.add_argument(
+        "--sizes",
+        type=_size_list,
+        default=list(DEFAULT_SIZES),
+        metavar="LIST",
+        help="average chunk sizes, e.g. 16K,64K,256K (default 16K..256K)",
+    )
+    parser.add_argument(
+        "--levels",
+        type=lambda text: [int(level) for level in text.split(",")],
+        default=list(DEFAULT_LEVELS),
+        metavar="LIST",
+        help="zstd levels (default 1,3,6)",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench-report"), help="report folder (default bench-report/)")
-    parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help=f"dataset cache folder (default {DEFAULT_WORK})")
+    parser.add_argument(
+        "--work", type=Path, default=DEFAULT_WORK, help=f"dataset cache folder (default {DEFAULT_WORK})"
+    )
     args = parser.parse_args(argv)
     started = environment()
 
@@ -147,11 +187,18 @@ def main(argv: list[str] | None = None) -> int:
             spec = ChunkerSpec.from_average(chunker, avg_size)
             result = measure(files, spec, args.levels)
             results.append(result)
-            print(f"{chunker} {avg_size // 1024}K: chunk {result['chunk_mb_s']:.0f} MB/s, "
-                  f"dedup {result['dedup_ratio']:.2f}x", file=sys.stderr)
-    document = {"environment": started, "dataset": dataset.to_json(), "levels": args.levels,
-                "defaults": {"chunker": DEFAULT_CHUNKER, "avg_size": DEFAULT_AVG_SIZE, "zstd_level": DEFAULT_ZSTD_LEVEL},
-                "results": results}
+            print(
+                f"{chunker} {avg_size // 1024}K: chunk {result['chunk_mb_s']:.0f} MB/s, "
+                f"dedup {result['dedup_ratio']:.2f}x",
+                file=sys.stderr,
+            )
+    document = {
+        "environment": started,
+        "dataset": dataset.to_json(),
+        "levels": args.levels,
+        "defaults": {"chunker": DEFAULT_CHUNKER, "avg_size": DEFAULT_AVG_SIZE, "zstd_level": DEFAULT_ZSTD_LEVEL},
+        "results": results,
+    }
     markdown = build_markdown(document)
     write_reports(args.out, "micro", markdown, document)
     print(markdown)

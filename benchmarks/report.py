@@ -8,7 +8,7 @@ import platform
 import shlex
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from .tools import cpu_model
@@ -19,7 +19,7 @@ MIB = 1024**2
 
 def environment() -> dict:
     return {
-        "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": shlex.join([Path(sys.executable).name, "-m", _module_name(), *sys.argv[1:]]),
         "cpu": cpu_model(),
         "cpus": os.cpu_count(),
@@ -34,10 +34,15 @@ def source_revision() -> str | None:
     """The checkout's commit, marked "+modified" when the working tree differs from it."""
     root = Path(__file__).resolve().parents[1]
     try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-                                capture_output=True, text=True, check=True).stdout.strip()
-        changes = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                                 capture_output=True, text=True, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        changes = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
     return f"{commit}+modified" if changes else commit
@@ -51,13 +56,14 @@ def _module_name() -> str:
 
 
 def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
 
     def line(cells: list[str]) -> str:
-        return "| " + " | ".join(str(cell).ljust(width) for cell, width in zip(cells, widths)) + " |"
+        return "| " + " | ".join(str(cell).ljust(width) for cell, width in zip(cells, widths, strict=True)) + " |"
 
-    return "\n".join([line(headers), "|" + "|".join("-" * (width + 2) for width in widths) + "|",
-                      *(line(row) for row in rows)])
+    return "\n".join(
+        [line(headers), "|" + "|".join("-" * (width + 2) for width in widths) + "|", *(line(row) for row in rows)]
+    )
 
 
 def write_reports(out: Path, stem: str, markdown: str, document: dict) -> tuple[Path, Path]:
@@ -101,19 +107,32 @@ def write_charts(out: Path, document: dict) -> dict:
     figure, axes = pyplot.subplots(figsize=(8, 5))
     for kind, result in document["datasets"].items():
         rows = [row for row in result["grid"] if row["chunker"] == defaults["chunker"]]
-        axes.plot([row["avg_size"] / 1024 for row in rows], [row["levels"][level]["store_ratio"] for row in rows],
-                  marker="o", label=kind)
-    save(figure, axes, "store-ratio-vs-chunk-size.png",
-         f"Store ratio by average chunk size ({defaults['chunker']}, zstd {level})", "average chunk size (KiB)",
-         "store ratio (x)")
+        axes.plot(
+            [row["avg_size"] / 1024 for row in rows],
+            [row["levels"][level]["store_ratio"] for row in rows],
+            marker="o",
+            label=kind,
+        )
+    save(
+        figure,
+        axes,
+        "store-ratio-vs-chunk-size.png",
+        f"Store ratio by average chunk size ({defaults['chunker']}, zstd {level})",
+        "average chunk size (KiB)",
+        "store ratio (x)",
+    )
 
     chunkers = sorted({row["chunker"] for result in document["datasets"].values() for row in result["grid"]})
     figure, panels = pyplot.subplots(1, len(chunkers), figsize=(5 * len(chunkers), 5), sharey=True, squeeze=False)
-    for chunker, axes in zip(chunkers, panels[0]):
+    for chunker, axes in zip(chunkers, panels[0], strict=True):
         for kind, result in document["datasets"].items():
             rows = [row for row in result["grid"] if row["chunker"] == chunker]
-            axes.plot([row["avg_size"] / 1024 for row in rows], [row["pipeline_two_core_bound_mb_s"] for row in rows],
-                      marker="o", label=kind)
+            axes.plot(
+                [row["avg_size"] / 1024 for row in rows],
+                [row["pipeline_two_core_bound_mb_s"] for row in rows],
+                marker="o",
+                label=kind,
+            )
         axes.set_xscale("log", base=2)
         axes.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
         axes.set(title=chunker, xlabel="average chunk size (KiB)")
@@ -129,13 +148,33 @@ def write_charts(out: Path, document: dict) -> dict:
     s3_rows = document["s3"].get("rows") or []
     if s3_rows:
         figure, axes = pyplot.subplots(figsize=(8, 5))
-        axes.plot([row["store_ratio"] for row in s3_rows], [row["request_usd_per_tb_ingested"] for row in s3_rows],
-                  marker="o", label="requests to ingest 1 TB")
-        axes.plot([row["store_ratio"] for row in s3_rows], [row["storage_usd_per_tb_month"] for row in s3_rows],
-                  marker="s", label="storage of 1 TB for a month")
+        axes.plot(
+            [row["store_ratio"] for row in s3_rows],
+            [row["request_usd_per_tb_ingested"] for row in s3_rows],
+            marker="o",
+            label="requests to ingest 1 TB",
+        )
+        axes.plot(
+            [row["store_ratio"] for row in s3_rows],
+            [row["storage_usd_per_tb_month"] for row in s3_rows],
+            marker="s",
+            label="storage of 1 TB for a month",
+        )
         for row in s3_rows:
-            axes.annotate(f"{row['avg_size'] // 1024}K", (row["store_ratio"], row["request_usd_per_tb_ingested"]),
-                          textcoords="offset points", xytext=(4, 4), fontsize="small")
-        save(figure, axes, "cost-vs-store-ratio.png", "AWS cost per TB against store ratio, by average chunk size",
-             "store ratio (x)", "US dollars per TB", log_x=False)
+            axes.annotate(
+                f"{row['avg_size'] // 1024}K",
+                (row["store_ratio"], row["request_usd_per_tb_ingested"]),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize="small",
+            )
+        save(
+            figure,
+            axes,
+            "cost-vs-store-ratio.png",
+            "AWS cost per TB against store ratio, by average chunk size",
+            "store ratio (x)",
+            "US dollars per TB",
+            log_x=False,
+        )
     return {"files": files, "skipped": None}

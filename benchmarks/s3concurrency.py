@@ -58,17 +58,34 @@ def main(argv: list[str] | None = None) -> int:
     base_put, base_restore = results[levels[0]]["put_seconds"], results[levels[0]]["restore_seconds"]
     for level in levels:
         figures = results[level]
-        rows.append([str(level), f"{figures['put_seconds']:.2f} s", f"{base_put / figures['put_seconds']:.2f}x",
-                     f"{figures['restore_seconds']:.2f} s", f"{base_restore / figures['restore_seconds']:.2f}x"])
-    markdown = "\n".join([
-        "# s3:// store: put and restore by concurrency (moto server on 127.0.0.1)", "",
-        f"Command: `python -m benchmarks.s3concurrency {' '.join(argv if argv is not None else sys.argv[1:])}`  ",
-        f"Dataset: {dataset.versions} versions, {dataset.logical_bytes / MB:.1f} MB; load average at start "
-        f"{os.getloadavg()[0]:.2f}; every restore checked byte for byte.", "",
-        markdown_table(["concurrency", "put", f"speed-up vs {levels[0]}", "restore", f"speed-up vs {levels[0]}"], rows),
-    ])
-    write_reports(args.out, "s3-concurrency", markdown, {"environment": started, "dataset": dataset.to_json(),
-                                                          "results": {str(k): v for k, v in results.items()}})
+        rows.append(
+            [
+                str(level),
+                f"{figures['put_seconds']:.2f} s",
+                f"{base_put / figures['put_seconds']:.2f}x",
+                f"{figures['restore_seconds']:.2f} s",
+                f"{base_restore / figures['restore_seconds']:.2f}x",
+            ]
+        )
+    markdown = "\n".join(
+        [
+            "# s3:// store: put and restore by concurrency (moto server on 127.0.0.1)",
+            "",
+            f"Command: `python -m benchmarks.s3concurrency {' '.join(argv if argv is not None else sys.argv[1:])}`  ",
+            f"Dataset: {dataset.versions} versions, {dataset.logical_bytes / MB:.1f} MB; load average at start "
+            f"{os.getloadavg()[0]:.2f}; every restore checked byte for byte.",
+            "",
+            markdown_table(
+                ["concurrency", "put", f"speed-up vs {levels[0]}", "restore", f"speed-up vs {levels[0]}"], rows
+            ),
+        ]
+    )
+    write_reports(
+        args.out,
+        "s3-concurrency",
+        markdown,
+        {"environment": started, "dataset": dataset.to_json(), "results": {str(k): v for k, v in results.items()}},
+    )
     print(markdown)
     return 0
 

@@ -65,35 +65,58 @@ from .report import MB, MIB, environment, markdown_table, write_charts, write_re
 
 KIB = 1024
 # The chunk sizes a user picks from, 4 KiB to 1 MiB.
-GRID_SIZES = {"full": (4 * KIB, 16 * KIB, 64 * KIB, 256 * KIB, 1024 * KIB),
-              "quick": (4 * KIB, 16 * KIB, 64 * KIB, 256 * KIB, 1024 * KIB),
-              "smoke": (4 * KIB, 64 * KIB, 1024 * KIB)}
+GRID_SIZES = {
+    "full": (4 * KIB, 16 * KIB, 64 * KIB, 256 * KIB, 1024 * KIB),
+    "quick": (4 * KIB, 16 * KIB, 64 * KIB, 256 * KIB, 1024 * KIB),
+    "smoke": (4 * KIB, 64 * KIB, 1024 * KIB),
+}
 # On the s3:// store every chunk is a request; moto's server keeps everything in memory,
 # so these runs use a sample of the headline dataset (its first versions, enough for
 # dedup between versions to show) and skip 4 KiB (about 4x the requests of 16 KiB).
-S3_SIZES = {"full": (16 * KIB, 64 * KIB, 256 * KIB, 1024 * KIB),
-            "quick": (16 * KIB, 64 * KIB, 256 * KIB, 1024 * KIB),
-            "smoke": (64 * KIB, 1024 * KIB)}
+S3_SIZES = {
+    "full": (16 * KIB, 64 * KIB, 256 * KIB, 1024 * KIB),
+    "quick": (16 * KIB, 64 * KIB, 256 * KIB, 1024 * KIB),
+    "smoke": (64 * KIB, 1024 * KIB),
+}
 S3_SAMPLE_BYTES = {"full": 150_000_000, "quick": 40_000_000, "smoke": 3_000_000}
 DEFAULT_RUNS = {"full": 3, "quick": 1, "smoke": 1}
 HEADLINE_DATASET = datasets.VERSIONED_ARCHIVES
 # The store-ratio target is set for the data where chunk-level dedup has most to find.
 STORE_RATIO_TARGET_DATASETS = (datasets.VERSIONED_ARCHIVES, datasets.DATABASE_FILE)
-MOTO_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                    "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
+MOTO_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+}
 TB = 10**12
 
 SUITE_FIGURES = [
     *FIGURES,
     Figure("reput_mb_s", "re-put of unchanged data", "MB/s", lambda m, size: size / MB / m["reput_seconds"]),
-    Figure("peak_rss_mib", "peak RSS, any phase", "MiB",
-           lambda m, size: max(m["put_peak_rss_bytes"], m["reput_peak_rss_bytes"], m["restore_peak_rss_bytes"]) / MIB),
+    Figure(
+        "peak_rss_mib",
+        "peak RSS, any phase",
+        "MiB",
+        lambda m, size: max(m["put_peak_rss_bytes"], m["reput_peak_rss_bytes"], m["restore_peak_rss_bytes"]) / MIB,
+    ),
 ]
-STORE_RATIO_TARGET = Target("store_ratio", ">= 1.5x best peer", "store ratio at least 1.5x the better of restic and borg",
-                            ("restic", "borg"), lambda ours, theirs: ours >= 1.5 * max(theirs))
+STORE_RATIO_TARGET = Target(
+    "store_ratio",
+    ">= 1.5x best peer",
+    "store ratio at least 1.5x the better of restic and borg",
+    ("restic", "borg"),
+    lambda ours, theirs: ours >= 1.5 * max(theirs),
+)
 SPEED_TARGETS = [target for target in TARGETS if target.figure != "store_ratio"]
-RSS_TARGET = Target("peak_rss_mib", "<= 2x restic", "peak RSS no more than 2x restic's", ("restic",),
-                    lambda ours, theirs: ours <= 2 * max(theirs))
+RSS_TARGET = Target(
+    "peak_rss_mib",
+    "<= 2x restic",
+    "peak RSS no more than 2x restic's",
+    ("restic",),
+    lambda ours, theirs: ours <= 2 * max(theirs),
+)
 
 
 def targets_for(kind: str) -> list[Target]:
@@ -113,15 +136,18 @@ def measure_dataset(dataset: datasets.Dataset, tools: list, work: Path, preset: 
     kind = dataset.spec.kind
     files = [path for _, path in datasets.files_in(dataset.root)]
     grid = measure_grid(files, GRID_SIZES[preset])
-    default = next((row for row in grid if row["chunker"] == DEFAULT_CHUNKER and row["avg_size"] == DEFAULT_AVG_SIZE),
-                   None) or micro.measure(files, ChunkerSpec.from_average(), [DEFAULT_ZSTD_LEVEL])
+    default = next(
+        (row for row in grid if row["chunker"] == DEFAULT_CHUNKER and row["avg_size"] == DEFAULT_AVG_SIZE), None
+    ) or micro.measure(files, ChunkerSpec.from_average(), [DEFAULT_ZSTD_LEVEL])
     results = run_tools(tools, dataset, work / "runs" / kind, runs)
     tool_medians = {name: medians(tool_runs) for name, tool_runs in results.items()}
     figures = compute_figures(tool_medians, dataset.logical_bytes, SUITE_FIGURES)
     measured_peers = [name for name in results if name != SUBJECT]
-    speed_of_light = {"one_core_mb_s": default["pipeline_one_core_mb_s"],
-                      "two_core_bound_mb_s": default["pipeline_two_core_bound_mb_s"],
-                      "store_ratio": default["levels"][DEFAULT_ZSTD_LEVEL]["store_ratio"]}
+    speed_of_light = {
+        "one_core_mb_s": default["pipeline_one_core_mb_s"],
+        "two_core_bound_mb_s": default["pipeline_two_core_bound_mb_s"],
+        "store_ratio": default["levels"][DEFAULT_ZSTD_LEVEL]["store_ratio"],
+    }
     return {
         "dataset": dataset.to_json(),
         "grid": grid,
@@ -194,8 +220,13 @@ def measure_s3_size(sample: Path, avg_size: int, scratch: Path) -> dict:
 
     name = f"bench-{avg_size // KIB}k"
     url = f"s3://{name}/store"
-    store = Store.init(url, ChunkerSpec.from_average(DEFAULT_CHUNKER, avg_size),
-                       CompressionSpec("zstd", DEFAULT_ZSTD_LEVEL), table=name, create=True)
+    store = Store.init(
+        url,
+        ChunkerSpec.from_average(DEFAULT_CHUNKER, avg_size),
+        CompressionSpec("zstd", DEFAULT_ZSTD_LEVEL),
+        table=name,
+        create=True,
+    )
     try:
         before = store.request_counts()
         summary = store.put([sample])
@@ -220,10 +251,16 @@ def measure_s3_size(sample: Path, avg_size: int, scratch: Path) -> dict:
     gigabytes = stats["logical_bytes"] / 1e9
     model = cost_estimate(stats)
     return {
-        "avg_size": avg_size, "logical_bytes": stats["logical_bytes"], "stored_bytes": stats["stored_bytes"],
-        "chunks": stats["chunks"], "store_ratio": stats["store_ratio"], "restore_verified": True,
-        "put_requests": put, "restore_requests": restore,
-        "s3_requests_per_gb_put": put["s3"] / gigabytes, "dynamodb_requests_per_gb_put": put["dynamodb"] / gigabytes,
+        "avg_size": avg_size,
+        "logical_bytes": stats["logical_bytes"],
+        "stored_bytes": stats["stored_bytes"],
+        "chunks": stats["chunks"],
+        "store_ratio": stats["store_ratio"],
+        "restore_verified": True,
+        "put_requests": put,
+        "restore_requests": restore,
+        "s3_requests_per_gb_put": put["s3"] / gigabytes,
+        "dynamodb_requests_per_gb_put": put["dynamodb"] / gigabytes,
         "s3_requests_per_gb_restored": restore["s3"] / gigabytes,
         "dynamodb_requests_per_gb_restored": restore["dynamodb"] / gigabytes,
         # Measured requests at list prices; the DynamoDB part counts the capacity the server reported.
@@ -268,7 +305,9 @@ def measure_s3(dataset: datasets.Dataset, preset: str, work: Path) -> dict:
         with moto_server(), tempfile.TemporaryDirectory(prefix="chunkstore-bench-s3-") as scratch:
             for size in S3_SIZES[preset]:
                 rows.append(measure_s3_size(sample, size, Path(scratch)))
-                print(f"s3 {size // KIB}K: {rows[-1]['s3_requests_per_gb_put']:.0f} S3 requests/GB put", file=sys.stderr)
+                print(
+                    f"s3 {size // KIB}K: {rows[-1]['s3_requests_per_gb_put']:.0f} S3 requests/GB put", file=sys.stderr
+                )
     except Exception as error:  # noqa: BLE001  (the s3:// store is optional here: its failure is reported, not fatal)
         return {"skipped": f"the s3:// store failed: {type(error).__name__}: {error}", "rows": rows}
     finally:
@@ -297,26 +336,64 @@ def _size_text(size: int) -> str:
 def defaults_table(result: dict) -> str:
     rows = figure_rows(result["figures"], result["targets"], SUITE_FIGURES, targets_for(result["dataset"]["kind"]))
     light, blank = result["speed_of_light"], ["—"] * (2 * len(PEERS))
-    rows.append(["speed of light: chunk + hash + compress in memory, 2-core bound",
-                 format_value(light["two_core_bound_mb_s"], "MB/s"), *blank, "", ""])
-    rows.append(["put of new data / speed of light", format_value(result["put_share_of_speed_of_light"], "x"),
-                 *blank, "", ""])
-    rows.append(["chunkstore `stats --json` store_ratio", format_value(result["chunkstore_stats"]["store_ratio"], "x"),
-                 *blank, "", ""])
+    rows.append(
+        [
+            "speed of light: chunk + hash + compress in memory, 2-core bound",
+            format_value(light["two_core_bound_mb_s"], "MB/s"),
+            *blank,
+            "",
+            "",
+        ]
+    )
+    rows.append(
+        ["put of new data / speed of light", format_value(result["put_share_of_speed_of_light"], "x"), *blank, "", ""]
+    )
+    rows.append(
+        [
+            "chunkstore `stats --json` store_ratio",
+            format_value(result["chunkstore_stats"]["store_ratio"], "x"),
+            *blank,
+            "",
+            "",
+        ]
+    )
     return markdown_table(FIGURE_HEADERS, rows)
 
 
 def grid_table(grid: list[dict]) -> str:
-    headers = ["chunker", "avg", "chunks", "dedup", "compression", "store ratio", "min", "median", "p99", "max",
-               "chunk MB/s", "2-core bound MB/s"]
+    headers = [
+        "chunker",
+        "avg",
+        "chunks",
+        "dedup",
+        "compression",
+        "store ratio",
+        "min",
+        "median",
+        "p99",
+        "max",
+        "chunk MB/s",
+        "2-core bound MB/s",
+    ]
     rows = []
     for row in grid:
         level = row["levels"][DEFAULT_ZSTD_LEVEL]
-        rows.append([row["chunker"], _size_text(row["avg_size"]), f"{row['chunks']:,}", f"{row['dedup_ratio']:.2f}x",
-                     f"{level['compression_ratio']:.2f}x", f"{level['store_ratio']:.2f}x",
-                     *(f"{row[key] / KIB:.1f}K" for key in ("chunk_size_min", "chunk_size_median", "chunk_size_p99",
-                                                             "chunk_size_max")),
-                     f"{row['chunk_mb_s']:.0f}", f"{row['pipeline_two_core_bound_mb_s']:.0f}"])
+        rows.append(
+            [
+                row["chunker"],
+                _size_text(row["avg_size"]),
+                f"{row['chunks']:,}",
+                f"{row['dedup_ratio']:.2f}x",
+                f"{level['compression_ratio']:.2f}x",
+                f"{level['store_ratio']:.2f}x",
+                *(
+                    f"{row[key] / KIB:.1f}K"
+                    for key in ("chunk_size_min", "chunk_size_median", "chunk_size_p99", "chunk_size_max")
+                ),
+                f"{row['chunk_mb_s']:.0f}",
+                f"{row['pipeline_two_core_bound_mb_s']:.0f}",
+            ]
+        )
     return markdown_table(headers, rows)
 
 
@@ -324,20 +401,44 @@ def s3_section(s3: dict) -> list[str]:
     lines = ["## s3:// store on a local moto server", ""]
     if "skipped" in s3:
         return [*lines, f"Skipped: {s3['skipped']}", ""]
-    headers = ["avg chunk", "store ratio", "S3 req/GB put", "DynamoDB req/GB put", "S3 req/GB restored",
-               "DynamoDB req/GB restored", "$/TB ingested (requests)", "$/TB new data (model)", "$/TB-month stored"]
-    rows = [[_size_text(row["avg_size"]), f"{row['store_ratio']:.2f}x", f"{row['s3_requests_per_gb_put']:,.0f}",
-             f"{row['dynamodb_requests_per_gb_put']:,.0f}", f"{row['s3_requests_per_gb_restored']:,.0f}",
-             f"{row['dynamodb_requests_per_gb_restored']:,.0f}", f"{row['request_usd_per_tb_ingested']:.2f}",
-             f"{row['model_usd_per_tb_new_data']:.2f}", f"{row['storage_usd_per_tb_month']:.2f}"]
-            for row in s3["rows"]]
-    return [*lines,
-            (f"Sample: the first {s3['sample_bytes'] / MB:.1f} MB of {s3['dataset']}, default chunker and zstd level; "
+    headers = [
+        "avg chunk",
+        "store ratio",
+        "S3 req/GB put",
+        "DynamoDB req/GB put",
+        "S3 req/GB restored",
+        "DynamoDB req/GB restored",
+        "$/TB ingested (requests)",
+        "$/TB new data (model)",
+        "$/TB-month stored",
+    ]
+    rows = [
+        [
+            _size_text(row["avg_size"]),
+            f"{row['store_ratio']:.2f}x",
+            f"{row['s3_requests_per_gb_put']:,.0f}",
+            f"{row['dynamodb_requests_per_gb_put']:,.0f}",
+            f"{row['s3_requests_per_gb_restored']:,.0f}",
+            f"{row['dynamodb_requests_per_gb_restored']:,.0f}",
+            f"{row['request_usd_per_tb_ingested']:.2f}",
+            f"{row['model_usd_per_tb_new_data']:.2f}",
+            f"{row['storage_usd_per_tb_month']:.2f}",
+        ]
+        for row in s3["rows"]
+    ]
+    return [
+        *lines,
+        (
+            f"Sample: the first {s3['sample_bytes'] / MB:.1f} MB of {s3['dataset']}, default chunker and zstd level; "
             "requests counted by chunkstore's request accounting, every restore checked byte for byte. "
-            "\"requests\": the measured requests at AWS list prices (DynamoDB by the capacity the server reported); "
-            "\"model\": chunkstore's cost model in `stats`, per TB of data not yet in the store. "
-            "Storage: after dedup and compression, S3 Standard."), "",
-            markdown_table(headers, rows), ""]
+            '"requests": the measured requests at AWS list prices (DynamoDB by the capacity the server reported); '
+            '"model": chunkstore\'s cost model in `stats`, per TB of data not yet in the store. '
+            "Storage: after dedup and compression, S3 Standard."
+        ),
+        "",
+        markdown_table(headers, rows),
+        "",
+    ]
 
 
 def target_lines(results: dict[str, dict]) -> list[str]:
@@ -352,36 +453,66 @@ def headline(document: dict) -> str:
     kind = HEADLINE_DATASET if HEADLINE_DATASET in document["datasets"] else next(iter(document["datasets"]))
     result = document["datasets"][kind]
     dataset, env = result["dataset"], document["environment"]
-    return "\n".join([
-        (f"## Headline: {kind}, default settings ({DEFAULT_CHUNKER}, {_size_text(DEFAULT_AVG_SIZE)}, "
-        f"zstd {DEFAULT_ZSTD_LEVEL})"), "",
-        (f"Dataset: {dataset['versions']} versions, {dataset['logical_bytes'] / MB:.1f} MB "
-        f"(seed {dataset['seed']}, digest {dataset['digest'][:16]}); median of {document['runs']} runs; "
-        f"load average {env['load_average_start']:.2f} at the start, {document['load_average_end']:.2f} at the end "
-        f"on {env['cpus']} cores."), "",
-        defaults_table(result), "", "### Targets", "", *target_lines(document["datasets"]), "",
-    ])
+    return "\n".join(
+        [
+            (
+                f"## Headline: {kind}, default settings ({DEFAULT_CHUNKER}, {_size_text(DEFAULT_AVG_SIZE)}, "
+                f"zstd {DEFAULT_ZSTD_LEVEL})"
+            ),
+            "",
+            (
+                f"Dataset: {dataset['versions']} versions, {dataset['logical_bytes'] / MB:.1f} MB "
+                f"(seed {dataset['seed']}, digest {dataset['digest'][:16]}); median of {document['runs']} runs; "
+                f"load average {env['load_average_start']:.2f} at the start, "
+                f"{document['load_average_end']:.2f} at the end on {env['cpus']} cores."
+            ),
+            "",
+            defaults_table(result),
+            "",
+            "### Targets",
+            "",
+            *target_lines(document["datasets"]),
+            "",
+        ]
+    )
 
 
 def build_markdown(document: dict) -> str:
     env = document["environment"]
     lines = [
-        "# chunkstore benchmark suite", "",
+        "# chunkstore benchmark suite",
+        "",
         f"Command: `{env['command']}`  ",
-        (f"Machine: {env['cpu']}, {env['cpus']} cores, Python {env['python']}, {env['date_utc']}, "
-        f"source {env['source_revision']}  "),
-        ("MB = 10^6 bytes; store ratio = dataset bytes / bytes the repository takes on disk; every restore checked "
-        "byte for byte."), "",
+        (
+            f"Machine: {env['cpu']}, {env['cpus']} cores, Python {env['python']}, {env['date_utc']}, "
+            f"source {env['source_revision']}  "
+        ),
+        (
+            "MB = 10^6 bytes; store ratio = dataset bytes / bytes the repository takes on disk; every restore checked "
+            "byte for byte."
+        ),
+        "",
         headline(document),
     ]
     for kind, result in document["datasets"].items():
         dataset = result["dataset"]
-        lines += [f"## {kind}", "",
-                  (f"{dataset['versions']} versions, {dataset['files']} files, {dataset['logical_bytes'] / MB:.1f} MB "
-                  f"(seed {dataset['seed']}, digest {dataset['digest'][:16]})."), "",
-                  "### Default settings through the command line", "", defaults_table(result), "",
-                  f"### Chunkers and chunk sizes (in memory, zstd {DEFAULT_ZSTD_LEVEL})", "",
-                  grid_table(result["grid"]), ""]
+        lines += [
+            f"## {kind}",
+            "",
+            (
+                f"{dataset['versions']} versions, {dataset['files']} files, {dataset['logical_bytes'] / MB:.1f} MB "
+                f"(seed {dataset['seed']}, digest {dataset['digest'][:16]})."
+            ),
+            "",
+            "### Default settings through the command line",
+            "",
+            defaults_table(result),
+            "",
+            f"### Chunkers and chunk sizes (in memory, zstd {DEFAULT_ZSTD_LEVEL})",
+            "",
+            grid_table(result["grid"]),
+            "",
+        ]
     lines += s3_section(document["s3"])
     lines += ["## Charts", ""]
     if document["charts"]["skipped"]:
@@ -401,15 +532,25 @@ def chosen_kinds(text: str) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
     datasets.add_arguments(parser)
-    parser.add_argument("--dataset", type=chosen_kinds, default=list(datasets.KINDS), metavar="NAME|all",
-                        help=f"one or more of {', '.join(datasets.KINDS)} (comma-separated), or all (default)")
+    parser.add_argument(
+        "--dataset",
+        type=chosen_kinds,
+        default=list(datasets.KINDS),
+        metavar="NAME|all",
+        help=f"one or more of {', '.join(datasets.KINDS)} (comma-separated), or all (default)",
+    )
     add_peers_argument(parser)
-    parser.add_argument("--runs", type=int, help="runs per tool and dataset; figures are medians "
-                                                 "(default 3, 1 with --quick or --smoke)")
+    parser.add_argument(
+        "--runs", type=int, help="runs per tool and dataset; figures are medians (default 3, 1 with --quick or --smoke)"
+    )
     parser.add_argument("--no-s3", dest="s3", action="store_false", help="skip the s3:// store on a moto server")
     parser.add_argument("--out", type=Path, default=Path("bench-report"), help="report folder (default bench-report/)")
-    parser.add_argument("--work", type=Path, default=DEFAULT_WORK,
-                        help=f"scratch folder for datasets and repositories (default {DEFAULT_WORK})")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=DEFAULT_WORK,
+        help=f"scratch folder for datasets and repositories (default {DEFAULT_WORK})",
+    )
     args = parser.parse_args(argv)
     runs = args.runs or DEFAULT_RUNS[args.preset]
     if runs < 1:
@@ -421,8 +562,10 @@ def main(argv: list[str] | None = None) -> int:
     for kind in args.dataset:
         dataset = datasets.materialize(datasets.spec_from_arguments(args, kind), args.work / "datasets")
         materialized[kind] = dataset
-        print(f"{kind}: {dataset.versions} versions, {dataset.logical_bytes / MB:.1f} MB in {dataset.root}",
-              file=sys.stderr)
+        print(
+            f"{kind}: {dataset.versions} versions, {dataset.logical_bytes / MB:.1f} MB in {dataset.root}",
+            file=sys.stderr,
+        )
         results[kind] = measure_dataset(dataset, tools, args.work, args.preset, runs)
     s3_dataset = materialized.get(HEADLINE_DATASET) or next(iter(materialized.values()))
     s3 = measure_s3_in_child(s3_dataset, args.preset, args.work) if args.s3 else {"skipped": "--no-s3"}

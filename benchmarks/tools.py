@@ -64,8 +64,9 @@ def run_measured(command: Command) -> Measurement:
         argv = [GNU_TIME, "-f", "%M", "-o", str(rss_path), *command.argv] if use_gnu_time else command.argv
         with open(Path(scratch) / "stdout", "w+b") as stdout, open(Path(scratch) / "stderr", "w+b") as stderr:
             start = time.perf_counter()
-            process = subprocess.Popen(argv, cwd=command.cwd, env=environment,
-                                       stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr)
+            process = subprocess.Popen(
+                argv, cwd=command.cwd, env=environment, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr
+            )
             if use_gnu_time:
                 process.wait()
             else:
@@ -156,15 +157,16 @@ class Chunkstore(Tool):
     name = "chunkstore"
 
     def __init__(self) -> None:
-        _compile_bytecode(("chunkstore", "cli"))
+        _compile_bytecode(("chunkstore", "chunkstore_cli"))
         # The console script installed next to this interpreter, as `pip install` makes it.
         script = Path(sys.executable).with_name("chunkstore")
+        on_path = shutil.which("chunkstore")
         if script.exists():
             self.argv = [str(script)]
-        elif shutil.which("chunkstore"):
-            self.argv = [shutil.which("chunkstore")]
+        elif on_path:
+            self.argv = [on_path]
         else:
-            self.argv = [sys.executable, "-m", "cli"]
+            self.argv = [sys.executable, "-m", "chunkstore_cli"]
 
     def available(self) -> bool:
         return True
@@ -243,8 +245,11 @@ class Restic(Tool):
         return "repository version 2 (the default of `restic init`), compression auto (zstd); always encrypted"
 
     def _environment(self, workspace: Path) -> dict[str, str]:
-        return {"RESTIC_PASSWORD": "x", "RESTIC_REPOSITORY": str(self.repository(workspace)),
-                "RESTIC_CACHE_DIR": str(workspace / "cache")}
+        return {
+            "RESTIC_PASSWORD": "x",
+            "RESTIC_REPOSITORY": str(self.repository(workspace)),
+            "RESTIC_CACHE_DIR": str(workspace / "cache"),
+        }
 
     def init(self, workspace: Path) -> Command:
         return Command(["restic", "init"], env=self._environment(workspace))
@@ -271,22 +276,38 @@ class Borg(Tool):
 
     def _environment(self, workspace: Path) -> dict[str, str]:
         # BORG_BASE_DIR keeps borg's caches and security records inside the workspace.
-        return {"BORG_PASSPHRASE": "", "BORG_BASE_DIR": str(workspace / "home"),
-                "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "yes"}
+        return {
+            "BORG_PASSPHRASE": "",
+            "BORG_BASE_DIR": str(workspace / "home"),
+            "BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK": "yes",
+        }
 
     def init(self, workspace: Path) -> Command:
-        return Command(["borg", "init", "-e", "none", str(self.repository(workspace))],
-                       env=self._environment(workspace))
+        return Command(
+            ["borg", "init", "-e", "none", str(self.repository(workspace))], env=self._environment(workspace)
+        )
 
     def backup(self, workspace: Path, source: Path, label: str) -> Command:
-        return Command(["borg", "create", "--compression", self.COMPRESSION,
-                        f"{self.repository(workspace)}::{label}", source.name],
-                       cwd=source.parent, env=self._environment(workspace))
+        return Command(
+            [
+                "borg",
+                "create",
+                "--compression",
+                self.COMPRESSION,
+                f"{self.repository(workspace)}::{label}",
+                source.name,
+            ],
+            cwd=source.parent,
+            env=self._environment(workspace),
+        )
 
     def restore(self, workspace: Path, source: Path, target: Path) -> Command:
         # borg extracts into the working folder; the first backup and the re-backup hold the same files.
-        return Command(["borg", "extract", f"{self.repository(workspace)}::{FIRST_BACKUP}"],
-                       cwd=target, env=self._environment(workspace))
+        return Command(
+            ["borg", "extract", f"{self.repository(workspace)}::{FIRST_BACKUP}"],
+            cwd=target,
+            env=self._environment(workspace),
+        )
 
 
 TOOLS = {tool.name: tool for tool in (Chunkstore, Restic, Borg)}

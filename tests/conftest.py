@@ -2,7 +2,7 @@
 and the backends a test can run on.
 
 A test that asks for `new_backend` runs twice: on a store in a local folder ("local") and on
-an s3:// store on the moto server of tests/moto_fixtures.py ("s3"). A test about the local
+an s3:// store on the moto server of tests/support/moto_fixtures.py ("s3"). A test about the local
 folder itself is marked `local_only("why")`. A test marked `also_in_memory` runs a third time,
 on a memory:// store ("memory"); only a test that opens its stores through the library in
 this process can be, not one that runs the command line (another process sees no memory://
@@ -21,12 +21,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from storeobjects import LocalObjects, MemoryObjects, S3Objects
+from support.storeobjects import LocalObjects, MemoryObjects, S3Objects
 
 from chunkstore import ChunkerSpec, CompressionSpec, Store
 
 # The moto server (S3 and DynamoDB over HTTP) that the s3:// tests and the CLI tests share.
-pytest_plugins = ["moto_fixtures"]
+pytest_plugins = ["support.moto_fixtures"]
 
 # Small chunks give a test thousands of chunks from a few megabytes.
 SMALL_AVG_SIZE = 1024

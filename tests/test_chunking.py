@@ -11,6 +11,7 @@ import io
 import itertools
 import os
 import struct
+import sys
 import threading
 from functools import cache
 
@@ -279,3 +280,14 @@ def test_from_config_of_an_unknown_chunker(config):
 def test_from_config_validates_sizes():
     with pytest.raises(InvalidArgumentError):
         ChunkerSpec.from_config({"name": "fastcdc2020", "min_size": 8, "avg_size": 16, "max_size": 32})
+
+
+def test_ronomon_without_fastcdc_says_how_to_install_it(monkeypatch):
+    # A None entry in sys.modules makes `import fastcdc...` raise ImportError, as if it were not installed.
+    monkeypatch.setitem(sys.modules, "fastcdc", None)
+    monkeypatch.setitem(sys.modules, "fastcdc.fastcdc_cy", None)
+    spec = ChunkerSpec.from_average("fastcdc-ronomon", 4 * KIB)
+    with pytest.raises(UnsupportedFormatError, match=r"pip install 'chunkstore\[compare\]'"):
+        make_chunker(spec)
+    # The default chunker does not need it.
+    assert b"".join(make_chunker(spec_for("fastcdc2020", 4 * KIB))(io.BytesIO(b"x" * 20_000))) == b"x" * 20_000

@@ -4,7 +4,7 @@ the stored bytes give away about the content (nothing, to anyone without the key
 Every test runs on a local store and on an s3:// store (the backends of `new_backend`,
 tests/conftest.py). What differs between them (where a new store lives, how to read and
 overwrite an object behind chunkstore's back, how to list every byte an attacker with read
-access sees: files, or S3 objects and DynamoDB items) is confined to tests/storeobjects.py.
+access sees: files, or S3 objects and DynamoDB items) is confined to tests/support/storeobjects.py.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import pytest
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
-from storeobjects import LocalObjects, S3Objects
+from support.storeobjects import LocalObjects, S3Objects
 
 from chunkstore import ChunkerSpec, CompressionSpec, Store
 from chunkstore.core import compression, crypto, recipes
@@ -51,7 +51,7 @@ AVG_SIZE = 4096
 class Backend:
     """Stores on one backend of `new_backend` (tests/conftest.py): each in a folder of its own,
     or in a bucket and a table of its own on the moto server. Their objects are read and
-    overwritten, and every byte they hold is listed, through tests/storeobjects.py."""
+    overwritten, and every byte they hold is listed, through tests/support/storeobjects.py."""
 
     def __init__(self, new_objects):
         self._new_objects = new_objects

@@ -13,7 +13,7 @@ import blake3
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from storeobjects import MemoryObjects
+from support.storeobjects import MemoryObjects
 
 from chunkstore import ChunkerSpec, CompressionSpec, Store
 from chunkstore.core.config import CHUNK_KEY_PREFIX, chunk_key

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Protocol
 
 from chunkstore.errors import InvalidArgumentError, UnsupportedFormatError
 
@@ -34,7 +34,7 @@ class ChunkerSpec:
     seed: int = 0
 
     @classmethod
-    def from_average(cls, name: str = DEFAULT_CHUNKER, avg_size: int = DEFAULT_AVG_SIZE, seed: int = 0) -> "ChunkerSpec":
+    def from_average(cls, name: str = DEFAULT_CHUNKER, avg_size: int = DEFAULT_AVG_SIZE, seed: int = 0) -> ChunkerSpec:
         """The conventional min = avg/4, max = avg*4 around a chosen average (restic, duplicacy use the same spread)."""
         if name not in CHUNKERS:
             raise InvalidArgumentError(f"unknown chunker {name!r} (known: {', '.join(sorted(CHUNKERS))})")
@@ -52,16 +52,23 @@ class ChunkerSpec:
             if not low <= value <= high:
                 raise InvalidArgumentError(f"{self.name}: {field} must be within {low}..{high}, got {value}")
         if not self.min_size <= self.avg_size <= self.max_size:
-            raise InvalidArgumentError(f"{self.name}: need min <= avg <= max, got {self.min_size}/{self.avg_size}/{self.max_size}")
+            raise InvalidArgumentError(
+                f"{self.name}: need min <= avg <= max, got {self.min_size}/{self.avg_size}/{self.max_size}"
+            )
         if self.seed and self.name != "fastcdc2020":
             raise InvalidArgumentError(f"{self.name} does not support a seed")
 
     def to_config(self) -> dict:
-        return {"name": self.name, "min_size": self.min_size, "avg_size": self.avg_size,
-                "max_size": self.max_size, "seed": self.seed}
+        return {
+            "name": self.name,
+            "min_size": self.min_size,
+            "avg_size": self.avg_size,
+            "max_size": self.max_size,
+            "seed": self.seed,
+        }
 
     @classmethod
-    def from_config(cls, data: dict) -> "ChunkerSpec":
+    def from_config(cls, data: dict) -> ChunkerSpec:
         name = data.get("name")
         if name not in CHUNKERS:
             raise UnsupportedFormatError(f"store uses unknown chunker {name!r}")
@@ -70,14 +77,20 @@ class ChunkerSpec:
         return spec
 
 
-Chunker = Callable[[BinaryIO], Iterator[bytes]]
+class Readable(Protocol):
+    """What a chunker reads from: a binary file, or any object with a file's read()."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+Chunker = Callable[[Readable], Iterator[bytes]]
 
 
 def make_chunker(spec: ChunkerSpec) -> Chunker:
     """Return a function that yields the chunks of a binary stream, in order."""
     cut = CHUNKERS[spec.name](spec)
 
-    def chunks(stream: BinaryIO) -> Iterator[bytes]:
+    def chunks(stream: Readable) -> Iterator[bytes]:
         # No chunker cuts before min_size except at the end of the input, so a stream that
         # ends sooner is one chunk: small files skip the chunker's set-up (pyfastcdc fills a
         # buffer of twice the maximum chunk size for every stream it cuts).
@@ -94,7 +107,7 @@ def make_chunker(spec: ChunkerSpec) -> Chunker:
 class _Prefixed:
     """A binary stream that reads head first, then the rest of stream."""
 
-    def __init__(self, head: bytes, stream: BinaryIO):
+    def __init__(self, head: bytes, stream: Readable):
         self._head = memoryview(head)
         self._stream = stream
 
@@ -108,7 +121,7 @@ class _Prefixed:
         if readinto is not None:
             return readinto(buffer) or 0
         data = self._stream.read(len(buffer))
-        buffer[:len(data)] = data
+        buffer[: len(data)] = data
         return len(data)
 
     def read(self, size: int = -1) -> bytes:
@@ -124,10 +137,11 @@ def _fastcdc2020(spec: ChunkerSpec) -> Chunker:
     import pyfastcdc
 
     # normalized_chunking=1 is the FastCDC paper's and the Rust fastcdc crate's default.
-    cdc = pyfastcdc.FastCDC(spec.avg_size, min_size=spec.min_size, max_size=spec.max_size,
-                            normalized_chunking=1, seed=spec.seed)
+    cdc = pyfastcdc.FastCDC(
+        spec.avg_size, min_size=spec.min_size, max_size=spec.max_size, normalized_chunking=1, seed=spec.seed
+    )
 
-    def chunks(stream: BinaryIO) -> Iterator[bytes]:
+    def chunks(stream: Readable) -> Iterator[bytes]:
         for chunk in cdc.cut_stream(stream):
             # The memoryview is only valid until the next chunk is cut.
             yield bytes(chunk.data)
@@ -140,7 +154,12 @@ _BLOCK = 4 * 1024 * 1024
 
 
 def _fastcdc_ronomon(spec: ChunkerSpec) -> Chunker:
-    from fastcdc.fastcdc_cy import fastcdc_cy
+    try:
+        from fastcdc.fastcdc_cy import fastcdc_cy
+    except ImportError as error:
+        raise UnsupportedFormatError(
+            "the fastcdc-ronomon chunker needs the fastcdc package: pip install 'chunkstore[compare]'"
+        ) from error
 
     # The ronomon cut point of a chunk starting at offset o depends on at most
     # data[o : o + window], so a chunk found with that much data after it (or at
@@ -148,7 +167,7 @@ def _fastcdc_ronomon(spec: ChunkerSpec) -> Chunker:
     # the boundaries of chunking the whole input at once.
     window = max(64 * 1024, spec.max_size)
 
-    def chunks(stream: BinaryIO) -> Iterator[bytes]:
+    def chunks(stream: Readable) -> Iterator[bytes]:
         pending = b""
         eof = False
         while True:
@@ -165,14 +184,14 @@ def _fastcdc_ronomon(spec: ChunkerSpec) -> Chunker:
                 if not eof and chunk.offset + window > len(pending):
                     break
                 consumed = chunk.offset + chunk.length
-                yield pending[chunk.offset:consumed]
+                yield pending[chunk.offset : consumed]
             pending = pending[consumed:]
 
     return chunks
 
 
 def _fixed(spec: ChunkerSpec) -> Chunker:
-    def chunks(stream: BinaryIO) -> Iterator[bytes]:
+    def chunks(stream: Readable) -> Iterator[bytes]:
         while True:
             chunk = _read_exactly(stream, spec.avg_size)
             if not chunk:
@@ -182,7 +201,7 @@ def _fixed(spec: ChunkerSpec) -> Chunker:
     return chunks
 
 
-def _read_exactly(stream: BinaryIO, size: int) -> bytes:
+def _read_exactly(stream: Readable, size: int) -> bytes:
     """Read size bytes unless the stream ends first (pipes return short reads)."""
     parts = []
     remaining = size

@@ -24,7 +24,7 @@ class Hasher:
             return blake3.blake3(data).digest()
         return blake3.blake3(data, key=self._chunk_id_key).digest()
 
-    def file_hasher(self) -> "blake3.blake3":
+    def file_hasher(self) -> blake3.blake3:
         if self._file_digest_key is None:
             return blake3.blake3()
         return blake3.blake3(key=self._file_digest_key)

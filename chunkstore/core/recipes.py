@@ -53,7 +53,9 @@ def decode_page(blob: bytes) -> list[RecipeEntry]:
         raise CorruptObjectError("recipe page has unknown flags")
     if len(blob) != PAGE_HEADER.size + count * ENTRY.size:
         raise CorruptObjectError(f"recipe page is {len(blob)} bytes, its header announces {count} entries")
-    return [RecipeEntry(chunk_id, length) for chunk_id, length in ENTRY.iter_unpack(memoryview(blob)[PAGE_HEADER.size:])]
+    return [
+        RecipeEntry(chunk_id, length) for chunk_id, length in ENTRY.iter_unpack(memoryview(blob)[PAGE_HEADER.size :])
+    ]
 
 
 class PageBuilder:

@@ -1,11 +1,10 @@
 """Fixtures for ingest and scan: an inbox bucket, an s3:// store and an ingest ledger on the
-moto server (tests/moto_fixtures.py), and S3 event payloads shaped as AWS sends them."""
+moto server (tests/support/moto_fixtures.py), and S3 event payloads shaped as AWS sends them."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 import uuid
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,11 +15,9 @@ import pytest
 from chunkstore import ChunkerSpec, CompressionSpec, Store
 from chunkstore.apps.ingest.ledger import IngestLedger
 
-_TESTS = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(_TESTS / "s3"))
-sys.path.insert(0, str(_TESTS / "cli"))
+from support.s3helpers import unique_name
 
-from s3helpers import unique_name  # noqa: E402
+_TESTS = Path(__file__).resolve().parent.parent
 
 
 def _s3_store_fixtures():

@@ -17,8 +17,11 @@ from chunkstore import ChunkerSpec, CompressionSpec, Store
 
 
 def run_child(code: str) -> dict:
+    # The child imports this folder's conftest, and through it the tests' support package.
+    folders = [os.path.dirname(__file__), os.path.dirname(os.path.dirname(__file__)), os.environ.get("PYTHONPATH")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(folder for folder in folders if folder)}
     done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                          env=os.environ.copy(), timeout=900)
+                          env=env, timeout=900)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.splitlines()[-1])
 
@@ -74,8 +77,7 @@ def test_handler_ingests_an_object_far_larger_than_its_memory(clients, inbox, le
     monkeypatch.setenv("CHUNKSTORE_STORE", url)
     monkeypatch.setenv("CHUNKSTORE_INGEST_TABLE", ledger_table)
     figures = run_child(f"""
-        import json, sys, tracemalloc
-        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        import json, tracemalloc
         from conftest import lambda_context
         from chunkstore.apps.ingest.ingestor import handler
 

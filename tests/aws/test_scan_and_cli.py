@@ -10,7 +10,7 @@ import subprocess
 from html.parser import HTMLParser
 
 import pytest
-from clirunner import check_error_output, chunkstore_command
+from support.clirunner import check_error_output, chunkstore_command
 from conftest import put_object
 
 from chunkstore.apps.scan import scan_bucket
@@ -23,7 +23,7 @@ def run(*args: str, expect: int = 0, cwd=None) -> subprocess.CompletedProcess:
     assert done.returncode == expect, f"exit {done.returncode}: {err}"
     assert "Traceback" not in err
     if expect:
-        from clirunner import Run
+        from support.clirunner import Run
 
         check_error_output(Run(args, done.returncode, done.stdout, err))
     return done

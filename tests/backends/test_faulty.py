@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable
 
 import pytest
-from blobstore_conformance import BlobStoreConformance, payload
-from catalog_conformance import (
+from support.blobstore_conformance import BlobStoreConformance, payload
+from support.catalog_conformance import (
     DEAD_AFTER,
     TINY_LEASE,
     CatalogConformance,

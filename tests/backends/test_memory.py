@@ -7,8 +7,8 @@ import io
 import uuid
 
 import pytest
-from blobstore_conformance import BlobStoreConformance
-from catalog_conformance import CatalogConformance
+from support.blobstore_conformance import BlobStoreConformance
+from support.catalog_conformance import CatalogConformance
 
 from chunkstore import ChunkerSpec, CompressionSpec, Store
 from chunkstore.backends.memory import BlobSpace, CatalogState, MemoryBlobStore, MemoryCatalog, discard_memory_store

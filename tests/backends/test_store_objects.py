@@ -1,4 +1,4 @@
-"""The views of tests/storeobjects.py agree with what the store itself reads, on every backend
+"""The views of tests/support/storeobjects.py agree with what the store itself reads, on every backend
 (memory:// included): tests that damage a store through them damage what chunkstore reads."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import re
 from pathlib import PurePosixPath
 
 import pytest
-from storeobjects import CHUNKS, CONFIG_KEY, GARBLED_PAGE
+from support.storeobjects import CHUNKS, CONFIG_KEY, GARBLED_PAGE
 
 from chunkstore import ChunkerSpec, CompressionSpec, Store
 from chunkstore.core.config import CHUNK_KEY_PREFIX, chunk_key

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from blobstore_conformance import BlobStoreConformance
+from support.blobstore_conformance import BlobStoreConformance
 
 from chunkstore.backends import local
 from chunkstore.backends.local import LocalBlobStore

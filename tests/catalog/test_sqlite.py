@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from catalog_conformance import CatalogConformance, chunk_id, new_version, put, states
+from support.catalog_conformance import CatalogConformance, chunk_id, new_version, put, states
 
 from chunkstore.backends.catalog import ChunkState
 from chunkstore.backends.sessions import DEFAULT_LEASE_SECONDS
@@ -73,7 +73,7 @@ def test_a_corrupt_catalog_file_is_an_integrity_error(catalog_path, damage):
 # without closing its session.
 _OTHER_PROCESS = """
 import os, sys
-from catalog_conformance import new_version, put, upload
+from support.catalog_conformance import new_version, put, upload
 from chunkstore.backends.sqlite import SQLiteCatalog
 
 catalog = SQLiteCatalog(sys.argv[1])

@@ -15,7 +15,7 @@ import stat
 import subprocess
 
 import pytest
-from clirunner import (
+from support.clirunner import (
     CONFIG_KEY,
     TEST_AVG_SIZE,
     Chunkstore,

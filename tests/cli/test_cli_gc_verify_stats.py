@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from clirunner import CHUNKS, assert_usage_error, random_bytes, text_bytes, write
+from support.clirunner import CHUNKS, assert_usage_error, random_bytes, text_bytes, write
 
 GC_LINE = re.compile(r"^(would delete|deleted) (\d+) chunks and (\d+) orphaned objects, freeing .+$")
 

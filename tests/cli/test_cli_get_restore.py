@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import stat
 
-from clirunner import (
+from support.clirunner import (
     assert_one_error,
     assert_usage_error,
     random_bytes,

@@ -21,12 +21,12 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from clirunner import Run, assert_one_error, assert_usage_error, check_error_output, text_bytes, write
+from support.clirunner import Run, assert_one_error, assert_usage_error, check_error_output, text_bytes, write
 
 from chunkstore import Store
 from chunkstore.core.config import chunk_key
 from chunkstore.operations.read import iter_recipe
-from cli.main import main
+from chunkstore_cli.main import main
 
 # New York leaves daylight saving time on 1 November 2026: the month crosses it.
 ZONE = "America/New_York"
@@ -68,7 +68,7 @@ def local_zone(monkeypatch):
 
 class InProcess:
     """Runs chunkstore commands in this process, through the same entry point as the real
-    command (cli.main.main), with the same checks as the subprocess runner: a month of
+    command (chunkstore_cli.main.main), with the same checks as the subprocess runner: a month of
     nightly puts and restores is about a hundred commands, too many to pay a Python start
     and a boto3 import for each in the default test run."""
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from clirunner import CONFIG_KEY, assert_one_error, assert_usage_error
+from support.clirunner import CONFIG_KEY, assert_one_error, assert_usage_error
 
 
 def test_init_creates_a_store_with_the_defaults(uninitialized):

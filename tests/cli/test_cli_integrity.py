@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from clirunner import (
+from support.clirunner import (
     TEST_AVG_SIZE,
     Chunkstore,
     UndoableObjects,

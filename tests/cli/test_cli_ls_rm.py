@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from clirunner import assert_one_error, assert_usage_error, text_bytes, write
+from support.clirunner import assert_one_error, assert_usage_error, text_bytes, write
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import re
 import shutil
 
 import pytest
-from clirunner import (
+from support.clirunner import (
     assert_one_error,
     assert_usage_error,
     random_bytes,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 
 import pytest
-from clirunner import assert_one_error, assert_usage_error
+from support.clirunner import assert_one_error, assert_usage_error
 
 # Every command with the options its --help must mention.
 COMMAND_OPTIONS = {

@@ -20,7 +20,7 @@ import subprocess
 import time
 
 import pytest
-from storechecks import CHUNKSTORE, assert_no_garbage, assert_verify_clean
+from support.storechecks import CHUNKSTORE, assert_no_garbage, assert_verify_clean
 
 from chunkstore import Store
 

@@ -14,7 +14,7 @@ import random
 import time
 from pathlib import Path
 
-from storechecks import assert_no_garbage, assert_verify_clean
+from support.storechecks import assert_no_garbage, assert_verify_clean
 
 from chunkstore import ChunkerSpec, CompressionSpec, Store
 from chunkstore.errors import ConcurrentModificationError, NameNotFoundError

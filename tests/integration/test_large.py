@@ -9,7 +9,7 @@ import sys
 
 import blake3
 import pytest
-from storechecks import CHUNKSTORE
+from support.storechecks import CHUNKSTORE
 
 # Peak RSS a put or get may reach, whatever the file size: well under the 300 MB the design promises.
 PEAK_RSS_LIMIT = 200 * 1024 * 1024

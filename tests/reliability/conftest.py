@@ -1,12 +1,6 @@
-"""Fixtures of the reliability suite: a store with data in it, and the shared store checks."""
+"""The reliability suite's tiers: --runslow runs its long tier (tiers.LONG)."""
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# storechecks (whole-store invariants) is shared with the integration tests.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "integration"))
 
 
 def pytest_configure(config):

@@ -11,7 +11,7 @@ import json
 import os
 
 import pytest
-from clihelpers import run_cli
+from support.clihelpers import run_cli
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 

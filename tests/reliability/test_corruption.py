@@ -16,8 +16,8 @@ import random
 import sqlite3
 
 import pytest
-from clihelpers import run_cli
-from storechecks import assert_no_garbage, assert_verify_clean
+from support.clihelpers import run_cli
+from support.storechecks import assert_no_garbage, assert_verify_clean
 
 from chunkstore import ChunkerSpec, CompressionSpec, Store
 from chunkstore.core.config import CONFIG_KEY, chunk_key

@@ -18,9 +18,9 @@ import subprocess
 import sys
 import time
 
-from clihelpers import COMMAND_TIMEOUT_SECONDS, run_cli
-from faultkit import Corpus, backend_of, report_figures
-from storechecks import assert_no_garbage, assert_verify_clean
+from support.clihelpers import COMMAND_TIMEOUT_SECONDS, run_cli
+from support.faultkit import Corpus, backend_of, report_figures
+from support.storechecks import assert_no_garbage, assert_verify_clean
 from tiers import scale
 
 from chunkstore import Store
@@ -64,7 +64,7 @@ def run_and_maybe_kill(store: str, args: list[str], cwd, delay: float | None) ->
     """Run `chunkstore --store STORE ARGS`; SIGKILL it after delay seconds (None: let it finish).
     Returns whether it was killed, and how long it ran."""
     started = time.monotonic()
-    process = subprocess.Popen([sys.executable, "-m", "cli", "--store", store, *args], cwd=cwd,
+    process = subprocess.Popen([sys.executable, "-m", "chunkstore_cli", "--store", store, *args], cwd=cwd,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         process.wait(timeout=delay if delay is not None else COMMAND_TIMEOUT_SECONDS)

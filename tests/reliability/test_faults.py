@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from faultkit import (
+from support.faultkit import (
     BLOB_METHODS_THAT_READ,
     BLOB_METHODS_THAT_WRITE,
     CATALOG_METHODS,
@@ -22,7 +22,7 @@ from faultkit import (
     report_figures,
     run_operations_under_faults,
 )
-from storechecks import assert_no_garbage
+from support.storechecks import assert_no_garbage
 
 from chunkstore import ChunkerSpec, CompressionSpec, Store
 from chunkstore.backends.faulty import FaultPlan, FaultyBlobStore, InjectedFault

@@ -9,16 +9,16 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from clihelpers import run_cli
-from storechecks import assert_no_garbage, assert_verify_clean
+from support import faulty_cli
+from support.clihelpers import run_cli
+from support.storechecks import assert_no_garbage, assert_verify_clean
 
 from chunkstore import Store
 from chunkstore.core.config import CHUNK_KEY_PREFIX
 
-FAULTY_CLI = [sys.executable, str(Path(__file__).with_name("faulty_cli.py"))]
+FAULTY_CLI = [sys.executable, faulty_cli.__file__]
 
 FAULTS = {
     "blob-put-error": {"blobs": [{"method": "put", "key_prefix": CHUNK_KEY_PREFIX}]},

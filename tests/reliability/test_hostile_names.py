@@ -14,8 +14,8 @@ import threading
 import unicodedata
 
 import pytest
-from clihelpers import run_cli
-from storechecks import CHUNKSTORE
+from support.clihelpers import run_cli
+from support.storechecks import CHUNKSTORE
 
 from chunkstore.backends.catalog import FileStat
 from chunkstore.errors import InvalidArgumentError

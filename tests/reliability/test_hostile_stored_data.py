@@ -12,7 +12,7 @@ import tracemalloc
 from contextlib import closing
 
 import pytest
-from clihelpers import run_cli
+from support.clihelpers import run_cli
 
 from chunkstore import ChunkerSpec, CompressionSpec, Store
 from chunkstore.core import compression
@@ -128,7 +128,7 @@ def test_a_malformed_catalog_row_is_an_integrity_error_naming_it(cli_store, edit
 @pytest.fixture
 def stored_on_backend(new_backend, tmp_path):
     """A store holding data/kept and data/removed (then removed, so gc has work), on this
-    test's backend; returns its objects (tests/storeobjects.py)."""
+    test's backend; returns its objects (tests/support/storeobjects.py)."""
     objects = new_backend(tmp_path)
     with Store.init(objects.url, ChunkerSpec.from_average(avg_size=4096), CompressionSpec.parse("zstd:3"),
                     **objects.init_arguments()) as store:

@@ -10,8 +10,8 @@ from collections import Counter
 
 import blake3
 import pytest
-from clihelpers import run_cli
-from faultkit import (
+from support.clihelpers import run_cli
+from support.faultkit import (
     Corpus,
     backend_of,
     check_store_after_faults,
@@ -79,7 +79,7 @@ def many_small_files(tmp_path_factory):
             (source / f"{folder:03d}" / f"{index:04d}.txt").write_bytes(b" ".join(rng.sample(words, 8)))
     store = root / "store"
     run_cli(store, "init", cwd=root)
-    completed, peak = run_measuring_peak_rss([sys.executable, "-m", "cli", "--store", str(store), "put", source.name,
+    completed, peak = run_measuring_peak_rss([sys.executable, "-m", "chunkstore_cli", "--store", str(store), "put", source.name,
                                               "--json"], root / "rss-put", cwd=root, capture_output=True)
     assert completed.returncode == 0, completed.stderr.decode()
     summary = json.loads(completed.stdout)
@@ -91,7 +91,7 @@ def test_a_hundred_thousand_small_files_restore_exactly_with_bounded_memory(many
     root, store, put_peak = many_small_files
     listed = json.loads(run_cli(store, "ls", "--json", cwd=root).stdout)
     assert len(listed) == SMALL_FILES
-    completed, restore_peak = run_measuring_peak_rss([sys.executable, "-m", "cli", "--store", str(store), "restore",
+    completed, restore_peak = run_measuring_peak_rss([sys.executable, "-m", "chunkstore_cli", "--store", str(store), "restore",
                                                       "many", "-o", str(root / "restored")], root / "rss-restore",
                                                      cwd=root, capture_output=True)
     assert completed.returncode == 0, completed.stderr.decode()
@@ -129,7 +129,7 @@ def million_chunk_file(tmp_path_factory):
             written += len(block)
     store = root / "store"
     run_cli(store, "init", *TINY_CHUNKS, cwd=root)
-    completed, put_peak = run_measuring_peak_rss([sys.executable, "-m", "cli", "--store", str(store), "put",
+    completed, put_peak = run_measuring_peak_rss([sys.executable, "-m", "chunkstore_cli", "--store", str(store), "put",
                                                   path.name], root / "rss-put", cwd=root, capture_output=True)
     assert completed.returncode == 0, completed.stderr.decode()
     with Store.open(str(store)) as opened:
@@ -142,7 +142,7 @@ def million_chunk_file(tmp_path_factory):
 
 def test_a_file_of_a_million_chunks_round_trips_with_bounded_memory(million_chunk_file):
     root, store, digest, chunk_count, put_peak = million_chunk_file
-    completed, get_peak = run_measuring_peak_rss([sys.executable, "-m", "cli", "--store", str(store), "get",
+    completed, get_peak = run_measuring_peak_rss([sys.executable, "-m", "chunkstore_cli", "--store", str(store), "get",
                                                   "million.bin", "-o", str(root / "out.bin")], root / "rss-get",
                                                  cwd=root, capture_output=True)
     assert completed.returncode == 0, completed.stderr.decode()

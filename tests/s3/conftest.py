@@ -1,20 +1,14 @@
 """Fixtures for the s3:// store: buckets and tables on the moto server (moto_endpoint, from
-tests/moto_fixtures.py)."""
+tests/support/moto_fixtures.py)."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-from s3helpers import unique_name
+from support.s3helpers import unique_name
 
 from chunkstore import ChunkerSpec, CompressionSpec, Store
 from chunkstore.backends.aws import AwsClients
 from chunkstore.backends.dynamodb import DynamoDBCatalog
-
-# The command-line tests' runner (tests/cli/clirunner.py) drives the s3:// CLI tests too.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "cli"))
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import time
 from collections import Counter
 
 import pytest
-from catalog_conformance import (
+from support.catalog_conformance import (
     DEAD_AFTER,
     TINY_LEASE,
     CatalogConformance,
@@ -22,7 +22,7 @@ from catalog_conformance import (
     states,
     upload,
 )
-from s3helpers import answer_with_error, unique_name
+from support.s3helpers import answer_with_error, unique_name
 
 from chunkstore.core import recipes
 from chunkstore.backends.aws import AwsClients

@@ -5,7 +5,7 @@ ValueError or TypeError from inside the catalog."""
 from __future__ import annotations
 
 import pytest
-from catalog_conformance import chunk_id, new_version, put, upload
+from support.catalog_conformance import chunk_id, new_version, put, upload
 
 from chunkstore.backends.aws import AwsClients
 from chunkstore.backends.catalog import SnapshotRecord

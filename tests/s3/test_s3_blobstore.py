@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from blobstore_conformance import BlobStoreConformance
-from s3helpers import answer_with_error, unique_name
+from support.blobstore_conformance import BlobStoreConformance
+from support.s3helpers import answer_with_error, unique_name
 
 from chunkstore.backends.aws import AwsClients
 from chunkstore.errors import AccessDeniedError, ResourceNotFoundError

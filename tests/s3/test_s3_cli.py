@@ -7,7 +7,7 @@ import os
 import shutil
 
 import pytest
-from clirunner import (
+from support.clirunner import (
     TEST_AVG_SIZE,
     Chunkstore,
     assert_one_error,
@@ -16,7 +16,7 @@ from clirunner import (
     text_bytes,
     write,
 )
-from s3helpers import unique_name
+from support.s3helpers import unique_name
 
 from chunkstore.core.config import CHUNK_KEY_PREFIX
 

@@ -127,7 +127,7 @@ def test_without_boto3_an_s3_store_says_how_to_install_it(tmp_path):
     missing = run_python(
         "import sys\n"
         "sys.modules['boto3'] = None  # as if it were not installed\n"
-        "from cli.main import main\n"
+        "from chunkstore_cli.main import main\n"
         "sys.exit(main(['--store', 's3://some-bucket/store', 'ls']))\n", tmp_path)
     assert missing.returncode == 1
     assert missing.stderr == "chunkstore: s3:// stores need boto3, which is not installed: pip install 'chunkstore[s3]'\n"

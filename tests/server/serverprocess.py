@@ -19,7 +19,7 @@ _ADDRESS = re.compile(r"on (https?://\S+?)/ ")
 
 def chunkstore_command() -> list[str]:
     script = Path(sys.executable).with_name("chunkstore")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "chunkstore_cli"]
 
 
 def environment(changes: dict | None, *, without: tuple[str, ...] = ()) -> dict:

@@ -20,7 +20,7 @@ import functools
 import threading
 
 import pytest
-from threads import in_background, run_in_threads
+from support.threads import in_background, run_in_threads
 
 from chunkstore.backends.blobstore import MAX_KEY_LENGTH, BlobInfo, BlobStore
 from chunkstore.errors import BlobNotFoundError

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 # CHUNKS and CONFIG_KEY are imported from here by the command-line tests.
-from storeobjects import CHUNKS, CONFIG_KEY, LocalObjects, S3Objects  # noqa: F401
+from .storeobjects import CHUNKS, CONFIG_KEY, LocalObjects, S3Objects  # noqa: F401
 
 # Small chunks, so files of a few hundred KiB are cut into dozens of chunks.
 TEST_AVG_SIZE = "4K"
@@ -34,7 +34,7 @@ GLOBAL_OPTIONS_WITH_A_VALUE = {"--store", "--passphrase-file", "--concurrency"}
 def chunkstore_command() -> list[str]:
     """The console script installed with the project, or the same entry point through -m."""
     script = Path(sys.executable).with_name("chunkstore")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "chunkstore_cli"]
 
 
 @dataclass
@@ -127,7 +127,7 @@ class Chunkstore:
     store is a folder or an s3:// URL, or the objects of a store (LocalObjects, S3Objects): then
     `init` run without --table is given the options that store needs (for s3://, its table and
     --create), so a test's `init` and its own options work on either kind of store. An s3://
-    store is reached with the AWS_* variables of the test process (see tests/moto_fixtures.py)."""
+    store is reached with the AWS_* variables of the test process (see tests/support/moto_fixtures.py)."""
 
     def __init__(self, store: Path | str | LocalObjects | S3Objects | UndoableObjects, workdir: Path):
         self.backend = objects_of(store) if isinstance(store, (Path, str)) else store

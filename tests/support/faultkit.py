@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from storechecks import assert_no_garbage, assert_verify_clean
+from .storechecks import assert_no_garbage, assert_verify_clean
 
 from chunkstore import ChunkstoreError, Store
 from chunkstore.backends.faulty import Fault, FaultPlan, FaultyBlobStore, FaultyCatalog

@@ -8,7 +8,7 @@ from chunkstore.backends.catalog import ChunkState
 from chunkstore.core.config import CHUNK_KEY_PREFIX, chunk_id_from_key
 
 # The `chunkstore` command, run as its own process (what a user's shell runs).
-CHUNKSTORE = [sys.executable, "-m", "cli"]
+CHUNKSTORE = [sys.executable, "-m", "chunkstore_cli"]
 
 
 def assert_no_garbage(store) -> None:

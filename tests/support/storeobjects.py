@@ -1,6 +1,6 @@
 """What a store holds, read and changed behind chunkstore's back: the objects, config and
 catalog of a store in a folder (LocalObjects), of an s3:// store on the moto server of
-tests/moto_fixtures.py (S3Objects: objects under a prefix of a bucket, catalog in a table)
+tests/support/moto_fixtures.py (S3Objects: objects under a prefix of a bucket, catalog in a table)
 or of a memory:// store of this process (MemoryObjects).
 
 Objects are named by their key relative to the store's folder or prefix. Tests damage a

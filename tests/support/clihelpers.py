@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
-from storechecks import CHUNKSTORE
+from .storechecks import CHUNKSTORE
 
 COMMAND_TIMEOUT_SECONDS = 300
 

@@ -3,7 +3,7 @@
     python faulty_cli.py ARGS...      with CHUNKSTORE_TEST_FAULTS='{"blobs": [...], "catalog": [...]}'
 
 Each fault is a dict of chunkstore.backends.faulty.Fault fields. The command runs exactly as the
-installed one does (cli.main.main), so its messages and exit codes are the real ones."""
+installed one does (chunkstore_cli.main.main), so its messages and exit codes are the real ones."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import os
 
 from chunkstore import Store
 from chunkstore.backends.faulty import Fault, FaultPlan, FaultyBlobStore, FaultyCatalog
-from cli.main import main
+from chunkstore_cli.main import main
 
 _open = Store.open.__func__
 
