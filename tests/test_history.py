@@ -182,11 +182,12 @@ def test_a_schema_1_store_is_upgraded_when_opened(tmp_path):
         assert first.getvalue() == b"first version\n"
         assert store.catalog.list_snapshots() == []
     with closing(sqlite3.connect(tmp_path / "store" / "catalog.sqlite")) as db:
-        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("2",)
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
     with Store.open(url) as store:
         (source / "b.txt").unlink()
         run = store.put([(source, "docs")], sync=True)
         assert [marker.name for marker in run.deleted] == ["docs/b.txt"]
+        assert [snapshot.program for snapshot in store.catalog.list_snapshots()] == ["chunkstore library"]
         assert store.verify(read_data=True).ok
         restored = tmp_path / "restored"
         store.restore("docs", restored)

@@ -6,8 +6,10 @@ catalog/__init__.py are atomic by SQLite's own locking.
 Schema versions (meta.schema_version):
     1  chunks, contents, recipe pages, versions, names, sessions, pins, the gc lock
     2  versions.deleted (1 for a deletion marker: digest X'' and a zero stat) and the
-       snapshots table. A version 1 file is upgraded in place when it is opened: the
-       upgrade only adds, so every version 1 row means the same in version 2.
+       snapshots table.
+    3  snapshots.program (what ran the put; '' for a snapshot recorded before).
+An older file is upgraded in place when it is opened: each upgrade only adds, so every older
+row means the same after it.
 """
 
 from __future__ import annotations
@@ -29,9 +31,9 @@ from chunkstore.errors import ChunkstoreError, ConcurrentModificationError, Corr
 from chunkstore.backends.catalog import SNAPSHOT_COUNTS, Catalog, CatalogStats, ChunkRecord, ChunkState, CommitOutcome, ContentRecord, FileStat, NewVersion, SnapshotRecord, VersionRecord, deletion_marker, refuse_marker
 from chunkstore.backends.sessions import DEFAULT_LEASE_SECONDS, HOST, new_session_id, now_ns, session_is_dead
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
-_SNAPSHOTS_TABLE = """
+_SNAPSHOTS_TABLE_V2 = """
 CREATE TABLE IF NOT EXISTS snapshots (
     id TEXT PRIMARY KEY,
     at_ns INTEGER NOT NULL,
@@ -47,9 +49,13 @@ CREATE TABLE IF NOT EXISTS snapshots (
 ) WITHOUT ROWID;
 """
 
+_SNAPSHOTS_TABLE = _SNAPSHOTS_TABLE_V2.replace(
+    "added_stored_bytes INTEGER NOT NULL\n", "added_stored_bytes INTEGER NOT NULL,\n    program TEXT NOT NULL DEFAULT ''\n")
+
 # Each step takes a file from the schema version it is keyed by to the next one.
 _UPGRADES = {
-    1: ["ALTER TABLE versions ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0", _SNAPSHOTS_TABLE],
+    1: ["ALTER TABLE versions ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0", _SNAPSHOTS_TABLE_V2],
+    2: ["ALTER TABLE snapshots ADD COLUMN program TEXT NOT NULL DEFAULT ''"],
 }
 
 _SCHEMA = _SNAPSHOTS_TABLE + """
@@ -116,7 +122,7 @@ CREATE TABLE IF NOT EXISTS gc_lock (
 """
 
 _VERSION_COLUMNS = "name, version, digest, size, mtime_ns, mode, inode, ctime_ns, stored_at_ns, deleted"
-_SNAPSHOT_COLUMNS = "id, at_ns, host, paths, " + ", ".join(SNAPSHOT_COUNTS)
+_SNAPSHOT_COLUMNS = "id, at_ns, host, paths, " + ", ".join(SNAPSHOT_COUNTS) + ", program"
 # How long a writer waits for a gc to finish deleting a chunk it needs (gc deletes in
 # batches of a few thousand objects, well under a second on a local disk).
 _DELETING_WAIT_SECONDS = 120.0
@@ -165,7 +171,7 @@ _CONTENT_ROW = (_DIGEST, *_integers("size", "chunk_count", "page_count", "refcou
 _SNAPSHOT_ROW = (_Column("id", "text", lambda value: type(value) is str), *_integers("at_ns"),
                  _Column("host", "text", lambda value: type(value) is str),
                  _Column("paths", "a JSON list of stored names", lambda value: _is_name_list(value)),
-                 *_integers(*SNAPSHOT_COUNTS))
+                 *_integers(*SNAPSHOT_COUNTS), _Column("program", "text", lambda value: type(value) is str))
 _PAGE_ROW = (_Column("data", "bytes", lambda value: type(value) is bytes),)
 
 
@@ -195,8 +201,8 @@ def _version_from_row(row) -> VersionRecord:
 
 
 def _snapshot_from_row(row) -> SnapshotRecord:
-    snapshot_id, at_ns, host, paths, *counts = _checked("snapshots", _SNAPSHOT_ROW, row)
-    return SnapshotRecord(snapshot_id, at_ns, host, tuple(json.loads(paths)), *counts)
+    snapshot_id, at_ns, host, paths, *counts, program = _checked("snapshots", _SNAPSHOT_ROW, row)
+    return SnapshotRecord(snapshot_id, at_ns, host, tuple(json.loads(paths)), *counts, program=program)
 
 
 def _chunk_from_row(row) -> ChunkRecord:
@@ -623,7 +629,7 @@ class SQLiteCatalog(Catalog):
 
     def record_snapshot(self, snapshot: SnapshotRecord) -> None:
         values = (snapshot.snapshot_id, snapshot.at_ns, snapshot.host, json.dumps(list(snapshot.paths)),
-                  *(getattr(snapshot, count) for count in SNAPSHOT_COUNTS))
+                  *(getattr(snapshot, count) for count in SNAPSHOT_COUNTS), snapshot.program)
         with self._write(durable=True) as db:
             try:
                 db.execute(f"INSERT INTO snapshots ({_SNAPSHOT_COLUMNS}) VALUES ({', '.join('?' * len(values))})",

@@ -6,12 +6,13 @@ import os
 import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 from support.catalog_conformance import CatalogConformance, chunk_id, new_version, put, states
 
-from chunkstore.backends.catalog import ChunkState
+from chunkstore.backends.catalog import ChunkState, SnapshotRecord
 from chunkstore.backends.sessions import DEFAULT_LEASE_SECONDS
 from chunkstore.backends.sqlite import SQLiteCatalog
 from chunkstore.errors import CorruptObjectError, NotFoundError, UnsupportedFormatError
@@ -59,6 +60,24 @@ def test_an_unknown_schema_version_is_refused(open_catalog, catalog_path, statem
         db.execute(statement)
     with pytest.raises(UnsupportedFormatError):
         SQLiteCatalog(catalog_path)
+
+
+def test_a_schema_2_catalog_gains_the_program_of_snapshots_when_opened(open_catalog, catalog_path):
+    catalog = open_catalog()
+    catalog.record_snapshot(SnapshotRecord("a" * 32, 1, "host", ("docs",), stored=2))
+    catalog.close()
+    with closing(sqlite3.connect(catalog_path)) as db, db:
+        db.execute("ALTER TABLE snapshots DROP COLUMN program")  # the table as schema 2 made it
+        db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    upgraded = SQLiteCatalog(catalog_path)
+    try:
+        assert upgraded.list_snapshots() == [SnapshotRecord("a" * 32, 1, "host", ("docs",), stored=2, program="")]
+        upgraded.record_snapshot(SnapshotRecord("b" * 32, 2, "host", (), program="web upload"))
+        assert [snapshot.program for snapshot in upgraded.list_snapshots()] == ["", "web upload"]
+    finally:
+        upgraded.close()
+    with closing(sqlite3.connect(catalog_path)) as db:
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
 
 
 @pytest.mark.parametrize("damage", [b"this is not a database\n" * 200, b"SQLite format 3\x00" + b"\xff" * 4080])

@@ -617,7 +617,8 @@ class CatalogConformance:
     def test_snapshot_records(self, catalog, make_catalog):
         assert catalog.list_snapshots() == []
         later = SnapshotRecord("b" * 32, T2, "host-b", ("srv/data", "etc"), stored=3, duplicate=1, unchanged=7,
-                               deleted=2, errors=1, added_bytes=10**12, added_stored_bytes=4096)
+                               deleted=2, errors=1, added_bytes=10**12, added_stored_bytes=4096,
+                               program="chunkstore put")
         earlier = SnapshotRecord("c" * 32, T1, "host-c", ("é/ü",))
         same_time = SnapshotRecord("a" * 32, T2, "host-a", ())
         for snapshot in (later, earlier, same_time):

@@ -27,8 +27,9 @@ Items (pk, sk):
                                  listed by prefix with Query. A deletion marker (schema 2) is a
                                  version item with dm = true and no digest or stat
     m#SHARD        NAME          the last version number given to the name (never given twice)
-    snap           ID            a snapshot (schema 2): time (t), host, paths (a list), and the
-                                 counts of what its put did
+    snap           ID            a snapshot (schema 2): time (t), host, paths (a list), the
+                                 counts of what its put did, and what ran it (prog; an
+                                 optional attribute, absent from older snapshots, read as "")
 A global secondary index on versions' digests finds a name that holds a content (deletion
 markers have no digest, so the index leaves them out).
 

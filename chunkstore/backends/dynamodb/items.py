@@ -186,7 +186,7 @@ def page_items(new: NewVersion) -> list[dict]:
 def snapshot_item(snapshot: SnapshotRecord) -> dict:
     return {**snapshot_key(snapshot.snapshot_id), "t": n(snapshot.at_ns), "host": s(snapshot.host),
             "paths": {"L": [s(path) for path in snapshot.paths]},
-            **{count: n(getattr(snapshot, count)) for count in SNAPSHOT_COUNTS}}
+            **{count: n(getattr(snapshot, count)) for count in SNAPSHOT_COUNTS}, "prog": s(snapshot.program)}
 
 
 # ---- reading attributes -----------------------------------------------------------------
@@ -326,7 +326,7 @@ def _strings(item: dict, attribute: str) -> tuple[str, ...]:
 
 def snapshot_record(item: dict) -> SnapshotRecord:
     return SnapshotRecord(text(item, "sk"), number(item, "t"), text(item, "host", None) or "", _strings(item, "paths"),
-                          *(number(item, count) for count in SNAPSHOT_COUNTS))
+                          *(number(item, count) for count in SNAPSHOT_COUNTS), program=text(item, "prog", None) or "")
 
 
 def session_expired(item: dict, lease_seconds: float, at_ns: int) -> bool:
