@@ -11,7 +11,8 @@ from ..options import checked_by, count_option, parse_duration, resolve_as_of, t
 from ..output import (Column, echo_json, human_bytes, local_time, print_table, printable, signed_bytes,
                       with_requests)
 
-SNAPSHOT_COLUMNS = [Column("ID", 8), Column("time", 19), Column("host", 12), Column("stored", 6, ">"),
+SNAPSHOT_COLUMNS = [Column("ID", 8), Column("time", 19), Column("host", 12), Column("by", 16),
+                    Column("stored", 6, ">"),
                     Column("unchanged", 9, ">"), Column("deleted", 7, ">"), Column("added", 10, ">"),
                     Column("paths")]
 
@@ -24,7 +25,8 @@ def snapshots(context, prefix: str, as_json: bool) -> int:
     """List the snapshots: one per put, oldest first.
 
     Each shows its ID (give any unique prefix of it to --as-of), the time it
-    was taken (local time), the host, what the put did (files stored with new
+    was taken (local time), the host, what ran the put (`chunkstore put`, `web
+    upload`, `lambda ingest`, ...), what the put did (files stored with new
     content, unchanged, deleted with --sync) and the bytes it added, and the
     paths it was given. With PREFIX, only the snapshots of paths that hold it
     or lie under it.
@@ -43,7 +45,7 @@ def snapshots(context, prefix: str, as_json: bool) -> int:
         return EXIT_OK
     print_table(SNAPSHOT_COLUMNS, [
         (snapshot.snapshot_id[:8], local_time(snapshot.at_ns), printable(snapshot.host[:12]),
-         str(snapshot.stored + snapshot.duplicate), str(snapshot.unchanged), str(snapshot.deleted),
+         printable(snapshot.program or "-"), str(snapshot.stored + snapshot.duplicate), str(snapshot.unchanged), str(snapshot.deleted),
          human_bytes(snapshot.added_stored_bytes), " ".join(map(printable, snapshot.paths)))
         for snapshot in records])
     return EXIT_OK
