@@ -10,10 +10,9 @@ import sys
 import textwrap
 
 import pytest
-from conftest import s3_event
 
 from chunkstore import ChunkerSpec, CompressionSpec, Store
-
+from support.aws_events import s3_event
 
 
 def run_child(code: str) -> dict:
@@ -78,7 +77,7 @@ def test_handler_ingests_an_object_far_larger_than_its_memory(clients, inbox, le
     monkeypatch.setenv("CHUNKSTORE_INGEST_TABLE", ledger_table)
     figures = run_child(f"""
         import json, tracemalloc
-        from conftest import lambda_context
+        from support.aws_events import lambda_context
         from chunkstore.apps.ingest.ingestor import handler
 
         def peak_rss_kib():

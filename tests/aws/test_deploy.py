@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import lambda_context, put_object, s3_event
 
 from chunkstore.apps.ingest.ingestor import handler
+from support.aws_events import lambda_context, put_object, s3_event
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "deploy" / "template.yaml"
 

@@ -6,7 +6,11 @@ from __future__ import annotations
 import io
 
 import pytest
-from conftest import (
+
+from chunkstore.apps.ingest.ingestor import Ingestor, handler
+from chunkstore.apps.ingest.ledger import IngestLedger
+from chunkstore.errors import IngestRetryError, StoreWriteError
+from support.aws_events import (
     emf_metrics,
     eventbridge_event,
     lambda_context,
@@ -15,11 +19,6 @@ from conftest import (
     s3_event,
     sqs_event,
 )
-
-from chunkstore.apps.ingest.ingestor import Ingestor, handler
-from chunkstore.errors import IngestRetryError
-from chunkstore.apps.ingest.ledger import IngestLedger
-from chunkstore.errors import StoreWriteError
 
 
 def content(seed: int, size: int = 50_000) -> bytes:

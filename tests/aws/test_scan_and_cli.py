@@ -10,10 +10,10 @@ import subprocess
 from html.parser import HTMLParser
 
 import pytest
-from support.clirunner import check_error_output, chunkstore_command
-from conftest import put_object
 
 from chunkstore.apps.scan import scan_bucket
+from support.aws_events import put_object
+from support.clirunner import check_error_output, chunkstore_command
 
 
 def run(*args: str, expect: int = 0, cwd=None) -> subprocess.CompletedProcess:

@@ -4,24 +4,11 @@ tests/support/moto_fixtures.py)."""
 from __future__ import annotations
 
 import pytest
-from support.s3helpers import unique_name
 
 from chunkstore import ChunkerSpec, CompressionSpec, Store
 from chunkstore.backends.aws import AwsClients
 from chunkstore.backends.dynamodb import DynamoDBCatalog
-
-
-@pytest.fixture
-def clients(moto_endpoint) -> AwsClients:
-    return AwsClients()
-
-
-@pytest.fixture
-def bucket(clients) -> str:
-    """A new, empty bucket."""
-    name = unique_name("bucket")
-    clients.s3.create_bucket(Bucket=name)
-    return name
+from support.s3helpers import unique_name
 
 
 @pytest.fixture

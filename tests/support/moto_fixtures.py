@@ -1,5 +1,6 @@
 """A moto server on a free local port that serves S3 and DynamoDB over real HTTP, shared by
-every test that needs an s3:// store (registered as a plugin from tests/conftest.py).
+every test that needs an s3:// store (registered as a plugin from tests/conftest.py), with
+boto3 clients on it and new buckets.
 
 boto3 reaches the server through AWS_ENDPOINT_URL, as a user would point chunkstore
 at MinIO or any S3-compatible service; subprocesses (the CLI) inherit it.
@@ -17,6 +18,9 @@ from moto.dynamodb.models.dynamo_type import DynamoType
 from moto.dynamodb.models.table import Table
 from moto.moto_server import threaded_moto_server
 from moto.server import ThreadedMotoServer
+
+from chunkstore.backends.aws import AwsClients
+from support.s3helpers import unique_name
 
 REGION = "us-east-1"
 
@@ -108,3 +112,16 @@ def moto_endpoint(tmp_path_factory) -> str:
         yield endpoint
     server.stop()
     dynamodb_models.DynamoDBBackend.transact_write_items = original_transact
+
+
+@pytest.fixture
+def clients(moto_endpoint) -> AwsClients:
+    return AwsClients()
+
+
+@pytest.fixture
+def bucket(clients) -> str:
+    """A new, empty bucket."""
+    name = unique_name("bucket")
+    clients.s3.create_bucket(Bucket=name)
+    return name
