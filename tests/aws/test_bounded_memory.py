@@ -16,8 +16,8 @@ from support.aws_events import s3_event
 
 
 def run_child(code: str) -> dict:
-    # The child imports this folder's conftest, and through it the tests' support package.
-    folders = [os.path.dirname(__file__), os.path.dirname(os.path.dirname(__file__)), os.environ.get("PYTHONPATH")]
+    # The child imports the tests' support package.
+    folders = [os.path.dirname(os.path.dirname(__file__)), os.environ.get("PYTHONPATH")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(folder for folder in folders if folder)}
     done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
                           env=env, timeout=900)
