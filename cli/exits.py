@@ -24,8 +24,13 @@ EXIT_INTERRUPTED = 130
 def report(error: BaseException) -> int:
     """Say on stderr what ended the command and return its exit code; re-raise what is
     not ours to explain (a bug's traceback is then worth more than a guess)."""
+    if isinstance(error, click.UsageError):
+        # One line, as every other error: click's usage block would bury the reason.
+        command = error.ctx.command_path if error.ctx else "chunkstore"
+        warn(f"usage: {_one_line(error.format_message()).rstrip('.')} (see '{command} --help')")
+        return error.exit_code
     if isinstance(error, click.ClickException):
-        error.show()
+        warn(_one_line(error.format_message()))
         return error.exit_code
     if isinstance(error, (click.exceptions.Abort, KeyboardInterrupt)):
         warn("interrupted")
@@ -42,6 +47,10 @@ def report(error: BaseException) -> int:
         click.echo(f"chunkstore:{where} {printable(error.strerror or str(error))}", err=True)
         return EXIT_ERROR
     raise error
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
 
 
 def _silence_stdout() -> None:

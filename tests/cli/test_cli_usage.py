@@ -127,7 +127,7 @@ def test_an_argument_out_of_range_is_a_one_line_usage_error(uninitialized, argum
     (uninitialized.workdir / "file").write_bytes(b"data")
     run = uninitialized(*arguments, expect=2)
     assert_usage_error(run, option)
-    assert [line for line in run.err_lines if line.startswith("Error: ")] == [run.err_lines[-1]]
+    assert len(run.err_lines) == 1
     assert uninitialized.backend.untouched()
 
 

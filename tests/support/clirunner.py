@@ -54,18 +54,16 @@ class Run:
 
 
 def is_click_usage_error(err: str) -> bool:
-    """Click's message for a bad command line: the usage and an `Error: ` line, or (for an
-    option missing its value) the `Error: ` line alone."""
+    """The message for a bad command line: one line, `chunkstore: usage: WHAT (see 'COMMAND --help')`."""
     lines = err.splitlines()
-    return bool(lines) and (lines[0].startswith("Usage: chunkstore") or lines[0].startswith("Error: ")) and any(
-        line.startswith("Error: ") for line in lines)
+    return len(lines) == 1 and lines[0].startswith("chunkstore: usage: ") and lines[0].endswith(" --help')")
 
 
 def check_error_output(run: Run) -> None:
-    """A failing command prints click's usage message or lines that start with `chunkstore: `."""
+    """A failing command prints lines that start with `chunkstore: ` (one line for a usage error)."""
     lines = run.err_lines
     assert lines, f"chunkstore {' '.join(run.args)} exited {run.returncode} without a message on stderr"
-    if not lines[0].startswith("chunkstore: "):
+    if lines[0].startswith("chunkstore: usage: "):
         assert is_click_usage_error(run.err), run.err
     else:
         unprefixed = [line for line in lines if not line.startswith("chunkstore: ")]
