@@ -166,7 +166,7 @@ class _SparsePut:
         self.known: Counter[bytes] = Counter()
         self.cached_entries = 0
         self.segment: list[tuple[bytes, int, int]] = []
-        self.stored_bytes = self.plain_bytes = self.hook_lookups = 0
+        self.stored_bytes = self.plain_bytes = 0
 
     def start_put(self) -> None:
         """A new put is a new process: its cache starts empty; hooks and pages (the catalog) remain."""
@@ -185,7 +185,8 @@ class _SparsePut:
     def put(self, chunk_id: bytes, plain: int, stored: int) -> None:
         self.segment.append((chunk_id, plain, stored))
         at_boundary = int.from_bytes(chunk_id[-4:], "big") & self.segment_mask == 0
-        if (at_boundary and len(self.segment) >= self.MIN_SEGMENT_CHUNKS) or len(self.segment) == self.MAX_SEGMENT_CHUNKS:
+        length = len(self.segment)
+        if (at_boundary and length >= self.MIN_SEGMENT_CHUNKS) or length == self.MAX_SEGMENT_CHUNKS:
             self.end_segment()
 
     def _is_hook(self, chunk_id: bytes) -> bool:
@@ -195,7 +196,6 @@ class _SparsePut:
         if not self.segment:
             return
         hooks = [chunk_id for chunk_id, _, _ in self.segment if self._is_hook(chunk_id)]
-        self.hook_lookups += len(hooks)
         votes = Counter(self.hooks[h] for h in hooks if h in self.hooks)
         for champion, _ in votes.most_common(self.CHAMPIONS):
             content, position = self.origin[champion]
@@ -255,7 +255,8 @@ def build_markdown(project: str, paths: list[Path], results: list[SizeResult], c
         f"# Store ratio against average chunk size: {len(paths)} releases of {project}, "
         f"{paths[0].stem} .. {paths[-1].stem}, {total / MB:.0f} MB uncompressed", "",
         f"zstd level {DEFAULT_ZSTD_LEVEL}, 16-byte object header per chunk; sampled: a hook per "
-        f"{HOOK_EVERY_BYTES // 2**20} MiB, a segment per {SEGMENT_BYTES // 2**20} MiB, {_SparsePut.CHAMPIONS} champions, "
+        f"{HOOK_EVERY_BYTES // 2**20} MiB, a segment per {SEGMENT_BYTES // 2**20} MiB, "
+        f"{_SparsePut.CHAMPIONS} champions, "
         f"cache {cache_entries:,} IDs; per TB = per TB of data like this put.", "",
         markdown_table(headers, rows), "",
     ])
