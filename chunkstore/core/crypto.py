@@ -4,9 +4,10 @@
   derived from the passphrase with Argon2id (parameters and salt in the config).
   Changing the passphrase rewraps it; no data is re-encrypted.
 - Subkeys come from the master key by HKDF-SHA256 with one label per use: keyed BLAKE3
-  for chunk IDs and for whole-file digests, the FastCDC gear seed, and the AEAD key for
-  chunk objects. So the same file in two stores gives different chunk IDs and different
-  chunk boundaries, and recipes (lists of keyed IDs and lengths) reveal no content.
+  for chunk IDs and for whole-file digests, the FastCDC gear seed, and the AEAD keys for
+  chunk objects and for the chunk tables of packs. So the same file in two stores gives
+  different chunk IDs and different chunk boundaries, and recipes (lists of keyed IDs and
+  lengths) reveal no content.
 - The config of an encrypted store carries an authentication code (keyed BLAKE3 under its own
   subkey) over everything else in it, so an edit of the chunker, compression, catalog or key
   parameters is refused once the store is unlocked. The nonce of a wrapped key is derived from
@@ -54,6 +55,7 @@ _LABELS = {
     "objects": b"chunkstore 1 object-aead",
     "config_mac": b"chunkstore 1 config-mac",
     "wrap_nonce": b"chunkstore 1 wrap-nonce",
+    "pack_table": b"chunkstore 1 pack-table",
 }
 WRAP_NONCE_SIZE = 12
 
@@ -102,13 +104,15 @@ class Keys:
     chunker_seed: int
     objects: Sealer
     config_mac: bytes
+    pack_tables: Sealer  # the chunk tables of packs (storage format 2, packformat.py)
 
     @classmethod
     def from_master(cls, master: bytes) -> "Keys":
         # pyfastcdc takes a seed that fits in 63 bits (a signed 64-bit C integer).
         seed = int.from_bytes(_derive(master, "chunker_seed", 8), "big") & ((1 << 63) - 1)
         return cls(_derive(master, "chunk_id"), _derive(master, "file_digest"), seed or 1,
-                   Sealer(_derive(master, "objects")), _derive(master, "config_mac"))
+                   Sealer(_derive(master, "objects")), _derive(master, "config_mac"),
+                   Sealer(_derive(master, "pack_table")))
 
 
 def config_mac(keys: Keys, document: dict) -> str:
