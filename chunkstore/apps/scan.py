@@ -118,7 +118,7 @@ class _ChunkTally:
                 self.unique_bytes += size
 
 
-def _read_object(s3, found: S3Object, tally: _ChunkTally | None) -> str:
+def object_digest(s3, found: S3Object, tally: _ChunkTally | None = None) -> str:
     """The BLAKE3 digest of one object version, feeding its chunks to tally when given."""
     digest = Hasher().file_hasher()
     with ObjectReader(s3, found) as reader:
@@ -150,7 +150,7 @@ def scan_bucket(s3, url: str, *, chunk_level: bool = False, chunker: ChunkerSpec
 
     def read(found: S3Object) -> tuple[S3Object, str | None]:
         try:
-            digest = _read_object(s3, found, tally)
+            digest = object_digest(s3, found, tally)
         except (ObjectMissingError, ObjectChangedError):
             return found, None  # gone or replaced since the listing: not a copy of anything now
         if on_progress:
