@@ -166,14 +166,14 @@ def scan_bucket(s3, url: str, *, chunk_level: bool = False, chunker: ChunkerSpec
                 by_digest[digest].append(found)
     for digest, same in sorted(by_digest.items(), key=lambda item: (-item[1][0].size * len(item[1]), item[0])):
         if len(same) > 1:
-            keep, *duplicates = sorted(same, key=_keep_order)
+            keep, *duplicates = sorted(same, key=keep_order)
             report.groups.append(DuplicateGroup(digest, keep.size, keep, duplicates))
     if tally is not None:
         report.chunk_level = _chunk_level_figures(report, by_digest, tally)
     return report
 
 
-def _keep_order(found: S3Object) -> tuple:
+def keep_order(found: S3Object) -> tuple:
     modified = found.last_modified or datetime.max.replace(tzinfo=timezone.utc)
     return modified, found.key
 
