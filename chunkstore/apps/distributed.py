@@ -151,11 +151,6 @@ def run_progress(sfn, execution_arn: str) -> RunProgress:
     return progress_from(execution, map_run)
 
 
-def stop_run(sfn, execution_arn: str) -> None:
-    with translate_errors(f"stopping {execution_arn}"):
-        sfn.stop_execution(executionArn=execution_arn, cause="stopped from chunkstore")
-
-
 # ---- results ------------------------------------------------------------------------
 
 

@@ -26,7 +26,6 @@ from chunkstore.apps.distributed import (
     run_progress,
     start_run,
     stepfunctions_client,
-    stop_run,
     summarize_ingest,
 )
 from chunkstore.apps.ingest.batch import handler
@@ -66,7 +65,7 @@ def test_start_follow_and_stop_on_the_moto_server(state_machine):
     assert (progress.status, progress.finished, progress.total) == ("RUNNING", False, None)
     assert progress.run_input == {"action": "ingest", "bucket": "archive", "prefix": "2019"}
     assert progress.eta_seconds() is None  # nothing counted yet
-    stop_run(sfn, arn)
+    sfn.stop_execution(executionArn=arn)
     assert run_progress(sfn, arn).status == "ABORTED" and run_progress(sfn, arn).finished
     with pytest.raises(NotFoundError):
         run_progress(sfn, arn.replace(arn.rsplit(":", 1)[1], "no-such-run"))
