@@ -54,11 +54,21 @@ def check_distributed_usage(source: str | None, distributed: bool, state_machine
         raise click.UsageError("--distributed needs --state-machine ARN (or $CHUNKSTORE_STATE_MACHINE)")
 
 
-def _describe(progress) -> str:
+def _detail(progress) -> str:
+    """What the bar's own columns do not say. The time left is the run's, at its rate since it
+    started: the bar's own estimate would count a reattach's first update as done in no time."""
     if progress.total is None:
-        return f"{progress.status.lower()}: listing objects"
-    return (f"{progress.done:,}/{progress.total:,} objects, {progress.failed:,} failed, "
-            f"{progress.running:,} running")
+        return f"{progress.status.lower()}: waiting for the map to start"
+    eta = progress.eta_seconds()
+    left = f", about {human_duration(eta)} left" if eta is not None else ""
+    return f"{progress.failed:,} failed, {progress.running:,} running{left}"
+
+
+def human_duration(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 def follow_run(context, action: str, source: str | None, state_machine: str | None, manifest_url: str | None,
@@ -80,7 +90,7 @@ def follow_run(context, action: str, source: str | None, state_machine: str | No
         with ProgressDisplay(context.show_progress, counting="objects") as display:
             while True:
                 progress = run_progress(sfn, execution_arn)
-                display.update(progress.done, progress.total, detail=f"{progress.failed:,} failed")
+                display.update(progress.done, progress.total, detail=_detail(progress))
                 if progress.finished:
                     return progress
                 time.sleep(POLL_SECONDS)

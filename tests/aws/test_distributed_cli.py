@@ -117,3 +117,16 @@ def test_ctrl_c_detaches_and_says_how_to_reattach(monkeypatch, capsys, moto_endp
     err = capsys.readouterr().err
     arn = EXECUTION["executionArn"]
     assert err.strip() == f"detached; the run goes on. Follow it with: chunkstore scan --status {arn}"
+
+
+def test_the_detail_gives_the_run_s_own_time_left():
+    from datetime import timedelta
+
+    from test_distributed_runs import EXECUTION, MAP_RUN, STARTED
+
+    from cli.distributed_run import _detail
+
+    assert _detail(progress_from(EXECUTION, None)) == "running: waiting for the map to start"
+    started_earlier = {**EXECUTION, "startDate": STARTED.now(STARTED.tzinfo) - timedelta(hours=2)}
+    # 10.98 M of 50 M objects in 2 hours: 7.1 hours left.
+    assert _detail(progress_from(started_earlier, MAP_RUN)) == "30,000 failed, 20,000 running, about 7 h 06 min left"
