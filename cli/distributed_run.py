@@ -5,6 +5,8 @@ back the finished run (chunkstore/apps/distributed.py does the work; this only p
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import click
 
@@ -99,7 +101,31 @@ def follow_run(context, action: str, source: str | None, state_machine: str | No
         return EXIT_INTERRUPTED
 
 
-def report_run_status(progress) -> int:
+@dataclass
+class FinishedRun:
+    progress: object  # chunkstore.apps.distributed.RunProgress
+    url: str  # s3://BUCKET/PREFIX the run read
+    records: Iterator  # its batches, as the ResultWriter recorded them
+    exit_code: int  # EXIT_ERROR when the run did not succeed
+
+
+def finished_run(context, action: str, s3, source: str | None, state_machine: str | None,
+                 manifest_url: str | None, detach: bool, execution_arn: str | None):
+    """Follow the run to its end: a FinishedRun, or the exit code when there are no results to
+    read here (detached, interrupted, or a run that ended without writing any)."""
+    from chunkstore.apps.distributed import read_results, results_manifest
+
+    progress = follow_run(context, action, source, state_machine, manifest_url, detach, execution_arn)
+    if isinstance(progress, int):
+        return progress
+    code = _report_run_status(progress)
+    if not progress.output:
+        return code or EXIT_ERROR
+    url = f"s3://{progress.run_input['bucket']}/{progress.run_input['prefix']}"
+    return FinishedRun(progress, url, read_results(s3, results_manifest(s3, progress)), code)
+
+
+def _report_run_status(progress) -> int:
     """A line for a run that did not succeed (its results, if any, are still reported); the exit code."""
     if progress.status == "SUCCEEDED":
         return 0

@@ -4,13 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..distributed_run import (
-    check_distributed_usage,
-    distributed_options,
-    follow_run,
-    print_ingest_summary,
-    report_run_status,
-)
+from ..distributed_run import check_distributed_usage, distributed_options, finished_run, print_ingest_summary
 from ..exits import EXIT_ERROR, EXIT_OK
 from ..ingest_results import ResultPrinter
 from ..options import LOG_FORMAT_OPTION, checked_by, s3_source
@@ -72,22 +66,18 @@ def ingest(context, source: str | None, store_url: str | None, table: str | None
 
 
 def _distributed(context, source, state_machine, manifest_url, detach, execution_arn, table, log_format) -> int:
-    from chunkstore.apps.distributed import read_results, results_manifest, summarize_ingest
+    from chunkstore.apps.distributed import summarize_ingest
     from chunkstore.backends.aws import AwsClients
 
     from ..output import echo_json
 
-    progress = follow_run(context, "ingest", source, state_machine, manifest_url, detach, execution_arn)
-    if isinstance(progress, int):
-        return progress
-    code = report_run_status(progress)
-    if not progress.output:
-        return code or EXIT_ERROR
-    s3 = AwsClients().s3
-    summary = summarize_ingest(read_results(s3, results_manifest(s3, progress)))
-    source = f"s3://{progress.run_input['bucket']}/{progress.run_input['prefix']}"
+    run = finished_run(context, "ingest", AwsClients().s3, source, state_machine, manifest_url, detach,
+                       execution_arn)
+    if isinstance(run, int):
+        return run
+    summary = summarize_ingest(run.records)
     if log_format == "json":
-        echo_json({"execution_arn": progress.execution_arn, "status": progress.status, **summary.to_json()})
+        echo_json({"execution_arn": run.progress.execution_arn, "status": run.progress.status, **summary.to_json()})
     else:
-        print_ingest_summary(context, source, summary, f" --table {table}" if table else " --table LEDGER-TABLE")
-    return code or (EXIT_ERROR if summary.failed_count else EXIT_OK)
+        print_ingest_summary(context, run.url, summary, f" --table {table}" if table else " --table LEDGER-TABLE")
+    return run.exit_code or (EXIT_ERROR if summary.failed_count else EXIT_OK)

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import click
 
-from ..distributed_run import check_distributed_usage, distributed_options, follow_run, report_run_status
+from ..distributed_run import check_distributed_usage, distributed_options, finished_run
 from ..exits import EXIT_ERROR, EXIT_OK
 from ..ingest_results import ResultPrinter
 from ..options import LOG_FORMAT_OPTION, checked_by, s3_source, size_option
@@ -103,19 +103,15 @@ def scan(context, source: str | None, report: str | None, chunk_level: bool, avg
 
 def _distributed(context, s3, source, state_machine, manifest_url, detach, execution_arn):
     """The report of a distributed scan and its count of failures, or an exit code (detached, interrupted)."""
-    from chunkstore.apps.distributed import read_results, reduce_scan, results_manifest
+    from chunkstore.apps.distributed import reduce_scan
 
-    progress = follow_run(context, "scan", source, state_machine, manifest_url, detach, execution_arn)
-    if isinstance(progress, int):
-        return progress
-    failed = report_run_status(progress)
-    if not progress.output:
-        return failed or EXIT_ERROR
-    url = f"s3://{progress.run_input['bucket']}/{progress.run_input['prefix']}"
-    found = reduce_scan(read_results(s3, results_manifest(s3, progress)), url)
+    run = finished_run(context, "scan", s3, source, state_machine, manifest_url, detach, execution_arn)
+    if isinstance(run, int):
+        return run
+    found = reduce_scan(run.records, run.url)
     for entry in found.not_read:
         warn(f"{printable(str(entry.get('key')))}: not read: {entry.get('error') or entry['outcome']}")
-    return found, failed + len(found.not_read)
+    return found, run.exit_code + len(found.not_read)
 
 
 def _print_summary(found) -> None:

@@ -4,27 +4,16 @@ against S3 and DynamoDB on the moto server."""
 
 from __future__ import annotations
 
-import io
-import random
 from urllib.parse import quote_plus
 
 import pytest
 from conftest import emf_metrics, lambda_context, log_lines
+from test_ingest_handler import content, stored
 
 from chunkstore.apps.bucket import S3Object
 from chunkstore.apps.ingest.batch import handler, parse_batch
 from chunkstore.apps.ingest.ledger import IngestLedger
 from chunkstore.errors import IngestRetryError, InvalidArgumentError
-
-
-def content(seed: int, size: int = 50_000) -> bytes:
-    return random.Random(seed).randbytes(size)
-
-
-def stored(store, name: str) -> bytes:
-    out = io.BytesIO()
-    store.get(name, out)
-    return out.getvalue()
 
 
 def listed_items(clients, bucket: str, prefix: str = "") -> list[dict]:
