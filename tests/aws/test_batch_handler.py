@@ -175,6 +175,19 @@ def test_scan_batch_returns_digest_and_size(clients, inbox):
     assert results["x/empty"]["reason"] == "empty"
 
 
+def test_scan_defers_an_object_no_invocation_could_read(clients, inbox):
+    clients.s3.put_object(Bucket=inbox, Key="huge", Body=content(16))
+    clients.s3.put_object(Bucket=inbox, Key="small", Body=content(17, 100))
+    # An invocation of 12 s: the 10 s margin leaves 2 s, 40 MB at 20 MB/s. "huge" is listed at
+    # 60 GB, as the listing of a really huge object would say; "small" fits.
+    items = listed_items(clients, inbox)
+    items[0]["Size"] = 60 * 10**9
+    output = handler(batch(items, inbox, action="scan"), lambda_context(remaining_ms=12_000))
+    results = by_key(output)
+    assert results["huge"]["outcome"] == "deferred" and "digest" not in results["huge"]
+    assert results["small"]["outcome"] == "read"
+
+
 @pytest.mark.parametrize("event", [{}, {"Items": "x"}, {"Items": [], "BatchInput": {"action": "delete"}},
                                    {"Items": [], "BatchInput": []}])
 def test_what_is_not_a_batch_is_refused(event):

@@ -19,7 +19,8 @@ ledger refuses every version already done ("skipped: replay", reported with the 
 recorded then), so no object is stored, counted or reported as new twice.
 
 scan: each object's BLAKE3 digest and size, for the grouping of identical contents that reads
-the map's results (distributed.py), so no one machine reads every object.
+the map's results (distributed.py), so no one machine reads every object. An object too large to
+read in a whole invocation at CHUNKSTORE_INGEST_MIN_MBPS's default is reported "deferred", unread.
 
 What the map sees: the invocation returns the per-object results when every object is done,
 skipped, deferred or failed for good (an archived object, a refused read, a name the store
@@ -201,6 +202,11 @@ def _scan_item(s3, item: BatchItem, clock: _Clock) -> dict:
 
     if clock.must_wait(found.size, fits):
         return {"key": found.key, "outcome": "retry", "size": found.size}
+    left = clock.left()
+    if left is not None and not fits(found.size, left):
+        # Not even a whole invocation reads it: a retry could only time out again.
+        return {"key": found.key, "outcome": "deferred", "size": found.size,
+                "reason": "too large to read in one invocation: `chunkstore scan` reads it"}
     clock.started_any = True
     entry = {"key": found.key, "size": found.size, "etag": found.etag, "version_id": found.version_id,
              "last_modified": found.last_modified.isoformat() if found.last_modified else None}
