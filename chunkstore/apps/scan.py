@@ -118,7 +118,7 @@ class _ChunkTally:
                 self.unique_bytes += size
 
 
-def _read_object(s3, found: S3Object, tally: _ChunkTally | None) -> str:
+def object_digest(s3, found: S3Object, tally: _ChunkTally | None = None) -> str:
     """The BLAKE3 digest of one object version, feeding its chunks to tally when given."""
     digest = Hasher().file_hasher()
     with ObjectReader(s3, found) as reader:
@@ -150,7 +150,7 @@ def scan_bucket(s3, url: str, *, chunk_level: bool = False, chunker: ChunkerSpec
 
     def read(found: S3Object) -> tuple[S3Object, str | None]:
         try:
-            digest = _read_object(s3, found, tally)
+            digest = object_digest(s3, found, tally)
         except (ObjectMissingError, ObjectChangedError):
             return found, None  # gone or replaced since the listing: not a copy of anything now
         if on_progress:
@@ -166,14 +166,14 @@ def scan_bucket(s3, url: str, *, chunk_level: bool = False, chunker: ChunkerSpec
                 by_digest[digest].append(found)
     for digest, same in sorted(by_digest.items(), key=lambda item: (-item[1][0].size * len(item[1]), item[0])):
         if len(same) > 1:
-            keep, *duplicates = sorted(same, key=_keep_order)
+            keep, *duplicates = sorted(same, key=keep_order)
             report.groups.append(DuplicateGroup(digest, keep.size, keep, duplicates))
     if tally is not None:
         report.chunk_level = _chunk_level_figures(report, by_digest, tally)
     return report
 
 
-def _keep_order(found: S3Object) -> tuple:
+def keep_order(found: S3Object) -> tuple:
     modified = found.last_modified or datetime.max.replace(tzinfo=timezone.utc)
     return modified, found.key
 

@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 
 import click
 
+from ..distributed_run import check_distributed_usage, distributed_options, finished_run
 from ..exits import EXIT_ERROR, EXIT_OK
 from ..ingest_results import ResultPrinter
 from ..options import LOG_FORMAT_OPTION, checked_by, s3_source, size_option
@@ -21,7 +22,7 @@ def _report_path(value: str) -> str:
 
 
 @click.command()
-@click.argument("source", metavar="s3://BUCKET[/PREFIX]", callback=checked_by(s3_source))
+@click.argument("source", metavar="s3://BUCKET[/PREFIX]", required=False, callback=checked_by(s3_source))
 @click.option("--report", metavar="FILE.{json,csv,html}", callback=checked_by(_report_path),
               help="Also write the groups to FILE; its ending picks the format.")
 @click.option("--chunk-level", is_flag=True,
@@ -39,18 +40,25 @@ def _report_path(value: str) -> str:
               help="With --delete-duplicates --yes: where to record each removal (JSON Lines). "
                    "Default: chunkstore-scan-removed-BUCKET-TIME.jsonl here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@distributed_options
 @LOG_FORMAT_OPTION
 @click.pass_obj
-def scan(context, source: str, report: str | None, chunk_level: bool, avg_size: int, import_into: str | None,
-         delete_duplicates: bool, yes: bool, manifest: str | None, as_json: bool, log_format: str) -> int:
+def scan(context, source: str | None, report: str | None, chunk_level: bool, avg_size: int, import_into: str | None,
+         delete_duplicates: bool, yes: bool, manifest: str | None, as_json: bool, distributed: bool,
+         state_machine: str | None, manifest_url: str | None, detach: bool, execution_arn: str | None,
+         log_format: str) -> int:
     """Find the groups of identical objects under s3://BUCKET[/PREFIX] and what they waste
     at S3 list prices. Only objects whose size another object shares are read.
     Exits 1 if an import or a deletion failed (each is reported).
+
+    With --distributed every object is hashed by the batch function of the deployed stack
+    (not only those sharing a size), and the groups are made here from the run's results.
 
     \b
     Examples:
       chunkstore scan s3://bucket/photos --report duplicates.html
       chunkstore scan s3://bucket/photos --delete-duplicates --yes
+      chunkstore scan s3://archive --distributed --state-machine ARN --report duplicates.csv
     """
     from chunkstore import ChunkerSpec
     from chunkstore.backends.aws import AwsClients
@@ -61,18 +69,29 @@ def scan(context, source: str, report: str | None, chunk_level: bool, avg_size: 
         raise click.UsageError("--yes goes with --delete-duplicates")
     if manifest and not (delete_duplicates and yes):
         raise click.UsageError("--manifest goes with --delete-duplicates --yes")
+    check_distributed_usage(source, distributed, state_machine, manifest_url, detach, execution_arn)
     printer = ResultPrinter(context, log_format) if import_into else None
     s3 = AwsClients().s3
-    chunker = ChunkerSpec.from_average(avg_size=avg_size)
-    with ProgressDisplay(context.show_progress and not as_json) as progress:
-        found = scan_bucket(s3, source, chunk_level=chunk_level, chunker=chunker, on_progress=progress.advance)
+    failed = 0
+    if distributed or execution_arn:
+        if chunk_level or import_into:
+            raise click.UsageError("--chunk-level and --import-into do not go with a distributed scan "
+                                   "(import with `chunkstore ingest --distributed`)")
+        found = _distributed(context, s3, source, state_machine, manifest_url, detach, execution_arn)
+        if isinstance(found, int):
+            return found
+        found, failed = found
+        source = found.url
+    else:
+        chunker = ChunkerSpec.from_average(avg_size=avg_size)
+        with ProgressDisplay(context.show_progress and not as_json) as progress:
+            found = scan_bucket(s3, source, chunk_level=chunk_level, chunker=chunker, on_progress=progress.advance)
     if report:
         write_report(found, report)
     if as_json:
         echo_json(found.to_json())
     elif not context.quiet:
         _print_summary(found)
-    failed = 0
     if import_into:
         failed += _import(context, import_into, found, printer)
     if delete_duplicates:
@@ -80,6 +99,19 @@ def scan(context, source: str, report: str | None, chunk_level: bool, avg_size: 
         manifest = manifest or datetime.now(timezone.utc).strftime(f"chunkstore-scan-removed-{bucket}-%Y%m%dT%H%M%SZ.jsonl")
         failed += _delete(context, s3, found, dry_run=not yes, manifest=manifest)
     return EXIT_ERROR if failed else EXIT_OK
+
+
+def _distributed(context, s3, source, state_machine, manifest_url, detach, execution_arn):
+    """The report of a distributed scan and its count of failures, or an exit code (detached, interrupted)."""
+    from chunkstore.apps.distributed import reduce_scan
+
+    run = finished_run(context, "scan", s3, source, state_machine, manifest_url, detach, execution_arn)
+    if isinstance(run, int):
+        return run
+    found = reduce_scan(run.records, run.url)
+    for entry in found.not_read:
+        warn(f"{printable(str(entry.get('key')))}: not read: {entry.get('error') or entry['outcome']}")
+    return found, run.exit_code + len(found.not_read)
 
 
 def _print_summary(found) -> None:

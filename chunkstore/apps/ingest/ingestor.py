@@ -39,14 +39,18 @@ from chunkstore.apps.bucket import ObjectReader, S3Object, delete_object, head_o
 from chunkstore.apps.ingest.events import EventRecord, event_source, parse_event
 from chunkstore.apps.ingest.ledger import Claim, IngestLedger
 from chunkstore.apps.uploads import UPLOAD_MESSAGES
-from chunkstore.backends.aws import AwsClients
+from chunkstore.backends.aws import AwsClients, error_code
 from chunkstore.core.names import normalize_name
 from chunkstore.errors import (
+    AccessDeniedError,
     ChunkstoreError,
     IngestRetryError,
+    IntegrityError,
     InvalidArgumentError,
     ObjectChangedError,
     ObjectMissingError,
+    UnsupportedFormatError,
+    WrongKeyError,
 )
 from chunkstore.store import Store
 
@@ -140,6 +144,8 @@ class IngestResult:
     requests: dict = field(default_factory=dict)
     error: str | None = None
     message_id: str | None = None
+    permanent: bool = False  # an error that retrying cannot fix (see permanent_error)
+    recorded: str | None = None  # a replay: the outcome the ledger recorded when the version was processed
 
     @classmethod
     def for_object(cls, found: S3Object | None, outcome: str = "error", reason: str = "") -> "IngestResult":
@@ -166,6 +172,21 @@ class IngestResult:
                 "stored_name": self.name, "version": self.version, "duplicate_of": self.duplicate_of,
                 "new_bytes": self.new_bytes, "stored_new_bytes": self.stored_new_bytes, "deleted": self.deleted,
                 "duration_ms": round(self.duration_ms, 1), "requests": self.requests, "error": self.error}
+
+
+# Object errors that a retry cannot fix: S3 refuses to read an archived object (GLACIER,
+# DEEP_ARCHIVE) until it is restored.
+_PERMANENT_AWS_CODES = {"InvalidObjectState"}
+
+
+def permanent_error(error: BaseException) -> bool:
+    """Whether retrying cannot help: refused access, a bad name or key, damaged or unknown data,
+    an archived object. Throttling, timeouts and other AWS errors are worth retrying."""
+    if isinstance(error, (AccessDeniedError, InvalidArgumentError, WrongKeyError, IntegrityError,
+                          UnsupportedFormatError)):
+        return True
+    # translate_errors raises from None, which keeps the botocore error as the context.
+    return error_code(error.__context__) in _PERMANENT_AWS_CODES if error.__context__ else False
 
 
 def _requests_since(before: dict, after: dict) -> dict:
@@ -202,7 +223,7 @@ class Ingestor:
         try:
             self._ingest(found, from_event, remaining_ms, result)
         except (ChunkstoreError, OSError) as error:
-            result.outcome, result.error = "error", str(error)
+            result.outcome, result.error, result.permanent = "error", str(error), permanent_error(error)
         except Exception as error:  # noqa: BLE001 - one object's failure must not fail its batch
             result.outcome, result.error = "error", f"{type(error).__name__}: {error}"
         result.duration_ms = (time.monotonic() - started) * 1000
@@ -233,6 +254,7 @@ class Ingestor:
             if not claim.granted:
                 result.outcome = "retry" if claim.refused == "in_progress" else "skipped"
                 result.reason = claim.refused
+                result.recorded = (claim.previous or {}).get("res")
                 return
         try:
             if self._too_large(current.size, remaining_ms):
@@ -253,13 +275,19 @@ class Ingestor:
             return remaining_ms + 5_000
         return LISTED_LEASE_MS + size // LISTED_LEASE_BYTES_PER_MS
 
-    def _too_large(self, size: int, remaining_ms: int | None) -> bool:
-        if self.settings.max_object_bytes is not None and size > self.settings.max_object_bytes:
-            return True
+    def above_cap(self, size: int) -> bool:
+        """Larger than any invocation takes (CHUNKSTORE_INGEST_MAX_BYTES)."""
+        return self.settings.max_object_bytes is not None and size > self.settings.max_object_bytes
+
+    def fits(self, size: int, remaining_ms: int | None) -> bool:
+        """Whether size can be ingested in remaining_ms at the assumed rate, the safety margin kept."""
         if remaining_ms is None:
-            return False
+            return True
         seconds_needed = size / (self.settings.min_mbps * 1e6)
-        return seconds_needed * 1000 > remaining_ms - SAFETY_MS
+        return seconds_needed * 1000 <= remaining_ms - SAFETY_MS
+
+    def _too_large(self, size: int, remaining_ms: int | None) -> bool:
+        return self.above_cap(size) or not self.fits(size, remaining_ms)
 
     def _put(self, current: S3Object, name: str, result: IngestResult) -> None:
         with ObjectReader(self.s3, current) as reader:
@@ -310,7 +338,7 @@ class Ingestor:
 _ingestors: dict[IngestSettings, Ingestor] = {}
 
 
-def _ingestor(settings: IngestSettings) -> Ingestor:
+def lambda_ingestor(settings: IngestSettings) -> Ingestor:
     """One open store per configuration, kept across the invocations of a warm function."""
     if settings not in _ingestors:
         if not settings.ledger_table:
@@ -334,7 +362,7 @@ def handler(event, context) -> dict:
         observer.context(request_id=request_id)
     remaining = getattr(context, "get_remaining_time_in_millis", None)
     try:
-        ingestor = _ingestor(IngestSettings.from_environment())
+        ingestor = lambda_ingestor(IngestSettings.from_environment())
         results = ingestor.ingest_records(parse_event(event), remaining_ms=remaining or (lambda: None))
         for result in results:
             observer.result(result)

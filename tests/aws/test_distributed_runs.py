@@ -1,0 +1,192 @@
+"""Distributed runs: starting and following an execution (Step Functions on the moto server),
+progress from DescribeMapRun, and the results the map's ResultWriter leaves in S3.
+
+moto's server accepts the state machine and starts, describes and stops executions, but runs
+no state and answers ListMapRuns with [] and DescribeMapRun with {}: the progress computation
+is tested on responses shaped as the API reference records them, and the results on files
+shaped as the ResultWriter writes them, holding what the real batch handler returned."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from conftest import lambda_context
+from test_batch_handler import ShrinkingTime, batch, content, listed_items
+from test_distributed_template import _substituted, definition, machine
+
+from chunkstore.apps.distributed import (
+    progress_from,
+    read_results,
+    reduce_scan,
+    results_manifest,
+    run_input,
+    run_progress,
+    start_run,
+    stepfunctions_client,
+    summarize_ingest,
+)
+from chunkstore.apps.ingest.batch import handler
+from chunkstore.apps.scan import scan_bucket
+from chunkstore.errors import IngestRetryError, InvalidArgumentError, NotFoundError
+
+ACCOUNT = "123456789012"
+
+
+@pytest.fixture
+def state_machine(moto_endpoint) -> str:
+    """The template's state machine, as deployed (substitutions made), on the moto server."""
+    values = {name: f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:cs-batch" if name.endswith("Arn") else "results"
+              for name in machine()["DefinitionSubstitutions"]}
+    values.update(MaxConcurrency="200", MaxItemsPerBatch="100", ToleratedFailurePercentage="1")
+    response = stepfunctions_client().create_state_machine(
+        name=f"cs-distributed-{uuid.uuid4().hex[:8]}", definition=json.dumps(_substituted(definition(), values)),
+        roleArn=f"arn:aws:iam::{ACCOUNT}:role/cs-distributed")
+    return response["stateMachineArn"]
+
+
+def test_run_input_names_the_reader():
+    assert run_input("ingest", "s3://bucket/photos/2024") == {"action": "ingest", "bucket": "bucket",
+                                                              "prefix": "photos/2024"}
+    assert run_input("scan", "s3://bucket", "s3://inventory/bucket/all/2024-05-01T01-00Z/manifest.json")["manifest"] \
+        == {"bucket": "inventory", "key": "bucket/all/2024-05-01T01-00Z/manifest.json"}
+    with pytest.raises(InvalidArgumentError):
+        run_input("scan", "s3://bucket", "s3://inventory/bucket/data/part-0.csv.gz")
+    with pytest.raises(InvalidArgumentError):
+        run_input("delete", "s3://bucket")
+
+
+def test_start_follow_and_stop_on_the_moto_server(state_machine):
+    sfn = stepfunctions_client()
+    arn = start_run(sfn, state_machine, "ingest", "s3://archive/2019")
+    progress = run_progress(sfn, arn)
+    assert (progress.status, progress.finished, progress.total) == ("RUNNING", False, None)
+    assert progress.run_input == {"action": "ingest", "bucket": "archive", "prefix": "2019"}
+    assert progress.eta_seconds() is None  # nothing counted yet
+    sfn.stop_execution(executionArn=arn)
+    assert run_progress(sfn, arn).status == "ABORTED" and run_progress(sfn, arn).finished
+    with pytest.raises(NotFoundError):
+        run_progress(sfn, arn.replace(arn.rsplit(":", 1)[1], "no-such-run"))
+
+
+# DescribeExecution and DescribeMapRun as boto3 returns them (API reference shapes).
+STARTED = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+EXECUTION = {
+    "executionArn": f"arn:aws:states:us-east-1:{ACCOUNT}:execution:cs-distributed:ingest-archive-1",
+    "stateMachineArn": f"arn:aws:states:us-east-1:{ACCOUNT}:stateMachine:cs-distributed",
+    "name": "ingest-archive-1", "status": "RUNNING", "startDate": STARTED,
+    "input": '{"action": "ingest", "bucket": "archive", "prefix": ""}',
+    "inputDetails": {"included": True}, "redriveCount": 0, "redriveStatus": "NOT_REDRIVABLE",
+}
+MAP_RUN = {
+    "mapRunArn": f"arn:aws:states:us-east-1:{ACCOUNT}:mapRun:cs-distributed/Listed:4c1b2f7e-1d2c-3a4b-8c9d",
+    "executionArn": EXECUTION["executionArn"], "status": "RUNNING", "startDate": STARTED,
+    "maxConcurrency": 200, "toleratedFailurePercentage": 1.0, "toleratedFailureCount": 0,
+    "itemCounts": {"pending": 39_000_000, "running": 20_000, "succeeded": 10_950_000, "failed": 25_000,
+                   "timedOut": 4_000, "aborted": 1_000, "total": 50_000_000, "resultsWritten": 0,
+                   "failuresNotRedrivable": 0, "pendingRedrive": 0},
+    "executionCounts": {"pending": 390_000, "running": 200, "succeeded": 109_500, "failed": 300, "timedOut": 0,
+                        "aborted": 0, "total": 500_000, "resultsWritten": 0, "failuresNotRedrivable": 0,
+                        "pendingRedrive": 0},
+    "redriveCount": 0,
+}
+
+
+def test_progress_from_map_run_item_counts():
+    progress = progress_from(EXECUTION, MAP_RUN)
+    assert (progress.total, progress.succeeded, progress.failed, progress.running, progress.pending) == \
+        (50_000_000, 10_950_000, 30_000, 20_000, 39_000_000)
+    assert progress.done == 10_980_000 and not progress.finished
+    # 10.98 M objects in 2 hours: the other 39.02 M take 7.1 hours more at that rate.
+    eta = progress.eta_seconds(now=STARTED + timedelta(hours=2))
+    assert eta == pytest.approx(2 * 3600 * 39_020_000 / 10_980_000)
+    # Before the map starts there is no map run: no counts, no ETA.
+    assert progress_from(EXECUTION, None).total is None
+    failed = {**EXECUTION, "status": "FAILED", "stopDate": STARTED, "error": "States.ExceedToleratedFailureThreshold",
+              "cause": "The specified tolerated failure threshold was exceeded"}
+    finished = progress_from(failed, MAP_RUN)
+    assert finished.finished and finished.eta_seconds() is None and finished.error.startswith("States.Exceed")
+
+
+def write_results(clients, results_bucket: str, attempts: list[tuple[dict, dict | Exception]]) -> dict:
+    """The ResultWriter's files for one map run: the manifest and one file per status, each
+    record holding the batch's input and its last attempt's output (or error)."""
+    run_id = str(uuid.uuid4())
+    prefix = f"runs/{run_id}"
+    records = {"SUCCEEDED": [], "FAILED": []}
+    for number, (event, outcome) in enumerate(attempts):
+        child = f"cs-distributed/Listed:{run_id}"
+        record = {"ExecutionArn": f"arn:aws:states:us-east-1:{ACCOUNT}:execution:{child}:{number}",
+                  "Input": json.dumps(event), "InputDetails": {"Included": True}, "Name": f"{number}",
+                  "RedriveCount": 0, "StartDate": "2024-05-01T12:00:00.000Z",
+                  "StateMachineArn": f"arn:aws:states:us-east-1:{ACCOUNT}:stateMachine:{child}",
+                  "StopDate": "2024-05-01T12:01:00.000Z"}
+        if isinstance(outcome, Exception):
+            cause = json.dumps({"errorMessage": str(outcome), "errorType": type(outcome).__name__})
+            record.update(Status="FAILED", Error=type(outcome).__name__, Cause=cause)
+            records["FAILED"].append(record)
+        else:
+            record.update(Status="SUCCEEDED", Output=json.dumps(outcome), OutputDetails={"Included": True})
+            records["SUCCEEDED"].append(record)
+    files = {}
+    for status, entries in records.items():
+        key = f"{prefix}/{status}_0.json"
+        body = json.dumps(entries).encode()
+        clients.s3.put_object(Bucket=results_bucket, Key=key, Body=body)
+        files[status] = [{"Key": key, "Size": len(body)}] if entries else []
+    manifest = {"DestinationBucket": results_bucket,
+                "MapRunArn": f"arn:aws:states:us-east-1:{ACCOUNT}:mapRun:cs-distributed/Listed:{run_id}",
+                "ResultFiles": {"FAILED": files["FAILED"], "PENDING": [], "SUCCEEDED": files["SUCCEEDED"]}}
+    clients.s3.put_object(Bucket=results_bucket, Key=f"{prefix}/manifest.json", Body=json.dumps(manifest).encode())
+    return {"MapRunArn": manifest["MapRunArn"],
+            "ResultWriterDetails": {"Bucket": results_bucket, "Key": f"{prefix}/manifest.json"}}
+
+
+def finished_execution(run: dict, map_output: dict) -> dict:
+    return {**EXECUTION, "status": "SUCCEEDED", "stopDate": STARTED + timedelta(minutes=5),
+            "input": json.dumps(run), "output": json.dumps({**run, "settings": {}, "map": map_output})}
+
+
+def test_ingest_results_count_each_object_once(lambda_env, clients, inbox, bucket):
+    for number in range(6):
+        clients.s3.put_object(Bucket=inbox, Key=f"k{number}", Body=content(number % 4))  # k4, k5 copy k0, k1
+    items = listed_items(clients, inbox)
+    first, second = batch(items[:3], inbox), batch(items[3:], inbox)
+    # The first batch's first attempt ran out of time after one object; its retry finished it.
+    with pytest.raises(IngestRetryError):
+        handler(first, ShrinkingTime(calls=2, after=5_000))
+    attempts = [(first, handler(first, lambda_context())), (second, handler(second, lambda_context())),
+                (batch([{"Key": "lost", "Size": 1, "Etag": '"x"'}], inbox), IngestRetryError("1 of 1"))]
+    map_output = write_results(clients, bucket, attempts)
+    progress = progress_from(finished_execution(run_input("ingest", f"s3://{inbox}"), map_output), None)
+    summary = summarize_ingest(read_results(clients.s3, results_manifest(clients.s3, progress)))
+    assert summary.counts == {"done earlier": 1, "stored": 3, "duplicate": 2, "failed batch": 1}
+    assert summary.objects == 7 and summary.ingested_bytes == 6 * 50_000
+    assert summary.failed == ["lost"] and summary.failed_count == 1
+
+
+def test_distributed_scan_groups_as_the_local_scan_does(clients, inbox, bucket):
+    for number in range(8):
+        clients.s3.put_object(Bucket=inbox, Key=f"photos/{number}.jpg", Body=content(number % 3, 20_000))
+    clients.s3.put_object(Bucket=inbox, Key="photos/other size.jpg", Body=content(9, 30_000))
+    items = listed_items(clients, inbox, "photos/")
+    attempts = [(batch(items[start:start + 4], inbox, "scan"), None) for start in range(0, len(items), 4)]
+    attempts = [(event, handler(event, lambda_context())) for event, _ in attempts]
+    map_output = write_results(clients, bucket, attempts)
+    progress = progress_from(finished_execution(run_input("scan", f"s3://{inbox}/photos/"), map_output), None)
+    distributed = reduce_scan(read_results(clients.s3, results_manifest(clients.s3, progress)),
+                              f"s3://{inbox}/photos/")
+    local = scan_bucket(clients.s3, f"s3://{inbox}/photos/")
+    assert distributed.to_json()["groups"] == local.to_json()["groups"]
+    assert len(distributed.groups) == 3
+    figures = distributed.to_json()
+    assert (figures["objects"], figures["total_bytes"], figures["wasted_bytes"]) == (9, 190_000, 100_000)
+    assert figures["objects_read"] == 9 and figures["not_read"] == []
+
+
+def test_a_run_without_results_says_so(clients):
+    progress = progress_from({**EXECUTION, "status": "ABORTED"}, None)
+    with pytest.raises(InvalidArgumentError, match="has written no results"):
+        results_manifest(clients.s3, progress)
