@@ -19,14 +19,12 @@ and whether writers conflict; docs/aws.md turns those into the bounds DynamoDB's
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import io
 import multiprocessing
 import random
 import time
 import uuid
 from collections import Counter
-from contextlib import contextmanager
 from pathlib import Path
 
 from .report import environment, markdown_table, write_reports
@@ -35,25 +33,6 @@ from .suite import moto_server
 # Error codes that mean a writer had to try again.
 _RETRY_REASONS = ("ThrottlingException", "ProvisionedThroughputExceededException", "RequestLimitExceeded",
                   "TransactionConflict", "TransactionConflictException", "SlowDown", "ThrottlingError")
-
-
-@contextmanager
-def _item_backups_in_transactions():
-    """moto rolls a failed TransactWriteItems back from a deep copy of every table, taken once
-    per action: with 32 writers that grew the server past 13 GB here. The test suite's moto
-    fixture replaces the copy with backups of the items a transaction names; use the same."""
-    from moto.dynamodb import models
-
-    path = Path(__file__).resolve().parents[1] / "tests" / "moto_fixtures.py"
-    spec = importlib.util.spec_from_file_location("chunkstore_moto_fixtures", path)
-    fixtures = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fixtures)
-    original = models.DynamoDBBackend.transact_write_items
-    models.DynamoDBBackend.transact_write_items = fixtures._transact_with_item_backups(original)
-    try:
-        yield
-    finally:
-        models.DynamoDBBackend.transact_write_items = original
 
 
 def _parse_size(text: str) -> int:
@@ -159,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     levels = []
     for writers in (int(level) for level in args.writers.split(",")):
         # A server per level: each starts from empty tables, as moto slows down as they grow.
-        with moto_server(), _item_backups_in_transactions():
+        with moto_server():
             url = f"s3://bench-{uuid.uuid4().hex[:12]}/store"
             Store.init(url, ChunkerSpec.from_average(avg_size=4096), CompressionSpec.parse("zstd:3"),
                        table=f"bench-{uuid.uuid4().hex[:12]}", create=True).close()

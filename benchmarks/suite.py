@@ -25,13 +25,11 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import logging
 import multiprocessing
 import os
 import shutil
 import sys
 import tempfile
-import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
@@ -163,46 +161,24 @@ def measure_dataset(dataset: datasets.Dataset, tools: list, work: Path, preset: 
 # ---- the s3:// store on a local moto server -------------------------------------------
 
 
-def _one_dynamodb_request_at_a_time(app):
-    """moto serves each request in its own thread without locking its tables, so two
-    concurrent DynamoDB transactions can fail there ("dictionary changed size during
-    iteration") and be retried, which real DynamoDB never does: the retries would count
-    as requests. One DynamoDB request at a time keeps the counts those of AWS."""
-    lock = threading.Lock()
-
-    def serve(environ, start_response):
-        if environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB_"):
-            with lock:
-                return app(environ, start_response)
-        return app(environ, start_response)
-
-    return serve
-
-
 @contextmanager
 def moto_server():
-    """A moto server on a free local port, with boto3 pointed at it through the environment."""
-    from moto.server import ThreadedMotoServer
+    """The emulator (benchmarks/emulator.py), with boto3 pointed at it through the environment."""
+    from .emulator import emulator
 
-    # The server's HTTP layer logs every request; a benchmark makes thousands.
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    server._server.app = _one_dynamodb_request_at_a_time(server._server.app)
-    host, port = server.get_host_and_port()
-    settings = {**MOTO_CREDENTIALS, "AWS_ENDPOINT_URL": f"http://{host}:{port}"}
-    saved = {name: os.environ.get(name) for name in [*settings, "AWS_PROFILE"]}
-    os.environ.pop("AWS_PROFILE", None)
-    os.environ.update(settings)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        server.stop()
+    with emulator() as endpoint:
+        settings = {**MOTO_CREDENTIALS, "AWS_ENDPOINT_URL": endpoint}
+        saved = {name: os.environ.get(name) for name in [*settings, "AWS_PROFILE"]}
+        os.environ.pop("AWS_PROFILE", None)
+        os.environ.update(settings)
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
 
 def _requests_since(before: dict, after: dict) -> dict:

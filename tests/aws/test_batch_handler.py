@@ -7,13 +7,13 @@ from __future__ import annotations
 from urllib.parse import quote_plus
 
 import pytest
-from conftest import emf_metrics, lambda_context, log_lines
 from test_ingest_handler import content, stored
 
 from chunkstore.apps.bucket import S3Object
 from chunkstore.apps.ingest.batch import handler, parse_batch
 from chunkstore.apps.ingest.ledger import IngestLedger
 from chunkstore.errors import IngestRetryError, InvalidArgumentError
+from support.aws_events import emf_metrics, lambda_context, log_lines
 
 
 def listed_items(clients, bucket: str, prefix: str = "") -> list[dict]:

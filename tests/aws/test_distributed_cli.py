@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import lambda_context
 from test_batch_handler import batch, content, listed_items
 from test_distributed_runs import finished_execution, progress_from, state_machine, write_results  # noqa: F401
 from test_scan_and_cli import run
@@ -15,6 +14,7 @@ from chunkstore.apps import distributed
 from chunkstore.apps.distributed import run_input, run_progress, stepfunctions_client
 from chunkstore.apps.ingest.batch import handler
 from chunkstore.errors import IngestRetryError
+from support.aws_events import lambda_context
 
 
 def test_detach_then_status(state_machine, inbox):  # noqa: F811
@@ -61,7 +61,7 @@ def finished(monkeypatch):
 
 def test_status_of_a_finished_ingest_reports_each_object(lambda_env, clients, inbox, bucket, finished, capsys,
                                                          monkeypatch):
-    from cli.main import main
+    from chunkstore_cli.main import main
 
     monkeypatch.setenv("CHUNKSTORE_INGEST_MAX_BYTES", "60000")
     clients.s3.put_object(Bucket=inbox, Key="a.bin", Body=content(1))
@@ -82,7 +82,7 @@ def test_status_of_a_finished_ingest_reports_each_object(lambda_env, clients, in
 
 
 def test_status_of_a_finished_scan_writes_the_report(clients, inbox, bucket, finished, capsys, tmp_path):
-    from cli.main import main
+    from chunkstore_cli.main import main
 
     for key, seed in (("x/1", 1), ("x/2", 1), ("x/3", 2)):
         clients.s3.put_object(Bucket=inbox, Key=key, Body=content(seed))
@@ -101,8 +101,8 @@ def test_status_of_a_finished_scan_writes_the_report(clients, inbox, bucket, fin
 def test_ctrl_c_detaches_and_says_how_to_reattach(monkeypatch, capsys, moto_endpoint):
     from test_distributed_runs import EXECUTION, MAP_RUN
 
-    import cli.distributed_run
-    from cli.main import main
+    import chunkstore_cli.distributed_run
+    from chunkstore_cli.main import main
 
     answers = iter([progress_from(EXECUTION, None), progress_from(EXECUTION, MAP_RUN)])
 
@@ -112,7 +112,7 @@ def test_ctrl_c_detaches_and_says_how_to_reattach(monkeypatch, capsys, moto_endp
         raise KeyboardInterrupt
 
     monkeypatch.setattr(distributed, "run_progress", next_answer)
-    monkeypatch.setattr(cli.distributed_run, "POLL_SECONDS", 0)
+    monkeypatch.setattr(chunkstore_cli.distributed_run, "POLL_SECONDS", 0)
     assert main(["scan", "--status", EXECUTION["executionArn"]]) == 130
     err = capsys.readouterr().err
     arn = EXECUTION["executionArn"]
@@ -124,7 +124,7 @@ def test_the_detail_gives_the_run_s_own_time_left():
 
     from test_distributed_runs import EXECUTION, MAP_RUN, STARTED
 
-    from cli.distributed_run import _detail
+    from chunkstore_cli.distributed_run import _detail
 
     assert _detail(progress_from(EXECUTION, None)) == "running: waiting for the map to start"
     started_earlier = {**EXECUTION, "startDate": STARTED.now(STARTED.tzinfo) - timedelta(hours=2)}

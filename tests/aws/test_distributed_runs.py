@@ -13,7 +13,6 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from conftest import lambda_context
 from test_batch_handler import ShrinkingTime, batch, content, listed_items
 from test_distributed_template import _substituted, definition, machine
 
@@ -31,6 +30,7 @@ from chunkstore.apps.distributed import (
 from chunkstore.apps.ingest.batch import handler
 from chunkstore.apps.scan import scan_bucket
 from chunkstore.errors import IngestRetryError, InvalidArgumentError, NotFoundError
+from support.aws_events import lambda_context
 
 ACCOUNT = "123456789012"
 

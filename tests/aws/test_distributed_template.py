@@ -14,8 +14,9 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from conftest import lambda_context, log_lines
 from test_deploy import S3_ACTIONS, TEMPLATE, TRANSACTION_ACTIONS, VERSIONED, load_template
+
+from support.aws_events import lambda_context, log_lines
 
 MAP_STATES = ("ListedObjects", "InventoryObjects")
 # Step Functions refuses a batch input above 256 KiB.
@@ -158,8 +159,9 @@ def test_state_machine_role_is_least_privilege():
 
 
 def test_batch_role_allows_every_request_the_batch_handler_makes(lambda_env, clients, inbox, capsys):
-    from chunkstore.apps.ingest.batch import handler
     from test_batch_handler import batch, listed_items
+
+    from chunkstore.apps.ingest.batch import handler
 
     clients.s3.put_object(Bucket=inbox, Key="a.bin", Body=b"a" * 30_000)
     clients.s3.put_object(Bucket=inbox, Key="b.bin", Body=b"a" * 30_000)
