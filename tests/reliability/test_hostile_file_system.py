@@ -7,6 +7,7 @@ import io
 import os
 import shutil
 import stat
+import tempfile
 import threading
 from pathlib import Path
 
@@ -140,12 +141,15 @@ def remove_chain_of_folders(top: Path, part: str) -> None:
             shutil.rmtree(top / part)
 
 
-def test_a_name_a_thousand_folders_deep_restores(store, tmp_path):
+def test_a_name_a_thousand_folders_deep_restores(store):
     name = "/".join(["d"] * 1500) + "/f"
     store.put_stream(io.BytesIO(b"deep"), name)
+    # Not under tmp_path: pytest removes old temporary folders, its own and those of any other
+    # run on the machine, with a recursive shutil.rmtree, which a chain this deep breaks.
+    target = Path(tempfile.mkdtemp(prefix="chunkstore-deep-"))
     try:
-        assert not store.restore("d", tmp_path / "target").errors
-        descriptor = os.open(tmp_path / "target", os.O_RDONLY)
+        assert not store.restore("d", target).errors
+        descriptor = os.open(target, os.O_RDONLY)
         try:
             for part in name.split("/")[:-1]:
                 descriptor, parent = os.open(part, os.O_RDONLY | os.O_DIRECTORY, dir_fd=descriptor), descriptor
@@ -155,6 +159,5 @@ def test_a_name_a_thousand_folders_deep_restores(store, tmp_path):
         finally:
             os.close(descriptor)
     finally:
-        # pytest removes its temporary folders with shutil.rmtree, which this chain would break.
-        remove_chain_of_folders(tmp_path / "target", "d")
-        assert not (tmp_path / "target" / "d").exists()
+        remove_chain_of_folders(target, "d")
+        target.rmdir()
