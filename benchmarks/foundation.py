@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import datasets
-from .report import MB, MIB, environment, markdown_table, write_reports
+from .report import MB, MIB, environment, markdown_table, report_preamble, write_reports
 from .tools import (
     FIRST_BACKUP,
     PEERS,
@@ -305,15 +305,9 @@ def build_markdown(document: dict) -> str:
     )
     table = markdown_table(FIGURE_HEADERS, rows)
 
-    dataset, env = document["dataset"], document["environment"]
+    env = document["environment"]
     lines = [
-        "# chunkstore foundation benchmark",
-        "",
-        f"Command: `{env['command']}`  ",
-        f"Machine: {env['cpu']}, {env['cpus']} cores, Python {env['python']}, {env['date_utc']}, "
-        f"source {env['source_revision']}  ",
-        f"Dataset: {dataset['kind']}, {dataset['versions']} versions, {dataset['logical_bytes'] / MB:.1f} MB "
-        f"(seed {dataset['seed']}, digest {dataset['digest'][:16]})  ",
+        *report_preamble("chunkstore foundation benchmark", document),
         f"Median of {document['runs']} runs; MB = 10^6 bytes; every restore checked byte for byte.",
         "",
         table,

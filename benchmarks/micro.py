@@ -33,7 +33,7 @@ from chunkstore.core.objectformat import HEADER_SIZE
 
 from . import datasets
 from .foundation import DEFAULT_WORK
-from .report import MB, environment, markdown_table, write_reports
+from .report import MB, environment, markdown_table, report_preamble, write_reports
 
 DEFAULT_SIZES = (16 * 1024, 32 * 1024, 64 * 1024, 128 * 1024, 256 * 1024)
 DEFAULT_LEVELS = (1, 3, 6)
@@ -131,16 +131,9 @@ def build_markdown(document: dict) -> str:
             ]
         cells += [f"{row['pipeline_one_core_mb_s']:.0f}", f"{row['pipeline_two_core_bound_mb_s']:.0f}"]
         rows.append(cells)
-    dataset, env = document["dataset"], document["environment"]
     return "\n".join(
         [
-            "# chunkstore stage measurements (in memory, one thread)",
-            "",
-            f"Command: `{env['command']}`  ",
-            f"Machine: {env['cpu']}, {env['cpus']} cores, Python {env['python']}, {env['date_utc']}, "
-            f"source {env['source_revision']}  ",
-            f"Dataset: {dataset['kind']}, {dataset['versions']} versions, {dataset['logical_bytes'] / MB:.1f} MB "
-            f"(seed {dataset['seed']}, digest {dataset['digest'][:16]})  ",
+            *report_preamble("chunkstore stage measurements (in memory, one thread)", document),
             "Chunk, blake3: MB/s of all dataset bytes; zstd: MB/s of the distinct chunks' bytes; "
             "pipeline columns at zstd level " + str(document["results"][0]["pipeline_level"]) + ".",
             "",

@@ -55,6 +55,26 @@ def _module_name() -> str:
     return spec.name.removesuffix(".__main__") if spec is not None else Path(sys.argv[0]).stem
 
 
+def report_preamble(title: str, document: dict) -> list[str]:
+    """The lines every report opens with: its title, the command, the machine and, for a
+    benchmark on one dataset, the dataset."""
+    env = document["environment"]
+    lines = [
+        f"# {title}",
+        "",
+        f"Command: `{env['command']}`  ",
+        f"Machine: {env['cpu']}, {env['cpus']} cores, Python {env['python']}, {env['date_utc']}, "
+        f"source {env['source_revision']}  ",
+    ]
+    dataset = document.get("dataset")
+    if dataset is not None:
+        lines.append(
+            f"Dataset: {dataset['kind']}, {dataset['versions']} versions, {dataset['logical_bytes'] / MB:.1f} MB "
+            f"(seed {dataset['seed']}, digest {dataset['digest'][:16]})  "
+        )
+    return lines
+
+
 def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
 

@@ -59,7 +59,7 @@ from .foundation import (
     select_tools,
     verdict,
 )
-from .report import MB, MIB, environment, markdown_table, write_charts, write_reports
+from .report import MB, MIB, environment, markdown_table, report_preamble, write_charts, write_reports
 
 KIB = 1024
 # The chunk sizes a user picks from, 4 KiB to 1 MiB.
@@ -454,15 +454,8 @@ def headline(document: dict) -> str:
 
 
 def build_markdown(document: dict) -> str:
-    env = document["environment"]
     lines = [
-        "# chunkstore benchmark suite",
-        "",
-        f"Command: `{env['command']}`  ",
-        (
-            f"Machine: {env['cpu']}, {env['cpus']} cores, Python {env['python']}, {env['date_utc']}, "
-            f"source {env['source_revision']}  "
-        ),
+        *report_preamble("chunkstore benchmark suite", document),
         (
             "MB = 10^6 bytes; store ratio = dataset bytes / bytes the repository takes on disk; every restore checked "
             "byte for byte."
