@@ -13,11 +13,12 @@ import blake3
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support.storeobjects import MemoryObjects
 
 from chunkstore import ChunkerSpec, CompressionSpec, Store
 from chunkstore.core.config import CHUNK_KEY_PREFIX, chunk_key
 from chunkstore.operations.read import iter_recipe
+from support.storechecks import get_bytes
+from support.storeobjects import MemoryObjects
 
 # Blocks several times the 1 KiB average chunk: contents made of them share chunks.
 BLOCKS = [blake3.blake3(b"block %d" % number).digest(length=3000 + 1500 * number) for number in range(4)]
@@ -42,12 +43,6 @@ def small_chunk_store() -> Iterator[Store]:
             yield store
     finally:
         objects.discard()
-
-
-def get_bytes(store: Store, name: str, version: int | None = None) -> bytes:
-    output = io.BytesIO()
-    store.get(name, output, version=version)
-    return output.getvalue()
 
 
 @pytest.fixture(scope="module")

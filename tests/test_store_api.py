@@ -14,11 +14,12 @@ import blake3
 import pytest
 
 from chunkstore.core.config import CHUNK_KEY_PREFIX, chunk_key
+from chunkstore.core.objectformat import HEADER_SIZE
 from chunkstore.errors import ConcurrentModificationError, IntegrityError, UnsafePathError, VersionNotFoundError
 from chunkstore.operations.maintenance import REPAIR_ATTEMPTS
-from chunkstore.core.objectformat import HEADER_SIZE
-from chunkstore.operations.read import iter_recipe
 from chunkstore.operations.put import Writer
+from chunkstore.operations.read import iter_recipe
+from support.storechecks import get_bytes
 
 
 def random_bytes(label: str, size: int) -> bytes:
@@ -68,12 +69,6 @@ def chunk_keys(store) -> set[str]:
 
 def recipe_ids(store, name: str, version: int | None = None) -> list[bytes]:
     return [entry.chunk_id for entry in iter_recipe(store, store.catalog.get_version(name, version).digest)]
-
-
-def get_bytes(store, name: str, version: int | None = None) -> bytes:
-    output = io.BytesIO()
-    store.get(name, output, version=version)
-    return output.getvalue()
 
 
 def files_below(root: Path) -> set[str]:

@@ -3,10 +3,16 @@ moto server (tests/support/moto_fixtures.py). The event payloads are in tests/su
 
 from __future__ import annotations
 
+import json
+import uuid
+
 import pytest
 
 from chunkstore import ChunkerSpec, CompressionSpec, Store
+from chunkstore.apps.distributed import stepfunctions_client
 from chunkstore.apps.ingest.ledger import IngestLedger
+from support.aws_events import ACCOUNT
+from support.deploy_template import definition, machine, substituted
 from support.s3helpers import unique_name
 
 
@@ -41,3 +47,15 @@ def lambda_env(monkeypatch, s3_store, ledger_table):
     monkeypatch.delenv("CHUNKSTORE_INGEST_MAX_BYTES", raising=False)
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "Chunkstore")
     return s3_store
+
+
+@pytest.fixture
+def state_machine(moto_endpoint) -> str:
+    """The template's state machine, as deployed (substitutions made), on the moto server."""
+    values = {name: f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:cs-batch" if name.endswith("Arn") else "results"
+              for name in machine()["DefinitionSubstitutions"]}
+    values.update(MaxConcurrency="200", MaxItemsPerBatch="100", ToleratedFailurePercentage="1")
+    response = stepfunctions_client().create_state_machine(
+        name=f"cs-distributed-{uuid.uuid4().hex[:8]}", definition=json.dumps(substituted(definition(), values)),
+        roleArn=f"arn:aws:iam::{ACCOUNT}:role/cs-distributed")
+    return response["stateMachineArn"]

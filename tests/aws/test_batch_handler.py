@@ -4,55 +4,23 @@ against S3 and DynamoDB on the moto server."""
 
 from __future__ import annotations
 
-from urllib.parse import quote_plus
-
 import pytest
-from test_ingest_handler import content, stored
 
 from chunkstore.apps.bucket import S3Object
 from chunkstore.apps.ingest.batch import handler, parse_batch
 from chunkstore.apps.ingest.ledger import IngestLedger
 from chunkstore.errors import IngestRetryError, InvalidArgumentError
-from support.aws_events import emf_metrics, lambda_context, log_lines
-
-
-def listed_items(clients, bucket: str, prefix: str = "") -> list[dict]:
-    """What the ListObjectsV2 item reader hands the map: LastModified in epoch seconds, "Etag" quoted."""
-    page = clients.s3.list_objects_v2(Bucket=bucket, Prefix=prefix)
-    return [{"Etag": entry["ETag"], "Key": entry["Key"], "LastModified": int(entry["LastModified"].timestamp()),
-             "Size": entry["Size"], "StorageClass": entry.get("StorageClass", "STANDARD")}
-            for entry in page.get("Contents", ())]
-
-
-def inventory_items(clients, bucket: str) -> list[dict]:
-    """What the manifest reader hands the map from an S3 Inventory (CSV, with versions): every field a
-    string, keys URL-encoded."""
-    items = []
-    for version in clients.s3.list_object_versions(Bucket=bucket).get("Versions", ()):
-        items.append({"Bucket": bucket, "Key": quote_plus(version["Key"], safe="/"),
-                      "VersionId": version["VersionId"], "IsLatest": str(version["IsLatest"]).lower(),
-                      "IsDeleteMarker": "false", "Size": str(version["Size"]), "ETag": version["ETag"].strip('"'),
-                      "LastModifiedDate": version["LastModified"].strftime("%Y-%m-%dT%H:%M:%S.000Z")})
-    return items
-
-
-def batch(items: list[dict], bucket: str | None = None, action: str = "ingest") -> dict:
-    batch_input = {"action": action}
-    if bucket:
-        batch_input["bucket"] = bucket
-    return {"Items": items, "BatchInput": batch_input}
-
-
-class ShrinkingTime:
-    """A Lambda context whose remaining time drops to `after` once `calls` questions were asked."""
-
-    def __init__(self, calls: int, after: int):
-        self.calls, self.after = calls, after
-        self.aws_request_id = "req-shrinking"
-
-    def get_remaining_time_in_millis(self) -> int:
-        self.calls -= 1
-        return 900_000 if self.calls >= 0 else self.after
+from support.aws_events import (
+    ShrinkingTime,
+    batch,
+    emf_metrics,
+    inventory_items,
+    lambda_context,
+    listed_items,
+    log_lines,
+)
+from support.clirunner import random_bytes
+from support.storechecks import get_bytes
 
 
 def by_key(output: dict) -> dict[str, dict]:
@@ -62,14 +30,14 @@ def by_key(output: dict) -> dict[str, dict]:
 def test_a_listed_batch_is_ingested_like_uploads(lambda_env, clients, inbox, capsys):
     store = lambda_env
     for key, seed in (("photos/a.jpg", 1), ("photos/b.jpg", 2), ("photos/copy of a.jpg", 1)):
-        clients.s3.put_object(Bucket=inbox, Key=key, Body=content(seed))
+        clients.s3.put_object(Bucket=inbox, Key=key, Body=random_bytes(50_000, seed))
     output = handler(batch(listed_items(clients, inbox, "photos/"), inbox), lambda_context())
     results = by_key(output)
     assert output["action"] == "ingest" and output["objects"] == 3
     assert output["counts"] == {"stored": 2, "duplicate": 1}
     assert results["photos/a.jpg"]["outcome"] == "stored" and results["photos/a.jpg"]["new_bytes"] == 50_000
     assert results["photos/copy of a.jpg"]["duplicate_of"] == "photos/a.jpg"
-    assert stored(store, "photos/b.jpg") == content(2)
+    assert get_bytes(store, "photos/b.jpg") == random_bytes(50_000, 2)
     lines = log_lines(capsys.readouterr().out)
     messages = sorted(line["message"] for line in lines if "outcome" in line)
     assert messages == ["Duplicate file detected", "File processed successfully", "File processed successfully"]
@@ -81,7 +49,7 @@ def test_a_listed_batch_is_ingested_like_uploads(lambda_env, clients, inbox, cap
 def test_a_retried_batch_counts_nothing_twice(lambda_env, clients, inbox, ledger_table, capsys):
     store = lambda_env
     for key, seed in (("a.bin", 3), ("b.bin", 4), ("c.bin", 3)):
-        clients.s3.put_object(Bucket=inbox, Key=key, Body=content(seed))
+        clients.s3.put_object(Bucket=inbox, Key=key, Body=random_bytes(50_000, seed))
     event = batch(listed_items(clients, inbox), inbox)
     # The first attempt runs out of time after the first object: the others are left for the retry.
     with pytest.raises(IngestRetryError, match="2 of 3 objects must be retried"):
@@ -109,16 +77,16 @@ def test_a_retried_batch_counts_nothing_twice(lambda_env, clients, inbox, ledger
 
 def test_an_unreadable_object_fails_alone(lambda_env, clients, inbox, ledger_table):
     store = lambda_env
-    clients.s3.put_object(Bucket=inbox, Key="1-ok.bin", Body=content(5))
+    clients.s3.put_object(Bucket=inbox, Key="1-ok.bin", Body=random_bytes(50_000, 5))
     # Archived: S3 answers its HEAD but refuses to GET it until it is restored.
-    clients.s3.put_object(Bucket=inbox, Key="2-archived.bin", Body=content(6), StorageClass="DEEP_ARCHIVE")
-    clients.s3.put_object(Bucket=inbox, Key="3-ok.bin", Body=content(7))
+    clients.s3.put_object(Bucket=inbox, Key="2-archived.bin", Body=random_bytes(50_000, 6), StorageClass="DEEP_ARCHIVE")
+    clients.s3.put_object(Bucket=inbox, Key="3-ok.bin", Body=random_bytes(50_000, 7))
     output = handler(batch(listed_items(clients, inbox), inbox), lambda_context())  # no retry for it
     results = by_key(output)
     assert output["counts"] == {"stored": 2, "error": 1}
     failed = results["2-archived.bin"]
     assert failed["outcome"] == "error" and failed["permanent"] is True and "InvalidObjectState" in failed["error"]
-    assert stored(store, "3-ok.bin") == content(7)
+    assert get_bytes(store, "3-ok.bin") == random_bytes(50_000, 7)
     # Its claim was released: a later run (once it is restored) takes it at once.
     assert IngestLedger(clients, ledger_table).get(S3Object(inbox, "2-archived.bin"))["lease"] == "0"
 
@@ -126,8 +94,8 @@ def test_an_unreadable_object_fails_alone(lambda_env, clients, inbox, ledger_tab
 def test_an_object_too_large_for_an_invocation_is_deferred_unread(lambda_env, clients, inbox, ledger_table,
                                                                   monkeypatch):
     monkeypatch.setenv("CHUNKSTORE_INGEST_MAX_BYTES", "60000")
-    clients.s3.put_object(Bucket=inbox, Key="big.iso", Body=content(8, 80_000))
-    clients.s3.put_object(Bucket=inbox, Key="small.txt", Body=content(9))
+    clients.s3.put_object(Bucket=inbox, Key="big.iso", Body=random_bytes(80_000, 8))
+    clients.s3.put_object(Bucket=inbox, Key="small.txt", Body=random_bytes(50_000, 9))
     output = handler(batch(listed_items(clients, inbox), inbox), lambda_context())
     results = by_key(output)
     assert results["big.iso"]["outcome"] == "deferred" and results["big.iso"]["size"] == 80_000
@@ -142,7 +110,7 @@ def test_an_object_too_large_for_an_invocation_is_deferred_unread(lambda_env, cl
 
 def test_an_object_that_fits_no_whole_invocation_is_deferred(lambda_env, clients, inbox, monkeypatch):
     monkeypatch.setenv("CHUNKSTORE_INGEST_MIN_MBPS", "0.001")  # 1 KB/s: 50 KB needs 50 s
-    clients.s3.put_object(Bucket=inbox, Key="slow.bin", Body=content(10))
+    clients.s3.put_object(Bucket=inbox, Key="slow.bin", Body=random_bytes(50_000, 10))
     output = handler(batch(listed_items(clients, inbox), inbox), lambda_context(remaining_ms=30_000))
     assert output["results"][0]["outcome"] == "deferred"
 
@@ -150,22 +118,22 @@ def test_an_object_that_fits_no_whole_invocation_is_deferred(lambda_env, clients
 def test_inventory_items_with_versions(lambda_env, clients, inbox):
     store = lambda_env
     clients.s3.put_bucket_versioning(Bucket=inbox, VersioningConfiguration={"Status": "Enabled"})
-    clients.s3.put_object(Bucket=inbox, Key="docs/old report.pdf", Body=content(11))
-    clients.s3.put_object(Bucket=inbox, Key="docs/old report.pdf", Body=content(12))
-    clients.s3.put_object(Bucket=inbox, Key="docs/100% done+.txt", Body=content(13))
+    clients.s3.put_object(Bucket=inbox, Key="docs/old report.pdf", Body=random_bytes(50_000, 11))
+    clients.s3.put_object(Bucket=inbox, Key="docs/old report.pdf", Body=random_bytes(50_000, 12))
+    clients.s3.put_object(Bucket=inbox, Key="docs/100% done+.txt", Body=random_bytes(50_000, 13))
     items = inventory_items(clients, inbox)
     assert any("%25" in item["Key"] for item in items)  # the inventory's URL-encoding reaches the handler
     output = handler(batch(items), lambda_context())
     outcomes = sorted((entry["key"], entry["outcome"], entry.get("reason", "")) for entry in output["results"])
     assert outcomes == [("docs/100% done+.txt", "stored", ""), ("docs/old report.pdf", "skipped", "superseded"),
                         ("docs/old report.pdf", "stored", "")]
-    assert stored(store, "docs/old report.pdf") == content(12)
+    assert get_bytes(store, "docs/old report.pdf") == random_bytes(50_000, 12)
 
 
 def test_scan_batch_returns_digest_and_size(clients, inbox):
-    clients.s3.put_object(Bucket=inbox, Key="x/one", Body=content(14))
-    clients.s3.put_object(Bucket=inbox, Key="x/two", Body=content(14))
-    clients.s3.put_object(Bucket=inbox, Key="x/three", Body=content(15))
+    clients.s3.put_object(Bucket=inbox, Key="x/one", Body=random_bytes(50_000, 14))
+    clients.s3.put_object(Bucket=inbox, Key="x/two", Body=random_bytes(50_000, 14))
+    clients.s3.put_object(Bucket=inbox, Key="x/three", Body=random_bytes(50_000, 15))
     clients.s3.put_object(Bucket=inbox, Key="x/empty", Body=b"")
     output = handler(batch(listed_items(clients, inbox, "x/"), inbox, action="scan"), lambda_context())
     results = by_key(output)
@@ -176,8 +144,8 @@ def test_scan_batch_returns_digest_and_size(clients, inbox):
 
 
 def test_scan_defers_an_object_no_invocation_could_read(clients, inbox):
-    clients.s3.put_object(Bucket=inbox, Key="huge", Body=content(16))
-    clients.s3.put_object(Bucket=inbox, Key="small", Body=content(17, 100))
+    clients.s3.put_object(Bucket=inbox, Key="huge", Body=random_bytes(50_000, 16))
+    clients.s3.put_object(Bucket=inbox, Key="small", Body=random_bytes(100, 17))
     # An invocation of 12 s: the 10 s margin leaves 2 s, 40 MB at 20 MB/s. "huge" is listed at
     # 60 GB, as the listing of a really huge object would say; "small" fits.
     items = listed_items(clients, inbox)

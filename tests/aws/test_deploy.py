@@ -3,29 +3,11 @@ kinds of requests the handler was seen to make, on the template's own resources.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from chunkstore.apps.ingest.ingestor import handler
 from support.aws_events import lambda_context, put_object, s3_event
-
-TEMPLATE = Path(__file__).resolve().parents[2] / "deploy" / "template.yaml"
-
-# The IAM action that authorises each request the handler makes (S3 HEAD is authorised as a GET;
-# transactions through the writes they contain).
-S3_ACTIONS = {"HeadObject": {"s3:GetObject"}, "GetObject": {"s3:GetObject"}, "PutObject": {"s3:PutObject"},
-              "DeleteObject": {"s3:DeleteObject"}, "ListObjectsV2": {"s3:ListBucket"}}
-VERSIONED = {"s3:GetObject": "s3:GetObjectVersion", "s3:DeleteObject": "s3:DeleteObjectVersion"}
-TRANSACTION_ACTIONS = {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"}
-
-
-def load_template() -> dict:
-    from cfnlint.decode import decode
-
-    template, problems = decode(str(TEMPLATE))
-    assert not problems, problems
-    return template
+from support.deploy_template import S3_ACTIONS, TEMPLATE, TRANSACTION_ACTIONS, VERSIONED, load_template
 
 
 def test_cfn_lint_finds_no_error():

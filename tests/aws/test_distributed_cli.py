@@ -6,26 +6,24 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_batch_handler import batch, content, listed_items
-from test_distributed_runs import finished_execution, progress_from, state_machine, write_results  # noqa: F401
-from test_scan_and_cli import run
 
 from chunkstore.apps import distributed
-from chunkstore.apps.distributed import run_input, run_progress, stepfunctions_client
+from chunkstore.apps.distributed import progress_from, run_input, run_progress, stepfunctions_client
 from chunkstore.apps.ingest.batch import handler
 from chunkstore.errors import IngestRetryError
-from support.aws_events import lambda_context
+from support.aws_events import batch, finished_execution, lambda_context, listed_items, write_results
+from support.clirunner import random_bytes, run_command
 
 
-def test_detach_then_status(state_machine, inbox):  # noqa: F811
-    started = run("ingest", f"s3://{inbox}/2019", "--distributed", "--state-machine", state_machine, "--detach")
+def test_detach_then_status(state_machine, inbox):
+    started = run_command("ingest", f"s3://{inbox}/2019", "--distributed", "--state-machine", state_machine, "--detach")
     first, follow = started.stdout.decode().splitlines()
     arn = first.removeprefix("started ")
     assert follow == f"follow it with: chunkstore ingest --status {arn}"
     assert run_progress(stepfunctions_client(), arn).run_input == {"action": "ingest", "bucket": inbox,
                                                                      "prefix": "2019"}
     stepfunctions_client().stop_execution(executionArn=arn)
-    stopped = run("ingest", "--status", arn, expect=1)
+    stopped = run_command("ingest", "--status", arn, expect=1)
     assert stopped.stderr.decode().splitlines()[0] == f"chunkstore: run aborted ({arn})"
 
 
@@ -38,12 +36,12 @@ def test_detach_then_status(state_machine, inbox):  # noqa: F811
     (("ingest", "s3://b", "--distributed", "--state-machine", "arn:x", "--store", "s3://s/x"), "--store and"),
 ])
 def test_usage_errors(args, message, moto_endpoint):
-    done = run(*args, expect=2)
+    done = run_command(*args, expect=2)
     assert message in done.stderr.decode()
 
 
 def test_a_missing_state_machine_is_one_line(moto_endpoint):
-    done = run("scan", "s3://b", "--distributed", "--state-machine",
+    done = run_command("scan", "s3://b", "--distributed", "--state-machine",
                "arn:aws:states:us-east-1:123456789012:stateMachine:nothing-here", expect=3)
     assert done.stderr.decode().startswith("chunkstore: no state machine")
 
@@ -64,9 +62,9 @@ def test_status_of_a_finished_ingest_reports_each_object(lambda_env, clients, in
     from chunkstore_cli.main import main
 
     monkeypatch.setenv("CHUNKSTORE_INGEST_MAX_BYTES", "60000")
-    clients.s3.put_object(Bucket=inbox, Key="a.bin", Body=content(1))
-    clients.s3.put_object(Bucket=inbox, Key="big.iso", Body=content(2, 70_000))
-    clients.s3.put_object(Bucket=inbox, Key="b.bin", Body=content(1))
+    clients.s3.put_object(Bucket=inbox, Key="a.bin", Body=random_bytes(50_000, 1))
+    clients.s3.put_object(Bucket=inbox, Key="big.iso", Body=random_bytes(70_000, 2))
+    clients.s3.put_object(Bucket=inbox, Key="b.bin", Body=random_bytes(50_000, 1))
     event = batch(listed_items(clients, inbox), inbox)
     lost = batch([{"Key": "lost.bin", "Size": 5, "Etag": '"x"'}], inbox)
     finished(run_input("ingest", f"s3://{inbox}"),
@@ -85,7 +83,7 @@ def test_status_of_a_finished_scan_writes_the_report(clients, inbox, bucket, fin
     from chunkstore_cli.main import main
 
     for key, seed in (("x/1", 1), ("x/2", 1), ("x/3", 2)):
-        clients.s3.put_object(Bucket=inbox, Key=key, Body=content(seed))
+        clients.s3.put_object(Bucket=inbox, Key=key, Body=random_bytes(50_000, seed))
     event = batch(listed_items(clients, inbox, "x/"), inbox, action="scan")
     finished(run_input("scan", f"s3://{inbox}/x/"), write_results(clients, bucket, [(event, handler(event, None))]))
     report = tmp_path / "report.json"

@@ -8,13 +8,9 @@ shaped as the ResultWriter writes them, holding what the real batch handler retu
 
 from __future__ import annotations
 
-import json
-import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import pytest
-from test_batch_handler import ShrinkingTime, batch, content, listed_items
-from test_distributed_template import _substituted, definition, machine
 
 from chunkstore.apps.distributed import (
     progress_from,
@@ -30,21 +26,18 @@ from chunkstore.apps.distributed import (
 from chunkstore.apps.ingest.batch import handler
 from chunkstore.apps.scan import scan_bucket
 from chunkstore.errors import IngestRetryError, InvalidArgumentError, NotFoundError
-from support.aws_events import lambda_context
-
-ACCOUNT = "123456789012"
-
-
-@pytest.fixture
-def state_machine(moto_endpoint) -> str:
-    """The template's state machine, as deployed (substitutions made), on the moto server."""
-    values = {name: f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:cs-batch" if name.endswith("Arn") else "results"
-              for name in machine()["DefinitionSubstitutions"]}
-    values.update(MaxConcurrency="200", MaxItemsPerBatch="100", ToleratedFailurePercentage="1")
-    response = stepfunctions_client().create_state_machine(
-        name=f"cs-distributed-{uuid.uuid4().hex[:8]}", definition=json.dumps(_substituted(definition(), values)),
-        roleArn=f"arn:aws:iam::{ACCOUNT}:role/cs-distributed")
-    return response["stateMachineArn"]
+from support.aws_events import (
+    ACCOUNT,
+    EXECUTION,
+    STARTED,
+    ShrinkingTime,
+    batch,
+    finished_execution,
+    lambda_context,
+    listed_items,
+    write_results,
+)
+from support.clirunner import random_bytes
 
 
 def test_run_input_names_the_reader():
@@ -71,15 +64,7 @@ def test_start_follow_and_stop_on_the_moto_server(state_machine):
         run_progress(sfn, arn.replace(arn.rsplit(":", 1)[1], "no-such-run"))
 
 
-# DescribeExecution and DescribeMapRun as boto3 returns them (API reference shapes).
-STARTED = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
-EXECUTION = {
-    "executionArn": f"arn:aws:states:us-east-1:{ACCOUNT}:execution:cs-distributed:ingest-archive-1",
-    "stateMachineArn": f"arn:aws:states:us-east-1:{ACCOUNT}:stateMachine:cs-distributed",
-    "name": "ingest-archive-1", "status": "RUNNING", "startDate": STARTED,
-    "input": '{"action": "ingest", "bucket": "archive", "prefix": ""}',
-    "inputDetails": {"included": True}, "redriveCount": 0, "redriveStatus": "NOT_REDRIVABLE",
-}
+# DescribeMapRun as boto3 returns it (API reference shape).
 MAP_RUN = {
     "mapRunArn": f"arn:aws:states:us-east-1:{ACCOUNT}:mapRun:cs-distributed/Listed:4c1b2f7e-1d2c-3a4b-8c9d",
     "executionArn": EXECUTION["executionArn"], "status": "RUNNING", "startDate": STARTED,
@@ -110,48 +95,9 @@ def test_progress_from_map_run_item_counts():
     assert finished.finished and finished.eta_seconds() is None and finished.error.startswith("States.Exceed")
 
 
-def write_results(clients, results_bucket: str, attempts: list[tuple[dict, dict | Exception]]) -> dict:
-    """The ResultWriter's files for one map run: the manifest and one file per status, each
-    record holding the batch's input and its last attempt's output (or error)."""
-    run_id = str(uuid.uuid4())
-    prefix = f"runs/{run_id}"
-    records = {"SUCCEEDED": [], "FAILED": []}
-    for number, (event, outcome) in enumerate(attempts):
-        child = f"cs-distributed/Listed:{run_id}"
-        record = {"ExecutionArn": f"arn:aws:states:us-east-1:{ACCOUNT}:execution:{child}:{number}",
-                  "Input": json.dumps(event), "InputDetails": {"Included": True}, "Name": f"{number}",
-                  "RedriveCount": 0, "StartDate": "2024-05-01T12:00:00.000Z",
-                  "StateMachineArn": f"arn:aws:states:us-east-1:{ACCOUNT}:stateMachine:{child}",
-                  "StopDate": "2024-05-01T12:01:00.000Z"}
-        if isinstance(outcome, Exception):
-            cause = json.dumps({"errorMessage": str(outcome), "errorType": type(outcome).__name__})
-            record.update(Status="FAILED", Error=type(outcome).__name__, Cause=cause)
-            records["FAILED"].append(record)
-        else:
-            record.update(Status="SUCCEEDED", Output=json.dumps(outcome), OutputDetails={"Included": True})
-            records["SUCCEEDED"].append(record)
-    files = {}
-    for status, entries in records.items():
-        key = f"{prefix}/{status}_0.json"
-        body = json.dumps(entries).encode()
-        clients.s3.put_object(Bucket=results_bucket, Key=key, Body=body)
-        files[status] = [{"Key": key, "Size": len(body)}] if entries else []
-    manifest = {"DestinationBucket": results_bucket,
-                "MapRunArn": f"arn:aws:states:us-east-1:{ACCOUNT}:mapRun:cs-distributed/Listed:{run_id}",
-                "ResultFiles": {"FAILED": files["FAILED"], "PENDING": [], "SUCCEEDED": files["SUCCEEDED"]}}
-    clients.s3.put_object(Bucket=results_bucket, Key=f"{prefix}/manifest.json", Body=json.dumps(manifest).encode())
-    return {"MapRunArn": manifest["MapRunArn"],
-            "ResultWriterDetails": {"Bucket": results_bucket, "Key": f"{prefix}/manifest.json"}}
-
-
-def finished_execution(run: dict, map_output: dict) -> dict:
-    return {**EXECUTION, "status": "SUCCEEDED", "stopDate": STARTED + timedelta(minutes=5),
-            "input": json.dumps(run), "output": json.dumps({**run, "settings": {}, "map": map_output})}
-
-
 def test_ingest_results_count_each_object_once(lambda_env, clients, inbox, bucket):
     for number in range(6):
-        clients.s3.put_object(Bucket=inbox, Key=f"k{number}", Body=content(number % 4))  # k4, k5 copy k0, k1
+        clients.s3.put_object(Bucket=inbox, Key=f"k{number}", Body=random_bytes(50_000, number % 4))  # k4, k5 copy k0, k1
     items = listed_items(clients, inbox)
     first, second = batch(items[:3], inbox), batch(items[3:], inbox)
     # The first batch's first attempt ran out of time after one object; its retry finished it.
@@ -169,8 +115,8 @@ def test_ingest_results_count_each_object_once(lambda_env, clients, inbox, bucke
 
 def test_distributed_scan_groups_as_the_local_scan_does(clients, inbox, bucket):
     for number in range(8):
-        clients.s3.put_object(Bucket=inbox, Key=f"photos/{number}.jpg", Body=content(number % 3, 20_000))
-    clients.s3.put_object(Bucket=inbox, Key="photos/other size.jpg", Body=content(9, 30_000))
+        clients.s3.put_object(Bucket=inbox, Key=f"photos/{number}.jpg", Body=random_bytes(20_000, number % 3))
+    clients.s3.put_object(Bucket=inbox, Key="photos/other size.jpg", Body=random_bytes(30_000, 9))
     items = listed_items(clients, inbox, "photos/")
     attempts = [(batch(items[start:start + 4], inbox, "scan"), None) for start in range(0, len(items), 4)]
     attempts = [(event, handler(event, lambda_context())) for event, _ in attempts]
@@ -190,3 +136,4 @@ def test_a_run_without_results_says_so(clients):
     progress = progress_from({**EXECUTION, "status": "ABORTED"}, None)
     with pytest.raises(InvalidArgumentError, match="has written no results"):
         results_manifest(clients.s3, progress)
+

@@ -9,26 +9,26 @@ the ASL schema cfn-lint ships for its rule E3601, and the fields that schema lea
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import jsonschema
 import pytest
-from test_deploy import S3_ACTIONS, TEMPLATE, TRANSACTION_ACTIONS, VERSIONED, load_template
 
 from support.aws_events import lambda_context, log_lines
+from support.deploy_template import (
+    S3_ACTIONS,
+    TEMPLATE,
+    TRANSACTION_ACTIONS,
+    VERSIONED,
+    definition,
+    load_template,
+    machine,
+    substituted,
+)
 
 MAP_STATES = ("ListedObjects", "InventoryObjects")
 # Step Functions refuses a batch input above 256 KiB.
 MAX_BATCH_INPUT_BYTES = 256 * 1024
-
-
-def machine() -> dict:
-    return load_template()["Resources"]["DistributedStateMachine"]["Properties"]
-
-
-def definition() -> dict:
-    return machine()["Definition"]
 
 
 def policy_statements(role: str) -> list[dict]:
@@ -66,23 +66,13 @@ def test_cfn_lint_validates_the_definition(tmp_path):
     assert "E3601" in {problem.rule.id for problem in lint_file(broken)}
 
 
-def _substituted(node, values: dict):
-    if isinstance(node, dict):
-        return {key: _substituted(value, values) for key, value in node.items()}
-    if isinstance(node, list):
-        return [_substituted(value, values) for value in node]
-    if isinstance(node, str):
-        return re.sub(r"\$\{(\w+)\}", lambda match: values[match.group(1)], node)
-    return node
-
-
 def test_definition_is_valid_states_language():
     import cfnlint.data.schemas.other.step_functions as schemas
 
     schema = json.loads((Path(schemas.__file__).parent / "statemachine.json").read_text())
     values = {name: "arn:aws:lambda:us-east-1:123456789012:function:x" if name.endswith("Arn") else "7"
               for name in machine()["DefinitionSubstitutions"]}
-    deployed = _substituted(definition(), values)
+    deployed = substituted(definition(), values)
     jsonschema.Draft7Validator(schema).validate(deployed)
 
     def check_transitions(states: dict, start: str) -> None:

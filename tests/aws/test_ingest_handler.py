@@ -3,8 +3,6 @@ against S3 and DynamoDB on the moto server."""
 
 from __future__ import annotations
 
-import io
-
 import pytest
 
 from chunkstore.apps.ingest.ingestor import Ingestor, handler
@@ -19,18 +17,8 @@ from support.aws_events import (
     s3_event,
     sqs_event,
 )
-
-
-def content(seed: int, size: int = 50_000) -> bytes:
-    import random
-
-    return random.Random(seed).randbytes(size)
-
-
-def stored(store, name: str) -> bytes:
-    out = io.BytesIO()
-    store.get(name, out)
-    return out.getvalue()
+from support.clirunner import random_bytes
+from support.storechecks import get_bytes
 
 
 def object_lines(captured: str) -> list[dict]:
@@ -39,7 +27,7 @@ def object_lines(captured: str) -> list[dict]:
 
 def test_new_file_then_duplicate_direct_events(lambda_env, clients, inbox, capsys):
     store = lambda_env
-    first = put_object(clients, inbox, "uploads/report 2024.pdf", content(1))
+    first = put_object(clients, inbox, "uploads/report 2024.pdf", random_bytes(50_000, 1))
     handler(s3_event(first), lambda_context())
     lines = object_lines(capsys.readouterr().out)
     assert [line["outcome"] for line in lines] == ["stored"]
@@ -48,9 +36,9 @@ def test_new_file_then_duplicate_direct_events(lambda_env, clients, inbox, capsy
     assert line["key"] == "uploads/report 2024.pdf" and line["size"] == 50_000 and line["new_bytes"] == 50_000
     assert line["service"] == "chunkstore-ingest" and line["level"] == "INFO"
     assert line["requests"]["s3"]["PutObject"] >= 1 and line["duration_ms"] > 0
-    assert stored(store, "uploads/report 2024.pdf") == content(1)
+    assert get_bytes(store, "uploads/report 2024.pdf") == random_bytes(50_000, 1)
 
-    copy = put_object(clients, inbox, "uploads/copy.pdf", content(1))
+    copy = put_object(clients, inbox, "uploads/copy.pdf", random_bytes(50_000, 1))
     result = handler(s3_event(copy), lambda_context())["results"][0]
     assert (result["outcome"], result["message"], result["duplicate_of"]) == \
         ("duplicate", "Duplicate file detected", "uploads/report 2024.pdf")
@@ -62,7 +50,7 @@ def test_new_file_then_duplicate_direct_events(lambda_env, clients, inbox, capsy
 
 def test_replayed_event_is_a_no_op(lambda_env, clients, inbox, ledger_table):
     store = lambda_env
-    obj = put_object(clients, inbox, "a.bin", content(2))
+    obj = put_object(clients, inbox, "a.bin", random_bytes(50_000, 2))
     event = s3_event(obj)
     assert handler(event, lambda_context())["results"][0]["outcome"] == "stored"
     again = handler(event, lambda_context())["results"][0]
@@ -82,29 +70,29 @@ def _found(obj):
 def test_out_of_order_events_never_let_an_older_version_win(lambda_env, clients, inbox):
     store = lambda_env
     clients.s3.put_bucket_versioning(Bucket=inbox, VersioningConfiguration={"Status": "Enabled"})
-    older = put_object(clients, inbox, "doc.txt", content(3))
-    newer = put_object(clients, inbox, "doc.txt", content(4))
+    older = put_object(clients, inbox, "doc.txt", random_bytes(50_000, 3))
+    newer = put_object(clients, inbox, "doc.txt", random_bytes(50_000, 4))
     assert older["version_id"] and older["version_id"] != newer["version_id"]
     assert handler(s3_event(newer), lambda_context())["results"][0]["outcome"] == "stored"
     late = handler(s3_event(older), lambda_context())["results"][0]
     assert (late["outcome"], late["reason"]) == ("skipped", "superseded")
-    assert stored(store, "doc.txt") == content(4)
+    assert get_bytes(store, "doc.txt") == random_bytes(50_000, 4)
     assert len(list(store.list("doc.txt", all_versions=True))) == 1
 
 
 def test_overwritten_object_without_versioning_is_left_to_its_own_event(lambda_env, clients, inbox):
     store = lambda_env
-    older = put_object(clients, inbox, "doc.txt", content(5))
-    newer = put_object(clients, inbox, "doc.txt", content(6))
+    older = put_object(clients, inbox, "doc.txt", random_bytes(50_000, 5))
+    newer = put_object(clients, inbox, "doc.txt", random_bytes(50_000, 6))
     first = handler(s3_event(older), lambda_context())["results"][0]
     assert (first["outcome"], first["reason"]) == ("skipped", "superseded")
     assert handler(s3_event(newer), lambda_context())["results"][0]["outcome"] == "stored"
-    assert stored(store, "doc.txt") == content(6)
+    assert get_bytes(store, "doc.txt") == random_bytes(50_000, 6)
 
 
 def test_sqs_batch_of_test_event_malformed_missing_and_empty_objects(lambda_env, clients, inbox, capsys):
-    good = put_object(clients, inbox, "ok.bin", content(7))
-    gone = put_object(clients, inbox, "gone.bin", content(8))
+    good = put_object(clients, inbox, "ok.bin", random_bytes(50_000, 7))
+    gone = put_object(clients, inbox, "gone.bin", random_bytes(50_000, 8))
     clients.s3.delete_object(Bucket=inbox, Key="gone.bin")
     empty = put_object(clients, inbox, "empty.bin", b"")
     test_event = {"Service": "Amazon S3", "Event": "s3:TestEvent", "Time": "2024-05-01T12:00:00.000Z",
@@ -125,8 +113,8 @@ def test_sqs_batch_of_test_event_malformed_missing_and_empty_objects(lambda_env,
 
 def test_sqs_partial_batch_failure_names_only_the_failed_message_and_the_retry_succeeds(
         lambda_env, clients, inbox, monkeypatch, capsys):
-    good = put_object(clients, inbox, "fine.bin", content(9))
-    bad = put_object(clients, inbox, "flaky.bin", content(10))
+    good = put_object(clients, inbox, "fine.bin", random_bytes(50_000, 9))
+    bad = put_object(clients, inbox, "flaky.bin", random_bytes(50_000, 10))
     real_put = Ingestor._put
 
     def failing_put(self, current, name, result):
@@ -145,39 +133,39 @@ def test_sqs_partial_batch_failure_names_only_the_failed_message_and_the_retry_s
     retried = sqs_event(s3_event(bad))
     retried["Records"][0]["messageId"] = event["Records"][1]["messageId"]
     assert handler(retried, lambda_context()) == {"batchItemFailures": []}
-    assert stored(lambda_env, "flaky.bin") == content(10)
+    assert get_bytes(lambda_env, "flaky.bin") == random_bytes(50_000, 10)
 
 
 def test_direct_invocation_with_a_failure_raises_after_the_others(lambda_env, clients, inbox, monkeypatch):
-    good = put_object(clients, inbox, "one.bin", content(11))
-    bad = put_object(clients, inbox, "two.bin", content(12))
+    good = put_object(clients, inbox, "one.bin", random_bytes(50_000, 11))
+    bad = put_object(clients, inbox, "two.bin", random_bytes(50_000, 12))
     monkeypatch.setattr(Ingestor, "_put", lambda *args: (_ for _ in ()).throw(StoreWriteError("injected")))
     with pytest.raises(IngestRetryError, match="2 of 2"):
         handler(s3_event(good, bad), lambda_context())
 
 
 def test_eventbridge_event_direct_and_through_sqs(lambda_env, clients, inbox):
-    first = put_object(clients, inbox, "eb/a b+c.csv", content(13))
+    first = put_object(clients, inbox, "eb/a b+c.csv", random_bytes(50_000, 13))
     result = handler(eventbridge_event(first), lambda_context())["results"][0]
     assert (result["outcome"], result["key"]) == ("stored", "eb/a b+c.csv")
-    second = put_object(clients, inbox, "eb/copy.csv", content(13))
+    second = put_object(clients, inbox, "eb/copy.csv", random_bytes(50_000, 13))
     assert handler(sqs_event(eventbridge_event(second)), lambda_context()) == {"batchItemFailures": []}
     assert [record.name for record in lambda_env.list("eb")] == ["eb/a b+c.csv", "eb/copy.csv"]
 
 
 def test_delete_after_ingest_removes_the_inbox_object_once_committed(lambda_env, clients, inbox, monkeypatch):
     monkeypatch.setenv("CHUNKSTORE_DELETE_AFTER_INGEST", "true")
-    obj = put_object(clients, inbox, "to-delete.bin", content(14))
+    obj = put_object(clients, inbox, "to-delete.bin", random_bytes(50_000, 14))
     result = handler(s3_event(obj), lambda_context())["results"][0]
     assert result["outcome"] == "stored" and result["deleted"] is True
     assert clients.s3.list_objects_v2(Bucket=inbox).get("KeyCount") == 0
-    assert stored(lambda_env, "to-delete.bin") == content(14)
+    assert get_bytes(lambda_env, "to-delete.bin") == random_bytes(50_000, 14)
 
 
 def test_a_failed_put_leaves_the_inbox_object_in_place(lambda_env, clients, inbox, monkeypatch):
     monkeypatch.setenv("CHUNKSTORE_DELETE_AFTER_INGEST", "true")
     monkeypatch.setattr(Ingestor, "_put", lambda *args: (_ for _ in ()).throw(StoreWriteError("injected")))
-    obj = put_object(clients, inbox, "kept.bin", content(15))
+    obj = put_object(clients, inbox, "kept.bin", random_bytes(50_000, 15))
     assert handler(sqs_event(s3_event(obj)), lambda_context())["batchItemFailures"]
     assert clients.s3.list_objects_v2(Bucket=inbox)["KeyCount"] == 1
 
@@ -185,8 +173,8 @@ def test_a_failed_put_leaves_the_inbox_object_in_place(lambda_env, clients, inbo
 def test_object_over_the_size_cap_is_deferred_to_the_batch_path(lambda_env, clients, inbox, ledger_table,
                                                                   monkeypatch):
     monkeypatch.setenv("CHUNKSTORE_INGEST_MAX_BYTES", "40000")
-    big = put_object(clients, inbox, "big.bin", content(16, 60_000))
-    small = put_object(clients, inbox, "small.bin", content(17, 10_000))
+    big = put_object(clients, inbox, "big.bin", random_bytes(60_000, 16))
+    small = put_object(clients, inbox, "small.bin", random_bytes(10_000, 17))
     results = handler(s3_event(big, small), lambda_context())["results"]
     assert [result["outcome"] for result in results] == ["deferred", "stored"]
     assert "chunkstore ingest" in results[0]["message"]
@@ -201,18 +189,18 @@ def test_object_over_the_size_cap_is_deferred_to_the_batch_path(lambda_env, clie
     outcomes = {result.key: (result.outcome, result.reason) for result in ingestor.ingest_listing(f"s3://{inbox}")}
     assert outcomes == {"big.bin": ("stored", ""), "small.bin": ("skipped", "replay")}
     assert ledger.get(_found(big))["st"] == "done"
-    assert stored(lambda_env, "big.bin") == content(16, 60_000)
+    assert get_bytes(lambda_env, "big.bin") == random_bytes(60_000, 16)
 
 
 def test_object_that_does_not_fit_the_time_left_is_deferred(lambda_env, clients, inbox):
-    obj = put_object(clients, inbox, "slow.bin", content(18, 100_000))
+    obj = put_object(clients, inbox, "slow.bin", random_bytes(100_000, 18))
     # 100 kB at the assumed 20 MB/s needs 5 ms; 10.004 s left leaves 4 ms after the safety margin.
     result = handler(s3_event(obj), lambda_context(remaining_ms=10_004))["results"][0]
     assert result["outcome"] == "deferred"
 
 
 def test_an_invocation_about_to_time_out_takes_no_new_object(lambda_env, clients, inbox):
-    obj = put_object(clients, inbox, "late.bin", content(19))
+    obj = put_object(clients, inbox, "late.bin", random_bytes(50_000, 19))
     response = handler(sqs_event(s3_event(obj)), lambda_context(remaining_ms=2_000))
     assert len(response["batchItemFailures"]) == 1
 

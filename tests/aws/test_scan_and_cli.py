@@ -4,29 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import random
-import subprocess
 from html.parser import HTMLParser
 
 import pytest
 
 from chunkstore.apps.scan import scan_bucket
 from support.aws_events import put_object
-from support.clirunner import check_error_output, chunkstore_command
-
-
-def run(*args: str, expect: int = 0, cwd=None) -> subprocess.CompletedProcess:
-    done = subprocess.run([*chunkstore_command(), *args], capture_output=True, cwd=cwd, env=os.environ.copy(),
-                          timeout=300)
-    err = done.stderr.decode()
-    assert done.returncode == expect, f"exit {done.returncode}: {err}"
-    assert "Traceback" not in err
-    if expect:
-        from support.clirunner import Run
-
-        check_error_output(Run(args, done.returncode, done.stdout, err))
-    return done
+from support.clirunner import run_command
 
 
 def blob(seed: int, size: int) -> bytes:
@@ -70,16 +55,16 @@ def test_chunk_level_measures_what_chunking_would_save_besides(clients, inbox):
 
 
 def test_scan_reports_in_every_format(clients, inbox, planted, tmp_path):
-    out = run("scan", f"s3://{inbox}", "--report", str(tmp_path / "r.json")).stdout.decode()
+    out = run_command("scan", f"s3://{inbox}", "--report", str(tmp_path / "r.json")).stdout.decode()
     assert "2 groups of identical objects, 3 duplicates" in out
     document = json.loads((tmp_path / "r.json").read_text())
     assert document["duplicate_groups"] == 2 and document["wasted_bytes"] == 105_000
 
-    run("-q", "scan", f"s3://{inbox}/a", "--report", str(tmp_path / "r.csv"))
+    run_command("-q", "scan", f"s3://{inbox}/a", "--report", str(tmp_path / "r.csv"))
     rows = list(csv.DictReader((tmp_path / "r.csv").open()))
     assert [(row["role"], row["key"]) for row in rows] == [("keep", "a/1.bin"), ("duplicate", "a/2.bin")]
 
-    run("scan", f"s3://{inbox}", "--report", str(tmp_path / "r.html"), "--chunk-level", "--avg-size", "4K")
+    run_command("scan", f"s3://{inbox}", "--report", str(tmp_path / "r.html"), "--chunk-level", "--avg-size", "4K")
     cells = []
 
     class Cells(HTMLParser):
@@ -89,12 +74,12 @@ def test_scan_reports_in_every_format(clients, inbox, planted, tmp_path):
     Cells().feed((tmp_path / "r.html").read_text())
     assert "x/a-copy.bin" in cells and "Chunk-level dedup would save besides" in cells
 
-    as_json = json.loads(run("scan", f"s3://{inbox}", "--json").stdout)
+    as_json = json.loads(run_command("scan", f"s3://{inbox}", "--json").stdout)
     assert as_json["duplicate_objects"] == 3
 
 
 def test_delete_duplicates_is_a_dry_run_without_yes(clients, inbox, planted, tmp_path):
-    out = run("scan", f"s3://{inbox}", "--delete-duplicates", cwd=tmp_path).stdout.decode()
+    out = run_command("scan", f"s3://{inbox}", "--delete-duplicates", cwd=tmp_path).stdout.decode()
     assert "dry run: would delete 3 objects" in out
     assert clients.s3.list_objects_v2(Bucket=inbox)["KeyCount"] == len(planted)
     assert not list(tmp_path.iterdir())
@@ -102,7 +87,7 @@ def test_delete_duplicates_is_a_dry_run_without_yes(clients, inbox, planted, tmp
 
 def test_delete_duplicates_with_yes_keeps_one_copy_and_writes_a_manifest(clients, inbox, planted, tmp_path):
     manifest = tmp_path / "removed.jsonl"
-    run("scan", f"s3://{inbox}", "--delete-duplicates", "--yes", "--manifest", str(manifest))
+    run_command("scan", f"s3://{inbox}", "--delete-duplicates", "--yes", "--manifest", str(manifest))
     left = {entry["Key"] for entry in clients.s3.list_objects_v2(Bucket=inbox)["Contents"]}
     assert left == set(planted) - {"a/2.bin", "x/a-copy.bin", "b/two"}
     removed = [json.loads(line) for line in manifest.read_text().splitlines()]
@@ -123,19 +108,19 @@ def test_a_duplicate_changed_after_the_scan_is_not_deleted(clients, inbox, plant
 
 
 def test_scan_import_into_stores_each_distinct_content_once(clients, inbox, planted, s3_store):
-    out = run("scan", f"s3://{inbox}", "--import-into", s3_store.url).stdout.decode()
+    out = run_command("scan", f"s3://{inbox}", "--import-into", s3_store.url).stdout.decode()
     assert "imported into" in out and "5 stored" in out
     names = sorted(record.name for record in s3_store.list())
     assert names == ["a/1.bin", "b/one", "c/first", "c/second", "d/unique"]
 
 
 def test_ingest_command_backfills_a_bucket(clients, inbox, planted, s3_store):
-    out = run("ingest", f"s3://{inbox}", "--store", s3_store.url).stdout.decode()
+    out = run_command("ingest", f"s3://{inbox}", "--store", s3_store.url).stdout.decode()
     assert "a/1.bin: File processed successfully" in out
     assert "a/2.bin: Duplicate file detected (duplicate of a/1.bin)" in out
     assert "empty: skipped" in out
     lines = [json.loads(line) for line in
-             run("--store", s3_store.url, "ingest", f"s3://{inbox}/b", "--log-format", "json").stdout.splitlines()]
+             run_command("--store", s3_store.url, "ingest", f"s3://{inbox}/b", "--log-format", "json").stdout.splitlines()]
     assert [(line["key"], line["outcome"], line["duplicate_of"]) for line in lines] == \
         [("b/one", "duplicate", "b/one"), ("b/two", "duplicate", "b/two")]  # already stored: each its own
     assert all(line["service"] == "chunkstore-ingest" and "requests" in line for line in lines)
@@ -148,10 +133,10 @@ def test_ingest_command_backfills_a_bucket(clients, inbox, planted, s3_store):
     (("ingest", "s3://"), 2, "s3://BUCKET"),
 ])
 def test_bad_input_is_one_clear_error(args, code, message):
-    done = run(*args, expect=code)
+    done = run_command(*args, expect=code)
     assert message in done.stderr.decode()
 
 
 def test_missing_bucket_is_not_found(moto_endpoint):
-    done = run("scan", "s3://chunkstore-test-no-such-bucket", expect=3)
+    done = run_command("scan", "s3://chunkstore-test-no-such-bucket", expect=3)
     assert done.stderr.decode().strip() == "chunkstore: S3 bucket 'chunkstore-test-no-such-bucket' does not exist"

@@ -1,11 +1,13 @@
-"""S3 event payloads shaped as AWS sends them (notifications, EventBridge, SQS), a Lambda
-context, and readers of the function's log lines and EMF metrics: what the ingest tests feed
-the function and read back."""
+"""Payloads shaped as AWS sends them: S3 event notifications, EventBridge and SQS events, the
+batches of a Distributed Map and the results its ResultWriter leaves in S3, DescribeExecution
+responses, Lambda contexts; and readers of the function's log lines and EMF metrics: what the
+ingest tests feed the functions and read back."""
 
 from __future__ import annotations
 
 import json
 import uuid
+from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 from urllib.parse import quote_plus
 
@@ -100,3 +102,92 @@ def emf_metrics(lines: list[dict]) -> dict[str, float]:
                 value = blob[metric["Name"]]
                 totals[metric["Name"]] = totals.get(metric["Name"], 0) + (sum(value) if isinstance(value, list) else value)
     return totals
+
+
+def listed_items(clients, bucket: str, prefix: str = "") -> list[dict]:
+    """What the ListObjectsV2 item reader hands the map: LastModified in epoch seconds, "Etag" quoted."""
+    page = clients.s3.list_objects_v2(Bucket=bucket, Prefix=prefix)
+    return [{"Etag": entry["ETag"], "Key": entry["Key"], "LastModified": int(entry["LastModified"].timestamp()),
+             "Size": entry["Size"], "StorageClass": entry.get("StorageClass", "STANDARD")}
+            for entry in page.get("Contents", ())]
+
+
+def inventory_items(clients, bucket: str) -> list[dict]:
+    """What the manifest reader hands the map from an S3 Inventory (CSV, with versions): every field a
+    string, keys URL-encoded."""
+    items = []
+    for version in clients.s3.list_object_versions(Bucket=bucket).get("Versions", ()):
+        items.append({"Bucket": bucket, "Key": quote_plus(version["Key"], safe="/"),
+                      "VersionId": version["VersionId"], "IsLatest": str(version["IsLatest"]).lower(),
+                      "IsDeleteMarker": "false", "Size": str(version["Size"]), "ETag": version["ETag"].strip('"'),
+                      "LastModifiedDate": version["LastModified"].strftime("%Y-%m-%dT%H:%M:%S.000Z")})
+    return items
+
+
+def batch(items: list[dict], bucket: str | None = None, action: str = "ingest") -> dict:
+    batch_input = {"action": action}
+    if bucket:
+        batch_input["bucket"] = bucket
+    return {"Items": items, "BatchInput": batch_input}
+
+
+class ShrinkingTime:
+    """A Lambda context whose remaining time drops to `after` once `calls` questions were asked."""
+
+    def __init__(self, calls: int, after: int):
+        self.calls, self.after = calls, after
+        self.aws_request_id = "req-shrinking"
+
+    def get_remaining_time_in_millis(self) -> int:
+        self.calls -= 1
+        return 900_000 if self.calls >= 0 else self.after
+
+
+ACCOUNT = "123456789012"
+# DescribeExecution as boto3 returns it (API reference shape).
+STARTED = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+EXECUTION = {
+    "executionArn": f"arn:aws:states:us-east-1:{ACCOUNT}:execution:cs-distributed:ingest-archive-1",
+    "stateMachineArn": f"arn:aws:states:us-east-1:{ACCOUNT}:stateMachine:cs-distributed",
+    "name": "ingest-archive-1", "status": "RUNNING", "startDate": STARTED,
+    "input": '{"action": "ingest", "bucket": "archive", "prefix": ""}',
+    "inputDetails": {"included": True}, "redriveCount": 0, "redriveStatus": "NOT_REDRIVABLE",
+}
+
+def write_results(clients, results_bucket: str, attempts: list[tuple[dict, dict | Exception]]) -> dict:
+    """The ResultWriter's files for one map run: the manifest and one file per status, each
+    record holding the batch's input and its last attempt's output (or error)."""
+    run_id = str(uuid.uuid4())
+    prefix = f"runs/{run_id}"
+    records = {"SUCCEEDED": [], "FAILED": []}
+    for number, (event, outcome) in enumerate(attempts):
+        child = f"cs-distributed/Listed:{run_id}"
+        record = {"ExecutionArn": f"arn:aws:states:us-east-1:{ACCOUNT}:execution:{child}:{number}",
+                  "Input": json.dumps(event), "InputDetails": {"Included": True}, "Name": f"{number}",
+                  "RedriveCount": 0, "StartDate": "2024-05-01T12:00:00.000Z",
+                  "StateMachineArn": f"arn:aws:states:us-east-1:{ACCOUNT}:stateMachine:{child}",
+                  "StopDate": "2024-05-01T12:01:00.000Z"}
+        if isinstance(outcome, Exception):
+            cause = json.dumps({"errorMessage": str(outcome), "errorType": type(outcome).__name__})
+            record.update(Status="FAILED", Error=type(outcome).__name__, Cause=cause)
+            records["FAILED"].append(record)
+        else:
+            record.update(Status="SUCCEEDED", Output=json.dumps(outcome), OutputDetails={"Included": True})
+            records["SUCCEEDED"].append(record)
+    files = {}
+    for status, entries in records.items():
+        key = f"{prefix}/{status}_0.json"
+        body = json.dumps(entries).encode()
+        clients.s3.put_object(Bucket=results_bucket, Key=key, Body=body)
+        files[status] = [{"Key": key, "Size": len(body)}] if entries else []
+    manifest = {"DestinationBucket": results_bucket,
+                "MapRunArn": f"arn:aws:states:us-east-1:{ACCOUNT}:mapRun:cs-distributed/Listed:{run_id}",
+                "ResultFiles": {"FAILED": files["FAILED"], "PENDING": [], "SUCCEEDED": files["SUCCEEDED"]}}
+    clients.s3.put_object(Bucket=results_bucket, Key=f"{prefix}/manifest.json", Body=json.dumps(manifest).encode())
+    return {"MapRunArn": manifest["MapRunArn"],
+            "ResultWriterDetails": {"Bucket": results_bucket, "Key": f"{prefix}/manifest.json"}}
+
+
+def finished_execution(run: dict, map_output: dict) -> dict:
+    return {**EXECUTION, "status": "SUCCEEDED", "stopDate": STARTED + timedelta(minutes=5),
+            "input": json.dumps(run), "output": json.dumps({**run, "settings": {}, "map": map_output})}

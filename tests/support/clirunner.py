@@ -3,8 +3,8 @@ or under a prefix of a bucket on the moto server (an s3:// store, its catalog in
 
 Every run is checked for what must hold whatever the command: no Python traceback
 ever reaches the user, the exit code is the one the test expects, a failing command
-explains itself on stderr in lines that start with `chunkstore:` (or with click's
-usage message), and a command that succeeds writes nothing to stderr (no progress
+explains itself on stderr in lines that start with `chunkstore:` (one line for a
+usage error), and a command that succeeds writes nothing to stderr (no progress
 bar when stderr is not a terminal).
 """
 
@@ -239,3 +239,15 @@ def write(path: Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return path
+
+
+def run_command(*args: str, expect: int = 0, cwd=None) -> subprocess.CompletedProcess:
+    """Run `chunkstore ARGS` in the environment as it is (no store of its own), with the checks above."""
+    done = subprocess.run([*chunkstore_command(), *args], capture_output=True, cwd=cwd, env=os.environ.copy(),
+                          timeout=300)
+    err = done.stderr.decode()
+    assert done.returncode == expect, f"exit {done.returncode}: {err}"
+    assert "Traceback" not in err
+    if expect:
+        check_error_output(Run(args, done.returncode, done.stdout, err))
+    return done

@@ -1,7 +1,8 @@
-"""Checks on a whole store shared by the multi-process integration tests."""
+"""Checks on a whole store, shared by the tests: what a name reads back, no garbage, a clean verify."""
 
 from __future__ import annotations
 
+import io
 import sys
 
 from chunkstore.backends.catalog import ChunkState
@@ -9,6 +10,13 @@ from chunkstore.core.config import CHUNK_KEY_PREFIX, chunk_id_from_key
 
 # The `chunkstore` command, run as its own process (what a user's shell runs).
 CHUNKSTORE = [sys.executable, "-m", "chunkstore_cli"]
+
+
+def get_bytes(store, name: str, version: int | None = None) -> bytes:
+    """What `store.get` writes for name (its latest version, or version)."""
+    output = io.BytesIO()
+    store.get(name, output, version=version)
+    return output.getvalue()
 
 
 def assert_no_garbage(store) -> None:
