@@ -27,7 +27,7 @@ from pathlib import Path
 from chunkstore.apps.bucket import S3Object, parse_s3_url
 from chunkstore.apps.scan import DuplicateGroup, ScanReport, keep_order
 from chunkstore.backends.aws import RETRY_ATTEMPTS, import_boto3, translate_errors
-from chunkstore.errors import InvalidArgumentError, NotFoundError
+from chunkstore.errors import CorruptObjectError, InvalidArgumentError, NotFoundError
 
 ACTIONS = ("ingest", "scan")
 # Execution statuses after which nothing changes (PENDING_REDRIVE waits for a redrive).
@@ -35,6 +35,9 @@ FINISHED = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED", "PENDING_REDRIVE")
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 # Execution names are at most 80 characters.
 _NAME_LENGTH = 80
+# What object_digest returns: the results bucket can be edited by whoever holds it, and the
+# digest names a spill file below.
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 # Ingest outcomes that mean the object is in the store, now or from an earlier attempt.
 INGESTED = ("stored", "duplicate")
 # Keys of failed or deferred objects kept in a summary (the results in S3 have them all).
@@ -285,6 +288,9 @@ def reduce_scan(records: Iterator[BatchRecord], url: str, workdir: str | Path | 
                     report.object_count += 1
                     report.object_bytes += entry.get("size", 0)
                     if entry["outcome"] == "read":
+                        if not isinstance(entry.get("digest"), str) or not _DIGEST.fullmatch(entry["digest"]):
+                            raise CorruptObjectError(f"the map's result for {str(entry.get('key'))!r:.200} has no "
+                                                     f"digest of 64 hex digits: {str(entry.get('digest'))!r:.80}")
                         report.objects_read += 1
                         report.bytes_read += entry["size"]
                         part = entry["digest"][:2]

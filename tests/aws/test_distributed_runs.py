@@ -25,7 +25,7 @@ from chunkstore.apps.distributed import (
 )
 from chunkstore.apps.ingest.batch import handler
 from chunkstore.apps.scan import scan_bucket
-from chunkstore.errors import IngestRetryError, InvalidArgumentError, NotFoundError
+from chunkstore.errors import CorruptObjectError, IngestRetryError, InvalidArgumentError, NotFoundError
 from support.aws_events import (
     ACCOUNT,
     EXECUTION,
@@ -137,3 +137,13 @@ def test_a_run_without_results_says_so(clients):
     with pytest.raises(InvalidArgumentError, match="has written no results"):
         results_manifest(clients.s3, progress)
 
+
+# Only the first two characters named the spill file: "/t" was a file at the root.
+@pytest.mark.parametrize("digest", ["/tmp/chunkstore-escape", "../" + "0" * 61, "A" * 64, None])
+def test_a_scan_result_without_a_hex_digest_is_refused(clients, bucket, digest):
+    """The results bucket may be edited by whoever holds it; a digest names a spill file."""
+    entry = {"key": "photo.jpg", "outcome": "read", "size": 1, "digest": digest}
+    map_output = write_results(clients, bucket, [(batch([], bucket, "scan"), {"results": [entry]})])
+    progress = progress_from(finished_execution(run_input("scan", f"s3://{bucket}"), map_output), None)
+    with pytest.raises(CorruptObjectError, match="64 hex digits"):
+        reduce_scan(read_results(clients.s3, results_manifest(clients.s3, progress)), f"s3://{bucket}")
