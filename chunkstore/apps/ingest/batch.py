@@ -159,10 +159,7 @@ class _Clock:
 def _ingest_batch(items: list[BatchItem], context) -> list[IngestResult]:
     from chunkstore.apps.ingest.observe import Observer
 
-    observer = Observer(metrics=True)
-    request_id = getattr(context, "aws_request_id", None)
-    if request_id:
-        observer.context(request_id=request_id)
+    observer = Observer.for_invocation(context)
     results = []
     try:
         ingestor = lambda_ingestor(IngestSettings.from_environment())

@@ -356,10 +356,7 @@ def handler(event, context) -> dict:
     object must be retried."""
     from chunkstore.apps.ingest.observe import Observer
 
-    observer = Observer(metrics=True)
-    request_id = getattr(context, "aws_request_id", None)
-    if request_id:
-        observer.context(request_id=request_id)
+    observer = Observer.for_invocation(context)
     remaining = getattr(context, "get_remaining_time_in_millis", None)
     try:
         ingestor = lambda_ingestor(IngestSettings.from_environment())

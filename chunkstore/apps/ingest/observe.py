@@ -71,6 +71,15 @@ class Observer:
             self.metrics = _powertools().Metrics(namespace=NAMESPACE, service=SERVICE)
         self._counted = False
 
+    @classmethod
+    def for_invocation(cls, context) -> Observer:
+        """The observer of one Lambda invocation: metrics on, its request ID on every line."""
+        observer = cls(metrics=True)
+        request_id = getattr(context, "aws_request_id", None)
+        if request_id:
+            observer.context(request_id=request_id)
+        return observer
+
     def context(self, **keys) -> None:
         """Keys added to every following line (the Lambda request ID)."""
         self.logger.append_keys(**keys)
