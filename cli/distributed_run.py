@@ -10,8 +10,10 @@ from dataclasses import dataclass
 
 import click
 
-from .exits import EXIT_ERROR, EXIT_INTERRUPTED
-from .output import human_bytes, printable
+from chunkstore.apps.bucket import parse_s3_url
+
+from .exits import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK
+from .output import human_bytes, printable, warn
 from .progress import ProgressDisplay
 
 # DescribeMapRun's counts move as batches finish: a batch takes seconds to minutes.
@@ -87,7 +89,7 @@ def follow_run(context, action: str, source: str | None, state_machine: str | No
     reattach = f"chunkstore {action} --status {execution_arn}"
     if detach:
         click.echo(f"follow it with: {reattach}")
-        return 0
+        return EXIT_OK
     try:
         with ProgressDisplay(context.show_progress, counting="objects") as display:
             while True:
@@ -128,10 +130,9 @@ def finished_run(context, action: str, s3, source: str | None, state_machine: st
 def _report_run_status(progress) -> int:
     """A line for a run that did not succeed (its results, if any, are still reported); the exit code."""
     if progress.status == "SUCCEEDED":
-        return 0
+        return EXIT_OK
     reason = ": ".join(part for part in (progress.error, progress.cause) if part)
-    click.echo(f"chunkstore: run {progress.status.lower()}{': ' + reason if reason else ''} "
-               f"({printable(progress.execution_arn)})", err=True)
+    warn(f"run {progress.status.lower()}{': ' + reason if reason else ''} ({progress.execution_arn})")
     return EXIT_ERROR
 
 
@@ -141,7 +142,7 @@ def print_ingest_summary(context, source: str, summary, ledger_hint: str) -> Non
     counts = ", ".join(f"{outcome} {count:,}" for outcome, count in sorted(summary.counts.items()))
     click.echo(f"{printable(source)}: {summary.objects:,} objects ({counts}); "
                f"{human_bytes(summary.ingested_bytes)} in the store")
-    bucket = source[len("s3://"):].split("/", 1)[0]
+    bucket, _ = parse_s3_url(source)
     for key in summary.deferred:
         click.echo(f"deferred (too large for one invocation): chunkstore ingest "
                    f"{printable(f's3://{bucket}/{key}')}{ledger_hint}")
