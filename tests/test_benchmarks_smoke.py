@@ -237,3 +237,12 @@ def test_incompressible_data_does_not_compress_but_repeats_regions(tmp_path):
     figures = micro.measure(files, ChunkerSpec.from_average("fastcdc2020", 16384), [3])
     assert figures["levels"][3]["compression_ratio"] < 1.01
     assert figures["dedup_ratio"] > 1.1
+
+
+def test_packs_benchmark_writes_far_fewer_objects_than_format_1(tmp_path, capsys):
+    from benchmarks import packs
+
+    assert packs.main(["--smoke", "--work", str(tmp_path)]) == 0
+    rows = [line.split("|") for line in capsys.readouterr().out.splitlines()[2:]]
+    objects = {row[1].strip(): int(row[2].replace(",", "")) for row in rows}
+    assert objects == {"v1 objects": 512, "packs": 1}

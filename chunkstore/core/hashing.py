@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import blake3
 
+from chunkstore.errors import ChunkMismatchError
+
 
 class Hasher:
     """Computes the IDs and digests of one store.
@@ -23,6 +25,11 @@ class Hasher:
         if self._chunk_id_key is None:
             return blake3.blake3(data).digest()
         return blake3.blake3(data, key=self._chunk_id_key).digest()
+
+    def check_chunk(self, chunk_id: bytes, data: bytes) -> None:
+        """Raise ChunkMismatchError unless data hashes to chunk_id (every read of a chunk checks this)."""
+        if self.chunk_id(data) != chunk_id:
+            raise ChunkMismatchError(f"chunk {chunk_id.hex()} does not match its ID (corrupt or swapped object)")
 
     def file_hasher(self) -> blake3.blake3:
         if self._file_digest_key is None:

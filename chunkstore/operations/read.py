@@ -66,8 +66,7 @@ def read_chunk(store: StoreContext, chunk_id: bytes, expected_length: int | None
         data = store.codec.decode(chunk_id, blob)
     except CorruptObjectError as error:
         raise CorruptObjectError(f"chunk {chunk_id.hex()} is corrupt: {error}") from None
-    if store.hasher.chunk_id(data) != chunk_id:
-        raise ChunkMismatchError(f"chunk {chunk_id.hex()} does not match its ID (corrupt or swapped object)")
+    store.hasher.check_chunk(chunk_id, data)
     if expected_length is not None and len(data) != expected_length:
         raise ChunkMismatchError(f"chunk {chunk_id.hex()} is {len(data)} bytes, its recipe says {expected_length}")
     return data

@@ -101,6 +101,20 @@ class BlobStoreConformance:
         blobs.put("ranged", data)
         assert blobs.get("ranged", offset, length) == data[expected]
 
+    def test_ranged_gets_of_the_tail_and_of_runs_of_a_large_object(self, blobs):
+        # What a pack reader does: its last 400 KiB (from an offset, to the end), then runs of
+        # records in parallel, the last of which ends exactly at the object's end.
+        size = 5 * 1024 * 1024 + 7
+        data = payload("pack", size)
+        blobs.put("packs/ab/ab01", data)
+        tail = 400 * 1024
+        assert blobs.get("packs/ab/ab01", size - tail) == data[size - tail:]
+        assert blobs.get("packs/ab/ab01", size - tail, tail) == data[size - tail:]
+        runs = [(32, 70_000), (1_048_576, 8 * 1024 * 1024), (size - 40, 40), (size - 1, 1)]
+        results = run_in_threads(*(functools.partial(blobs.get, "packs/ab/ab01", start, length)
+                                   for start, length in runs))
+        assert results == [data[start:start + length] for start, length in runs]
+
     def test_missing_key_raises_blob_not_found(self, blobs):
         blobs.put("present", b"x")
         for call in (lambda: blobs.get("absent"), lambda: blobs.get("absent", 0, 10), lambda: blobs.stat("absent"),

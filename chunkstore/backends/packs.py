@@ -1,0 +1,300 @@
+"""Packs in a blob store (storage format 2): a writer that fills and uploads them, a reader that
+finds a pack's table and fetches runs of its records with ranged GETs.
+
+docs/design/format-v2.md gives the design; chunkstore/core/packformat.py the bytes. A pack is
+stored under `packs/<first 2 hex digits>/<32 hex digits of its ID>` with one BlobStore.put, whose
+visibility is atomic (a folder writes a temporary file and renames it; S3 shows an object only
+once its PUT has completed): a reader finds a whole pack or none, and a writer that dies leaves
+no pack, at most a temporary file that LocalBlobStore.remove_stale_temporaries clears.
+
+Nothing here records packs in a catalog: the writer says where each chunk went (StoredPack) and
+the caller records it, after flush() has made the packs durable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+from chunkstore.backends.blobstore import BlobStore
+from chunkstore.core import packformat
+from chunkstore.core.crypto import Sealer
+from chunkstore.core.hashing import Hasher
+from chunkstore.core.objectformat import ObjectCodec
+from chunkstore.core.packformat import PACK_ID_SIZE, PackBuilder, PackEntry
+from chunkstore.errors import (
+    BlobNotFoundError,
+    ChunkMismatchError,
+    CorruptObjectError,
+    IntegrityError,
+    MissingChunkError,
+    StoreWriteError,
+)
+
+PACK_KEY_PREFIX = "packs/"
+SHARD_HEX_DIGITS = 2
+# 65,536 PUTs per TiB stored, $0.33 at S3 list prices; the design's Parameters table.
+PACK_TARGET_SIZE = 16 * 1024 * 1024
+# Records of one pack less than this apart are read with one GET: 256 KiB costs ~2 ms at
+# 100 MB/s, about one S3 request's latency, and restic-like packs of 16 MiB hold 64 such gaps.
+COALESCE_GAP = 256 * 1024
+# One GET reads at most this many bytes (unless a single record is larger), and at most
+# GETS_IN_FLIGHT run at once: a reader holds at most 8 x 8 MiB of stored bytes (design, Restore).
+MAX_READ_SIZE = 8 * 1024 * 1024
+GETS_IN_FLIGHT = 8
+
+
+def pack_key(pack_id: bytes) -> str:
+    hex_id = pack_id.hex()
+    return f"{PACK_KEY_PREFIX}{hex_id[:SHARD_HEX_DIGITS]}/{hex_id}"
+
+
+@dataclass(frozen=True)
+class PackFormat:
+    """What reading and writing packs takes from an open store: its chunk codec and hasher (a
+    record is a format 1 chunk object), its maximum chunk size, and in an encrypted store the
+    sealer of pack tables (Keys.pack_tables)."""
+
+    codec: ObjectCodec
+    hasher: Hasher
+    max_chunk_size: int
+    table_sealer: Sealer | None = None
+
+
+@dataclass(frozen=True)
+class ChunkLocation:
+    """Where one chunk's record lies: in which pack, at which bytes."""
+
+    pack_id: bytes
+    entry: PackEntry
+
+
+@dataclass(frozen=True)
+class StoredPack:
+    """A pack that is in the blob store: its ID, its size as stored and its table."""
+
+    pack_id: bytes
+    size: int
+    entries: list[PackEntry]
+
+    def locations(self) -> Iterator[ChunkLocation]:
+        return (ChunkLocation(self.pack_id, entry) for entry in self.entries)
+
+
+def _decode_checked(packs: PackFormat, pack_id: bytes, entry: PackEntry, record: bytes) -> bytes:
+    """The chunk's plaintext, decoded and re-hashed against its ID; errors name the pack."""
+    try:
+        data = packformat.decode_record(packs.codec, entry, record)
+    except CorruptObjectError as error:
+        raise CorruptObjectError(f"pack {pack_id.hex()}: chunk {entry.chunk_id.hex()} is corrupt: {error}") from None
+    try:
+        packs.hasher.check_chunk(entry.chunk_id, data)
+    except ChunkMismatchError as error:
+        raise ChunkMismatchError(f"pack {pack_id.hex()}: {error}") from None
+    return data
+
+
+class PackWriter:
+    """Appends encoded chunk records (ObjectCodec.encode's bytes) to an open pack, and uploads
+    each pack, once it reaches target_size or its entry limit, with one put from a background
+    thread while the next pack fills.
+
+    Memory: the open pack plus the one uploading. A full pack waits for the previous upload to
+    finish before it is laid out (finish() joins its records: two copies for a moment), so at
+    most 2 x (target_size + one record + table + trailer) = 2 x (16 MiB + 32 KiB + 393 KiB) =
+    ~33 MiB at the defaults, whatever is written.
+
+    Before a pack is uploaded it is parsed back and every record is decoded and re-hashed, so
+    a fault in compression, encryption or layout never reaches the store. flush() uploads the
+    open pack, waits, makes every upload durable (BlobStore.sync) and returns the packs stored
+    since the last flush. Leaving a `with` block on an exception drops the open pack unwritten.
+    """
+
+    def __init__(self, blobs: BlobStore, packs: PackFormat, target_size: int = PACK_TARGET_SIZE):
+        self._blobs = blobs
+        self._packs = packs
+        self._target_size = target_size
+        self._open: PackBuilder | None = None
+        self._uploader = ThreadPoolExecutor(1, thread_name_prefix="chunkstore-pack-upload")
+        self._uploading: Future[StoredPack] | None = None
+        self._stored: list[StoredPack] = []
+
+    def __enter__(self) -> PackWriter:
+        return self
+
+    def __exit__(self, exc_type, *_) -> None:
+        try:
+            if exc_type is None:
+                self.flush()
+        finally:
+            self.close()
+
+    def add(self, chunk_id: bytes, record: bytes) -> None:
+        if self._open is None:
+            self._open = PackBuilder(os.urandom(PACK_ID_SIZE), self._packs.max_chunk_size, self._packs.table_sealer)
+        self._open.add(chunk_id, record)
+        if self._open.size >= self._target_size or self._open.full:
+            self._upload_open_pack()
+
+    def flush(self) -> list[StoredPack]:
+        self._upload_open_pack()
+        self._wait_for_upload()
+        self._blobs.sync()
+        stored, self._stored = self._stored, []
+        return stored
+
+    def close(self) -> None:
+        """Drop the open pack and stop the upload thread (after the upload in progress, if any)."""
+        self._open = None
+        self._uploader.shutdown(wait=True)
+
+    def _upload_open_pack(self) -> None:
+        if self._open is None:
+            return
+        self._wait_for_upload()
+        builder, self._open = self._open, None
+        pack = builder.finish()
+        del builder
+        self._uploading = self._uploader.submit(self._check_and_put, pack)
+
+    def _check_and_put(self, pack: bytes) -> StoredPack:
+        pack_id = pack[8 : 8 + PACK_ID_SIZE]
+        entries = packformat.parse_pack(pack, pack_id, self._packs.max_chunk_size, self._packs.table_sealer)
+        view = memoryview(pack)
+        for entry in entries:
+            _decode_checked(self._packs, pack_id, entry, bytes(view[entry.offset : entry.end]))
+        self._blobs.put(pack_key(pack_id), pack)
+        return StoredPack(pack_id, len(pack), entries)
+
+    def _wait_for_upload(self) -> None:
+        if self._uploading is None:
+            return
+        uploading, self._uploading = self._uploading, None
+        try:
+            self._stored.append(uploading.result())
+        except IntegrityError as error:
+            raise type(error)(f"a pack did not survive encoding; it was not stored: {error}") from error
+        except Exception as error:
+            # Raised as a failure of the store, whatever the blob store raised.
+            raise StoreWriteError(f"storing a pack failed: {error}") from error
+
+
+@dataclass
+class _Read:
+    """One ranged GET: bytes [start, end) of a pack, holding the records of entries."""
+
+    pack_id: bytes
+    start: int
+    end: int
+    entries: list[PackEntry]
+
+
+class PackReader:
+    """Reads pack tables and chunks from a blob store; every chunk comes back decoded and checked
+    against its ID, every damage is an IntegrityError naming the pack."""
+
+    def __init__(
+        self,
+        blobs: BlobStore,
+        packs: PackFormat,
+        *,
+        gap: int = COALESCE_GAP,
+        max_read_size: int = MAX_READ_SIZE,
+        gets_in_flight: int = GETS_IN_FLIGHT,
+    ):
+        self._blobs = blobs
+        self._packs = packs
+        self._gap = gap
+        self._max_read_size = max_read_size
+        self._pool = ThreadPoolExecutor(gets_in_flight, thread_name_prefix="chunkstore-pack-read")
+        self._gets_in_flight = gets_in_flight
+
+    def __enter__(self) -> PackReader:
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _get(self, pack_id: bytes, offset: int, length: int | None = None) -> bytes:
+        try:
+            return self._blobs.get(pack_key(pack_id), offset, length)
+        except BlobNotFoundError:
+            raise MissingChunkError(f"pack {pack_id.hex()} is missing from the store") from None
+
+    def read_table(self, pack_id: bytes, pack_size: int | None = None) -> list[PackEntry]:
+        """The entries of a pack, from one ranged GET of its last TABLE_FETCH_BYTES.
+
+        pack_size is the size the catalog recorded; without it the pack is stat'ed first (a
+        HEAD on S3): the BlobStore interface reads ranges from an offset, not from the end."""
+        if pack_size is None:
+            try:
+                pack_size = self._blobs.stat(pack_key(pack_id)).size
+            except BlobNotFoundError:
+                raise MissingChunkError(f"pack {pack_id.hex()} is missing from the store") from None
+        tail_start = max(0, pack_size - packformat.TABLE_FETCH_BYTES)
+        tail = self._get(pack_id, tail_start)
+        try:
+            if len(tail) != pack_size - tail_start:
+                raise CorruptObjectError(f"it is {tail_start + len(tail)} bytes, {pack_size} were recorded")
+            return packformat.read_table(tail, pack_size, pack_id, self._packs.max_chunk_size, self._packs.table_sealer)
+        except IntegrityError as error:
+            raise CorruptObjectError(f"pack {pack_id.hex()} is damaged: {error}") from None
+
+    def read_chunks(self, locations: Iterable[ChunkLocation]) -> Iterator[tuple[ChunkLocation, bytes]]:
+        """Each location with its chunk's plaintext, in the order given.
+
+        Neighbouring records of one pack (in ascending order, less than the gap apart) are read
+        with one GET of at most max_read_size bytes; GETs and decoding run in the reader's
+        threads, at most gets_in_flight ahead of the consumer, so memory stays bounded by
+        gets_in_flight x max_read_size plus the decoded chunks of those reads."""
+        in_flight: deque[Future[list[tuple[ChunkLocation, bytes]]]] = deque()
+        for read in self._plan(locations):
+            if len(in_flight) >= self._gets_in_flight:
+                yield from in_flight.popleft().result()
+            in_flight.append(self._pool.submit(self._fetch, read))
+        while in_flight:
+            yield from in_flight.popleft().result()
+
+    def _plan(self, locations: Iterable[ChunkLocation]) -> Iterator[_Read]:
+        current: _Read | None = None
+        for location in locations:
+            entry = location.entry
+            if (
+                current is not None
+                and location.pack_id == current.pack_id
+                and current.end <= entry.offset
+                and entry.offset - current.end < self._gap
+                and entry.end - current.start <= self._max_read_size
+            ):
+                current.entries.append(entry)
+                current.end = entry.end
+                continue
+            if current is not None:
+                yield current
+            current = _Read(location.pack_id, entry.offset, entry.end, [entry])
+        if current is not None:
+            yield current
+
+    def _fetch(self, read: _Read) -> list[tuple[ChunkLocation, bytes]]:
+        data = self._get(read.pack_id, read.start, read.end - read.start)
+        if len(data) != read.end - read.start:
+            raise CorruptObjectError(
+                f"pack {read.pack_id.hex()} is damaged: it ends at {read.start + len(data)}, "
+                f"its table has records up to {read.end}"
+            )
+        view = memoryview(data)
+        return [
+            (
+                ChunkLocation(read.pack_id, entry),
+                _decode_checked(
+                    self._packs, read.pack_id, entry, bytes(view[entry.offset - read.start : entry.end - read.start])
+                ),
+            )
+            for entry in read.entries
+        ]

@@ -1,0 +1,455 @@
+"""Packs in a blob store: the writer and the reader of chunkstore/backends/packs.py on a real folder,
+the memory blob store and S3 over moto's server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import blake3
+import pytest
+
+from chunkstore.backends import packs as packs_module
+from chunkstore.backends.aws import AwsClients
+from chunkstore.backends.blobstore import BlobStore
+from chunkstore.backends.local import LocalBlobStore
+from chunkstore.backends.memory import MemoryBlobStore
+from chunkstore.backends.packs import (
+    ChunkLocation,
+    PackFormat,
+    PackReader,
+    PackWriter,
+    StoredPack,
+    pack_key,
+)
+from chunkstore.backends.s3 import S3BlobStore
+from chunkstore.core.compression import CompressionSpec, Compressor
+from chunkstore.core.crypto import Keys
+from chunkstore.core.hashing import Hasher
+from chunkstore.core.objectformat import ObjectCodec
+from chunkstore.core.packformat import HEADER_SIZE, TRAILER_SIZE, PackBuilder
+from chunkstore.errors import (
+    ChunkMismatchError,
+    CorruptObjectError,
+    IntegrityError,
+    MissingChunkError,
+    StoreWriteError,
+)
+
+MAX_CHUNK = 32 * 1024
+KEYS = Keys.from_master(blake3.blake3(b"packs test master key").digest())
+OTHER_KEYS = Keys.from_master(blake3.blake3(b"another store's master key").digest())
+# Small packs, so that a few hundred chunks make several of them.
+TARGET = 64 * 1024
+
+
+def pack_format(keys: Keys | None = None) -> PackFormat:
+    codec = ObjectCodec(Compressor(CompressionSpec("zstd", 3)), MAX_CHUNK, keys.objects if keys else None)
+    hasher = Hasher(keys.chunk_id, keys.file_digest) if keys else Hasher()
+    return PackFormat(codec, hasher, MAX_CHUNK, keys.pack_tables if keys else None)
+
+
+def chunk(number: int) -> bytes:
+    """2-10 KiB, half of it incompressible, different for every number."""
+    noise = blake3.blake3(number.to_bytes(4, "big")).digest(length=1024 + number % 4096)
+    return noise + f"chunk {number} compresses\n".encode() * (40 + number % 150)
+
+
+def write_chunks(
+    blobs: BlobStore, packs: PackFormat, count: int, target: int = TARGET
+) -> tuple[dict[bytes, bytes], list[StoredPack]]:
+    chunks = {}
+    with PackWriter(blobs, packs, target_size=target) as writer:
+        for number in range(count):
+            data = chunk(number)
+            chunk_id = packs.hasher.chunk_id(data)
+            chunks[chunk_id] = data
+            writer.add(chunk_id, packs.codec.encode(chunk_id, data))
+        stored = writer.flush()
+    return chunks, stored
+
+
+class CountingBlobStore(BlobStore):
+    """Wraps a blob store and counts its gets (ranged or not), so a test sees every request."""
+
+    def __init__(self, inner: BlobStore):
+        self.inner = inner
+        self.url = inner.url
+        self.gets: list[tuple[str, int, int | None]] = []
+        self._lock = threading.Lock()
+
+    def put(self, key, data):
+        self.inner.put(key, data)
+
+    def get(self, key, offset=0, length=None):
+        with self._lock:
+            self.gets.append((key, offset, length))
+        return self.inner.get(key, offset, length)
+
+    def stat(self, key):
+        return self.inner.stat(key)
+
+    def delete(self, key):
+        self.inner.delete(key)
+
+    def list(self, prefix=""):
+        return self.inner.list(prefix)
+
+    def sync(self):
+        self.inner.sync()
+
+
+@pytest.fixture(params=["local", "memory", "s3"])
+def blobs(request, tmp_path) -> BlobStore:
+    if request.param == "local":
+        store: BlobStore = LocalBlobStore(tmp_path / "blobs")
+    elif request.param == "memory":
+        store = MemoryBlobStore()
+    else:
+        store = S3BlobStore(request.getfixturevalue("bucket"), "store", AwsClients())
+    store.create()
+    return store
+
+
+# ---- round trips -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("keys", [None, KEYS], ids=["plain", "encrypted"])
+def test_many_chunks_across_several_packs_come_back(blobs, keys):
+    packs = pack_format(keys)
+    chunks, stored = write_chunks(blobs, packs, 300)
+
+    assert len(stored) >= 4
+    assert sorted(info.key for info in blobs.list("packs/")) == sorted(pack_key(pack.pack_id) for pack in stored)
+    for pack in stored:
+        assert blobs.stat(pack_key(pack.pack_id)).size == pack.size
+        # Every pack but the last closed at its target, one record past it at most.
+        assert pack is stored[-1] or TARGET <= pack.size < TARGET + MAX_CHUNK + 16 * 1024
+    assert [entry.chunk_id for pack in stored for entry in pack.entries] == list(chunks)
+
+    with PackReader(blobs, packs) as reader:
+        for pack in stored:
+            assert reader.read_table(pack.pack_id, pack.size) == pack.entries
+            assert reader.read_table(pack.pack_id) == pack.entries  # size from a stat
+        locations = [location for pack in stored for location in pack.locations()]
+        read = list(reader.read_chunks(locations))
+    assert [location for location, _ in read] == locations
+    assert {location.entry.chunk_id: data for location, data in read} == chunks
+
+
+def test_a_pack_closes_at_its_entry_limit(blobs, monkeypatch):
+    monkeypatch.setattr("chunkstore.core.packformat.MAX_ENTRIES", 7)
+    _, stored = write_chunks(blobs, pack_format(), 20, target=1 << 30)
+    assert [len(pack.entries) for pack in stored] == [7, 7, 6]
+
+
+def test_chunks_come_back_in_the_order_asked_whatever_the_layout(blobs):
+    packs = pack_format()
+    chunks, stored = write_chunks(blobs, packs, 120)
+    locations = [location for pack in stored for location in pack.locations()]
+    shuffled = locations[::-3] + locations[1::5] + locations[:4]
+    with PackReader(blobs, packs, gets_in_flight=2) as reader:
+        read = list(reader.read_chunks(shuffled))
+    assert [location for location, _ in read] == shuffled
+    assert all(data == chunks[location.entry.chunk_id] for location, data in read)
+
+
+def test_the_upload_of_one_pack_overlaps_the_filling_of_the_next(tmp_path, monkeypatch):
+    """The second pack fills while the first is uploading; the third waits for that upload."""
+    monkeypatch.setattr("chunkstore.core.packformat.MAX_ENTRIES", 10)
+    release = threading.Event()
+    puts: list[str] = []
+
+    class SlowBlobStore(LocalBlobStore):
+        def put(self, key, data):
+            if not puts:
+                assert release.wait(30)
+            puts.append(key)
+            super().put(key, data)
+
+    packs = pack_format()
+    writer = PackWriter(SlowBlobStore(tmp_path / "blobs"), packs, target_size=1 << 30)
+
+    def add(number: int) -> None:
+        data = chunk(number)
+        writer.add(packs.hasher.chunk_id(data), packs.codec.encode(packs.hasher.chunk_id(data), data))
+
+    for number in range(19):  # the first pack (10 chunks) uploads, the second takes 9
+        add(number)
+    with ThreadPoolExecutor(1) as pool:
+        closing_the_second = pool.submit(add, 19)
+        with pytest.raises(TimeoutError):
+            closing_the_second.result(timeout=0.5)
+        assert puts == []
+        release.set()
+        closing_the_second.result(timeout=30)
+    stored = writer.flush()
+    writer.close()
+    assert [len(pack.entries) for pack in stored] == [10, 10] and len(puts) == 2
+
+
+# ---- ranged reads and coalescing -----------------------------------------------------------
+
+
+def test_neighbouring_records_are_read_with_one_get(tmp_path):
+    blobs = CountingBlobStore(LocalBlobStore(tmp_path / "blobs"))
+    packs = pack_format()
+    chunks, stored = write_chunks(blobs, packs, 60, target=1 << 30)
+    (pack,) = stored
+    entries = pack.entries
+    # Record 5 is skipped but lies within the gap: one GET reads 0-9. Records 10-29 are far more
+    # than the gap: 30-34 take a GET of their own.
+    near = entries[:5] + entries[6:10]
+    far = entries[30:35]
+    gap = entries[5].length + 1
+    assert entries[30].offset - entries[9].end > gap
+    blobs.gets.clear()
+    with PackReader(blobs, packs, gap=gap) as reader:
+        got = list(reader.read_chunks(ChunkLocation(pack.pack_id, entry) for entry in near + far))
+    assert [data for _, data in got] == [chunks[entry.chunk_id] for entry in near + far]
+    key = pack_key(pack.pack_id)
+    assert sorted(blobs.gets) == sorted(
+        [(key, near[0].offset, near[-1].end - near[0].offset), (key, far[0].offset, far[-1].end - far[0].offset)]
+    )
+    blobs.gets.clear()
+    with PackReader(blobs, packs, gap=entries[5].length) as reader:
+        list(reader.read_chunks(ChunkLocation(pack.pack_id, entry) for entry in near))
+    assert len(blobs.gets) == 2  # a gap of exactly the threshold splits the run
+
+
+def test_a_read_never_exceeds_its_size_limit(tmp_path):
+    blobs = CountingBlobStore(LocalBlobStore(tmp_path / "blobs"))
+    packs = pack_format()
+    _, stored = write_chunks(blobs, packs, 60, target=1 << 30)
+    (pack,) = stored
+    blobs.gets.clear()
+    with PackReader(blobs, packs, max_read_size=16 * 1024) as reader:
+        list(reader.read_chunks(pack.locations()))
+    assert max(length for _, _, length in blobs.gets) <= 16 * 1024
+    assert sum(length for _, _, length in blobs.gets) == pack.entries[-1].end - HEADER_SIZE
+    assert 1 < len(blobs.gets) < len(pack.entries)
+
+
+def test_on_s3_a_table_and_a_run_cost_one_get_each(bucket):
+    clients = AwsClients()
+    blobs = S3BlobStore(bucket, "store", clients)
+    packs = pack_format()
+    chunks, stored = write_chunks(blobs, packs, 200)
+    pack = stored[1]
+    before = clients.requests.snapshot()["s3"].get("GetObject", 0)
+    with PackReader(blobs, packs) as reader:
+        entries = reader.read_table(pack.pack_id, pack.size)
+        read = list(reader.read_chunks(ChunkLocation(pack.pack_id, entry) for entry in entries[2:-2]))
+    assert clients.requests.snapshot()["s3"]["GetObject"] - before == 2
+    assert "HeadObject" not in clients.requests.snapshot()["s3"]
+    assert [data for _, data in read] == [chunks[entry.chunk_id] for entry in entries[2:-2]]
+
+
+# ---- damage -------------------------------------------------------------------------------
+
+
+def damage(blobs: BlobStore, pack: StoredPack, change) -> None:
+    key = pack_key(pack.pack_id)
+    blobs.put(key, change(bytearray(blobs.get(key))))
+
+
+def flip(position: int):
+    def flipped(data: bytearray) -> bytes:
+        data[position] ^= 0x10
+        return bytes(data)
+
+    return flipped
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(lambda data: bytes(data[:-1]), id="truncated-by-one"),
+        pytest.param(lambda data: bytes(data[: len(data) // 2]), id="truncated-to-half"),
+        pytest.param(flip(-TRAILER_SIZE - 100), id="bit-flip-in-table"),
+        pytest.param(flip(-5), id="bit-flip-in-trailer"),
+    ],
+)
+def test_a_damaged_table_is_refused_naming_the_pack(blobs, change):
+    packs = pack_format()
+    _, stored = write_chunks(blobs, packs, 40)
+    pack = stored[0]
+    damage(blobs, pack, change)
+    with PackReader(blobs, packs) as reader:
+        for size in (pack.size, None):
+            with pytest.raises(CorruptObjectError, match=f"pack {pack.pack_id.hex()}"):
+                reader.read_table(pack.pack_id, size)
+
+
+@pytest.mark.parametrize("keys", [None, KEYS], ids=["plain", "encrypted"])
+def test_a_bit_flip_in_a_record_is_refused_naming_pack_and_chunk(blobs, keys):
+    packs = pack_format(keys)
+    _, stored = write_chunks(blobs, packs, 40)
+    pack = stored[0]
+    victim = pack.entries[3]
+    damage(blobs, pack, flip(victim.offset + victim.length - 3))
+    with PackReader(blobs, packs) as reader:
+        assert reader.read_table(pack.pack_id, pack.size) == pack.entries  # the table is intact
+        list(reader.read_chunks(ChunkLocation(pack.pack_id, entry) for entry in pack.entries[:3]))
+        with pytest.raises(IntegrityError, match=f"pack {pack.pack_id.hex()}.*chunk {victim.chunk_id.hex()}"):
+            list(reader.read_chunks(pack.locations()))
+
+
+def test_a_record_that_decodes_to_other_bytes_is_a_chunk_mismatch(tmp_path):
+    """A pack laid out by hand (no writer would store it) whose record is valid but holds other bytes."""
+    blobs = LocalBlobStore(tmp_path / "blobs")
+    packs = pack_format()
+    claimed_id = packs.hasher.chunk_id(chunk(1))
+    builder = PackBuilder(bytes(range(16)), MAX_CHUNK)
+    builder.add(claimed_id, packs.codec.encode(claimed_id, chunk(2)))
+    blobs.put(pack_key(builder.pack_id), builder.finish())
+    with PackReader(blobs, packs) as reader:
+        entries = reader.read_table(builder.pack_id)
+        with pytest.raises(ChunkMismatchError, match=f"pack {builder.pack_id.hex()}: chunk {claimed_id.hex()}"):
+            list(reader.read_chunks(ChunkLocation(builder.pack_id, entry) for entry in entries))
+
+
+def test_a_pack_shorter_than_its_records_is_refused(tmp_path):
+    blobs = LocalBlobStore(tmp_path / "blobs")
+    packs = pack_format()
+    _, stored = write_chunks(blobs, packs, 10)
+    (pack,) = stored
+    damage(blobs, pack, lambda data: bytes(data[: pack.entries[5].offset + 10]))
+    with PackReader(blobs, packs) as reader, pytest.raises(CorruptObjectError, match=f"pack {pack.pack_id.hex()}"):
+        list(reader.read_chunks(pack.locations()))
+
+
+def test_a_missing_pack_is_a_missing_chunk_error(blobs):
+    packs = pack_format()
+    _, stored = write_chunks(blobs, packs, 10)
+    (pack,) = stored
+    blobs.delete(pack_key(pack.pack_id))
+    with PackReader(blobs, packs) as reader:
+        for call in (
+            lambda: reader.read_table(pack.pack_id),
+            lambda: reader.read_table(pack.pack_id, pack.size),
+            lambda: list(reader.read_chunks(pack.locations())),
+        ):
+            with pytest.raises(MissingChunkError, match=f"pack {pack.pack_id.hex()} is missing"):
+                call()
+
+
+def test_a_pack_copied_under_another_id_is_refused(tmp_path):
+    blobs = LocalBlobStore(tmp_path / "blobs")
+    packs = pack_format(KEYS)
+    _, stored = write_chunks(blobs, packs, 10)
+    (pack,) = stored
+    other_id = bytes(16)
+    blobs.put(pack_key(other_id), blobs.get(pack_key(pack.pack_id)))
+    with PackReader(blobs, packs) as reader, pytest.raises(CorruptObjectError, match=other_id.hex()):
+        reader.read_table(other_id)
+
+
+# ---- encryption -------------------------------------------------------------------------------
+
+
+def test_an_encrypted_stores_packs_open_only_with_its_keys(blobs):
+    packs = pack_format(KEYS)
+    chunks, stored = write_chunks(blobs, packs, 40)
+    pack = stored[0]
+    raw = blobs.get(pack_key(pack.pack_id))
+    assert not any(entry.chunk_id in raw for entry in pack.entries)  # the sealed table hides the IDs
+    assert b"compresses" not in raw
+    with (
+        PackReader(blobs, pack_format(OTHER_KEYS)) as reader,
+        pytest.raises(CorruptObjectError, match=f"pack {pack.pack_id.hex()}.*authentication failed"),
+    ):
+        reader.read_table(pack.pack_id, pack.size)
+    with (
+        PackReader(blobs, pack_format(OTHER_KEYS)) as reader,
+        pytest.raises(CorruptObjectError, match=f"pack {pack.pack_id.hex()}.*authentication failed"),
+    ):
+        list(reader.read_chunks(pack.locations()))
+    with PackReader(blobs, pack_format()) as reader, pytest.raises(CorruptObjectError):
+        reader.read_table(pack.pack_id, pack.size)
+    with PackReader(blobs, packs) as reader:
+        assert [data for _, data in reader.read_chunks(pack.locations())] == [
+            chunks[entry.chunk_id] for entry in pack.entries
+        ]
+
+
+# ---- failures while writing --------------------------------------------------------------------
+
+
+def test_a_failed_upload_is_a_store_write_error_and_stores_nothing(tmp_path):
+    class FullDisk(LocalBlobStore):
+        def put(self, key, data):
+            raise OSError(28, "No space left on device")
+
+    blobs = FullDisk(tmp_path / "blobs")
+    with pytest.raises(StoreWriteError, match="No space left"):
+        write_chunks(blobs, pack_format(), 100)
+    assert list(blobs.list()) == []
+
+
+def test_a_record_that_does_not_decode_is_caught_before_upload(tmp_path):
+    blobs = LocalBlobStore(tmp_path / "blobs")
+    packs = pack_format()
+    data = chunk(1)
+    chunk_id = packs.hasher.chunk_id(data)
+    with pytest.raises(ChunkMismatchError, match="not stored"), PackWriter(blobs, packs) as writer:
+        writer.add(chunk_id, packs.codec.encode(chunk_id, data + b"!"))
+    assert list(blobs.list()) == []
+
+
+def test_leaving_the_writer_on_an_error_drops_the_open_pack(tmp_path):
+    blobs = LocalBlobStore(tmp_path / "blobs")
+    packs = pack_format()
+    with pytest.raises(RuntimeError), PackWriter(blobs, packs) as writer:
+        data = chunk(1)
+        writer.add(packs.hasher.chunk_id(data), packs.codec.encode(packs.hasher.chunk_id(data), data))
+        raise RuntimeError("the put failed elsewhere")
+    assert list(blobs.list()) == []
+
+
+# A writer in a child process: it fills packs and dies (os._exit) at the point given.
+_DYING_WRITER = """
+import os, sys
+import blake3
+sys.path.insert(0, sys.argv[3])
+from test_packs import chunk, pack_format
+from chunkstore.backends.local import LocalBlobStore
+from chunkstore.backends.packs import PackWriter
+
+blobs = LocalBlobStore(sys.argv[1])
+if sys.argv[2] == "during-rename":
+    os.replace = lambda *arguments: os._exit(9)
+packs = pack_format()
+writer = PackWriter(blobs, packs, target_size=1 << 20)
+for number in range(100):
+    data = chunk(number)
+    writer.add(packs.hasher.chunk_id(data), packs.codec.encode(packs.hasher.chunk_id(data), data))
+if sys.argv[2] == "during-rename":
+    writer.flush()
+os._exit(9)
+"""
+
+
+@pytest.mark.parametrize("when", ["before-flush", "during-rename"])
+def test_a_writer_that_dies_leaves_no_visible_pack(tmp_path, when):
+    folder = tmp_path / "blobs"
+    completed = subprocess.run(
+        [sys.executable, "-c", _DYING_WRITER, str(folder), when, str(Path(__file__).parent)],
+        capture_output=True,
+        text=True,
+    )
+    assert completed.returncode == 9, completed.stderr
+    blobs = LocalBlobStore(folder)
+    assert list(blobs.list()) == []
+    temporaries = [name for _, _, names in os.walk(folder) for name in names]
+    assert len(temporaries) == (1 if when == "during-rename" else 0)
+    assert blobs.remove_stale_temporaries(-1) == len(temporaries)
+
+
+def test_the_pack_key_is_sharded_by_the_first_hex_digits():
+    assert pack_key(bytes.fromhex("ab" + "01" * 15)) == "packs/ab/ab" + "01" * 15
+    assert packs_module.PACK_TARGET_SIZE == 16 * 1024 * 1024
