@@ -170,6 +170,8 @@ _SNAPSHOT_ROW = (_Column("id", "text", lambda value: type(value) is str), *_inte
                  _Column("paths", "a JSON list of stored names", lambda value: _is_name_list(value)),
                  *_integers(*SNAPSHOT_COUNTS))
 _PAGE_ROW = (_Column("data", "bytes", lambda value: type(value) is bytes),)
+# What session_is_dead reads of a session: host, pid, heartbeat_ns.
+_SESSION_ROW = (_Column("host", "text", lambda value: type(value) is str), *_integers("pid", "heartbeat_ns"))
 
 
 def _is_name_list(text: object) -> bool:
@@ -248,8 +250,9 @@ class SQLiteCatalog(Catalog):
         except sqlite3.DatabaseError as error:
             raise CorruptObjectError(f"catalog {self.path} cannot be read: {error}") from None
         version = None if row is None else row[0]
-        if type(version) is not str or not (version.isascii() and version.isdigit()):
-            # A version this chunkstore does not know is a number; anything else is damage.
+        if version is not None and (type(version) is not str or not (version.isascii() and version.isdigit())):
+            # A version this chunkstore does not know is a number (or none, in a file it did
+            # not make); anything else is damage.
             raise CorruptObjectError(f"catalog {self.path} is damaged: its schema version is {version!r:.80}, "
                                      "not a number; restore the catalog from a backup")
         if version in map(str, _UPGRADES):
@@ -398,7 +401,8 @@ class SQLiteCatalog(Catalog):
         row = db.execute(
             "SELECT s.host, s.pid, s.heartbeat_ns FROM gc_lock g JOIN sessions s ON s.id = g.session"
         ).fetchone()
-        return row is not None and not session_is_dead(*row, self.lease_seconds, now_ns())
+        return row is not None and not session_is_dead(*_checked("sessions", _SESSION_ROW, row),
+                                                       self.lease_seconds, now_ns())
 
     @staticmethod
     def _touch_live_session(db, session: str) -> None:
@@ -671,8 +675,10 @@ class SQLiteCatalog(Catalog):
                 "SELECT g.session, s.host, s.pid, s.heartbeat_ns FROM gc_lock g LEFT JOIN sessions s ON s.id = g.session"
             ).fetchone()
             if row is not None and row[0] != session:
-                holder, host, pid, heartbeat_ns = row
-                if host is not None and not session_is_dead(host, pid, heartbeat_ns, self.lease_seconds, now_ns()):
+                holder, *session_row = row
+                host, pid, heartbeat_ns = session_row
+                if host is not None and not session_is_dead(*_checked("sessions", _SESSION_ROW, session_row),
+                                                            self.lease_seconds, now_ns()):
                     raise ConcurrentModificationError(f"another gc is running (on {host}, pid {pid})")
                 db.execute("DELETE FROM gc_lock")
             db.execute("INSERT OR REPLACE INTO gc_lock VALUES (0, ?)", (session,))
@@ -693,8 +699,9 @@ class SQLiteCatalog(Catalog):
             stamp = now_ns()
             dead = [
                 session_id
-                for session_id, host, pid, heartbeat_ns in db.execute("SELECT id, host, pid, heartbeat_ns FROM sessions")
-                if session_id != session and session_is_dead(host, pid, heartbeat_ns, self.lease_seconds, stamp)
+                for session_id, *row in db.execute("SELECT id, host, pid, heartbeat_ns FROM sessions")
+                if session_id != session
+                and session_is_dead(*_checked("sessions", _SESSION_ROW, row), self.lease_seconds, stamp)
             ]
             for session_id in dead:
                 db.execute("DELETE FROM pins WHERE session = ?", (session_id,))

@@ -12,6 +12,7 @@ import os
 import random
 import shutil
 import sqlite3
+import time
 import tracemalloc
 from contextlib import closing
 from itertools import count
@@ -23,6 +24,7 @@ from inprocess import RAW_CONTROL, run_cli
 
 from chunkstore import ChunkerSpec, CompressionSpec, Store
 from chunkstore.backends.registry import LOCAL_CATALOG_FILE
+from chunkstore.backends.sessions import HOST
 from chunkstore.core import crypto
 from chunkstore.core.config import chunk_key
 from chunkstore.errors import ChunkstoreError, CorruptObjectError, IntegrityError, UnsupportedFormatError, WrongKeyError
@@ -262,6 +264,25 @@ def test_orphan_recipe_pages_are_an_integrity_error_when_put_meets_them(catalog_
         db.commit()
     outcome = run_cli(store, "put", str(source))
     assert outcome.code == IntegrityError.exit_code and "exists without its content row" in outcome.stderr
+
+
+@pytest.mark.parametrize(("host", "pid", "code", "message"), [
+    ("elsewhere", "pid", IntegrityError.exit_code, "pid is 'pid', not an integer"),
+    (HOST, 2**40, 0, ""),  # no process has that ID: the session is dead, gc goes on
+    (HOST, -1, 0, ""),  # nor a negative one (os.kill would signal a process group)
+])
+def test_a_damaged_session_row_met_by_gc(catalog_template, tmp_path, host, pid, code, message):
+    """Regression: gc handed a session row's values to the liveness check unchecked (TypeError,
+    or OverflowError from os.kill for a process ID beyond pid_t)."""
+    template, _, _ = catalog_template
+    store = tmp_path / "store"
+    shutil.copytree(template, store)
+    with closing(sqlite3.connect(store / "catalog.sqlite")) as db:
+        db.execute("INSERT INTO sessions VALUES ('crashed', 'gc', ?, ?, 0, ?)", (host, pid, time.time_ns()))
+        db.execute("INSERT INTO gc_lock VALUES (0, 'crashed')")
+        db.commit()
+    outcome = run_cli(store, "gc")
+    assert outcome.code == code and message in outcome.stderr, outcome
 
 
 def test_a_damaged_version_item_mode_is_an_integrity_error_on_every_catalog(new_backend, tmp_path):
