@@ -68,6 +68,11 @@ class ContentRecord:
     refcount: int
 
 
+# The largest file mode a catalog may hold: the stat module's functions (S_ISLNK, S_IMODE)
+# take a C unsigned int and raise OverflowError beyond it. Every st_mode fits in 16 bits.
+MAX_MODE = 2**32 - 1
+
+
 @dataclass(frozen=True, slots=True)
 class FileStat:
     """What put records of a file, and compares to skip rereading it."""

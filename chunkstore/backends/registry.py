@@ -12,6 +12,7 @@ section it does not pair with, so an edited config cannot point a folder's store
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -25,6 +26,9 @@ if TYPE_CHECKING:
     from chunkstore.backends.aws import AwsClients
 
 LOCAL_CATALOG_FILE = "catalog.sqlite"
+# What a config may name as the catalog file: one plain name in the store's folder, short
+# enough for any file system (NAME_MAX is 255 bytes), so no edit can point it elsewhere.
+_CATALOG_FILE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,254}")
 MAX_CONCURRENCY = 1024
 
 
@@ -53,7 +57,7 @@ class LocalBackend(Backend):
 
         relative = catalog_section.get("path", LOCAL_CATALOG_FILE)
         # The file lies in the store's folder: a config edited to name another path is refused.
-        if not isinstance(relative, str) or "/" in relative or relative.startswith("."):
+        if not isinstance(relative, str) or not _CATALOG_FILE_NAME.fullmatch(relative):
             raise UnsupportedFormatError(f"store config names an invalid catalog path {relative!r}")
         return SQLiteCatalog(self.folder / relative, create=create, lease_seconds=lease_seconds, read_only=read_only)
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from chunkstore.core import recipes
 from chunkstore.core.names import normalize_name
 from chunkstore.errors import ChunkstoreError, ConcurrentModificationError, CorruptObjectError, InvalidArgumentError, NameNotFoundError, NotFoundError, UnsupportedFormatError, VersionNotFoundError
-from chunkstore.backends.catalog import SNAPSHOT_COUNTS, Catalog, CatalogStats, ChunkRecord, ChunkState, CommitOutcome, ContentRecord, FileStat, NewVersion, SnapshotRecord, VersionRecord, deletion_marker, refuse_marker
+from chunkstore.backends.catalog import MAX_MODE, SNAPSHOT_COUNTS, Catalog, CatalogStats, ChunkRecord, ChunkState, CommitOutcome, ContentRecord, FileStat, NewVersion, SnapshotRecord, VersionRecord, deletion_marker, refuse_marker
 from chunkstore.backends.sessions import DEFAULT_LEASE_SECONDS, HOST, new_session_id, now_ns, session_is_dead
 
 SCHEMA_VERSION = 3
@@ -122,6 +122,7 @@ CREATE TABLE IF NOT EXISTS gc_lock (
 """
 
 _VERSION_COLUMNS = "name, version, digest, size, mtime_ns, mode, inode, ctime_ns, stored_at_ns, deleted"
+_CONTENT_COLUMNS = "digest, size, chunk_count, page_count, refcount"
 _SNAPSHOT_COLUMNS = "id, at_ns, host, paths, " + ", ".join(SNAPSHOT_COUNTS) + ", program"
 # How long a writer waits for a gc to finish deleting a chunk it needs (gc deletes in
 # batches of a few thousand objects, well under a second on a local disk).
@@ -160,12 +161,14 @@ def _integers(*names: str) -> list[_Column]:
 
 _NAME = _Column("name", "a stored name (normalised, relative, no '..' or NUL)", _is_stored_name)
 _DIGEST = _Column("digest", "bytes", lambda value: type(value) is bytes)
-_VERSION_ROW = (_NAME, *_integers("version"), _DIGEST,
-                *_integers("size", "mtime_ns", "mode", "inode", "ctime_ns", "stored_at_ns", "deleted"))
+_VERSION_ROW = (_NAME, *_integers("version"), _DIGEST, *_integers("size", "mtime_ns"),
+                _Column("mode", f"an integer within 0..{MAX_MODE}",
+                        lambda value: _is_integer(value) and 0 <= value <= MAX_MODE),
+                *_integers("inode", "ctime_ns", "stored_at_ns", "deleted"))
+_CHUNK_STATE = _Column("state", f"one of {[int(state) for state in ChunkState]}",
+                       lambda value: _is_integer(value) and value in ChunkState._value2member_map_)
 _CHUNK_ROW = (_Column("id", "bytes", lambda value: type(value) is bytes),
-              *_integers("size", "stored_size", "refcount"),
-              _Column("state", f"one of {[int(state) for state in ChunkState]}",
-                      lambda value: _is_integer(value) and value in ChunkState._value2member_map_),
+              *_integers("size", "stored_size", "refcount"), _CHUNK_STATE,
               _Column("location", "text or NULL", lambda value: value is None or type(value) is str))
 _CONTENT_ROW = (_DIGEST, *_integers("size", "chunk_count", "page_count", "refcount"))
 _SNAPSHOT_ROW = (_Column("id", "text", lambda value: type(value) is str), *_integers("at_ns"),
@@ -173,6 +176,8 @@ _SNAPSHOT_ROW = (_Column("id", "text", lambda value: type(value) is str), *_inte
                  _Column("paths", "a JSON list of stored names", lambda value: _is_name_list(value)),
                  *_integers(*SNAPSHOT_COUNTS), _Column("program", "text", lambda value: type(value) is str))
 _PAGE_ROW = (_Column("data", "bytes", lambda value: type(value) is bytes),)
+# What session_is_dead reads of a session: host, pid, heartbeat_ns.
+_SESSION_ROW = (_Column("host", "text", lambda value: type(value) is str), *_integers("pid", "heartbeat_ns"))
 
 
 def _is_name_list(text: object) -> bool:
@@ -250,12 +255,17 @@ class SQLiteCatalog(Catalog):
             row = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         except sqlite3.DatabaseError as error:
             raise CorruptObjectError(f"catalog {self.path} cannot be read: {error}") from None
-        if row is not None and row[0] in map(str, _UPGRADES):
+        version = None if row is None else row[0]
+        if version is not None and (type(version) is not str or not (version.isascii() and version.isdigit())):
+            # A version this chunkstore does not know is a number (or none, in a file it did
+            # not make); anything else is damage.
+            raise CorruptObjectError(f"catalog {self.path} is damaged: its schema version is {version!r:.80}, "
+                                     "not a number; restore the catalog from a backup")
+        if version in map(str, _UPGRADES):
             self._upgrade()
-        elif row is None or row[0] != str(SCHEMA_VERSION):
+        elif version != str(SCHEMA_VERSION):
             raise UnsupportedFormatError(
-                f"catalog schema version {row and row[0]!r} is not supported (this chunkstore reads {SCHEMA_VERSION})"
-            )
+                f"catalog schema version {version!r} is not supported (this chunkstore reads {SCHEMA_VERSION})")
 
     def _upgrade(self) -> None:
         """Bring an older file up to SCHEMA_VERSION in one transaction. Its own connection, because
@@ -389,7 +399,7 @@ class SQLiteCatalog(Catalog):
         for batch in _batches(list(chunk_ids)):
             marks = ",".join("?" * len(batch))
             for chunk_id, state in db.execute(f"SELECT id, state FROM chunks WHERE id IN ({marks})", batch):
-                states[chunk_id] = ChunkState(state)
+                states[chunk_id] = ChunkState(_checked("chunks", (_CHUNK_STATE,), (state,))[0])
         return states
 
     def _gc_alive(self) -> bool:
@@ -397,7 +407,8 @@ class SQLiteCatalog(Catalog):
         row = db.execute(
             "SELECT s.host, s.pid, s.heartbeat_ns FROM gc_lock g JOIN sessions s ON s.id = g.session"
         ).fetchone()
-        return row is not None and not session_is_dead(*row, self.lease_seconds, now_ns())
+        return row is not None and not session_is_dead(*_checked("sessions", _SESSION_ROW, row),
+                                                       self.lease_seconds, now_ns())
 
     @staticmethod
     def _touch_live_session(db, session: str) -> None:
@@ -476,7 +487,13 @@ class SQLiteCatalog(Catalog):
                    (new.digest, new.stat.size, new.chunk_count, len(new.pages)))
         referenced = 0
         for page_number, page in enumerate(new.pages):
-            db.execute("INSERT INTO recipe_pages VALUES (?, ?, ?)", (new.digest, page_number, page))
+            try:
+                db.execute("INSERT INTO recipe_pages VALUES (?, ?, ?)", (new.digest, page_number, page))
+            except sqlite3.IntegrityError:
+                # The content row was absent, so its pages should be too: the file was edited or damaged.
+                raise CorruptObjectError(
+                    f"catalog {self.path} is damaged: recipe page {page_number} of content {new.digest.hex()} "
+                    "exists without its content row; restore the catalog from a backup") from None
             cursor = db.executemany(
                 "UPDATE chunks SET refcount = refcount + 1 WHERE id = ? AND state = ?",
                 [(entry.chunk_id, int(ChunkState.PRESENT)) for entry in recipes.decode_page(page)],
@@ -535,7 +552,7 @@ class SQLiteCatalog(Catalog):
 
     def get_content(self, digest: bytes) -> ContentRecord | None:
         row = self._connection().execute(
-            "SELECT digest, size, chunk_count, page_count, refcount FROM contents WHERE digest = ?", (digest,)
+            f"SELECT {_CONTENT_COLUMNS} FROM contents WHERE digest = ?", (digest,)
         ).fetchone()
         return _content_from_row(row) if row else None
 
@@ -554,7 +571,7 @@ class SQLiteCatalog(Catalog):
 
     def iter_contents(self) -> Iterator[ContentRecord]:
         for row in self._connection().execute(
-            "SELECT digest, size, chunk_count, page_count, refcount FROM contents ORDER BY digest"
+            f"SELECT {_CONTENT_COLUMNS} FROM contents ORDER BY digest"
         ):
             yield _content_from_row(row)
 
@@ -647,13 +664,13 @@ class SQLiteCatalog(Catalog):
 
     def _release_content(self, db, digest: bytes) -> None:
         db.execute("UPDATE contents SET refcount = refcount - 1 WHERE digest = ?", (digest,))
-        row = db.execute("SELECT refcount FROM contents WHERE digest = ?", (digest,)).fetchone()
-        if row is None or row[0] > 0:
+        row = db.execute(f"SELECT {_CONTENT_COLUMNS} FROM contents WHERE digest = ?", (digest,)).fetchone()
+        if row is None or _content_from_row(row).refcount > 0:
             return
-        for (page,) in db.execute("SELECT data FROM recipe_pages WHERE digest = ? ORDER BY page", (digest,)).fetchall():
+        for row in db.execute("SELECT data FROM recipe_pages WHERE digest = ? ORDER BY page", (digest,)).fetchall():
             db.executemany(
                 "UPDATE chunks SET refcount = refcount - 1 WHERE id = ? AND refcount > 0",
-                [(entry.chunk_id,) for entry in recipes.decode_page(page)],
+                [(entry.chunk_id,) for entry in recipes.decode_page(_page_from_row(row))],
             )
         db.execute("DELETE FROM recipe_pages WHERE digest = ?", (digest,))
         db.execute("DELETE FROM contents WHERE digest = ?", (digest,))
@@ -664,8 +681,10 @@ class SQLiteCatalog(Catalog):
                 "SELECT g.session, s.host, s.pid, s.heartbeat_ns FROM gc_lock g LEFT JOIN sessions s ON s.id = g.session"
             ).fetchone()
             if row is not None and row[0] != session:
-                holder, host, pid, heartbeat_ns = row
-                if host is not None and not session_is_dead(host, pid, heartbeat_ns, self.lease_seconds, now_ns()):
+                holder, *session_row = row
+                host, pid, heartbeat_ns = session_row
+                if host is not None and not session_is_dead(*_checked("sessions", _SESSION_ROW, session_row),
+                                                            self.lease_seconds, now_ns()):
                     raise ConcurrentModificationError(f"another gc is running (on {host}, pid {pid})")
                 db.execute("DELETE FROM gc_lock")
             db.execute("INSERT OR REPLACE INTO gc_lock VALUES (0, ?)", (session,))
@@ -686,8 +705,9 @@ class SQLiteCatalog(Catalog):
             stamp = now_ns()
             dead = [
                 session_id
-                for session_id, host, pid, heartbeat_ns in db.execute("SELECT id, host, pid, heartbeat_ns FROM sessions")
-                if session_id != session and session_is_dead(host, pid, heartbeat_ns, self.lease_seconds, stamp)
+                for session_id, *row in db.execute("SELECT id, host, pid, heartbeat_ns FROM sessions")
+                if session_id != session
+                and session_is_dead(*_checked("sessions", _SESSION_ROW, row), self.lease_seconds, stamp)
             ]
             for session_id in dead:
                 db.execute("DELETE FROM pins WHERE session = ?", (session_id,))

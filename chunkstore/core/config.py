@@ -15,6 +15,7 @@ Config versions:
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -34,6 +35,9 @@ CHUNK_ID_ALGORITHMS = ("blake3-256",)
 # each folder small on a local disk and spread S3 request load over prefixes.
 CHUNK_KEY_PREFIX = "chunks/"
 SHARD_HEX_DIGITS = 2
+# init writes a UUID in hex; the ID is also bound into the wrapped key and catalog items as
+# bytes, so it must at least be printable ASCII.
+_STORE_ID = re.compile(r"[!-~]{1,128}")
 
 
 @dataclass(frozen=True)
@@ -139,11 +143,14 @@ class StoreConfig:
                 raise UnsupportedFormatError(f"store uses unknown key layout {layout!r}")
             if not isinstance(document["catalog"], dict):
                 raise CorruptObjectError("store config has no catalog section")
+            store_id = document["store_id"]
+            if not isinstance(store_id, str) or not _STORE_ID.fullmatch(store_id):
+                raise CorruptObjectError(f"store config has an invalid store ID {store_id!r}")
             return cls(
                 chunker=ChunkerSpec.from_config(document["chunker"]),
                 compression=CompressionSpec.from_config(document["compression"]),
                 catalog=document["catalog"],
-                store_id=str(document["store_id"]),
+                store_id=store_id,
                 created_at=str(document["created_at"]),
                 chunk_id=document["chunk_id"],
                 file_digest=document["file_digest"],

@@ -47,6 +47,11 @@ _GCM_NONCE = bytes(12)  # each key seals one message, so a constant GCM nonce is
 # unlock on this machine when idle (0.43 s under load), which is felt once per command and
 # makes every passphrase guess cost as much.
 DEFAULT_KDF = {"name": "argon2id", "memory_kib": 64 * 1024, "iterations": 3, "lanes": 4}
+# The largest Argon2id parameters a config may ask for. They are read before anything in the
+# config can be authenticated, so without a bound an edited config could make every command
+# allocate terabytes or run for days. 2 GiB is RFC 9106's first recommended option (2 GiB,
+# 1 pass, 4 lanes); 16 passes at 2 GiB would take ~30 s here (64 MiB x 3 passes: 0.18 s).
+KDF_LIMITS = {"memory_kib": (8, 2 * 1024 * 1024), "iterations": (1, 16), "lanes": (1, 16)}
 
 _LABELS = {
     "chunk_id": b"chunkstore 1 chunk-id",
@@ -124,8 +129,15 @@ def config_mac(keys: Keys, document: dict) -> str:
 def _kek(passphrase: bytes, kdf: dict) -> bytes:
     if kdf.get("name") != "argon2id":
         raise UnsupportedFormatError(f"store key uses unknown key derivation {kdf.get('name')!r}")
-    return Argon2id(salt=_unb64(kdf["salt"]), length=32, iterations=int(kdf["iterations"]),
-                    lanes=int(kdf["lanes"]), memory_cost=int(kdf["memory_kib"])).derive(passphrase)
+    for name, (low, high) in KDF_LIMITS.items():
+        value = kdf.get(name)
+        if type(value) is not int or not low <= value <= high:
+            raise CorruptObjectError(f"store config has a damaged encryption section: "
+                                     f"argon2id {name} must be an integer within {low}..{high}, got {value!r}")
+    if not isinstance(kdf.get("salt"), str):
+        raise CorruptObjectError("store config has a damaged encryption section: its argon2id salt is not text")
+    return Argon2id(salt=_unb64(kdf["salt"]), length=32, iterations=kdf["iterations"],
+                    lanes=kdf["lanes"], memory_cost=kdf["memory_kib"]).derive(passphrase)
 
 
 def _wrap(master: bytes, passphrase: bytes, store_id: str, kdf_template: dict) -> dict:
@@ -169,8 +181,10 @@ def _unwrap_master(section: dict, passphrase: bytes, store_id: str) -> bytes:
         kek = _kek(passphrase, section["kdf"])
     except (ValueError, KeyError, TypeError) as error:
         raise CorruptObjectError(f"store config has a damaged encryption section: {error}") from None
+    if len(raw) < WRAP_NONCE_SIZE + TAG_SIZE:
+        raise CorruptObjectError("store config has a damaged encryption section: its wrapped key is too short")
     try:
-        return AESGCM(kek).decrypt(raw[:12], raw[12:], _wrap_context(store_id))
+        return AESGCM(kek).decrypt(raw[:WRAP_NONCE_SIZE], raw[WRAP_NONCE_SIZE:], _wrap_context(store_id))
     except InvalidTag:
         raise WrongKeyError("wrong passphrase or key file for this store") from None
 
@@ -192,7 +206,8 @@ def unlock_authenticated(section: dict, passphrase: bytes, store_id: str, docume
         if code_required or _unb64(section["wrapped_key"])[:WRAP_NONCE_SIZE] == _derive(master, "wrap_nonce", WRAP_NONCE_SIZE):
             raise CorruptObjectError("store config was altered: its authentication code was removed")
         return keys  # a config written before configs carried a code
-    if not hmac.compare_digest(code, config_mac(keys, document)):
+    # compare_digest refuses text that is not ASCII (a hostile code may be any text).
+    if not (code.isascii() and hmac.compare_digest(code, config_mac(keys, document))):
         raise CorruptObjectError("store config was altered since it was written (its authentication code "
                                  "does not match): restore the config from a backup")
     return keys

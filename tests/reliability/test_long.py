@@ -19,7 +19,7 @@ from support.faultkit import (
     report_figures,
     run_operations_under_faults,
 )
-from test_large import PEAK_RSS_LIMIT, run_measuring_peak_rss
+from support.peakrss import PEAK_RSS_LIMIT, run_measuring_peak_rss
 
 from chunkstore import ChunkerSpec, CompressionSpec, Store
 

@@ -45,12 +45,12 @@ DOWNLOAD_THREADS = 8
 # them, for the schema only: clients learn from it which names are valid, while the server
 # checks names with normalize_name alone (tests/server/test_names.py holds the two in step).
 # Segments are split by '/', none of them is '..', there is no NUL, and at least one segment
-# is not empty or '.'; a prefix may also be nothing but '/' and '.' (everything). The limit of
+# is not empty or '.'; a prefix may also have no other segments (everything). The limit of
 # MAX_NAME_BYTES is in bytes of UTF-8, which a pattern cannot count.
 _SEGMENT = r"(?:[^/\x00.][^/\x00]*|\.[^/\x00.][^/\x00]*|\.\.[^/\x00]+)"
 _NAME = rf"(?:(?:\.|{_SEGMENT})?/)*{_SEGMENT}(?:/(?:\.|{_SEGMENT})?)*"
 NAME_PATTERN = rf"^{_NAME}$"
-PREFIX_PATTERN = rf"^(?:[/.]*|{_NAME})$"
+PREFIX_PATTERN = rf"^(?:(?:\.?/)*\.?|{_NAME})$"
 MAX_VERSION = 2**63 - 1
 STATIC = resources.files("chunkstore.apps.server") / "static"
 log = logging.getLogger("chunkstore.apps.server")

@@ -74,7 +74,10 @@ class GuardedH11Protocol(H11Protocol):
         super().connection_made(transport)
         if len(self.connections) > self._max_connections:
             # Closed at once so the file descriptor is freed: a flood of idle connections
-            # cannot exhaust the process's descriptors (1,024 by default under systemd).
+            # cannot exhaust the process's descriptors (1,024 by default under systemd). It
+            # leaves the count now, not when its close completes: until then uvicorn would count
+            # it against limit_concurrency and answer a held connection's next request 503.
+            self.connections.discard(self)
             transport.write(OVER_CAPACITY)
             transport.close()
             return

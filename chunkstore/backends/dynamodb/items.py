@@ -13,7 +13,7 @@ import hashlib
 import zlib
 from dataclasses import dataclass
 
-from chunkstore.backends.catalog import SNAPSHOT_COUNTS, ChunkRecord, ChunkState, ContentRecord, FileStat, NewVersion, SnapshotRecord, VersionRecord, deletion_marker
+from chunkstore.backends.catalog import MAX_MODE, SNAPSHOT_COUNTS, ChunkRecord, ChunkState, ContentRecord, FileStat, NewVersion, SnapshotRecord, VersionRecord, deletion_marker
 from chunkstore.backends.sessions import session_is_dead
 from chunkstore.core.names import normalize_name
 from chunkstore.errors import IntegrityError, InvalidArgumentError
@@ -313,7 +313,10 @@ def version_record(item: dict) -> VersionRecord:
     name, version, at_ns = stored_name(item), number(item, "v"), number(item, "at")
     if "dm" in item:
         return deletion_marker(name, version, at_ns)
-    stat = FileStat(number(item, "sz"), number(item, "mt"), number(item, "md"), number(item, "ino"), number(item, "ct"))
+    mode = number(item, "md")
+    if not 0 <= mode <= MAX_MODE:
+        raise damaged(item, f"its mode {mode} is not within 0..{MAX_MODE}")
+    stat = FileStat(number(item, "sz"), number(item, "mt"), mode, number(item, "ino"), number(item, "ct"))
     return VersionRecord(name, version, _hex(item, text(item, "dg"), "digest"), stat, at_ns)
 
 
