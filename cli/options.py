@@ -120,10 +120,12 @@ def time_point_option(*names: str, what: str, **options):
 def as_of_option(what: str):
     """--as-of TIME|SNAPSHOT: what the command shows, as it was then."""
     return time_point_option(
-        "--as-of", "as_of",
+        "--as-of",
+        "as_of",
         what=f"{what} as of a past time: a date (2026-11-20: the end of that day), a date-time "
-             "(2026-11-20T03:00, local unless it ends in Z or +HH:MM), or a snapshot ID or unique prefix "
-             "of one (`chunkstore snapshots`).")
+        "(2026-11-20T03:00, local unless it ends in Z or +HH:MM), or a snapshot ID or unique prefix "
+        "of one (`chunkstore snapshots`).",
+    )
 
 
 def parse_duration(text: str) -> history.Duration:
@@ -143,6 +145,10 @@ def s3_source(value: str) -> str:
 
 
 LOG_FORMAT_OPTION = click.option(
-    "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
     help="text: one line per object; json: the Lambda function's structured log lines "
-         "(needs aws-lambda-powertools: pip install 'chunkstore[lambda]').")
+    "(needs aws-lambda-powertools: pip install 'chunkstore[lambda]').",
+)

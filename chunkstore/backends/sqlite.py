@@ -23,11 +23,34 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from chunkstore.backends.catalog import (
+    SNAPSHOT_COUNTS,
+    Catalog,
+    CatalogStats,
+    ChunkRecord,
+    ChunkState,
+    CommitOutcome,
+    ContentRecord,
+    FileStat,
+    NewVersion,
+    SnapshotRecord,
+    VersionRecord,
+    deletion_marker,
+    refuse_marker,
+)
+from chunkstore.backends.sessions import DEFAULT_LEASE_SECONDS, HOST, new_session_id, now_ns, session_is_dead
 from chunkstore.core import recipes
 from chunkstore.core.names import normalize_name
-from chunkstore.errors import ChunkstoreError, ConcurrentModificationError, CorruptObjectError, InvalidArgumentError, NameNotFoundError, NotFoundError, UnsupportedFormatError, VersionNotFoundError
-from chunkstore.backends.catalog import SNAPSHOT_COUNTS, Catalog, CatalogStats, ChunkRecord, ChunkState, CommitOutcome, ContentRecord, FileStat, NewVersion, SnapshotRecord, VersionRecord, deletion_marker, refuse_marker
-from chunkstore.backends.sessions import DEFAULT_LEASE_SECONDS, HOST, new_session_id, now_ns, session_is_dead
+from chunkstore.errors import (
+    ChunkstoreError,
+    ConcurrentModificationError,
+    CorruptObjectError,
+    InvalidArgumentError,
+    NameNotFoundError,
+    NotFoundError,
+    UnsupportedFormatError,
+    VersionNotFoundError,
+)
 
 SCHEMA_VERSION = 2
 
@@ -52,7 +75,9 @@ _UPGRADES = {
     1: ["ALTER TABLE versions ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0", _SNAPSHOTS_TABLE],
 }
 
-_SCHEMA = _SNAPSHOTS_TABLE + """
+_SCHEMA = (
+    _SNAPSHOTS_TABLE
+    + """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS chunks (
     id BLOB PRIMARY KEY,
@@ -114,6 +139,7 @@ CREATE TABLE IF NOT EXISTS gc_lock (
     session TEXT NOT NULL
 );
 """
+)
 
 _VERSION_COLUMNS = "name, version, digest, size, mtime_ns, mode, inode, ctime_ns, stored_at_ns, deleted"
 _SNAPSHOT_COLUMNS = "id, at_ns, host, paths, " + ", ".join(SNAPSHOT_COUNTS)
@@ -154,18 +180,30 @@ def _integers(*names: str) -> list[_Column]:
 
 _NAME = _Column("name", "a stored name (normalised, relative, no '..' or NUL)", _is_stored_name)
 _DIGEST = _Column("digest", "bytes", lambda value: type(value) is bytes)
-_VERSION_ROW = (_NAME, *_integers("version"), _DIGEST,
-                *_integers("size", "mtime_ns", "mode", "inode", "ctime_ns", "stored_at_ns", "deleted"))
-_CHUNK_ROW = (_Column("id", "bytes", lambda value: type(value) is bytes),
-              *_integers("size", "stored_size", "refcount"),
-              _Column("state", f"one of {[int(state) for state in ChunkState]}",
-                      lambda value: _is_integer(value) and value in ChunkState._value2member_map_),
-              _Column("location", "text or NULL", lambda value: value is None or type(value) is str))
+_VERSION_ROW = (
+    _NAME,
+    *_integers("version"),
+    _DIGEST,
+    *_integers("size", "mtime_ns", "mode", "inode", "ctime_ns", "stored_at_ns", "deleted"),
+)
+_CHUNK_ROW = (
+    _Column("id", "bytes", lambda value: type(value) is bytes),
+    *_integers("size", "stored_size", "refcount"),
+    _Column(
+        "state",
+        f"one of {[int(state) for state in ChunkState]}",
+        lambda value: _is_integer(value) and value in ChunkState._value2member_map_,
+    ),
+    _Column("location", "text or NULL", lambda value: value is None or type(value) is str),
+)
 _CONTENT_ROW = (_DIGEST, *_integers("size", "chunk_count", "page_count", "refcount"))
-_SNAPSHOT_ROW = (_Column("id", "text", lambda value: type(value) is str), *_integers("at_ns"),
-                 _Column("host", "text", lambda value: type(value) is str),
-                 _Column("paths", "a JSON list of stored names", lambda value: _is_name_list(value)),
-                 *_integers(*SNAPSHOT_COUNTS))
+_SNAPSHOT_ROW = (
+    _Column("id", "text", lambda value: type(value) is str),
+    *_integers("at_ns"),
+    _Column("host", "text", lambda value: type(value) is str),
+    _Column("paths", "a JSON list of stored names", lambda value: _is_name_list(value)),
+    *_integers(*SNAPSHOT_COUNTS),
+)
 _PAGE_ROW = (_Column("data", "bytes", lambda value: type(value) is bytes),)
 
 
@@ -183,15 +221,18 @@ def _checked(table: str, columns: Sequence[_Column], row: Sequence) -> Sequence:
         if not column.accepts(value):
             raise CorruptObjectError(
                 f"catalog row of {table} {row[0]!r:.80} is damaged: {column.name} is {value!r:.80}, "
-                f"not {column.expected}; restore the catalog from a backup or remove the row")
+                f"not {column.expected}; restore the catalog from a backup or remove the row"
+            )
     return row
 
 
 def _version_from_row(row) -> VersionRecord:
     name, version, digest, size, mtime_ns, mode, inode, ctime_ns, stored_at_ns, deleted = _checked(
-        "versions", _VERSION_ROW, row)
-    return VersionRecord(name, version, digest, FileStat(size, mtime_ns, mode, inode, ctime_ns), stored_at_ns,
-                         bool(deleted))
+        "versions", _VERSION_ROW, row
+    )
+    return VersionRecord(
+        name, version, digest, FileStat(size, mtime_ns, mode, inode, ctime_ns), stored_at_ns, bool(deleted)
+    )
 
 
 def _snapshot_from_row(row) -> SnapshotRecord:
@@ -214,7 +255,7 @@ def _page_from_row(row) -> bytes:
 
 def _batches(items: Sequence, size: int = _IN_BATCH) -> Iterator[Sequence]:
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
 def _escape_like(text: str) -> str:
@@ -222,8 +263,14 @@ def _escape_like(text: str) -> str:
 
 
 class SQLiteCatalog(Catalog):
-    def __init__(self, path: str | os.PathLike[str], *, create: bool = False,
-                 lease_seconds: float = DEFAULT_LEASE_SECONDS, read_only: bool = False):
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        create: bool = False,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        read_only: bool = False,
+    ):
         """read_only connections cannot write, and never checkpoint the WAL when they close:
         a checkpoint fsyncs the catalog, which on ext4 also flushes every file a restore has
         just written (0.6 s after restoring 1 GB here), work that belongs to nobody's read."""
@@ -272,7 +319,8 @@ class SQLiteCatalog(Catalog):
         except sqlite3.OperationalError as error:
             raise UnsupportedFormatError(
                 f"catalog {self.path} has an older schema that this chunkstore upgrades in place, and the upgrade "
-                f"failed ({error}); run chunkstore once with write access to it") from None
+                f"failed ({error}); run chunkstore once with write access to it"
+            ) from None
         finally:
             db.close()
 
@@ -283,11 +331,15 @@ class SQLiteCatalog(Catalog):
         if connection is None:
             try:
                 if self.read_only:
-                    connection = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
-                                                 isolation_level=None, timeout=60.0, check_same_thread=False)
+                    connection = sqlite3.connect(
+                        f"{self.path.resolve().as_uri()}?mode=ro",
+                        uri=True,
+                        isolation_level=None,
+                        timeout=60.0,
+                        check_same_thread=False,
+                    )
                 else:
-                    connection = sqlite3.connect(self.path, isolation_level=None, timeout=60.0,
-                                                 check_same_thread=False)
+                    connection = sqlite3.connect(self.path, isolation_level=None, timeout=60.0, check_same_thread=False)
                     connection.execute("PRAGMA journal_mode = WAL")
                 connection.execute("PRAGMA foreign_keys = OFF")
             except sqlite3.DatabaseError as error:
@@ -326,7 +378,9 @@ class SQLiteCatalog(Catalog):
         session = new_session_id()
         stamp = now_ns()
         with self._write(durable=False) as db:
-            db.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?)", (session, kind, HOST, os.getpid(), stamp, stamp))
+            db.execute(
+                "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?)", (session, kind, HOST, os.getpid(), stamp, stamp)
+            )
         return session
 
     def heartbeat(self, session: str) -> None:
@@ -361,8 +415,10 @@ class SQLiteCatalog(Catalog):
                     if state != ChunkState.PRESENT:
                         to_upload.add(chunk_id)
                     pinned.append(chunk_id)
-                db.executemany("INSERT INTO chunks (id, size, state) VALUES (?, ?, ?)",
-                               [(chunk_id, size, int(ChunkState.PENDING)) for chunk_id, size in new_rows.items()])
+                db.executemany(
+                    "INSERT INTO chunks (id, size, state) VALUES (?, ?, ?)",
+                    [(chunk_id, size, int(ChunkState.PENDING)) for chunk_id, size in new_rows.items()],
+                )
                 db.executemany("INSERT OR IGNORE INTO pins VALUES (?, ?)", [(chunk_id, session) for chunk_id in pinned])
             if deleting:
                 # A gc that has just finished has released its lock too: only a gc seen dead
@@ -401,14 +457,18 @@ class SQLiteCatalog(Catalog):
         cursor = db.execute("UPDATE sessions SET heartbeat_ns = ? WHERE id = ?", (now_ns(), session))
         if cursor.rowcount == 0:
             raise ConcurrentModificationError(
-                "this put stalled past its session lease and gc expired it; nothing more is committed, put again")
+                "this put stalled past its session lease and gc expired it; nothing more is committed, put again"
+            )
 
     def chunks_stored(self, session: str, chunks: Sequence[tuple[bytes, int]]) -> None:
         with self._write(durable=False) as db:
             self._touch_live_session(db, session)
             db.executemany(
                 "UPDATE chunks SET state = ?, stored_size = ? WHERE id = ? AND state = ?",
-                [(int(ChunkState.PRESENT), stored_size, chunk_id, int(ChunkState.PENDING)) for chunk_id, stored_size in chunks],
+                [
+                    (int(ChunkState.PRESENT), stored_size, chunk_id, int(ChunkState.PENDING))
+                    for chunk_id, stored_size in chunks
+                ],
             )
 
     def commit(self, session: str, versions: Sequence[NewVersion], at_ns: int | None = None) -> list[CommitOutcome]:
@@ -443,15 +503,24 @@ class SQLiteCatalog(Catalog):
         return outcomes
 
     def _insert_version(self, db, record: VersionRecord) -> None:
-        db.execute(f"INSERT INTO versions ({_VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                   (record.name, record.version, record.digest, *self._stat_values(record.stat), record.stored_at_ns,
-                    int(record.deleted)))
+        db.execute(
+            f"INSERT INTO versions ({_VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                record.name,
+                record.version,
+                record.digest,
+                *self._stat_values(record.stat),
+                record.stored_at_ns,
+                int(record.deleted),
+            ),
+        )
 
     @staticmethod
     def _next_version(db, name: str) -> int:
         """Version numbers only grow, even after removals, so a number always means one content."""
-        db.execute("INSERT INTO names VALUES (?, 1) ON CONFLICT (name) DO UPDATE SET last_version = last_version + 1",
-                   (name,))
+        db.execute(
+            "INSERT INTO names VALUES (?, 1) ON CONFLICT (name) DO UPDATE SET last_version = last_version + 1", (name,)
+        )
         return db.execute("SELECT last_version FROM names WHERE name = ?", (name,)).fetchone()[0]
 
     @staticmethod
@@ -466,8 +535,9 @@ class SQLiteCatalog(Catalog):
         return _checked("versions", (_NAME,), row)[0] if row else None
 
     def _insert_content(self, db, new: NewVersion) -> None:
-        db.execute("INSERT INTO contents VALUES (?, ?, ?, ?, 1)",
-                   (new.digest, new.stat.size, new.chunk_count, len(new.pages)))
+        db.execute(
+            "INSERT INTO contents VALUES (?, ?, ?, ?, 1)", (new.digest, new.stat.size, new.chunk_count, len(new.pages))
+        )
         referenced = 0
         for page_number, page in enumerate(new.pages):
             db.execute("INSERT INTO recipe_pages VALUES (?, ?, ?)", (new.digest, page_number, page))
@@ -500,8 +570,9 @@ class SQLiteCatalog(Catalog):
             raise NameNotFoundError(f"no stored file named {name!r}")
         return refuse_marker(_version_from_row(row), version)
 
-    def list_versions(self, prefix: str = "", all_versions: bool = False, *, as_of_ns: int | None = None,
-                      deleted: bool = False) -> Iterator[VersionRecord]:
+    def list_versions(
+        self, prefix: str = "", all_versions: bool = False, *, as_of_ns: int | None = None, deleted: bool = False
+    ) -> Iterator[VersionRecord]:
         # Conditions and their parameters, in the order they appear in the query.
         conditions: list[str] = []
         parameters: list = []
@@ -519,8 +590,10 @@ class SQLiteCatalog(Catalog):
                 parameters.append(as_of_ns)
         if not deleted:
             conditions.append("deleted = 0")
-        query = (f"SELECT {_VERSION_COLUMNS} FROM versions v WHERE {' AND '.join(conditions) or 'TRUE'} "
-                 "ORDER BY name, version")
+        query = (
+            f"SELECT {_VERSION_COLUMNS} FROM versions v WHERE {' AND '.join(conditions) or 'TRUE'} "
+            "ORDER BY name, version"
+        )
         for row in self._connection().execute(query, parameters):
             yield _version_from_row(row)
 
@@ -528,9 +601,11 @@ class SQLiteCatalog(Catalog):
         return self._oldest_name(self._connection(), digest)
 
     def get_content(self, digest: bytes) -> ContentRecord | None:
-        row = self._connection().execute(
-            "SELECT digest, size, chunk_count, page_count, refcount FROM contents WHERE digest = ?", (digest,)
-        ).fetchone()
+        row = (
+            self._connection()
+            .execute("SELECT digest, size, chunk_count, page_count, refcount FROM contents WHERE digest = ?", (digest,))
+            .fetchone()
+        )
         return _content_from_row(row) if row else None
 
     def recipe_pages(self, digest: bytes) -> Iterator[bytes]:
@@ -622,12 +697,18 @@ class SQLiteCatalog(Catalog):
         return markers
 
     def record_snapshot(self, snapshot: SnapshotRecord) -> None:
-        values = (snapshot.snapshot_id, snapshot.at_ns, snapshot.host, json.dumps(list(snapshot.paths)),
-                  *(getattr(snapshot, count) for count in SNAPSHOT_COUNTS))
+        values = (
+            snapshot.snapshot_id,
+            snapshot.at_ns,
+            snapshot.host,
+            json.dumps(list(snapshot.paths)),
+            *(getattr(snapshot, count) for count in SNAPSHOT_COUNTS),
+        )
         with self._write(durable=True) as db:
             try:
-                db.execute(f"INSERT INTO snapshots ({_SNAPSHOT_COLUMNS}) VALUES ({', '.join('?' * len(values))})",
-                           values)
+                db.execute(
+                    f"INSERT INTO snapshots ({_SNAPSHOT_COLUMNS}) VALUES ({', '.join('?' * len(values))})", values
+                )
             except sqlite3.IntegrityError:
                 raise InvalidArgumentError(f"a snapshot with ID {snapshot.snapshot_id} already exists") from None
 
@@ -680,22 +761,26 @@ class SQLiteCatalog(Catalog):
             stamp = now_ns()
             dead = [
                 session_id
-                for session_id, host, pid, heartbeat_ns in db.execute("SELECT id, host, pid, heartbeat_ns FROM sessions")
+                for session_id, host, pid, heartbeat_ns in db.execute(
+                    "SELECT id, host, pid, heartbeat_ns FROM sessions"
+                )
                 if session_id != session and session_is_dead(host, pid, heartbeat_ns, self.lease_seconds, stamp)
             ]
             for session_id in dead:
                 db.execute("DELETE FROM pins WHERE session = ?", (session_id,))
                 db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
             columns = "id, size, stored_size, refcount, state, location"
-            rows = db.execute(f"SELECT {columns} FROM chunks WHERE state = ? LIMIT ?",
-                              (int(ChunkState.DELETING), limit)).fetchall()
+            rows = db.execute(
+                f"SELECT {columns} FROM chunks WHERE state = ? LIMIT ?", (int(ChunkState.DELETING), limit)
+            ).fetchall()
             fresh = db.execute(
                 f"SELECT {columns} FROM chunks c WHERE refcount = 0 AND state != ? "
                 "AND NOT EXISTS (SELECT 1 FROM pins p WHERE p.chunk = c.id) LIMIT ?",
                 (int(ChunkState.DELETING), limit - len(rows)),
             ).fetchall()
-            db.executemany("UPDATE chunks SET state = ? WHERE id = ?",
-                           [(int(ChunkState.DELETING), row[0]) for row in fresh])
+            db.executemany(
+                "UPDATE chunks SET state = ? WHERE id = ?", [(int(ChunkState.DELETING), row[0]) for row in fresh]
+            )
         return [_chunk_from_row(row) for row in rows + fresh]
 
     def claim_orphans(self, session: str, chunk_ids: Sequence[bytes]) -> list[bytes]:
@@ -703,8 +788,10 @@ class SQLiteCatalog(Catalog):
         with self._write(durable=True) as db:
             self._check_gc_lock(db, session)
             for chunk_id in chunk_ids:
-                cursor = db.execute("INSERT OR IGNORE INTO chunks (id, size, state) VALUES (?, 0, ?)",
-                                    (chunk_id, int(ChunkState.DELETING)))
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO chunks (id, size, state) VALUES (?, 0, ?)",
+                    (chunk_id, int(ChunkState.DELETING)),
+                )
                 if cursor.rowcount:
                     claimed.append(chunk_id)
         return claimed
@@ -712,14 +799,17 @@ class SQLiteCatalog(Catalog):
     def forget_chunks(self, session: str, chunk_ids: Sequence[bytes]) -> None:
         with self._write(durable=True) as db:
             self._check_gc_lock(db, session)
-            db.executemany("DELETE FROM chunks WHERE id = ? AND state = ?",
-                           [(chunk_id, int(ChunkState.DELETING)) for chunk_id in chunk_ids])
+            db.executemany(
+                "DELETE FROM chunks WHERE id = ? AND state = ?",
+                [(chunk_id, int(ChunkState.DELETING)) for chunk_id in chunk_ids],
+            )
 
     # ---- repair ----------------------------------------------------------------------
 
     def storage_bytes(self) -> int:
-        return sum(os.path.getsize(f"{self.path}{suffix}") for suffix in ("", "-wal")
-                   if os.path.exists(f"{self.path}{suffix}"))
+        return sum(
+            os.path.getsize(f"{self.path}{suffix}") for suffix in ("", "-wal") if os.path.exists(f"{self.path}{suffix}")
+        )
 
     def integrity_problems(self) -> list[str]:
         """What SQLite's own structural check finds wrong with the file (verify runs it: a
@@ -731,8 +821,9 @@ class SQLiteCatalog(Catalog):
         moved = set()
         with self._write(durable=True) as db:
             for chunk_id, (expected, new) in counts.items():
-                cursor = db.execute("UPDATE chunks SET refcount = ? WHERE id = ? AND refcount = ?",
-                                    (new, chunk_id, expected))
+                cursor = db.execute(
+                    "UPDATE chunks SET refcount = ? WHERE id = ? AND refcount = ?", (new, chunk_id, expected)
+                )
                 if cursor.rowcount == 0:
                     moved.add(chunk_id)
         return moved
@@ -747,8 +838,10 @@ def _catalog_error(catalog: SQLiteCatalog, error: sqlite3.Error) -> ChunkstoreEr
     are left alone, so they are not mistaken for damage."""
     if isinstance(error, sqlite3.OperationalError):
         return ChunkstoreError(f"catalog {catalog.path}: {error}")
-    return CorruptObjectError(f"catalog {catalog.path} is damaged ({error}); "
-                              "restore it from a backup, or copy what still reads with `sqlite3 .recover`")
+    return CorruptObjectError(
+        f"catalog {catalog.path} is damaged ({error}); "
+        "restore it from a backup, or copy what still reads with `sqlite3 .recover`"
+    )
 
 
 _TRANSLATED = (sqlite3.OperationalError, sqlite3.DataError, sqlite3.NotSupportedError)
@@ -761,6 +854,7 @@ def _is_translated(error: sqlite3.Error) -> bool:
 
 def _translate_errors(method):
     if inspect.isgeneratorfunction(method):
+
         @functools.wraps(method)
         def generator(self, *args, **kwargs):
             try:
@@ -769,6 +863,7 @@ def _translate_errors(method):
                 if not _is_translated(error):
                     raise
                 raise _catalog_error(self, error) from None
+
         return generator
 
     @functools.wraps(method)
@@ -779,6 +874,7 @@ def _translate_errors(method):
             if not _is_translated(error):
                 raise
             raise _catalog_error(self, error) from None
+
     return call
 
 

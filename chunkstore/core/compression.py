@@ -32,7 +32,7 @@ class CompressionSpec:
     level: int = 0
 
     @classmethod
-    def parse(cls, text: str) -> "CompressionSpec":
+    def parse(cls, text: str) -> CompressionSpec:
         """Parse the command-line form: `none`, `zstd` or `zstd:LEVEL`."""
         name, _, level_text = text.partition(":")
         if name == "none" and not level_text:
@@ -51,7 +51,7 @@ class CompressionSpec:
         return {"name": self.name, "level": self.level}
 
     @classmethod
-    def from_config(cls, data: dict) -> "CompressionSpec":
+    def from_config(cls, data: dict) -> CompressionSpec:
         name = data.get("name")
         if name not in ("none", "zstd"):
             raise UnsupportedFormatError(f"store uses unknown compression {name!r}")
@@ -83,9 +83,7 @@ class Compressor:
         if compressor is None:
             # No content size / checksum in the frame: the object header already
             # carries the length and the chunk ID checks the content.
-            compressor = zstandard.ZstdCompressor(
-                level=self.spec.level, write_content_size=False, write_checksum=False
-            )
+            compressor = zstandard.ZstdCompressor(level=self.spec.level, write_content_size=False, write_checksum=False)
             self._local.zstd = compressor
         packed = compressor.compress(data)
         if len(packed) >= len(data):
@@ -108,9 +106,7 @@ def decompress(compression_id: int, payload: bytes, plaintext_length: int) -> by
     else:
         raise CorruptObjectError(f"unknown compression ID {compression_id}")
     if len(data) != plaintext_length:
-        raise CorruptObjectError(
-            f"payload is {len(data)} bytes after decompression, header says {plaintext_length}"
-        )
+        raise CorruptObjectError(f"payload is {len(data)} bytes after decompression, header says {plaintext_length}")
     return data
 
 

@@ -43,7 +43,6 @@ from chunkstore.operations.walk import (
     vanished_names,
 )
 
-
 # Chunks are claimed in the catalog in batches of this many bytes (one transaction each).
 BATCH_BYTES = 4 * 1024 * 1024
 # Chunks being compressed and written at once: with the claim batch this bounds put's
@@ -130,8 +129,9 @@ class Writer:
 
     # ---- one file --------------------------------------------------------------------
 
-    def add_stream(self, stream: BinaryIO, name: str, stat: FileStat | None,
-                   on_bytes: Callable[[int], None] | None = None) -> _PendingFile:
+    def add_stream(
+        self, stream: BinaryIO, name: str, stat: FileStat | None, on_bytes: Callable[[int], None] | None = None
+    ) -> _PendingFile:
         """Chunk and hash one stream; its version waits in the pending list for commit().
 
         A large file's chunks are hashed (IDs and whole-file digest) by a second thread in
@@ -257,8 +257,11 @@ class Writer:
         self._pending_bytes += pending.result.size
 
     def commit_due(self) -> bool:
-        return (len(self._pending) >= COMMIT_EVERY_FILES or self._pending_bytes >= COMMIT_EVERY_BYTES
-                or time.monotonic() - self._last_commit >= COMMIT_EVERY_SECONDS)
+        return (
+            len(self._pending) >= COMMIT_EVERY_FILES
+            or self._pending_bytes >= COMMIT_EVERY_BYTES
+            or time.monotonic() - self._last_commit >= COMMIT_EVERY_SECONDS
+        )
 
     def commit(self) -> list[FileResult]:
         """Make every queued file durable and visible; return their results."""
@@ -300,9 +303,17 @@ def _apply_outcome(result: FileResult, outcome: CommitOutcome) -> None:
 # ---- entry points ---------------------------------------------------------------------
 
 
-def put(store: StoreContext, paths: Iterable[PathArgument], *, program: str, sync: bool = False,
-        force_read: bool = False, at_ns: int | None = None, on_result: Callable[[FileResult], None] | None = None,
-        on_progress: Callable[[Progress], None] | None = None) -> PutSummary:
+def put(
+    store: StoreContext,
+    paths: Iterable[PathArgument],
+    *,
+    program: str,
+    sync: bool = False,
+    force_read: bool = False,
+    at_ns: int | None = None,
+    on_result: Callable[[FileResult], None] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> PutSummary:
     """Put files and folders and record the run as a snapshot. Every file gets a FileResult;
     unreadable ones an error result.
 
@@ -344,8 +355,17 @@ def put(store: StoreContext, paths: Iterable[PathArgument], *, program: str, syn
         for source in sources:
             progress(source.name)
             if not force_read and is_unchanged(latest.get(source.name), source.stat):
-                report([FileResult(source.name, "unchanged", size=source.stat.st_size,
-                                   version=latest[source.name].version, path=source.path)])
+                report(
+                    [
+                        FileResult(
+                            source.name,
+                            "unchanged",
+                            size=source.stat.st_size,
+                            version=latest[source.name].version,
+                            path=source.path,
+                        )
+                    ]
+                )
                 done_bytes += source.stat.st_size
             else:
                 before = done_bytes
@@ -354,8 +374,9 @@ def put(store: StoreContext, paths: Iterable[PathArgument], *, program: str, syn
                     writer.queue(pending)
                 except (OSError, _ChangedWhileReading, SourceError) as error:
                     message = getattr(error, "strerror", None) or str(error)
-                    report([FileResult(source.name, "error", size=source.stat.st_size, path=source.path,
-                                       error=message)])
+                    report(
+                        [FileResult(source.name, "error", size=source.stat.st_size, path=source.path, error=message)]
+                    )
                 done_bytes = before + source.stat.st_size
             done_files += 1
             if writer.commit_due():
@@ -367,14 +388,14 @@ def put(store: StoreContext, paths: Iterable[PathArgument], *, program: str, syn
     if sync:
         gone = vanished_names(store.catalog, paths, {result.name for result in summary.results})
         summary.deleted = store.catalog.mark_deleted(gone, at)
-    summary.snapshot = _record_snapshot(store, program, at, [stored_path_and_name(item)[1] for item in paths],
-                                        summary)
+    summary.snapshot = _record_snapshot(store, program, at, [stored_path_and_name(item)[1] for item in paths], summary)
     summary.seconds = time.monotonic() - started
     return summary
 
 
-def put_stream(store: StoreContext, stream: BinaryIO, name: str, *, program: str,
-               at_ns: int | None = None) -> PutSummary:
+def put_stream(
+    store: StoreContext, stream: BinaryIO, name: str, *, program: str, at_ns: int | None = None
+) -> PutSummary:
     """Put one stream of unknown length (stdin, an upload, an S3 object) under name and record
     the run as a snapshot; its one result is summary.results[0]. program and at_ns as for put."""
     started = time.monotonic()
@@ -392,13 +413,23 @@ def put_stream(store: StoreContext, stream: BinaryIO, name: str, *, program: str
     return summary
 
 
-def _record_snapshot(store: StoreContext, program: str, at_ns: int, names: Sequence[str | None],
-                     summary: PutSummary) -> SnapshotRecord:
+def _record_snapshot(
+    store: StoreContext, program: str, at_ns: int, names: Sequence[str | None], summary: PutSummary
+) -> SnapshotRecord:
     snapshot = SnapshotRecord(
-        uuid.uuid4().hex, at_ns, HOST, tuple(name for name in names if name is not None),
-        stored=summary.count("stored"), duplicate=summary.count("duplicate"), unchanged=summary.count("unchanged"),
-        deleted=len(summary.deleted), errors=summary.count("error"), added_bytes=summary.new_bytes,
-        added_stored_bytes=summary.stored_new_bytes, program=program)
+        uuid.uuid4().hex,
+        at_ns,
+        HOST,
+        tuple(name for name in names if name is not None),
+        stored=summary.count("stored"),
+        duplicate=summary.count("duplicate"),
+        unchanged=summary.count("unchanged"),
+        deleted=len(summary.deleted),
+        errors=summary.count("error"),
+        added_bytes=summary.new_bytes,
+        added_stored_bytes=summary.stored_new_bytes,
+        program=program,
+    )
     store.catalog.record_snapshot(snapshot)
     return snapshot
 
@@ -445,4 +476,3 @@ def _put_symlink(writer: Writer, source: Source) -> _PendingFile:
     pending = writer.add_stream(io.BytesIO(target), source.name, file_stat(st))
     pending.result.path = source.path
     return pending
-

@@ -4,11 +4,11 @@ tests/support/moto_fixtures.py)."""
 from __future__ import annotations
 
 import pytest
-from support.s3helpers import unique_name
 
 from chunkstore import ChunkerSpec, CompressionSpec, Store
 from chunkstore.backends.aws import AwsClients
 from chunkstore.backends.dynamodb import DynamoDBCatalog
+from support.s3helpers import unique_name
 
 
 @pytest.fixture
@@ -54,8 +54,9 @@ def make_dynamodb_catalog(table, moto_endpoint):
         if not opened:
             DynamoDBCatalog.create_table(clients, table)
         options = {} if lease_seconds is None else {"lease_seconds": lease_seconds}
-        catalog = DynamoDBCatalog(clients, table, store_id="conformance", store_url="s3://conformance/catalog",
-                                  create=not opened, **options)
+        catalog = DynamoDBCatalog(
+            clients, table, store_id="conformance", store_url="s3://conformance/catalog", create=not opened, **options
+        )
         opened.append(catalog)
         return catalog
 

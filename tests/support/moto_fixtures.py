@@ -78,6 +78,7 @@ def _transact_with_item_backups(original):
             raise
         finally:
             dynamodb_models.copy = copy
+
     return transact_write_items
 
 

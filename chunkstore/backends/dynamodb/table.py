@@ -17,8 +17,24 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 
 from chunkstore.backends.aws import AwsClients, AwsError, error_code, translate_errors
-from chunkstore.backends.dynamodb.items import META_KEY, READABLE_SCHEMAS, SCHEMA_VERSION, TableMeta, meta_item, s, table_meta, table_schema, text
-from chunkstore.errors import CatalogOfAnotherStoreError, InvalidArgumentError, StoreExistsError, StoreNotFoundError, UnsupportedFormatError
+from chunkstore.backends.dynamodb.items import (
+    META_KEY,
+    READABLE_SCHEMAS,
+    SCHEMA_VERSION,
+    TableMeta,
+    meta_item,
+    s,
+    table_meta,
+    table_schema,
+    text,
+)
+from chunkstore.errors import (
+    CatalogOfAnotherStoreError,
+    InvalidArgumentError,
+    StoreExistsError,
+    StoreNotFoundError,
+    UnsupportedFormatError,
+)
 
 DIGEST_INDEX = "by-digest"
 
@@ -31,8 +47,7 @@ TRANSACTION_BYTES = 3_500_000
 
 # Transactions cancelled by a conflicting transaction on the same items are retried.
 _CONFLICT_ATTEMPTS = 12
-_RETRYABLE_REASONS = {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded",
-                      "RequestLimitExceeded"}
+_RETRYABLE_REASONS = {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded"}
 _POOL_WORKERS = 16
 
 _TABLE_NAME = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
@@ -57,7 +72,7 @@ class Cancelled(Exception):
 
 def _batches(items: Sequence, size: int) -> Iterator[Sequence]:
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
 def _back_off(attempt: int) -> int:
@@ -77,8 +92,10 @@ class Table:
 
     def errors(self):
         """A context that turns AWS errors into ChunkstoreErrors naming this table."""
-        missing = (f"DynamoDB table {self.name!r} does not exist in region {self.clients.region} "
-                   "(create it, or run `chunkstore init --create`)")
+        missing = (
+            f"DynamoDB table {self.name!r} does not exist in region {self.clients.region} "
+            "(create it, or run `chunkstore init --create`)"
+        )
         return translate_errors(f"DynamoDB table {self.name!r}", missing=missing)
 
     def close(self) -> None:
@@ -105,14 +122,20 @@ class Table:
                     TableName=table,
                     BillingMode="PAY_PER_REQUEST",
                     KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-                    AttributeDefinitions=[{"AttributeName": name, "AttributeType": kind}
-                                          for name, kind in (("pk", "S"), ("sk", "S"), ("dg", "S"), ("at", "N"))],
-                    GlobalSecondaryIndexes=[{
-                        "IndexName": DIGEST_INDEX,
-                        "KeySchema": [{"AttributeName": "dg", "KeyType": "HASH"},
-                                      {"AttributeName": "at", "KeyType": "RANGE"}],
-                        "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["nm"]},
-                    }],
+                    AttributeDefinitions=[
+                        {"AttributeName": name, "AttributeType": kind}
+                        for name, kind in (("pk", "S"), ("sk", "S"), ("dg", "S"), ("at", "N"))
+                    ],
+                    GlobalSecondaryIndexes=[
+                        {
+                            "IndexName": DIGEST_INDEX,
+                            "KeySchema": [
+                                {"AttributeName": "dg", "KeyType": "HASH"},
+                                {"AttributeName": "at", "KeyType": "RANGE"},
+                            ],
+                            "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["nm"]},
+                        }
+                    ],
                 )
             except db.exceptions.ResourceInUseException:
                 pass
@@ -121,8 +144,12 @@ class Table:
     def claim(self, store_id: str, store_url: str) -> None:
         """Record in the table which store it belongs to; refuse a table another store uses."""
         # Re-running an init that died before writing the store config takes the table again.
-        if not self.put(meta_item(store_id, store_url), "attribute_not_exists(pk) OR #store = :store",
-                        {":store": s(store_url)}, {"#store": "store"}):
+        if not self.put(
+            meta_item(store_id, store_url),
+            "attribute_not_exists(pk) OR #store = :store",
+            {":store": s(store_url)},
+            {"#store": "store"},
+        ):
             other = text(self.get(META_KEY) or {}, "store", None)
             raise StoreExistsError(f"DynamoDB table {self.name!r} already holds the catalog of {other}")
 
@@ -133,13 +160,16 @@ class Table:
             raise StoreNotFoundError(f"DynamoDB table {self.name!r} holds no chunkstore catalog")
         schema = table_schema(item)
         if schema not in READABLE_SCHEMAS:
-            raise UnsupportedFormatError(f"catalog schema version {schema} in DynamoDB table {self.name!r} "
-                                         f"is not supported (this chunkstore reads {SCHEMA_VERSION})")
+            raise UnsupportedFormatError(
+                f"catalog schema version {schema} in DynamoDB table {self.name!r} "
+                f"is not supported (this chunkstore reads {SCHEMA_VERSION})"
+            )
         meta = table_meta(item)
         if meta.store_id != store_id:
             raise CatalogOfAnotherStoreError(
                 f"DynamoDB table {self.name!r} holds the catalog of another store ({meta.store_url}, store ID "
-                f"{meta.store_id}), not of {store_url} (store ID {store_id}); give each store its own table")
+                f"{meta.store_id}), not of {store_url} (store ID {store_id}); give each store its own table"
+            )
         return meta
 
     # ---- reads -----------------------------------------------------------------------
@@ -172,8 +202,15 @@ class Table:
 
     def scan(self, filter_expression: str, values: dict) -> Iterator[dict]:
         """Every item a strongly consistent scan with this filter returns, page after page."""
-        return self._items(self._db.scan, {"TableName": self.name, "ConsistentRead": True,
-                                           "FilterExpression": filter_expression, "ExpressionAttributeValues": values})
+        return self._items(
+            self._db.scan,
+            {
+                "TableName": self.name,
+                "ConsistentRead": True,
+                "FilterExpression": filter_expression,
+                "ExpressionAttributeValues": values,
+            },
+        )
 
     @staticmethod
     def _items(call, request: dict) -> Iterator[dict]:
@@ -186,6 +223,7 @@ class Table:
 
     def parallel_queries(self, requests: list[dict]) -> list[Iterator[dict]]:
         """Start every query at once (their first pages are fetched in parallel); each stream pages on lazily."""
+
         def first_page(request: dict) -> dict:
             return self._db.query(TableName=self.name, **request)
 
@@ -198,8 +236,9 @@ class Table:
 
     # ---- writes ----------------------------------------------------------------------
 
-    def put(self, item: dict, condition: str | None = None, values: dict | None = None,
-            names: dict | None = None) -> bool:
+    def put(
+        self, item: dict, condition: str | None = None, values: dict | None = None, names: dict | None = None
+    ) -> bool:
         """PutItem; False if the condition failed."""
         request = {"TableName": self.name, "Item": item}
         if condition:
@@ -214,8 +253,9 @@ class Table:
         except self._conditional_failed:
             return False
 
-    def update(self, key: dict, expression: str, values: dict | None = None, condition: str | None = None,
-               **options) -> dict | None:
+    def update(
+        self, key: dict, expression: str, values: dict | None = None, condition: str | None = None, **options
+    ) -> dict | None:
         """UpdateItem; returns the new item with ReturnValues="ALL_NEW", None if the condition failed."""
         request = {"TableName": self.name, "Key": key, "UpdateExpression": expression, **options}
         if values:
@@ -266,8 +306,10 @@ class Table:
                     raise Cancelled(reasons) from None
                 refused = set(reasons) - _RETRYABLE_REASONS - {"None"}
                 if refused or not reasons:
-                    raise AwsError(f"DynamoDB table {self.name!r}: a transaction was refused "
-                                   f"({', '.join(sorted(refused)) or error_code(error)})") from None
+                    raise AwsError(
+                        f"DynamoDB table {self.name!r}: a transaction was refused "
+                        f"({', '.join(sorted(refused)) or error_code(error)})"
+                    ) from None
             except self._db.exceptions.TransactionInProgressException:
                 pass
             _back_off(attempt)
@@ -276,6 +318,7 @@ class Table:
     def transact_each(self, items: list, action: Callable[[object], dict]) -> list:
         """Apply action(item) for every item, up to 100 to a transaction; return the items whose
         condition failed (the others are applied)."""
+
         def run(batch: list) -> list:
             failed = []
             while batch:
