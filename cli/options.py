@@ -3,6 +3,7 @@ cannot hold into a one-line usage error (exit 2) before anything is opened."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable
 from typing import NoReturn
@@ -96,10 +97,8 @@ def parse_as_of(text: str) -> history.AsOf | str:
     # Both ends of a date are checked: only one of them may exist on the calendar (the
     # start of 0001-01-01 in a zone east of UTC, the end of 9999-12-31), and both must fit.
     for end_of_day in (False, True):
-        try:
+        with contextlib.suppress(InvalidArgumentError):
             instants.append(_checked_time_ns(text, history.parse_time(text, end_of_day=end_of_day)))
-        except InvalidArgumentError:
-            pass
     if not instants:
         return text
     if len(instants) == 1:

@@ -99,7 +99,7 @@ def print_table(columns: list[Column], rows: list[tuple[str, ...]], *, plain_hea
         return
     lines = ([tuple(column.header for column in columns)] if plain_header else []) + rows
     for cells in lines:
-        padded = [f"{cell:{column.align}{column.width}}" for column, cell in zip(columns[:-1], cells)]
+        padded = [f"{cell:{column.align}{column.width}}" for column, cell in zip(columns[:-1], cells[:-1], strict=True)]
         click.echo("  ".join([*padded, cells[-1]]))
 
 

@@ -6,6 +6,7 @@ restic and borg are optional: their part is skipped where they are not installed
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import shutil
 import sqlite3
@@ -43,7 +44,7 @@ def test_each_version_edits_the_one_before(tmp_path):
     archives = sorted(dataset.root.iterdir())
 
     contents = [path.read_bytes() for path in archives]
-    assert all(before != after for before, after in zip(contents, contents[1:]))
+    assert all(before != after for before, after in itertools.pairwise(contents))
 
 
 def test_digest_changes_with_one_byte(tmp_path):

@@ -116,10 +116,8 @@ class LocalBlobStore(BlobStore):
             raise BlobNotFoundError(f"no object {key!r} in {self.url}") from None
 
     def delete(self, key: str) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             self._path(key).unlink()
-        except (FileNotFoundError, NotADirectoryError):
-            pass
 
     def list(self, prefix: str = "") -> Iterator[BlobInfo]:
         # Start in the deepest folder the prefix names and filter on the rest of it.

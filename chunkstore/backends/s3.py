@@ -8,6 +8,7 @@ the second PUT rewrites identical bytes.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterator
 
@@ -101,10 +102,8 @@ class S3BlobStore(BlobStore):
             options = {}
             if region and region != "us-east-1":
                 options["CreateBucketConfiguration"] = {"LocationConstraint": region}
-            try:
+            with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
                 s3.create_bucket(Bucket=self.bucket, **options)
-            except s3.exceptions.BucketAlreadyOwnedByYou:
-                pass
             s3.put_public_access_block(
                 Bucket=self.bucket,
                 PublicAccessBlockConfiguration={

@@ -736,7 +736,8 @@ class SQLiteCatalog(Catalog):
     def acquire_gc_lock(self, session: str) -> None:
         with self._write(durable=False) as db:
             row = db.execute(
-                "SELECT g.session, s.host, s.pid, s.heartbeat_ns FROM gc_lock g LEFT JOIN sessions s ON s.id = g.session"
+                "SELECT g.session, s.host, s.pid, s.heartbeat_ns"
+                " FROM gc_lock g LEFT JOIN sessions s ON s.id = g.session"
             ).fetchone()
             if row is not None and row[0] != session:
                 holder, host, pid, heartbeat_ns = row

@@ -143,7 +143,8 @@ class StoreConfig:
                 )
             if document["object_format"] != objectformat.VERSION or document["recipe_format"] != recipes.VERSION:
                 raise UnsupportedFormatError(
-                    f"store uses object format {document['object_format']!r} / recipe format {document['recipe_format']!r}"
+                    f"store uses object format {document['object_format']!r}"
+                    f" / recipe format {document['recipe_format']!r}"
                 )
             if document["encryption"] is not None:
                 crypto.validate_section(document["encryption"])

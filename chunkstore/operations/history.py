@@ -406,7 +406,7 @@ def plan_forget(store: StoreContext, prefix: str, policy: Policy, *, dry_run: bo
     if not records:
         raise NameNotFoundError(f"no stored file under {prefix!r}" if prefix else "the store holds no files")
     times = sorted({record.stored_at_ns for record in records}, reverse=True)
-    points = [Point(at_ns, tuple(reasons)) for at_ns, reasons in zip(times, policy.reasons(times))]
+    points = [Point(at_ns, tuple(reasons)) for at_ns, reasons in zip(times, policy.reasons(times), strict=True)]
     kept_points = sorted((point for point in points if point.kept), key=lambda point: point.at_ns)
     decisions: list[Decision] = []
     for _, group in itertools.groupby(records, key=lambda record: record.name):

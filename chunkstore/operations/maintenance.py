@@ -193,7 +193,8 @@ def _batched(items: Iterable, size: int):
 
 @dataclass
 class Problem:
-    kind: str  # missing-object, corrupt-object, missing-chunk-row, refcount, missing-content, corrupt-recipe, damaged-catalog
+    # missing-object, corrupt-object, missing-chunk-row, refcount, missing-content, corrupt-recipe, damaged-catalog
+    kind: str
     message: str
     names: list[str] = field(default_factory=list)
 
@@ -357,7 +358,8 @@ def _check(
             report.problems.append(
                 Problem(
                     "refcount",
-                    f"chunk {chunk_id.hex()} counts {chunk.refcount} references, recipes hold {recount.get(chunk_id, 0)}",
+                    f"chunk {chunk_id.hex()} counts {chunk.refcount} references,"
+                    f" recipes hold {recount.get(chunk_id, 0)}",
                 )
             )
     report.chunks = len(recount)

@@ -13,6 +13,7 @@ and writes the new ones; pyfastcdc, blake3 and zstd all release the GIL, so ever
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import stat as stat_module
@@ -107,10 +108,9 @@ class Writer:
     def _heartbeat_loop(self) -> None:
         interval = self.catalog.lease_seconds / 4
         while not self._stop_heartbeat.wait(interval):
-            try:
+            # A missed heartbeat only shortens the lease.
+            with contextlib.suppress(Exception):
                 self.catalog.heartbeat(self.session)
-            except Exception:  # noqa: BLE001 - a missed heartbeat only shortens the lease
-                pass
 
     def close(self) -> None:
         self._stop_heartbeat.set()
@@ -150,7 +150,7 @@ class Writer:
         size = 0
 
         def take(chunks: list[bytes], ids: list[bytes]) -> None:
-            for chunk_id, chunk in zip(ids, chunks):
+            for chunk_id, chunk in zip(ids, chunks, strict=True):
                 recipe.add(recipes.RecipeEntry(chunk_id, len(chunk)))
                 self._unclaimed.append((chunk_id, chunk, result))
                 self._unclaimed_bytes += len(chunk)
@@ -216,11 +216,10 @@ class Writer:
 
     def _upload(self, chunk_id: bytes, data: bytes) -> tuple[bytes, int]:
         blob = self.store.codec.encode(chunk_id, data)
-        if self.store.encrypted:
-            # Verify after encrypting, before the chunk counts as stored (restic does the
-            # same): a fault in compression or encryption must not go unnoticed until restore.
-            if self.store.hasher.chunk_id(self.store.codec.decode(chunk_id, blob)) != chunk_id:
-                raise ChunkMismatchError(f"chunk {chunk_id.hex()} did not survive encoding; nothing was stored")
+        # Verify after encrypting, before the chunk counts as stored (restic does the same): a
+        # fault in compression or encryption must not go unnoticed until restore.
+        if self.store.encrypted and self.store.hasher.chunk_id(self.store.codec.decode(chunk_id, blob)) != chunk_id:
+            raise ChunkMismatchError(f"chunk {chunk_id.hex()} did not survive encoding; nothing was stored")
         self.store.blobs.put(chunk_key(chunk_id), blob)
         return chunk_id, len(blob)
 
@@ -275,7 +274,7 @@ class Writer:
             return []
         outcomes = self.catalog.commit(self.session, [item.version for item in pending], at_ns=self.at_ns)
         results = []
-        for item, outcome in zip(pending, outcomes):
+        for item, outcome in zip(pending, outcomes, strict=True):
             _apply_outcome(item.result, outcome)
             results.append(item.result)
         return results
@@ -448,7 +447,8 @@ def _put_file(writer: Writer, source: Source, on_bytes) -> _PendingFile:
     if stat_module.S_ISLNK(source.stat.st_mode):
         return _put_symlink(writer, source)
     try:
-        handle = open(source.path, "rb", buffering=0)
+        # Opened outside `with` so that only open's own error becomes a SourceError.
+        handle = open(source.path, "rb", buffering=0)  # noqa: SIM115 - closed by the `with handle` below
     except OSError as error:
         raise SourceError(f"cannot open: {error.strerror}") from None
     with handle:

@@ -289,10 +289,8 @@ def _write_file(record: VersionRecord, folder: int, name: str, write: Callable[[
 
 
 def _unlink_quietly(name: str, folder: int) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(name, dir_fd=folder)
-    except FileNotFoundError:
-        pass
 
 
 @dataclass
@@ -353,13 +351,16 @@ def restore(
                     _refuse_symlink_at(folder, base_name, record.name)
                     with naming_errors(record):
                         data = content.result()
-                    _write_file(record, folder, base_name, lambda handle: handle.write(data))
+                    _write_file(record, folder, base_name, lambda handle, data=data: handle.write(data))
                     if on_progress:
                         on_progress(len(data))
                 else:
                     _refuse_symlink_at(folder, base_name, record.name)
                     _write_file(
-                        record, folder, base_name, lambda handle: fetcher.write_verified(record, handle, on_progress)
+                        record,
+                        folder,
+                        base_name,
+                        lambda handle, record=record: fetcher.write_verified(record, handle, on_progress),
                     )
             except (IntegrityError, UnsafePathError) as error:
                 result.error = str(error)
@@ -459,9 +460,9 @@ class _RestoreFolders:
         while depth and "/".join(parts[:depth]) not in self._open:
             depth -= 1
         descriptor = self._open["/".join(parts[:depth])] if depth else self._root
-        for depth in range(depth + 1, len(parts) + 1):
-            path = "/".join(parts[:depth])
-            descriptor = _open_or_make_folder(descriptor, parts[depth - 1], path, name)
+        for level in range(depth + 1, len(parts) + 1):
+            path = "/".join(parts[:level])
+            descriptor = _open_or_make_folder(descriptor, parts[level - 1], path, name)
             self._open[path] = descriptor
             # The evicted one is never descriptor, just added: it is the most recent.
             while len(self._open) > self.MAX_OPEN:
@@ -477,10 +478,9 @@ def _open_or_make_folder(parent: int, part: str, folder: str, name: str) -> int:
         pass
     except OSError as error:
         raise _unsafe_folder(error, folder, name, parent, part) from None
-    try:
+    # Made meanwhile: opening it below checks what it is.
+    with contextlib.suppress(FileExistsError):
         os.mkdir(part, dir_fd=parent)
-    except FileExistsError:
-        pass  # made meanwhile; opening it below checks what it is
     try:
         return os.open(part, flags, dir_fd=parent)
     except OSError as error:

@@ -59,7 +59,6 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         """Start on a free port; wait for the line that names the address."""
         self.log_path = self.log_path or Path(self.store_url).with_name(Path(self.store_url).name + "-serve.log")
-        log = open(self.log_path, "wb")
         if self.library_settings is None:
             command = [*chunkstore_command(), "--store", self.store_url, "serve", "--port", "0", *self.args]
         else:
@@ -69,10 +68,10 @@ class ServerProcess:
                 self.store_url,
                 json.dumps(self.library_settings),
             ]
-        self.process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env=environment(self.env, without=("CHUNKSTORE_TOKENS",))
-        )
-        log.close()
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=environment(self.env, without=("CHUNKSTORE_TOKENS",))
+            )
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
             match = _ADDRESS.search(self.log_path.read_text(errors="replace"))

@@ -20,10 +20,8 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="re
 
 def generated_blocks(digest):
     """TRANSFER_MB of incompressible, non-repeating data, made on the fly (never held whole)."""
-    counter = 0
-    for _ in range(TRANSFER_MB):
+    for counter in range(TRANSFER_MB):
         block = hashlib.shake_256(counter.to_bytes(8, "big")).digest(BLOCK)
-        counter += 1
         digest.update(block)
         yield block
 

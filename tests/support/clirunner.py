@@ -189,7 +189,7 @@ def run_on_terminal(
             controllers[controller] = name
         else:
             # A file, not a pipe: nothing reads it while the terminals are read.
-            streams[name] = tempfile.TemporaryFile()
+            streams[name] = tempfile.TemporaryFile()  # noqa: SIM115 - read and closed once the command exits
     process = subprocess.Popen(
         runner.command_line(*args),
         cwd=runner.workdir,
@@ -198,7 +198,7 @@ def run_on_terminal(
         **streams,
     )
     received = {name: bytearray() for name in streams}
-    for controller, name in controllers.items():
+    for name in controllers.values():
         os.close(streams[name])
     while controllers:
         ready, _, _ = select.select(list(controllers), [], [], 60)

@@ -563,7 +563,7 @@ class DynamoDBCatalog(Catalog):
             chosen.update(((record.name, record.version), record) for record in found)
         records = list(chosen.values())
         removed = self.table.in_parallel(self._remove_version, records)
-        return [record for record, done in zip(records, removed) if done]
+        return [record for record, done in zip(records, removed, strict=True) if done]
 
     def _remove_version(self, record: VersionRecord) -> bool:
         """Delete a version and give back its content's count, atomically; release the content

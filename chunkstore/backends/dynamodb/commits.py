@@ -15,6 +15,7 @@ condition on its last value in the transaction that writes the version.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -225,11 +226,10 @@ def _store_large_content(table: Table, session: str, new: NewVersion, previous: 
         roll_back(table, new.digest, session, done)
         raise _refused(new) from None
     except Exception:
-        # Best effort: if this fails too, gc rolls the content back once this session is dead.
-        try:
+        # Best effort: if this fails too, gc rolls the content back once this session is dead;
+        # the original error is the one to report.
+        with contextlib.suppress(Exception):
             roll_back(table, new.digest, session, done)
-        except Exception:  # noqa: BLE001, S110 - the original error is the one to report
-            pass
         raise
 
 

@@ -10,6 +10,7 @@ as the callers give them; what the items mean is in items.py.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
 import time
@@ -117,7 +118,7 @@ class Table:
         """Make the table (on-demand billing) if it does not exist, and wait until it is active."""
         db = clients.dynamodb
         with translate_errors(f"creating DynamoDB table {table!r}"):
-            try:
+            with contextlib.suppress(db.exceptions.ResourceInUseException):
                 db.create_table(
                     TableName=table,
                     BillingMode="PAY_PER_REQUEST",
@@ -137,8 +138,6 @@ class Table:
                         }
                     ],
                 )
-            except db.exceptions.ResourceInUseException:
-                pass
             db.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 2, "MaxAttempts": 60})
 
     def claim(self, store_id: str, store_url: str) -> None:
@@ -232,7 +231,10 @@ class Table:
             if "LastEvaluatedKey" in response:
                 yield from self.query(**request, ExclusiveStartKey=response["LastEvaluatedKey"])
 
-        return [stream(request, response) for request, response in zip(requests, self._pool.map(first_page, requests))]
+        return [
+            stream(request, response)
+            for request, response in zip(requests, self._pool.map(first_page, requests), strict=True)
+        ]
 
     # ---- writes ----------------------------------------------------------------------
 
