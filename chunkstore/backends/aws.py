@@ -14,7 +14,7 @@ a command can report what it cost at list prices.
 from __future__ import annotations
 
 import threading
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -120,7 +120,7 @@ class RequestCounter:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._requests: Counter[tuple[str, str]] = Counter()
-        self._capacity: Counter[str] = Counter()
+        self._capacity: defaultdict[str, float] = defaultdict(float)
 
     def record_request(self, service: str, operation: str) -> None:
         with self._lock:
@@ -202,7 +202,7 @@ class AwsClients:
 
     def _count_request(self, event_name: str, **_) -> None:
         # event_name is "before-send.<service>.<Operation>", once per attempt.
-        _, service, operation = event_name.split(".", 2)
+        service, operation = event_name.split(".", 2)[1:]
         self.requests.record_request(service, operation)
 
     @staticmethod

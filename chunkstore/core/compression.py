@@ -94,7 +94,7 @@ class Compressor:
 _decompressors = threading.local()
 
 
-def decompress(compression_id: int, payload: bytes, plaintext_length: int) -> bytes:
+def decompress(compression_id: int, payload: bytes | memoryview, plaintext_length: int) -> bytes:
     """Undo Compressor.compress; the output must be exactly plaintext_length bytes.
 
     plaintext_length comes from the object header, which the caller has bounded by the
@@ -110,7 +110,7 @@ def decompress(compression_id: int, payload: bytes, plaintext_length: int) -> by
     return data
 
 
-def _zstd_decompress(payload: bytes, plaintext_length: int) -> bytes:
+def _zstd_decompress(payload: bytes | memoryview, plaintext_length: int) -> bytes:
     # python-zstandard honours max_output_size only for frames that do not state their
     # content size: a 40-byte frame declaring 1 GiB made decompress() allocate 1.08 GB.
     # So a frame that states a size other than the header's is refused before decoding,

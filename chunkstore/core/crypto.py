@@ -81,7 +81,7 @@ class Sealer:
         message_key = blake3.blake3(nonce, key=self._key).digest()
         return nonce + AESGCM(message_key).encrypt(_GCM_NONCE, plaintext, associated)
 
-    def open(self, sealed: bytes, associated: bytes) -> bytes:
+    def open(self, sealed: bytes | memoryview, associated: bytes) -> bytes:
         """Return the plaintext; raise CorruptObjectError if sealed was altered or belongs elsewhere."""
         if len(sealed) < NONCE_SIZE + TAG_SIZE:
             raise CorruptObjectError("encrypted payload is too short")

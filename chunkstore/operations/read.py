@@ -18,6 +18,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
@@ -288,6 +289,10 @@ def _write_file(record: VersionRecord, folder: int, name: str, write: Callable[[
         raise
 
 
+def _write_bytes(data: bytes, handle: BinaryIO) -> None:
+    handle.write(data)
+
+
 def _unlink_quietly(name: str, folder: int) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(name, dir_fd=folder)
@@ -351,17 +356,13 @@ def restore(
                     _refuse_symlink_at(folder, base_name, record.name)
                     with naming_errors(record):
                         data = content.result()
-                    _write_file(record, folder, base_name, lambda handle, data=data: handle.write(data))
+                    _write_file(record, folder, base_name, partial(_write_bytes, data))
                     if on_progress:
                         on_progress(len(data))
                 else:
                     _refuse_symlink_at(folder, base_name, record.name)
-                    _write_file(
-                        record,
-                        folder,
-                        base_name,
-                        lambda handle, record=record: fetcher.write_verified(record, handle, on_progress),
-                    )
+                    write = partial(fetcher.write_verified, record, on_bytes=on_progress)
+                    _write_file(record, folder, base_name, write)
             except (IntegrityError, UnsafePathError) as error:
                 result.error = str(error)
                 result.exit_code = error.exit_code
@@ -487,7 +488,7 @@ def _open_or_make_folder(parent: int, part: str, folder: str, name: str) -> int:
         raise _unsafe_folder(error, folder, name, parent, part) from None
 
 
-def _unsafe_folder(error: OSError, folder: str, name: str, parent: int, part: str) -> OSError:
+def _unsafe_folder(error: OSError, folder: str, name: str, parent: int, part: str) -> OSError | UnsafePathError:
     """UnsafePathError for a folder that O_NOFOLLOW|O_DIRECTORY refused; other errors as they are."""
     if error.errno not in (errno.ELOOP, errno.ENOTDIR):
         return error

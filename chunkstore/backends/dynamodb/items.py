@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import zlib
 from dataclasses import dataclass
+from typing import Any, overload
 
 from chunkstore.backends.catalog import (
     SNAPSHOT_COUNTS,
@@ -251,8 +252,9 @@ def damaged(item: dict, problem: str) -> IntegrityError:
     return IntegrityError(f"{_describe(item)} is damaged: {problem}")
 
 
-def _value(item: dict, attribute: str, kind: str, default: object) -> object:
-    """The attribute's value of DynamoDB type kind; default when it is absent (required if not given)."""
+def _value(item: dict, attribute: str, kind: str, default: object) -> Any:
+    """The attribute's value of DynamoDB type kind; default when it is absent (required if not given).
+    Any: what the value is depends on kind, as DynamoDB's JSON says."""
     if attribute not in item:
         if default is _REQUIRED:
             raise damaged(item, f"it has no attribute {attribute!r}")
@@ -266,15 +268,21 @@ def _value(item: dict, attribute: str, kind: str, default: object) -> object:
     return value[kind]
 
 
-def number(item: dict, attribute: str, default: int | object = _REQUIRED) -> int:
-    """An integer attribute; default when it is absent (required if no default is given)."""
-    if attribute not in item and default is not _REQUIRED:
-        return default
+def number(item: dict, attribute: str) -> int:
+    """A required integer attribute."""
     value = _value(item, attribute, "N", _REQUIRED)
     try:
         return int(value)
     except ValueError:
         raise damaged(item, f"attribute {attribute!r} is {value}, not a whole number") from None
+
+
+@overload
+def text(item: dict, attribute: str) -> str: ...
+
+
+@overload
+def text(item: dict, attribute: str, default: str | None) -> str | None: ...
 
 
 def text(item: dict, attribute: str, default: str | None | object = _REQUIRED) -> str | None:
