@@ -125,8 +125,6 @@ class Store(StoreContext):
 
     def change_passphrase(self, old: bytes, new: bytes) -> None:
         """Wrap the store's key under a new passphrase. No data is re-encrypted."""
-        if self.config.encryption is None:
-            raise InvalidArgumentError("the store is not encrypted")
         self.config = self.config.with_new_passphrase(old, new)
         self.blobs.put(CONFIG_KEY, self.config.to_bytes())
         self.blobs.sync()

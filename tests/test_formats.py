@@ -18,6 +18,7 @@ from chunkstore.core.objectformat import HEADER, HEADER_SIZE, MAGIC, ObjectCodec
 from chunkstore.errors import (
     CorruptObjectError,
     InvalidArgumentError,
+    PassphraseRequiredError,
     UnsupportedFormatError,
 )
 
@@ -206,6 +207,17 @@ def config_document(**changes) -> dict:
 
 def config_bytes(document: dict) -> bytes:
     return json.dumps(document).encode()
+
+
+def test_unlocking_an_encrypted_config_without_a_passphrase_asks_for_one():
+    config, _ = make_config().with_encryption(b"secret")
+    with pytest.raises(PassphraseRequiredError, match="give its passphrase"):
+        config.unlock(None)
+
+
+def test_a_config_that_is_not_encrypted_has_no_passphrase_to_change():
+    with pytest.raises(InvalidArgumentError, match="not encrypted"):
+        make_config().with_new_passphrase(b"old", b"new")
 
 
 @pytest.mark.parametrize("chunker", ["fastcdc2020", "fastcdc-ronomon", "fixed"])

@@ -149,6 +149,7 @@ class ObjectReader(io.RawIOBase):
             raise InvalidArgumentError(f"the size of {found.url} is not known")
         self._s3 = s3
         self._found = found
+        self._size: int = found.size
         self._part_size = part_size
         self._parallel = parallel_parts
         self._pool = ThreadPoolExecutor(parallel_parts, thread_name_prefix="chunkstore-get")
@@ -173,9 +174,9 @@ class ObjectReader(io.RawIOBase):
         return count
 
     def _schedule(self) -> None:
-        while len(self._parts) < self._parallel and self._next_offset < self._found.size:
+        while len(self._parts) < self._parallel and self._next_offset < self._size:
             start = self._next_offset
-            end = min(start + self._part_size, self._found.size)
+            end = min(start + self._part_size, self._size)
             self._parts.append(self._pool.submit(self._get_range, start, end))
             self._next_offset = end
 

@@ -182,6 +182,10 @@ class FaultyCatalog(Catalog):
     def lease_seconds(self) -> float:
         return self.inner.lease_seconds
 
+    @lease_seconds.setter
+    def lease_seconds(self, seconds: float) -> None:
+        self.inner.lease_seconds = seconds
+
     def integrity_problems(self) -> list[str]:
         return self.inner.integrity_problems()
 

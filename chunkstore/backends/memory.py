@@ -531,7 +531,7 @@ class MemoryCatalog(Catalog):
             left_deleting = [chunk_id for chunk_id, row in state.chunks.items() if row.state == ChunkState.DELETING][
                 :limit
             ]
-            fresh = []
+            fresh: list[bytes] = []
             for chunk_id, row in state.chunks.items():
                 if len(left_deleting) + len(fresh) >= limit:
                     break

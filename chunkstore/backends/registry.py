@@ -110,10 +110,11 @@ class S3Backend(Backend):
         if catalog_section.get("type") != "dynamodb":
             raise self.refuse(catalog_section)
         from chunkstore.backends.dynamodb import DynamoDBCatalog
+        from chunkstore.backends.dynamodb.table import validate_table
 
         return DynamoDBCatalog(
             self.clients,
-            catalog_section.get("table"),
+            validate_table(catalog_section.get("table")),
             store_id=store_id,
             store_url=self.url,
             create=create,

@@ -447,7 +447,10 @@ class SQLiteCatalog(Catalog):
         row = db.execute(
             "SELECT s.host, s.pid, s.heartbeat_ns FROM gc_lock g JOIN sessions s ON s.id = g.session"
         ).fetchone()
-        return row is not None and not session_is_dead(*row, self.lease_seconds, now_ns())
+        if row is None:
+            return False
+        host, pid, heartbeat_ns = row
+        return not session_is_dead(host, pid, heartbeat_ns, self.lease_seconds, now_ns())
 
     @staticmethod
     def _touch_live_session(db, session: str) -> None:

@@ -22,7 +22,13 @@ from datetime import UTC, datetime
 from chunkstore.core import crypto, objectformat, recipes
 from chunkstore.core.chunking import ChunkerSpec
 from chunkstore.core.compression import CompressionSpec
-from chunkstore.errors import CorruptObjectError, UnsupportedFormatError, WrongKeyError
+from chunkstore.errors import (
+    CorruptObjectError,
+    InvalidArgumentError,
+    PassphraseRequiredError,
+    UnsupportedFormatError,
+    WrongKeyError,
+)
 
 CONFIG_KEY = "config"
 FORMAT_NAME = "chunkstore"
@@ -70,10 +76,11 @@ class StoreConfig:
             "catalog": self.catalog,
         }
 
-    def _authenticated_document(self) -> dict:
-        """What the authentication code covers: the whole config but the code itself."""
+    def _authenticated_document(self, encryption: dict) -> dict:
+        """What the authentication code covers: the whole config (whose encryption section is
+        encryption) but the code itself."""
         document = self._document()
-        document["encryption"] = {k: v for k, v in self.encryption.items() if k != "config_mac"}
+        document["encryption"] = {k: v for k, v in encryption.items() if k != "config_mac"}
         return document
 
     def with_encryption(self, passphrase: bytes) -> tuple[StoreConfig, crypto.Keys]:
@@ -83,17 +90,16 @@ class StoreConfig:
 
     def with_new_passphrase(self, old: bytes, new: bytes) -> StoreConfig:
         """This config with its key wrapped under a new passphrase, authenticated (version 2)."""
+        if self.encryption is None:
+            raise InvalidArgumentError("the store is not encrypted")
         section, keys = crypto.rewrap(self.encryption, old, new, self.store_id)
         return self._authenticated(section, keys)
 
     def _authenticated(self, section: dict, keys: crypto.Keys) -> StoreConfig:
-        unsigned = replace(
-            self,
-            version=AUTHENTICATED_CONFIG_VERSION,
-            encryption={k: v for k, v in section.items() if k != "config_mac"},
-        )
-        code = crypto.config_mac(keys, unsigned._authenticated_document())
-        return replace(unsigned, encryption={**unsigned.encryption, "config_mac": code})
+        encryption = {k: v for k, v in section.items() if k != "config_mac"}
+        unsigned = replace(self, version=AUTHENTICATED_CONFIG_VERSION, encryption=encryption)
+        code = crypto.config_mac(keys, unsigned._authenticated_document(encryption))
+        return replace(unsigned, encryption={**encryption, "config_mac": code})
 
     def unlock(self, passphrase: bytes | None) -> crypto.Keys | None:
         """The store's keys (None for a store that is not encrypted). Refused: a passphrase for a
@@ -107,11 +113,13 @@ class StoreConfig:
                     "restore it from a backup; for a store that was never encrypted, give no passphrase)"
                 )
             return None
+        if passphrase is None:
+            raise PassphraseRequiredError("the store is encrypted: give its passphrase")
         return crypto.unlock_authenticated(
             self.encryption,
             passphrase,
             self.store_id,
-            self._authenticated_document(),
+            self._authenticated_document(self.encryption),
             code_required=self.version == AUTHENTICATED_CONFIG_VERSION,
         )
 

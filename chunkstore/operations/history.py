@@ -301,7 +301,6 @@ class Policy:
     def reasons(self, points: Sequence[int]) -> list[list[str]]:
         """For points newest first, the rules that keep each (an empty list: not kept)."""
         reasons: list[list[str]] = [[] for _ in points]
-        cutoff = self.within.before(points[0]) if self.within is not None and points else None
         for index in range(min(self.last, len(points))):
             reasons[index].append("last")
         for rule, period_of in BUCKETS:
@@ -313,7 +312,8 @@ class Policy:
                 if period != previous:
                     reasons[index].append(rule)
                     previous, left = period, left - 1
-        if cutoff is not None:
+        if self.within is not None and points:
+            cutoff = self.within.before(points[0])
             for index, at_ns in enumerate(points):
                 if at_ns > cutoff:
                     reasons[index].append(f"within {self.within.text}")
@@ -429,7 +429,7 @@ def _decide(versions_of_name: list[VersionRecord], kept_points: list[Point]) -> 
     stored by then), and the name's latest version if that is not a deletion marker."""
     by_time = sorted(versions_of_name, key=lambda record: (record.stored_at_ns, record.version))
     times = [record.stored_at_ns for record in by_time]
-    state_then = list(itertools.accumulate(by_time, lambda best, record: max(best, record, key=_number)))
+    state_then = list(itertools.accumulate(by_time, _higher_numbered))
     reasons: dict[int, set[str]] = {record.version: set() for record in versions_of_name}
     for point in kept_points:
         index = bisect.bisect_right(times, point.at_ns)
@@ -441,8 +441,8 @@ def _decide(versions_of_name: list[VersionRecord], kept_points: list[Point]) -> 
     return [Decision(record, tuple(sorted(reasons[record.version]))) for record in versions_of_name]
 
 
-def _number(record: VersionRecord) -> int:
-    return record.version
+def _higher_numbered(best: VersionRecord, record: VersionRecord) -> VersionRecord:
+    return record if record.version > best.version else best
 
 
 def forget(store: StoreContext, prefix: str, policy: Policy, *, dry_run: bool = False) -> ForgetPlan:

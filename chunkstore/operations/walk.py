@@ -136,7 +136,7 @@ def vanished_names(catalog: Catalog, paths: list[PathArgument], put_names: set[s
     gone: list[tuple[str, int]] = []
     for item in paths:
         folder, name = stored_path_and_name(item)
-        if name is None or not _is_folder(folder):
+        if name is None or folder is None or not _is_folder(folder):
             continue
         for record in catalog.list_versions(name):
             if record.name not in put_names and _is_gone(folder / record.name[len(name) + 1 :]):

@@ -100,12 +100,13 @@ def diff(context, prefix: str, start, end, as_json: bool) -> int:
         return EXIT_OK
     for change in changes.changes:
         name = printable(change.name)
-        if change.kind == "added":
-            click.echo(f"+ {change.after.size:>14,}  {name}")
-        elif change.kind == "deleted":
-            click.echo(f"- {change.before.size:>14,}  {name}")
-        else:
-            sizes = f"{change.before.size:,} -> {change.after.size:,}"
+        old, new = change.before, change.after
+        if old is None and new is not None:
+            click.echo(f"+ {new.size:>14,}  {name}")
+        elif new is None and old is not None:
+            click.echo(f"- {old.size:>14,}  {name}")
+        elif old is not None and new is not None:
+            sizes = f"{old.size:,} -> {new.size:,}"
             click.echo(f"M {sizes:>14}  {name}")
     if not context.quiet:
         totals = [

@@ -136,6 +136,10 @@ class DynamoDBCatalog(Catalog):
     def lease_seconds(self) -> float:
         return self._sessions.lease_seconds
 
+    @lease_seconds.setter
+    def lease_seconds(self, seconds: float) -> None:
+        self._sessions.lease_seconds = seconds
+
     @staticmethod
     def create_table(clients: AwsClients, table: str) -> None:
         """Make the table (on-demand billing) if it does not exist, and wait until it is active."""
@@ -366,15 +370,14 @@ class DynamoDBCatalog(Catalog):
                 continue
             previous = commits.last_number(self.table, new.name, self._shards)
             content = self.table.get(content_key(new.digest))
-            state = content_state(content) if content else None
             try:
-                if state == LIVE:
+                if not content:
+                    number_given = commits.store_content(self.table, session, new, previous, at_ns, self._shards)
+                    return CommitOutcome(new.name, number_given, "stored")
+                if content_state(content) == LIVE:
                     duplicate_of = self.find_name_with_digest(new.digest)
                     commits.add_duplicate(self.table, new, previous, at_ns, self._shards)
                     return CommitOutcome(new.name, previous + 1, "duplicate", duplicate_of)
-                if state is None:
-                    number_given = commits.store_content(self.table, session, new, previous, at_ns, self._shards)
-                    return CommitOutcome(new.name, number_given, "stored")
             except commits.Retry:
                 continue
             self._settle(session, content)

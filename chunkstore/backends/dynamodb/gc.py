@@ -155,9 +155,9 @@ class GarbageCollector:
             if text(item, "sk") == CONTENT_SK:
                 contents.append(item)
                 continue
-            item = self._unpin_dead(item, gc_round.alive)
-            if item is not None and (number(item, "rc") == 0 or chunk_state(item) == ChunkState.DELETING):
-                gc_round.queue.append(item)
+            row = self._unpin_dead(item, gc_round.alive)
+            if row is not None and (number(row, "rc") == 0 or chunk_state(row) == ChunkState.DELETING):
+                gc_round.queue.append(row)
         return contents
 
     def _unpin_dead(self, row: dict, alive: dict) -> dict | None:

@@ -263,7 +263,7 @@ def _value(item: dict, attribute: str, kind: str, default: object) -> Any:
     if not isinstance(value, dict) or kind not in value:
         found = next(iter(value), None) if isinstance(value, dict) else None
         raise damaged(
-            item, f"attribute {attribute!r} is {_TYPE_NAMES.get(found, repr(found))}, not {_TYPE_NAMES[kind]}"
+            item, f"attribute {attribute!r} is {_TYPE_NAMES.get(found or '', repr(found))}, not {_TYPE_NAMES[kind]}"
         )
     return value[kind]
 
@@ -387,12 +387,14 @@ def _strings(item: dict, attribute: str) -> tuple[str, ...]:
 
 
 def snapshot_record(item: dict) -> SnapshotRecord:
+    # Keyword arguments by name: the type checker cannot tell which fields the names are.
+    counts: dict[str, Any] = {count: number(item, count) for count in SNAPSHOT_COUNTS}
     return SnapshotRecord(
         text(item, "sk"),
         number(item, "t"),
         text(item, "host", None) or "",
         _strings(item, "paths"),
-        *(number(item, count) for count in SNAPSHOT_COUNTS),
+        **counts,
     )
 
 

@@ -16,6 +16,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
+from typing import TypeVar
 
 from chunkstore.backends.aws import AwsClients, AwsError, error_code, translate_errors
 from chunkstore.backends.dynamodb.items import (
@@ -54,7 +55,7 @@ _POOL_WORKERS = 16
 _TABLE_NAME = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
 
 
-def validate_table(table: str) -> str:
+def validate_table(table: object) -> str:
     if not isinstance(table, str) or not _TABLE_NAME.match(table):
         raise InvalidArgumentError(f"{table!r} is not a valid DynamoDB table name (3-255 of A-Z a-z 0-9 _ . -)")
     return table
@@ -71,7 +72,12 @@ class Cancelled(Exception):
         return self.reasons[index] not in ("None", None)
 
 
-def _batches(items: Sequence, size: int) -> Iterator[Sequence]:
+_Item = TypeVar("_Item")
+_Argument = TypeVar("_Argument")
+_Result = TypeVar("_Result")
+
+
+def _batches(items: Sequence[_Item], size: int) -> Iterator[Sequence[_Item]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
@@ -102,7 +108,7 @@ class Table:
     def close(self) -> None:
         self._pool.shutdown(wait=True)
 
-    def in_parallel(self, function: Callable, arguments: Iterable) -> list:
+    def in_parallel(self, function: Callable[[_Argument], _Result], arguments: Iterable[_Argument]) -> list[_Result]:
         """function(argument) for each argument on the pool; the results in order, once all are done.
 
         The functions must not use the pool themselves (get_many, transact_each and
@@ -317,12 +323,12 @@ class Table:
             _back_off(attempt)
         raise AwsError(f"DynamoDB table {self.name!r}: a transaction kept conflicting with others; try again")
 
-    def transact_each(self, items: list, action: Callable[[object], dict]) -> list:
+    def transact_each(self, items: list[_Item], action: Callable[[_Item], dict]) -> list[_Item]:
         """Apply action(item) for every item, up to 100 to a transaction; return the items whose
         condition failed (the others are applied)."""
 
-        def run(batch: list) -> list:
-            failed = []
+        def run(batch: Sequence[_Item]) -> list[_Item]:
+            failed: list[_Item] = []
             while batch:
                 try:
                     self.transact([action(item) for item in batch])
