@@ -13,8 +13,8 @@ section it does not pair with, so an edited config cannot point a folder's store
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from chunkstore.backends.backend import Backend
@@ -49,8 +49,15 @@ class LocalBackend(Backend):
             raise InvalidArgumentError("--table and --create apply only to s3:// stores")
         return {"type": "sqlite", "path": LOCAL_CATALOG_FILE}
 
-    def open_catalog(self, catalog_section: dict, *, store_id: str, create: bool,
-                     lease_seconds: float = DEFAULT_LEASE_SECONDS, read_only: bool = False) -> Catalog:
+    def open_catalog(
+        self,
+        catalog_section: dict,
+        *,
+        store_id: str,
+        create: bool,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        read_only: bool = False,
+    ) -> Catalog:
         if catalog_section.get("type") != "sqlite":
             raise self.refuse(catalog_section)
         from chunkstore.backends.sqlite import SQLiteCatalog
@@ -84,7 +91,9 @@ class S3Backend(Backend):
         from chunkstore.backends.dynamodb import validate_table
 
         if not table:
-            raise InvalidArgumentError("an s3:// store keeps its catalog in DynamoDB: give the table with --table TABLE")
+            raise InvalidArgumentError(
+                "an s3:// store keeps its catalog in DynamoDB: give the table with --table TABLE"
+            )
         return {"type": "dynamodb", "table": validate_table(table)}
 
     def create_resources(self, catalog_section: dict) -> None:
@@ -93,14 +102,28 @@ class S3Backend(Backend):
         self.s3_blobs.create_bucket()
         DynamoDBCatalog.create_table(self.clients, catalog_section["table"])
 
-    def open_catalog(self, catalog_section: dict, *, store_id: str, create: bool,
-                     lease_seconds: float = DEFAULT_LEASE_SECONDS, read_only: bool = False) -> Catalog:
+    def open_catalog(
+        self,
+        catalog_section: dict,
+        *,
+        store_id: str,
+        create: bool,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        read_only: bool = False,
+    ) -> Catalog:
         if catalog_section.get("type") != "dynamodb":
             raise self.refuse(catalog_section)
         from chunkstore.backends.dynamodb import DynamoDBCatalog
+        from chunkstore.backends.dynamodb.table import validate_table
 
-        return DynamoDBCatalog(self.clients, catalog_section.get("table"), store_id=store_id, store_url=self.url,
-                               create=create, lease_seconds=lease_seconds)
+        return DynamoDBCatalog(
+            self.clients,
+            validate_table(catalog_section.get("table")),
+            store_id=store_id,
+            store_url=self.url,
+            create=create,
+            lease_seconds=lease_seconds,
+        )
 
 
 def _memory_backend(name: str, concurrency: int | None) -> Backend:
@@ -127,8 +150,9 @@ def split_url(url: str) -> tuple[str, str]:
     if not separator:
         scheme, rest = "file", url
     if scheme not in _SCHEMES:
-        raise InvalidArgumentError(f"unsupported store URL {url!r} "
-                                   f"(use a folder path, s3://BUCKET/PREFIX or memory://NAME)")
+        raise InvalidArgumentError(
+            f"unsupported store URL {url!r} (use a folder path, s3://BUCKET/PREFIX or memory://NAME)"
+        )
     if scheme == "file":
         return scheme, str(Path(rest).expanduser().absolute())
     return scheme, rest.strip("/")

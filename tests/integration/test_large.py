@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
 import blake3
 import pytest
+
 from support.peakrss import PEAK_RSS_LIMIT, run_measuring_peak_rss
 from support.storechecks import CHUNKSTORE
 
@@ -27,19 +27,28 @@ def put_and_get_with_bounded_memory(tmp_path, source) -> None:
     store = ["--store", str(tmp_path / "store")]
     subprocess.run([*CHUNKSTORE, *store, "init"], check=True, capture_output=True)
 
-    put, put_peak = run_measuring_peak_rss([*CHUNKSTORE, *store, "put", source.name], tmp_path / "put-rss",
-                                           cwd=source.parent, capture_output=True, text=True)
+    put, put_peak = run_measuring_peak_rss(
+        [*CHUNKSTORE, *store, "put", source.name],
+        tmp_path / "put-rss",
+        cwd=source.parent,
+        capture_output=True,
+        text=True,
+    )
     assert put.returncode == 0 and put.stdout == f"{source.name}: stored\n", put.stderr
     assert put_peak < PEAK_RSS_LIMIT, f"put of {source.stat().st_size} bytes peaked at {put_peak} bytes RSS"
 
-    [entry] = json.loads(subprocess.run([*CHUNKSTORE, *store, "ls", "--json"], check=True,
-                                        capture_output=True).stdout)
+    [entry] = json.loads(subprocess.run([*CHUNKSTORE, *store, "ls", "--json"], check=True, capture_output=True).stdout)
     assert entry["size"] == source.stat().st_size
     assert entry["digest"] == file_digest(source)
 
     # get checks every chunk and the whole-file digest itself, so exit 0 means every byte was right.
-    get, get_peak = run_measuring_peak_rss([*CHUNKSTORE, *store, "get", source.name], tmp_path / "get-rss",
-                                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    get, get_peak = run_measuring_peak_rss(
+        [*CHUNKSTORE, *store, "get", source.name],
+        tmp_path / "get-rss",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert get.returncode == 0, get.stderr
     assert get_peak < PEAK_RSS_LIMIT, f"get of {source.stat().st_size} bytes peaked at {get_peak} bytes RSS"
 

@@ -14,23 +14,52 @@ import os
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support.inprocess import RAW_CONTROL, run_cli
 
 from chunkstore import ChunkerSpec, CompressionSpec, Store
 from chunkstore.core.names import MAX_NAME_BYTES, normalize_name, normalize_prefix
 from chunkstore.errors import InvalidArgumentError
+from support.inprocess import RAW_CONTROL, run_cli
 
 PROPERTY = settings(max_examples=150, deadline=None, database=None, derandomize=True)
 SENTINEL = "zz-sentinel/file"
 SEGMENTS = st.one_of(
-    st.sampled_from(["", ".", "..", "...", "a", " ", "\x00", "\n", "\r", "\x1b[2J", "\x9b", "\ud800", "\udcff", "é",
-                     "e\u0301", "\\", "-", "--help", "%", "_", "x" * 255, "x" * 256]),
-    st.text(max_size=8))
+    st.sampled_from(
+        [
+            "",
+            ".",
+            "..",
+            "...",
+            "a",
+            " ",
+            "\x00",
+            "\n",
+            "\r",
+            "\x1b[2J",
+            "\x9b",
+            "\ud800",
+            "\udcff",
+            "é",
+            "e\u0301",
+            "\\",
+            "-",
+            "--help",
+            "%",
+            "_",
+            "x" * 255,
+            "x" * 256,
+        ]
+    ),
+    st.text(max_size=8),
+)
 NAMES = st.one_of(
-    st.builds(lambda lead, segments: lead + "/".join(segments),
-              st.sampled_from(["", "/", "./", "//", "../"]), st.lists(SEGMENTS, min_size=1, max_size=6)),
+    st.builds(
+        lambda lead, segments: lead + "/".join(segments),
+        st.sampled_from(["", "/", "./", "//", "../"]),
+        st.lists(SEGMENTS, min_size=1, max_size=6),
+    ),
     st.sampled_from(["a/" * 2100, "p" * (MAX_NAME_BYTES + 1), "é" * 2049, "/".join(["p" * 255] * 16)]),
-    st.text(max_size=40))
+    st.text(max_size=40),
+)
 
 
 def accepted(check, name: str) -> str | None:
@@ -59,8 +88,9 @@ def test_the_validator_refuses_only_with_its_documented_error():
 @pytest.fixture(scope="module")
 def library_store(tmp_path_factory):
     root = tmp_path_factory.mktemp("names")
-    with Store.init(str(root / "store"), ChunkerSpec.from_average(avg_size=4096),
-                    CompressionSpec.parse("zstd:3")) as store:
+    with Store.init(
+        str(root / "store"), ChunkerSpec.from_average(avg_size=4096), CompressionSpec.parse("zstd:3")
+    ) as store:
         store.put_stream(io.BytesIO(b"sentinel"), SENTINEL)
         yield store, root
 
@@ -134,7 +164,7 @@ def test_a_prefix_of_dots_names_itself_and_dot_dot_is_refused(library_store):
         assert [record.name for record in store.list("...")] == ["..."]
         assert [result.name for result in store.restore("...", root / "dots").results] == ["..."]
         for prefix in ("..", "../", "/.."):
-            expect_refused(lambda: list(store.list(prefix)))
+            expect_refused(lambda prefix=prefix: list(store.list(prefix)))
         assert sorted(record.name for record in store.list("./")) == ["...", SENTINEL]
     finally:
         store.remove(["..."])

@@ -6,6 +6,7 @@ command allocate beyond the store's chunk size."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -20,7 +21,6 @@ from itertools import count
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support.inprocess import RAW_CONTROL, run_cli
 
 from chunkstore import ChunkerSpec, CompressionSpec, Store
 from chunkstore.backends.registry import LOCAL_CATALOG_FILE
@@ -29,6 +29,7 @@ from chunkstore.core import crypto
 from chunkstore.core.config import chunk_key
 from chunkstore.errors import ChunkstoreError, CorruptObjectError, IntegrityError, UnsupportedFormatError, WrongKeyError
 from chunkstore.operations.read import iter_recipe
+from support.inprocess import RAW_CONTROL, run_cli
 
 PROPERTY = settings(deadline=None, database=None, derandomize=True)
 FAST_KDF = {"name": "argon2id", "memory_kib": 64, "iterations": 1, "lanes": 1}
@@ -39,11 +40,36 @@ CONFIG_ERRORS = (CorruptObjectError, UnsupportedFormatError)
 # ---- the config ------------------------------------------------------------------------
 
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=True) | st.text(max_size=12)
-    | st.sampled_from([-1, 0, 2**63, 10**30, "", "..", "config", "chunks", "catalog.sqlite\x00", "x" * 300, "\udcff",
-                       "../catalog.sqlite", "/etc/passwd", "sqlite", "dynamodb", "fixed", "zstd", "argon2id"]),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=True)
+    | st.text(max_size=12)
+    | st.sampled_from(
+        [
+            -1,
+            0,
+            2**63,
+            10**30,
+            "",
+            "..",
+            "config",
+            "chunks",
+            "catalog.sqlite\x00",
+            "x" * 300,
+            "\udcff",
+            "../catalog.sqlite",
+            "/etc/passwd",
+            "sqlite",
+            "dynamodb",
+            "fixed",
+            "zstd",
+            "argon2id",
+        ]
+    ),
     lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
-    max_leaves=6)
+    max_leaves=6,
+)
 
 
 def field_paths(document: dict, above: tuple = ()) -> list[tuple]:
@@ -78,8 +104,12 @@ def mutated(original: dict, data) -> bytes:
 def make_template(root, encrypted: bool, monkeypatch) -> str:
     monkeypatch.setattr(crypto, "DEFAULT_KDF", FAST_KDF)
     template = root / ("encrypted" if encrypted else "plain")
-    with Store.init(str(template), ChunkerSpec.from_average(avg_size=4096), CompressionSpec.parse("zstd:3"),
-                    **({"passphrase": PASSPHRASE} if encrypted else {})) as store:
+    with Store.init(
+        str(template),
+        ChunkerSpec.from_average(avg_size=4096),
+        CompressionSpec.parse("zstd:3"),
+        **({"passphrase": PASSPHRASE} if encrypted else {}),
+    ) as store:
         store.put_stream(io.BytesIO(CONTENT), "data/a")
     return template
 
@@ -114,19 +144,22 @@ def test_an_edited_config_opens_or_is_refused_with_a_format_error(tmp_path, monk
     check()
 
 
-@pytest.mark.parametrize(("field", "value", "message"), [
-    (("catalog", "path"), "x" * 300, "invalid catalog path"),
-    (("catalog", "path"), "catalog.sqlite\x00", "invalid catalog path"),
-    (("chunker", "seed"), 2**70, "seed must be within"),
-    (("chunker", "seed"), -1, "seed must be within"),
-    (("store_id",), "\udcff", "invalid store ID"),
-    (("store_id",), 12, "invalid store ID"),
-    (("encryption", "kdf", "memory_kib"), 2**40, "memory_kib must be an integer within"),
-    (("encryption", "kdf", "iterations"), 10**9, "iterations must be an integer within"),
-    (("encryption", "kdf", "salt"), None, "salt is not text"),
-    (("encryption", "wrapped_key"), "", "wrapped key is too short"),
-    (("encryption", "config_mac"), "é" * 64, "authentication code does not match"),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        (("catalog", "path"), "x" * 300, "invalid catalog path"),
+        (("catalog", "path"), "catalog.sqlite\x00", "invalid catalog path"),
+        (("chunker", "seed"), 2**70, "seed must be within"),
+        (("chunker", "seed"), -1, "seed must be within"),
+        (("store_id",), "\udcff", "invalid store ID"),
+        (("store_id",), 12, "invalid store ID"),
+        (("encryption", "kdf", "memory_kib"), 2**40, "memory_kib must be an integer within"),
+        (("encryption", "kdf", "iterations"), 10**9, "iterations must be an integer within"),
+        (("encryption", "kdf", "salt"), None, "salt is not text"),
+        (("encryption", "wrapped_key"), "", "wrapped key is too short"),
+        (("encryption", "config_mac"), "é" * 64, "authentication code does not match"),
+    ],
+)
 def test_config_values_that_once_escaped_as_foreign_exceptions(tmp_path, monkeypatch, field, value, message):
     """Regressions: each of these raised OverflowError, OSError, AttributeError, ValueError or
     TypeError, or (memory_kib, iterations) made Argon2id allocate terabytes or run for hours."""
@@ -148,15 +181,60 @@ def test_config_values_that_once_escaped_as_foreign_exceptions(tmp_path, monkeyp
 # ---- catalog rows ----------------------------------------------------------------------
 
 ROW_VALUES = st.one_of(
-    st.sampled_from([None, 0, -1, 1, 2, 2**31, 2**53, 2**63 - 1, -2**63, 1e308, float("inf"), float("nan"), -0.5, "",
-                     "x", "..", "../../etc/passwd", "/abs", "a//b", "a\x00b", "data/\x1b[2J", "data", "data/a/..",
-                     b"", bytes(32), b"\xff" * 32, "[]", '["../x"]', "[1]", "é" * 3000]),
-    st.integers(-2**63, 2**63 - 1), st.binary(max_size=40), st.text(max_size=12))
+    st.sampled_from(
+        [
+            None,
+            0,
+            -1,
+            1,
+            2,
+            2**31,
+            2**53,
+            2**63 - 1,
+            -(2**63),
+            1e308,
+            float("inf"),
+            float("nan"),
+            -0.5,
+            "",
+            "x",
+            "..",
+            "../../etc/passwd",
+            "/abs",
+            "a//b",
+            "a\x00b",
+            "data/\x1b[2J",
+            "data",
+            "data/a/..",
+            b"",
+            bytes(32),
+            b"\xff" * 32,
+            "[]",
+            '["../x"]',
+            "[1]",
+            "é" * 3000,
+        ]
+    ),
+    st.integers(-(2**63), 2**63 - 1),
+    st.binary(max_size=40),
+    st.text(max_size=12),
+)
 # Every command that reads or changes the catalog, as a user would run them.
-COMMANDS = [("ls",), ("ls", "--versions", "--json"), ("get", "data/a"), ("get", "data/b", "--version", "1"),
-            ("restore", "data", "-o", "{out}"), ("verify", "--read-data"), ("stats",), ("snapshots",),
-            ("diff", "--from", "2000-01-01"), ("rm", "data/b"), ("gc",), ("put", "{source}"),
-            ("forget", "data", "--keep-last", "1")]
+COMMANDS = [
+    ("ls",),
+    ("ls", "--versions", "--json"),
+    ("get", "data/a"),
+    ("get", "data/b", "--version", "1"),
+    ("restore", "data", "-o", "{out}"),
+    ("verify", "--read-data"),
+    ("stats",),
+    ("snapshots",),
+    ("diff", "--from", "2000-01-01"),
+    ("rm", "data/b"),
+    ("gc",),
+    ("put", "{source}"),
+    ("forget", "data", "--keep-last", "1"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -179,19 +257,22 @@ def catalog_template(tmp_path_factory):
         db.execute("UPDATE versions SET name = substr(name, ?) WHERE 1", (len(str(source.parent)) + 1,))
         db.execute("UPDATE names SET name = substr(name, ?) WHERE 1", (len(str(source.parent)) + 1,))
         db.commit()
-        tables = {table: ([row[1] for row in db.execute(f"PRAGMA table_info({table})")],
-                          db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
-                  for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        tables = {
+            table: (
+                [row[1] for row in db.execute(f"PRAGMA table_info({table})")],
+                db.execute(f"SELECT count(*) FROM {table}").fetchone()[0],
+            )
+            for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
     return store, source, {table: shape for table, shape in tables.items() if shape[1]}
 
 
 def damage_row(db, table: str, columns: list[str], offset: int, column: str, value) -> None:
     row = db.execute(f"SELECT * FROM {table} LIMIT 1 OFFSET ?", (offset,)).fetchone()
     where = " AND ".join(f"{name} IS ?" for name in columns)
-    try:
+    # A value that would break a key or NOT NULL is not this example.
+    with contextlib.suppress(sqlite3.IntegrityError):
         db.execute(f"UPDATE {table} SET {column} = ? WHERE {where}", (value, *row))
-    except sqlite3.IntegrityError:  # the value would break a key or NOT NULL: not this example
-        pass
 
 
 def test_damaged_catalog_rows_are_integrity_errors_never_tracebacks(catalog_template, tmp_path):
@@ -207,8 +288,14 @@ def test_damaged_catalog_rows_are_integrity_errors_never_tracebacks(catalog_temp
             for _ in range(data.draw(st.integers(1, 2), label="rows")):
                 table = data.draw(st.sampled_from(sorted(tables)), label="table")
                 columns, rows = tables[table]
-                damage_row(db, table, columns, data.draw(st.integers(0, rows - 1), label="row"),
-                           data.draw(st.sampled_from(columns), label="column"), data.draw(ROW_VALUES, label="value"))
+                damage_row(
+                    db,
+                    table,
+                    columns,
+                    data.draw(st.integers(0, rows - 1), label="row"),
+                    data.draw(st.sampled_from(columns), label="column"),
+                    data.draw(ROW_VALUES, label="value"),
+                )
             db.commit()
         for command in COMMANDS:
             arguments = [argument.format(out=tmp_path / "out", source=source) for argument in command]
@@ -222,16 +309,20 @@ def test_damaged_catalog_rows_are_integrity_errors_never_tracebacks(catalog_temp
     check()
 
 
-@pytest.mark.parametrize(("table", "column", "value", "expected"), [
-    ("versions", "mode", -1, "mode is -1, not an integer within 0..4294967295"),
-    ("versions", "mode", 2**40, "mode is 1099511627776"),
-    ("versions", "name", "data/\x1b[2J/../x", "name is 'data/\\x1b[2J/../x'"),
-    ("recipe_pages", "data", 42, "data is 42, not bytes"),
-    ("chunks", "state", 9, "state is 9"),
-    ("meta", "value", b"\x00", "its schema version is b'\\x00', not a number"),
-])
-def test_catalog_values_that_once_escaped_as_foreign_exceptions(catalog_template, tmp_path, table, column, value,
-                                                                expected):
+@pytest.mark.parametrize(
+    ("table", "column", "value", "expected"),
+    [
+        ("versions", "mode", -1, "mode is -1, not an integer within 0..4294967295"),
+        ("versions", "mode", 2**40, "mode is 1099511627776"),
+        ("versions", "name", "data/\x1b[2J/../x", "name is 'data/\\x1b[2J/../x'"),
+        ("recipe_pages", "data", 42, "data is 42, not bytes"),
+        ("chunks", "state", 9, "state is 9"),
+        ("meta", "value", b"\x00", "its schema version is b'\\x00', not a number"),
+    ],
+)
+def test_catalog_values_that_once_escaped_as_foreign_exceptions(
+    catalog_template, tmp_path, table, column, value, expected
+):
     """Regressions: a mode out of the stat module's range (OverflowError in ls and restore),
     an unreadable page or count met by rm and forget (TypeError), a chunk state met by put
     (ValueError), and a schema version of the wrong type (exit 1 as if it were a newer one)."""
@@ -243,8 +334,13 @@ def test_catalog_values_that_once_escaped_as_foreign_exceptions(catalog_template
         for offset in range(rows):
             damage_row(db, table, columns, offset, column, value)
         db.commit()
-    commands = [("ls", "--json"), ("restore", "data", "-o", str(tmp_path / "o")), ("rm", "data/b"),
-                ("put", str(source)), ("verify",)]
+    commands = [
+        ("ls", "--json"),
+        ("restore", "data", "-o", str(tmp_path / "o")),
+        ("rm", "data/b"),
+        ("put", str(source)),
+        ("verify",),
+    ]
     outcomes = [run_cli(store, *command) for command in commands]
     failed = [outcome for outcome in outcomes if outcome.code]
     assert failed and all(outcome.code == IntegrityError.exit_code for outcome in failed), outcomes
@@ -266,11 +362,14 @@ def test_orphan_recipe_pages_are_an_integrity_error_when_put_meets_them(catalog_
     assert outcome.code == IntegrityError.exit_code and "exists without its content row" in outcome.stderr
 
 
-@pytest.mark.parametrize(("host", "pid", "code", "message"), [
-    ("elsewhere", "pid", IntegrityError.exit_code, "pid is 'pid', not an integer"),
-    (HOST, 2**40, 0, ""),  # no process has that ID: the session is dead, gc goes on
-    (HOST, -1, 0, ""),  # nor a negative one (os.kill would signal a process group)
-])
+@pytest.mark.parametrize(
+    ("host", "pid", "code", "message"),
+    [
+        ("elsewhere", "pid", IntegrityError.exit_code, "pid is 'pid', not an integer"),
+        (HOST, 2**40, 0, ""),  # no process has that ID: the session is dead, gc goes on
+        (HOST, -1, 0, ""),  # nor a negative one (os.kill would signal a process group)
+    ],
+)
 def test_a_damaged_session_row_met_by_gc(catalog_template, tmp_path, host, pid, code, message):
     """Regression: gc handed a session row's values to the liveness check unchecked (TypeError,
     or OverflowError from os.kill for a process ID beyond pid_t)."""
@@ -288,24 +387,33 @@ def test_a_damaged_session_row_met_by_gc(catalog_template, tmp_path, host, pid, 
 def test_a_damaged_version_item_mode_is_an_integrity_error_on_every_catalog(new_backend, tmp_path):
     """The same mode rule holds for DynamoDB items (on the moto server) as for SQLite rows."""
     objects = new_backend(tmp_path)
-    with Store.init(objects.url, ChunkerSpec.from_average(avg_size=4096), CompressionSpec.parse("zstd:3"),
-                    **objects.init_arguments()) as store:
+    with Store.init(
+        objects.url,
+        ChunkerSpec.from_average(avg_size=4096),
+        CompressionSpec.parse("zstd:3"),
+        **objects.init_arguments(),
+    ) as store:
         store.put_stream(io.BytesIO(b"x" * 100), "data/a")
     for mode in (-1, 2**40):
         if hasattr(objects, "clients"):
             dynamodb = objects.clients.dynamodb
-            [item] = dynamodb.scan(TableName=objects.table, FilterExpression="nm = :name AND v = :one",
-                                   ExpressionAttributeValues={":name": {"S": "data/a"}, ":one": {"N": "1"}})["Items"]
-            dynamodb.update_item(TableName=objects.table, Key={"pk": item["pk"], "sk": item["sk"]},
-                                 UpdateExpression="SET md = :mode",
-                                 ExpressionAttributeValues={":mode": {"N": str(mode)}})
+            [item] = dynamodb.scan(
+                TableName=objects.table,
+                FilterExpression="nm = :name AND v = :one",
+                ExpressionAttributeValues={":name": {"S": "data/a"}, ":one": {"N": "1"}},
+            )["Items"]
+            dynamodb.update_item(
+                TableName=objects.table,
+                Key={"pk": item["pk"], "sk": item["sk"]},
+                UpdateExpression="SET md = :mode",
+                ExpressionAttributeValues={":mode": {"N": str(mode)}},
+            )
         else:
             with closing(sqlite3.connect(objects.root / LOCAL_CATALOG_FILE)) as db:
                 db.execute("UPDATE versions SET mode = ?", (mode,))
                 db.commit()
-        with Store.open(objects.url) as store:
-            with pytest.raises(IntegrityError, match="mode"):
-                list(store.list())
+        with Store.open(objects.url) as store, pytest.raises(IntegrityError, match="mode"):
+            list(store.list())
 
 
 # ---- chunk objects ---------------------------------------------------------------------
@@ -319,8 +427,7 @@ MEMORY_BOUND = 4 * 1024 * 1024
 def test_a_damaged_chunk_object_is_reported_as_corruption_with_bounded_memory(tmp_path, monkeypatch, encrypted):
     template = make_template(tmp_path, encrypted, monkeypatch)
     with Store.open(str(template), **({"passphrase": PASSPHRASE} if encrypted else {})) as store:
-        keys = [chunk_key(entry.chunk_id)
-                for entry in iter_recipe(store, store.catalog.get_version("data/a").digest)]
+        keys = [chunk_key(entry.chunk_id) for entry in iter_recipe(store, store.catalog.get_version("data/a").digest)]
         originals = {key: store.blobs.get(key) for key in keys}
 
         @settings(PROPERTY, max_examples=60)
@@ -333,7 +440,7 @@ def test_a_damaged_chunk_object_is_reported_as_corruption_with_bounded_memory(tm
                 for _ in range(data.draw(st.integers(1, 4))):
                     blob[data.draw(st.integers(0, len(blob) - 1))] ^= 1 << data.draw(st.integers(0, 7))
             elif damage == "truncate":
-                del blob[data.draw(st.integers(0, len(blob) - 1)):]
+                del blob[data.draw(st.integers(0, len(blob) - 1)) :]
             elif damage == "replace":
                 blob = bytearray(data.draw(st.binary(max_size=300)))
             elif damage == "append":

@@ -89,8 +89,9 @@ def test_serve_token_prints_a_token_and_its_hashed_line():
     assert TokenSet.parse(line, "test").lookup(token + "x") is None
 
 
-@pytest.mark.parametrize("content", ["plain-token rw someone", "sha256:abcd rw short-hash",
-                                     "sha256:" + "0" * 64 + " admin x"])
+@pytest.mark.parametrize(
+    "content", ["plain-token rw someone", "sha256:abcd rw short-hash", "sha256:" + "0" * 64 + " admin x"]
+)
 def test_malformed_tokens_file_is_a_usage_error(tmp_path, content):
     store = init_store(tmp_path / "store")
     tokens = tmp_path / "tokens"
@@ -121,18 +122,23 @@ def _self_signed(tmp_path):
 
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                   .not_valid_before(now - datetime.timedelta(minutes=5))
-                   .not_valid_after(now + datetime.timedelta(days=1))
-                   .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                                  critical=False)
-                   .sign(key, hashes.SHA256()))
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
     cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
     cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return cert_path, key_path
 
 
@@ -145,9 +151,9 @@ def test_tls_with_certfile_and_keyfile(start_server, tmp_path):
         uploaded = client.post("/files", params={"name": "secret.txt"}, content=b"over TLS").json()
         downloaded = client.get("/files/secret.txt").content
     assert uploaded["outcome"] == "stored" and downloaded == b"over TLS"
-    with pytest.raises(httpx.ConnectError):  # a client that does not trust the certificate is refused
-        with server.client() as untrusting:
-            untrusting.get("/healthz")
+    # A client that does not trust the certificate is refused.
+    with pytest.raises(httpx.ConnectError), server.client() as untrusting:
+        untrusting.get("/healthz")
     plain = server.base_url.replace("https://", "http://")
     with pytest.raises(httpx.HTTPError):
         httpx.get(plain + "/healthz", timeout=10)

@@ -23,8 +23,9 @@ sys.exit(code)
 
 def run_measuring_peak_rss(arguments, report_path, **options) -> tuple[subprocess.CompletedProcess, int]:
     """Run arguments and return the result and the peak RSS in bytes of that process alone."""
-    completed = subprocess.run([sys.executable, "-c", _MEASURE_PEAK_RSS, str(report_path), *arguments],
-                               timeout=3600, check=False, **options)
+    completed = subprocess.run(
+        [sys.executable, "-c", _MEASURE_PEAK_RSS, str(report_path), *arguments], timeout=3600, check=False, **options
+    )
     peak = int(report_path.read_text()) * 1024
     assert peak > PLAUSIBLE_MINIMUM_RSS, f"implausible peak RSS {peak}: the measurement missed the command"
     return completed, peak
