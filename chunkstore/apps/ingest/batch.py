@@ -92,8 +92,6 @@ def parse_item(item, bucket: str | None) -> BatchItem:
     inventory = "Bucket" in item
     key = unquote_plus(item["Key"]) if inventory else item["Key"]
     item_bucket = item["Bucket"] if inventory else bucket
-    if not isinstance(item_bucket, str) or not item_bucket:
-        return BatchItem(None, key, "malformed: no bucket in the item or the BatchInput")
     try:
         if inventory and _true(item.get("IsDeleteMarker")):
             return BatchItem(None, key, "missing")
@@ -101,7 +99,7 @@ def parse_item(item, bucket: str | None) -> BatchItem:
             return BatchItem(None, key, "superseded")
         size = item.get("Size")
         found = S3Object(
-            bucket=item_bucket,
+            bucket=item_bucket if isinstance(item_bucket, str) else "",
             key=key,
             size=None if size in (None, "") else int(size),
             etag=clean_etag(item.get("ETag") or item.get("Etag")),
@@ -110,6 +108,8 @@ def parse_item(item, bucket: str | None) -> BatchItem:
         )
     except (TypeError, ValueError) as error:
         return BatchItem(None, key, f"malformed: {error}")
+    if not found.bucket:
+        return BatchItem(None, key, "malformed: no bucket in the item or the BatchInput")
     return BatchItem(found, key)
 
 
