@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
@@ -46,8 +46,11 @@ from chunkstore.backends.packindex import (
     check_doom_round,
     check_new_pages,
     check_pack_id,
+    delete_step,
+    doom_step,
     new_generation,
     round_moved,
+    spare_step,
 )
 from chunkstore.backends.sessions import DEFAULT_LEASE_SECONDS, new_session_id, now_ns
 from chunkstore.core import recipes
@@ -668,53 +671,28 @@ class MemoryPackIndex:
         check_doom_round(gc_round)
         with self._catalog._writing() as state:
             _check_round(state, gc_round)
-            refused = []
-            for item in items:
-                current = _items_of(state, item).get(item.item_id)
-                doomable = current is not None and (
-                    current.state == IndexState.PRESENT
-                    or (isinstance(current, PackRecord) and current.state == IndexState.PENDING
-                        and current.owner not in state.sessions)
-                )
-                if current is None or not doomable or (current.state, current.generation) != (
-                    item.state,
-                    item.generation,
-                ):
-                    refused.append(item)
-                    continue
-                changes = {"doomed_from": current.state} if isinstance(current, PackRecord) else {}
-                _items_of(state, item)[item.item_id] = replace(
-                    current, state=IndexState.DOOMED, generation=new_generation(), doomed_in=gc_round.number, **changes
-                )
-            return refused
+            return self._transition(state, items, doom_step(gc_round, lambda owner: owner not in state.sessions))
 
     def spare(self, items: Sequence[IndexItem]) -> list[IndexItem]:
-        return self._from_doomed(items, deleting=False)
+        with self._catalog._writing() as state:
+            return self._transition(state, items, spare_step)
 
     def start_deleting(self, items: Sequence[IndexItem]) -> list[IndexItem]:
-        return self._from_doomed(items, deleting=True)
-
-    def _from_doomed(self, items: Sequence[IndexItem], deleting: bool) -> list[IndexItem]:
         with self._catalog._writing() as state:
-            refused = []
-            for item in items:
-                current = _items_of(state, item).get(item.item_id)
-                if current is None or (current.state, current.generation) != (IndexState.DOOMED, item.generation):
-                    refused.append(item)
-                elif deleting:
-                    _items_of(state, item)[item.item_id] = replace(
-                        current, state=IndexState.DELETING, generation=new_generation()
-                    )
-                elif isinstance(current, PackRecord):
-                    _items_of(state, item)[item.item_id] = replace(
-                        current, state=current.doomed_from, generation=new_generation(), doomed_in=None,
-                        doomed_from=None,
-                    )
-                else:
-                    _items_of(state, item)[item.item_id] = replace(
-                        current, state=IndexState.PRESENT, generation=new_generation(), doomed_in=None
-                    )
-            return refused
+            return self._transition(state, items, delete_step)
+
+    @staticmethod
+    def _transition(state: CatalogState, items: Sequence[IndexItem], step: Callable) -> list[IndexItem]:
+        """Apply step to each item as it is now; return the items it refused."""
+        refused = []
+        for item in items:
+            stored = _items_of(state, item)
+            changed = step(item, stored.get(item.item_id))
+            if changed is None:
+                refused.append(item)
+            else:
+                stored[item.item_id] = changed
+        return refused
 
     def forget(self, items: Sequence[IndexItem]) -> None:
         with self._catalog._writing() as state:

@@ -40,8 +40,8 @@ switches and orphan packs (step 6).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from enum import IntEnum
 from typing import Protocol, TypeVar
 
@@ -258,6 +258,10 @@ class PackIndex(Protocol):
         ...
 
 
+# Every call of the interface: wrappers (error translation) apply to each.
+PACK_INDEX_CALLS = tuple(name for name in vars(PackIndex) if not name.startswith("_"))
+
+
 def new_generation() -> int:
     """A fresh generation: 63 random bits, a signed 64-bit integer in SQLite as in DynamoDB."""
     return int.from_bytes(os.urandom(8), "big") >> 1
@@ -266,6 +270,72 @@ def new_generation() -> int:
 def check_doom_round(gc_round: GcRound) -> None:
     if gc_round.phase != Phase.DOOMING:
         raise InvalidArgumentError(f"items are doomed in the dooming phase of a round, not in {gc_round.phase.name}")
+
+
+# ---- the transitions, for implementations that read an item and write it back in one transaction ----
+
+
+def doom_step(
+    gc_round: GcRound, owner_gone: Callable[[str], bool]
+) -> Callable[[IndexItem, IndexItem | None], IndexItem | None]:
+    """The doom of an item gc read as `read` and that is now `current`: the DOOMED record, or None
+    if it may not be doomed (see PackIndex.doom)."""
+
+    def step(read: IndexItem, current: IndexItem | None) -> IndexItem | None:
+        if current is None or (current.state, current.generation) != (read.state, read.generation):
+            return None
+        if isinstance(current, PackRecord):
+            if current.state == IndexState.PENDING and not owner_gone(current.owner):
+                return None
+            if current.state not in (IndexState.PRESENT, IndexState.PENDING):
+                return None
+            return replace(
+                current,
+                state=IndexState.DOOMED,
+                generation=new_generation(),
+                doomed_in=gc_round.number,
+                doomed_from=current.state,
+            )
+        if current.state != IndexState.PRESENT:
+            return None
+        return replace(current, state=IndexState.DOOMED, generation=new_generation(), doomed_in=gc_round.number)
+
+    return step
+
+
+def spare_step(read: IndexItem, current: IndexItem | None) -> IndexItem | None:
+    """A DOOMED item back in the state it was doomed from, or None if it is not DOOMED at read's generation."""
+    if current is None or (current.state, current.generation) != (IndexState.DOOMED, read.generation):
+        return None
+    if isinstance(current, PackRecord):
+        assert current.doomed_from is not None
+        return replace(
+            current, state=current.doomed_from, generation=new_generation(), doomed_in=None, doomed_from=None
+        )
+    return replace(current, state=IndexState.PRESENT, generation=new_generation(), doomed_in=None)
+
+
+def delete_step(read: IndexItem, current: IndexItem | None) -> IndexItem | None:
+    """A DOOMED item DELETING, or None if it is not DOOMED at read's generation."""
+    if current is None or (current.state, current.generation) != (IndexState.DOOMED, read.generation):
+        return None
+    return replace(current, state=IndexState.DELETING, generation=new_generation())
+
+
+def check_index_item(record: IndexItem, damaged: Callable[[str], Exception]) -> IndexItem:
+    """record, once its fields agree with one another; else damaged(what is wrong) is raised.
+    Catalogs read their items defensively: an edited or damaged one is an integrity error naming it."""
+    doomed = record.state in (IndexState.DOOMED, IndexState.DELETING)
+    if isinstance(record, PageRecord) and record.state == IndexState.PENDING:
+        raise damaged("a page is never PENDING")
+    if doomed != (record.doomed_in is not None):
+        raise damaged(f"it is {record.state.name} {'without' if doomed else 'with'} a round that doomed it")
+    if isinstance(record, PackRecord) and (
+        doomed != (record.doomed_from is not None)
+        or record.doomed_from not in (None, IndexState.PENDING, IndexState.PRESENT)
+    ):
+        raise damaged(f"it is {record.state.name}, doomed from {record.doomed_from!r}")
+    return record
 
 
 def round_moved(seen: GcRound) -> RoundMovedError:
