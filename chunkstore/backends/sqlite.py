@@ -28,11 +28,24 @@ from contextlib import contextmanager
 from dataclasses import replace
 from enum import IntEnum
 from pathlib import Path
+from typing import Any, TypeGuard
 
-from chunkstore.core import recipes
-from chunkstore.core.names import normalize_name
-from chunkstore.errors import ChunkstoreError, ConcurrentModificationError, CorruptObjectError, IndexItemChangedError, InvalidArgumentError, NameNotFoundError, NotFoundError, UnsupportedFormatError, VersionNotFoundError
-from chunkstore.backends.catalog import SNAPSHOT_COUNTS, Catalog, CatalogStats, ChunkRecord, ChunkState, CommitOutcome, ContentRecord, FileStat, NewVersion, SnapshotRecord, VersionRecord, deletion_marker, refuse_marker
+from chunkstore.backends.catalog import (
+    MAX_MODE,
+    SNAPSHOT_COUNTS,
+    Catalog,
+    CatalogStats,
+    ChunkRecord,
+    ChunkState,
+    CommitOutcome,
+    ContentRecord,
+    FileStat,
+    NewVersion,
+    SnapshotRecord,
+    VersionRecord,
+    deletion_marker,
+    refuse_marker,
+)
 from chunkstore.backends.packindex import (
     CHUNK_ID_SIZE,
     FIRST_ROUND,
@@ -56,7 +69,20 @@ from chunkstore.backends.packindex import (
     spare_step,
 )
 from chunkstore.backends.sessions import DEFAULT_LEASE_SECONDS, HOST, new_session_id, now_ns, session_is_dead
+from chunkstore.core import recipes
+from chunkstore.core.names import normalize_name
 from chunkstore.core.packformat import PACK_ID_SIZE
+from chunkstore.errors import (
+    ChunkstoreError,
+    ConcurrentModificationError,
+    CorruptObjectError,
+    IndexItemChangedError,
+    InvalidArgumentError,
+    NameNotFoundError,
+    NotFoundError,
+    UnsupportedFormatError,
+    VersionNotFoundError,
+)
 
 SCHEMA_VERSION = 4
 
@@ -77,7 +103,9 @@ CREATE TABLE IF NOT EXISTS snapshots (
 """
 
 _SNAPSHOTS_TABLE = _SNAPSHOTS_TABLE_V2.replace(
-    "added_stored_bytes INTEGER NOT NULL\n", "added_stored_bytes INTEGER NOT NULL,\n    program TEXT NOT NULL DEFAULT ''\n")
+    "added_stored_bytes INTEGER NOT NULL\n",
+    "added_stored_bytes INTEGER NOT NULL,\n    program TEXT NOT NULL DEFAULT ''\n",
+)
 
 # The pack index (schema 4). Pages are up to 197 KB: they live in a rowid table, whose rows
 # may overflow onto pages of their own, unlike a WITHOUT ROWID table's.
@@ -118,7 +146,10 @@ _UPGRADES = {
     3: _PACK_INDEX_TABLES,
 }
 
-_SCHEMA = _SNAPSHOTS_TABLE + "".join(f"{statement};\n" for statement in _PACK_INDEX_TABLES) + """
+_SCHEMA = (
+    _SNAPSHOTS_TABLE
+    + "".join(f"{statement};\n" for statement in _PACK_INDEX_TABLES)
+    + """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS chunks (
     id BLOB PRIMARY KEY,
@@ -180,8 +211,10 @@ CREATE TABLE IF NOT EXISTS gc_lock (
     session TEXT NOT NULL
 );
 """
+)
 
 _VERSION_COLUMNS = "name, version, digest, size, mtime_ns, mode, inode, ctime_ns, stored_at_ns, deleted"
+_CONTENT_COLUMNS = "digest, size, chunk_count, page_count, refcount"
 _SNAPSHOT_COLUMNS = "id, at_ns, host, paths, " + ", ".join(SNAPSHOT_COUNTS) + ", program"
 # How long a writer waits for a gc to finish deleting a chunk it needs (gc deletes in
 # batches of a few thousand objects, well under a second on a local disk).
@@ -201,7 +234,7 @@ class _Column:
         self.accepts = accepts
 
 
-def _is_integer(value: object) -> bool:
+def _is_integer(value: object) -> TypeGuard[int]:
     return type(value) is int
 
 
@@ -220,19 +253,37 @@ def _integers(*names: str) -> list[_Column]:
 
 _NAME = _Column("name", "a stored name (normalised, relative, no '..' or NUL)", _is_stored_name)
 _DIGEST = _Column("digest", "bytes", lambda value: type(value) is bytes)
-_VERSION_ROW = (_NAME, *_integers("version"), _DIGEST,
-                *_integers("size", "mtime_ns", "mode", "inode", "ctime_ns", "stored_at_ns", "deleted"))
-_CHUNK_ROW = (_Column("id", "bytes", lambda value: type(value) is bytes),
-              *_integers("size", "stored_size", "refcount"),
-              _Column("state", f"one of {[int(state) for state in ChunkState]}",
-                      lambda value: _is_integer(value) and value in ChunkState._value2member_map_),
-              _Column("location", "text or NULL", lambda value: value is None or type(value) is str))
+_VERSION_ROW = (
+    _NAME,
+    *_integers("version"),
+    _DIGEST,
+    *_integers("size", "mtime_ns"),
+    _Column("mode", f"an integer within 0..{MAX_MODE}", lambda value: _is_integer(value) and 0 <= value <= MAX_MODE),
+    *_integers("inode", "ctime_ns", "stored_at_ns", "deleted"),
+)
+_CHUNK_STATE = _Column(
+    "state",
+    f"one of {[int(state) for state in ChunkState]}",
+    lambda value: _is_integer(value) and value in ChunkState._value2member_map_,
+)
+_CHUNK_ROW = (
+    _Column("id", "bytes", lambda value: type(value) is bytes),
+    *_integers("size", "stored_size", "refcount"),
+    _CHUNK_STATE,
+    _Column("location", "text or NULL", lambda value: value is None or type(value) is str),
+)
 _CONTENT_ROW = (_DIGEST, *_integers("size", "chunk_count", "page_count", "refcount"))
-_SNAPSHOT_ROW = (_Column("id", "text", lambda value: type(value) is str), *_integers("at_ns"),
-                 _Column("host", "text", lambda value: type(value) is str),
-                 _Column("paths", "a JSON list of stored names", lambda value: _is_name_list(value)),
-                 *_integers(*SNAPSHOT_COUNTS), _Column("program", "text", lambda value: type(value) is str))
+_SNAPSHOT_ROW = (
+    _Column("id", "text", lambda value: type(value) is str),
+    *_integers("at_ns"),
+    _Column("host", "text", lambda value: type(value) is str),
+    _Column("paths", "a JSON list of stored names", lambda value: _is_name_list(value)),
+    *_integers(*SNAPSHOT_COUNTS),
+    _Column("program", "text", lambda value: type(value) is str),
+)
 _PAGE_ROW = (_Column("data", "bytes", lambda value: type(value) is bytes),)
+# What session_is_dead reads of a session: host, pid, heartbeat_ns.
+_SESSION_ROW = (_Column("host", "text", lambda value: type(value) is str), *_integers("pid", "heartbeat_ns"))
 
 
 def _is_blob(size: int) -> _Column:
@@ -240,27 +291,47 @@ def _is_blob(size: int) -> _Column:
 
 
 def _is_one_of(name: str, values: type[IntEnum], optional: bool = False) -> _Column:
-    return _Column(name, f"one of {[int(value) for value in values]}{' or NULL' if optional else ''}",
-                   lambda value: (optional and value is None) or (_is_integer(value) and value in values._value2member_map_))
+    return _Column(
+        name,
+        f"one of {[int(value) for value in values]}{' or NULL' if optional else ''}",
+        lambda value: (optional and value is None) or (_is_integer(value) and value in values._value2member_map_),
+    )
 
 
 def _optional_integer(name: str) -> _Column:
     return _Column(name, "an integer or NULL", lambda value: value is None or _is_integer(value))
 
 
-_ROUND_ROW = (*_integers("number"), _is_one_of("phase", Phase),
-              _Column("session", "text or NULL", lambda value: value is None or type(value) is str))
+_ROUND_ROW = (
+    *_integers("number"),
+    _is_one_of("phase", Phase),
+    _Column("session", "text or NULL", lambda value: value is None or type(value) is str),
+)
 _PACK_COLUMNS = "id, state, gen, owner, stored, entries, live, round, was"
-_PACK_ROW = (_is_blob(PACK_ID_SIZE), _is_one_of("state", IndexState), *_integers("gen"),
-             _Column("owner", "text", lambda value: type(value) is str), *_integers("stored", "entries"),
-             _optional_integer("live"), _optional_integer("round"), _is_one_of("was", IndexState, optional=True))
+_PACK_ROW = (
+    _is_blob(PACK_ID_SIZE),
+    _is_one_of("state", IndexState),
+    *_integers("gen"),
+    _Column("owner", "text", lambda value: type(value) is str),
+    *_integers("stored", "entries"),
+    _optional_integer("live"),
+    _optional_integer("round"),
+    _is_one_of("was", IndexState, optional=True),
+)
 _PAGE_COLUMNS = "id, body, state, gen, origin, origin_segment, round"
-_INDEX_PAGE_ROW = (_is_blob(PAGE_ID_SIZE), _Column("body", "bytes", lambda value: type(value) is bytes),
-                   _is_one_of("state", IndexState), *_integers("gen"),
-                   _Column("origin", f"{PAGE_ID_SIZE} bytes", lambda value: type(value) is bytes and len(value) == 32),
-                   *_integers("origin_segment"), _optional_integer("round"))
-_HOOK_ROW = (_is_blob(CHUNK_ID_SIZE), _Column("page", f"{PAGE_ID_SIZE} bytes",
-                                               lambda value: type(value) is bytes and len(value) == PAGE_ID_SIZE))
+_INDEX_PAGE_ROW = (
+    _is_blob(PAGE_ID_SIZE),
+    _Column("body", "bytes", lambda value: type(value) is bytes),
+    _is_one_of("state", IndexState),
+    *_integers("gen"),
+    _Column("origin", f"{PAGE_ID_SIZE} bytes", lambda value: type(value) is bytes and len(value) == 32),
+    *_integers("origin_segment"),
+    _optional_integer("round"),
+)
+_HOOK_ROW = (
+    _is_blob(CHUNK_ID_SIZE),
+    _Column("page", f"{PAGE_ID_SIZE} bytes", lambda value: type(value) is bytes and len(value) == PAGE_ID_SIZE),
+)
 
 
 def _is_name_list(text: object) -> bool:
@@ -271,26 +342,40 @@ def _is_name_list(text: object) -> bool:
     return isinstance(paths, list) and all(map(_is_stored_name, paths))
 
 
+def _session_row_is_dead(row: Sequence, lease_seconds: float, at_ns: int) -> bool:
+    host, pid, heartbeat_ns = _checked("sessions", _SESSION_ROW, row)
+    return session_is_dead(host, pid, heartbeat_ns, lease_seconds, at_ns)
+
+
 def _checked(table: str, columns: Sequence[_Column], row: Sequence) -> Sequence:
     """row, once every value is what its column must hold; else CorruptObjectError naming it."""
     for column, value in zip(columns, row, strict=True):
         if not column.accepts(value):
-            raise CorruptObjectError(
-                f"catalog row of {table} {row[0]!r:.80} is damaged: {column.name} is {value!r:.80}, "
-                f"not {column.expected}; restore the catalog from a backup or remove the row")
+            raise _row_damaged(table, row)(f"{column.name} is {value!r:.80}, not {column.expected}")
     return row
+
+
+def _row_damaged(table: str, row: Sequence) -> Callable[[str], CorruptObjectError]:
+    """What raises CorruptObjectError naming a row and its problem."""
+    return lambda problem: CorruptObjectError(
+        f"catalog row of {table} {row[0]!r:.80} is damaged: {problem}; "
+        "restore the catalog from a backup or remove the row"
+    )
 
 
 def _version_from_row(row) -> VersionRecord:
     name, version, digest, size, mtime_ns, mode, inode, ctime_ns, stored_at_ns, deleted = _checked(
-        "versions", _VERSION_ROW, row)
-    return VersionRecord(name, version, digest, FileStat(size, mtime_ns, mode, inode, ctime_ns), stored_at_ns,
-                         bool(deleted))
+        "versions", _VERSION_ROW, row
+    )
+    return VersionRecord(
+        name, version, digest, FileStat(size, mtime_ns, mode, inode, ctime_ns), stored_at_ns, bool(deleted)
+    )
 
 
 def _snapshot_from_row(row) -> SnapshotRecord:
     snapshot_id, at_ns, host, paths, *counts, program = _checked("snapshots", _SNAPSHOT_ROW, row)
-    return SnapshotRecord(snapshot_id, at_ns, host, tuple(json.loads(paths)), *counts, program=program)
+    named_counts: dict[str, Any] = dict(zip(SNAPSHOT_COUNTS, counts, strict=True))
+    return SnapshotRecord(snapshot_id, at_ns, host, tuple(json.loads(paths)), **named_counts, program=program)
 
 
 def _chunk_from_row(row) -> ChunkRecord:
@@ -313,34 +398,58 @@ def _round_from_row(row) -> GcRound:
 
 def _pack_from_row(row) -> PackRecord:
     pack_id, state, gen, owner, stored, entries, live, doomed_in, was = _checked("packs", _PACK_ROW, row)
-    return check_index_item(PackRecord(pack_id, IndexState(state), gen, owner, stored, entries, live, doomed_in,
-                                       None if was is None else IndexState(was)), _row_damaged("packs", row))
+    return check_index_item(
+        PackRecord(
+            pack_id,
+            IndexState(state),
+            gen,
+            owner,
+            stored,
+            entries,
+            live,
+            doomed_in,
+            None if was is None else IndexState(was),
+        ),
+        _row_damaged("packs", row),
+    )
 
 
 def _index_page_from_row(row) -> PageRecord:
     page_id, body, state, gen, origin, segment, doomed_in = _checked("pages", _INDEX_PAGE_ROW, row)
-    return check_index_item(PageRecord(page_id, body, IndexState(state), gen, origin, segment, doomed_in),
-                            _row_damaged("pages", row))
-
-
-def _row_damaged(table: str, row: Sequence) -> Callable[[str], CorruptObjectError]:
-    return lambda problem: CorruptObjectError(
-        f"catalog row of {table} {row[0]!r:.80} is damaged: {problem}; restore the catalog from a backup or remove the row")
+    return check_index_item(
+        PageRecord(page_id, body, IndexState(state), gen, origin, segment, doomed_in), _row_damaged("pages", row)
+    )
 
 
 def _pack_values(record: PackRecord) -> tuple:
-    return (record.pack_id, int(record.state), record.generation, record.owner, record.stored_bytes, record.entries,
-            record.live_bytes, record.doomed_in, None if record.doomed_from is None else int(record.doomed_from))
+    return (
+        record.pack_id,
+        int(record.state),
+        record.generation,
+        record.owner,
+        record.stored_bytes,
+        record.entries,
+        record.live_bytes,
+        record.doomed_in,
+        None if record.doomed_from is None else int(record.doomed_from),
+    )
 
 
 def _page_values(record: PageRecord) -> tuple:
-    return (record.page_id, record.body, int(record.state), record.generation, record.origin, record.origin_segment,
-            record.doomed_in)
+    return (
+        record.page_id,
+        record.body,
+        int(record.state),
+        record.generation,
+        record.origin,
+        record.origin_segment,
+        record.doomed_in,
+    )
 
 
 def _batches(items: Sequence, size: int = _IN_BATCH) -> Iterator[Sequence]:
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
 def _escape_like(text: str) -> str:
@@ -348,8 +457,14 @@ def _escape_like(text: str) -> str:
 
 
 class SQLiteCatalog(Catalog):
-    def __init__(self, path: str | os.PathLike[str], *, create: bool = False,
-                 lease_seconds: float = DEFAULT_LEASE_SECONDS, read_only: bool = False):
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        create: bool = False,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        read_only: bool = False,
+    ):
         """read_only connections cannot write, and never checkpoint the WAL when they close:
         a checkpoint fsyncs the catalog, which on ext4 also flushes every file a restore has
         just written (0.6 s after restoring 1 GB here), work that belongs to nobody's read."""
@@ -370,11 +485,19 @@ class SQLiteCatalog(Catalog):
             row = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         except sqlite3.DatabaseError as error:
             raise CorruptObjectError(f"catalog {self.path} cannot be read: {error}") from None
-        if row is not None and row[0] in map(str, _UPGRADES):
+        version = None if row is None else row[0]
+        if version is not None and (type(version) is not str or not (version.isascii() and version.isdigit())):
+            # A version this chunkstore does not know is a number (or none, in a file it did
+            # not make); anything else is damage.
+            raise CorruptObjectError(
+                f"catalog {self.path} is damaged: its schema version is {version!r:.80}, "
+                "not a number; restore the catalog from a backup"
+            )
+        if version in {str(old) for old in _UPGRADES}:
             self._upgrade()
-        elif row is None or row[0] != str(SCHEMA_VERSION):
+        elif version != str(SCHEMA_VERSION):
             raise UnsupportedFormatError(
-                f"catalog schema version {row and row[0]!r} is not supported (this chunkstore reads {SCHEMA_VERSION})"
+                f"catalog schema version {version!r} is not supported (this chunkstore reads {SCHEMA_VERSION})"
             )
         self.pack_index = SQLitePackIndex(self)
 
@@ -399,7 +522,8 @@ class SQLiteCatalog(Catalog):
         except sqlite3.OperationalError as error:
             raise UnsupportedFormatError(
                 f"catalog {self.path} has an older schema that this chunkstore upgrades in place, and the upgrade "
-                f"failed ({error}); run chunkstore once with write access to it") from None
+                f"failed ({error}); run chunkstore once with write access to it"
+            ) from None
         finally:
             db.close()
 
@@ -410,11 +534,15 @@ class SQLiteCatalog(Catalog):
         if connection is None:
             try:
                 if self.read_only:
-                    connection = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
-                                                 isolation_level=None, timeout=60.0, check_same_thread=False)
+                    connection = sqlite3.connect(
+                        f"{self.path.resolve().as_uri()}?mode=ro",
+                        uri=True,
+                        isolation_level=None,
+                        timeout=60.0,
+                        check_same_thread=False,
+                    )
                 else:
-                    connection = sqlite3.connect(self.path, isolation_level=None, timeout=60.0,
-                                                 check_same_thread=False)
+                    connection = sqlite3.connect(self.path, isolation_level=None, timeout=60.0, check_same_thread=False)
                     connection.execute("PRAGMA journal_mode = WAL")
                 connection.execute("PRAGMA foreign_keys = OFF")
             except sqlite3.DatabaseError as error:
@@ -453,7 +581,9 @@ class SQLiteCatalog(Catalog):
         session = new_session_id()
         stamp = now_ns()
         with self._write(durable=False) as db:
-            db.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?)", (session, kind, HOST, os.getpid(), stamp, stamp))
+            db.execute(
+                "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?)", (session, kind, HOST, os.getpid(), stamp, stamp)
+            )
         return session
 
     def heartbeat(self, session: str) -> None:
@@ -488,8 +618,10 @@ class SQLiteCatalog(Catalog):
                     if state != ChunkState.PRESENT:
                         to_upload.add(chunk_id)
                     pinned.append(chunk_id)
-                db.executemany("INSERT INTO chunks (id, size, state) VALUES (?, ?, ?)",
-                               [(chunk_id, size, int(ChunkState.PENDING)) for chunk_id, size in new_rows.items()])
+                db.executemany(
+                    "INSERT INTO chunks (id, size, state) VALUES (?, ?, ?)",
+                    [(chunk_id, size, int(ChunkState.PENDING)) for chunk_id, size in new_rows.items()],
+                )
                 db.executemany("INSERT OR IGNORE INTO pins VALUES (?, ?)", [(chunk_id, session) for chunk_id in pinned])
             if deleting:
                 # A gc that has just finished has released its lock too: only a gc seen dead
@@ -510,7 +642,7 @@ class SQLiteCatalog(Catalog):
         for batch in _batches(list(chunk_ids)):
             marks = ",".join("?" * len(batch))
             for chunk_id, state in db.execute(f"SELECT id, state FROM chunks WHERE id IN ({marks})", batch):
-                states[chunk_id] = ChunkState(state)
+                states[chunk_id] = ChunkState(_checked("chunks", (_CHUNK_STATE,), (state,))[0])
         return states
 
     def _gc_alive(self) -> bool:
@@ -518,7 +650,7 @@ class SQLiteCatalog(Catalog):
         row = db.execute(
             "SELECT s.host, s.pid, s.heartbeat_ns FROM gc_lock g JOIN sessions s ON s.id = g.session"
         ).fetchone()
-        return row is not None and not session_is_dead(*row, self.lease_seconds, now_ns())
+        return row is not None and not _session_row_is_dead(row, self.lease_seconds, now_ns())
 
     @staticmethod
     def _touch_live_session(db, session: str) -> None:
@@ -528,14 +660,18 @@ class SQLiteCatalog(Catalog):
         cursor = db.execute("UPDATE sessions SET heartbeat_ns = ? WHERE id = ?", (now_ns(), session))
         if cursor.rowcount == 0:
             raise ConcurrentModificationError(
-                "this put stalled past its session lease and gc expired it; nothing more is committed, put again")
+                "this put stalled past its session lease and gc expired it; nothing more is committed, put again"
+            )
 
     def chunks_stored(self, session: str, chunks: Sequence[tuple[bytes, int]]) -> None:
         with self._write(durable=False) as db:
             self._touch_live_session(db, session)
             db.executemany(
                 "UPDATE chunks SET state = ?, stored_size = ? WHERE id = ? AND state = ?",
-                [(int(ChunkState.PRESENT), stored_size, chunk_id, int(ChunkState.PENDING)) for chunk_id, stored_size in chunks],
+                [
+                    (int(ChunkState.PRESENT), stored_size, chunk_id, int(ChunkState.PENDING))
+                    for chunk_id, stored_size in chunks
+                ],
             )
 
     def commit(self, session: str, versions: Sequence[NewVersion], at_ns: int | None = None) -> list[CommitOutcome]:
@@ -570,15 +706,24 @@ class SQLiteCatalog(Catalog):
         return outcomes
 
     def _insert_version(self, db, record: VersionRecord) -> None:
-        db.execute(f"INSERT INTO versions ({_VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                   (record.name, record.version, record.digest, *self._stat_values(record.stat), record.stored_at_ns,
-                    int(record.deleted)))
+        db.execute(
+            f"INSERT INTO versions ({_VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                record.name,
+                record.version,
+                record.digest,
+                *self._stat_values(record.stat),
+                record.stored_at_ns,
+                int(record.deleted),
+            ),
+        )
 
     @staticmethod
     def _next_version(db, name: str) -> int:
         """Version numbers only grow, even after removals, so a number always means one content."""
-        db.execute("INSERT INTO names VALUES (?, 1) ON CONFLICT (name) DO UPDATE SET last_version = last_version + 1",
-                   (name,))
+        db.execute(
+            "INSERT INTO names VALUES (?, 1) ON CONFLICT (name) DO UPDATE SET last_version = last_version + 1", (name,)
+        )
         return db.execute("SELECT last_version FROM names WHERE name = ?", (name,)).fetchone()[0]
 
     @staticmethod
@@ -593,11 +738,19 @@ class SQLiteCatalog(Catalog):
         return _checked("versions", (_NAME,), row)[0] if row else None
 
     def _insert_content(self, db, new: NewVersion) -> None:
-        db.execute("INSERT INTO contents VALUES (?, ?, ?, ?, 1)",
-                   (new.digest, new.stat.size, new.chunk_count, len(new.pages)))
+        db.execute(
+            "INSERT INTO contents VALUES (?, ?, ?, ?, 1)", (new.digest, new.stat.size, new.chunk_count, len(new.pages))
+        )
         referenced = 0
         for page_number, page in enumerate(new.pages):
-            db.execute("INSERT INTO recipe_pages VALUES (?, ?, ?)", (new.digest, page_number, page))
+            try:
+                db.execute("INSERT INTO recipe_pages VALUES (?, ?, ?)", (new.digest, page_number, page))
+            except sqlite3.IntegrityError:
+                # The content row was absent, so its pages should be too: the file was edited or damaged.
+                raise CorruptObjectError(
+                    f"catalog {self.path} is damaged: recipe page {page_number} of content {new.digest.hex()} "
+                    "exists without its content row; restore the catalog from a backup"
+                ) from None
             cursor = db.executemany(
                 "UPDATE chunks SET refcount = refcount + 1 WHERE id = ? AND state = ?",
                 [(entry.chunk_id, int(ChunkState.PRESENT)) for entry in recipes.decode_page(page)],
@@ -627,8 +780,9 @@ class SQLiteCatalog(Catalog):
             raise NameNotFoundError(f"no stored file named {name!r}")
         return refuse_marker(_version_from_row(row), version)
 
-    def list_versions(self, prefix: str = "", all_versions: bool = False, *, as_of_ns: int | None = None,
-                      deleted: bool = False) -> Iterator[VersionRecord]:
+    def list_versions(
+        self, prefix: str = "", all_versions: bool = False, *, as_of_ns: int | None = None, deleted: bool = False
+    ) -> Iterator[VersionRecord]:
         # Conditions and their parameters, in the order they appear in the query.
         conditions: list[str] = []
         parameters: list = []
@@ -646,8 +800,10 @@ class SQLiteCatalog(Catalog):
                 parameters.append(as_of_ns)
         if not deleted:
             conditions.append("deleted = 0")
-        query = (f"SELECT {_VERSION_COLUMNS} FROM versions v WHERE {' AND '.join(conditions) or 'TRUE'} "
-                 "ORDER BY name, version")
+        query = (
+            f"SELECT {_VERSION_COLUMNS} FROM versions v WHERE {' AND '.join(conditions) or 'TRUE'} "
+            "ORDER BY name, version"
+        )
         for row in self._connection().execute(query, parameters):
             yield _version_from_row(row)
 
@@ -655,9 +811,11 @@ class SQLiteCatalog(Catalog):
         return self._oldest_name(self._connection(), digest)
 
     def get_content(self, digest: bytes) -> ContentRecord | None:
-        row = self._connection().execute(
-            "SELECT digest, size, chunk_count, page_count, refcount FROM contents WHERE digest = ?", (digest,)
-        ).fetchone()
+        row = (
+            self._connection()
+            .execute(f"SELECT {_CONTENT_COLUMNS} FROM contents WHERE digest = ?", (digest,))
+            .fetchone()
+        )
         return _content_from_row(row) if row else None
 
     def recipe_pages(self, digest: bytes) -> Iterator[bytes]:
@@ -674,9 +832,7 @@ class SQLiteCatalog(Catalog):
             yield _page_from_row(row)
 
     def iter_contents(self) -> Iterator[ContentRecord]:
-        for row in self._connection().execute(
-            "SELECT digest, size, chunk_count, page_count, refcount FROM contents ORDER BY digest"
-        ):
+        for row in self._connection().execute(f"SELECT {_CONTENT_COLUMNS} FROM contents ORDER BY digest"):
             yield _content_from_row(row)
 
     def iter_chunks(self) -> Iterator[ChunkRecord]:
@@ -749,12 +905,19 @@ class SQLiteCatalog(Catalog):
         return markers
 
     def record_snapshot(self, snapshot: SnapshotRecord) -> None:
-        values = (snapshot.snapshot_id, snapshot.at_ns, snapshot.host, json.dumps(list(snapshot.paths)),
-                  *(getattr(snapshot, count) for count in SNAPSHOT_COUNTS), snapshot.program)
+        values = (
+            snapshot.snapshot_id,
+            snapshot.at_ns,
+            snapshot.host,
+            json.dumps(list(snapshot.paths)),
+            *(getattr(snapshot, count) for count in SNAPSHOT_COUNTS),
+            snapshot.program,
+        )
         with self._write(durable=True) as db:
             try:
-                db.execute(f"INSERT INTO snapshots ({_SNAPSHOT_COLUMNS}) VALUES ({', '.join('?' * len(values))})",
-                           values)
+                db.execute(
+                    f"INSERT INTO snapshots ({_SNAPSHOT_COLUMNS}) VALUES ({', '.join('?' * len(values))})", values
+                )
             except sqlite3.IntegrityError:
                 raise InvalidArgumentError(f"a snapshot with ID {snapshot.snapshot_id} already exists") from None
 
@@ -768,13 +931,13 @@ class SQLiteCatalog(Catalog):
 
     def _release_content(self, db, digest: bytes) -> None:
         db.execute("UPDATE contents SET refcount = refcount - 1 WHERE digest = ?", (digest,))
-        row = db.execute("SELECT refcount FROM contents WHERE digest = ?", (digest,)).fetchone()
-        if row is None or row[0] > 0:
+        row = db.execute(f"SELECT {_CONTENT_COLUMNS} FROM contents WHERE digest = ?", (digest,)).fetchone()
+        if row is None or _content_from_row(row).refcount > 0:
             return
-        for (page,) in db.execute("SELECT data FROM recipe_pages WHERE digest = ? ORDER BY page", (digest,)).fetchall():
+        for row in db.execute("SELECT data FROM recipe_pages WHERE digest = ? ORDER BY page", (digest,)).fetchall():
             db.executemany(
                 "UPDATE chunks SET refcount = refcount - 1 WHERE id = ? AND refcount > 0",
-                [(entry.chunk_id,) for entry in recipes.decode_page(page)],
+                [(entry.chunk_id,) for entry in recipes.decode_page(_page_from_row(row))],
             )
         db.execute("DELETE FROM recipe_pages WHERE digest = ?", (digest,))
         db.execute("DELETE FROM contents WHERE digest = ?", (digest,))
@@ -782,11 +945,13 @@ class SQLiteCatalog(Catalog):
     def acquire_gc_lock(self, session: str) -> None:
         with self._write(durable=False) as db:
             row = db.execute(
-                "SELECT g.session, s.host, s.pid, s.heartbeat_ns FROM gc_lock g LEFT JOIN sessions s ON s.id = g.session"
+                "SELECT g.session, s.host, s.pid, s.heartbeat_ns"
+                " FROM gc_lock g LEFT JOIN sessions s ON s.id = g.session"
             ).fetchone()
             if row is not None and row[0] != session:
-                holder, host, pid, heartbeat_ns = row
-                if host is not None and not session_is_dead(host, pid, heartbeat_ns, self.lease_seconds, now_ns()):
+                holder, *session_row = row
+                host, pid, heartbeat_ns = session_row
+                if host is not None and not _session_row_is_dead(session_row, self.lease_seconds, now_ns()):
                     raise ConcurrentModificationError(f"another gc is running (on {host}, pid {pid})")
                 db.execute("DELETE FROM gc_lock")
             db.execute("INSERT OR REPLACE INTO gc_lock VALUES (0, ?)", (session,))
@@ -807,22 +972,24 @@ class SQLiteCatalog(Catalog):
             stamp = now_ns()
             dead = [
                 session_id
-                for session_id, host, pid, heartbeat_ns in db.execute("SELECT id, host, pid, heartbeat_ns FROM sessions")
-                if session_id != session and session_is_dead(host, pid, heartbeat_ns, self.lease_seconds, stamp)
+                for session_id, *row in db.execute("SELECT id, host, pid, heartbeat_ns FROM sessions")
+                if session_id != session and _session_row_is_dead(row, self.lease_seconds, stamp)
             ]
             for session_id in dead:
                 db.execute("DELETE FROM pins WHERE session = ?", (session_id,))
                 db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
             columns = "id, size, stored_size, refcount, state, location"
-            rows = db.execute(f"SELECT {columns} FROM chunks WHERE state = ? LIMIT ?",
-                              (int(ChunkState.DELETING), limit)).fetchall()
+            rows = db.execute(
+                f"SELECT {columns} FROM chunks WHERE state = ? LIMIT ?", (int(ChunkState.DELETING), limit)
+            ).fetchall()
             fresh = db.execute(
                 f"SELECT {columns} FROM chunks c WHERE refcount = 0 AND state != ? "
                 "AND NOT EXISTS (SELECT 1 FROM pins p WHERE p.chunk = c.id) LIMIT ?",
                 (int(ChunkState.DELETING), limit - len(rows)),
             ).fetchall()
-            db.executemany("UPDATE chunks SET state = ? WHERE id = ?",
-                           [(int(ChunkState.DELETING), row[0]) for row in fresh])
+            db.executemany(
+                "UPDATE chunks SET state = ? WHERE id = ?", [(int(ChunkState.DELETING), row[0]) for row in fresh]
+            )
         return [_chunk_from_row(row) for row in rows + fresh]
 
     def claim_orphans(self, session: str, chunk_ids: Sequence[bytes]) -> list[bytes]:
@@ -830,8 +997,10 @@ class SQLiteCatalog(Catalog):
         with self._write(durable=True) as db:
             self._check_gc_lock(db, session)
             for chunk_id in chunk_ids:
-                cursor = db.execute("INSERT OR IGNORE INTO chunks (id, size, state) VALUES (?, 0, ?)",
-                                    (chunk_id, int(ChunkState.DELETING)))
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO chunks (id, size, state) VALUES (?, 0, ?)",
+                    (chunk_id, int(ChunkState.DELETING)),
+                )
                 if cursor.rowcount:
                     claimed.append(chunk_id)
         return claimed
@@ -839,14 +1008,17 @@ class SQLiteCatalog(Catalog):
     def forget_chunks(self, session: str, chunk_ids: Sequence[bytes]) -> None:
         with self._write(durable=True) as db:
             self._check_gc_lock(db, session)
-            db.executemany("DELETE FROM chunks WHERE id = ? AND state = ?",
-                           [(chunk_id, int(ChunkState.DELETING)) for chunk_id in chunk_ids])
+            db.executemany(
+                "DELETE FROM chunks WHERE id = ? AND state = ?",
+                [(chunk_id, int(ChunkState.DELETING)) for chunk_id in chunk_ids],
+            )
 
     # ---- repair ----------------------------------------------------------------------
 
     def storage_bytes(self) -> int:
-        return sum(os.path.getsize(f"{self.path}{suffix}") for suffix in ("", "-wal")
-                   if os.path.exists(f"{self.path}{suffix}"))
+        return sum(
+            os.path.getsize(f"{self.path}{suffix}") for suffix in ("", "-wal") if os.path.exists(f"{self.path}{suffix}")
+        )
 
     def integrity_problems(self) -> list[str]:
         """What SQLite's own structural check finds wrong with the file (verify runs it: a
@@ -858,8 +1030,9 @@ class SQLiteCatalog(Catalog):
         moved = set()
         with self._write(durable=True) as db:
             for chunk_id, (expected, new) in counts.items():
-                cursor = db.execute("UPDATE chunks SET refcount = ? WHERE id = ? AND refcount = ?",
-                                    (new, chunk_id, expected))
+                cursor = db.execute(
+                    "UPDATE chunks SET refcount = ? WHERE id = ? AND refcount = ?", (new, chunk_id, expected)
+                )
                 if cursor.rowcount == 0:
                     moved.add(chunk_id)
         return moved
@@ -899,11 +1072,14 @@ class SQLitePackIndex:
     # ---- packs ---------------------------------------------------------------------------
 
     def create_pack(self, session: str, pack_id: bytes, stored_bytes: int, entries: int) -> PackRecord:
-        record = PackRecord(check_pack_id(pack_id), IndexState.PENDING, new_generation(), session, stored_bytes, entries)
+        record = PackRecord(
+            check_pack_id(pack_id), IndexState.PENDING, new_generation(), session, stored_bytes, entries
+        )
         # Not durable: a crash that loses the row leaves at most a pack object without one, an orphan for gc.
         with self._catalog._write(durable=False) as db:
-            cursor = db.execute(f"INSERT OR IGNORE INTO packs ({_PACK_COLUMNS}) VALUES ({_marks(9)})",
-                                _pack_values(record))
+            cursor = db.execute(
+                f"INSERT OR IGNORE INTO packs ({_PACK_COLUMNS}) VALUES ({_marks(9)})", _pack_values(record)
+            )
             if cursor.rowcount == 0:
                 raise IndexItemChangedError(f"pack {pack_id.hex()} already has an item")
         return record
@@ -911,17 +1087,29 @@ class SQLitePackIndex:
     def pack_stored(self, pack: PackRecord) -> PackRecord:
         present = replace(pack, state=IndexState.PRESENT, generation=new_generation())
         with self._catalog._write(durable=False) as db:
-            cursor = db.execute("UPDATE packs SET state = ?, gen = ? WHERE id = ? AND state = ? AND owner = ? AND gen = ?",
-                                (int(present.state), present.generation, pack.pack_id, int(IndexState.PENDING),
-                                 pack.owner, pack.generation))
+            cursor = db.execute(
+                "UPDATE packs SET state = ?, gen = ? WHERE id = ? AND state = ? AND owner = ? AND gen = ?",
+                (
+                    int(present.state),
+                    present.generation,
+                    pack.pack_id,
+                    int(IndexState.PENDING),
+                    pack.owner,
+                    pack.generation,
+                ),
+            )
             if cursor.rowcount == 0:
                 raise IndexItemChangedError(
-                    f"pack {pack.pack_id.hex()} is no longer PENDING for this writer (gc took it for dead)")
-            return _pack_from_row(db.execute(f"SELECT {_PACK_COLUMNS} FROM packs WHERE id = ?",
-                                             (pack.pack_id,)).fetchone())
+                    f"pack {pack.pack_id.hex()} is no longer PENDING for this writer (gc took it for dead)"
+                )
+            return _pack_from_row(
+                db.execute(f"SELECT {_PACK_COLUMNS} FROM packs WHERE id = ?", (pack.pack_id,)).fetchone()
+            )
 
     def get_packs(self, pack_ids: Iterable[bytes]) -> dict[bytes, PackRecord]:
-        return {record.pack_id: record for record in map(_pack_from_row, self._select("packs", _PACK_COLUMNS, pack_ids))}
+        return {
+            record.pack_id: record for record in map(_pack_from_row, self._select("packs", _PACK_COLUMNS, pack_ids))
+        }
 
     def iter_packs(self) -> Iterator[PackRecord]:
         for row in self._catalog._connection().execute(f"SELECT {_PACK_COLUMNS} FROM packs ORDER BY id"):
@@ -929,8 +1117,11 @@ class SQLitePackIndex:
 
     def record_live_bytes(self, live_bytes: Mapping[bytes, int]) -> list[bytes]:
         with self._catalog._write(durable=False) as db:
-            return [pack_id for pack_id, live in live_bytes.items()
-                    if db.execute("UPDATE packs SET live = ? WHERE id = ?", (live, pack_id)).rowcount == 0]
+            return [
+                pack_id
+                for pack_id, live in live_bytes.items()
+                if db.execute("UPDATE packs SET live = ? WHERE id = ?", (live, pack_id)).rowcount == 0
+            ]
 
     def _select(self, table: str, columns: str, ids: Iterable[bytes], key: str = "id") -> Iterator[Sequence]:
         db = self._catalog._connection()
@@ -945,17 +1136,22 @@ class SQLitePackIndex:
             self._check_round(db, seen)
             existing = []
             for page in pages:
-                record = PageRecord(page.page_id, page.body, IndexState.PRESENT, new_generation(), page.origin,
-                                    page.origin_segment)
-                cursor = db.execute(f"INSERT OR IGNORE INTO pages ({_PAGE_COLUMNS}) VALUES ({_marks(7)})",
-                                    _page_values(record))
+                record = PageRecord(
+                    page.page_id, page.body, IndexState.PRESENT, new_generation(), page.origin, page.origin_segment
+                )
+                cursor = db.execute(
+                    f"INSERT OR IGNORE INTO pages ({_PAGE_COLUMNS}) VALUES ({_marks(7)})", _page_values(record)
+                )
                 if cursor.rowcount == 0:
                     existing.append(page.page_id)
         return existing
 
     def get_page(self, page_id: bytes, consistent: bool = True) -> PageRecord | None:
-        row = self._catalog._connection().execute(f"SELECT {_PAGE_COLUMNS} FROM pages WHERE id = ?",
-                                                  (page_id,)).fetchone()
+        row = (
+            self._catalog._connection()
+            .execute(f"SELECT {_PAGE_COLUMNS} FROM pages WHERE id = ?", (page_id,))
+            .fetchone()
+        )
         return _index_page_from_row(row) if row else None
 
     def iter_pages(self) -> Iterator[PageRecord]:
@@ -969,8 +1165,11 @@ class SQLitePackIndex:
             db.executemany("INSERT OR REPLACE INTO hooks VALUES (?, ?)", hooks.items())
 
     def get_hooks(self, chunk_ids: Iterable[bytes]) -> dict[bytes, bytes]:
-        rows = self._select("hooks", "chunk, page", chunk_ids, key="chunk")
-        return dict(_checked("hooks", _HOOK_ROW, row) for row in rows)
+        hooks: dict[bytes, bytes] = {}
+        for row in self._select("hooks", "chunk, page", chunk_ids, key="chunk"):
+            chunk_id, page_id = _checked("hooks", _HOOK_ROW, row)
+            hooks[chunk_id] = page_id
+        return hooks
 
     def forget_hooks(self, chunk_ids: Iterable[bytes]) -> None:
         with self._catalog._write(durable=False) as db:
@@ -1035,8 +1234,10 @@ def _catalog_error(catalog: SQLiteCatalog, error: sqlite3.Error) -> ChunkstoreEr
     are left alone, so they are not mistaken for damage."""
     if isinstance(error, sqlite3.OperationalError):
         return ChunkstoreError(f"catalog {catalog.path}: {error}")
-    return CorruptObjectError(f"catalog {catalog.path} is damaged ({error}); "
-                              "restore it from a backup, or copy what still reads with `sqlite3 .recover`")
+    return CorruptObjectError(
+        f"catalog {catalog.path} is damaged ({error}); "
+        "restore it from a backup, or copy what still reads with `sqlite3 .recover`"
+    )
 
 
 _TRANSLATED = (sqlite3.OperationalError, sqlite3.DataError, sqlite3.NotSupportedError)
@@ -1049,6 +1250,7 @@ def _is_translated(error: sqlite3.Error) -> bool:
 
 def _translate_errors(method):
     if inspect.isgeneratorfunction(method):
+
         @functools.wraps(method)
         def generator(self, *args, **kwargs):
             try:
@@ -1057,6 +1259,7 @@ def _translate_errors(method):
                 if not _is_translated(error):
                     raise
                 raise _catalog_error(self, error) from None
+
         return generator
 
     @functools.wraps(method)
@@ -1067,6 +1270,7 @@ def _translate_errors(method):
             if not _is_translated(error):
                 raise
             raise _catalog_error(self, error) from None
+
     return call
 
 
