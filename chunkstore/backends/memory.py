@@ -49,6 +49,8 @@ from chunkstore.backends.packindex import (
     delete_step,
     doom_step,
     new_generation,
+    not_pending,
+    pack_exists,
     round_moved,
     spare_step,
 )
@@ -58,7 +60,6 @@ from chunkstore.errors import (
     BlobNotFoundError,
     ChunkstoreError,
     ConcurrentModificationError,
-    IndexItemChangedError,
     InvalidArgumentError,
     NameNotFoundError,
     NotFoundError,
@@ -620,7 +621,7 @@ class MemoryPackIndex:
         )
         with self._catalog._writing() as state:
             if pack_id in state.packs:
-                raise IndexItemChangedError(f"pack {pack_id.hex()} already has an item")
+                raise pack_exists(pack_id)
             state.packs[pack_id] = record
         return record
 
@@ -632,9 +633,7 @@ class MemoryPackIndex:
                 pack.owner,
                 pack.generation,
             ):
-                raise IndexItemChangedError(
-                    f"pack {pack.pack_id.hex()} is no longer PENDING for this writer (gc took it for dead)"
-                )
+                raise not_pending(pack)
             state.packs[pack.pack_id] = replace(current, state=IndexState.PRESENT, generation=new_generation())
             return state.packs[pack.pack_id]
 

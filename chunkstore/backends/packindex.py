@@ -46,7 +46,7 @@ from enum import IntEnum
 from typing import Protocol, TypeVar
 
 from chunkstore.core.packformat import PACK_ID_SIZE
-from chunkstore.errors import InvalidArgumentError, RoundMovedError
+from chunkstore.errors import IndexItemChangedError, InvalidArgumentError, RoundMovedError
 
 # One transaction writes at most 100 items on DynamoDB: 99 pages and the round check.
 PAGES_PER_WRITE = 99
@@ -342,6 +342,17 @@ def round_moved(seen: GcRound) -> RoundMovedError:
     return RoundMovedError(
         f"the gc round is no longer {seen.number} ({seen.phase.name.lower()}): it moved since it was read; "
         "nothing was written"
+    )
+
+
+def pack_exists(pack_id: bytes) -> IndexItemChangedError:
+    return IndexItemChangedError(f"pack {pack_id.hex()} already has an item (pack IDs are drawn at random)")
+
+
+def not_pending(pack: PackRecord) -> IndexItemChangedError:
+    return IndexItemChangedError(
+        f"pack {pack.pack_id.hex()} is no longer PENDING at the generation its writer created: gc took the writer "
+        "for dead and doomed it; the writer must store its chunks again"
     )
 
 

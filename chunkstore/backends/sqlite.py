@@ -65,6 +65,8 @@ from chunkstore.backends.packindex import (
     delete_step,
     doom_step,
     new_generation,
+    not_pending,
+    pack_exists,
     round_moved,
     spare_step,
 )
@@ -76,7 +78,6 @@ from chunkstore.errors import (
     ChunkstoreError,
     ConcurrentModificationError,
     CorruptObjectError,
-    IndexItemChangedError,
     InvalidArgumentError,
     NameNotFoundError,
     NotFoundError,
@@ -1081,7 +1082,7 @@ class SQLitePackIndex:
                 f"INSERT OR IGNORE INTO packs ({_PACK_COLUMNS}) VALUES ({_marks(9)})", _pack_values(record)
             )
             if cursor.rowcount == 0:
-                raise IndexItemChangedError(f"pack {pack_id.hex()} already has an item")
+                raise pack_exists(pack_id)
         return record
 
     def pack_stored(self, pack: PackRecord) -> PackRecord:
@@ -1098,13 +1099,9 @@ class SQLitePackIndex:
                     pack.generation,
                 ),
             )
-            if cursor.rowcount == 0:
-                raise IndexItemChangedError(
-                    f"pack {pack.pack_id.hex()} is no longer PENDING for this writer (gc took it for dead)"
-                )
-            return _pack_from_row(
-                db.execute(f"SELECT {_PACK_COLUMNS} FROM packs WHERE id = ?", (pack.pack_id,)).fetchone()
-            )
+        if cursor.rowcount == 0:
+            raise not_pending(pack)
+        return present
 
     def get_packs(self, pack_ids: Iterable[bytes]) -> dict[bytes, PackRecord]:
         return {

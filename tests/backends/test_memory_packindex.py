@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from support.packindex_conformance import PackIndexConformance
 
 from chunkstore.backends.memory import CatalogState, MemoryCatalog
 from chunkstore.backends.sessions import DEFAULT_LEASE_SECONDS
+from support.packindex_conformance import PackIndexConformance
 
 
 class TestMemoryPackIndex(PackIndexConformance):

@@ -7,13 +7,13 @@ import sqlite3
 from contextlib import closing
 
 import pytest
-from support.catalog_conformance import new_version, put
-from support.packindex_conformance import PackIndexConformance, new_page, new_pack_id
 
 from chunkstore.backends.packindex import GcRound, IndexState, Phase
 from chunkstore.backends.sessions import DEFAULT_LEASE_SECONDS
 from chunkstore.backends.sqlite import SCHEMA_VERSION, SQLiteCatalog
 from chunkstore.errors import CorruptObjectError
+from support.catalog_conformance import new_version, put
+from support.packindex_conformance import PackIndexConformance, new_pack_id, new_page
 
 PACK_INDEX_TABLES = {"gc_round", "packs", "pages", "hooks"}
 
@@ -60,7 +60,7 @@ def test_a_schema_3_catalog_gains_the_pack_index_when_opened(open_catalog):
     upgraded = SQLiteCatalog(catalog.path)
     try:
         assert schema_version(catalog.path) == str(SCHEMA_VERSION) == "4"
-        assert PACK_INDEX_TABLES <= tables(catalog.path)
+        assert tables(catalog.path) >= PACK_INDEX_TABLES
         assert upgraded.get_version("docs/a").version == 1
         assert upgraded.pack_index.read_round() == GcRound(0, Phase.IDLE)
         upgraded.pack_index.write_pages(upgraded.pack_index.read_round(), [new_page(1)])

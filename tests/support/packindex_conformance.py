@@ -16,7 +16,6 @@ from collections.abc import Callable
 
 import blake3
 import pytest
-from support.threads import run_in_threads
 
 from chunkstore.backends.catalog import Catalog
 from chunkstore.backends.packindex import (
@@ -37,6 +36,7 @@ from chunkstore.errors import (
     InvalidArgumentError,
     RoundMovedError,
 )
+from support.threads import run_in_threads
 
 PACK_BYTES, PACK_ENTRIES = 16_000_000, 2_000
 ORIGIN = blake3.blake3(b"a content").digest()
