@@ -347,6 +347,16 @@ class PackIndexConformance:
         assert index.doom(gc_round, [missing]) == [missing]
         assert index.get_packs([missing.pack_id]) == {}
 
+    def test_an_item_given_twice_is_doomed_once(self, index, writer, gc):
+        pack = self.stored_pack(index, writer)
+        index.write_pages(index.read_round(), [new_page(1)])
+        page = index.get_page(new_page(1).page_id)
+        gc_round = self.advance_to(index, gc, Phase.DOOMING)
+        assert index.doom(gc_round, [pack, pack]) == [pack]
+        assert index.doom(gc_round, [page, page]) == [page]
+        [doomed] = index.get_packs([pack.pack_id]).values()
+        assert index.start_deleting([doomed, doomed]) == [doomed]
+
     def test_a_pending_pack_is_doomed_only_once_its_writer_is_gone(self, catalog, index, writer, gc):
         pending = index.create_pack(writer, new_pack_id(), 1, 1)
         gc_round = self.advance_to(index, gc, Phase.DOOMING)

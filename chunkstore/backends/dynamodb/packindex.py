@@ -226,10 +226,14 @@ class DynamoDBPackIndex:
     @translated
     def doom(self, gc_round: GcRound, items: Sequence[IndexItem]) -> list[IndexItem]:
         check_doom_round(gc_round)
-        unique = list({item.item_id: item for item in reversed(items)}.values())[::-1]
-        doomable = [item for item in unique if item.state in (IndexState.PRESENT, IndexState.PENDING)]
-        pending = [item for item in doomable if item.state == IndexState.PENDING]
-        present = [item for item in doomable if item.state == IndexState.PRESENT]
+        # An item given twice is doomed once, and the second is refused (as it is where one
+        # transaction reads and writes each in turn): a transaction names an item once.
+        first: dict[bytes, int] = {}
+        for position, item in enumerate(items):
+            first.setdefault(item.item_id, position)
+        once = [item for position, item in enumerate(items) if first[item.item_id] == position]
+        present = [item for item in once if item.state == IndexState.PRESENT]
+        pending = [item for item in once if isinstance(item, PackRecord) and item.state == IndexState.PENDING]
 
         def doomed(item: IndexItem) -> list[dict]:
             condition = _at(item, item.state)
@@ -250,8 +254,12 @@ class DynamoDBPackIndex:
         refused = self._transact_with_round_check(gc_round, present, doomed)
         for item in pending:
             refused += self._transact_with_round_check(gc_round, [item], doomed_with_owner_gone)
-        written = {item.item_id for item in doomable} - {item.item_id for item in refused}
-        return [item for item in unique if item.item_id not in written]
+        doomed_ids = {item.item_id for item in present + pending} - {item.item_id for item in refused}
+        return [
+            item
+            for position, item in enumerate(items)
+            if first[item.item_id] != position or item.item_id not in doomed_ids
+        ]
 
     @translated
     def spare(self, items: Sequence[IndexItem]) -> list[IndexItem]:
