@@ -168,3 +168,50 @@ def test_a_pack_item_whose_key_is_not_a_pack_id_is_an_integrity_error(make_dynam
     catalog.clients.dynamodb.put_item(TableName=catalog.table.name, Item={**item, "pk": {"S": "p#00zz"}})
     with pytest.raises(IntegrityError, match="its pack ID '00zz' is not hexadecimal"):
         list(index.iter_packs())
+
+
+def test_each_call_sends_the_requests_the_design_counts(make_dynamodb_catalog):
+    """The request side of the design's cost table: a pack is 2 writes, 99 pages and their round
+    check 1 transaction, hooks 25 to a batch, eventually consistent hook reads, dooms 99 to a
+    transaction with the round check, a round move 1 transaction with the gc lock check."""
+    catalog = make_dynamodb_catalog()
+    index = catalog.pack_index
+    writer, gc = catalog.open_session("put"), catalog.open_session("gc")
+    catalog.acquire_gc_lock(gc)
+    index.put_hooks({chunk(0): new_page(0).page_id})  # moves the table to schema 3 first
+    sent = record_requests_on(catalog.clients)
+
+    def calls(run) -> list[tuple[str, int]]:
+        """What run sends: (operation, transaction actions or batch items)."""
+        del sent[:]
+        run()
+        return [(operation, _actions(params)) for operation, params in sent]
+
+    pack = index.create_pack(writer, new_pack_id(), 10, 1)
+    assert calls(lambda: index.pack_stored(pack)) == [("UpdateItem", 1)]
+    pages = [new_page(number) for number in range(99)]
+    assert calls(lambda: index.write_pages(index.read_round(), pages)) == [("GetItem", 1), ("TransactWriteItems", 100)]
+    hooks = {chunk(number): new_page(number).page_id for number in range(60)}
+    assert calls(lambda: index.put_hooks(hooks)) == [
+        ("BatchWriteItem", 25),
+        ("BatchWriteItem", 25),
+        ("BatchWriteItem", 10),
+    ]
+    assert calls(lambda: index.get_hooks(list(hooks))) == [("BatchGetItem", 60)]
+    assert sent[0][1]["RequestItems"][catalog.table.name]["ConsistentRead"] is False
+    gc_round = index.advance_round(gc, index.read_round())
+    assert sent[-1][0] == "TransactWriteItems" and _actions(sent[-1][1]) == 2
+    records = [index.get_page(page.page_id) for page in pages[:50]] + [
+        index.pack_stored(index.create_pack(writer, new_pack_id(), 10, 1)) for _ in range(70)
+    ]
+    dooms = calls(lambda: index.doom(gc_round, records[:50]) + index.doom(gc_round, records[50:]))
+    assert sorted(dooms) == [("TransactWriteItems", 51), ("TransactWriteItems", 71)]
+
+
+def _actions(params: dict) -> int:
+    if "TransactItems" in params:
+        return len(params["TransactItems"])
+    if "RequestItems" in params:
+        [request] = params["RequestItems"].values()
+        return len(request["Keys"]) if isinstance(request, dict) else len(request)
+    return 1
