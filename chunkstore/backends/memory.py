@@ -44,8 +44,8 @@ from chunkstore.backends.packindex import (
     PackRecord,
     PageRecord,
     check_doom_round,
+    check_new_pack,
     check_new_pages,
-    check_pack_id,
     delete_step,
     doom_step,
     new_generation,
@@ -616,9 +616,8 @@ class MemoryPackIndex:
             return state.gc_round
 
     def create_pack(self, session: str, pack_id: bytes, stored_bytes: int, entries: int) -> PackRecord:
-        record = PackRecord(
-            check_pack_id(pack_id), IndexState.PENDING, new_generation(), session, stored_bytes, entries
-        )
+        check_new_pack(pack_id, stored_bytes, entries)
+        record = PackRecord(pack_id, IndexState.PENDING, new_generation(), session, stored_bytes, entries)
         with self._catalog._writing() as state:
             if pack_id in state.packs:
                 raise pack_exists(pack_id)

@@ -45,7 +45,7 @@ from dataclasses import dataclass, replace
 from enum import IntEnum
 from typing import Protocol, TypeVar
 
-from chunkstore.core.packformat import PACK_ID_SIZE
+from chunkstore.core.packformat import MAX_ENTRIES, MAX_PACK_SIZE, PACK_ID_SIZE
 from chunkstore.errors import IndexItemChangedError, InvalidArgumentError, RoundMovedError
 
 # One transaction writes at most 100 items on DynamoDB: 99 pages and the round check.
@@ -356,9 +356,14 @@ def not_pending(pack: PackRecord) -> IndexItemChangedError:
     )
 
 
-def check_pack_id(pack_id: bytes) -> bytes:
-    """pack_id, once it is a pack ID; else InvalidArgumentError."""
-    return _check_id(pack_id, PACK_ID_SIZE, "a pack ID")
+def check_new_pack(pack_id: bytes, stored_bytes: int, entries: int) -> None:
+    """What create_pack refuses, raised as InvalidArgumentError: what no pack can be."""
+    _check_id(pack_id, PACK_ID_SIZE, "a pack ID")
+    if not 0 < stored_bytes <= MAX_PACK_SIZE or not 0 < entries <= MAX_ENTRIES:
+        raise InvalidArgumentError(
+            f"pack {pack_id.hex()} of {stored_bytes} bytes and {entries} entries: a pack has 1 to {MAX_PACK_SIZE} "
+            f"bytes and 1 to {MAX_ENTRIES} entries"
+        )
 
 
 def check_new_pages(pages: Sequence[NewPage]) -> None:

@@ -60,8 +60,8 @@ from chunkstore.backends.packindex import (
     Phase,
     check_doom_round,
     check_index_item,
+    check_new_pack,
     check_new_pages,
-    check_pack_id,
     delete_step,
     doom_step,
     new_generation,
@@ -1073,9 +1073,8 @@ class SQLitePackIndex:
     # ---- packs ---------------------------------------------------------------------------
 
     def create_pack(self, session: str, pack_id: bytes, stored_bytes: int, entries: int) -> PackRecord:
-        record = PackRecord(
-            check_pack_id(pack_id), IndexState.PENDING, new_generation(), session, stored_bytes, entries
-        )
+        check_new_pack(pack_id, stored_bytes, entries)
+        record = PackRecord(pack_id, IndexState.PENDING, new_generation(), session, stored_bytes, entries)
         # Not durable: a crash that loses the row leaves at most a pack object without one, an orphan for gc.
         with self._catalog._write(durable=False) as db:
             cursor = db.execute(

@@ -30,6 +30,7 @@ from chunkstore.backends.packindex import (
     PackRecord,
     Phase,
 )
+from chunkstore.core.packformat import MAX_ENTRIES, MAX_PACK_SIZE
 from chunkstore.errors import (
     ConcurrentModificationError,
     IndexItemChangedError,
@@ -167,10 +168,22 @@ class PackIndexConformance:
         with pytest.raises(IndexItemChangedError):
             index.pack_stored(PackRecord(new_pack_id(), IndexState.PENDING, 1, writer, 1, 1))
 
-    @pytest.mark.parametrize("pack_id", [b"", b"\x01" * 15, b"\x01" * 32])
-    def test_a_pack_id_that_is_not_16_bytes_is_refused(self, index, writer, pack_id):
+    @pytest.mark.parametrize(
+        ("pack_id", "stored_bytes", "entries"),
+        [
+            (b"", 1, 1),
+            (b"\x01" * 15, 1, 1),
+            (b"\x01" * 32, 1, 1),
+            (b"\x01" * 16, 0, 1),
+            (b"\x01" * 16, MAX_PACK_SIZE + 1, 1),
+            (b"\x01" * 16, 1, 0),
+            (b"\x01" * 16, 1, MAX_ENTRIES + 1),
+        ],
+    )
+    def test_what_no_pack_can_be_is_refused(self, index, writer, pack_id, stored_bytes, entries):
         with pytest.raises(InvalidArgumentError):
-            index.create_pack(writer, pack_id, 1, 1)
+            index.create_pack(writer, pack_id, stored_bytes, entries)
+        assert list(index.iter_packs()) == []
 
     def test_live_bytes_are_recorded_without_changing_the_pack(self, index, writer):
         present = self.stored_pack(index, writer)

@@ -58,8 +58,8 @@ from chunkstore.backends.packindex import (
     PackRecord,
     PageRecord,
     check_doom_round,
+    check_new_pack,
     check_new_pages,
-    check_pack_id,
     new_generation,
     not_pending,
     pack_exists,
@@ -129,9 +129,8 @@ class DynamoDBPackIndex:
 
     @translated
     def create_pack(self, session: str, pack_id: bytes, stored_bytes: int, entries: int) -> PackRecord:
-        record = PackRecord(
-            check_pack_id(pack_id), IndexState.PENDING, new_generation(), session, stored_bytes, entries
-        )
+        check_new_pack(pack_id, stored_bytes, entries)
+        record = PackRecord(pack_id, IndexState.PENDING, new_generation(), session, stored_bytes, entries)
         self._require_schema()
         if not self.table.put(pack_item(record), "attribute_not_exists(pk)"):
             raise pack_exists(pack_id)
