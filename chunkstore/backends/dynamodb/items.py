@@ -30,7 +30,6 @@ from chunkstore.backends.packindex import (
     CHUNK_ID_SIZE,
     PAGE_ID_SIZE,
     GcRound,
-    IndexItem,
     IndexState,
     PackRecord,
     PageRecord,
@@ -563,11 +562,6 @@ def index_page_record(item: dict) -> PageRecord:
         _optional_number(item, "dr"),
     )
     return check_index_item(record, lambda problem: damaged(item, problem))
-
-
-def index_record(item: dict, kind: type[IndexItem]) -> IndexItem:
-    """A pack or page record of the kind asked for."""
-    return pack_record(item) if kind is PackRecord else index_page_record(item)  # type: ignore[return-value]
 
 
 def hook(item: dict) -> tuple[bytes, bytes]:
