@@ -41,6 +41,7 @@ from chunkstore.backends.packindex import (
     IndexItem,
     IndexState,
     NewPage,
+    PackIndex,
     PackRecord,
     PageRecord,
     check_doom_round,
@@ -211,7 +212,7 @@ class MemoryCatalog(Catalog):
         self.state = state if state is not None else CatalogState()
         self.lease_seconds = lease_seconds
         self.read_only = read_only
-        self.pack_index = MemoryPackIndex(self)
+        self.pack_index: PackIndex = MemoryPackIndex(self)
 
     @contextmanager
     def _reading(self) -> Iterator[CatalogState]:

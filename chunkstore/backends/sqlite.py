@@ -55,6 +55,7 @@ from chunkstore.backends.packindex import (
     IndexItem,
     IndexState,
     NewPage,
+    PackIndex,
     PackRecord,
     PageRecord,
     Phase,
@@ -500,7 +501,7 @@ class SQLiteCatalog(Catalog):
             raise UnsupportedFormatError(
                 f"catalog schema version {version!r} is not supported (this chunkstore reads {SCHEMA_VERSION})"
             )
-        self.pack_index = SQLitePackIndex(self)
+        self.pack_index: PackIndex = SQLitePackIndex(self)
 
     def _upgrade(self) -> None:
         """Bring an older file up to SCHEMA_VERSION in one transaction. Its own connection, because

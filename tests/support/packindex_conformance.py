@@ -44,7 +44,7 @@ ORIGIN = blake3.blake3(b"a content").digest()
 
 
 def index_of(catalog: Catalog) -> PackIndex:
-    return catalog.pack_index  # type: ignore[attr-defined]
+    return catalog.pack_index
 
 
 def new_pack_id() -> bytes:

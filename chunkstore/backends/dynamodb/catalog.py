@@ -74,6 +74,7 @@ from chunkstore.backends.dynamodb.items import (
 from chunkstore.backends.dynamodb.packindex import DynamoDBPackIndex
 from chunkstore.backends.dynamodb.sessions import Sessions
 from chunkstore.backends.dynamodb.table import DIGEST_INDEX, Cancelled, Table, translated
+from chunkstore.backends.packindex import PackIndex
 from chunkstore.backends.sessions import DEFAULT_LEASE_SECONDS, new_session_id, now_ns
 from chunkstore.core.names import name_matches_prefix
 from chunkstore.errors import (
@@ -113,7 +114,9 @@ class DynamoDBCatalog(Catalog):
             meta = self.table.meta(store_id, store_url)
         self._schema = meta.schema
         self._shards = meta.shards
-        self.pack_index = DynamoDBPackIndex(self.table, functools.partial(self._require_schema, PACK_INDEX_SCHEMA))
+        self.pack_index: PackIndex = DynamoDBPackIndex(
+            self.table, functools.partial(self._require_schema, PACK_INDEX_SCHEMA)
+        )
 
     @property
     def lease_seconds(self) -> float:
