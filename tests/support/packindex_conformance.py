@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 from collections.abc import Callable
 
 import blake3
@@ -461,6 +462,37 @@ class PackIndexConformance:
         written = [page_id for run in runs for page_id in run]
         assert sorted(written) == sorted(page.page_id for page in pages)
         assert {record.page_id for record in index_of(catalog).iter_pages()} == set(written)
+
+    def test_a_round_moved_by_another_process_between_read_and_write_refuses_the_write(self, make_catalog, gc):
+        """A writer and a gc on handles of their own: each time the gc moves the round after the
+        writer read it and before it writes, the write is refused whole, in every phase."""
+        read, moved = threading.Barrier(2), threading.Barrier(2)
+        rounds = 6
+
+        def write() -> list[bool]:
+            index = index_of(make_catalog())
+            refused = []
+            for number in range(rounds):
+                seen = index.read_round()
+                read.wait()
+                moved.wait()
+                try:
+                    index.write_pages(seen, [new_page(2 * number), new_page(2 * number + 1)])
+                    refused.append(False)
+                except RoundMovedError:
+                    refused.append(True)
+            return refused
+
+        def move() -> None:
+            index = index_of(make_catalog())
+            for _ in range(rounds):
+                read.wait()
+                index.advance_round(gc, index.read_round())
+                moved.wait()
+
+        refused, _ = run_in_threads(write, move)
+        assert refused == [True] * rounds
+        assert list(index_of(make_catalog()).iter_pages()) == []
 
     def test_page_writes_racing_round_moves_write_only_under_the_round_they_read(self, make_catalog, catalog, gc):
         """A writer reads the round and writes pages with a check of it; a gc moves the round
