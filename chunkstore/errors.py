@@ -129,3 +129,13 @@ class IngestRetryError(ChunkstoreError):
 
 class UnsafePathError(InvalidArgumentError):
     """A name would be written outside the restore folder or through a symlink."""
+
+
+class RoundMovedError(ConcurrentModificationError):
+    """The gc round item is no longer the value the writer read: the write that checked it wrote
+    nothing. The writer reads the round again, validates what it names again, and writes again."""
+
+
+class IndexItemChangedError(ConcurrentModificationError):
+    """A pack or page of the pack index is not in the state a change required (gc or another
+    writer changed it since it was read); nothing was changed."""

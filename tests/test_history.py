@@ -200,7 +200,7 @@ def test_a_schema_1_store_is_upgraded_when_opened(tmp_path):
         assert first.getvalue() == b"first version\n"
         assert store.catalog.list_snapshots() == []
     with closing(sqlite3.connect(tmp_path / "store" / "catalog.sqlite")) as db:
-        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("4",)
     with Store.open(url) as store:
         (source / "b.txt").unlink()
         run = store.put([(source, "docs")], sync=True)
@@ -244,6 +244,6 @@ def test_a_dynamodb_table_moves_to_schema_2_with_its_first_history_item(moto_end
     catalog.record_snapshot(SnapshotRecord("f" * 32, utc_ns(2026, 11, 20), "host", ("x",)))
     assert schema() == "2"
     catalog.close()
-    set_schema(3)
-    with pytest.raises(UnsupportedFormatError, match="schema version 3"):
+    set_schema(4)
+    with pytest.raises(UnsupportedFormatError, match="schema version 4"):
         open_catalog()

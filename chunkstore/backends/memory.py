@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from chunkstore.backends.backend import Backend
 from chunkstore.backends.blobstore import BlobInfo, BlobStore, validate_key
@@ -34,6 +34,26 @@ from chunkstore.backends.catalog import (
     VersionRecord,
     deletion_marker,
     refuse_marker,
+)
+from chunkstore.backends.packindex import (
+    FIRST_ROUND,
+    GcRound,
+    IndexItem,
+    IndexState,
+    NewPage,
+    PackIndex,
+    PackRecord,
+    PageRecord,
+    check_doom_round,
+    check_new_pack,
+    check_new_pages,
+    delete_step,
+    doom_step,
+    new_generation,
+    not_pending,
+    pack_exists,
+    round_moved,
+    spare_step,
 )
 from chunkstore.backends.sessions import DEFAULT_LEASE_SECONDS, new_session_id, now_ns
 from chunkstore.core import recipes
@@ -167,6 +187,11 @@ class CatalogState:
         self.sessions: dict[str, _Session] = {}
         self.gc_holder: str | None = None
         self.snapshots: dict[str, SnapshotRecord] = {}
+        # The pack index (chunkstore/backends/packindex.py).
+        self.gc_round: GcRound = FIRST_ROUND
+        self.packs: dict[bytes, PackRecord] = {}
+        self.pages: dict[bytes, PageRecord] = {}
+        self.hooks: dict[bytes, bytes] = {}
 
 
 def _chunk_ids(pages: Sequence[bytes]) -> list[bytes]:
@@ -187,6 +212,7 @@ class MemoryCatalog(Catalog):
         self.state = state if state is not None else CatalogState()
         self.lease_seconds = lease_seconds
         self.read_only = read_only
+        self.pack_index: PackIndex = MemoryPackIndex(self)
 
     @contextmanager
     def _reading(self) -> Iterator[CatalogState]:
@@ -571,6 +597,136 @@ class MemoryCatalog(Catalog):
                 else:
                     row.refcount = new
         return moved
+
+
+class MemoryPackIndex:
+    """The PackIndex of a MemoryCatalog, in its state and under its lock: each call is atomic."""
+
+    def __init__(self, catalog: MemoryCatalog):
+        self._catalog = catalog
+
+    def read_round(self) -> GcRound:
+        with self._catalog._reading() as state:
+            return state.gc_round
+
+    def advance_round(self, gc_session: str, seen: GcRound) -> GcRound:
+        with self._catalog._writing() as state:
+            MemoryCatalog._check_gc_lock(state, gc_session)
+            _check_round(state, seen)
+            state.gc_round = GcRound(*seen.following(), gc_session)
+            return state.gc_round
+
+    def create_pack(self, session: str, pack_id: bytes, stored_bytes: int, entries: int) -> PackRecord:
+        check_new_pack(pack_id, stored_bytes, entries)
+        record = PackRecord(pack_id, IndexState.PENDING, new_generation(), session, stored_bytes, entries)
+        with self._catalog._writing() as state:
+            if pack_id in state.packs:
+                raise pack_exists(pack_id)
+            state.packs[pack_id] = record
+        return record
+
+    def pack_stored(self, pack: PackRecord) -> PackRecord:
+        with self._catalog._writing() as state:
+            current = state.packs.get(pack.pack_id)
+            if current is None or (current.state, current.owner, current.generation) != (
+                IndexState.PENDING,
+                pack.owner,
+                pack.generation,
+            ):
+                raise not_pending(pack)
+            state.packs[pack.pack_id] = replace(current, state=IndexState.PRESENT, generation=new_generation())
+            return state.packs[pack.pack_id]
+
+    def get_packs(self, pack_ids: Iterable[bytes]) -> dict[bytes, PackRecord]:
+        with self._catalog._reading() as state:
+            return {pack_id: state.packs[pack_id] for pack_id in pack_ids if pack_id in state.packs}
+
+    def iter_packs(self) -> Iterator[PackRecord]:
+        with self._catalog._reading() as state:
+            return iter(list(state.packs.values()))
+
+    def record_live_bytes(self, live_bytes: Mapping[bytes, int]) -> list[bytes]:
+        with self._catalog._writing() as state:
+            for pack_id, live in live_bytes.items():
+                if pack_id in state.packs:
+                    state.packs[pack_id] = replace(state.packs[pack_id], live_bytes=live)
+            return [pack_id for pack_id in live_bytes if pack_id not in state.packs]
+
+    def write_pages(self, seen: GcRound, pages: Sequence[NewPage]) -> list[bytes]:
+        check_new_pages(pages)
+        with self._catalog._writing() as state:
+            _check_round(state, seen)
+            existing = [page.page_id for page in pages if page.page_id in state.pages]
+            for page in pages:
+                if page.page_id not in state.pages:
+                    state.pages[page.page_id] = PageRecord(
+                        page.page_id, page.body, IndexState.PRESENT, new_generation(), page.origin, page.origin_segment
+                    )
+            return existing
+
+    def get_page(self, page_id: bytes, consistent: bool = True) -> PageRecord | None:
+        with self._catalog._reading() as state:
+            return state.pages.get(page_id)
+
+    def iter_pages(self) -> Iterator[PageRecord]:
+        with self._catalog._reading() as state:
+            return iter(list(state.pages.values()))
+
+    def put_hooks(self, hooks: Mapping[bytes, bytes]) -> None:
+        with self._catalog._writing() as state:
+            state.hooks.update(hooks)
+
+    def get_hooks(self, chunk_ids: Iterable[bytes]) -> dict[bytes, bytes]:
+        with self._catalog._reading() as state:
+            return {chunk_id: state.hooks[chunk_id] for chunk_id in chunk_ids if chunk_id in state.hooks}
+
+    def forget_hooks(self, chunk_ids: Iterable[bytes]) -> None:
+        with self._catalog._writing() as state:
+            for chunk_id in chunk_ids:
+                state.hooks.pop(chunk_id, None)
+
+    def doom(self, gc_round: GcRound, items: Sequence[IndexItem]) -> list[IndexItem]:
+        check_doom_round(gc_round)
+        with self._catalog._writing() as state:
+            _check_round(state, gc_round)
+            return self._transition(state, items, doom_step(gc_round, lambda owner: owner not in state.sessions))
+
+    def spare(self, items: Sequence[IndexItem]) -> list[IndexItem]:
+        with self._catalog._writing() as state:
+            return self._transition(state, items, spare_step)
+
+    def start_deleting(self, items: Sequence[IndexItem]) -> list[IndexItem]:
+        with self._catalog._writing() as state:
+            return self._transition(state, items, delete_step)
+
+    @staticmethod
+    def _transition(state: CatalogState, items: Sequence[IndexItem], step: Callable) -> list[IndexItem]:
+        """Apply step to each item as it is now; return the items it refused."""
+        refused = []
+        for item in items:
+            stored = _items_of(state, item)
+            changed = step(item, stored.get(item.item_id))
+            if changed is None:
+                refused.append(item)
+            else:
+                stored[item.item_id] = changed
+        return refused
+
+    def forget(self, items: Sequence[IndexItem]) -> None:
+        with self._catalog._writing() as state:
+            for item in items:
+                current = _items_of(state, item).get(item.item_id)
+                if current is not None and current.state == IndexState.DELETING:
+                    del _items_of(state, item)[item.item_id]
+
+
+def _check_round(state: CatalogState, seen: GcRound) -> None:
+    if state.gc_round != seen:
+        raise round_moved(seen)
+
+
+def _items_of(state: CatalogState, item: PackRecord | PageRecord) -> dict:
+    return state.packs if isinstance(item, PackRecord) else state.pages
 
 
 # ---- memory://NAME -----------------------------------------------------------------------

@@ -7,8 +7,10 @@ visibility is atomic (a folder writes a temporary file and renames it; S3 shows 
 once its PUT has completed): a reader finds a whole pack or none, and a writer that dies leaves
 no pack, at most a temporary file that LocalBlobStore.remove_stale_temporaries clears.
 
-Nothing here records packs in a catalog: the writer says where each chunk went (StoredPack) and
-the caller records it, after flush() has made the packs durable.
+Given the catalog's pack index and the writer's session, the writer records each pack there as
+the design's put protocol asks: PENDING, owned by the session, before its object is uploaded,
+and PRESENT once flush() has made it durable. Either way it says where each chunk went
+(StoredPack), and the caller records that (in recipe pages) after flush().
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from chunkstore.backends.blobstore import BlobStore
+from chunkstore.backends.packindex import PackIndex, PackRecord
 from chunkstore.core import packformat
 from chunkstore.core.crypto import Sealer
 from chunkstore.core.hashing import Hasher
@@ -30,6 +33,7 @@ from chunkstore.errors import (
     ChunkMismatchError,
     CorruptObjectError,
     IntegrityError,
+    InvalidArgumentError,
     MissingChunkError,
     StoreWriteError,
 )
@@ -111,16 +115,37 @@ class PackWriter:
     a fault in compression, encryption or layout never reaches the store. flush() uploads the
     open pack, waits, makes every upload durable (BlobStore.sync) and returns the packs stored
     since the last flush. Leaving a `with` block on an exception drops the open pack unwritten.
+
+    With a pack index and a session, each pack is created PENDING for the session just before
+    its upload, and flush() turns the packs PRESENT after the sync: a pack is never PRESENT
+    before it is durable. If gc took the session for dead and doomed a pack meanwhile, flush()
+    raises IndexItemChangedError, and the chunks of that pack must be stored again; a writer
+    that dies leaves PENDING packs, which gc collects once their session has expired.
     """
 
-    def __init__(self, blobs: BlobStore, packs: PackFormat, target_size: int = PACK_TARGET_SIZE):
+    def __init__(
+        self,
+        blobs: BlobStore,
+        packs: PackFormat,
+        target_size: int = PACK_TARGET_SIZE,
+        *,
+        index: PackIndex | None = None,
+        session: str | None = None,
+    ):
+        if (index is None) != (session is None):
+            raise InvalidArgumentError(
+                "a pack writer records its packs with both a pack index and a session, or neither"
+            )
         self._blobs = blobs
         self._packs = packs
         self._target_size = target_size
+        self._index = index
+        self._session = session
         self._open: PackBuilder | None = None
         self._uploader = ThreadPoolExecutor(1, thread_name_prefix="chunkstore-pack-upload")
-        self._uploading: Future[StoredPack] | None = None
+        self._uploading: Future[tuple[StoredPack, PackRecord | None]] | None = None
         self._stored: list[StoredPack] = []
+        self._pending: list[PackRecord] = []
 
     def __enter__(self) -> PackWriter:
         return self
@@ -143,6 +168,10 @@ class PackWriter:
         self._upload_open_pack()
         self._wait_for_upload()
         self._blobs.sync()
+        pending, self._pending = self._pending, []
+        if self._index is not None:
+            for record in pending:
+                self._index.pack_stored(record)
         stored, self._stored = self._stored, []
         return stored
 
@@ -160,26 +189,32 @@ class PackWriter:
         del builder
         self._uploading = self._uploader.submit(self._check_and_put, pack)
 
-    def _check_and_put(self, pack: bytes) -> StoredPack:
+    def _check_and_put(self, pack: bytes) -> tuple[StoredPack, PackRecord | None]:
         pack_id = pack[8 : 8 + PACK_ID_SIZE]
         entries = packformat.parse_pack(pack, pack_id, self._packs.max_chunk_size, self._packs.table_sealer)
         view = memoryview(pack)
         for entry in entries:
             _decode_checked(self._packs, pack_id, entry, bytes(view[entry.offset : entry.end]))
+        pending = None
+        if self._index is not None and self._session is not None:
+            pending = self._index.create_pack(self._session, pack_id, len(pack), len(entries))
         self._blobs.put(pack_key(pack_id), pack)
-        return StoredPack(pack_id, len(pack), entries)
+        return StoredPack(pack_id, len(pack), entries), pending
 
     def _wait_for_upload(self) -> None:
         if self._uploading is None:
             return
         uploading, self._uploading = self._uploading, None
         try:
-            self._stored.append(uploading.result())
+            stored, pending = uploading.result()
         except IntegrityError as error:
             raise type(error)(f"a pack did not survive encoding; it was not stored: {error}") from error
         except Exception as error:
             # Raised as a failure of the store, whatever the blob store raised.
             raise StoreWriteError(f"storing a pack failed: {error}") from error
+        self._stored.append(stored)
+        if pending is not None:
+            self._pending.append(pending)
 
 
 @dataclass

@@ -8,6 +8,8 @@ Schema versions (meta.schema_version):
     2  versions.deleted (1 for a deletion marker: digest X'' and a zero stat) and the
        snapshots table.
     3  snapshots.program (what ran the put; '' for a snapshot recorded before).
+    4  the pack index of storage format 2 (chunkstore/backends/packindex.py): gc_round, packs,
+       pages and hooks, empty in a format 1 store.
 An older file is upgraded in place when it is opened: each upgrade only adds, so every older
 row means the same after it.
 """
@@ -21,8 +23,10 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
+from enum import IntEnum
 from pathlib import Path
 from typing import Any, TypeGuard
 
@@ -42,9 +46,35 @@ from chunkstore.backends.catalog import (
     deletion_marker,
     refuse_marker,
 )
+from chunkstore.backends.packindex import (
+    CHUNK_ID_SIZE,
+    FIRST_ROUND,
+    PACK_INDEX_CALLS,
+    PAGE_ID_SIZE,
+    GcRound,
+    IndexItem,
+    IndexState,
+    NewPage,
+    PackIndex,
+    PackRecord,
+    PageRecord,
+    Phase,
+    check_doom_round,
+    check_index_item,
+    check_new_pack,
+    check_new_pages,
+    delete_step,
+    doom_step,
+    new_generation,
+    not_pending,
+    pack_exists,
+    round_moved,
+    spare_step,
+)
 from chunkstore.backends.sessions import DEFAULT_LEASE_SECONDS, HOST, new_session_id, now_ns, session_is_dead
 from chunkstore.core import recipes
 from chunkstore.core.names import normalize_name
+from chunkstore.core.packformat import PACK_ID_SIZE
 from chunkstore.errors import (
     ChunkstoreError,
     ConcurrentModificationError,
@@ -56,7 +86,7 @@ from chunkstore.errors import (
     VersionNotFoundError,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SNAPSHOTS_TABLE_V2 = """
 CREATE TABLE IF NOT EXISTS snapshots (
@@ -79,14 +109,48 @@ _SNAPSHOTS_TABLE = _SNAPSHOTS_TABLE_V2.replace(
     "added_stored_bytes INTEGER NOT NULL,\n    program TEXT NOT NULL DEFAULT ''\n",
 )
 
+# The pack index (schema 4). Pages are up to 197 KB: they live in a rowid table, whose rows
+# may overflow onto pages of their own, unlike a WITHOUT ROWID table's.
+_PACK_INDEX_TABLES = [
+    """CREATE TABLE IF NOT EXISTS gc_round (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    number INTEGER NOT NULL,
+    phase INTEGER NOT NULL,
+    session TEXT
+)""",
+    """CREATE TABLE IF NOT EXISTS packs (
+    id BLOB PRIMARY KEY,
+    state INTEGER NOT NULL,
+    gen INTEGER NOT NULL,
+    owner TEXT NOT NULL,
+    stored INTEGER NOT NULL,
+    entries INTEGER NOT NULL,
+    live INTEGER,
+    round INTEGER,
+    was INTEGER
+) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS pages (
+    id BLOB PRIMARY KEY,
+    body BLOB NOT NULL,
+    state INTEGER NOT NULL,
+    gen INTEGER NOT NULL,
+    origin BLOB NOT NULL,
+    origin_segment INTEGER NOT NULL,
+    round INTEGER
+)""",
+    "CREATE TABLE IF NOT EXISTS hooks (chunk BLOB PRIMARY KEY, page BLOB NOT NULL) WITHOUT ROWID",
+]
+
 # Each step takes a file from the schema version it is keyed by to the next one.
 _UPGRADES = {
     1: ["ALTER TABLE versions ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0", _SNAPSHOTS_TABLE_V2],
     2: ["ALTER TABLE snapshots ADD COLUMN program TEXT NOT NULL DEFAULT ''"],
+    3: _PACK_INDEX_TABLES,
 }
 
 _SCHEMA = (
     _SNAPSHOTS_TABLE
+    + "".join(f"{statement};\n" for statement in _PACK_INDEX_TABLES)
     + """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS chunks (
@@ -224,6 +288,54 @@ _PAGE_ROW = (_Column("data", "bytes", lambda value: type(value) is bytes),)
 _SESSION_ROW = (_Column("host", "text", lambda value: type(value) is str), *_integers("pid", "heartbeat_ns"))
 
 
+def _is_blob(size: int) -> _Column:
+    return _Column("id", f"{size} bytes", lambda value: type(value) is bytes and len(value) == size)
+
+
+def _is_one_of(name: str, values: type[IntEnum], optional: bool = False) -> _Column:
+    return _Column(
+        name,
+        f"one of {[int(value) for value in values]}{' or NULL' if optional else ''}",
+        lambda value: (optional and value is None) or (_is_integer(value) and value in values._value2member_map_),
+    )
+
+
+def _optional_integer(name: str) -> _Column:
+    return _Column(name, "an integer or NULL", lambda value: value is None or _is_integer(value))
+
+
+_ROUND_ROW = (
+    *_integers("number"),
+    _is_one_of("phase", Phase),
+    _Column("session", "text or NULL", lambda value: value is None or type(value) is str),
+)
+_PACK_COLUMNS = "id, state, gen, owner, stored, entries, live, round, was"
+_PACK_ROW = (
+    _is_blob(PACK_ID_SIZE),
+    _is_one_of("state", IndexState),
+    *_integers("gen"),
+    _Column("owner", "text", lambda value: type(value) is str),
+    *_integers("stored", "entries"),
+    _optional_integer("live"),
+    _optional_integer("round"),
+    _is_one_of("was", IndexState, optional=True),
+)
+_PAGE_COLUMNS = "id, body, state, gen, origin, origin_segment, round"
+_INDEX_PAGE_ROW = (
+    _is_blob(PAGE_ID_SIZE),
+    _Column("body", "bytes", lambda value: type(value) is bytes),
+    _is_one_of("state", IndexState),
+    *_integers("gen"),
+    _Column("origin", f"{PAGE_ID_SIZE} bytes", lambda value: type(value) is bytes and len(value) == 32),
+    *_integers("origin_segment"),
+    _optional_integer("round"),
+)
+_HOOK_ROW = (
+    _is_blob(CHUNK_ID_SIZE),
+    _Column("page", f"{PAGE_ID_SIZE} bytes", lambda value: type(value) is bytes and len(value) == PAGE_ID_SIZE),
+)
+
+
 def _is_name_list(text: object) -> bool:
     try:
         paths = json.loads(text) if type(text) is str else None
@@ -241,11 +353,16 @@ def _checked(table: str, columns: Sequence[_Column], row: Sequence) -> Sequence:
     """row, once every value is what its column must hold; else CorruptObjectError naming it."""
     for column, value in zip(columns, row, strict=True):
         if not column.accepts(value):
-            raise CorruptObjectError(
-                f"catalog row of {table} {row[0]!r:.80} is damaged: {column.name} is {value!r:.80}, "
-                f"not {column.expected}; restore the catalog from a backup or remove the row"
-            )
+            raise _row_damaged(table, row)(f"{column.name} is {value!r:.80}, not {column.expected}")
     return row
+
+
+def _row_damaged(table: str, row: Sequence) -> Callable[[str], CorruptObjectError]:
+    """What raises CorruptObjectError naming a row and its problem."""
+    return lambda problem: CorruptObjectError(
+        f"catalog row of {table} {row[0]!r:.80} is damaged: {problem}; "
+        "restore the catalog from a backup or remove the row"
+    )
 
 
 def _version_from_row(row) -> VersionRecord:
@@ -274,6 +391,62 @@ def _content_from_row(row) -> ContentRecord:
 
 def _page_from_row(row) -> bytes:
     return _checked("recipe_pages", _PAGE_ROW, row)[0]
+
+
+def _round_from_row(row) -> GcRound:
+    number, phase, session = _checked("gc_round", _ROUND_ROW, row)
+    return GcRound(number, Phase(phase), session)
+
+
+def _pack_from_row(row) -> PackRecord:
+    pack_id, state, gen, owner, stored, entries, live, doomed_in, was = _checked("packs", _PACK_ROW, row)
+    return check_index_item(
+        PackRecord(
+            pack_id,
+            IndexState(state),
+            gen,
+            owner,
+            stored,
+            entries,
+            live,
+            doomed_in,
+            None if was is None else IndexState(was),
+        ),
+        _row_damaged("packs", row),
+    )
+
+
+def _index_page_from_row(row) -> PageRecord:
+    page_id, body, state, gen, origin, segment, doomed_in = _checked("pages", _INDEX_PAGE_ROW, row)
+    return check_index_item(
+        PageRecord(page_id, body, IndexState(state), gen, origin, segment, doomed_in), _row_damaged("pages", row)
+    )
+
+
+def _pack_values(record: PackRecord) -> tuple:
+    return (
+        record.pack_id,
+        int(record.state),
+        record.generation,
+        record.owner,
+        record.stored_bytes,
+        record.entries,
+        record.live_bytes,
+        record.doomed_in,
+        None if record.doomed_from is None else int(record.doomed_from),
+    )
+
+
+def _page_values(record: PageRecord) -> tuple:
+    return (
+        record.page_id,
+        record.body,
+        int(record.state),
+        record.generation,
+        record.origin,
+        record.origin_segment,
+        record.doomed_in,
+    )
 
 
 def _batches(items: Sequence, size: int = _IN_BATCH) -> Iterator[Sequence]:
@@ -328,6 +501,7 @@ class SQLiteCatalog(Catalog):
             raise UnsupportedFormatError(
                 f"catalog schema version {version!r} is not supported (this chunkstore reads {SCHEMA_VERSION})"
             )
+        self.pack_index: PackIndex = SQLitePackIndex(self)
 
     def _upgrade(self) -> None:
         """Bring an older file up to SCHEMA_VERSION in one transaction. Its own connection, because
@@ -866,6 +1040,188 @@ class SQLiteCatalog(Catalog):
         return moved
 
 
+class SQLitePackIndex:
+    """The PackIndex of a SQLiteCatalog, in tables of the same file. Every call that writes is one
+    transaction (BEGIN IMMEDIATE), so it is atomic and serialised with commits and gc: the round
+    check of a page write, for one, sees the round as no other transaction can change it."""
+
+    def __init__(self, catalog: SQLiteCatalog):
+        self._catalog = catalog
+        self.path = catalog.path
+
+    # ---- the round -----------------------------------------------------------------------
+
+    def read_round(self) -> GcRound:
+        return self._round(self._catalog._connection())
+
+    @staticmethod
+    def _round(db) -> GcRound:
+        row = db.execute("SELECT number, phase, session FROM gc_round").fetchone()
+        return _round_from_row(row) if row else FIRST_ROUND
+
+    def _check_round(self, db, seen: GcRound) -> None:
+        if self._round(db) != seen:
+            raise round_moved(seen)
+
+    def advance_round(self, gc_session: str, seen: GcRound) -> GcRound:
+        number, phase = seen.following()
+        with self._catalog._write(durable=True) as db:
+            self._catalog._check_gc_lock(db, gc_session)
+            self._check_round(db, seen)
+            db.execute("INSERT OR REPLACE INTO gc_round VALUES (0, ?, ?, ?)", (number, int(phase), gc_session))
+        return GcRound(number, phase, gc_session)
+
+    # ---- packs ---------------------------------------------------------------------------
+
+    def create_pack(self, session: str, pack_id: bytes, stored_bytes: int, entries: int) -> PackRecord:
+        check_new_pack(pack_id, stored_bytes, entries)
+        record = PackRecord(pack_id, IndexState.PENDING, new_generation(), session, stored_bytes, entries)
+        # Not durable: a crash that loses the row leaves at most a pack object without one, an orphan for gc.
+        with self._catalog._write(durable=False) as db:
+            cursor = db.execute(
+                f"INSERT OR IGNORE INTO packs ({_PACK_COLUMNS}) VALUES ({_marks(9)})", _pack_values(record)
+            )
+            if cursor.rowcount == 0:
+                raise pack_exists(pack_id)
+        return record
+
+    def pack_stored(self, pack: PackRecord) -> PackRecord:
+        present = replace(pack, state=IndexState.PRESENT, generation=new_generation())
+        with self._catalog._write(durable=False) as db:
+            cursor = db.execute(
+                "UPDATE packs SET state = ?, gen = ? WHERE id = ? AND state = ? AND owner = ? AND gen = ?",
+                (
+                    int(present.state),
+                    present.generation,
+                    pack.pack_id,
+                    int(IndexState.PENDING),
+                    pack.owner,
+                    pack.generation,
+                ),
+            )
+        if cursor.rowcount == 0:
+            raise not_pending(pack)
+        return present
+
+    def get_packs(self, pack_ids: Iterable[bytes]) -> dict[bytes, PackRecord]:
+        return {
+            record.pack_id: record for record in map(_pack_from_row, self._select("packs", _PACK_COLUMNS, pack_ids))
+        }
+
+    def iter_packs(self) -> Iterator[PackRecord]:
+        for row in self._catalog._connection().execute(f"SELECT {_PACK_COLUMNS} FROM packs ORDER BY id"):
+            yield _pack_from_row(row)
+
+    def record_live_bytes(self, live_bytes: Mapping[bytes, int]) -> list[bytes]:
+        with self._catalog._write(durable=False) as db:
+            return [
+                pack_id
+                for pack_id, live in live_bytes.items()
+                if db.execute("UPDATE packs SET live = ? WHERE id = ?", (live, pack_id)).rowcount == 0
+            ]
+
+    def _select(self, table: str, columns: str, ids: Iterable[bytes], key: str = "id") -> Iterator[Sequence]:
+        db = self._catalog._connection()
+        for batch in _batches(list(ids)):
+            yield from db.execute(f"SELECT {columns} FROM {table} WHERE {key} IN ({_marks(len(batch))})", batch)
+
+    # ---- pages ---------------------------------------------------------------------------
+
+    def write_pages(self, seen: GcRound, pages: Sequence[NewPage]) -> list[bytes]:
+        check_new_pages(pages)
+        with self._catalog._write(durable=True) as db:
+            self._check_round(db, seen)
+            existing = []
+            for page in pages:
+                record = PageRecord(
+                    page.page_id, page.body, IndexState.PRESENT, new_generation(), page.origin, page.origin_segment
+                )
+                cursor = db.execute(
+                    f"INSERT OR IGNORE INTO pages ({_PAGE_COLUMNS}) VALUES ({_marks(7)})", _page_values(record)
+                )
+                if cursor.rowcount == 0:
+                    existing.append(page.page_id)
+        return existing
+
+    def get_page(self, page_id: bytes, consistent: bool = True) -> PageRecord | None:
+        row = (
+            self._catalog._connection()
+            .execute(f"SELECT {_PAGE_COLUMNS} FROM pages WHERE id = ?", (page_id,))
+            .fetchone()
+        )
+        return _index_page_from_row(row) if row else None
+
+    def iter_pages(self) -> Iterator[PageRecord]:
+        for row in self._catalog._connection().execute(f"SELECT {_PAGE_COLUMNS} FROM pages ORDER BY id"):
+            yield _index_page_from_row(row)
+
+    # ---- hooks ---------------------------------------------------------------------------
+
+    def put_hooks(self, hooks: Mapping[bytes, bytes]) -> None:
+        with self._catalog._write(durable=False) as db:
+            db.executemany("INSERT OR REPLACE INTO hooks VALUES (?, ?)", hooks.items())
+
+    def get_hooks(self, chunk_ids: Iterable[bytes]) -> dict[bytes, bytes]:
+        hooks: dict[bytes, bytes] = {}
+        for row in self._select("hooks", "chunk, page", chunk_ids, key="chunk"):
+            chunk_id, page_id = _checked("hooks", _HOOK_ROW, row)
+            hooks[chunk_id] = page_id
+        return hooks
+
+    def forget_hooks(self, chunk_ids: Iterable[bytes]) -> None:
+        with self._catalog._write(durable=False) as db:
+            db.executemany("DELETE FROM hooks WHERE chunk = ?", [(chunk_id,) for chunk_id in chunk_ids])
+
+    # ---- gc transitions ------------------------------------------------------------------
+
+    def doom(self, gc_round: GcRound, items: Sequence[IndexItem]) -> list[IndexItem]:
+        check_doom_round(gc_round)
+        with self._catalog._write(durable=True) as db:
+            self._check_round(db, gc_round)
+
+            def owner_gone(owner: str) -> bool:
+                return db.execute("SELECT 1 FROM sessions WHERE id = ?", (owner,)).fetchone() is None
+
+            return self._transition(db, items, doom_step(gc_round, owner_gone))
+
+    def spare(self, items: Sequence[IndexItem]) -> list[IndexItem]:
+        with self._catalog._write(durable=True) as db:
+            return self._transition(db, items, spare_step)
+
+    def start_deleting(self, items: Sequence[IndexItem]) -> list[IndexItem]:
+        with self._catalog._write(durable=True) as db:
+            return self._transition(db, items, delete_step)
+
+    @staticmethod
+    def _transition(db, items: Sequence[IndexItem], step: Callable) -> list[IndexItem]:
+        """Apply step to each item as it is now, in the caller's transaction; return the items it refused."""
+        refused = []
+        for item in items:
+            if isinstance(item, PackRecord):
+                row = db.execute(f"SELECT {_PACK_COLUMNS} FROM packs WHERE id = ?", (item.pack_id,)).fetchone()
+                changed = step(item, _pack_from_row(row) if row else None)
+                statement, values = f"REPLACE INTO packs ({_PACK_COLUMNS}) VALUES ({_marks(9)})", _pack_values
+            else:
+                row = db.execute(f"SELECT {_PAGE_COLUMNS} FROM pages WHERE id = ?", (item.page_id,)).fetchone()
+                changed = step(item, _index_page_from_row(row) if row else None)
+                statement, values = f"REPLACE INTO pages ({_PAGE_COLUMNS}) VALUES ({_marks(7)})", _page_values
+            if changed is None:
+                refused.append(item)
+            else:
+                db.execute(statement, values(changed))
+        return refused
+
+    def forget(self, items: Sequence[IndexItem]) -> None:
+        with self._catalog._write(durable=True) as db:
+            for item in items:
+                table = "packs" if isinstance(item, PackRecord) else "pages"
+                db.execute(f"DELETE FROM {table} WHERE id = ? AND state = ?", (item.item_id, int(IndexState.DELETING)))
+
+
+def _marks(count: int) -> str:
+    return ", ".join("?" * count)
+
+
 # ---- sqlite3 errors ----------------------------------------------------------------------
 
 
@@ -917,4 +1273,6 @@ def _translate_errors(method):
 
 for _method in Catalog.__abstractmethods__ | {"integrity_problems"}:
     setattr(SQLiteCatalog, _method, _translate_errors(getattr(SQLiteCatalog, _method)))
+for _method in PACK_INDEX_CALLS:
+    setattr(SQLitePackIndex, _method, _translate_errors(getattr(SQLitePackIndex, _method)))
 del _method

@@ -27,10 +27,7 @@ from chunkstore.backends.packs import (
     pack_key,
 )
 from chunkstore.backends.s3 import S3BlobStore
-from chunkstore.core.compression import CompressionSpec, Compressor
 from chunkstore.core.crypto import Keys
-from chunkstore.core.hashing import Hasher
-from chunkstore.core.objectformat import ObjectCodec
 from chunkstore.core.packformat import HEADER_SIZE, TRAILER_SIZE, PackBuilder
 from chunkstore.errors import (
     ChunkMismatchError,
@@ -39,24 +36,10 @@ from chunkstore.errors import (
     MissingChunkError,
     StoreWriteError,
 )
+from support.packchunks import MAX_CHUNK, TARGET, chunk, pack_format
 
-MAX_CHUNK = 32 * 1024
 KEYS = Keys.from_master(blake3.blake3(b"packs test master key").digest())
 OTHER_KEYS = Keys.from_master(blake3.blake3(b"another store's master key").digest())
-# Small packs, so that a few hundred chunks make several of them.
-TARGET = 64 * 1024
-
-
-def pack_format(keys: Keys | None = None) -> PackFormat:
-    codec = ObjectCodec(Compressor(CompressionSpec("zstd", 3)), MAX_CHUNK, keys.objects if keys else None)
-    hasher = Hasher(keys.chunk_id, keys.file_digest) if keys else Hasher()
-    return PackFormat(codec, hasher, MAX_CHUNK, keys.pack_tables if keys else None)
-
-
-def chunk(number: int) -> bytes:
-    """2-10 KiB, half of it incompressible, different for every number."""
-    noise = blake3.blake3(number.to_bytes(4, "big")).digest(length=1024 + number % 4096)
-    return noise + f"chunk {number} compresses\n".encode() * (40 + number % 150)
 
 
 def write_chunks(
@@ -416,7 +399,7 @@ _DYING_WRITER = """
 import os, sys
 import blake3
 sys.path.insert(0, sys.argv[3])
-from test_packs import chunk, pack_format
+from support.packchunks import chunk, pack_format
 from chunkstore.backends.local import LocalBlobStore
 from chunkstore.backends.packs import PackWriter
 
@@ -438,7 +421,7 @@ os._exit(9)
 def test_a_writer_that_dies_leaves_no_visible_pack(tmp_path, when):
     folder = tmp_path / "blobs"
     completed = subprocess.run(
-        [sys.executable, "-c", _DYING_WRITER, str(folder), when, str(Path(__file__).parent)],
+        [sys.executable, "-c", _DYING_WRITER, str(folder), when, str(Path(__file__).parent.parent)],
         capture_output=True,
         text=True,
     )

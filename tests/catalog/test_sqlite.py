@@ -79,7 +79,7 @@ def test_a_schema_2_catalog_gains_the_program_of_snapshots_when_opened(open_cata
     finally:
         upgraded.close()
     with closing(sqlite3.connect(catalog_path)) as db:
-        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("4",)
 
 
 @pytest.mark.parametrize("damage", [b"this is not a database\n" * 200, b"SQLite format 3\x00" + b"\xff" * 4080])

@@ -15,7 +15,8 @@ LAYERS = {
     "sessions": {"items", "table"},
     "commits": {"items", "table"},
     "gc": {"items", "table", "sessions", "commits"},
-    "catalog": {"items", "table", "sessions", "commits", "gc"},
+    "packindex": {"items", "table"},
+    "catalog": {"items", "table", "sessions", "commits", "gc", "packindex"},
     "__init__": {"catalog", "table"},
 }
 

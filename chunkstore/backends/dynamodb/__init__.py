@@ -11,6 +11,7 @@ The modules, each using only those above it:
     sessions.py   session items, heartbeats, and whether a session is alive
     commits.py    writing contents and versions, and taking contents back (rollback, release)
     gc.py         the gc lock, collection of chunks, orphans
+    packindex.py  the pack index of storage format 2 (schema 3 items)
     catalog.py    DynamoDBCatalog, the Catalog interface over the above
 
 Items (pk, sk):
@@ -34,9 +35,11 @@ A global secondary index on versions' digests finds a name that holds a content 
 markers have no digest, so the index leaves them out).
 
 Schema versions (the meta item's schema): 1 has no deletion markers and no snapshots; 2
-adds them. This chunkstore reads both; a table stays at 1 until the first marker or
-snapshot is written, then moves to 2 in a conditional write just before it, so a read-only
-user never writes and a chunkstore that knows only 1 refuses a table that has them.
+adds them; 3 adds the pack index of storage format 2 (items round, p#PACK, g#PAGE, h#CHUNK:
+packindex.py). This chunkstore reads all three. A table is made at 2 and stays at 1 or 2 until
+the first item of a newer schema is written, then moves to it in a conditional write just
+before it, so a read-only user never writes, a format 1 store never leaves 2, and a chunkstore
+that knows only older schemas refuses a table that has such items.
 
 Chunks:
   * Pins are on the chunk's own item: the session that created the row (`own`, for the

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import heapq
-import inspect
 import itertools
 import threading
 import time
@@ -39,10 +38,11 @@ from chunkstore.backends.dynamodb.items import (
     COMMITTING,
     CONTENT_SK,
     DELETION_MARK,
+    HISTORY_SCHEMA,
     LIVE,
     META_KEY,
+    PACK_INDEX_SCHEMA,
     RELEASING,
-    SCHEMA_VERSION,
     SNAPSHOTS_PK,
     chunk_id_of,
     chunk_key,
@@ -71,8 +71,10 @@ from chunkstore.backends.dynamodb.items import (
     version_range,
     version_record,
 )
+from chunkstore.backends.dynamodb.packindex import DynamoDBPackIndex
 from chunkstore.backends.dynamodb.sessions import Sessions
-from chunkstore.backends.dynamodb.table import DIGEST_INDEX, Cancelled, Table
+from chunkstore.backends.dynamodb.table import DIGEST_INDEX, Cancelled, Table, translated
+from chunkstore.backends.packindex import PackIndex
 from chunkstore.backends.sessions import DEFAULT_LEASE_SECONDS, new_session_id, now_ns
 from chunkstore.core.names import name_matches_prefix
 from chunkstore.errors import (
@@ -86,25 +88,6 @@ from chunkstore.errors import (
 # How long a writer waits for a gc to finish deleting a chunk it needs, and how often it looks.
 _DELETING_WAIT_SECONDS = 120.0
 _POLL_SECONDS = 0.1
-
-
-def _translated(method):
-    """Run a public method (or the whole iteration of a generator method) with AWS errors translated."""
-    if inspect.isgeneratorfunction(method):
-
-        @functools.wraps(method)
-        def generator_wrapper(self, *args, **kwargs):
-            with self.table.errors():
-                yield from method(self, *args, **kwargs)
-
-        return generator_wrapper
-
-    @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
-        with self.table.errors():
-            return method(self, *args, **kwargs)
-
-    return wrapper
 
 
 class DynamoDBCatalog(Catalog):
@@ -131,6 +114,9 @@ class DynamoDBCatalog(Catalog):
             meta = self.table.meta(store_id, store_url)
         self._schema = meta.schema
         self._shards = meta.shards
+        self.pack_index: PackIndex = DynamoDBPackIndex(
+            self.table, functools.partial(self._require_schema, PACK_INDEX_SCHEMA)
+        )
 
     @property
     def lease_seconds(self) -> float:
@@ -150,15 +136,15 @@ class DynamoDBCatalog(Catalog):
 
     # ---- sessions --------------------------------------------------------------------
 
-    @_translated
+    @translated
     def open_session(self, kind: str) -> str:
         return self._sessions.open(kind)
 
-    @_translated
+    @translated
     def heartbeat(self, session: str) -> None:
         self._sessions.heartbeat(session)
 
-    @_translated
+    @translated
     def close_session(self, session: str) -> None:
         with self._lock:
             pinned = self._pins.pop(session, set())
@@ -181,7 +167,7 @@ class DynamoDBCatalog(Catalog):
 
     # ---- claims ----------------------------------------------------------------------
 
-    @_translated
+    @translated
     def claim_chunks(self, session: str, chunks: Sequence[tuple[bytes, int]]) -> set[bytes]:
         sizes: dict[bytes, int] = {}
         for chunk_id, size in chunks:
@@ -276,7 +262,7 @@ class DynamoDBCatalog(Catalog):
             )
         return raced
 
-    @_translated
+    @translated
     def chunks_stored(self, session: str, chunks: Sequence[tuple[bytes, int]]) -> None:
         with self._lock:
             generations = self._generations.get(session, {})
@@ -326,7 +312,7 @@ class DynamoDBCatalog(Catalog):
 
     # ---- commit ----------------------------------------------------------------------
 
-    @_translated
+    @translated
     def commit(self, session: str, versions: Sequence[NewVersion], at_ns: int | None = None) -> list[CommitOutcome]:
         if not versions:
             return []
@@ -423,7 +409,7 @@ class DynamoDBCatalog(Catalog):
     def _versions_of(self, name: str) -> list[VersionRecord]:
         return [version_record(item) for item in self.table.query(**self._version_query(name))]
 
-    @_translated
+    @translated
     def get_version(self, name: str, version: int | None = None) -> VersionRecord:
         return refuse_marker(self._find_version(name, version), version)
 
@@ -440,7 +426,7 @@ class DynamoDBCatalog(Catalog):
             raise NameNotFoundError(f"no stored file named {name!r}")
         return record
 
-    @_translated
+    @translated
     def list_versions(
         self, prefix: str = "", all_versions: bool = False, *, as_of_ns: int | None = None, deleted: bool = False
     ) -> Iterator[VersionRecord]:
@@ -458,7 +444,7 @@ class DynamoDBCatalog(Catalog):
         records = (record for record in map(version_record, merged) if name_matches_prefix(record.name, prefix))
         yield from _select_versions(records, all_versions, as_of_ns, deleted)
 
-    @_translated
+    @translated
     def find_name_with_digest(self, digest: bytes) -> str | None:
         # The index is eventually consistent: check each name it gives against the table.
         for indexed in self.table.query_page(
@@ -476,24 +462,24 @@ class DynamoDBCatalog(Catalog):
         item = self.table.get(content_key(digest))
         return item if item is not None and content_state(item) == LIVE else None
 
-    @_translated
+    @translated
     def get_content(self, digest: bytes) -> ContentRecord | None:
         item = self._live_content(digest)
         return content_record(item) if item is not None else None
 
-    @_translated
+    @translated
     def recipe_pages(self, digest: bytes) -> Iterator[bytes]:
         item = self._live_content(digest)
         if item is None:
             raise NotFoundError(f"no recipe for content {digest.hex()}")
         yield from commits.stored_pages(self.table, digest, number(item, "pg"))
 
-    @_translated
+    @translated
     def iter_contents(self) -> Iterator[ContentRecord]:
         for item in self.table.scan("sk = :d AND st = :live", {":d": s(CONTENT_SK), ":live": s(LIVE)}):
             yield content_record(item)
 
-    @_translated
+    @translated
     def iter_chunks(self) -> Iterator[ChunkRecord]:
         """Every chunk row. Its count is the references of committed contents: increments a
         commit in progress (or cut short by a crash) has applied, and decrements a release
@@ -523,12 +509,12 @@ class DynamoDBCatalog(Catalog):
                 else record
             )
 
-    @_translated
+    @translated
     def get_chunks(self, chunk_ids: Iterable[bytes]) -> dict[bytes, ChunkRecord]:
         keys = [chunk_key(chunk_id) for chunk_id in dict.fromkeys(chunk_ids)]
         return {record.chunk_id: record for record in map(chunk_record, self.table.get_many(keys))}
 
-    @_translated
+    @translated
     def stats(self) -> CatalogStats:
         names = versions = logical = 0
         previous = None
@@ -553,7 +539,7 @@ class DynamoDBCatalog(Catalog):
 
     # ---- removal ---------------------------------------------------------------------
 
-    @_translated
+    @translated
     def remove_versions(self, selections: Sequence[tuple[str, int | None]]) -> list[VersionRecord]:
         chosen: dict[tuple[str, int], VersionRecord] = {}
         for name, version in selections:
@@ -618,22 +604,23 @@ class DynamoDBCatalog(Catalog):
 
     # ---- history ---------------------------------------------------------------------
 
-    def _allow_history_items(self) -> None:
-        """Move the table to schema 2 before the first item that schema 1 does not have."""
-        if self._schema >= 2:
+    def _require_schema(self, schema: int) -> None:
+        """Move the table to schema (never back) before the first item that older schemas do not
+        have: a chunkstore that knows only those refuses the table from then on."""
+        if self._schema >= schema:
             return
         self.table.update(
             META_KEY,
             "SET #schema = :new",
-            {":new": n(SCHEMA_VERSION), ":old": n(self._schema)},
-            "#schema = :old OR #schema = :new",
+            {":new": n(schema)},
+            "#schema < :new",
             ExpressionAttributeNames={"#schema": "schema"},
         )
-        self._schema = SCHEMA_VERSION
+        self._schema = schema
 
-    @_translated
+    @translated
     def mark_deleted(self, expected: Sequence[tuple[str, int]], at_ns: int) -> list[VersionRecord]:
-        self._allow_history_items()
+        self._require_schema(HISTORY_SCHEMA)
         markers = self.table.in_parallel(lambda pair: self._mark_deleted(*pair, at_ns), expected)
         return [marker for marker in markers if marker is not None]
 
@@ -652,20 +639,20 @@ class DynamoDBCatalog(Catalog):
                 continue
             return deletion_marker(name, previous + 1, at_ns)
 
-    @_translated
+    @translated
     def record_snapshot(self, snapshot: SnapshotRecord) -> None:
-        self._allow_history_items()
+        self._require_schema(HISTORY_SCHEMA)
         if not self.table.put(snapshot_item(snapshot), "attribute_not_exists(pk)"):
             raise InvalidArgumentError(f"a snapshot with ID {snapshot.snapshot_id} already exists")
 
-    @_translated
+    @translated
     def list_snapshots(self) -> list[SnapshotRecord]:
         items = self.table.query(
             KeyConditionExpression="pk = :pk", ExpressionAttributeValues={":pk": s(SNAPSHOTS_PK)}, ConsistentRead=True
         )
         return sorted(map(snapshot_record, items), key=lambda snapshot: (snapshot.at_ns, snapshot.snapshot_id))
 
-    @_translated
+    @translated
     def remove_snapshots(self, snapshot_ids: Sequence[str]) -> None:
         self.table.write_many(
             [{"DeleteRequest": {"Key": snapshot_key(snapshot_id)}} for snapshot_id in dict.fromkeys(snapshot_ids)]
@@ -673,29 +660,29 @@ class DynamoDBCatalog(Catalog):
 
     # ---- gc --------------------------------------------------------------------------
 
-    @_translated
+    @translated
     def acquire_gc_lock(self, session: str) -> None:
         self._gc.acquire_lock(session)
 
-    @_translated
+    @translated
     def release_gc_lock(self, session: str) -> None:
         self._gc.release_lock(session)
 
-    @_translated
+    @translated
     def collect_candidates(self, session: str, limit: int) -> list[ChunkRecord]:
         return self._gc.collect_candidates(session, limit)
 
-    @_translated
+    @translated
     def claim_orphans(self, session: str, chunk_ids: Sequence[bytes]) -> list[bytes]:
         return self._gc.claim_orphans(session, chunk_ids)
 
-    @_translated
+    @translated
     def forget_chunks(self, session: str, chunk_ids: Sequence[bytes]) -> None:
         self._gc.forget_chunks(session, chunk_ids)
 
     # ---- repair ----------------------------------------------------------------------
 
-    @_translated
+    @translated
     def set_refcounts(self, counts: dict[bytes, tuple[int, int]]) -> set[bytes]:
         # One conditional update a chunk, not transactions: a count that moved must not
         # hold back the others. Repair is rare and its fixes few.

@@ -26,13 +26,28 @@ from chunkstore.backends.catalog import (
     VersionRecord,
     deletion_marker,
 )
+from chunkstore.backends.packindex import (
+    CHUNK_ID_SIZE,
+    PAGE_ID_SIZE,
+    GcRound,
+    IndexState,
+    PackRecord,
+    PageRecord,
+    Phase,
+    check_index_item,
+)
 from chunkstore.backends.sessions import session_is_dead
 from chunkstore.core.names import normalize_name
+from chunkstore.core.packformat import PACK_ID_SIZE
 from chunkstore.errors import IntegrityError, InvalidArgumentError
 
-SCHEMA_VERSION = 2
-# Older schemas this chunkstore reads as they are (see the package docstring).
-READABLE_SCHEMAS = (1, SCHEMA_VERSION)
+# Schemas (the meta item's `schema`; see the package docstring): a table is made at
+# HISTORY_SCHEMA and moves to PACK_INDEX_SCHEMA just before its first pack index item.
+HISTORY_SCHEMA = 2
+PACK_INDEX_SCHEMA = 3
+SCHEMA_VERSION = PACK_INDEX_SCHEMA
+# Older schemas this chunkstore reads as they are.
+READABLE_SCHEMAS = (1, HISTORY_SCHEMA, PACK_INDEX_SCHEMA)
 # Version items are spread over this many partitions (recorded in the meta item):
 # one partition takes about 1,000 writes a second, and listing a prefix costs one
 # query per shard.
@@ -164,7 +179,7 @@ def prefix_conditions(prefix: str) -> list[tuple[str, dict]]:
 def meta_item(store_id: str, store_url: str) -> dict:
     return {
         **META_KEY,
-        "schema": n(SCHEMA_VERSION),
+        "schema": n(HISTORY_SCHEMA),
         "sid": s(store_id),
         "store": s(store_url),
         "shards": n(_NAME_SHARDS),
@@ -429,3 +444,127 @@ def table_meta(item: dict) -> TableMeta:
     if shards < 1:
         raise damaged(item, f"it names {shards} name shards")
     return TableMeta(table_schema(item), text(item, "sid"), text(item, "store"), shards)
+
+
+# ---- the pack index (schema 3) -----------------------------------------------------------
+
+ROUND_KEY = {"pk": {"S": "round"}, "sk": {"S": "round"}}
+PACK_SK, INDEX_PAGE_SK, HOOK_SK = "p", "g", "h"
+_PACK_PREFIX, _INDEX_PAGE_PREFIX, _HOOK_PREFIX = "p#", "g#", "h#"
+_PHASES = {phase.name.lower(): phase for phase in Phase}
+
+
+def phase_name(phase: Phase) -> str:
+    return phase.name.lower()
+
+
+def pack_key(pack_id: bytes) -> dict:
+    return key(_PACK_PREFIX + pack_id.hex(), PACK_SK)
+
+
+def index_page_key(page_id: bytes) -> dict:
+    return key(_INDEX_PAGE_PREFIX + page_id.hex(), INDEX_PAGE_SK)
+
+
+def index_item_key(record: PackRecord | PageRecord) -> dict:
+    return pack_key(record.pack_id) if isinstance(record, PackRecord) else index_page_key(record.page_id)
+
+
+def hook_key(chunk_id: bytes) -> dict:
+    return key(_HOOK_PREFIX + chunk_id.hex(), HOOK_SK)
+
+
+def round_item(gc_round: GcRound) -> dict:
+    item = {**ROUND_KEY, "r": n(gc_round.number), "ph": s(phase_name(gc_round.phase))}
+    if gc_round.gc_session is not None:
+        item["ses"] = s(gc_round.gc_session)
+    return item
+
+
+def pack_item(record: PackRecord) -> dict:
+    item = {
+        **pack_key(record.pack_id),
+        "st": s(record.state.name),
+        "gen": n(record.generation),
+        "own": s(record.owner),
+        "ss": n(record.stored_bytes),
+        "ne": n(record.entries),
+    }
+    if record.live_bytes is not None:
+        item["lb"] = n(record.live_bytes)
+    return item
+
+
+def index_page_item(record: PageRecord) -> dict:
+    return {
+        **index_page_key(record.page_id),
+        "data": {"B": record.body},
+        "st": s(record.state.name),
+        "gen": n(record.generation),
+        "og": {"B": record.origin},
+        "os": n(record.origin_segment),
+    }
+
+
+def hook_item(chunk_id: bytes, page_id: bytes) -> dict:
+    return {**hook_key(chunk_id), "pg": {"B": page_id}}
+
+
+def _optional_number(item: dict, attribute: str) -> int | None:
+    return number(item, attribute) if attribute in item else None
+
+
+def _sized(item: dict, value: bytes, size: int, what: str) -> bytes:
+    if len(value) != size:
+        raise damaged(item, f"its {what} is {len(value)} bytes, not {size}")
+    return value
+
+
+def _index_state(item: dict, attribute: str) -> IndexState:
+    name = text(item, attribute)
+    if name not in IndexState.__members__:
+        raise damaged(item, f"state {name!r} is none of {', '.join(IndexState.__members__)}")
+    return IndexState[name]
+
+
+def round_record(item: dict) -> GcRound:
+    phase = text(item, "ph")
+    if phase not in _PHASES:
+        raise damaged(item, f"round phase {phase!r} is none of {', '.join(_PHASES)}")
+    return GcRound(number(item, "r"), _PHASES[phase], text(item, "ses", None))
+
+
+def pack_record(item: dict) -> PackRecord:
+    pack_id = _sized(item, _id_in_pk(item, _PACK_PREFIX, "pack"), PACK_ID_SIZE, "pack ID")
+    was = _index_state(item, "was") if "was" in item else None
+    record = PackRecord(
+        pack_id,
+        _index_state(item, "st"),
+        number(item, "gen"),
+        text(item, "own"),
+        number(item, "ss"),
+        number(item, "ne"),
+        _optional_number(item, "lb"),
+        _optional_number(item, "dr"),
+        was,
+    )
+    return check_index_item(record, lambda problem: damaged(item, problem))
+
+
+def index_page_record(item: dict) -> PageRecord:
+    record = PageRecord(
+        _sized(item, _id_in_pk(item, _INDEX_PAGE_PREFIX, "page"), PAGE_ID_SIZE, "page ID"),
+        _value(item, "data", "B", _REQUIRED),
+        _index_state(item, "st"),
+        number(item, "gen"),
+        _sized(item, _value(item, "og", "B", _REQUIRED), PAGE_ID_SIZE, "origin"),
+        number(item, "os"),
+        _optional_number(item, "dr"),
+    )
+    return check_index_item(record, lambda problem: damaged(item, problem))
+
+
+def hook(item: dict) -> tuple[bytes, bytes]:
+    """A hook item's chunk ID and page ID."""
+    chunk_id = _sized(item, _id_in_pk(item, _HOOK_PREFIX, "hook"), CHUNK_ID_SIZE, "chunk ID")
+    return chunk_id, _sized(item, _value(item, "pg", "B", _REQUIRED), PAGE_ID_SIZE, "page ID")

@@ -11,11 +11,14 @@ as the callers give them; what the items mean is in items.py.
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import random
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
+from itertools import repeat
 from typing import TypeVar
 
 from chunkstore.backends.aws import AwsClients, AwsError, error_code, translate_errors
@@ -85,6 +88,26 @@ def _batches(items: Sequence[_Item], size: int) -> Iterator[Sequence[_Item]]:
 def _back_off(attempt: int) -> int:
     time.sleep(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.0))
     return attempt + 1
+
+
+def translated(method):
+    """Run a public method of an object with a `table` (or the whole iteration of a generator
+    method) with AWS errors translated."""
+    if inspect.isgeneratorfunction(method):
+
+        @functools.wraps(method)
+        def generator_wrapper(self, *args, **kwargs):
+            with self.table.errors():
+                yield from method(self, *args, **kwargs)
+
+        return generator_wrapper
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self.table.errors():
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 class Table:
@@ -167,7 +190,7 @@ class Table:
         if schema not in READABLE_SCHEMAS:
             raise UnsupportedFormatError(
                 f"catalog schema version {schema} in DynamoDB table {self.name!r} "
-                f"is not supported (this chunkstore reads {SCHEMA_VERSION})"
+                f"is not supported (this chunkstore reads {READABLE_SCHEMAS[0]} to {SCHEMA_VERSION})"
             )
         meta = table_meta(item)
         if meta.store_id != store_id:
@@ -179,16 +202,17 @@ class Table:
 
     # ---- reads -----------------------------------------------------------------------
 
-    def get(self, key: dict) -> dict | None:
-        return self._db.get_item(TableName=self.name, Key=key, ConsistentRead=True).get("Item")
+    def get(self, key: dict, consistent: bool = True) -> dict | None:
+        return self._db.get_item(TableName=self.name, Key=key, ConsistentRead=consistent).get("Item")
 
-    def get_many(self, keys: Sequence[dict]) -> list[dict]:
-        """Items of keys that exist (strongly consistent), in any order."""
-        return [item for found in self._pool.map(self._get_batch, _batches(keys, _BATCH_GET_KEYS)) for item in found]
+    def get_many(self, keys: Sequence[dict], consistent: bool = True) -> list[dict]:
+        """Items of keys that exist (strongly consistent unless asked not to be: half the read units), in any order."""
+        batches = _batches(keys, _BATCH_GET_KEYS)
+        return [item for found in self._pool.map(self._get_batch, batches, repeat(consistent)) for item in found]
 
-    def _get_batch(self, keys: Sequence[dict]) -> list[dict]:
+    def _get_batch(self, keys: Sequence[dict], consistent: bool) -> list[dict]:
         found: list[dict] = []
-        request = {self.name: {"Keys": list(keys), "ConsistentRead": True}}
+        request = {self.name: {"Keys": list(keys), "ConsistentRead": consistent}}
         attempt = 0
         while request:
             response = self._db.batch_get_item(RequestItems=request)
