@@ -10,6 +10,10 @@ Config versions:
     2  an encrypted store's config, which carries an authentication code
        (encryption.config_mac, crypto.py) over the rest of the config. Encrypted version 1
        configs are still read, and become version 2 when their passphrase is changed.
+    3  a storage format 2 store's (packs and recipe pages, docs/design/format-v2.md), encrypted
+       or not; encrypted, it carries the authentication code as version 2 does. Its recipe
+       format is 2 and its `segments` section records where contents are cut into pages.
+       init does not write it yet.
 """
 
 from __future__ import annotations
@@ -19,16 +23,17 @@ import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
-from chunkstore.core import crypto, objectformat, recipes
+from chunkstore.core import crypto, objectformat, pages, recipes
 from chunkstore.core.chunking import ChunkerSpec
 from chunkstore.core.compression import CompressionSpec
-from chunkstore.errors import CorruptObjectError, UnsupportedFormatError, WrongKeyError
+from chunkstore.errors import CorruptObjectError, InvalidArgumentError, UnsupportedFormatError, WrongKeyError
 
 CONFIG_KEY = "config"
 FORMAT_NAME = "chunkstore"
 CONFIG_VERSION = 1
 AUTHENTICATED_CONFIG_VERSION = 2  # what an encrypted store's config is written as
-READABLE_CONFIG_VERSIONS = (CONFIG_VERSION, AUTHENTICATED_CONFIG_VERSION)
+FORMAT_2_CONFIG_VERSION = 3
+READABLE_CONFIG_VERSIONS = (CONFIG_VERSION, AUTHENTICATED_CONFIG_VERSION, FORMAT_2_CONFIG_VERSION)
 CHUNK_ID_ALGORITHMS = ("blake3-256",)
 # Chunk objects live at chunks/<first two hex digits>/<hex id>: 256 folders keep
 # each folder small on a local disk and spread S3 request load over prefixes.
@@ -49,6 +54,15 @@ class StoreConfig:
     recipe_format: int = recipes.VERSION
     encryption: dict | None = None
     version: int = CONFIG_VERSION
+    segments: pages.SegmentSpec | None = None  # storage format 2 only
+
+    def as_format_2(self, page_target_bytes: int = pages.PAGE_TARGET_BYTES) -> StoreConfig:
+        """This (new, unencrypted) config as a storage format 2 store's: config version 3,
+        recipe format 2, segments of about page_target_bytes of this chunker's chunks."""
+        if self.encryption is not None:
+            raise InvalidArgumentError("choose the storage format before encryption: the config's code covers it")
+        segments = pages.SegmentSpec.for_chunks(self.chunker.avg_size, self.chunker.max_size, page_target_bytes)
+        return replace(self, version=FORMAT_2_CONFIG_VERSION, recipe_format=pages.VERSION, segments=segments)
 
     def to_bytes(self) -> bytes:
         return (json.dumps(self._document(), indent=2, sort_keys=True) + "\n").encode()
@@ -68,6 +82,8 @@ class StoreConfig:
             "encryption": self.encryption,
             "layout": {"chunk_prefix": CHUNK_KEY_PREFIX, "shard_hex_digits": SHARD_HEX_DIGITS},
             "catalog": self.catalog,
+            # Format 1 documents stay byte for byte what they were: their codes cover them.
+            **({} if self.segments is None else {"segments": self.segments.to_config()}),
         }
 
     def _authenticated_document(self) -> dict:
@@ -87,7 +103,7 @@ class StoreConfig:
         return self._authenticated(section, keys)
 
     def _authenticated(self, section: dict, keys: crypto.Keys) -> "StoreConfig":
-        unsigned = replace(self, version=AUTHENTICATED_CONFIG_VERSION,
+        unsigned = replace(self, version=max(self.version, AUTHENTICATED_CONFIG_VERSION),
                            encryption={k: v for k, v in section.items() if k != "config_mac"})
         code = crypto.config_mac(keys, unsigned._authenticated_document())
         return replace(unsigned, encryption={**unsigned.encryption, "config_mac": code})
@@ -105,7 +121,7 @@ class StoreConfig:
             return None
         return crypto.unlock_authenticated(self.encryption, passphrase, self.store_id,
                                            self._authenticated_document(),
-                                           code_required=self.version == AUTHENTICATED_CONFIG_VERSION)
+                                           code_required=self.version >= AUTHENTICATED_CONFIG_VERSION)
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> "StoreConfig":
@@ -128,7 +144,9 @@ class StoreConfig:
         try:
             if document["chunk_id"] not in CHUNK_ID_ALGORITHMS or document["file_digest"] not in CHUNK_ID_ALGORITHMS:
                 raise UnsupportedFormatError(f"store uses unknown hash {document['chunk_id']!r}/{document['file_digest']!r}")
-            if document["object_format"] != objectformat.VERSION or document["recipe_format"] != recipes.VERSION:
+            format_2 = version == FORMAT_2_CONFIG_VERSION
+            recipe_format = pages.VERSION if format_2 else recipes.VERSION
+            if document["object_format"] != objectformat.VERSION or document["recipe_format"] != recipe_format:
                 raise UnsupportedFormatError(
                     f"store uses object format {document['object_format']!r} / recipe format {document['recipe_format']!r}"
                 )
@@ -139,8 +157,10 @@ class StoreConfig:
                 raise UnsupportedFormatError(f"store uses unknown key layout {layout!r}")
             if not isinstance(document["catalog"], dict):
                 raise CorruptObjectError("store config has no catalog section")
+            chunker = ChunkerSpec.from_config(document["chunker"])
+            segments = pages.SegmentSpec.from_config(document["segments"], chunker.max_size) if format_2 else None
             return cls(
-                chunker=ChunkerSpec.from_config(document["chunker"]),
+                chunker=chunker,
                 compression=CompressionSpec.from_config(document["compression"]),
                 catalog=document["catalog"],
                 store_id=str(document["store_id"]),
@@ -151,6 +171,7 @@ class StoreConfig:
                 recipe_format=document["recipe_format"],
                 encryption=document["encryption"],
                 version=version,
+                segments=segments,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise CorruptObjectError(f"store config is damaged: {type(error).__name__}: {error}") from None
