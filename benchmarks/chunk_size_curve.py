@@ -69,12 +69,16 @@ def fetch_releases(project: str, series: str, count: int, cache: Path) -> list[P
     folder.mkdir(parents=True, exist_ok=True)
     with urllib.request.urlopen(PYPI_JSON.format(project=project), timeout=60) as response:
         document = json.load(response)
-    versions = sorted((v for v in document["releases"] if v.startswith(series) and v.replace(".", "").isdigit()),
-                      key=_version_key)
+    versions = sorted(
+        (v for v in document["releases"] if v.startswith(series) and v.replace(".", "").isdigit()), key=_version_key
+    )
     paths = []
     for version in versions:
-        sdists = [f for f in document["releases"][version] if f["packagetype"] == "sdist"
-                  and f["filename"].endswith(".tar.gz")]
+        sdists = [
+            f
+            for f in document["releases"][version]
+            if f["packagetype"] == "sdist" and f["filename"].endswith(".tar.gz")
+        ]
         if not sdists:
             continue
         target = folder / f"{project}-{version}.tar"
@@ -107,8 +111,13 @@ def _bits(one_in: int) -> int:
     return max(0, one_in.bit_length() - 1)
 
 
-def measure(paths: list[Path], avg_size: int, cache_entries: int, hook_every: int = HOOK_EVERY_BYTES,
-            segment_bytes: int = SEGMENT_BYTES) -> SizeResult:
+def measure(
+    paths: list[Path],
+    avg_size: int,
+    cache_entries: int,
+    hook_every: int = HOOK_EVERY_BYTES,
+    segment_bytes: int = SEGMENT_BYTES,
+) -> SizeResult:
     chunker = make_chunker(ChunkerSpec.from_average(avg_size=avg_size))
     hasher = Hasher()
     compressor = Compressor(CompressionSpec("zstd", DEFAULT_ZSTD_LEVEL))
@@ -131,8 +140,17 @@ def measure(paths: list[Path], avg_size: int, cache_entries: int, hook_every: in
                 unique_bytes += len(chunk)
             sampler.put(chunk_id, len(chunk), size)
         sampler.end_segment()
-    return SizeResult(avg_size, logical, chunks, len(stored_size), unique_bytes, sum(stored_size.values()),
-                      time.perf_counter() - start, sampler.stored_bytes, sampler.plain_bytes)
+    return SizeResult(
+        avg_size,
+        logical,
+        chunks,
+        len(stored_size),
+        unique_bytes,
+        sum(stored_size.values()),
+        time.perf_counter() - start,
+        sampler.stored_bytes,
+        sampler.plain_bytes,
+    )
 
 
 class _SparsePut:
@@ -202,7 +220,7 @@ class _SparsePut:
             self.champions.add(content)
             for lineage in {content, self.latest.get(content, content)}:
                 pages = self.contents[lineage]
-                for page in pages[max(0, position - self.NEIGHBOURS):position + self.NEIGHBOURS + 1]:
+                for page in pages[max(0, position - self.NEIGHBOURS) : position + self.NEIGHBOURS + 1]:
                     self._load(page)
         for chunk_id, plain, stored in self.segment:
             if chunk_id not in self.known:
@@ -242,24 +260,51 @@ def build_markdown(project: str, paths: list[Path], results: list[SizeResult], c
         packs_per_tb = r.stored_bytes / PACK_BYTES * TB / r.logical
         exact_saved = r.logical - r.unique_bytes
         sampled_saved = r.logical - r.sampled_unique_plain
-        rows.append([f"{r.avg_size // 1024}K", f"{r.chunks:,}", f"{r.unique_chunks:,}",
-                     f"{r.logical / r.unique_bytes:.2f}x", f"{r.logical / r.stored_bytes:.2f}x",
-                     f"{r.logical / r.sampled_stored_bytes:.2f}x", f"{100 * sampled_saved / exact_saved:.1f}%",
-                     f"{objects_per_tb / 1e6:.1f}M", f"${objects_per_tb * S3_PUT_DOLLARS:,.0f}",
-                     f"{packs_per_tb:,.0f}", f"${packs_per_tb * S3_PUT_DOLLARS:.2f}",
-                     f"{r.logical / MB / r.seconds:.0f}"])
-    headers = ["avg", "chunks", "distinct", "dedup", "store ratio", "sampled store ratio", "of exact dedup",
-               "objects/TB (v1)", "PUT $/TB (v1)", "16 MiB packs/TB", "PUT $/TB (packs)", "MB/s (1 thread)"]
+        rows.append(
+            [
+                f"{r.avg_size // 1024}K",
+                f"{r.chunks:,}",
+                f"{r.unique_chunks:,}",
+                f"{r.logical / r.unique_bytes:.2f}x",
+                f"{r.logical / r.stored_bytes:.2f}x",
+                f"{r.logical / r.sampled_stored_bytes:.2f}x",
+                f"{100 * sampled_saved / exact_saved:.1f}%",
+                f"{objects_per_tb / 1e6:.1f}M",
+                f"${objects_per_tb * S3_PUT_DOLLARS:,.0f}",
+                f"{packs_per_tb:,.0f}",
+                f"${packs_per_tb * S3_PUT_DOLLARS:.2f}",
+                f"{r.logical / MB / r.seconds:.0f}",
+            ]
+        )
+    headers = [
+        "avg",
+        "chunks",
+        "distinct",
+        "dedup",
+        "store ratio",
+        "sampled store ratio",
+        "of exact dedup",
+        "objects/TB (v1)",
+        "PUT $/TB (v1)",
+        "16 MiB packs/TB",
+        "PUT $/TB (packs)",
+        "MB/s (1 thread)",
+    ]
     total = sum(r.logical for r in results[:1])
-    return "\n".join([
-        f"# Store ratio against average chunk size: {len(paths)} releases of {project}, "
-        f"{paths[0].stem} .. {paths[-1].stem}, {total / MB:.0f} MB uncompressed", "",
-        f"zstd level {DEFAULT_ZSTD_LEVEL}, 16-byte object header per chunk; sampled: a hook per "
-        f"{HOOK_EVERY_BYTES // 2**20} MiB, a segment per {SEGMENT_BYTES // 2**20} MiB, "
-        f"{_SparsePut.CHAMPIONS} champions, "
-        f"cache {cache_entries:,} IDs; per TB = per TB of data like this put.", "",
-        markdown_table(headers, rows), "",
-    ])
+    return "\n".join(
+        [
+            f"# Store ratio against average chunk size: {len(paths)} releases of {project}, "
+            f"{paths[0].stem} .. {paths[-1].stem}, {total / MB:.0f} MB uncompressed",
+            "",
+            f"zstd level {DEFAULT_ZSTD_LEVEL}, 16-byte object header per chunk; sampled: a hook per "
+            f"{HOOK_EVERY_BYTES // 2**20} MiB, a segment per {SEGMENT_BYTES // 2**20} MiB, "
+            f"{_SparsePut.CHAMPIONS} champions, "
+            f"cache {cache_entries:,} IDs; per TB = per TB of data like this put.",
+            "",
+            markdown_table(headers, rows),
+            "",
+        ]
+    )
 
 
 def _size_list(text: str) -> list[int]:
@@ -274,10 +319,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=_size_list, default=_size_list("4K,8K,16K,32K,64K"))
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--cache-entries", type=int, default=DEFAULT_CACHE_ENTRIES)
-    parser.add_argument("--hook-every", type=_size_list, default=[HOOK_EVERY_BYTES],
-                        help="plaintext bytes per hook, on average (e.g. 4096K)")
-    parser.add_argument("--segment", type=_size_list, default=[SEGMENT_BYTES],
-                        help="plaintext bytes per segment (recipe page), on average")
+    parser.add_argument(
+        "--hook-every",
+        type=_size_list,
+        default=[HOOK_EVERY_BYTES],
+        help="plaintext bytes per hook, on average (e.g. 4096K)",
+    )
+    parser.add_argument(
+        "--segment",
+        type=_size_list,
+        default=[SEGMENT_BYTES],
+        help="plaintext bytes per segment (recipe page), on average",
+    )
     args = parser.parse_args(argv)
     paths = fetch_releases(args.project, args.series, args.versions, args.cache)
     if not paths:

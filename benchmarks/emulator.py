@@ -83,12 +83,16 @@ def emulator() -> Iterator[str]:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
-    server._server.app = _one_dynamodb_request_at_a_time(server._server.app)
+    wsgi_server = server._server
+    if wsgi_server is None:
+        raise RuntimeError("moto's server did not start")
+    wsgi_server.app = _one_dynamodb_request_at_a_time(wsgi_server.app)
     original_transact = dynamodb_models.DynamoDBBackend.transact_write_items
-    dynamodb_models.DynamoDBBackend.transact_write_items = _transact_with_item_backups(original_transact)
+    # Patched on the class: moto makes its backends itself, one per account and region.
+    dynamodb_models.DynamoDBBackend.transact_write_items = _transact_with_item_backups(original_transact)  # type: ignore[method-assign]
     host, port = server.get_host_and_port()
     try:
         yield f"http://{host}:{port}"
     finally:
         server.stop()
-        dynamodb_models.DynamoDBBackend.transact_write_items = original_transact
+        dynamodb_models.DynamoDBBackend.transact_write_items = original_transact  # type: ignore[method-assign]

@@ -31,8 +31,15 @@ from .report import environment, markdown_table, write_reports
 from .suite import moto_server
 
 # Error codes that mean a writer had to try again.
-_RETRY_REASONS = ("ThrottlingException", "ProvisionedThroughputExceededException", "RequestLimitExceeded",
-                  "TransactionConflict", "TransactionConflictException", "SlowDown", "ThrottlingError")
+_RETRY_REASONS = (
+    "ThrottlingException",
+    "ProvisionedThroughputExceededException",
+    "RequestLimitExceeded",
+    "TransactionConflict",
+    "TransactionConflictException",
+    "SlowDown",
+    "ThrottlingError",
+)
 
 
 def _parse_size(text: str) -> int:
@@ -68,6 +75,8 @@ def _writer(url: str, writer: int, objects: int, size: int, start, results) -> N
     retries: Counter = Counter()
     with Store.open(url) as store:
         clients = store.backend.aws_clients
+        if clients is None:
+            raise SystemExit(f"{url} is not an s3:// store: the writers measure DynamoDB and S3 requests")
         hook = _count_retry_reasons(retries)
         clients.dynamodb.meta.events.register("needs-retry.dynamodb", hook)
         clients.s3.meta.events.register("needs-retry.s3", hook)
@@ -79,22 +88,39 @@ def _writer(url: str, writer: int, objects: int, size: int, start, results) -> N
             store.put_stream(io.BytesIO(body), f"writer-{writer:03d}/object-{number:05d}.bin")
         seconds = time.perf_counter() - began
         after = clients.requests.snapshot()
-    operations = {service: {operation: count - before.get(service, {}).get(operation, 0)
-                            for operation, count in after[service].items()} for service in ("s3", "dynamodb")}
+    operations = {
+        service: {
+            operation: count - before.get(service, {}).get(operation, 0) for operation, count in after[service].items()
+        }
+        for service in ("s3", "dynamodb")
+    }
     made = {service: sum(counts.values()) for service, counts in operations.items()}
     transactions = after["dynamodb"].get("TransactWriteItems", 0) - before["dynamodb"].get("TransactWriteItems", 0)
-    units = {kind: after["dynamodb_capacity_units"][kind] - before["dynamodb_capacity_units"][kind]
-             for kind in ("read", "write")}
-    results.put({"writer": writer, "seconds": seconds, "objects": objects, "requests": made, "operations": operations,
-                 "transactions": transactions, "capacity_units": units, "retries": dict(retries)})
+    units = {
+        kind: after["dynamodb_capacity_units"][kind] - before["dynamodb_capacity_units"][kind]
+        for kind in ("read", "write")
+    }
+    results.put(
+        {
+            "writer": writer,
+            "seconds": seconds,
+            "objects": objects,
+            "requests": made,
+            "operations": operations,
+            "transactions": transactions,
+            "capacity_units": units,
+            "retries": dict(retries),
+        }
+    )
 
 
 def run_level(url: str, writers: int, objects: int, size: int) -> dict:
     context = multiprocessing.get_context("spawn")
     start = context.Barrier(writers + 1)
     results = context.Queue()
-    processes = [context.Process(target=_writer, args=(url, number, objects, size, start, results))
-                 for number in range(writers)]
+    processes = [
+        context.Process(target=_writer, args=(url, number, objects, size, start, results)) for number in range(writers)
+    ]
     for process in processes:
         process.start()
     start.wait()
@@ -107,10 +133,14 @@ def run_level(url: str, writers: int, objects: int, size: int) -> dict:
             raise SystemExit(f"a writer failed (exit {process.exitcode})")
     total = writers * objects
     retries = sum((Counter(report["retries"]) for report in reports), Counter())
-    operations = {service: sum((Counter(report["operations"][service]) for report in reports), Counter())
-                  for service in ("s3", "dynamodb")}
+    operations = {
+        service: sum((Counter(report["operations"][service]) for report in reports), Counter())
+        for service in ("s3", "dynamodb")
+    }
     return {
-        "writers": writers, "objects": total, "wall_seconds": wall,
+        "writers": writers,
+        "objects": total,
+        "wall_seconds": wall,
         "objects_per_second": total / wall,
         "per_writer_objects_per_second": sum(report["objects"] / report["seconds"] for report in reports) / writers,
         "dynamodb_requests_per_object": sum(report["requests"]["dynamodb"] for report in reports) / total,
@@ -119,8 +149,10 @@ def run_level(url: str, writers: int, objects: int, size: int) -> dict:
         "write_units_per_object": sum(report["capacity_units"]["write"] for report in reports) / total,
         "read_units_per_object": sum(report["capacity_units"]["read"] for report in reports) / total,
         "retries": dict(retries),
-        "requests_per_object": {service: {operation: count / total for operation, count in sorted(counts.items())}
-                                for service, counts in operations.items()},
+        "requests_per_object": {
+            service: {operation: count / total for operation, count in sorted(counts.items())}
+            for service, counts in operations.items()
+        },
     }
 
 
@@ -140,23 +172,50 @@ def main(argv: list[str] | None = None) -> int:
         # A server per level: each starts from empty tables, as moto slows down as they grow.
         with moto_server():
             url = f"s3://bench-{uuid.uuid4().hex[:12]}/store"
-            Store.init(url, ChunkerSpec.from_average(avg_size=4096), CompressionSpec.parse("zstd:3"),
-                       table=f"bench-{uuid.uuid4().hex[:12]}", create=True).close()
+            Store.init(
+                url,
+                ChunkerSpec.from_average(avg_size=4096),
+                CompressionSpec.parse("zstd:3"),
+                table=f"bench-{uuid.uuid4().hex[:12]}",
+                create=True,
+            ).close()
             levels.append(run_level(url, writers, args.objects, size))
             print(f"{writers} writers: {levels[-1]['objects_per_second']:.1f} objects/s", flush=True)
-    headers = ["writers", "objects", "objects/s (all)", "objects/s per writer", "DynamoDB requests/object",
-               "transactions/object", "write units/object", "read units/object", "S3 requests/object",
-               "retries (by reason)"]
-    rows = [[str(level["writers"]), str(level["objects"]), f"{level['objects_per_second']:.1f}",
-             f"{level['per_writer_objects_per_second']:.2f}", f"{level['dynamodb_requests_per_object']:.1f}",
-             f"{level['transactions_per_object']:.2f}", f"{level['write_units_per_object']:.1f}",
-             f"{level['read_units_per_object']:.1f}", f"{level['s3_requests_per_object']:.1f}",
-             ", ".join(f"{reason} {count}" for reason, count in sorted(level["retries"].items())) or "none"]
-            for level in levels]
+    headers = [
+        "writers",
+        "objects",
+        "objects/s (all)",
+        "objects/s per writer",
+        "DynamoDB requests/object",
+        "transactions/object",
+        "write units/object",
+        "read units/object",
+        "S3 requests/object",
+        "retries (by reason)",
+    ]
+    rows = [
+        [
+            str(level["writers"]),
+            str(level["objects"]),
+            f"{level['objects_per_second']:.1f}",
+            f"{level['per_writer_objects_per_second']:.2f}",
+            f"{level['dynamodb_requests_per_object']:.1f}",
+            f"{level['transactions_per_object']:.2f}",
+            f"{level['write_units_per_object']:.1f}",
+            f"{level['read_units_per_object']:.1f}",
+            f"{level['s3_requests_per_object']:.1f}",
+            ", ".join(f"{reason} {count}" for reason, count in sorted(level["retries"].items())) or "none",
+        ]
+        for level in levels
+    ]
     table = markdown_table(headers, rows)
     markdown = f"# Many writers on one s3:// store (moto server)\n\n`{started['command']}`\n\n{table}\n"
-    write_reports(args.out, "many_writers", markdown, {"environment": started, "levels": levels,
-                                                        "object_bytes": size, "objects_per_writer": args.objects})
+    write_reports(
+        args.out,
+        "many_writers",
+        markdown,
+        {"environment": started, "levels": levels, "object_bytes": size, "objects_per_writer": args.objects},
+    )
     print(table)
     return 0
 

@@ -181,8 +181,10 @@ def moto_server():
                     os.environ[name] = value
 
 
-def _requests_since(before: dict, after: dict) -> dict:
+def _requests_since(before: dict | None, after: dict | None) -> dict:
     """The requests and their cost between two snapshots of chunkstore's request counter."""
+    if before is None or after is None:
+        raise RuntimeError("the s3:// store counted no requests")
     counts = {}
     for service in ("s3", "dynamodb"):
         counts[service] = sum(after.get(service, {}).values()) - sum(before.get(service, {}).values())

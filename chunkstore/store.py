@@ -11,12 +11,12 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO
 
-from chunkstore.backends.catalog import VersionRecord
 from chunkstore.backends.backend import Backend
+from chunkstore.backends.catalog import VersionRecord
 from chunkstore.backends.registry import open_backend
 from chunkstore.backends.sessions import DEFAULT_LEASE_SECONDS
 from chunkstore.core import crypto
-from chunkstore.core.chunking import ChunkerSpec
+from chunkstore.core.chunking import ChunkerSpec, Readable
 from chunkstore.core.compression import CompressionSpec
 from chunkstore.core.config import CONFIG_KEY, StoreConfig
 from chunkstore.core.crypto import Keys
@@ -50,9 +50,17 @@ class Store(StoreContext):
     # ---- lifecycle -------------------------------------------------------------------
 
     @classmethod
-    def init(cls, url: str, chunker: ChunkerSpec, compression: CompressionSpec, *,
-             table: str | None = None, create: bool = False, passphrase: bytes | None = None,
-             concurrency: int | None = None) -> Store:
+    def init(
+        cls,
+        url: str,
+        chunker: ChunkerSpec,
+        compression: CompressionSpec,
+        *,
+        table: str | None = None,
+        create: bool = False,
+        passphrase: bytes | None = None,
+        concurrency: int | None = None,
+    ) -> Store:
         """Create a store. For s3:// URLs, table names the DynamoDB table of its catalog, and
         create makes the bucket and the table if they do not exist."""
         backend = open_backend(url, concurrency=concurrency)
@@ -71,8 +79,10 @@ class Store(StoreContext):
         keys = None
         if passphrase is not None:
             if chunker.name not in ENCRYPTABLE_CHUNKERS:
-                raise InvalidArgumentError(f"an encrypted store needs a keyed chunker ({', '.join(ENCRYPTABLE_CHUNKERS)}); "
-                                           f"{chunker.name} would reveal content through chunk boundaries")
+                raise InvalidArgumentError(
+                    f"an encrypted store needs a keyed chunker ({', '.join(ENCRYPTABLE_CHUNKERS)}); "
+                    f"{chunker.name} would reveal content through chunk boundaries"
+                )
             config, keys = config.with_encryption(passphrase)
         catalog = backend.open_catalog(catalog_section, store_id=config.store_id, create=True)
         # The config is written last: its presence is what makes the folder a store,
@@ -82,8 +92,15 @@ class Store(StoreContext):
         return cls(backend, config, catalog, keys)
 
     @classmethod
-    def open(cls, url: str, *, lease_seconds: float = DEFAULT_LEASE_SECONDS,
-             passphrase: bytes | None = None, read_only: bool = False, concurrency: int | None = None) -> Store:
+    def open(
+        cls,
+        url: str,
+        *,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        passphrase: bytes | None = None,
+        read_only: bool = False,
+        concurrency: int | None = None,
+    ) -> Store:
         """Open the store at url. An encrypted store needs its passphrase (or key file bytes):
         without one PassphraseRequiredError is raised, with a wrong one WrongKeyError.
         read_only promises that only reading operations (get, restore, list, verify, stats)
@@ -98,16 +115,16 @@ class Store(StoreContext):
         if config.encryption is not None and passphrase is None:
             raise PassphraseRequiredError(
                 f"the store at {url} is encrypted: give its passphrase (CHUNKSTORE_PASSPHRASE, "
-                "--passphrase-file, or at the prompt)")
+                "--passphrase-file, or at the prompt)"
+            )
         keys = config.unlock(passphrase)
-        catalog = backend.open_catalog(config.catalog, store_id=config.store_id, create=False,
-                                       lease_seconds=lease_seconds, read_only=read_only)
+        catalog = backend.open_catalog(
+            config.catalog, store_id=config.store_id, create=False, lease_seconds=lease_seconds, read_only=read_only
+        )
         return cls(backend, config, catalog, keys)
 
     def change_passphrase(self, old: bytes, new: bytes) -> None:
         """Wrap the store's key under a new passphrase. No data is re-encrypted."""
-        if self.config.encryption is None:
-            raise InvalidArgumentError("the store is not encrypted")
         self.config = self.config.with_new_passphrase(old, new)
         self.blobs.put(CONFIG_KEY, self.config.to_bytes())
         self.blobs.sync()
@@ -133,23 +150,41 @@ class Store(StoreContext):
         """The requests this process has made to the store so far, or None where they cost nothing."""
         return self.backend.request_counts()
 
-    def put(self, paths: Iterable[PathArgument], *, program: str = LIBRARY_PROGRAM, sync: bool = False,
-            force_read: bool = False, at_ns: int | None = None, on_result: Callable[[FileResult], None] | None = None,
-            on_progress: Callable[[Progress], None] | None = None) -> PutSummary:
+    def put(
+        self,
+        paths: Iterable[PathArgument],
+        *,
+        program: str = LIBRARY_PROGRAM,
+        sync: bool = False,
+        force_read: bool = False,
+        at_ns: int | None = None,
+        on_result: Callable[[FileResult], None] | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> PutSummary:
         """Put files and folders and record the run as a snapshot (see operations.put.put)."""
-        return put.put(self, paths, program=program, sync=sync, force_read=force_read, at_ns=at_ns,
-                       on_result=on_result, on_progress=on_progress)
+        return put.put(
+            self,
+            paths,
+            program=program,
+            sync=sync,
+            force_read=force_read,
+            at_ns=at_ns,
+            on_result=on_result,
+            on_progress=on_progress,
+        )
 
-    def put_stream(self, stream: BinaryIO, name: str, *, program: str = LIBRARY_PROGRAM,
-                   at_ns: int | None = None) -> PutSummary:
+    def put_stream(
+        self, stream: Readable, name: str, *, program: str = LIBRARY_PROGRAM, at_ns: int | None = None
+    ) -> PutSummary:
         """Put one stream under name and record the run as a snapshot; its result is .results[0]."""
         return put.put_stream(self, stream, name, program=program, at_ns=at_ns)
 
     def get(self, name: str, output: BinaryIO, *, version: int | None = None, on_progress=None) -> VersionRecord:
         return read.get_to_stream(self, name, output, version=version, on_progress=on_progress)
 
-    def get_to_path(self, name: str, path: str | os.PathLike[str], *, version: int | None = None,
-                    on_progress=None) -> VersionRecord:
+    def get_to_path(
+        self, name: str, path: str | os.PathLike[str], *, version: int | None = None, on_progress=None
+    ) -> VersionRecord:
         return read.get_to_path(self, name, Path(path), version=version, on_progress=on_progress)
 
     def restore(self, prefix: str, destination: str | os.PathLike[str], **options) -> read.RestoreSummary:
@@ -164,10 +199,12 @@ class Store(StoreContext):
     def gc(self, *, dry_run: bool = False, on_progress=None) -> maintenance.GcReport:
         return maintenance.gc(self, dry_run=dry_run, on_progress=on_progress)
 
-    def verify(self, *, read_data: bool = False, subset_percent: float = 100.0, repair: bool = False,
-               on_progress=None) -> maintenance.VerifyReport:
-        return maintenance.verify(self, read_data=read_data, subset_percent=subset_percent, repair=repair,
-                                  on_progress=on_progress)
+    def verify(
+        self, *, read_data: bool = False, subset_percent: float = 100.0, repair: bool = False, on_progress=None
+    ) -> maintenance.VerifyReport:
+        return maintenance.verify(
+            self, read_data=read_data, subset_percent=subset_percent, repair=repair, on_progress=on_progress
+        )
 
     def stats(self) -> dict:
         return maintenance.stats(self)

@@ -24,8 +24,7 @@ def default_store_url() -> str:
 class Context:
     """The global options, as every command reads them."""
 
-    def __init__(self, store_url: str, quiet: bool, passphrase_file: str | None = None,
-                 concurrency: int | None = None):
+    def __init__(self, store_url: str, quiet: bool, passphrase_file: str | None = None, concurrency: int | None = None):
         self.store_url = store_url
         self.quiet = quiet
         self.concurrency = concurrency
@@ -44,8 +43,12 @@ class Context:
         value = os.environ.get(PASSPHRASE_VARIABLE)
         return value.encode() if value is not None else None
 
-    def prompt_passphrase(self, label: str = "Passphrase", confirm: bool = False,
-                          otherwise: str = f"set {PASSPHRASE_VARIABLE} or use --passphrase-file") -> bytes:
+    def prompt_passphrase(
+        self,
+        label: str = "Passphrase",
+        confirm: bool = False,
+        otherwise: str = f"set {PASSPHRASE_VARIABLE} or use --passphrase-file",
+    ) -> bytes:
         """Ask on the terminal; without one, say how to give the passphrase instead (otherwise)."""
         from chunkstore.errors import PassphraseRequiredError
 
@@ -60,11 +63,11 @@ class Context:
 
         self.passphrase = self.given_passphrase()
         try:
-            return Store.open(self.store_url, passphrase=self.passphrase, read_only=read_only,
-                              concurrency=self.concurrency)
+            return Store.open(
+                self.store_url, passphrase=self.passphrase, read_only=read_only, concurrency=self.concurrency
+            )
         except PassphraseRequiredError:
             if self.passphrase is not None or not sys.stdin.isatty():
                 raise
         self.passphrase = self.prompt_passphrase()
-        return Store.open(self.store_url, passphrase=self.passphrase, read_only=read_only,
-                          concurrency=self.concurrency)
+        return Store.open(self.store_url, passphrase=self.passphrase, read_only=read_only, concurrency=self.concurrency)

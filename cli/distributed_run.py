@@ -23,26 +23,47 @@ POLL_SECONDS = 10.0
 def distributed_options(command):
     """The options both commands take for a distributed run."""
     options = [
-        click.option("--distributed", is_flag=True,
-                     help="Run on AWS Step Functions (the Distributed Map of deploy/template.yaml): thousands of "
-                          "Lambda functions read the objects instead of this machine."),
-        click.option("--state-machine", metavar="ARN", envvar="CHUNKSTORE_STATE_MACHINE",
-                     help="With --distributed: the state machine (the stack's DistributedStateMachineArn output). "
-                          "Default: $CHUNKSTORE_STATE_MACHINE."),
-        click.option("--inventory", "manifest_url", metavar="s3://BUCKET/KEY/manifest.json",
-                     help="With --distributed: read the objects from this S3 Inventory manifest instead of "
-                          "listing the bucket (faster to start on tens of millions of objects)."),
+        click.option(
+            "--distributed",
+            is_flag=True,
+            help="Run on AWS Step Functions (the Distributed Map of deploy/template.yaml): thousands of "
+            "Lambda functions read the objects instead of this machine.",
+        ),
+        click.option(
+            "--state-machine",
+            metavar="ARN",
+            envvar="CHUNKSTORE_STATE_MACHINE",
+            help="With --distributed: the state machine (the stack's DistributedStateMachineArn output). "
+            "Default: $CHUNKSTORE_STATE_MACHINE.",
+        ),
+        click.option(
+            "--inventory",
+            "manifest_url",
+            metavar="s3://BUCKET/KEY/manifest.json",
+            help="With --distributed: read the objects from this S3 Inventory manifest instead of "
+            "listing the bucket (faster to start on tens of millions of objects).",
+        ),
         click.option("--detach", is_flag=True, help="With --distributed: start the run and return at once."),
-        click.option("--status", "execution_arn", metavar="EXECUTION_ARN",
-                     help="Follow (or report) a distributed run started before, by its execution ARN."),
+        click.option(
+            "--status",
+            "execution_arn",
+            metavar="EXECUTION_ARN",
+            help="Follow (or report) a distributed run started before, by its execution ARN.",
+        ),
     ]
     for option in reversed(options):
         command = option(command)
     return command
 
 
-def check_distributed_usage(source: str | None, distributed: bool, state_machine: str | None,
-                            manifest_url: str | None, detach: bool, execution_arn: str | None) -> None:
+def check_distributed_usage(
+    source: str | None,
+    distributed: bool,
+    state_machine: str | None,
+    manifest_url: str | None,
+    detach: bool,
+    execution_arn: str | None,
+) -> None:
     if execution_arn:
         if distributed or source or manifest_url:
             raise click.UsageError("--status takes no source and no --distributed or --inventory: the run has them")
@@ -75,14 +96,22 @@ def human_duration(seconds: float) -> str:
     return f"{minutes // 60} h {minutes % 60:02d} min"
 
 
-def follow_run(context, action: str, source: str | None, state_machine: str | None, manifest_url: str | None,
-               detach: bool, execution_arn: str | None):
+def follow_run(
+    context,
+    action: str,
+    source: str | None,
+    state_machine: str | None,
+    manifest_url: str | None,
+    detach: bool,
+    execution_arn: str | None,
+):
     """Start or reattach, then wait for the end: returns the finished RunProgress, or an exit code
     when there is nothing more to do here (detached, or interrupted with the run going on)."""
     from chunkstore.apps.distributed import run_progress, start_run, stepfunctions_client
 
     sfn = stepfunctions_client()
     if execution_arn is None:
+        assert state_machine is not None and source is not None  # check_distributed_usage asked for both
         execution_arn = start_run(sfn, state_machine, action, source, manifest_url)
         if not context.quiet or detach:
             click.echo(f"started {execution_arn}")
@@ -111,8 +140,16 @@ class FinishedRun:
     exit_code: int  # EXIT_ERROR when the run did not succeed
 
 
-def finished_run(context, action: str, s3, source: str | None, state_machine: str | None,
-                 manifest_url: str | None, detach: bool, execution_arn: str | None):
+def finished_run(
+    context,
+    action: str,
+    s3,
+    source: str | None,
+    state_machine: str | None,
+    manifest_url: str | None,
+    detach: bool,
+    execution_arn: str | None,
+):
     """Follow the run to its end: a FinishedRun, or the exit code when there are no results to
     read here (detached, interrupted, or a run that ended without writing any)."""
     from chunkstore.apps.distributed import read_results, results_manifest
@@ -140,12 +177,16 @@ def print_ingest_summary(context, source: str, summary, ledger_hint: str) -> Non
     if context.quiet:
         return
     counts = ", ".join(f"{outcome} {count:,}" for outcome, count in sorted(summary.counts.items()))
-    click.echo(f"{printable(source)}: {summary.objects:,} objects ({counts}); "
-               f"{human_bytes(summary.ingested_bytes)} in the store")
+    click.echo(
+        f"{printable(source)}: {summary.objects:,} objects ({counts}); "
+        f"{human_bytes(summary.ingested_bytes)} in the store"
+    )
     bucket, _ = parse_s3_url(source)
     for key in summary.deferred:
-        click.echo(f"deferred (too large for one invocation): chunkstore ingest "
-                   f"{printable(f's3://{bucket}/{key}')}{ledger_hint}")
+        click.echo(
+            f"deferred (too large for one invocation): chunkstore ingest "
+            f"{printable(f's3://{bucket}/{key}')}{ledger_hint}"
+        )
     for key in summary.failed:
         click.echo(f"failed: {printable(str(key))}")
     shown = len(summary.deferred) + len(summary.failed)

@@ -33,20 +33,39 @@ from .secrets import PASSPHRASE_VARIABLE
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option("--store", "store_url", metavar="URL", default=None,
-              help="The store: a folder path (or file://PATH), or s3://BUCKET/PREFIX. Default: $CHUNKSTORE_STORE, "
-                   "else a folder in your user data directory.")
+@click.option(
+    "--store",
+    "store_url",
+    metavar="URL",
+    default=None,
+    help="The store: a folder path (or file://PATH), or s3://BUCKET/PREFIX. Default: $CHUNKSTORE_STORE, "
+    "else a folder in your user data directory.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="Print only errors (and what a command exists to print).")
-@click.option("--passphrase-file", type=click.Path(exists=True, dir_okay=False), metavar="PATH",
-              help=f"Read an encrypted store's passphrase (or key file) from PATH. Default: ${PASSPHRASE_VARIABLE}, "
-                   "else a prompt on the terminal.")
-@click.option("--concurrency", type=CONCURRENCY, envvar="CHUNKSTORE_CONCURRENCY", metavar="N",
-              help="Chunk requests kept in flight (threads). Default: 32 for s3:// stores, one per core "
-                   "for a folder. Also $CHUNKSTORE_CONCURRENCY.")
+@click.option(
+    "--passphrase-file",
+    type=click.Path(exists=True, dir_okay=False),
+    metavar="PATH",
+    help=f"Read an encrypted store's passphrase (or key file) from PATH. Default: ${PASSPHRASE_VARIABLE}, "
+    "else a prompt on the terminal.",
+)
+@click.option(
+    "--concurrency",
+    type=CONCURRENCY,
+    envvar="CHUNKSTORE_CONCURRENCY",
+    metavar="N",
+    help="Chunk requests kept in flight (threads). Default: 32 for s3:// stores, one per core "
+    "for a folder. Also $CHUNKSTORE_CONCURRENCY.",
+)
 @click.version_option(__version__, prog_name="chunkstore")
 @click.pass_context
-def cli(click_context: click.Context, store_url: str | None, quiet: bool, passphrase_file: str | None,
-        concurrency: int | None) -> None:
+def cli(
+    click_context: click.Context,
+    store_url: str | None,
+    quiet: bool,
+    passphrase_file: str | None,
+    concurrency: int | None,
+) -> None:
     """chunkstore: a deduplicating store for many versions of big, similar files.
 
     Files are cut into content-defined chunks (FastCDC), each chunk is named by its
@@ -64,8 +83,25 @@ def cli(click_context: click.Context, store_url: str | None, quiet: bool, passph
     click_context.obj = Context(store_url or default_store_url(), quiet, passphrase_file, concurrency)
 
 
-for command in (init, put, get, restore, list_command, rm, gc, verify, stats, snapshots, diff, forget, key,
-                serve, serve_token, ingest, scan):
+for command in (
+    init,
+    put,
+    get,
+    restore,
+    list_command,
+    rm,
+    gc,
+    verify,
+    stats,
+    snapshots,
+    diff,
+    forget,
+    key,
+    serve,
+    serve_token,
+    ingest,
+    scan,
+):
     cli.add_command(command)
 
 

@@ -3,6 +3,7 @@ cannot hold into a one-line usage error (exit 2) before anything is opened."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable
 from typing import NoReturn
@@ -96,10 +97,8 @@ def parse_as_of(text: str) -> history.AsOf | str:
     # Both ends of a date are checked: only one of them may exist on the calendar (the
     # start of 0001-01-01 in a zone east of UTC, the end of 9999-12-31), and both must fit.
     for end_of_day in (False, True):
-        try:
+        with contextlib.suppress(InvalidArgumentError):
             instants.append(_checked_time_ns(text, history.parse_time(text, end_of_day=end_of_day)))
-        except InvalidArgumentError:
-            pass
     if not instants:
         return text
     if len(instants) == 1:
@@ -120,10 +119,12 @@ def time_point_option(*names: str, what: str, **options):
 def as_of_option(what: str):
     """--as-of TIME|SNAPSHOT: what the command shows, as it was then."""
     return time_point_option(
-        "--as-of", "as_of",
+        "--as-of",
+        "as_of",
         what=f"{what} as of a past time: a date (2026-11-20: the end of that day), a date-time "
-             "(2026-11-20T03:00, local unless it ends in Z or +HH:MM), or a snapshot ID or unique prefix "
-             "of one (`chunkstore snapshots`).")
+        "(2026-11-20T03:00, local unless it ends in Z or +HH:MM), or a snapshot ID or unique prefix "
+        "of one (`chunkstore snapshots`).",
+    )
 
 
 def parse_duration(text: str) -> history.Duration:
@@ -143,6 +144,10 @@ def s3_source(value: str) -> str:
 
 
 LOG_FORMAT_OPTION = click.option(
-    "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
     help="text: one line per object; json: the Lambda function's structured log lines "
-         "(needs aws-lambda-powertools: pip install 'chunkstore[lambda]').")
+    "(needs aws-lambda-powertools: pip install 'chunkstore[lambda]').",
+)

@@ -7,7 +7,7 @@ import json
 import re
 import sys
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import click
 
@@ -66,7 +66,7 @@ def signed_bytes(count: int) -> str:
 
 
 def local_time(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC).astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
 def stdout_is_terminal() -> bool:
@@ -91,8 +91,7 @@ def print_table(columns: list[Column], rows: list[tuple[str, ...]], *, plain_hea
 
         table = Table(box=None, header_style="bold", pad_edge=False)
         for column in columns:
-            table.add_column(column.header, justify="right" if column.align == ">" else "left",
-                             overflow="fold")
+            table.add_column(column.header, justify="right" if column.align == ">" else "left", overflow="fold")
         for row in rows:
             # Text, not str: rich would read `[bold]` in a file name as markup.
             table.add_row(*(Text(cell) for cell in row))
@@ -100,7 +99,7 @@ def print_table(columns: list[Column], rows: list[tuple[str, ...]], *, plain_hea
         return
     lines = ([tuple(column.header for column in columns)] if plain_header else []) + rows
     for cells in lines:
-        padded = [f"{cell:{column.align}{column.width}}" for column, cell in zip(columns[:-1], cells)]
+        padded = [f"{cell:{column.align}{column.width}}" for column, cell in zip(columns[:-1], cells[:-1], strict=True)]
         click.echo("  ".join([*padded, cells[-1]]))
 
 

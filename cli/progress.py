@@ -20,20 +20,36 @@ class ProgressDisplay:
             return
         # rich takes ~0.1 s to import: only commands that draw a bar pay for it.
         from rich.console import Console
-        from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TaskProgressColumn,
-                                   TextColumn, TimeRemainingColumn, TransferSpeedColumn)
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            MofNCompleteColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
 
         if counting == "bytes":
             amounts = [DownloadColumn(binary_units=True), TransferSpeedColumn()]
         else:
             amounts = [MofNCompleteColumn(), TextColumn(counting)]
         # No redirection of stdout: with `put -v | tee`, rich would send the file lines to stderr.
-        self._progress = Progress(BarColumn(), TaskProgressColumn(), *amounts, TimeRemainingColumn(),
-                                  TextColumn("{task.fields[detail]}"), console=Console(stderr=True),
-                                  transient=True, redirect_stdout=False, redirect_stderr=False)
+        self._progress = Progress(
+            BarColumn(),
+            TaskProgressColumn(),
+            *amounts,
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[detail]}"),
+            console=Console(stderr=True),
+            transient=True,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        )
         self._task = self._progress.add_task("", total=None, detail="")
 
-    def __enter__(self) -> "ProgressDisplay":
+    def __enter__(self) -> ProgressDisplay:
         if self._progress is not None:
             self._progress.start()
         return self

@@ -21,9 +21,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from support.storeobjects import LocalObjects, MemoryObjects, S3Objects
 
 from chunkstore import ChunkerSpec, CompressionSpec, Store
+from support.storeobjects import LocalObjects, MemoryObjects, S3Objects
 
 # The moto server (S3 and DynamoDB over HTTP) that the s3:// tests and the CLI tests share.
 pytest_plugins = ["support.moto_fixtures"]

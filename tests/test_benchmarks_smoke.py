@@ -6,6 +6,7 @@ restic and borg are optional: their part is skipped where they are not installed
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import shutil
 import sqlite3
@@ -43,7 +44,7 @@ def test_each_version_edits_the_one_before(tmp_path):
     archives = sorted(dataset.root.iterdir())
 
     contents = [path.read_bytes() for path in archives]
-    assert all(before != after for before, after in zip(contents, contents[1:]))
+    assert all(before != after for before, after in itertools.pairwise(contents))
 
 
 def test_digest_changes_with_one_byte(tmp_path):
@@ -68,8 +69,9 @@ def test_a_run_restores_the_dataset_byte_for_byte_and_refuses_a_mismatch(tmp_pat
 
 
 def _run_module(module: str, *args: str | Path) -> None:
-    completed = subprocess.run([sys.executable, "-m", module, "--smoke", *map(str, args)],
-                               cwd=REPOSITORY_ROOT, capture_output=True, text=True)
+    completed = subprocess.run(
+        [sys.executable, "-m", module, "--smoke", *map(str, args)], cwd=REPOSITORY_ROOT, capture_output=True, text=True
+    )
     assert completed.returncode == 0, completed.stderr
 
 
@@ -87,7 +89,9 @@ def test_foundation_smoke_measures_chunkstore_and_writes_the_reports(tmp_path):
     assert document["chunkstore_stats"]["logical_bytes"] == logical
     assert document["figures"]["put_mb_s"]["chunkstore"] == pytest.approx(logical / 1e6 / run["put_seconds"])
     assert document["figures"]["restore_mb_s"]["chunkstore"] == pytest.approx(logical / 1e6 / run["restore_seconds"])
-    assert document["figures"]["store_ratio"]["chunkstore"] == pytest.approx(logical / run["repository_allocated_bytes"])
+    assert document["figures"]["store_ratio"]["chunkstore"] == pytest.approx(
+        logical / run["repository_allocated_bytes"]
+    )
     assert run["put_peak_rss_bytes"] > 0
     assert [target["met"] for target in document["targets"]] == [None] * len(document["targets"])
     assert "| put of new data" in markdown
@@ -116,7 +120,8 @@ def test_encryption_smoke_compares_the_stores_and_separates_the_fixed_cost(tmp_p
     plain, encrypted = document["medians"]["plain"], document["medians"]["encrypted"]
     assert document["ratios"]["put"] == pytest.approx(plain["put_seconds"] / encrypted["put_seconds"])
     assert document["ratios"]["put_data_path"] == pytest.approx(
-        (plain["put_seconds"] - plain["stats_seconds"]) / (encrypted["put_seconds"] - encrypted["stats_seconds"]))
+        (plain["put_seconds"] - plain["stats_seconds"]) / (encrypted["put_seconds"] - encrypted["stats_seconds"])
+    )
     assert plain["stats_seconds"] > 0 and encrypted["stats_seconds"] > 0
     assert "less the fixed cost" in (out / "encryption.md").read_text()
 
@@ -127,8 +132,9 @@ def test_micro_smoke_writes_one_row_per_chunker_and_size(tmp_path):
 
     document = json.loads((out / "micro.json").read_text())
     rows = {(row["chunker"], row["avg_size"]): row for row in document["results"]}
-    assert set(rows) == {(chunker, size) for chunker in ("fastcdc2020", "fastcdc-ronomon", "fixed")
-                         for size in (16384, 65536)}
+    assert set(rows) == {
+        (chunker, size) for chunker in ("fastcdc2020", "fastcdc-ronomon", "fixed") for size in (16384, 65536)
+    }
     assert rows[("fixed", 16384)]["chunk_size_median"] == 16384
     for row in rows.values():
         assert row["logical_bytes"] == document["dataset"]["logical_bytes"]
@@ -154,10 +160,14 @@ def test_the_suite_smoke_measures_every_dataset_from_real_runs_and_writes_the_re
         assert result["figures"]["put_mb_s"]["chunkstore"] == pytest.approx(logical / 1e6 / run["put_seconds"])
         assert result["figures"]["reput_mb_s"]["chunkstore"] == pytest.approx(logical / 1e6 / run["reput_seconds"])
         assert result["figures"]["peak_rss_mib"]["chunkstore"] == pytest.approx(
-            max(run["put_peak_rss_bytes"], run["reput_peak_rss_bytes"], run["restore_peak_rss_bytes"]) / 2**20)
+            max(run["put_peak_rss_bytes"], run["reput_peak_rss_bytes"], run["restore_peak_rss_bytes"]) / 2**20
+        )
         grid = {(row["chunker"], row["avg_size"]): row for row in result["grid"]}
-        assert set(grid) == {(chunker, size) for chunker in ("fastcdc2020", "fastcdc-ronomon", "fixed")
-                             for size in (4096, 65536, 1048576)}
+        assert set(grid) == {
+            (chunker, size)
+            for chunker in ("fastcdc2020", "fastcdc-ronomon", "fixed")
+            for size in (4096, 65536, 1048576)
+        }
         for row in grid.values():
             assert row["logical_bytes"] == logical
             assert row["chunk_size_min"] <= row["chunk_size_median"] <= row["chunk_size_p99"] <= row["chunk_size_max"]
@@ -174,7 +184,9 @@ def test_the_suite_smoke_measures_every_dataset_from_real_runs_and_writes_the_re
         for row in s3["rows"]:
             assert row["restore_verified"] is True
             assert row["put_requests"]["s3"] >= row["chunks"]
-            assert row["s3_requests_per_gb_put"] == pytest.approx(row["put_requests"]["s3"] / row["logical_bytes"] * 1e9)
+            assert row["s3_requests_per_gb_put"] == pytest.approx(
+                row["put_requests"]["s3"] / row["logical_bytes"] * 1e9
+            )
 
     markdown = (out / "report.md").read_text()
     assert "## Headline: versioned-archives" in markdown
@@ -204,8 +216,9 @@ def test_the_suite_skips_the_s3_store_without_moto(tmp_path, monkeypatch):
 
 
 def test_the_store_ratio_target_is_set_for_archives_and_databases_only():
-    kinds_with_it = [kind for kind in datasets.KINDS
-                     if any(target.figure == "store_ratio" for target in suite.targets_for(kind))]
+    kinds_with_it = [
+        kind for kind in datasets.KINDS if any(target.figure == "store_ratio" for target in suite.targets_for(kind))
+    ]
     assert kinds_with_it == [datasets.VERSIONED_ARCHIVES, datasets.DATABASE_FILE]
     assert suite.chosen_kinds("all") == list(datasets.KINDS)
     with pytest.raises(Exception, match="unknown dataset"):
@@ -225,7 +238,7 @@ def test_database_rounds_are_sqlite_files_that_share_most_pages(tmp_path):
 
     first, second = rounds[0].read_bytes(), rounds[1].read_bytes()
     page = 4096
-    shared = sum(first[at:at + page] == second[at:at + page] for at in range(0, len(first), page))
+    shared = sum(first[at : at + page] == second[at : at + page] for at in range(0, len(first), page))
     assert first != second
     assert shared > len(first) // page // 2
 

@@ -34,10 +34,57 @@ def xof(label: str, size: int) -> bytes:
     return blake3.blake3(label.encode()).digest(length=size)
 
 
-WORDS = ["the", "of", "and", "to", "in", "is", "was", "for", "on", "that", "with", "as", "by", "at", "from",
-         "this", "be", "are", "or", "an", "it", "which", "not", "have", "one", "chunk", "store", "file", "data",
-         "version", "recipe", "digest", "backup", "restore", "object", "header", "catalog", "page", "block",
-         "deduplicate", "compress", "stream", "boundary", "window", "rolling", "hash", "fast", "content", "defined"]
+WORDS = [
+    "the",
+    "of",
+    "and",
+    "to",
+    "in",
+    "is",
+    "was",
+    "for",
+    "on",
+    "that",
+    "with",
+    "as",
+    "by",
+    "at",
+    "from",
+    "this",
+    "be",
+    "are",
+    "or",
+    "an",
+    "it",
+    "which",
+    "not",
+    "have",
+    "one",
+    "chunk",
+    "store",
+    "file",
+    "data",
+    "version",
+    "recipe",
+    "digest",
+    "backup",
+    "restore",
+    "object",
+    "header",
+    "catalog",
+    "page",
+    "block",
+    "deduplicate",
+    "compress",
+    "stream",
+    "boundary",
+    "window",
+    "rolling",
+    "hash",
+    "fast",
+    "content",
+    "defined",
+]
 
 
 @cache
@@ -52,8 +99,7 @@ def golden_input(name: str) -> bytes:
     if name == "edited":
         # One block three times with small insertions and deletions, as successive versions of a file look.
         block = xof("golden edited block", 512 * KIB)
-        return (block + block[:100_000] + b"inserted line\n" + block[100_000:]
-                + block[:300_000] + block[300_123:])
+        return block + block[:100_000] + b"inserted line\n" + block[100_000:] + block[:300_000] + block[300_123:]
     if name == "sparse":
         # Long zero runs force cuts at max_size; a content-defined chunker must resync after them.
         return bytes(1024 * KIB) + xof("golden sparse", 1024 * KIB) + bytes(777 * KIB) + xof("golden tail", 5000)
@@ -199,7 +245,7 @@ def pipe_reader(data: bytes):
             for size in itertools.cycle([1, 4095, 7, 65_536, 333, 20_000]):
                 if offset >= len(data):
                     break
-                pipe.write(data[offset:offset + size])
+                pipe.write(data[offset : offset + size])
                 offset += size
 
     feeder = threading.Thread(target=feed, daemon=True)
@@ -234,7 +280,9 @@ def test_a_seed_changes_boundaries_and_is_deterministic():
 
 def test_from_average_spreads_min_and_max_around_the_average():
     assert ChunkerSpec.from_average() == ChunkerSpec("fastcdc2020", 16 * KIB, 64 * KIB, 256 * KIB, 0)
-    assert ChunkerSpec.from_average("fastcdc-ronomon", 8 * KIB) == ChunkerSpec("fastcdc-ronomon", 2 * KIB, 8 * KIB, 32 * KIB)
+    assert ChunkerSpec.from_average("fastcdc-ronomon", 8 * KIB) == ChunkerSpec(
+        "fastcdc-ronomon", 2 * KIB, 8 * KIB, 32 * KIB
+    )
     assert ChunkerSpec.from_average("fixed", 8 * KIB) == ChunkerSpec("fixed", 8 * KIB, 8 * KIB, 8 * KIB)
 
 
@@ -268,10 +316,13 @@ def test_config_round_trip(chunker):
     assert ChunkerSpec.from_config(spec.to_config()) == spec
 
 
-@pytest.mark.parametrize("config", [
-    {"name": "rabin", "min_size": 1024, "avg_size": 4096, "max_size": 16384},
-    {"min_size": 1024, "avg_size": 4096, "max_size": 16384},
-])
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"name": "rabin", "min_size": 1024, "avg_size": 4096, "max_size": 16384},
+        {"min_size": 1024, "avg_size": 4096, "max_size": 16384},
+    ],
+)
 def test_from_config_of_an_unknown_chunker(config):
     with pytest.raises(UnsupportedFormatError):
         ChunkerSpec.from_config(config)

@@ -23,12 +23,12 @@ import pytest
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
-from support.storeobjects import LocalObjects, S3Objects
 
 from chunkstore import ChunkerSpec, CompressionSpec, Store
 from chunkstore.core import compression, crypto, recipes
 from chunkstore.core.chunking import make_chunker
 from chunkstore.core.config import CHUNK_KEY_PREFIX, CONFIG_KEY, chunk_key
+from chunkstore.core.objectformat import HEADER_SIZE, ObjectHeader, parse_header
 from chunkstore.errors import (
     ChunkMismatchError,
     CorruptObjectError,
@@ -39,7 +39,7 @@ from chunkstore.errors import (
     UnsupportedFormatError,
     WrongKeyError,
 )
-from chunkstore.core.objectformat import HEADER_SIZE, ObjectHeader, parse_header
+from support.storeobjects import LocalObjects, S3Objects
 
 PASSPHRASE = b"correct horse battery staple"
 # Small chunks: a few hundred KiB make dozens of chunks, a few MiB hundreds.
@@ -100,8 +100,13 @@ def fast_kdf():
 
 def init_store(backend, label: str, passphrase: bytes | None = PASSPHRASE, chunker: str = "fastcdc2020") -> Store:
     url, options = backend.new_location(label)
-    return Store.init(url, ChunkerSpec.from_average(chunker, AVG_SIZE), CompressionSpec.parse("zstd:3"),
-                      passphrase=passphrase, **options)
+    return Store.init(
+        url,
+        ChunkerSpec.from_average(chunker, AVG_SIZE),
+        CompressionSpec.parse("zstd:3"),
+        passphrase=passphrase,
+        **options,
+    )
 
 
 class Stores:
@@ -302,16 +307,27 @@ def unwrap_master_key(backup: dict, passphrase: bytes) -> bytes:
     first) with the store ID in the associated data."""
     section = backup["encryption"]
     kdf = section["kdf"]
-    key_encryption_key = Argon2id(salt=base64.b64decode(kdf["salt"]), length=32, iterations=kdf["iterations"],
-                                  lanes=kdf["lanes"], memory_cost=kdf["memory_kib"]).derive(passphrase)
+    key_encryption_key = Argon2id(
+        salt=base64.b64decode(kdf["salt"]),
+        length=32,
+        iterations=kdf["iterations"],
+        lanes=kdf["lanes"],
+        memory_cost=kdf["memory_kib"],
+    ).derive(passphrase)
     wrapped = base64.b64decode(section["wrapped_key"])
-    return AESGCM(key_encryption_key).decrypt(wrapped[:12], wrapped[12:],
-                                              b"chunkstore master key\x00" + backup["store_id"].encode())
+    return AESGCM(key_encryption_key).decrypt(
+        wrapped[:12], wrapped[12:], b"chunkstore master key\x00" + backup["store_id"].encode()
+    )
 
 
 def encodings(secret: bytes) -> list[bytes]:
-    return [secret, secret.hex().encode(), secret.hex().upper().encode(), base64.b64encode(secret),
-            base64.urlsafe_b64encode(secret).rstrip(b"=")]
+    return [
+        secret,
+        secret.hex().encode(),
+        secret.hex().upper().encode(),
+        base64.b64encode(secret),
+        base64.urlsafe_b64encode(secret).rstrip(b"="),
+    ]
 
 
 def test_the_key_is_only_ever_stored_or_exported_wrapped(backend, stores):
@@ -376,13 +392,23 @@ def test_a_key_section_copied_from_another_store_does_not_unlock_it(backend, sto
 def test_encryption_with_an_unkeyed_chunker_is_refused_and_leaves_no_store(backend):
     url, options = backend.new_location("ronomon")
     with pytest.raises(InvalidArgumentError, match="fastcdc-ronomon"):
-        Store.init(url, ChunkerSpec.from_average("fastcdc-ronomon", AVG_SIZE), CompressionSpec.parse("zstd:3"),
-                   passphrase=PASSPHRASE, **options)
+        Store.init(
+            url,
+            ChunkerSpec.from_average("fastcdc-ronomon", AVG_SIZE),
+            CompressionSpec.parse("zstd:3"),
+            passphrase=PASSPHRASE,
+            **options,
+        )
     with pytest.raises(StoreNotFoundError):
         Store.open(url, passphrase=PASSPHRASE)
     # The refused init left nothing in the way of a good one.
-    with Store.init(url, ChunkerSpec.from_average("fastcdc2020", AVG_SIZE), CompressionSpec.parse("zstd:3"),
-                    passphrase=PASSPHRASE, **options) as store:
+    with Store.init(
+        url,
+        ChunkerSpec.from_average("fastcdc2020", AVG_SIZE),
+        CompressionSpec.parse("zstd:3"),
+        passphrase=PASSPHRASE,
+        **options,
+    ) as store:
         assert store.encrypted
 
 
@@ -483,7 +509,7 @@ def test_one_flipped_byte_anywhere_in_an_object_fails_get_and_verify_naming_the_
     victim = only_chunk_keys(tamper, "docs/victim")[0]
     original = backend.read_object(tamper.url, victim)
     index = BYTE_POSITIONS[position](len(original))
-    assert HEADER_SIZE + crypto.NONCE_SIZE + crypto.TAG_SIZE < len(original)
+    assert len(original) > HEADER_SIZE + crypto.NONCE_SIZE + crypto.TAG_SIZE
     with object_replaced(backend, tamper.url, victim, flipped(original, index)):
         assert_get_fails_naming(tamper, "docs/victim")
         report = tamper.verify(read_data=True)
@@ -562,8 +588,11 @@ def test_a_chunk_that_does_not_survive_encoding_is_never_stored(stores, monkeypa
     encoder that alters one byte of the plaintext) fails the put before it counts as stored."""
     store = stores.init()
     honest_encode = store.codec.encode
-    monkeypatch.setattr(store.codec, "encode",
-                        lambda chunk_id, plaintext: honest_encode(chunk_id, flipped(plaintext, len(plaintext) // 2)))
+    monkeypatch.setattr(
+        store.codec,
+        "encode",
+        lambda chunk_id, plaintext: honest_encode(chunk_id, flipped(plaintext, len(plaintext) // 2)),
+    )
     with pytest.raises(ChunkMismatchError):
         put_bytes(store, "never", KNOWN[:100_000])
     with pytest.raises(NameNotFoundError):
@@ -609,13 +638,16 @@ def first_shared_window(needle: bytes, haystack: bytes, window: int = WINDOW) ->
     block = window // 2
     starts: dict[bytes, list[int]] = defaultdict(list)
     for offset in range(0, len(haystack) - block + 1, block):
-        starts[haystack[offset:offset + block]].append(offset)
+        starts[haystack[offset : offset + block]].append(offset)
     for position in range(len(needle) - block + 1):
-        for start in starts.get(needle[position:position + block], ()):
+        for start in starts.get(needle[position : position + block], ()):
             # The common substring starts up to block - 1 bytes before the block.
             for back in range(block):
-                if min(position, start) >= back and needle[position - back:position - back + window] == \
-                        haystack[start - back:start - back + window]:
+                if (
+                    min(position, start) >= back
+                    and needle[position - back : position - back + window]
+                    == haystack[start - back : start - back + window]
+                ):
                     return position - back
     return None
 
@@ -632,7 +664,7 @@ def unkeyed_fingerprints(store: Store, name: str, content: bytes) -> bytes:
     unkeyed_chunks = list(make_chunker(store.config.chunker)(io.BytesIO(content)))
     store_chunks, position = [], 0
     for entry in recipe(store, name):
-        store_chunks.append(content[position:position + entry.length])
+        store_chunks.append(content[position : position + entry.length])
         position += entry.length
     digests = [blake3.blake3(chunk).digest() for chunk in [content, *unkeyed_chunks, *store_chunks]]
     return b"\n".join(encoded for digest in digests for encoded in (digest, digest.hex().encode()))
@@ -702,8 +734,11 @@ def test_dedup_works_inside_an_encrypted_store(stores):
     original_ids = {entry.chunk_id for entry in recipe(store, "first")}
     modified_ids = [entry.chunk_id for entry in recipe(store, "modified")]
     assert sum(chunk_id in original_ids for chunk_id in modified_ids) >= 0.8 * len(modified_ids)
-    assert {name: read_back(store, name) for name in ("first", "again", "modified")} == \
-        {"first": data, "again": data, "modified": edited}
+    assert {name: read_back(store, name) for name in ("first", "again", "modified")} == {
+        "first": data,
+        "again": data,
+        "modified": edited,
+    }
 
 
 @pytest.mark.slow_on_s3

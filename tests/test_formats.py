@@ -13,13 +13,14 @@ from chunkstore.core import compression, objectformat, recipes
 from chunkstore.core.chunking import ChunkerSpec
 from chunkstore.core.compression import CompressionSpec, Compressor
 from chunkstore.core.config import StoreConfig, chunk_id_from_key, chunk_key
+from chunkstore.core.names import MAX_NAME_BYTES, name_matches_prefix, normalize_name, normalize_prefix
+from chunkstore.core.objectformat import HEADER, HEADER_SIZE, MAGIC, ObjectCodec, ObjectHeader, parse_header
 from chunkstore.errors import (
     CorruptObjectError,
     InvalidArgumentError,
+    PassphraseRequiredError,
     UnsupportedFormatError,
 )
-from chunkstore.core.names import MAX_NAME_BYTES, name_matches_prefix, normalize_name, normalize_prefix
-from chunkstore.core.objectformat import HEADER, HEADER_SIZE, MAGIC, ObjectCodec, ObjectHeader, parse_header
 
 MAX_CHUNK = 256 * 1024
 COMPRESSIBLE = b"a line of text that repeats\n" * 2000
@@ -147,8 +148,9 @@ def test_page_round_trip(count):
     assert recipes.decode_page(page) == entries(count)
 
 
-@pytest.mark.parametrize(("count", "page_entries", "sizes"), [(10, 3, [3, 3, 3, 1]), (9, 3, [3, 3, 3]), (0, 3, []),
-                                                                (1, 4096, [1])])
+@pytest.mark.parametrize(
+    ("count", "page_entries", "sizes"), [(10, 3, [3, 3, 3, 1]), (9, 3, [3, 3, 3]), (0, 3, []), (1, 4096, [1])]
+)
 def test_paginate(count, page_entries, sizes):
     pages = list(recipes.paginate(entries(count), page_entries))
     decoded = [recipes.decode_page(page) for page in pages]
@@ -188,9 +190,11 @@ def test_page_refusals(blob):
 
 
 def make_config(**changes) -> StoreConfig:
-    fields = {"chunker": ChunkerSpec.from_average("fastcdc2020", 16 * 1024, seed=99),
-              "compression": CompressionSpec.parse("zstd:5"),
-              "catalog": {"type": "sqlite", "path": "catalog.sqlite"}}
+    fields = {
+        "chunker": ChunkerSpec.from_average("fastcdc2020", 16 * 1024, seed=99),
+        "compression": CompressionSpec.parse("zstd:5"),
+        "catalog": {"type": "sqlite", "path": "catalog.sqlite"},
+    }
     fields.update(changes)
     return StoreConfig(**fields)
 
@@ -205,19 +209,36 @@ def config_bytes(document: dict) -> bytes:
     return json.dumps(document).encode()
 
 
+def test_unlocking_an_encrypted_config_without_a_passphrase_asks_for_one():
+    config, _ = make_config().with_encryption(b"secret")
+    with pytest.raises(PassphraseRequiredError, match="give its passphrase"):
+        config.unlock(None)
+
+
+def test_a_config_that_is_not_encrypted_has_no_passphrase_to_change():
+    with pytest.raises(InvalidArgumentError, match="not encrypted"):
+        make_config().with_new_passphrase(b"old", b"new")
+
+
 @pytest.mark.parametrize("chunker", ["fastcdc2020", "fastcdc-ronomon", "fixed"])
 @pytest.mark.parametrize("compression_text", ["zstd:1", "zstd:22", "none"])
 def test_config_round_trip(chunker, compression_text):
-    config = make_config(chunker=ChunkerSpec.from_average(chunker, 8192),
-                         compression=CompressionSpec.parse(compression_text))
+    config = make_config(
+        chunker=ChunkerSpec.from_average(chunker, 8192), compression=CompressionSpec.parse(compression_text)
+    )
     assert StoreConfig.from_bytes(config.to_bytes()) == config
 
 
 def test_config_records_every_parameter_that_shapes_data():
     document = json.loads(make_config().to_bytes())
     assert document["format"] == "chunkstore" and document["version"] == 1
-    assert document["chunker"] == {"name": "fastcdc2020", "min_size": 4096, "avg_size": 16384,
-                                   "max_size": 65536, "seed": 99}
+    assert document["chunker"] == {
+        "name": "fastcdc2020",
+        "min_size": 4096,
+        "avg_size": 16384,
+        "max_size": 65536,
+        "seed": 99,
+    }
     assert document["compression"] == {"name": "zstd", "level": 5}
     assert (document["chunk_id"], document["file_digest"]) == ("blake3-256", "blake3-256")
     assert (document["object_format"], document["recipe_format"]) == (1, 1)
@@ -230,15 +251,28 @@ def test_config_of_an_unknown_version_is_unsupported(version):
         StoreConfig.from_bytes(config_bytes(config_document(version=version)))
 
 
-@pytest.mark.parametrize("raw", [b"", b"{not json", b"\xff\xfe\x00", b"[]", b"42", b'"config"',
-                                 config_bytes(config_document(format="restic"))])
+@pytest.mark.parametrize(
+    "raw",
+    [b"", b"{not json", b"\xff\xfe\x00", b"[]", b"42", b'"config"', config_bytes(config_document(format="restic"))],
+)
 def test_config_that_is_not_a_chunkstore_config_is_corrupt(raw):
     with pytest.raises(CorruptObjectError):
         StoreConfig.from_bytes(raw)
 
 
-REQUIRED_FIELDS = ["store_id", "created_at", "chunker", "chunk_id", "file_digest", "compression", "object_format",
-                   "recipe_format", "encryption", "layout", "catalog"]
+REQUIRED_FIELDS = [
+    "store_id",
+    "created_at",
+    "chunker",
+    "chunk_id",
+    "file_digest",
+    "compression",
+    "object_format",
+    "recipe_format",
+    "encryption",
+    "layout",
+    "catalog",
+]
 
 
 @pytest.mark.parametrize("field", REQUIRED_FIELDS)
@@ -257,30 +291,36 @@ def test_config_missing_a_chunker_size_is_corrupt(size_field):
         StoreConfig.from_bytes(config_bytes(document))
 
 
-@pytest.mark.parametrize("changes", [
-    {"chunker": "fastcdc2020"},
-    {"chunker": {"name": "fastcdc2020", "min_size": "small", "avg_size": 16384, "max_size": 65536}},
-    {"chunker": {"name": "fastcdc2020", "min_size": 1, "avg_size": 2, "max_size": 3}},
-    {"compression": ["zstd", 3]},
-    {"compression": {"name": "zstd", "level": "high"}},
-    {"catalog": "catalog.sqlite"},
-])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"chunker": "fastcdc2020"},
+        {"chunker": {"name": "fastcdc2020", "min_size": "small", "avg_size": 16384, "max_size": 65536}},
+        {"chunker": {"name": "fastcdc2020", "min_size": 1, "avg_size": 2, "max_size": 3}},
+        {"compression": ["zstd", 3]},
+        {"compression": {"name": "zstd", "level": "high"}},
+        {"catalog": "catalog.sqlite"},
+    ],
+)
 def test_config_with_a_field_of_the_wrong_shape_is_corrupt(changes):
     with pytest.raises(CorruptObjectError):
         StoreConfig.from_bytes(config_bytes(config_document(**changes)))
 
 
-@pytest.mark.parametrize("changes", [
-    {"chunker": {"name": "rabin", "min_size": 4096, "avg_size": 16384, "max_size": 65536}},
-    {"compression": {"name": "lz4", "level": 1}},
-    {"compression": {"name": "zstd", "level": 99}},
-    {"chunk_id": "sha256"},
-    {"file_digest": "md5"},
-    {"object_format": 2},
-    {"recipe_format": 2},
-    {"encryption": {"scheme": "future"}},
-    {"layout": {"chunk_prefix": "data/", "shard_hex_digits": 2}},
-])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"chunker": {"name": "rabin", "min_size": 4096, "avg_size": 16384, "max_size": 65536}},
+        {"compression": {"name": "lz4", "level": 1}},
+        {"compression": {"name": "zstd", "level": 99}},
+        {"chunk_id": "sha256"},
+        {"file_digest": "md5"},
+        {"object_format": 2},
+        {"recipe_format": 2},
+        {"encryption": {"scheme": "future"}},
+        {"layout": {"chunk_prefix": "data/", "shard_hex_digits": 2}},
+    ],
+)
 def test_config_naming_an_unknown_algorithm_or_format_is_unsupported(changes):
     with pytest.raises(UnsupportedFormatError):
         StoreConfig.from_bytes(config_bytes(config_document(**changes)))
@@ -289,12 +329,15 @@ def test_config_naming_an_unknown_algorithm_or_format_is_unsupported(changes):
 # ---- compression spec ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("none", CompressionSpec("none", 0)),
-    ("zstd", CompressionSpec("zstd", compression.DEFAULT_ZSTD_LEVEL)),
-    ("zstd:1", CompressionSpec("zstd", 1)),
-    ("zstd:22", CompressionSpec("zstd", 22)),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("none", CompressionSpec("none", 0)),
+        ("zstd", CompressionSpec("zstd", compression.DEFAULT_ZSTD_LEVEL)),
+        ("zstd:1", CompressionSpec("zstd", 1)),
+        ("zstd:22", CompressionSpec("zstd", 22)),
+    ],
+)
 def test_compression_parse(text, expected):
     spec = CompressionSpec.parse(text)
     assert spec == expected
@@ -311,27 +354,41 @@ def test_compression_parse_refuses(text):
 # ---- names ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    ("/data/x", "data/x"),
-    ("./a//b/", "a/b"),
-    ("data/x", "data/x"),
-    ("a/./b", "a/b"),
-    ("///a", "a"),
-    ("name with spaces/é", "name with spaces/é"),
-    (Path("/srv/data"), "srv/data"),
-    ("é" * (MAX_NAME_BYTES // 2), "é" * (MAX_NAME_BYTES // 2)),
-])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("/data/x", "data/x"),
+        ("./a//b/", "a/b"),
+        ("data/x", "data/x"),
+        ("a/./b", "a/b"),
+        ("///a", "a"),
+        ("name with spaces/é", "name with spaces/é"),
+        (Path("/srv/data"), "srv/data"),
+        ("é" * (MAX_NAME_BYTES // 2), "é" * (MAX_NAME_BYTES // 2)),
+    ],
+)
 def test_normalize_name(raw, expected):
     assert normalize_name(raw) == expected
     assert normalize_name(expected) == expected
 
 
-@pytest.mark.parametrize("raw", [
-    "", "/", ".", "./", "..", "../x", "a/../b", "a/..", "a\x00b",
-    "x" * (MAX_NAME_BYTES + 1),
-    "é" * (MAX_NAME_BYTES // 2 + 1),  # few characters, too many bytes
-    "bad-\udcff-utf8",  # what os.fsdecode makes of a non-UTF-8 file name
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        "/",
+        ".",
+        "./",
+        "..",
+        "../x",
+        "a/../b",
+        "a/..",
+        "a\x00b",
+        "x" * (MAX_NAME_BYTES + 1),
+        "é" * (MAX_NAME_BYTES // 2 + 1),  # few characters, too many bytes
+        "bad-\udcff-utf8",  # what os.fsdecode makes of a non-UTF-8 file name
+    ],
+)
 def test_normalize_name_refuses(raw):
     with pytest.raises(InvalidArgumentError):
         normalize_name(raw)
@@ -342,16 +399,25 @@ def test_names_from_non_utf8_file_names_are_refused():
         normalize_name(os.fsdecode(b"caf\xe9"))
 
 
-@pytest.mark.parametrize(("raw", "expected"), [(None, ""), ("", ""), ("/", ""), ("./", ""), ("data/", "data"),
-                                               ("/data/x/", "data/x")])
+@pytest.mark.parametrize(
+    ("raw", "expected"), [(None, ""), ("", ""), ("/", ""), ("./", ""), ("data/", "data"), ("/data/x/", "data/x")]
+)
 def test_normalize_prefix(raw, expected):
     assert normalize_prefix(raw) == expected
 
 
-@pytest.mark.parametrize(("name", "prefix", "expected"), [
-    ("data", "data", True), ("data/x", "data", True), ("database", "data", False), ("dat", "data", False),
-    ("anything", "", True), ("data/x", "data/x", True), ("data/xy", "data/x", False),
-])
+@pytest.mark.parametrize(
+    ("name", "prefix", "expected"),
+    [
+        ("data", "data", True),
+        ("data/x", "data", True),
+        ("database", "data", False),
+        ("dat", "data", False),
+        ("anything", "", True),
+        ("data/x", "data/x", True),
+        ("data/xy", "data/x", False),
+    ],
+)
 def test_name_matches_prefix(name, prefix, expected):
     assert name_matches_prefix(name, prefix) is expected
 
@@ -365,16 +431,19 @@ def test_chunk_key_shards_by_the_first_two_hex_digits():
     assert chunk_id_from_key(chunk_key(identifier)) == identifier
 
 
-@pytest.mark.parametrize("key", [
-    "config",
-    "chunks/ab",
-    "chunks/ab/" + "ab" * 31,  # 31 bytes
-    "chunks/ab/" + "ab" * 33,
-    "chunks/00/" + "ab" * 32,  # wrong shard
-    "chunks/ab/" + "AB" * 32,  # not the canonical spelling
-    "chunks/ab/" + "zz" * 32,
-    "chunks/ab/" + "ab" * 32 + "/extra",
-    "other/ab/" + "ab" * 32,
-])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "config",
+        "chunks/ab",
+        "chunks/ab/" + "ab" * 31,  # 31 bytes
+        "chunks/ab/" + "ab" * 33,
+        "chunks/00/" + "ab" * 32,  # wrong shard
+        "chunks/ab/" + "AB" * 32,  # not the canonical spelling
+        "chunks/ab/" + "zz" * 32,
+        "chunks/ab/" + "ab" * 32 + "/extra",
+        "other/ab/" + "ab" * 32,
+    ],
+)
 def test_keys_that_are_not_chunk_objects(key):
     assert chunk_id_from_key(key) is None

@@ -9,15 +9,15 @@ import tarfile
 import time
 import uuid
 from contextlib import closing
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from chunkstore import Store
-from chunkstore.operations import history
 from chunkstore.backends.catalog import SnapshotRecord
 from chunkstore.errors import InvalidArgumentError, NameNotFoundError, NotFoundError, UnsupportedFormatError
+from chunkstore.operations import history
 
 DATA = Path(__file__).resolve().parent / "data"
 NS = 10**9
@@ -39,21 +39,24 @@ def berlin(monkeypatch):
 
 
 def utc_ns(*fields) -> int:
-    return int(datetime(*fields, tzinfo=timezone.utc).timestamp()) * NS
+    return int(datetime(*fields, tzinfo=UTC).timestamp()) * NS
 
 
 # ---- times and durations --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text, end_of_day, expected", [
-    ("2026-11-20", True, utc_ns(2026, 11, 20, 23) - 1),  # the last instant of the local day (UTC+1)
-    ("2026-11-20", False, utc_ns(2026, 11, 19, 23)),
-    ("2026-07-20", False, utc_ns(2026, 7, 19, 22)),  # summer time: UTC+2
-    ("2026-11-20T03:00", True, utc_ns(2026, 11, 20, 2)),
-    ("2026-11-20 03:00:30", True, utc_ns(2026, 11, 20, 2, 0, 30)),
-    ("2026-11-20T03:00:00.5Z", True, utc_ns(2026, 11, 20, 3) + NS // 2),
-    ("2026-11-20T03:00+05:30", True, utc_ns(2026, 11, 19, 21, 30)),
-])
+@pytest.mark.parametrize(
+    "text, end_of_day, expected",
+    [
+        ("2026-11-20", True, utc_ns(2026, 11, 20, 23) - 1),  # the last instant of the local day (UTC+1)
+        ("2026-11-20", False, utc_ns(2026, 11, 19, 23)),
+        ("2026-07-20", False, utc_ns(2026, 7, 19, 22)),  # summer time: UTC+2
+        ("2026-11-20T03:00", True, utc_ns(2026, 11, 20, 2)),
+        ("2026-11-20 03:00:30", True, utc_ns(2026, 11, 20, 2, 0, 30)),
+        ("2026-11-20T03:00:00.5Z", True, utc_ns(2026, 11, 20, 3) + NS // 2),
+        ("2026-11-20T03:00+05:30", True, utc_ns(2026, 11, 19, 21, 30)),
+    ],
+)
 def test_times_are_local_unless_they_name_their_zone(berlin, text, end_of_day, expected):
     assert history.parse_time(text, end_of_day=end_of_day) == expected
 
@@ -64,14 +67,17 @@ def test_what_is_not_a_time(text):
         history.parse_time(text, end_of_day=True)
 
 
-@pytest.mark.parametrize("text, back_to", [
-    ("30d", (2026, 3, 1, 12)),
-    ("2w", (2026, 3, 17, 12)),
-    ("1m", (2026, 2, 28, 12)),  # 31 March less a month: the end of February
-    ("1y1m", (2025, 2, 28, 12)),
-    ("36h", (2026, 3, 30, 0)),
-    ("1d12h", (2026, 3, 30, 0)),
-])
+@pytest.mark.parametrize(
+    "text, back_to",
+    [
+        ("30d", (2026, 3, 1, 12)),
+        ("2w", (2026, 3, 17, 12)),
+        ("1m", (2026, 2, 28, 12)),  # 31 March less a month: the end of February
+        ("1y1m", (2025, 2, 28, 12)),
+        ("36h", (2026, 3, 30, 0)),
+        ("1d12h", (2026, 3, 30, 0)),
+    ],
+)
 def test_durations_count_calendar_days_and_months(berlin, text, back_to):
     # Berlin moves to summer time on 29 March 2026: days are counted on the local calendar.
     latest = int(datetime(2026, 3, 31, 12).astimezone().timestamp()) * NS
@@ -91,8 +97,14 @@ def test_rules_keep_the_newest_point_of_each_of_their_newest_periods(berlin):
     # Newest first: two points on the 20th, one on the 19th and 16th (a Monday), two on the 15th.
     points = [at(20, 22), at(20, 8), at(19, 3), at(16, 3), at(15, 23), at(15, 1)]
     policy = history.Policy(last=2, daily=3, weekly=2, within=history.Duration.parse("1d"))
-    assert policy.reasons(points) == [["last", "daily", "weekly", "within 1d"], ["last", "within 1d"], ["daily"],
-                                      ["daily"], ["weekly"], []]
+    assert policy.reasons(points) == [
+        ["last", "daily", "weekly", "within 1d"],
+        ["last", "within 1d"],
+        ["daily"],
+        ["daily"],
+        ["weekly"],
+        [],
+    ]
     assert history.Policy(hourly=2).reasons(points[:3]) == [["hourly"], ["hourly"], []]
     assert history.Policy(monthly=5, yearly=1).reasons(points) == [["monthly", "yearly"], [], [], [], [], []]
 
@@ -155,7 +167,9 @@ def test_rm_removes_the_history_of_deleted_files_too(store, tmp_path):
         (folder / name).unlink()
     store.put([(folder, "data")], sync=True)
     assert sorted((record.name, record.deleted) for record in store.remove(["data/a"])) == [
-        ("data/a", False), ("data/a", True)]
+        ("data/a", False),
+        ("data/a", True),
+    ]
     assert sorted(record.name for record in store.remove(["data"], recursive=True)) == ["data/b", "data/b", "data/c"]
     assert list(store.catalog.list_versions(all_versions=True, deleted=True)) == []
     assert store.gc().chunks_deleted == 3
@@ -175,8 +189,12 @@ def test_a_schema_1_store_is_upgraded_when_opened(tmp_path):
     # Even a command that only reads upgrades it, once.
     with Store.open(url, read_only=True) as store:
         listed = [(record.name, record.version, record.deleted) for record in store.list(all_versions=True)]
-        assert listed == [("docs/a.txt", 1, False), ("docs/a.txt", 2, False), ("docs/b.txt", 1, False),
-                          ("docs/link", 1, False)]
+        assert listed == [
+            ("docs/a.txt", 1, False),
+            ("docs/a.txt", 2, False),
+            ("docs/b.txt", 1, False),
+            ("docs/link", 1, False),
+        ]
         first = io.BytesIO()
         store.get("docs/a.txt", first, version=1)
         assert first.getvalue() == b"first version\n"
@@ -211,9 +229,13 @@ def test_a_dynamodb_table_moves_to_schema_2_with_its_first_history_item(moto_end
         return item["schema"]["N"]
 
     def set_schema(number: int) -> None:
-        clients.dynamodb.update_item(TableName=table, Key={"pk": {"S": "meta"}, "sk": {"S": "meta"}},
-                                     UpdateExpression="SET #s = :n", ExpressionAttributeNames={"#s": "schema"},
-                                     ExpressionAttributeValues={":n": {"N": str(number)}})
+        clients.dynamodb.update_item(
+            TableName=table,
+            Key={"pk": {"S": "meta"}, "sk": {"S": "meta"}},
+            UpdateExpression="SET #s = :n",
+            ExpressionAttributeNames={"#s": "schema"},
+            ExpressionAttributeValues={":n": {"N": str(number)}},
+        )
 
     open_catalog(create=True).close()
     set_schema(1)  # what a table made before history holds: the same items, schema 1

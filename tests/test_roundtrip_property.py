@@ -29,8 +29,9 @@ contents = st.one_of(
     st.lists(st.one_of(st.sampled_from([*BLOCKS, TEXT_BLOCK]), st.binary(max_size=2000)), max_size=12).map(b"".join),
 )
 # Contents mostly made of shared blocks, so that removing one leaves its chunks in use by others.
-block_contents = st.tuples(st.lists(st.sampled_from([*BLOCKS, TEXT_BLOCK]), min_size=1, max_size=4),
-                           st.binary(max_size=100)).map(lambda parts: b"".join(parts[0]) + parts[1])
+block_contents = st.tuples(
+    st.lists(st.sampled_from([*BLOCKS, TEXT_BLOCK]), min_size=1, max_size=4), st.binary(max_size=100)
+).map(lambda parts: b"".join(parts[0]) + parts[1])
 NAMES = ["a", "dir/b", "dir/sub/c"]
 
 
@@ -87,8 +88,7 @@ operations = st.lists(
 )
 
 
-@settings(max_examples=60, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps=operations)
 def test_versions_survive_removals_and_gc(steps):
     stored: dict[tuple[str, int], bytes] = {}
@@ -121,6 +121,9 @@ def test_versions_survive_removals_and_gc(steps):
         report = store.verify(read_data=True)
         assert report.ok, report.problems
         # gc left exactly the chunks the remaining versions use: nothing lost, nothing leaked.
-        needed = {chunk_key(entry.chunk_id) for record in store.list(all_versions=True)
-                  for entry in iter_recipe(store, record.digest)}
+        needed = {
+            chunk_key(entry.chunk_id)
+            for record in store.list(all_versions=True)
+            for entry in iter_recipe(store, record.digest)
+        }
         assert {info.key for info in store.blobs.list(CHUNK_KEY_PREFIX)} == needed

@@ -84,7 +84,8 @@ def test_put_a_folder_and_restore_it(store, source, tmp_path):
     os.utime(source / "a.txt", ns=(past, past))
     results = put_source(store, source)
     assert {name: (result.outcome, result.version, result.size) for name, result in results.items()} == {
-        f"src/{relative}": ("stored", 1, len(data)) for relative, data in TREE.items()}
+        f"src/{relative}": ("stored", 1, len(data)) for relative, data in TREE.items()
+    }
     assert sorted(record.name for record in store.list("src")) == sorted(f"src/{relative}" for relative in TREE)
 
     summary = store.restore("src", tmp_path / "out")
@@ -201,7 +202,9 @@ def test_restore_does_not_write_through_a_symlink_it_restored_itself(store, tmp_
     write_tree(tree, {"link/file": b"inside the folder that replaced the link"})
     store.put([(tree, "t")])
     summary = store.restore("t", tmp_path / "out")
-    assert [(result.name, result.exit_code) for result in summary.errors] == [("t/link/file", UnsafePathError.exit_code)]
+    assert [(result.name, result.exit_code) for result in summary.errors] == [
+        ("t/link/file", UnsafePathError.exit_code)
+    ]
     assert (tmp_path / "out" / "t" / "link").is_symlink()
     assert list(outside.iterdir()) == []
 
@@ -363,7 +366,7 @@ def test_get_of_a_damaged_file_fails_and_leaves_no_file(store, source, tmp_path,
     assert "src/sub/deeper/c.bin" in str(raised.value) and chunk.hex() in str(raised.value)
     # Cut short at the damaged chunk, never a wrong byte.
     assert len(output.getvalue()) < len(original)
-    assert output.getvalue() == original[:len(output.getvalue())]
+    assert output.getvalue() == original[: len(output.getvalue())]
 
     target = tmp_path / "got" / "c.bin"
     target.parent.mkdir()

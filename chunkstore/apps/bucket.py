@@ -15,8 +15,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from chunkstore.errors import InvalidArgumentError, ObjectChangedError, ObjectMissingError
 from chunkstore.backends.aws import error_code, translate_errors
+from chunkstore.errors import InvalidArgumentError, ObjectChangedError, ObjectMissingError
 
 # 8 MiB ranges, 4 at a time: 32 MiB of buffers per object, and enough requests in flight
 # to keep a Lambda function's network busy (one GET stream reaches ~90 MB/s).
@@ -58,9 +58,9 @@ class S3Object:
 
 def parse_s3_url(url: str) -> tuple[str, str]:
     """s3://BUCKET[/PREFIX] -> (BUCKET, PREFIX)."""
-    if not url.startswith("s3://") or not url[len("s3://"):].split("/", 1)[0]:
+    if not url.startswith("s3://") or not url[len("s3://") :].split("/", 1)[0]:
         raise InvalidArgumentError(f"{url!r} is not an s3://BUCKET[/PREFIX] URL")
-    bucket, _, prefix = url[len("s3://"):].partition("/")
+    bucket, _, prefix = url[len("s3://") :].partition("/")
     return bucket, prefix
 
 
@@ -74,8 +74,13 @@ def list_objects(s3, bucket: str, prefix: str = "") -> Iterator[S3Object]:
     with translate_errors(f"listing s3://{bucket}/{prefix}", missing=f"S3 bucket {bucket!r} does not exist"):
         for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
             for entry in page.get("Contents", ()):
-                yield S3Object(bucket, entry["Key"], entry["Size"], clean_etag(entry.get("ETag")),
-                               last_modified=entry.get("LastModified"))
+                yield S3Object(
+                    bucket,
+                    entry["Key"],
+                    entry["Size"],
+                    clean_etag(entry.get("ETag")),
+                    last_modified=entry.get("LastModified"),
+                )
 
 
 def head_object(s3, found: S3Object) -> S3Object:
@@ -85,9 +90,13 @@ def head_object(s3, found: S3Object) -> S3Object:
     when another version has replaced it."""
     with _object_errors(found, "checking"):
         response = s3.head_object(Bucket=found.bucket, Key=found.key, **found.pinned())
-    return replace(found, size=response["ContentLength"], etag=clean_etag(response.get("ETag")),
-                   version_id=response.get("VersionId") or found.version_id,
-                   last_modified=response.get("LastModified") or found.last_modified)
+    return replace(
+        found,
+        size=response["ContentLength"],
+        etag=clean_etag(response.get("ETag")),
+        version_id=response.get("VersionId") or found.version_id,
+        last_modified=response.get("LastModified") or found.last_modified,
+    )
 
 
 def delete_object(s3, found: S3Object) -> bool:
@@ -140,6 +149,7 @@ class ObjectReader(io.RawIOBase):
             raise InvalidArgumentError(f"the size of {found.url} is not known")
         self._s3 = s3
         self._found = found
+        self._size: int = found.size
         self._part_size = part_size
         self._parallel = parallel_parts
         self._pool = ThreadPoolExecutor(parallel_parts, thread_name_prefix="chunkstore-get")
@@ -164,9 +174,9 @@ class ObjectReader(io.RawIOBase):
         return count
 
     def _schedule(self) -> None:
-        while len(self._parts) < self._parallel and self._next_offset < self._found.size:
+        while len(self._parts) < self._parallel and self._next_offset < self._size:
             start = self._next_offset
-            end = min(start + self._part_size, self._found.size)
+            end = min(start + self._part_size, self._size)
             self._parts.append(self._pool.submit(self._get_range, start, end))
             self._next_offset = end
 
@@ -174,8 +184,9 @@ class ObjectReader(io.RawIOBase):
         found = self._found
         for attempt in range(1, _BODY_READ_ATTEMPTS + 1):
             with _object_errors(found, "reading"):
-                response = self._s3.get_object(Bucket=found.bucket, Key=found.key, Range=f"bytes={start}-{end - 1}",
-                                               **found.pinned())
+                response = self._s3.get_object(
+                    Bucket=found.bucket, Key=found.key, Range=f"bytes={start}-{end - 1}", **found.pinned()
+                )
                 try:
                     data = response["Body"].read()
                 except Exception:  # noqa: BLE001 - a body that broke off mid-stream is read again

@@ -14,6 +14,7 @@ short records (spilled to disk by digest prefix, so memory holds one 256th of th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import tempfile
@@ -21,8 +22,9 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from chunkstore.apps.bucket import S3Object, parse_s3_url
 from chunkstore.apps.scan import DuplicateGroup, ScanReport, keep_order
@@ -50,8 +52,9 @@ def stepfunctions_client():
     from botocore.config import Config
 
     with translate_errors("setting up the Step Functions client"):
-        return boto3.client("stepfunctions", config=Config(retries={"mode": "adaptive",
-                                                                    "max_attempts": RETRY_ATTEMPTS}))
+        return boto3.client(
+            "stepfunctions", config=Config(retries={"mode": "adaptive", "max_attempts": RETRY_ATTEMPTS})
+        )
 
 
 def run_input(action: str, url: str, manifest_url: str | None = None) -> dict:
@@ -59,7 +62,7 @@ def run_input(action: str, url: str, manifest_url: str | None = None) -> dict:
     if action not in ACTIONS:
         raise InvalidArgumentError(f"action must be one of {', '.join(ACTIONS)}, not {action!r}")
     bucket, prefix = parse_s3_url(url)
-    document = {"action": action, "bucket": bucket, "prefix": prefix}
+    document: dict[str, Any] = {"action": action, "bucket": bucket, "prefix": prefix}
     if manifest_url:
         manifest_bucket, manifest_key = parse_s3_url(manifest_url)
         if not manifest_key.endswith("manifest.json"):
@@ -69,7 +72,7 @@ def run_input(action: str, url: str, manifest_url: str | None = None) -> dict:
 
 
 def execution_name(action: str, bucket: str) -> str:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     suffix = f"-{stamp}-{uuid.uuid4().hex[:8]}"
     return _NAME_UNSAFE.sub("-", f"{action}-{bucket}")[: _NAME_LENGTH - len(suffix)] + suffix
 
@@ -79,9 +82,11 @@ def start_run(sfn, state_machine_arn: str, action: str, url: str, manifest_url: 
     document = run_input(action, url, manifest_url)
     with translate_errors(f"starting {state_machine_arn}"):
         try:
-            response = sfn.start_execution(stateMachineArn=state_machine_arn,
-                                           name=execution_name(action, document["bucket"]),
-                                           input=json.dumps(document))
+            response = sfn.start_execution(
+                stateMachineArn=state_machine_arn,
+                name=execution_name(action, document["bucket"]),
+                input=json.dumps(document),
+            )
         except sfn.exceptions.StateMachineDoesNotExist:
             raise NotFoundError(f"no state machine {state_machine_arn!r} (deploy/template.yaml makes it)") from None
     return response["executionArn"]
@@ -119,7 +124,7 @@ class RunProgress:
         """Time left at the rate so far, when the map has counted anything."""
         if self.finished or not self.total or not self.done or self.started is None:
             return None
-        elapsed = ((now or datetime.now(timezone.utc)) - self.started).total_seconds()
+        elapsed = ((now or datetime.now(UTC)) - self.started).total_seconds()
         return elapsed / self.done * (self.total - self.done)
 
 
@@ -128,9 +133,15 @@ def progress_from(execution: dict, map_run: dict | None) -> RunProgress:
     DescribeMapRun response (boto3 shapes)."""
     output = execution.get("output")
     progress = RunProgress(
-        execution_arn=execution["executionArn"], status=execution["status"], started=execution.get("startDate"),
-        stopped=execution.get("stopDate"), run_input=json.loads(execution.get("input") or "{}"),
-        output=json.loads(output) if output else None, error=execution.get("error"), cause=execution.get("cause"))
+        execution_arn=execution["executionArn"],
+        status=execution["status"],
+        started=execution.get("startDate"),
+        stopped=execution.get("stopDate"),
+        run_input=json.loads(execution.get("input") or "{}"),
+        output=json.loads(output) if output else None,
+        error=execution.get("error"),
+        cause=execution.get("cause"),
+    )
     if map_run and map_run.get("itemCounts"):
         counts = map_run["itemCounts"]
         progress.map_run_arn = map_run.get("mapRunArn")
@@ -189,9 +200,13 @@ def read_results(s3, manifest: dict) -> Iterator[BatchRecord]:
             for record in _s3_json(s3, bucket, entry["Key"]):
                 batch_input = json.loads(record.get("Input") or "{}")
                 output = record.get("Output")
-                yield BatchRecord(status=record.get("Status", status), items=batch_input.get("Items", []),
-                                  output=json.loads(output) if output else None,
-                                  error=record.get("Error"), cause=record.get("Cause"))
+                yield BatchRecord(
+                    status=record.get("Status", status),
+                    items=batch_input.get("Items", []),
+                    output=json.loads(output) if output else None,
+                    error=record.get("Error"),
+                    cause=record.get("Cause"),
+                )
 
 
 @dataclass
@@ -204,7 +219,7 @@ class IngestSummary:
     deferred: list[str] = field(default_factory=list)
     deferred_count: int = 0
 
-    def add(self, outcome: str, key: str | None, size: int = 0) -> None:
+    def add(self, outcome: str, key: str, size: int = 0) -> None:
         self.objects += 1
         self.counts[outcome] = self.counts.get(outcome, 0) + 1
         if outcome in INGESTED or outcome == "done earlier":
@@ -219,13 +234,31 @@ class IngestSummary:
                 self.deferred.append(key)
 
     def to_json(self) -> dict:
-        return {"objects": self.objects, "ingested_bytes": self.ingested_bytes, "counts": self.counts,
-                "failed_count": self.failed_count, "failed": self.failed,
-                "deferred_count": self.deferred_count, "deferred": self.deferred}
+        return {
+            "objects": self.objects,
+            "ingested_bytes": self.ingested_bytes,
+            "counts": self.counts,
+            "failed_count": self.failed_count,
+            "failed": self.failed,
+            "deferred_count": self.deferred_count,
+            "deferred": self.deferred,
+        }
 
 
-def _item_key(item: dict) -> str | None:
-    return item.get("Key") if isinstance(item, dict) else None
+def _item_key(item: object) -> str:
+    """The key of a listed or inventory item, as text whatever the item holds."""
+    key = item.get("Key") if isinstance(item, dict) else None
+    return key if isinstance(key, str) else "(an item without a key)"
+
+
+def _result_size(entry: dict) -> int:
+    """An entry's size, checked: the results are objects anyone holding the bucket can edit."""
+    size = entry.get("size", 0)
+    if type(size) is not int or size < 0:
+        raise CorruptObjectError(
+            f"the map's result for {str(entry.get('key'))!r:.200} has a size that is not a count of bytes: {size!r:.80}"
+        )
+    return size
 
 
 def summarize_ingest(records: Iterator[BatchRecord]) -> IngestSummary:
@@ -241,7 +274,7 @@ def summarize_ingest(records: Iterator[BatchRecord]) -> IngestSummary:
             outcome = entry["outcome"]
             if entry.get("reason") == "replay" and entry.get("recorded") in INGESTED:
                 outcome = "done earlier"
-            summary.add(outcome, entry.get("key"), entry.get("size", 0))
+            summary.add(outcome, _item_key({"Key": entry.get("key")}), _result_size(entry))
     return summary
 
 
@@ -266,8 +299,14 @@ class MapScanReport(ScanReport):
 
 def _scanned(entry: dict, bucket: str) -> S3Object:
     modified = entry.get("last_modified")
-    return S3Object(bucket, entry["key"], entry["size"], entry.get("etag"), entry.get("version_id"),
-                    last_modified=datetime.fromisoformat(modified) if modified else None)
+    return S3Object(
+        bucket,
+        entry["key"],
+        entry["size"],
+        entry.get("etag"),
+        entry.get("version_id"),
+        last_modified=datetime.fromisoformat(modified) if modified else None,
+    )
 
 
 def reduce_scan(records: Iterator[BatchRecord], url: str, workdir: str | Path | None = None) -> MapScanReport:
@@ -279,29 +318,35 @@ def reduce_scan(records: Iterator[BatchRecord], url: str, workdir: str | Path | 
     report = MapScanReport(url)
     with tempfile.TemporaryDirectory(prefix="chunkstore-scan-", dir=workdir) as spill:
         parts = {}
-        try:
+        with contextlib.ExitStack() as open_parts:
             for record in records:
-                entries = record.output.get("results", []) if record.output else \
-                    [{"key": _item_key(item), "outcome": "failed batch", "error": record.error}
-                     for item in record.items]
+                entries: list[dict[str, Any]] = (
+                    record.output.get("results", [])
+                    if record.output
+                    else [
+                        {"key": _item_key(item), "outcome": "failed batch", "error": record.error}
+                        for item in record.items
+                    ]
+                )
                 for entry in entries:
+                    size = _result_size(entry)
                     report.object_count += 1
-                    report.object_bytes += entry.get("size", 0)
+                    report.object_bytes += size
                     if entry["outcome"] == "read":
-                        if not isinstance(entry.get("digest"), str) or not _DIGEST.fullmatch(entry["digest"]):
-                            raise CorruptObjectError(f"the map's result for {str(entry.get('key'))!r:.200} has no "
-                                                     f"digest of 64 hex digits: {str(entry.get('digest'))!r:.80}")
+                        digest = entry.get("digest")
+                        if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
+                            raise CorruptObjectError(
+                                f"the map's result for {str(entry.get('key'))!r:.200} has no "
+                                f"digest of 64 hex digits: {str(entry.get('digest'))!r:.80}"
+                            )
                         report.objects_read += 1
-                        report.bytes_read += entry["size"]
-                        part = entry["digest"][:2]
+                        report.bytes_read += size
+                        part = digest[:2]
                         if part not in parts:
-                            parts[part] = open(Path(spill) / part, "w", encoding="utf-8")
+                            parts[part] = open_parts.enter_context(open(Path(spill) / part, "w", encoding="utf-8"))
                         parts[part].write(json.dumps(entry) + "\n")
                     elif entry["outcome"] != "skipped" and len(report.not_read) < LISTED_KEYS:
                         report.not_read.append(entry)
-        finally:
-            for handle in parts.values():
-                handle.close()
         for part in sorted(parts):
             by_digest: dict[str, list[S3Object]] = defaultdict(list)
             with open(Path(spill) / part, encoding="utf-8") as handle:
@@ -311,7 +356,7 @@ def reduce_scan(records: Iterator[BatchRecord], url: str, workdir: str | Path | 
             for digest, same in by_digest.items():
                 if len(same) > 1:
                     keep, *duplicates = sorted(same, key=keep_order)
-                    report.groups.append(DuplicateGroup(digest, keep.size, keep, duplicates))
+                    report.groups.append(DuplicateGroup(digest, keep.size or 0, keep, duplicates))
     # The order scan_bucket reports them in: most bytes held by the group first.
     report.groups.sort(key=lambda group: (-group.size * (len(group.duplicates) + 1), group.digest))
     return report

@@ -13,6 +13,7 @@ since is left alone), and records each removal in a JSON Lines manifest as it ha
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import html
 import io
@@ -22,15 +23,14 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
-from chunkstore.core.chunking import ChunkerSpec, make_chunker
-from chunkstore.errors import InvalidArgumentError
-from chunkstore.core.hashing import Hasher
-from chunkstore.backends.aws import PRICE_SOURCE, S3_STORAGE_PER_GB_MONTH
 from chunkstore.apps.bucket import PART_SIZE, ObjectReader, S3Object, delete_object, list_objects, parse_s3_url
-from chunkstore.errors import ObjectChangedError, ObjectMissingError
+from chunkstore.backends.aws import PRICE_SOURCE, S3_STORAGE_PER_GB_MONTH
+from chunkstore.core.chunking import ChunkerSpec, make_chunker
+from chunkstore.core.hashing import Hasher
+from chunkstore.errors import InvalidArgumentError, ObjectChangedError, ObjectMissingError
 
 REPORT_FORMATS = ("json", "csv", "html")
 # Objects read at once; each reads PARALLEL_PARTS ranges itself, so this bounds memory
@@ -55,9 +55,14 @@ class DuplicateGroup:
         return self.size * len(self.duplicates)
 
     def to_json(self) -> dict:
-        return {"digest": self.digest, "size": self.size, "keep": self.keep.key,
-                "duplicates": [found.key for found in self.duplicates], "wasted_bytes": self.wasted_bytes,
-                "wasted_usd_per_month": round(monthly_usd(self.wasted_bytes), 9)}
+        return {
+            "digest": self.digest,
+            "size": self.size,
+            "keep": self.keep.key,
+            "duplicates": [found.key for found in self.duplicates],
+            "wasted_bytes": self.wasted_bytes,
+            "wasted_usd_per_month": round(monthly_usd(self.wasted_bytes), 9),
+        }
 
 
 @dataclass
@@ -71,7 +76,7 @@ class ScanReport:
 
     @property
     def total_bytes(self) -> int:
-        return sum(found.size for found in self.objects)
+        return sum(found.size or 0 for found in self.objects)
 
     @property
     def wasted_bytes(self) -> int:
@@ -84,8 +89,11 @@ class ScanReport:
 
     def to_json(self) -> dict:
         return {
-            "url": self.url, "objects": len(self.objects), "total_bytes": self.total_bytes,
-            "objects_read": len(self.digests), "bytes_read": self.bytes_read,
+            "url": self.url,
+            "objects": len(self.objects),
+            "total_bytes": self.total_bytes,
+            "objects_read": len(self.digests),
+            "bytes_read": self.bytes_read,
             "duplicate_groups": len(self.groups),
             "duplicate_objects": sum(len(group.duplicates) for group in self.groups),
             "wasted_bytes": self.wasted_bytes,
@@ -132,8 +140,14 @@ def object_digest(s3, found: S3Object, tally: _ChunkTally | None = None) -> str:
     return digest.hexdigest()
 
 
-def scan_bucket(s3, url: str, *, chunk_level: bool = False, chunker: ChunkerSpec | None = None,
-                on_progress: Callable[[int], None] | None = None) -> ScanReport:
+def scan_bucket(
+    s3,
+    url: str,
+    *,
+    chunk_level: bool = False,
+    chunker: ChunkerSpec | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> ScanReport:
     """Find every group of byte-identical objects under s3://BUCKET[/PREFIX].
 
     on_progress is called with the bytes of each object read."""
@@ -154,7 +168,7 @@ def scan_bucket(s3, url: str, *, chunk_level: bool = False, chunker: ChunkerSpec
         except (ObjectMissingError, ObjectChangedError):
             return found, None  # gone or replaced since the listing: not a copy of anything now
         if on_progress:
-            on_progress(found.size)
+            on_progress(found.size or 0)
         return found, digest
 
     by_digest: dict[str, list[S3Object]] = defaultdict(list)
@@ -162,24 +176,24 @@ def scan_bucket(s3, url: str, *, chunk_level: bool = False, chunker: ChunkerSpec
         for found, digest in pool.map(read, to_read):
             if digest is not None:
                 report.digests[found.key] = digest
-                report.bytes_read += found.size
+                report.bytes_read += found.size or 0
                 by_digest[digest].append(found)
-    for digest, same in sorted(by_digest.items(), key=lambda item: (-item[1][0].size * len(item[1]), item[0])):
+    for digest, same in sorted(by_digest.items(), key=lambda item: (-(item[1][0].size or 0) * len(item[1]), item[0])):
         if len(same) > 1:
             keep, *duplicates = sorted(same, key=keep_order)
-            report.groups.append(DuplicateGroup(digest, keep.size, keep, duplicates))
+            report.groups.append(DuplicateGroup(digest, keep.size or 0, keep, duplicates))
     if tally is not None:
         report.chunk_level = _chunk_level_figures(report, by_digest, tally)
     return report
 
 
 def keep_order(found: S3Object) -> tuple:
-    modified = found.last_modified or datetime.max.replace(tzinfo=timezone.utc)
+    modified = found.last_modified or datetime.max.replace(tzinfo=UTC)
     return modified, found.key
 
 
 def _chunk_level_figures(report: ScanReport, by_digest: dict[str, list[S3Object]], tally: _ChunkTally) -> dict:
-    unique_file_bytes = sum(same[0].size for same in by_digest.values())
+    unique_file_bytes = sum(same[0].size or 0 for same in by_digest.values())
     saving = unique_file_bytes - tally.unique_bytes
     return {
         "chunker": tally.spec.to_config(),
@@ -206,9 +220,15 @@ def report_format(path: str | Path) -> str:
 def _rows(report: ScanReport) -> Iterable[dict]:
     for number, group in enumerate(report.groups, 1):
         for role, found in [("keep", group.keep)] + [("duplicate", dup) for dup in group.duplicates]:
-            yield {"group": number, "digest": group.digest, "size": group.size, "role": role, "key": found.key,
-                   "etag": found.etag or "",
-                   "last_modified": found.last_modified.isoformat() if found.last_modified else ""}
+            yield {
+                "group": number,
+                "digest": group.digest,
+                "size": group.size,
+                "role": role,
+                "key": found.key,
+                "etag": found.etag or "",
+                "last_modified": found.last_modified.isoformat() if found.last_modified else "",
+            }
 
 
 _CSV_FIELDS = ["group", "digest", "size", "role", "key", "etag", "last_modified"]
@@ -241,11 +261,16 @@ def _html(report: ScanReport) -> str:
     ]
     if report.chunk_level:
         chunk = report.chunk_level
-        summary.append(("Chunk-level dedup would save besides",
-                        f"{chunk['additional_saving_bytes']:,} bytes, "
-                        f"${chunk['additional_saving_usd_per_month']:.4f} per month"))
+        summary.append(
+            (
+                "Chunk-level dedup would save besides",
+                f"{chunk['additional_saving_bytes']:,} bytes, "
+                f"${chunk['additional_saving_usd_per_month']:.4f} per month",
+            )
+        )
     rows = "\n".join(
-        "<tr>" + "".join(f"<td>{e(str(row[name]))}</td>" for name in _CSV_FIELDS) + "</tr>" for row in _rows(report))
+        "<tr>" + "".join(f"<td>{e(str(row[name]))}</td>" for name in _CSV_FIELDS) + "</tr>" for row in _rows(report)
+    )
     head = "".join(f"<th>{e(name)}</th>" for name in _CSV_FIELDS)
     items = "\n".join(f"<tr><th>{e(label)}</th><td>{e(value)}</td></tr>" for label, value in summary)
     return f"""<!doctype html>
@@ -273,10 +298,18 @@ class Removal:
     outcome: str  # "would delete", "deleted", "kept: changed", "kept: differs"
 
     def to_json(self) -> dict:
-        return {"bucket": self.found.bucket, "key": self.found.key, "etag": self.found.etag,
-                "version_id": self.found.version_id, "size": self.found.size, "digest": self.digest,
-                "kept_key": self.kept.key, "kept_etag": self.kept.etag, "outcome": self.outcome,
-                "at": datetime.now(timezone.utc).isoformat()}
+        return {
+            "bucket": self.found.bucket,
+            "key": self.found.key,
+            "etag": self.found.etag,
+            "version_id": self.found.version_id,
+            "size": self.found.size,
+            "digest": self.digest,
+            "kept_key": self.kept.key,
+            "kept_etag": self.kept.etag,
+            "outcome": self.outcome,
+            "at": datetime.now(UTC).isoformat(),
+        }
 
 
 def same_bytes(s3, first: S3Object, second: S3Object) -> bool:
@@ -294,8 +327,14 @@ def same_bytes(s3, first: S3Object, second: S3Object) -> bool:
                 return True
 
 
-def delete_duplicates(s3, report: ScanReport, *, dry_run: bool = True, manifest: str | Path | None = None,
-                      on_removal: Callable[[Removal], None] | None = None) -> list[Removal]:
+def delete_duplicates(
+    s3,
+    report: ScanReport,
+    *,
+    dry_run: bool = True,
+    manifest: str | Path | None = None,
+    on_removal: Callable[[Removal], None] | None = None,
+) -> list[Removal]:
     """Delete the duplicates of report (or, with dry_run, only say which would go).
 
     Each deletion is appended to manifest (JSON Lines) as soon as it is done, so the
@@ -303,12 +342,13 @@ def delete_duplicates(s3, report: ScanReport, *, dry_run: bool = True, manifest:
     if not dry_run and manifest is None:
         raise InvalidArgumentError("deleting duplicates needs a manifest file to record what it removes")
     removals = []
-    handle = None if dry_run else open(manifest, "a", encoding="utf-8")
-    try:
+    with contextlib.ExitStack() as stack:
+        # Opened when deleting only (a manifest is required then).
+        handle = None if dry_run or manifest is None else stack.enter_context(open(manifest, "a", encoding="utf-8"))
         for group in report.groups:
             for duplicate in group.duplicates:
                 removal = Removal(duplicate, group.keep, group.digest, "would delete")
-                if not dry_run:
+                if handle is not None:
                     removal.outcome = _remove(s3, group.keep, duplicate)
                     if removal.outcome == "deleted":
                         handle.write(json.dumps(removal.to_json(), sort_keys=True) + "\n")
@@ -316,9 +356,6 @@ def delete_duplicates(s3, report: ScanReport, *, dry_run: bool = True, manifest:
                 removals.append(removal)
                 if on_removal:
                     on_removal(removal)
-    finally:
-        if handle is not None:
-            handle.close()
     return removals
 
 

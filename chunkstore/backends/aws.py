@@ -14,9 +14,10 @@ a command can report what it cost at list prices.
 from __future__ import annotations
 
 import threading
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
+
 from chunkstore.errors import AccessDeniedError, AwsError, ChunkstoreError, ResourceNotFoundError
 
 INSTALL_HINT = "pip install 'chunkstore[s3]'"
@@ -48,9 +49,18 @@ READ_UNITS_PER_NEW_CHUNK = 2
 
 
 _ACCESS_DENIED_CODES = {
-    "AccessDenied", "AccessDeniedException", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch",
-    "ExpiredToken", "ExpiredTokenException", "InvalidToken", "UnrecognizedClientException",
-    "InvalidClientTokenId", "UnauthorizedOperation", "403",
+    "AccessDenied",
+    "AccessDeniedException",
+    "AllAccessDisabled",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "InvalidToken",
+    "UnrecognizedClientException",
+    "InvalidClientTokenId",
+    "UnauthorizedOperation",
+    "403",
 }
 _NOT_FOUND_CODES = {"NoSuchBucket", "ResourceNotFoundException"}
 
@@ -110,7 +120,7 @@ class RequestCounter:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._requests: Counter[tuple[str, str]] = Counter()
-        self._capacity: Counter[str] = Counter()
+        self._capacity: defaultdict[str, float] = defaultdict(float)
 
     def record_request(self, service: str, operation: str) -> None:
         with self._lock:
@@ -131,7 +141,9 @@ class RequestCounter:
         read_units = sum(units for operation, units in capacity.items() if operation in _DYNAMODB_READS)
         write_units = sum(capacity.values()) - read_units
         s3_cost = sum(count * _s3_request_price(operation) for operation, count in by_service["s3"].items())
-        dynamodb_cost = (read_units * DYNAMODB_READ_UNIT_PER_MILLION + write_units * DYNAMODB_WRITE_UNIT_PER_MILLION) / 1e6
+        dynamodb_cost = (
+            read_units * DYNAMODB_READ_UNIT_PER_MILLION + write_units * DYNAMODB_WRITE_UNIT_PER_MILLION
+        ) / 1e6
         return {
             **by_service,
             "total": sum(requests.values()),
@@ -171,8 +183,9 @@ class AwsClients:
         import_boto3()
         from botocore.config import Config
 
-        config = Config(retries={"mode": "adaptive", "max_attempts": RETRY_ATTEMPTS},
-                        max_pool_connections=max_pool_connections)
+        config = Config(
+            retries={"mode": "adaptive", "max_attempts": RETRY_ATTEMPTS}, max_pool_connections=max_pool_connections
+        )
         self.requests = RequestCounter()
         with translate_errors("setting up the AWS clients"), _session_lock:
             session = _shared_session()
@@ -189,7 +202,7 @@ class AwsClients:
 
     def _count_request(self, event_name: str, **_) -> None:
         # event_name is "before-send.<service>.<Operation>", once per attempt.
-        _, service, operation = event_name.split(".", 2)
+        service, operation = event_name.split(".", 2)[1:]
         self.requests.record_request(service, operation)
 
     @staticmethod
@@ -219,9 +232,11 @@ def cost_estimate(figures: dict) -> dict:
     unique, stored, logical = figures["unique_bytes"], figures["stored_bytes"], figures["logical_bytes"]
     average_chunk = unique / chunks if chunks else figures["chunker"]["avg_size"]
     chunks_per_gb = gb / average_chunk
-    ingest_per_gb = chunks_per_gb * (S3_PUT_PER_1000 / 1000
-                                     + WRITE_UNITS_PER_NEW_CHUNK * DYNAMODB_WRITE_UNIT_PER_MILLION / 1e6
-                                     + READ_UNITS_PER_NEW_CHUNK * DYNAMODB_READ_UNIT_PER_MILLION / 1e6)
+    ingest_per_gb = chunks_per_gb * (
+        S3_PUT_PER_1000 / 1000
+        + WRITE_UNITS_PER_NEW_CHUNK * DYNAMODB_WRITE_UNIT_PER_MILLION / 1e6
+        + READ_UNITS_PER_NEW_CHUNK * DYNAMODB_READ_UNIT_PER_MILLION / 1e6
+    )
     # A restore reads the recipe (a 36-byte entry per chunk, in 4 KB read units) and GETs every chunk.
     restore_per_gb = chunks_per_gb * (S3_GET_PER_1000 / 1000 + 36 / 4096 * DYNAMODB_READ_UNIT_PER_MILLION / 1e6)
     storage_per_month = stored / gb * S3_STORAGE_PER_GB_MONTH

@@ -35,8 +35,15 @@ class Backend(ABC):
         raise InvalidArgumentError("--create applies only to s3:// stores")
 
     @abstractmethod
-    def open_catalog(self, catalog_section: dict, *, store_id: str, create: bool,
-                     lease_seconds: float = DEFAULT_LEASE_SECONDS, read_only: bool = False) -> Catalog:
+    def open_catalog(
+        self,
+        catalog_section: dict,
+        *,
+        store_id: str,
+        create: bool,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        read_only: bool = False,
+    ) -> Catalog:
         """Open (create: make) the catalog the config names. Raises UnsupportedFormatError for a
         section this backend does not pair with."""
 
@@ -54,5 +61,7 @@ class Backend(ABC):
 
     def refuse(self, catalog_section: dict) -> UnsupportedFormatError:
         """The error for a config whose catalog section this backend does not pair with."""
-        return UnsupportedFormatError(f"the store config at {self.url} names a catalog of type "
-                                      f"{catalog_section.get('type')!r}, which a store there cannot use")
+        return UnsupportedFormatError(
+            f"the store config at {self.url} names a catalog of type "
+            f"{catalog_section.get('type')!r}, which a store there cannot use"
+        )

@@ -68,6 +68,11 @@ class ContentRecord:
     refcount: int
 
 
+# The largest file mode a catalog may hold: the stat module's functions (S_ISLNK, S_IMODE)
+# take a C unsigned int and raise OverflowError beyond it. Every st_mode fits in 16 bits.
+MAX_MODE = 2**32 - 1
+
+
 @dataclass(frozen=True, slots=True)
 class FileStat:
     """What put records of a file, and compares to skip rereading it."""
@@ -106,8 +111,10 @@ def refuse_marker(record: VersionRecord, asked_version: int | None) -> VersionRe
     if not record.deleted:
         return record
     if asked_version is None:
-        raise NameNotFoundError(f"{record.name!r} was deleted (its version {record.version} is a deletion marker); "
-                                "earlier versions can still be read with --version or --as-of")
+        raise NameNotFoundError(
+            f"{record.name!r} was deleted (its version {record.version} is a deletion marker); "
+            "earlier versions can still be read with --version or --as-of"
+        )
     raise VersionNotFoundError(f"version {record.version} of {record.name!r} is a deletion marker, not a file")
 
 
@@ -219,8 +226,9 @@ class Catalog(ABC):
         VersionNotFoundError when the given version does not exist or is a deletion marker."""
 
     @abstractmethod
-    def list_versions(self, prefix: str = "", all_versions: bool = False, *, as_of_ns: int | None = None,
-                      deleted: bool = False) -> Iterator[VersionRecord]:
+    def list_versions(
+        self, prefix: str = "", all_versions: bool = False, *, as_of_ns: int | None = None, deleted: bool = False
+    ) -> Iterator[VersionRecord]:
         """Versions of names equal to prefix or under prefix + '/', ordered by name then version.
 
         Only versions stored at or before as_of_ns count (all of them when it is None).

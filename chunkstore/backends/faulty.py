@@ -102,8 +102,9 @@ class FaultPlan:
         return None
 
 
-def run_with_fault(plan: FaultPlan, method: str, key: str, call: Callable[[], Any],
-                   truncate: Callable[[Any], Any] | None = None) -> Any:
+def run_with_fault(
+    plan: FaultPlan, method: str, key: str, call: Callable[[], Any], truncate: Callable[[Any], Any] | None = None
+) -> Any:
     """Run call() under the plan's decision for (method, key)."""
     where = f"{method}({key!r})" if key else f"{method}()"
     if plan.crashed:
@@ -127,7 +128,7 @@ def run_with_fault(plan: FaultPlan, method: str, key: str, call: Callable[[], An
 
 
 def _first_half(data: bytes) -> bytes:
-    return data[:len(data) // 2]
+    return data[: len(data) // 2]
 
 
 class FaultyBlobStore(BlobStore):
@@ -180,6 +181,10 @@ class FaultyCatalog(Catalog):
     @property
     def lease_seconds(self) -> float:
         return self.inner.lease_seconds
+
+    @lease_seconds.setter
+    def lease_seconds(self, seconds: float) -> None:
+        self.inner.lease_seconds = seconds
 
     def integrity_problems(self) -> list[str]:
         return self.inner.integrity_problems()

@@ -76,7 +76,7 @@ class LocalBlobStore(BlobStore):
             try:
                 view = memoryview(data)
                 while view:
-                    view = view[os.write(descriptor, view):]
+                    view = view[os.write(descriptor, view) :]
             finally:
                 os.close(descriptor)
             os.replace(temporary, f"{parent}/{name}")
@@ -116,10 +116,8 @@ class LocalBlobStore(BlobStore):
             raise BlobNotFoundError(f"no object {key!r} in {self.url}") from None
 
     def delete(self, key: str) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             self._path(key).unlink()
-        except (FileNotFoundError, NotADirectoryError):
-            pass
 
     def list(self, prefix: str = "") -> Iterator[BlobInfo]:
         # Start in the deepest folder the prefix names and filter on the rest of it.
@@ -165,8 +163,10 @@ class LocalBlobStore(BlobStore):
                     # syncfs reports a write-back error (EIO, ENOSPC) of the file system: puts
                     # that have returned may be lost, and os.sync() would not say so.
                     number = ctypes.get_errno()
-                    raise StoreWriteError(f"cannot make the objects in {self.url} durable: syncfs failed "
-                                          f"with {errno.errorcode.get(number, number)} ({os.strerror(number)})")
+                    raise StoreWriteError(
+                        f"cannot make the objects in {self.url} durable: syncfs failed "
+                        f"with {errno.errorcode.get(number, number)} ({os.strerror(number)})"
+                    )
             finally:
                 os.close(descriptor)
         self._dirty = False

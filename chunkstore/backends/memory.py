@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from chunkstore.backends.backend import Backend
 from chunkstore.backends.blobstore import BlobInfo, BlobStore, validate_key
 from chunkstore.backends.catalog import (
     Catalog,
@@ -34,7 +35,6 @@ from chunkstore.backends.catalog import (
     deletion_marker,
     refuse_marker,
 )
-from chunkstore.backends.backend import Backend
 from chunkstore.backends.sessions import DEFAULT_LEASE_SECONDS, new_session_id, now_ns
 from chunkstore.core import recipes
 from chunkstore.errors import (
@@ -92,7 +92,7 @@ class MemoryBlobStore(BlobStore):
         value = self._object(key)
         if offset == 0 and length is None:
             return value
-        return value[offset:] if length is None else value[offset:offset + length]
+        return value[offset:] if length is None else value[offset : offset + length]
 
     def stat(self, key: str) -> BlobInfo:
         return BlobInfo(key, len(self._object(key)))
@@ -177,8 +177,13 @@ class MemoryCatalog(Catalog):
     """A handle on a CatalogState. Every method is one step under the state's lock, so each is
     atomic against every other handle, as a transaction is."""
 
-    def __init__(self, state: CatalogState | None = None, *, lease_seconds: float = DEFAULT_LEASE_SECONDS,
-                 read_only: bool = False):
+    def __init__(
+        self,
+        state: CatalogState | None = None,
+        *,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        read_only: bool = False,
+    ):
         self.state = state if state is not None else CatalogState()
         self.lease_seconds = lease_seconds
         self.read_only = read_only
@@ -236,7 +241,8 @@ class MemoryCatalog(Catalog):
         alive = state.sessions.get(session)
         if alive is None:
             raise ConcurrentModificationError(
-                "this put stalled past its session lease and gc expired it; nothing more is committed, put again")
+                "this put stalled past its session lease and gc expired it; nothing more is committed, put again"
+            )
         alive.heartbeat_ns = now_ns()
         return alive
 
@@ -266,7 +272,8 @@ class MemoryCatalog(Catalog):
                 if not self._gc_alive(state) or time.monotonic() > deadline:
                     raise ConcurrentModificationError(
                         f"{len(deleting)} chunk(s) this put needs are being deleted by a gc that "
-                        "stopped before finishing; run `chunkstore gc` to complete it, then put again")
+                        "stopped before finishing; run `chunkstore gc` to complete it, then put again"
+                    )
                 waiting = deleting
                 state.changed.wait(_DELETING_POLL_SECONDS)
 
@@ -298,12 +305,14 @@ class MemoryCatalog(Catalog):
                 if missing:
                     raise ConcurrentModificationError(
                         f"{missing} chunk(s) of {new.name!r} were collected by a concurrent gc while this put "
-                        "was stalled past its session lease; nothing was committed, put again")
+                        "was stalled past its session lease; nothing was committed, put again"
+                    )
                 new_chunks[new.digest] = chunk_ids
             return [self._commit_one(state, new, stamp, new_chunks) for new in versions]
 
-    def _commit_one(self, state: CatalogState, new: NewVersion, stamp: int,
-                    new_chunks: dict[bytes, list[bytes]]) -> CommitOutcome:
+    def _commit_one(
+        self, state: CatalogState, new: NewVersion, stamp: int, new_chunks: dict[bytes, list[bytes]]
+    ) -> CommitOutcome:
         latest = self._latest(state, new.name)
         if latest is not None and latest.digest == new.digest:
             refreshed = VersionRecord(new.name, latest.version, latest.digest, new.stat, latest.stored_at_ns)
@@ -357,16 +366,20 @@ class MemoryCatalog(Catalog):
             raise NameNotFoundError(f"no stored file named {name!r}")
         return refuse_marker(record, version)
 
-    def list_versions(self, prefix: str = "", all_versions: bool = False, *, as_of_ns: int | None = None,
-                      deleted: bool = False) -> Iterator[VersionRecord]:
+    def list_versions(
+        self, prefix: str = "", all_versions: bool = False, *, as_of_ns: int | None = None, deleted: bool = False
+    ) -> Iterator[VersionRecord]:
         below = prefix + "/"
         listed: list[VersionRecord] = []
         with self._reading() as state:
             for name in sorted(state.versions):
                 if prefix and name != prefix and not name.startswith(below):
                     continue
-                in_time = [record for record in state.versions[name].values()
-                           if as_of_ns is None or record.stored_at_ns <= as_of_ns]
+                in_time = [
+                    record
+                    for record in state.versions[name].values()
+                    if as_of_ns is None or record.stored_at_ns <= as_of_ns
+                ]
                 chosen = in_time if all_versions else in_time[-1:]
                 listed.extend(record for record in chosen if deleted or not record.deleted)
         return iter(listed)
@@ -398,13 +411,15 @@ class MemoryCatalog(Catalog):
 
     def get_chunks(self, chunk_ids: Iterable[bytes]) -> dict[bytes, ChunkRecord]:
         with self._reading() as state:
-            return {chunk_id: state.chunks[chunk_id].record(chunk_id)
-                    for chunk_id in chunk_ids if chunk_id in state.chunks}
+            return {
+                chunk_id: state.chunks[chunk_id].record(chunk_id) for chunk_id in chunk_ids if chunk_id in state.chunks
+            }
 
     def stats(self) -> CatalogStats:
         with self._reading() as state:
-            content_versions = [record for versions in state.versions.values() for record in versions.values()
-                                if not record.deleted]
+            content_versions = [
+                record for versions in state.versions.values() for record in versions.values() if not record.deleted
+            ]
             present = [row for row in state.chunks.values() if row.state == ChunkState.PRESENT]
             return CatalogStats(
                 names=len({record.name for record in content_versions}),
@@ -509,12 +524,14 @@ class MemoryCatalog(Catalog):
         with self._writing() as state:
             self._check_gc_lock(state, session)
             stamp = now_ns()
-            for dead in [other for other, alive in state.sessions.items()
-                         if other != session and self._is_dead(alive, stamp)]:
+            for dead in [
+                other for other, alive in state.sessions.items() if other != session and self._is_dead(alive, stamp)
+            ]:
                 self._drop_session(state, dead)
-            left_deleting = [chunk_id for chunk_id, row in state.chunks.items()
-                             if row.state == ChunkState.DELETING][:limit]
-            fresh = []
+            left_deleting = [chunk_id for chunk_id, row in state.chunks.items() if row.state == ChunkState.DELETING][
+                :limit
+            ]
+            fresh: list[bytes] = []
             for chunk_id, row in state.chunks.items():
                 if len(left_deleting) + len(fresh) >= limit:
                     break
@@ -595,8 +612,15 @@ class MemoryBackend(Backend):
             raise InvalidArgumentError("--table and --create apply only to s3:// stores")
         return dict(MEMORY_CATALOG_SECTION)
 
-    def open_catalog(self, catalog_section: dict, *, store_id: str, create: bool,
-                     lease_seconds: float = DEFAULT_LEASE_SECONDS, read_only: bool = False) -> Catalog:
+    def open_catalog(
+        self,
+        catalog_section: dict,
+        *,
+        store_id: str,
+        create: bool,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        read_only: bool = False,
+    ) -> Catalog:
         if catalog_section.get("type") != MEMORY_CATALOG_SECTION["type"]:
             raise self.refuse(catalog_section)
         with _LOCATIONS_LOCK:

@@ -12,8 +12,9 @@ section it does not pair with, so an edited config cannot point a folder's store
 
 from __future__ import annotations
 
-from pathlib import Path
+import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from chunkstore.backends.backend import Backend
@@ -25,6 +26,9 @@ if TYPE_CHECKING:
     from chunkstore.backends.aws import AwsClients
 
 LOCAL_CATALOG_FILE = "catalog.sqlite"
+# What a config may name as the catalog file: one plain name in the store's folder, short
+# enough for any file system (NAME_MAX is 255 bytes), so no edit can point it elsewhere.
+_CATALOG_FILE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,254}")
 MAX_CONCURRENCY = 1024
 
 
@@ -45,15 +49,22 @@ class LocalBackend(Backend):
             raise InvalidArgumentError("--table and --create apply only to s3:// stores")
         return {"type": "sqlite", "path": LOCAL_CATALOG_FILE}
 
-    def open_catalog(self, catalog_section: dict, *, store_id: str, create: bool,
-                     lease_seconds: float = DEFAULT_LEASE_SECONDS, read_only: bool = False) -> Catalog:
+    def open_catalog(
+        self,
+        catalog_section: dict,
+        *,
+        store_id: str,
+        create: bool,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        read_only: bool = False,
+    ) -> Catalog:
         if catalog_section.get("type") != "sqlite":
             raise self.refuse(catalog_section)
         from chunkstore.backends.sqlite import SQLiteCatalog
 
         relative = catalog_section.get("path", LOCAL_CATALOG_FILE)
         # The file lies in the store's folder: a config edited to name another path is refused.
-        if not isinstance(relative, str) or "/" in relative or relative.startswith("."):
+        if not isinstance(relative, str) or not _CATALOG_FILE_NAME.fullmatch(relative):
             raise UnsupportedFormatError(f"store config names an invalid catalog path {relative!r}")
         return SQLiteCatalog(self.folder / relative, create=create, lease_seconds=lease_seconds, read_only=read_only)
 
@@ -80,7 +91,9 @@ class S3Backend(Backend):
         from chunkstore.backends.dynamodb import validate_table
 
         if not table:
-            raise InvalidArgumentError("an s3:// store keeps its catalog in DynamoDB: give the table with --table TABLE")
+            raise InvalidArgumentError(
+                "an s3:// store keeps its catalog in DynamoDB: give the table with --table TABLE"
+            )
         return {"type": "dynamodb", "table": validate_table(table)}
 
     def create_resources(self, catalog_section: dict) -> None:
@@ -89,14 +102,28 @@ class S3Backend(Backend):
         self.s3_blobs.create_bucket()
         DynamoDBCatalog.create_table(self.clients, catalog_section["table"])
 
-    def open_catalog(self, catalog_section: dict, *, store_id: str, create: bool,
-                     lease_seconds: float = DEFAULT_LEASE_SECONDS, read_only: bool = False) -> Catalog:
+    def open_catalog(
+        self,
+        catalog_section: dict,
+        *,
+        store_id: str,
+        create: bool,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        read_only: bool = False,
+    ) -> Catalog:
         if catalog_section.get("type") != "dynamodb":
             raise self.refuse(catalog_section)
         from chunkstore.backends.dynamodb import DynamoDBCatalog
+        from chunkstore.backends.dynamodb.table import validate_table
 
-        return DynamoDBCatalog(self.clients, catalog_section.get("table"), store_id=store_id, store_url=self.url,
-                               create=create, lease_seconds=lease_seconds)
+        return DynamoDBCatalog(
+            self.clients,
+            validate_table(catalog_section.get("table")),
+            store_id=store_id,
+            store_url=self.url,
+            create=create,
+            lease_seconds=lease_seconds,
+        )
 
 
 def _memory_backend(name: str, concurrency: int | None) -> Backend:
@@ -123,8 +150,9 @@ def split_url(url: str) -> tuple[str, str]:
     if not separator:
         scheme, rest = "file", url
     if scheme not in _SCHEMES:
-        raise InvalidArgumentError(f"unsupported store URL {url!r} "
-                                   f"(use a folder path, s3://BUCKET/PREFIX or memory://NAME)")
+        raise InvalidArgumentError(
+            f"unsupported store URL {url!r} (use a folder path, s3://BUCKET/PREFIX or memory://NAME)"
+        )
     if scheme == "file":
         return scheme, str(Path(rest).expanduser().absolute())
     return scheme, rest.strip("/")

@@ -8,6 +8,7 @@ the second PUT rewrites identical bytes.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterator
 
@@ -15,10 +16,8 @@ from collections.abc import Iterator
 import botocore.exceptions
 
 from chunkstore.backends.aws import AwsClients, error_code, translate_errors
-from chunkstore.errors import ResourceNotFoundError
-from chunkstore.errors import InvalidArgumentError
 from chunkstore.backends.blobstore import BlobInfo, BlobStore, is_valid_key, validate_key
-from chunkstore.errors import BlobNotFoundError
+from chunkstore.errors import BlobNotFoundError, InvalidArgumentError, ResourceNotFoundError
 
 # Concurrent requests a command should run against this store (uploads, downloads):
 # S3 latency, not bandwidth or CPU, bounds one request, so many run at once.
@@ -26,8 +25,11 @@ DEFAULT_CONCURRENCY = 32
 # A GET whose body breaks off mid-stream is not retried by botocore; retry it here.
 _BODY_READ_ATTEMPTS = 3
 
-_BROKEN_BODY = (botocore.exceptions.ResponseStreamingError, botocore.exceptions.ReadTimeoutError,
-                botocore.exceptions.IncompleteReadError)
+_BROKEN_BODY = (
+    botocore.exceptions.ResponseStreamingError,
+    botocore.exceptions.ReadTimeoutError,
+    botocore.exceptions.IncompleteReadError,
+)
 # HEAD requests carry no error body: a missing bucket or key is only a 404.
 _MISSING_CODES = ("404", "NoSuchBucket", "NoSuchKey", "NotFound")
 
@@ -48,14 +50,15 @@ class S3BlobStore(BlobStore):
         if prefix and not is_valid_key(prefix):
             raise InvalidArgumentError(
                 f"invalid store prefix {prefix!r} in s3://{bucket}/{prefix} (lower-case letters, digits, '.', '-', "
-                "'_' and '/' between parts)")
+                "'_' and '/' between parts)"
+            )
         self.prefix = prefix
         self.clients = clients
         self.concurrency = concurrency
         self.url = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
 
     @classmethod
-    def from_location(cls, path: str, clients: AwsClients) -> "S3BlobStore":
+    def from_location(cls, path: str, clients: AwsClients) -> S3BlobStore:
         """Open BUCKET/PREFIX (the part of an s3:// URL after the scheme)."""
         bucket, _, prefix = path.partition("/")
         return cls(bucket, prefix.strip("/"), clients)
@@ -99,15 +102,25 @@ class S3BlobStore(BlobStore):
             options = {}
             if region and region != "us-east-1":
                 options["CreateBucketConfiguration"] = {"LocationConstraint": region}
-            try:
+            with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
                 s3.create_bucket(Bucket=self.bucket, **options)
-            except s3.exceptions.BucketAlreadyOwnedByYou:
-                pass
-            s3.put_public_access_block(Bucket=self.bucket, PublicAccessBlockConfiguration={
-                "BlockPublicAcls": True, "IgnorePublicAcls": True,
-                "BlockPublicPolicy": True, "RestrictPublicBuckets": True})
-            s3.put_bucket_encryption(Bucket=self.bucket, ServerSideEncryptionConfiguration={
-                "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}, "BucketKeyEnabled": True}]})
+            s3.put_public_access_block(
+                Bucket=self.bucket,
+                PublicAccessBlockConfiguration={
+                    "BlockPublicAcls": True,
+                    "IgnorePublicAcls": True,
+                    "BlockPublicPolicy": True,
+                    "RestrictPublicBuckets": True,
+                },
+            )
+            s3.put_bucket_encryption(
+                Bucket=self.bucket,
+                ServerSideEncryptionConfiguration={
+                    "Rules": [
+                        {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}, "BucketKeyEnabled": True}
+                    ]
+                },
+            )
 
     # ---- objects ---------------------------------------------------------------------
 
@@ -171,7 +184,7 @@ class S3BlobStore(BlobStore):
         with self._errors("listing", prefix or None):
             for page in paginator.paginate(Bucket=self.bucket, Prefix=base + prefix):
                 for entry in page.get("Contents", ()):
-                    key = entry["Key"][len(base):]
+                    key = entry["Key"][len(base) :]
                     # Objects under the prefix that no key can name are not ours.
                     if is_valid_key(key):
                         yield BlobInfo(key, entry["Size"])

@@ -16,6 +16,9 @@ import uuid
 # stopped or cut off for the whole lease loses its pins (and then its commit fails safely).
 DEFAULT_LEASE_SECONDS = 30 * 60
 HOST = socket.gethostname()
+# Process IDs are a C pid_t (32-bit signed); os.kill raises OverflowError beyond it, and 0 or
+# a negative number would name a process group. A session recorded with another is no process.
+MAX_PID = 2**31 - 1
 
 
 def new_session_id() -> str:
@@ -30,6 +33,8 @@ def session_is_dead(host: str, pid: int, heartbeat_ns: int, lease_seconds: float
     if at_ns - heartbeat_ns > lease_seconds * 1_000_000_000:
         return True
     if host == HOST and pid != os.getpid():
+        if not 0 < pid <= MAX_PID:
+            return True
         try:
             os.kill(pid, 0)
         except ProcessLookupError:

@@ -24,12 +24,37 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeGuard
 
+from chunkstore.backends.catalog import (
+    MAX_MODE,
+    SNAPSHOT_COUNTS,
+    Catalog,
+    CatalogStats,
+    ChunkRecord,
+    ChunkState,
+    CommitOutcome,
+    ContentRecord,
+    FileStat,
+    NewVersion,
+    SnapshotRecord,
+    VersionRecord,
+    deletion_marker,
+    refuse_marker,
+)
+from chunkstore.backends.sessions import DEFAULT_LEASE_SECONDS, HOST, new_session_id, now_ns, session_is_dead
 from chunkstore.core import recipes
 from chunkstore.core.names import normalize_name
-from chunkstore.errors import ChunkstoreError, ConcurrentModificationError, CorruptObjectError, InvalidArgumentError, NameNotFoundError, NotFoundError, UnsupportedFormatError, VersionNotFoundError
-from chunkstore.backends.catalog import SNAPSHOT_COUNTS, Catalog, CatalogStats, ChunkRecord, ChunkState, CommitOutcome, ContentRecord, FileStat, NewVersion, SnapshotRecord, VersionRecord, deletion_marker, refuse_marker
-from chunkstore.backends.sessions import DEFAULT_LEASE_SECONDS, HOST, new_session_id, now_ns, session_is_dead
+from chunkstore.errors import (
+    ChunkstoreError,
+    ConcurrentModificationError,
+    CorruptObjectError,
+    InvalidArgumentError,
+    NameNotFoundError,
+    NotFoundError,
+    UnsupportedFormatError,
+    VersionNotFoundError,
+)
 
 SCHEMA_VERSION = 3
 
@@ -50,7 +75,9 @@ CREATE TABLE IF NOT EXISTS snapshots (
 """
 
 _SNAPSHOTS_TABLE = _SNAPSHOTS_TABLE_V2.replace(
-    "added_stored_bytes INTEGER NOT NULL\n", "added_stored_bytes INTEGER NOT NULL,\n    program TEXT NOT NULL DEFAULT ''\n")
+    "added_stored_bytes INTEGER NOT NULL\n",
+    "added_stored_bytes INTEGER NOT NULL,\n    program TEXT NOT NULL DEFAULT ''\n",
+)
 
 # Each step takes a file from the schema version it is keyed by to the next one.
 _UPGRADES = {
@@ -58,7 +85,9 @@ _UPGRADES = {
     2: ["ALTER TABLE snapshots ADD COLUMN program TEXT NOT NULL DEFAULT ''"],
 }
 
-_SCHEMA = _SNAPSHOTS_TABLE + """
+_SCHEMA = (
+    _SNAPSHOTS_TABLE
+    + """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS chunks (
     id BLOB PRIMARY KEY,
@@ -120,8 +149,10 @@ CREATE TABLE IF NOT EXISTS gc_lock (
     session TEXT NOT NULL
 );
 """
+)
 
 _VERSION_COLUMNS = "name, version, digest, size, mtime_ns, mode, inode, ctime_ns, stored_at_ns, deleted"
+_CONTENT_COLUMNS = "digest, size, chunk_count, page_count, refcount"
 _SNAPSHOT_COLUMNS = "id, at_ns, host, paths, " + ", ".join(SNAPSHOT_COUNTS) + ", program"
 # How long a writer waits for a gc to finish deleting a chunk it needs (gc deletes in
 # batches of a few thousand objects, well under a second on a local disk).
@@ -141,7 +172,7 @@ class _Column:
         self.accepts = accepts
 
 
-def _is_integer(value: object) -> bool:
+def _is_integer(value: object) -> TypeGuard[int]:
     return type(value) is int
 
 
@@ -160,19 +191,37 @@ def _integers(*names: str) -> list[_Column]:
 
 _NAME = _Column("name", "a stored name (normalised, relative, no '..' or NUL)", _is_stored_name)
 _DIGEST = _Column("digest", "bytes", lambda value: type(value) is bytes)
-_VERSION_ROW = (_NAME, *_integers("version"), _DIGEST,
-                *_integers("size", "mtime_ns", "mode", "inode", "ctime_ns", "stored_at_ns", "deleted"))
-_CHUNK_ROW = (_Column("id", "bytes", lambda value: type(value) is bytes),
-              *_integers("size", "stored_size", "refcount"),
-              _Column("state", f"one of {[int(state) for state in ChunkState]}",
-                      lambda value: _is_integer(value) and value in ChunkState._value2member_map_),
-              _Column("location", "text or NULL", lambda value: value is None or type(value) is str))
+_VERSION_ROW = (
+    _NAME,
+    *_integers("version"),
+    _DIGEST,
+    *_integers("size", "mtime_ns"),
+    _Column("mode", f"an integer within 0..{MAX_MODE}", lambda value: _is_integer(value) and 0 <= value <= MAX_MODE),
+    *_integers("inode", "ctime_ns", "stored_at_ns", "deleted"),
+)
+_CHUNK_STATE = _Column(
+    "state",
+    f"one of {[int(state) for state in ChunkState]}",
+    lambda value: _is_integer(value) and value in ChunkState._value2member_map_,
+)
+_CHUNK_ROW = (
+    _Column("id", "bytes", lambda value: type(value) is bytes),
+    *_integers("size", "stored_size", "refcount"),
+    _CHUNK_STATE,
+    _Column("location", "text or NULL", lambda value: value is None or type(value) is str),
+)
 _CONTENT_ROW = (_DIGEST, *_integers("size", "chunk_count", "page_count", "refcount"))
-_SNAPSHOT_ROW = (_Column("id", "text", lambda value: type(value) is str), *_integers("at_ns"),
-                 _Column("host", "text", lambda value: type(value) is str),
-                 _Column("paths", "a JSON list of stored names", lambda value: _is_name_list(value)),
-                 *_integers(*SNAPSHOT_COUNTS), _Column("program", "text", lambda value: type(value) is str))
+_SNAPSHOT_ROW = (
+    _Column("id", "text", lambda value: type(value) is str),
+    *_integers("at_ns"),
+    _Column("host", "text", lambda value: type(value) is str),
+    _Column("paths", "a JSON list of stored names", lambda value: _is_name_list(value)),
+    *_integers(*SNAPSHOT_COUNTS),
+    _Column("program", "text", lambda value: type(value) is str),
+)
 _PAGE_ROW = (_Column("data", "bytes", lambda value: type(value) is bytes),)
+# What session_is_dead reads of a session: host, pid, heartbeat_ns.
+_SESSION_ROW = (_Column("host", "text", lambda value: type(value) is str), *_integers("pid", "heartbeat_ns"))
 
 
 def _is_name_list(text: object) -> bool:
@@ -183,26 +232,35 @@ def _is_name_list(text: object) -> bool:
     return isinstance(paths, list) and all(map(_is_stored_name, paths))
 
 
+def _session_row_is_dead(row: Sequence, lease_seconds: float, at_ns: int) -> bool:
+    host, pid, heartbeat_ns = _checked("sessions", _SESSION_ROW, row)
+    return session_is_dead(host, pid, heartbeat_ns, lease_seconds, at_ns)
+
+
 def _checked(table: str, columns: Sequence[_Column], row: Sequence) -> Sequence:
     """row, once every value is what its column must hold; else CorruptObjectError naming it."""
     for column, value in zip(columns, row, strict=True):
         if not column.accepts(value):
             raise CorruptObjectError(
                 f"catalog row of {table} {row[0]!r:.80} is damaged: {column.name} is {value!r:.80}, "
-                f"not {column.expected}; restore the catalog from a backup or remove the row")
+                f"not {column.expected}; restore the catalog from a backup or remove the row"
+            )
     return row
 
 
 def _version_from_row(row) -> VersionRecord:
     name, version, digest, size, mtime_ns, mode, inode, ctime_ns, stored_at_ns, deleted = _checked(
-        "versions", _VERSION_ROW, row)
-    return VersionRecord(name, version, digest, FileStat(size, mtime_ns, mode, inode, ctime_ns), stored_at_ns,
-                         bool(deleted))
+        "versions", _VERSION_ROW, row
+    )
+    return VersionRecord(
+        name, version, digest, FileStat(size, mtime_ns, mode, inode, ctime_ns), stored_at_ns, bool(deleted)
+    )
 
 
 def _snapshot_from_row(row) -> SnapshotRecord:
     snapshot_id, at_ns, host, paths, *counts, program = _checked("snapshots", _SNAPSHOT_ROW, row)
-    return SnapshotRecord(snapshot_id, at_ns, host, tuple(json.loads(paths)), *counts, program=program)
+    named_counts: dict[str, Any] = dict(zip(SNAPSHOT_COUNTS, counts, strict=True))
+    return SnapshotRecord(snapshot_id, at_ns, host, tuple(json.loads(paths)), **named_counts, program=program)
 
 
 def _chunk_from_row(row) -> ChunkRecord:
@@ -220,7 +278,7 @@ def _page_from_row(row) -> bytes:
 
 def _batches(items: Sequence, size: int = _IN_BATCH) -> Iterator[Sequence]:
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
 def _escape_like(text: str) -> str:
@@ -228,8 +286,14 @@ def _escape_like(text: str) -> str:
 
 
 class SQLiteCatalog(Catalog):
-    def __init__(self, path: str | os.PathLike[str], *, create: bool = False,
-                 lease_seconds: float = DEFAULT_LEASE_SECONDS, read_only: bool = False):
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        create: bool = False,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        read_only: bool = False,
+    ):
         """read_only connections cannot write, and never checkpoint the WAL when they close:
         a checkpoint fsyncs the catalog, which on ext4 also flushes every file a restore has
         just written (0.6 s after restoring 1 GB here), work that belongs to nobody's read."""
@@ -250,11 +314,19 @@ class SQLiteCatalog(Catalog):
             row = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         except sqlite3.DatabaseError as error:
             raise CorruptObjectError(f"catalog {self.path} cannot be read: {error}") from None
-        if row is not None and row[0] in map(str, _UPGRADES):
+        version = None if row is None else row[0]
+        if version is not None and (type(version) is not str or not (version.isascii() and version.isdigit())):
+            # A version this chunkstore does not know is a number (or none, in a file it did
+            # not make); anything else is damage.
+            raise CorruptObjectError(
+                f"catalog {self.path} is damaged: its schema version is {version!r:.80}, "
+                "not a number; restore the catalog from a backup"
+            )
+        if version in {str(old) for old in _UPGRADES}:
             self._upgrade()
-        elif row is None or row[0] != str(SCHEMA_VERSION):
+        elif version != str(SCHEMA_VERSION):
             raise UnsupportedFormatError(
-                f"catalog schema version {row and row[0]!r} is not supported (this chunkstore reads {SCHEMA_VERSION})"
+                f"catalog schema version {version!r} is not supported (this chunkstore reads {SCHEMA_VERSION})"
             )
 
     def _upgrade(self) -> None:
@@ -278,7 +350,8 @@ class SQLiteCatalog(Catalog):
         except sqlite3.OperationalError as error:
             raise UnsupportedFormatError(
                 f"catalog {self.path} has an older schema that this chunkstore upgrades in place, and the upgrade "
-                f"failed ({error}); run chunkstore once with write access to it") from None
+                f"failed ({error}); run chunkstore once with write access to it"
+            ) from None
         finally:
             db.close()
 
@@ -289,11 +362,15 @@ class SQLiteCatalog(Catalog):
         if connection is None:
             try:
                 if self.read_only:
-                    connection = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
-                                                 isolation_level=None, timeout=60.0, check_same_thread=False)
+                    connection = sqlite3.connect(
+                        f"{self.path.resolve().as_uri()}?mode=ro",
+                        uri=True,
+                        isolation_level=None,
+                        timeout=60.0,
+                        check_same_thread=False,
+                    )
                 else:
-                    connection = sqlite3.connect(self.path, isolation_level=None, timeout=60.0,
-                                                 check_same_thread=False)
+                    connection = sqlite3.connect(self.path, isolation_level=None, timeout=60.0, check_same_thread=False)
                     connection.execute("PRAGMA journal_mode = WAL")
                 connection.execute("PRAGMA foreign_keys = OFF")
             except sqlite3.DatabaseError as error:
@@ -332,7 +409,9 @@ class SQLiteCatalog(Catalog):
         session = new_session_id()
         stamp = now_ns()
         with self._write(durable=False) as db:
-            db.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?)", (session, kind, HOST, os.getpid(), stamp, stamp))
+            db.execute(
+                "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?)", (session, kind, HOST, os.getpid(), stamp, stamp)
+            )
         return session
 
     def heartbeat(self, session: str) -> None:
@@ -367,8 +446,10 @@ class SQLiteCatalog(Catalog):
                     if state != ChunkState.PRESENT:
                         to_upload.add(chunk_id)
                     pinned.append(chunk_id)
-                db.executemany("INSERT INTO chunks (id, size, state) VALUES (?, ?, ?)",
-                               [(chunk_id, size, int(ChunkState.PENDING)) for chunk_id, size in new_rows.items()])
+                db.executemany(
+                    "INSERT INTO chunks (id, size, state) VALUES (?, ?, ?)",
+                    [(chunk_id, size, int(ChunkState.PENDING)) for chunk_id, size in new_rows.items()],
+                )
                 db.executemany("INSERT OR IGNORE INTO pins VALUES (?, ?)", [(chunk_id, session) for chunk_id in pinned])
             if deleting:
                 # A gc that has just finished has released its lock too: only a gc seen dead
@@ -389,7 +470,7 @@ class SQLiteCatalog(Catalog):
         for batch in _batches(list(chunk_ids)):
             marks = ",".join("?" * len(batch))
             for chunk_id, state in db.execute(f"SELECT id, state FROM chunks WHERE id IN ({marks})", batch):
-                states[chunk_id] = ChunkState(state)
+                states[chunk_id] = ChunkState(_checked("chunks", (_CHUNK_STATE,), (state,))[0])
         return states
 
     def _gc_alive(self) -> bool:
@@ -397,7 +478,7 @@ class SQLiteCatalog(Catalog):
         row = db.execute(
             "SELECT s.host, s.pid, s.heartbeat_ns FROM gc_lock g JOIN sessions s ON s.id = g.session"
         ).fetchone()
-        return row is not None and not session_is_dead(*row, self.lease_seconds, now_ns())
+        return row is not None and not _session_row_is_dead(row, self.lease_seconds, now_ns())
 
     @staticmethod
     def _touch_live_session(db, session: str) -> None:
@@ -407,14 +488,18 @@ class SQLiteCatalog(Catalog):
         cursor = db.execute("UPDATE sessions SET heartbeat_ns = ? WHERE id = ?", (now_ns(), session))
         if cursor.rowcount == 0:
             raise ConcurrentModificationError(
-                "this put stalled past its session lease and gc expired it; nothing more is committed, put again")
+                "this put stalled past its session lease and gc expired it; nothing more is committed, put again"
+            )
 
     def chunks_stored(self, session: str, chunks: Sequence[tuple[bytes, int]]) -> None:
         with self._write(durable=False) as db:
             self._touch_live_session(db, session)
             db.executemany(
                 "UPDATE chunks SET state = ?, stored_size = ? WHERE id = ? AND state = ?",
-                [(int(ChunkState.PRESENT), stored_size, chunk_id, int(ChunkState.PENDING)) for chunk_id, stored_size in chunks],
+                [
+                    (int(ChunkState.PRESENT), stored_size, chunk_id, int(ChunkState.PENDING))
+                    for chunk_id, stored_size in chunks
+                ],
             )
 
     def commit(self, session: str, versions: Sequence[NewVersion], at_ns: int | None = None) -> list[CommitOutcome]:
@@ -449,15 +534,24 @@ class SQLiteCatalog(Catalog):
         return outcomes
 
     def _insert_version(self, db, record: VersionRecord) -> None:
-        db.execute(f"INSERT INTO versions ({_VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                   (record.name, record.version, record.digest, *self._stat_values(record.stat), record.stored_at_ns,
-                    int(record.deleted)))
+        db.execute(
+            f"INSERT INTO versions ({_VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                record.name,
+                record.version,
+                record.digest,
+                *self._stat_values(record.stat),
+                record.stored_at_ns,
+                int(record.deleted),
+            ),
+        )
 
     @staticmethod
     def _next_version(db, name: str) -> int:
         """Version numbers only grow, even after removals, so a number always means one content."""
-        db.execute("INSERT INTO names VALUES (?, 1) ON CONFLICT (name) DO UPDATE SET last_version = last_version + 1",
-                   (name,))
+        db.execute(
+            "INSERT INTO names VALUES (?, 1) ON CONFLICT (name) DO UPDATE SET last_version = last_version + 1", (name,)
+        )
         return db.execute("SELECT last_version FROM names WHERE name = ?", (name,)).fetchone()[0]
 
     @staticmethod
@@ -472,11 +566,19 @@ class SQLiteCatalog(Catalog):
         return _checked("versions", (_NAME,), row)[0] if row else None
 
     def _insert_content(self, db, new: NewVersion) -> None:
-        db.execute("INSERT INTO contents VALUES (?, ?, ?, ?, 1)",
-                   (new.digest, new.stat.size, new.chunk_count, len(new.pages)))
+        db.execute(
+            "INSERT INTO contents VALUES (?, ?, ?, ?, 1)", (new.digest, new.stat.size, new.chunk_count, len(new.pages))
+        )
         referenced = 0
         for page_number, page in enumerate(new.pages):
-            db.execute("INSERT INTO recipe_pages VALUES (?, ?, ?)", (new.digest, page_number, page))
+            try:
+                db.execute("INSERT INTO recipe_pages VALUES (?, ?, ?)", (new.digest, page_number, page))
+            except sqlite3.IntegrityError:
+                # The content row was absent, so its pages should be too: the file was edited or damaged.
+                raise CorruptObjectError(
+                    f"catalog {self.path} is damaged: recipe page {page_number} of content {new.digest.hex()} "
+                    "exists without its content row; restore the catalog from a backup"
+                ) from None
             cursor = db.executemany(
                 "UPDATE chunks SET refcount = refcount + 1 WHERE id = ? AND state = ?",
                 [(entry.chunk_id, int(ChunkState.PRESENT)) for entry in recipes.decode_page(page)],
@@ -506,8 +608,9 @@ class SQLiteCatalog(Catalog):
             raise NameNotFoundError(f"no stored file named {name!r}")
         return refuse_marker(_version_from_row(row), version)
 
-    def list_versions(self, prefix: str = "", all_versions: bool = False, *, as_of_ns: int | None = None,
-                      deleted: bool = False) -> Iterator[VersionRecord]:
+    def list_versions(
+        self, prefix: str = "", all_versions: bool = False, *, as_of_ns: int | None = None, deleted: bool = False
+    ) -> Iterator[VersionRecord]:
         # Conditions and their parameters, in the order they appear in the query.
         conditions: list[str] = []
         parameters: list = []
@@ -525,8 +628,10 @@ class SQLiteCatalog(Catalog):
                 parameters.append(as_of_ns)
         if not deleted:
             conditions.append("deleted = 0")
-        query = (f"SELECT {_VERSION_COLUMNS} FROM versions v WHERE {' AND '.join(conditions) or 'TRUE'} "
-                 "ORDER BY name, version")
+        query = (
+            f"SELECT {_VERSION_COLUMNS} FROM versions v WHERE {' AND '.join(conditions) or 'TRUE'} "
+            "ORDER BY name, version"
+        )
         for row in self._connection().execute(query, parameters):
             yield _version_from_row(row)
 
@@ -534,9 +639,11 @@ class SQLiteCatalog(Catalog):
         return self._oldest_name(self._connection(), digest)
 
     def get_content(self, digest: bytes) -> ContentRecord | None:
-        row = self._connection().execute(
-            "SELECT digest, size, chunk_count, page_count, refcount FROM contents WHERE digest = ?", (digest,)
-        ).fetchone()
+        row = (
+            self._connection()
+            .execute(f"SELECT {_CONTENT_COLUMNS} FROM contents WHERE digest = ?", (digest,))
+            .fetchone()
+        )
         return _content_from_row(row) if row else None
 
     def recipe_pages(self, digest: bytes) -> Iterator[bytes]:
@@ -553,9 +660,7 @@ class SQLiteCatalog(Catalog):
             yield _page_from_row(row)
 
     def iter_contents(self) -> Iterator[ContentRecord]:
-        for row in self._connection().execute(
-            "SELECT digest, size, chunk_count, page_count, refcount FROM contents ORDER BY digest"
-        ):
+        for row in self._connection().execute(f"SELECT {_CONTENT_COLUMNS} FROM contents ORDER BY digest"):
             yield _content_from_row(row)
 
     def iter_chunks(self) -> Iterator[ChunkRecord]:
@@ -628,12 +733,19 @@ class SQLiteCatalog(Catalog):
         return markers
 
     def record_snapshot(self, snapshot: SnapshotRecord) -> None:
-        values = (snapshot.snapshot_id, snapshot.at_ns, snapshot.host, json.dumps(list(snapshot.paths)),
-                  *(getattr(snapshot, count) for count in SNAPSHOT_COUNTS), snapshot.program)
+        values = (
+            snapshot.snapshot_id,
+            snapshot.at_ns,
+            snapshot.host,
+            json.dumps(list(snapshot.paths)),
+            *(getattr(snapshot, count) for count in SNAPSHOT_COUNTS),
+            snapshot.program,
+        )
         with self._write(durable=True) as db:
             try:
-                db.execute(f"INSERT INTO snapshots ({_SNAPSHOT_COLUMNS}) VALUES ({', '.join('?' * len(values))})",
-                           values)
+                db.execute(
+                    f"INSERT INTO snapshots ({_SNAPSHOT_COLUMNS}) VALUES ({', '.join('?' * len(values))})", values
+                )
             except sqlite3.IntegrityError:
                 raise InvalidArgumentError(f"a snapshot with ID {snapshot.snapshot_id} already exists") from None
 
@@ -647,13 +759,13 @@ class SQLiteCatalog(Catalog):
 
     def _release_content(self, db, digest: bytes) -> None:
         db.execute("UPDATE contents SET refcount = refcount - 1 WHERE digest = ?", (digest,))
-        row = db.execute("SELECT refcount FROM contents WHERE digest = ?", (digest,)).fetchone()
-        if row is None or row[0] > 0:
+        row = db.execute(f"SELECT {_CONTENT_COLUMNS} FROM contents WHERE digest = ?", (digest,)).fetchone()
+        if row is None or _content_from_row(row).refcount > 0:
             return
-        for (page,) in db.execute("SELECT data FROM recipe_pages WHERE digest = ? ORDER BY page", (digest,)).fetchall():
+        for row in db.execute("SELECT data FROM recipe_pages WHERE digest = ? ORDER BY page", (digest,)).fetchall():
             db.executemany(
                 "UPDATE chunks SET refcount = refcount - 1 WHERE id = ? AND refcount > 0",
-                [(entry.chunk_id,) for entry in recipes.decode_page(page)],
+                [(entry.chunk_id,) for entry in recipes.decode_page(_page_from_row(row))],
             )
         db.execute("DELETE FROM recipe_pages WHERE digest = ?", (digest,))
         db.execute("DELETE FROM contents WHERE digest = ?", (digest,))
@@ -661,11 +773,13 @@ class SQLiteCatalog(Catalog):
     def acquire_gc_lock(self, session: str) -> None:
         with self._write(durable=False) as db:
             row = db.execute(
-                "SELECT g.session, s.host, s.pid, s.heartbeat_ns FROM gc_lock g LEFT JOIN sessions s ON s.id = g.session"
+                "SELECT g.session, s.host, s.pid, s.heartbeat_ns"
+                " FROM gc_lock g LEFT JOIN sessions s ON s.id = g.session"
             ).fetchone()
             if row is not None and row[0] != session:
-                holder, host, pid, heartbeat_ns = row
-                if host is not None and not session_is_dead(host, pid, heartbeat_ns, self.lease_seconds, now_ns()):
+                holder, *session_row = row
+                host, pid, heartbeat_ns = session_row
+                if host is not None and not _session_row_is_dead(session_row, self.lease_seconds, now_ns()):
                     raise ConcurrentModificationError(f"another gc is running (on {host}, pid {pid})")
                 db.execute("DELETE FROM gc_lock")
             db.execute("INSERT OR REPLACE INTO gc_lock VALUES (0, ?)", (session,))
@@ -686,22 +800,24 @@ class SQLiteCatalog(Catalog):
             stamp = now_ns()
             dead = [
                 session_id
-                for session_id, host, pid, heartbeat_ns in db.execute("SELECT id, host, pid, heartbeat_ns FROM sessions")
-                if session_id != session and session_is_dead(host, pid, heartbeat_ns, self.lease_seconds, stamp)
+                for session_id, *row in db.execute("SELECT id, host, pid, heartbeat_ns FROM sessions")
+                if session_id != session and _session_row_is_dead(row, self.lease_seconds, stamp)
             ]
             for session_id in dead:
                 db.execute("DELETE FROM pins WHERE session = ?", (session_id,))
                 db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
             columns = "id, size, stored_size, refcount, state, location"
-            rows = db.execute(f"SELECT {columns} FROM chunks WHERE state = ? LIMIT ?",
-                              (int(ChunkState.DELETING), limit)).fetchall()
+            rows = db.execute(
+                f"SELECT {columns} FROM chunks WHERE state = ? LIMIT ?", (int(ChunkState.DELETING), limit)
+            ).fetchall()
             fresh = db.execute(
                 f"SELECT {columns} FROM chunks c WHERE refcount = 0 AND state != ? "
                 "AND NOT EXISTS (SELECT 1 FROM pins p WHERE p.chunk = c.id) LIMIT ?",
                 (int(ChunkState.DELETING), limit - len(rows)),
             ).fetchall()
-            db.executemany("UPDATE chunks SET state = ? WHERE id = ?",
-                           [(int(ChunkState.DELETING), row[0]) for row in fresh])
+            db.executemany(
+                "UPDATE chunks SET state = ? WHERE id = ?", [(int(ChunkState.DELETING), row[0]) for row in fresh]
+            )
         return [_chunk_from_row(row) for row in rows + fresh]
 
     def claim_orphans(self, session: str, chunk_ids: Sequence[bytes]) -> list[bytes]:
@@ -709,8 +825,10 @@ class SQLiteCatalog(Catalog):
         with self._write(durable=True) as db:
             self._check_gc_lock(db, session)
             for chunk_id in chunk_ids:
-                cursor = db.execute("INSERT OR IGNORE INTO chunks (id, size, state) VALUES (?, 0, ?)",
-                                    (chunk_id, int(ChunkState.DELETING)))
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO chunks (id, size, state) VALUES (?, 0, ?)",
+                    (chunk_id, int(ChunkState.DELETING)),
+                )
                 if cursor.rowcount:
                     claimed.append(chunk_id)
         return claimed
@@ -718,14 +836,17 @@ class SQLiteCatalog(Catalog):
     def forget_chunks(self, session: str, chunk_ids: Sequence[bytes]) -> None:
         with self._write(durable=True) as db:
             self._check_gc_lock(db, session)
-            db.executemany("DELETE FROM chunks WHERE id = ? AND state = ?",
-                           [(chunk_id, int(ChunkState.DELETING)) for chunk_id in chunk_ids])
+            db.executemany(
+                "DELETE FROM chunks WHERE id = ? AND state = ?",
+                [(chunk_id, int(ChunkState.DELETING)) for chunk_id in chunk_ids],
+            )
 
     # ---- repair ----------------------------------------------------------------------
 
     def storage_bytes(self) -> int:
-        return sum(os.path.getsize(f"{self.path}{suffix}") for suffix in ("", "-wal")
-                   if os.path.exists(f"{self.path}{suffix}"))
+        return sum(
+            os.path.getsize(f"{self.path}{suffix}") for suffix in ("", "-wal") if os.path.exists(f"{self.path}{suffix}")
+        )
 
     def integrity_problems(self) -> list[str]:
         """What SQLite's own structural check finds wrong with the file (verify runs it: a
@@ -737,8 +858,9 @@ class SQLiteCatalog(Catalog):
         moved = set()
         with self._write(durable=True) as db:
             for chunk_id, (expected, new) in counts.items():
-                cursor = db.execute("UPDATE chunks SET refcount = ? WHERE id = ? AND refcount = ?",
-                                    (new, chunk_id, expected))
+                cursor = db.execute(
+                    "UPDATE chunks SET refcount = ? WHERE id = ? AND refcount = ?", (new, chunk_id, expected)
+                )
                 if cursor.rowcount == 0:
                     moved.add(chunk_id)
         return moved
@@ -753,8 +875,10 @@ def _catalog_error(catalog: SQLiteCatalog, error: sqlite3.Error) -> ChunkstoreEr
     are left alone, so they are not mistaken for damage."""
     if isinstance(error, sqlite3.OperationalError):
         return ChunkstoreError(f"catalog {catalog.path}: {error}")
-    return CorruptObjectError(f"catalog {catalog.path} is damaged ({error}); "
-                              "restore it from a backup, or copy what still reads with `sqlite3 .recover`")
+    return CorruptObjectError(
+        f"catalog {catalog.path} is damaged ({error}); "
+        "restore it from a backup, or copy what still reads with `sqlite3 .recover`"
+    )
 
 
 _TRANSLATED = (sqlite3.OperationalError, sqlite3.DataError, sqlite3.NotSupportedError)
@@ -767,6 +891,7 @@ def _is_translated(error: sqlite3.Error) -> bool:
 
 def _translate_errors(method):
     if inspect.isgeneratorfunction(method):
+
         @functools.wraps(method)
         def generator(self, *args, **kwargs):
             try:
@@ -775,6 +900,7 @@ def _translate_errors(method):
                 if not _is_translated(error):
                     raise
                 raise _catalog_error(self, error) from None
+
         return generator
 
     @functools.wraps(method)
@@ -785,6 +911,7 @@ def _translate_errors(method):
             if not _is_translated(error):
                 raise
             raise _catalog_error(self, error) from None
+
     return call
 
 

@@ -21,6 +21,8 @@ from chunkstore.errors import InvalidArgumentError, UnsupportedFormatError
 # with --avg-size 16K.
 DEFAULT_AVG_SIZE = 64 * 1024
 DEFAULT_CHUNKER = "fastcdc2020"
+# pyfastcdc takes the gear seed as a signed 64-bit C integer and refuses a negative one.
+MAX_SEED = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,8 @@ class ChunkerSpec:
             raise InvalidArgumentError(
                 f"{self.name}: need min <= avg <= max, got {self.min_size}/{self.avg_size}/{self.max_size}"
             )
+        if not 0 <= self.seed <= MAX_SEED:
+            raise InvalidArgumentError(f"{self.name}: seed must be within 0..{MAX_SEED}, got {self.seed}")
         if self.seed and self.name != "fastcdc2020":
             raise InvalidArgumentError(f"{self.name} does not support a seed")
 

@@ -32,7 +32,7 @@ class CompressionSpec:
     level: int = 0
 
     @classmethod
-    def parse(cls, text: str) -> "CompressionSpec":
+    def parse(cls, text: str) -> CompressionSpec:
         """Parse the command-line form: `none`, `zstd` or `zstd:LEVEL`."""
         name, _, level_text = text.partition(":")
         if name == "none" and not level_text:
@@ -51,7 +51,7 @@ class CompressionSpec:
         return {"name": self.name, "level": self.level}
 
     @classmethod
-    def from_config(cls, data: dict) -> "CompressionSpec":
+    def from_config(cls, data: dict) -> CompressionSpec:
         name = data.get("name")
         if name not in ("none", "zstd"):
             raise UnsupportedFormatError(f"store uses unknown compression {name!r}")
@@ -83,9 +83,7 @@ class Compressor:
         if compressor is None:
             # No content size / checksum in the frame: the object header already
             # carries the length and the chunk ID checks the content.
-            compressor = zstandard.ZstdCompressor(
-                level=self.spec.level, write_content_size=False, write_checksum=False
-            )
+            compressor = zstandard.ZstdCompressor(level=self.spec.level, write_content_size=False, write_checksum=False)
             self._local.zstd = compressor
         packed = compressor.compress(data)
         if len(packed) >= len(data):
@@ -96,7 +94,7 @@ class Compressor:
 _decompressors = threading.local()
 
 
-def decompress(compression_id: int, payload: bytes, plaintext_length: int) -> bytes:
+def decompress(compression_id: int, payload: bytes | memoryview, plaintext_length: int) -> bytes:
     """Undo Compressor.compress; the output must be exactly plaintext_length bytes.
 
     plaintext_length comes from the object header, which the caller has bounded by the
@@ -108,13 +106,11 @@ def decompress(compression_id: int, payload: bytes, plaintext_length: int) -> by
     else:
         raise CorruptObjectError(f"unknown compression ID {compression_id}")
     if len(data) != plaintext_length:
-        raise CorruptObjectError(
-            f"payload is {len(data)} bytes after decompression, header says {plaintext_length}"
-        )
+        raise CorruptObjectError(f"payload is {len(data)} bytes after decompression, header says {plaintext_length}")
     return data
 
 
-def _zstd_decompress(payload: bytes, plaintext_length: int) -> bytes:
+def _zstd_decompress(payload: bytes | memoryview, plaintext_length: int) -> bytes:
     # python-zstandard honours max_output_size only for frames that do not state their
     # content size: a 40-byte frame declaring 1 GiB made decompress() allocate 1.08 GB.
     # So a frame that states a size other than the header's is refused before decoding,

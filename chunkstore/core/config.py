@@ -19,14 +19,21 @@ Config versions:
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from chunkstore.core import crypto, objectformat, pages, recipes
 from chunkstore.core.chunking import ChunkerSpec
 from chunkstore.core.compression import CompressionSpec
-from chunkstore.errors import CorruptObjectError, InvalidArgumentError, UnsupportedFormatError, WrongKeyError
+from chunkstore.errors import (
+    CorruptObjectError,
+    InvalidArgumentError,
+    PassphraseRequiredError,
+    UnsupportedFormatError,
+    WrongKeyError,
+)
 
 CONFIG_KEY = "config"
 FORMAT_NAME = "chunkstore"
@@ -39,6 +46,9 @@ CHUNK_ID_ALGORITHMS = ("blake3-256",)
 # each folder small on a local disk and spread S3 request load over prefixes.
 CHUNK_KEY_PREFIX = "chunks/"
 SHARD_HEX_DIGITS = 2
+# init writes a UUID in hex; the ID is also bound into the wrapped key and catalog items as
+# bytes, so it must at least be printable ASCII.
+_STORE_ID = re.compile(r"[!-~]{1,128}")
 
 
 @dataclass(frozen=True)
@@ -47,7 +57,7 @@ class StoreConfig:
     compression: CompressionSpec
     catalog: dict
     store_id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     chunk_id: str = "blake3-256"
     file_digest: str = "blake3-256"
     object_format: int = objectformat.VERSION
@@ -86,27 +96,30 @@ class StoreConfig:
             **({} if self.segments is None else {"segments": self.segments.to_config()}),
         }
 
-    def _authenticated_document(self) -> dict:
-        """What the authentication code covers: the whole config but the code itself."""
+    def _authenticated_document(self, encryption: dict) -> dict:
+        """What the authentication code covers: the whole config (whose encryption section is
+        encryption) but the code itself."""
         document = self._document()
-        document["encryption"] = {k: v for k, v in self.encryption.items() if k != "config_mac"}
+        document["encryption"] = {k: v for k, v in encryption.items() if k != "config_mac"}
         return document
 
-    def with_encryption(self, passphrase: bytes) -> tuple["StoreConfig", crypto.Keys]:
+    def with_encryption(self, passphrase: bytes) -> tuple[StoreConfig, crypto.Keys]:
         """This (new) config with a new encryption section, and the store's keys."""
         section, keys = crypto.new_encryption(passphrase, self.store_id)
         return self._authenticated(section, keys), keys
 
-    def with_new_passphrase(self, old: bytes, new: bytes) -> "StoreConfig":
-        """This config with its key wrapped under a new passphrase, authenticated (version 2)."""
+    def with_new_passphrase(self, old: bytes, new: bytes) -> StoreConfig:
+        """This config with its key wrapped under a new passphrase, authenticated (version 2, or 3 for format 2)."""
+        if self.encryption is None:
+            raise InvalidArgumentError("the store is not encrypted")
         section, keys = crypto.rewrap(self.encryption, old, new, self.store_id)
         return self._authenticated(section, keys)
 
-    def _authenticated(self, section: dict, keys: crypto.Keys) -> "StoreConfig":
-        unsigned = replace(self, version=max(self.version, AUTHENTICATED_CONFIG_VERSION),
-                           encryption={k: v for k, v in section.items() if k != "config_mac"})
-        code = crypto.config_mac(keys, unsigned._authenticated_document())
-        return replace(unsigned, encryption={**unsigned.encryption, "config_mac": code})
+    def _authenticated(self, section: dict, keys: crypto.Keys) -> StoreConfig:
+        encryption = {k: v for k, v in section.items() if k != "config_mac"}
+        unsigned = replace(self, version=max(self.version, AUTHENTICATED_CONFIG_VERSION), encryption=encryption)
+        code = crypto.config_mac(keys, unsigned._authenticated_document(encryption))
+        return replace(unsigned, encryption={**encryption, "config_mac": code})
 
     def unlock(self, passphrase: bytes | None) -> crypto.Keys | None:
         """The store's keys (None for a store that is not encrypted). Refused: a passphrase for a
@@ -117,14 +130,21 @@ class StoreConfig:
                 raise WrongKeyError(
                     "a passphrase was given, but the store's config says it is not encrypted; refusing to "
                     "store or read plaintext in a store meant to be encrypted (if its config was edited, "
-                    "restore it from a backup; for a store that was never encrypted, give no passphrase)")
+                    "restore it from a backup; for a store that was never encrypted, give no passphrase)"
+                )
             return None
-        return crypto.unlock_authenticated(self.encryption, passphrase, self.store_id,
-                                           self._authenticated_document(),
-                                           code_required=self.version >= AUTHENTICATED_CONFIG_VERSION)
+        if passphrase is None:
+            raise PassphraseRequiredError("the store is encrypted: give its passphrase")
+        return crypto.unlock_authenticated(
+            self.encryption,
+            passphrase,
+            self.store_id,
+            self._authenticated_document(self.encryption),
+            code_required=self.version >= AUTHENTICATED_CONFIG_VERSION,
+        )
 
     @classmethod
-    def from_bytes(cls, raw: bytes) -> "StoreConfig":
+    def from_bytes(cls, raw: bytes) -> StoreConfig:
         try:
             document = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
@@ -135,20 +155,26 @@ class StoreConfig:
         version = document.get("version")
         # Version 2 is only ever an encrypted store's (its code needs the store's key).
         encrypted = document.get("encryption") is not None
-        if type(version) is not int or version not in READABLE_CONFIG_VERSIONS or (
-                version == AUTHENTICATED_CONFIG_VERSION and not encrypted):
+        if (
+            type(version) is not int
+            or version not in READABLE_CONFIG_VERSIONS
+            or (version == AUTHENTICATED_CONFIG_VERSION and not encrypted)
+        ):
             raise UnsupportedFormatError(
                 f"store config version {version!r} is not supported (this chunkstore reads versions "
                 f"{', '.join(map(str, READABLE_CONFIG_VERSIONS))})"
             )
         try:
             if document["chunk_id"] not in CHUNK_ID_ALGORITHMS or document["file_digest"] not in CHUNK_ID_ALGORITHMS:
-                raise UnsupportedFormatError(f"store uses unknown hash {document['chunk_id']!r}/{document['file_digest']!r}")
+                raise UnsupportedFormatError(
+                    f"store uses unknown hash {document['chunk_id']!r}/{document['file_digest']!r}"
+                )
             format_2 = version == FORMAT_2_CONFIG_VERSION
             recipe_format = pages.VERSION if format_2 else recipes.VERSION
             if document["object_format"] != objectformat.VERSION or document["recipe_format"] != recipe_format:
                 raise UnsupportedFormatError(
-                    f"store uses object format {document['object_format']!r} / recipe format {document['recipe_format']!r}"
+                    f"store uses object format {document['object_format']!r}"
+                    f" / recipe format {document['recipe_format']!r}"
                 )
             if document["encryption"] is not None:
                 crypto.validate_section(document["encryption"])
@@ -157,13 +183,16 @@ class StoreConfig:
                 raise UnsupportedFormatError(f"store uses unknown key layout {layout!r}")
             if not isinstance(document["catalog"], dict):
                 raise CorruptObjectError("store config has no catalog section")
+            store_id = document["store_id"]
+            if not isinstance(store_id, str) or not _STORE_ID.fullmatch(store_id):
+                raise CorruptObjectError(f"store config has an invalid store ID {store_id!r}")
             chunker = ChunkerSpec.from_config(document["chunker"])
             segments = pages.SegmentSpec.from_config(document["segments"], chunker.max_size) if format_2 else None
             return cls(
                 chunker=chunker,
                 compression=CompressionSpec.from_config(document["compression"]),
                 catalog=document["catalog"],
-                store_id=str(document["store_id"]),
+                store_id=store_id,
                 created_at=str(document["created_at"]),
                 chunk_id=document["chunk_id"],
                 file_digest=document["file_digest"],

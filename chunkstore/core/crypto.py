@@ -47,6 +47,11 @@ _GCM_NONCE = bytes(12)  # each key seals one message, so a constant GCM nonce is
 # unlock on this machine when idle (0.43 s under load), which is felt once per command and
 # makes every passphrase guess cost as much.
 DEFAULT_KDF = {"name": "argon2id", "memory_kib": 64 * 1024, "iterations": 3, "lanes": 4}
+# The largest Argon2id parameters a config may ask for. They are read before anything in the
+# config can be authenticated, so without a bound an edited config could make every command
+# allocate terabytes or run for days. 2 GiB is RFC 9106's first recommended option (2 GiB,
+# 1 pass, 4 lanes); 16 passes at 2 GiB would take ~30 s here (64 MiB x 3 passes: 0.18 s).
+KDF_LIMITS = {"memory_kib": (8, 2 * 1024 * 1024), "iterations": (1, 16), "lanes": (1, 16)}
 
 _LABELS = {
     "chunk_id": b"chunkstore 1 chunk-id",
@@ -83,7 +88,7 @@ class Sealer:
         message_key = blake3.blake3(nonce, key=self._key).digest()
         return nonce + AESGCM(message_key).encrypt(_GCM_NONCE, plaintext, associated)
 
-    def open(self, sealed: bytes, associated: bytes) -> bytes:
+    def open(self, sealed: bytes | memoryview, associated: bytes) -> bytes:
         """Return the plaintext; raise CorruptObjectError if sealed was altered or belongs elsewhere."""
         if len(sealed) < NONCE_SIZE + TAG_SIZE:
             raise CorruptObjectError("encrypted payload is too short")
@@ -107,12 +112,17 @@ class Keys:
     pack_tables: Sealer  # the chunk tables of packs (storage format 2, packformat.py)
 
     @classmethod
-    def from_master(cls, master: bytes) -> "Keys":
+    def from_master(cls, master: bytes) -> Keys:
         # pyfastcdc takes a seed that fits in 63 bits (a signed 64-bit C integer).
         seed = int.from_bytes(_derive(master, "chunker_seed", 8), "big") & ((1 << 63) - 1)
-        return cls(_derive(master, "chunk_id"), _derive(master, "file_digest"), seed or 1,
-                   Sealer(_derive(master, "objects")), _derive(master, "config_mac"),
-                   Sealer(_derive(master, "pack_table")))
+        return cls(
+            _derive(master, "chunk_id"),
+            _derive(master, "file_digest"),
+            seed or 1,
+            Sealer(_derive(master, "objects")),
+            _derive(master, "config_mac"),
+            Sealer(_derive(master, "pack_table")),
+        )
 
 
 def config_mac(keys: Keys, document: dict) -> str:
@@ -124,8 +134,22 @@ def config_mac(keys: Keys, document: dict) -> str:
 def _kek(passphrase: bytes, kdf: dict) -> bytes:
     if kdf.get("name") != "argon2id":
         raise UnsupportedFormatError(f"store key uses unknown key derivation {kdf.get('name')!r}")
-    return Argon2id(salt=_unb64(kdf["salt"]), length=32, iterations=int(kdf["iterations"]),
-                    lanes=int(kdf["lanes"]), memory_cost=int(kdf["memory_kib"])).derive(passphrase)
+    for name, (low, high) in KDF_LIMITS.items():
+        value = kdf.get(name)
+        if type(value) is not int or not low <= value <= high:
+            raise CorruptObjectError(
+                f"store config has a damaged encryption section: "
+                f"argon2id {name} must be an integer within {low}..{high}, got {value!r}"
+            )
+    if not isinstance(kdf.get("salt"), str):
+        raise CorruptObjectError("store config has a damaged encryption section: its argon2id salt is not text")
+    return Argon2id(
+        salt=_unb64(kdf["salt"]),
+        length=32,
+        iterations=kdf["iterations"],
+        lanes=kdf["lanes"],
+        memory_cost=kdf["memory_kib"],
+    ).derive(passphrase)
 
 
 def _wrap(master: bytes, passphrase: bytes, store_id: str, kdf_template: dict) -> dict:
@@ -148,17 +172,28 @@ def new_encryption(passphrase: bytes, store_id: str, kdf: dict | None = None) ->
     if not passphrase:
         raise InvalidArgumentError("the passphrase is empty")
     master = os.urandom(32)
-    section = {"scheme": SCHEME, "cipher": CIPHER, "keyed_chunker": True, **_wrap(master, passphrase, store_id, kdf or DEFAULT_KDF)}
+    section = {
+        "scheme": SCHEME,
+        "cipher": CIPHER,
+        "keyed_chunker": True,
+        **_wrap(master, passphrase, store_id, kdf or DEFAULT_KDF),
+    }
     return section, Keys.from_master(master)
 
 
 def validate_section(section: dict) -> None:
     if not isinstance(section, dict) or section.get("scheme") != SCHEME or section.get("cipher") != CIPHER:
-        described = (f"scheme {section.get('scheme')!r}, cipher {section.get('cipher')!r}"
-                     if isinstance(section, dict) else repr(section))
+        described = (
+            f"scheme {section.get('scheme')!r}, cipher {section.get('cipher')!r}"
+            if isinstance(section, dict)
+            else repr(section)
+        )
         raise UnsupportedFormatError(f"store is encrypted with a scheme this chunkstore does not know: {described}")
-    if (not isinstance(section.get("kdf"), dict) or not isinstance(section.get("wrapped_key"), str)
-            or not isinstance(section.get("config_mac", ""), str)):
+    if (
+        not isinstance(section.get("kdf"), dict)
+        or not isinstance(section.get("wrapped_key"), str)
+        or not isinstance(section.get("config_mac", ""), str)
+    ):
         raise CorruptObjectError("store config has a damaged encryption section")
 
 
@@ -169,8 +204,10 @@ def _unwrap_master(section: dict, passphrase: bytes, store_id: str) -> bytes:
         kek = _kek(passphrase, section["kdf"])
     except (ValueError, KeyError, TypeError) as error:
         raise CorruptObjectError(f"store config has a damaged encryption section: {error}") from None
+    if len(raw) < WRAP_NONCE_SIZE + TAG_SIZE:
+        raise CorruptObjectError("store config has a damaged encryption section: its wrapped key is too short")
     try:
-        return AESGCM(kek).decrypt(raw[:12], raw[12:], _wrap_context(store_id))
+        return AESGCM(kek).decrypt(raw[:WRAP_NONCE_SIZE], raw[WRAP_NONCE_SIZE:], _wrap_context(store_id))
     except InvalidTag:
         raise WrongKeyError("wrong passphrase or key file for this store") from None
 
@@ -180,8 +217,7 @@ def unlock(section: dict, passphrase: bytes, store_id: str) -> Keys:
     return Keys.from_master(_unwrap_master(section, passphrase, store_id))
 
 
-def unlock_authenticated(section: dict, passphrase: bytes, store_id: str, document: dict,
-                         code_required: bool) -> Keys:
+def unlock_authenticated(section: dict, passphrase: bytes, store_id: str, document: dict, code_required: bool) -> Keys:
     """The keys of an encrypted store whose config, without its code, is document; CorruptObjectError
     if the config's authentication code is wrong, or missing where code_required says or the
     key section shows (a derived wrap nonce) that one was written."""
@@ -189,12 +225,17 @@ def unlock_authenticated(section: dict, passphrase: bytes, store_id: str, docume
     keys = Keys.from_master(master)
     code = section.get("config_mac")
     if code is None:
-        if code_required or _unb64(section["wrapped_key"])[:WRAP_NONCE_SIZE] == _derive(master, "wrap_nonce", WRAP_NONCE_SIZE):
+        if code_required or _unb64(section["wrapped_key"])[:WRAP_NONCE_SIZE] == _derive(
+            master, "wrap_nonce", WRAP_NONCE_SIZE
+        ):
             raise CorruptObjectError("store config was altered: its authentication code was removed")
         return keys  # a config written before configs carried a code
-    if not hmac.compare_digest(code, config_mac(keys, document)):
-        raise CorruptObjectError("store config was altered since it was written (its authentication code "
-                                 "does not match): restore the config from a backup")
+    # compare_digest refuses text that is not ASCII (a hostile code may be any text).
+    if not (code.isascii() and hmac.compare_digest(code, config_mac(keys, document))):
+        raise CorruptObjectError(
+            "store config was altered since it was written (its authentication code "
+            "does not match): restore the config from a backup"
+        )
     return keys
 
 

@@ -38,8 +38,9 @@ def normalize_name(raw: str | os.PathLike[str]) -> str:
 
 
 def normalize_prefix(raw: str | None) -> str:
-    """Like normalize_name, but an empty prefix (everything) is allowed."""
-    if raw is None or raw.strip("/.") == "":
+    """Like normalize_name, but a prefix with no segment besides '' and '.' (``, `/`, `./`)
+    means everything. `..` and `...` are not such prefixes: one is refused, the other a name."""
+    if raw is None or all(part in ("", ".") for part in raw.replace(os.sep, "/").split("/")):
         return ""
     return normalize_name(raw)
 

@@ -90,7 +90,7 @@ class ObjectCodec:
         header = parse_header(blob, self._max_chunk_size)
         if header.cipher_id != self._cipher_id:
             raise CorruptObjectError(f"object has cipher ID {header.cipher_id}, this store uses {self._cipher_id}")
-        payload = memoryview(blob)[HEADER_SIZE:]
+        payload: bytes | memoryview = memoryview(blob)[HEADER_SIZE:]
         if self._sealer is not None:
             payload = self._sealer.open(payload, bytes(blob[:HEADER_SIZE]) + chunk_id)
         return compression.decompress(header.compression_id, payload, header.plaintext_length)

@@ -158,8 +158,12 @@ class PackBuilder:
         """The whole pack: header, records, table and trailer."""
         if not self.entries:
             raise InvalidArgumentError("a pack holds at least one chunk")
-        table = b"".join([TABLE_HEADER.pack(TABLE_MAGIC, TABLE_VERSION, bytes(3), len(self.entries)),
-                          *(ENTRY.pack(e.chunk_id, e.offset, e.length, e.plaintext_length, 0) for e in self.entries)])
+        table = b"".join(
+            [
+                TABLE_HEADER.pack(TABLE_MAGIC, TABLE_VERSION, bytes(3), len(self.entries)),
+                *(ENTRY.pack(e.chunk_id, e.offset, e.length, e.plaintext_length, 0) for e in self.entries),
+            ]
+        )
         if self._sealer is not None:
             table = self._sealer.seal(table, _table_associated_data(self.pack_id))
         checksum = blake3.blake3(table).digest()[:CHECKSUM_SIZE]
@@ -174,12 +178,15 @@ def _expected_table_length(entry_count: int, sealed: bool) -> int:
 def parse_trailer(tail: bytes, pack_size: int, sealed: bool) -> Trailer:
     """Read the trailer from the last bytes of a pack of pack_size bytes; sealed: the store is encrypted."""
     if not HEADER_SIZE + TRAILER_SIZE < pack_size <= MAX_PACK_SIZE:
-        raise CorruptObjectError(f"a pack of {pack_size} bytes cannot be valid "
-                                 f"(more than {HEADER_SIZE + TRAILER_SIZE}, at most {MAX_PACK_SIZE})")
+        raise CorruptObjectError(
+            f"a pack of {pack_size} bytes cannot be valid "
+            f"(more than {HEADER_SIZE + TRAILER_SIZE}, at most {MAX_PACK_SIZE})"
+        )
     if len(tail) < TRAILER_SIZE:
         raise CorruptObjectError(f"pack tail is {len(tail)} bytes, shorter than the {TRAILER_SIZE}-byte trailer")
-    (table_offset, table_length, count, checksum, version, reserved,
-     magic) = TRAILER.unpack_from(tail, len(tail) - TRAILER_SIZE)
+    (table_offset, table_length, count, checksum, version, reserved, magic) = TRAILER.unpack_from(
+        tail, len(tail) - TRAILER_SIZE
+    )
     if magic != TRAILER_MAGIC:
         raise CorruptObjectError(f"pack does not end with {TRAILER_MAGIC!r} (found {magic!r})")
     if version != VERSION:
@@ -189,16 +196,19 @@ def parse_trailer(tail: bytes, pack_size: int, sealed: bool) -> Trailer:
     if not 1 <= count <= MAX_ENTRIES:
         raise CorruptObjectError(f"pack trailer announces {count} chunks (a pack holds 1 to {MAX_ENTRIES})")
     if table_length != _expected_table_length(count, sealed):
-        raise CorruptObjectError(f"pack table is {table_length} bytes, {count} entries make "
-                                 f"{_expected_table_length(count, sealed)}")
+        raise CorruptObjectError(
+            f"pack table is {table_length} bytes, {count} entries make {_expected_table_length(count, sealed)}"
+        )
     if table_offset < HEADER_SIZE or table_offset + table_length != pack_size - TRAILER_SIZE:
-        raise CorruptObjectError(f"pack table at {table_offset} (+{table_length}) does not end at the trailer "
-                                 f"of a {pack_size}-byte pack")
+        raise CorruptObjectError(
+            f"pack table at {table_offset} (+{table_length}) does not end at the trailer of a {pack_size}-byte pack"
+        )
     return Trailer(table_offset, table_length, count, checksum)
 
 
-def parse_table(stored_table: bytes, trailer: Trailer, pack_id: bytes, max_chunk_size: int,
-                sealer: Sealer | None = None) -> list[PackEntry]:
+def parse_table(
+    stored_table: bytes, trailer: Trailer, pack_id: bytes, max_chunk_size: int, sealer: Sealer | None = None
+) -> list[PackEntry]:
     """The entries of a table as stored (located by trailer), each checked against the pack's layout."""
     _check_pack_id(pack_id)
     if len(stored_table) != trailer.table_length:
@@ -210,28 +220,34 @@ def parse_table(stored_table: bytes, trailer: Trailer, pack_id: bytes, max_chunk
     if magic != TABLE_MAGIC:
         raise CorruptObjectError(f"pack table does not start with {TABLE_MAGIC!r} (found {magic!r})")
     if version != TABLE_VERSION:
-        raise CorruptObjectError(f"pack table version {version} is not supported "
-                                 f"(this chunkstore reads {TABLE_VERSION})")
+        raise CorruptObjectError(
+            f"pack table version {version} is not supported (this chunkstore reads {TABLE_VERSION})"
+        )
     if reserved != bytes(3):
         raise CorruptObjectError("pack table has unknown flags")
     if count != trailer.entry_count or len(table) != TABLE_HEADER.size + count * ENTRY.size:
         raise CorruptObjectError(f"pack table holds {count} entries, its trailer says {trailer.entry_count}")
-    entries = []
+    entries: list[PackEntry] = []
     seen: set[bytes] = set()
     position = HEADER_SIZE
     for chunk_id, offset, length, plaintext_length, entry_reserved in ENTRY.iter_unpack(
-            memoryview(table)[TABLE_HEADER.size:]):
+        memoryview(table)[TABLE_HEADER.size :]
+    ):
         where = f"pack entry {len(entries)} (chunk {chunk_id.hex()})"
         if entry_reserved:
             raise CorruptObjectError(f"{where} has unknown reserved bits")
         if offset != position:
-            raise CorruptObjectError(f"{where} starts at {offset}, the previous record ends at {position}: "
-                                     "records must follow each other with no gap or overlap")
+            raise CorruptObjectError(
+                f"{where} starts at {offset}, the previous record ends at {position}: "
+                "records must follow each other with no gap or overlap"
+            )
         if length < objectformat.HEADER_SIZE:
             raise CorruptObjectError(f"{where} is {length} bytes, shorter than a record header")
         if plaintext_length > max_chunk_size:
-            raise CorruptObjectError(f"{where} claims {plaintext_length} plaintext bytes, more than the store's "
-                                     f"maximum chunk size {max_chunk_size}")
+            raise CorruptObjectError(
+                f"{where} claims {plaintext_length} plaintext bytes, more than the store's "
+                f"maximum chunk size {max_chunk_size}"
+            )
         if chunk_id in seen:
             raise CorruptObjectError(f"{where} appears twice in the pack")
         seen.add(chunk_id)
@@ -244,18 +260,21 @@ def parse_table(stored_table: bytes, trailer: Trailer, pack_id: bytes, max_chunk
     return entries
 
 
-def read_table(tail: bytes, pack_size: int, pack_id: bytes, max_chunk_size: int,
-               sealer: Sealer | None = None) -> list[PackEntry]:
+def read_table(
+    tail: bytes, pack_size: int, pack_id: bytes, max_chunk_size: int, sealer: Sealer | None = None
+) -> list[PackEntry]:
     """The entries of a pack from its last bytes alone (at least min(pack_size, TABLE_FETCH_BYTES) of them)."""
     if len(tail) > pack_size:
         raise InvalidArgumentError(f"a tail of {len(tail)} bytes cannot end a pack of {pack_size}")
     trailer = parse_trailer(tail, pack_size, sealed=sealer is not None)
     tail_start = pack_size - len(tail)
     if tail_start > trailer.table_offset:
-        raise InvalidArgumentError(f"the last {len(tail)} bytes of the pack do not hold its table "
-                                   f"(it starts {pack_size - trailer.table_offset} bytes from the end)")
+        raise InvalidArgumentError(
+            f"the last {len(tail)} bytes of the pack do not hold its table "
+            f"(it starts {pack_size - trailer.table_offset} bytes from the end)"
+        )
     start = trailer.table_offset - tail_start
-    return parse_table(tail[start:start + trailer.table_length], trailer, pack_id, max_chunk_size, sealer)
+    return parse_table(tail[start : start + trailer.table_length], trailer, pack_id, max_chunk_size, sealer)
 
 
 def parse_pack(pack: bytes, pack_id: bytes, max_chunk_size: int, sealer: Sealer | None = None) -> list[PackEntry]:
@@ -282,12 +301,14 @@ def decode_record(codec: ObjectCodec, entry: PackEntry, record: bytes) -> bytes:
 
     The caller still re-hashes it against entry.chunk_id, as for a format 1 object."""
     if len(record) != entry.length:
-        raise CorruptObjectError(f"record of chunk {entry.chunk_id.hex()} is {len(record)} bytes, "
-                                 f"its pack table says {entry.length}")
+        raise CorruptObjectError(
+            f"record of chunk {entry.chunk_id.hex()} is {len(record)} bytes, its pack table says {entry.length}"
+        )
     plaintext = codec.decode(entry.chunk_id, record)
     if len(plaintext) != entry.plaintext_length:
-        raise CorruptObjectError(f"chunk {entry.chunk_id.hex()} is {len(plaintext)} bytes, "
-                                 f"its pack table says {entry.plaintext_length}")
+        raise CorruptObjectError(
+            f"chunk {entry.chunk_id.hex()} is {len(plaintext)} bytes, its pack table says {entry.plaintext_length}"
+        )
     return plaintext
 
 
@@ -295,4 +316,4 @@ def iter_chunks(codec: ObjectCodec, pack: bytes, entries: list[PackEntry]) -> It
     """Each entry of a whole pack with its chunk's plaintext, in pack order."""
     view = memoryview(pack)
     for entry in entries:
-        yield entry, decode_record(codec, entry, bytes(view[entry.offset:entry.end]))
+        yield entry, decode_record(codec, entry, bytes(view[entry.offset : entry.end]))

@@ -133,7 +133,10 @@ class SegmentSpec:
 
 def page_id(chunk_ids: Iterable[bytes], chunk_id_key: bytes | None = None) -> bytes:
     """The ID of the segment of these chunks: BLAKE3 of the IDs concatenated, keyed as chunk IDs are."""
-    return blake3.blake3(b"".join(chunk_ids), key=chunk_id_key).digest()
+    joined = b"".join(chunk_ids)
+    if chunk_id_key is None:
+        return blake3.blake3(joined).digest()
+    return blake3.blake3(joined, key=chunk_id_key).digest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,8 +165,9 @@ class Segmenter:
     def add(self, chunk_id: bytes, size: int) -> Segment | None:
         """Append the content's next chunk; the segment it ends, if it ends one."""
         if len(chunk_id) != CHUNK_ID_SIZE or size <= 0:
-            raise InvalidArgumentError(f"a chunk is a {CHUNK_ID_SIZE}-byte ID and a size above 0, got "
-                                       f"{len(chunk_id)} bytes and {size}")
+            raise InvalidArgumentError(
+                f"a chunk is a {CHUNK_ID_SIZE}-byte ID and a size above 0, got {len(chunk_id)} bytes and {size}"
+            )
         self._ids.append(chunk_id)
         self._sizes.append(size)
         self._bytes += size
@@ -180,8 +184,10 @@ class Segmenter:
 
     def _close(self) -> Segment:
         if self._bytes > MAX_SEGMENT_BYTES:
-            raise InvalidArgumentError(f"a segment holds at most {MAX_SEGMENT_BYTES} bytes, this one {self._bytes} "
-                                       "(a chunk larger than the store's maximum size)")
+            raise InvalidArgumentError(
+                f"a segment holds at most {MAX_SEGMENT_BYTES} bytes, this one {self._bytes} "
+                "(a chunk larger than the store's maximum size)"
+            )
         segment = Segment(page_id(self._ids, self._chunk_id_key), self._ids, self._sizes, self._bytes)
         self._ids, self._sizes, self._bytes = [], [], 0
         return segment
@@ -227,8 +233,9 @@ def runs_of(locations: Iterable[ChunkLocation]) -> list[Run]:
     for location in locations:
         last = runs[-1] if runs else None
         if last is not None and last.pack_id == location.pack_id and last.end_entry == location.entry:
-            runs[-1] = Run(last.pack_id, last.first_entry, last.entry_count + 1,
-                           last.plaintext_bytes + location.plaintext_bytes)
+            runs[-1] = Run(
+                last.pack_id, last.first_entry, last.entry_count + 1, last.plaintext_bytes + location.plaintext_bytes
+            )
         else:
             runs.append(Run(location.pack_id, location.entry, 1, location.plaintext_bytes))
     return runs
@@ -238,11 +245,14 @@ def _check_run(run: Run, where: str, error: type[ChunkstoreError]) -> None:
     if run.entry_count == 0:
         raise error(f"{where} selects no entry")
     if run.first_entry + run.entry_count > MAX_PACK_ENTRIES:
-        raise error(f"{where} selects entries {run.first_entry}..{run.end_entry - 1}, past the "
-                    f"{MAX_PACK_ENTRIES} a pack holds")
+        raise error(
+            f"{where} selects entries {run.first_entry}..{run.end_entry - 1}, past the {MAX_PACK_ENTRIES} a pack holds"
+        )
     if run.plaintext_bytes < run.entry_count:
-        raise error(f"{where} claims {run.plaintext_bytes} plaintext bytes for {run.entry_count} chunks "
-                    "(a chunk holds at least one byte)")
+        raise error(
+            f"{where} claims {run.plaintext_bytes} plaintext bytes for {run.entry_count} chunks "
+            "(a chunk holds at least one byte)"
+        )
 
 
 def _check_page_totals(chunk_count: int, run_count: int, plaintext_bytes: int, error: type[ChunkstoreError]) -> None:
@@ -263,10 +273,12 @@ def build_page(runs: Sequence[Run]) -> bytes:
         if len(run.pack_id) != PACK_ID_SIZE:
             raise InvalidArgumentError(f"a pack ID is {PACK_ID_SIZE} bytes, run {number} has {len(run.pack_id)}")
         _check_run(run, f"run {number}", InvalidArgumentError)
-    return b"".join([
-        PAGE_HEADER.pack(PAGE_MAGIC, VERSION, bytes(3), chunk_count, len(runs), plaintext_bytes),
-        *(RUN.pack(run.pack_id, run.first_entry, run.entry_count, run.plaintext_bytes) for run in runs),
-    ])
+    return b"".join(
+        [
+            PAGE_HEADER.pack(PAGE_MAGIC, VERSION, bytes(3), chunk_count, len(runs), plaintext_bytes),
+            *(RUN.pack(run.pack_id, run.first_entry, run.entry_count, run.plaintext_bytes) for run in runs),
+        ]
+    )
 
 
 def parse_page(blob: bytes) -> RecipePage:
@@ -283,16 +295,19 @@ def parse_page(blob: bytes) -> RecipePage:
     # Checked before the length, so a crafted count costs nothing.
     _check_page_totals(chunk_count, run_count, plaintext_bytes, CorruptObjectError)
     if len(blob) != PAGE_HEADER.size + run_count * RUN.size:
-        raise CorruptObjectError(f"recipe page is {len(blob)} bytes, {run_count} runs make "
-                                 f"{PAGE_HEADER.size + run_count * RUN.size}")
-    runs = [Run(*fields) for fields in RUN.iter_unpack(memoryview(blob)[PAGE_HEADER.size:])]
+        raise CorruptObjectError(
+            f"recipe page is {len(blob)} bytes, {run_count} runs make {PAGE_HEADER.size + run_count * RUN.size}"
+        )
+    runs = [Run(*fields) for fields in RUN.iter_unpack(memoryview(blob)[PAGE_HEADER.size :])]
     for number, run in enumerate(runs):
         _check_run(run, f"recipe page run {number} (pack {run.pack_id.hex()})", CorruptObjectError)
     selected = sum(run.entry_count for run in runs)
     run_bytes = sum(run.plaintext_bytes for run in runs)
     if selected != chunk_count or run_bytes != plaintext_bytes:
-        raise CorruptObjectError(f"recipe page runs select {selected} chunks of {run_bytes} bytes, its header "
-                                 f"says {chunk_count} chunks of {plaintext_bytes} bytes")
+        raise CorruptObjectError(
+            f"recipe page runs select {selected} chunks of {run_bytes} bytes, its header "
+            f"says {chunk_count} chunks of {plaintext_bytes} bytes"
+        )
     return RecipePage(chunk_count, plaintext_bytes, runs)
 
 
@@ -316,10 +331,11 @@ def resolve_page(
         where = f"page {expected_page_id.hex()} run {number} (pack {run.pack_id.hex()})"
         if run.end_entry > len(table):
             raise CorruptObjectError(f"{where} selects entries up to {run.end_entry - 1}, the pack holds {len(table)}")
-        selected = table[run.first_entry:run.end_entry]
+        selected = table[run.first_entry : run.end_entry]
         if sum(entry.plaintext_length for entry in selected) != run.plaintext_bytes:
-            raise CorruptObjectError(f"{where}: the pack's entries do not hold the {run.plaintext_bytes} bytes "
-                                     "the page says")
+            raise CorruptObjectError(
+                f"{where}: the pack's entries do not hold the {run.plaintext_bytes} bytes the page says"
+            )
         entries.extend(selected)
     if page_id((entry.chunk_id for entry in entries), chunk_id_key) != expected_page_id:
         raise CorruptObjectError(f"page {expected_page_id.hex()}: the chunks its runs select do not hash to its ID")
@@ -358,39 +374,47 @@ def build_root_page(entries: Sequence[RootEntry], number: int) -> bytes:
         raise InvalidArgumentError(f"a root page number is a 4-byte number, got {number}")
     for index, entry in enumerate(entries):
         if len(entry.page_id) != PAGE_ID_SIZE:
-            raise InvalidArgumentError(f"a page ID is {PAGE_ID_SIZE} bytes, root entry {index} has "
-                                       f"{len(entry.page_id)}")
+            raise InvalidArgumentError(
+                f"a page ID is {PAGE_ID_SIZE} bytes, root entry {index} has {len(entry.page_id)}"
+            )
         _check_root_entry(entry, f"root entry {index}", InvalidArgumentError)
-    return b"".join([
-        ROOT_HEADER.pack(ROOT_MAGIC, VERSION, bytes(3), len(entries), number),
-        *(ROOT_ENTRY.pack(entry.page_id, entry.plaintext_bytes, entry.chunk_count, 0) for entry in entries),
-    ])
+    return b"".join(
+        [
+            ROOT_HEADER.pack(ROOT_MAGIC, VERSION, bytes(3), len(entries), number),
+            *(ROOT_ENTRY.pack(entry.page_id, entry.plaintext_bytes, entry.chunk_count, 0) for entry in entries),
+        ]
+    )
 
 
 def parse_root_page(blob: bytes, number: int) -> list[RootEntry]:
     """The entries of a root page read as page number `number` of its content's root."""
     if len(blob) < ROOT_HEADER.size:
-        raise CorruptObjectError(f"content root page is {len(blob)} bytes, shorter than its "
-                                 f"{ROOT_HEADER.size}-byte header")
+        raise CorruptObjectError(
+            f"content root page is {len(blob)} bytes, shorter than its {ROOT_HEADER.size}-byte header"
+        )
     magic, version, reserved, count, stored_number = ROOT_HEADER.unpack_from(blob)
     if magic != ROOT_MAGIC:
         raise CorruptObjectError(f"content root page does not start with {ROOT_MAGIC!r} (found {magic!r})")
     if version != VERSION:
-        raise CorruptObjectError(f"content root page has unknown version {version} "
-                                 f"(this parser reads version {VERSION})")
+        raise CorruptObjectError(
+            f"content root page has unknown version {version} (this parser reads version {VERSION})"
+        )
     if reserved != bytes(3):
         raise CorruptObjectError("content root page has unknown flags or reserved bytes")
     if not 1 <= count <= ROOT_PAGE_ENTRIES:
-        raise CorruptObjectError(f"content root page holds {count} segments (a root page holds 1 to "
-                                 f"{ROOT_PAGE_ENTRIES})")
+        raise CorruptObjectError(
+            f"content root page holds {count} segments (a root page holds 1 to {ROOT_PAGE_ENTRIES})"
+        )
     if stored_number != number:
         raise CorruptObjectError(f"content root page {number} holds page {stored_number} of a root")
     if len(blob) != ROOT_HEADER.size + count * ROOT_ENTRY.size:
-        raise CorruptObjectError(f"content root page is {len(blob)} bytes, {count} segments make "
-                                 f"{ROOT_HEADER.size + count * ROOT_ENTRY.size}")
+        raise CorruptObjectError(
+            f"content root page is {len(blob)} bytes, {count} segments make "
+            f"{ROOT_HEADER.size + count * ROOT_ENTRY.size}"
+        )
     entries = []
     for index, (entry_page_id, plaintext_bytes, chunk_count, entry_reserved) in enumerate(
-        ROOT_ENTRY.iter_unpack(memoryview(blob)[ROOT_HEADER.size:])
+        ROOT_ENTRY.iter_unpack(memoryview(blob)[ROOT_HEADER.size :])
     ):
         where = f"content root page {number} entry {index}"
         if entry_reserved:
@@ -407,8 +431,10 @@ def parse_root(pages: Sequence[bytes]) -> list[RootEntry]:
     for number, blob in enumerate(pages):
         page_entries = parse_root_page(blob, number)
         if number < len(pages) - 1 and len(page_entries) != ROOT_PAGE_ENTRIES:
-            raise CorruptObjectError(f"content root page {number} holds {len(page_entries)} segments, but it is "
-                                     f"not the last: only the last page holds fewer than {ROOT_PAGE_ENTRIES}")
+            raise CorruptObjectError(
+                f"content root page {number} holds {len(page_entries)} segments, but it is "
+                f"not the last: only the last page holds fewer than {ROOT_PAGE_ENTRIES}"
+            )
         entries.extend(page_entries)
     return entries
 

@@ -35,8 +35,11 @@ class StoreContext:
             self.hasher = Hasher(keys.chunk_id, keys.file_digest)
             if chunker.name == "fastcdc2020":
                 chunker = dataclasses.replace(chunker, seed=keys.chunker_seed)
-        self.codec = ObjectCodec(Compressor(config.compression), max_chunk_size=config.chunker.max_size,
-                                 sealer=keys.objects if keys else None)
+        self.codec = ObjectCodec(
+            Compressor(config.compression),
+            max_chunk_size=config.chunker.max_size,
+            sealer=keys.objects if keys else None,
+        )
         self.chunker = make_chunker(chunker)
 
     @property

@@ -25,21 +25,22 @@ import re
 import stat as stat_module
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 from chunkstore.backends.catalog import SnapshotRecord, VersionRecord
-from chunkstore.errors import InvalidArgumentError, NameNotFoundError, NotFoundError
 from chunkstore.core.names import name_matches_prefix, normalize_name, normalize_prefix
+from chunkstore.errors import InvalidArgumentError, NameNotFoundError, NotFoundError
 from chunkstore.operations.context import StoreContext
 
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:?\d{2})?")
 # Snapshot IDs are 32 hex digits; a prefix this long is already unlikely to be ambiguous.
 _SNAPSHOT_PREFIX = re.compile(r"[0-9a-f]{4,32}")
-_TIME_FORMS = ("a date (2026-11-20, meaning the end of that day), a date-time (2026-11-20T03:00, local time "
-               "unless it ends in Z or +HH:MM) or a snapshot ID (4 or more of its hex digits)")
+_TIME_FORMS = (
+    "a date (2026-11-20, meaning the end of that day), a date-time (2026-11-20T03:00, local time "
+    "unless it ends in Z or +HH:MM) or a snapshot ID (4 or more of its hex digits)"
+)
 
 
 # ---- times ------------------------------------------------------------------------------
@@ -98,8 +99,9 @@ def find_snapshot(store: StoreContext, text: str) -> SnapshotRecord:
     if not matches:
         raise NotFoundError(f"no snapshot {text!r} (`chunkstore snapshots` lists them)")
     if len(matches) > 1:
-        raise InvalidArgumentError(f"snapshot ID {text!r} is ambiguous: {len(matches)} snapshots start with it; "
-                                   "give more of its digits")
+        raise InvalidArgumentError(
+            f"snapshot ID {text!r} is ambiguous: {len(matches)} snapshots start with it; give more of its digits"
+        )
     return matches[0]
 
 
@@ -114,27 +116,42 @@ def resolve_as_of(store: StoreContext, text: str) -> AsOf:
 def snapshots(store: StoreContext, prefix: str = "") -> list[SnapshotRecord]:
     """Snapshots, oldest first; with a prefix, those whose paths hold it or lie under it."""
     prefix = normalize_prefix(prefix)
-    return [snapshot for snapshot in store.catalog.list_snapshots()
-            if any(name_matches_prefix(path, prefix) or name_matches_prefix(prefix, path) for path in snapshot.paths)]
+    return [
+        snapshot
+        for snapshot in store.catalog.list_snapshots()
+        if any(name_matches_prefix(path, prefix) or name_matches_prefix(prefix, path) for path in snapshot.paths)
+    ]
 
 
 def snapshot_json(snapshot: SnapshotRecord) -> dict:
-    return {"id": snapshot.snapshot_id, "time": iso_time(snapshot.at_ns), "at_ns": snapshot.at_ns,
-            "host": snapshot.host, "paths": list(snapshot.paths), "stored": snapshot.stored,
-            "duplicate": snapshot.duplicate, "unchanged": snapshot.unchanged, "deleted": snapshot.deleted,
-            "errors": snapshot.errors, "added_bytes": snapshot.added_bytes,
-            "added_stored_bytes": snapshot.added_stored_bytes, "program": snapshot.program}
+    return {
+        "id": snapshot.snapshot_id,
+        "time": iso_time(snapshot.at_ns),
+        "at_ns": snapshot.at_ns,
+        "host": snapshot.host,
+        "paths": list(snapshot.paths),
+        "stored": snapshot.stored,
+        "duplicate": snapshot.duplicate,
+        "unchanged": snapshot.unchanged,
+        "deleted": snapshot.deleted,
+        "errors": snapshot.errors,
+        "added_bytes": snapshot.added_bytes,
+        "added_stored_bytes": snapshot.added_stored_bytes,
+        "program": snapshot.program,
+    }
 
 
 # ---- the past ---------------------------------------------------------------------------
 
 
-def versions(store: StoreContext, prefix: str = "", *, all_versions: bool = False,
-             as_of_ns: int | None = None) -> list[VersionRecord]:
+def versions(
+    store: StoreContext, prefix: str = "", *, all_versions: bool = False, as_of_ns: int | None = None
+) -> list[VersionRecord]:
     """What `ls` shows: the latest version of each name that exists (at as_of_ns, or now), or
     with all_versions every version, deletion markers included."""
-    return list(store.catalog.list_versions(normalize_prefix(prefix), all_versions, as_of_ns=as_of_ns,
-                                            deleted=all_versions))
+    return list(
+        store.catalog.list_versions(normalize_prefix(prefix), all_versions, as_of_ns=as_of_ns, deleted=all_versions)
+    )
 
 
 def version_at(store: StoreContext, name: str, at_ns: int) -> VersionRecord:
@@ -158,10 +175,13 @@ class Change:
         return (self.after.size if self.after else 0) - (self.before.size if self.before else 0)
 
     def to_json(self) -> dict:
-        return {"name": self.name, "change": self.kind,
-                "before": None if self.before is None else {"version": self.before.version, "size": self.before.size},
-                "after": None if self.after is None else {"version": self.after.version, "size": self.after.size},
-                "size_change": self.size_change}
+        return {
+            "name": self.name,
+            "change": self.kind,
+            "before": None if self.before is None else {"version": self.before.version, "size": self.before.size},
+            "after": None if self.after is None else {"version": self.after.version, "size": self.after.size},
+            "size_change": self.size_change,
+        }
 
 
 @dataclass
@@ -178,12 +198,19 @@ class Diff:
         return sum(change.size_change for change in self.of_kind(kind))
 
     def to_json(self) -> dict:
-        totals = {kind: {"files": len(self.of_kind(kind)), "size_change": self.size_change(kind)}
-                  for kind in ("added", "changed", "deleted")}
-        return {"prefix": self.prefix, "from": iso_time(self.from_ns),
-                "to": None if self.to_ns is None else iso_time(self.to_ns),
-                "from_ns": self.from_ns, "to_ns": self.to_ns, "totals": totals,
-                "changes": [change.to_json() for change in self.changes]}
+        totals = {
+            kind: {"files": len(self.of_kind(kind)), "size_change": self.size_change(kind)}
+            for kind in ("added", "changed", "deleted")
+        }
+        return {
+            "prefix": self.prefix,
+            "from": iso_time(self.from_ns),
+            "to": None if self.to_ns is None else iso_time(self.to_ns),
+            "from_ns": self.from_ns,
+            "to_ns": self.to_ns,
+            "totals": totals,
+            "changes": [change.to_json() for change in self.changes],
+        }
 
 
 def diff(store: StoreContext, prefix: str, from_ns: int, to_ns: int | None = None) -> Diff:
@@ -220,7 +247,7 @@ class Duration:
     text: str = ""
 
     @classmethod
-    def parse(cls, text: str) -> "Duration":
+    def parse(cls, text: str) -> Duration:
         """`30d`, `2w`, `6m`, `1y6m`, `12h`: y years, m months, w weeks, d days, h hours."""
         compact = text.strip().lower()
         parts = _DURATION.findall(compact)
@@ -242,11 +269,13 @@ class Duration:
 
 
 # Bucketed rules: (name, the local-time period a point falls in).
-BUCKETS = (("hourly", lambda moment: (moment.year, moment.month, moment.day, moment.hour)),
-           ("daily", lambda moment: (moment.year, moment.month, moment.day)),
-           ("weekly", lambda moment: tuple(moment.isocalendar())[:2]),
-           ("monthly", lambda moment: (moment.year, moment.month)),
-           ("yearly", lambda moment: moment.year))
+BUCKETS = (
+    ("hourly", lambda moment: (moment.year, moment.month, moment.day, moment.hour)),
+    ("daily", lambda moment: (moment.year, moment.month, moment.day)),
+    ("weekly", lambda moment: tuple(moment.isocalendar())[:2]),
+    ("monthly", lambda moment: (moment.year, moment.month)),
+    ("yearly", lambda moment: moment.year),
+)
 
 
 @dataclass(frozen=True)
@@ -264,13 +293,14 @@ class Policy:
         if any(count < 0 for count in counts):
             raise InvalidArgumentError("keep counts cannot be negative")
         if not any(counts) and self.within is None:
-            raise InvalidArgumentError("a retention policy needs at least one keep rule "
-                                       "(keep-last, -hourly, -daily, -weekly, -monthly, -yearly or -within)")
+            raise InvalidArgumentError(
+                "a retention policy needs at least one keep rule "
+                "(keep-last, -hourly, -daily, -weekly, -monthly, -yearly or -within)"
+            )
 
     def reasons(self, points: Sequence[int]) -> list[list[str]]:
         """For points newest first, the rules that keep each (an empty list: not kept)."""
         reasons: list[list[str]] = [[] for _ in points]
-        cutoff = self.within.before(points[0]) if self.within is not None and points else None
         for index in range(min(self.last, len(points))):
             reasons[index].append("last")
         for rule, period_of in BUCKETS:
@@ -282,7 +312,8 @@ class Policy:
                 if period != previous:
                     reasons[index].append(rule)
                     previous, left = period, left - 1
-        if cutoff is not None:
+        if self.within is not None and points:
+            cutoff = self.within.before(points[0])
             for index, at_ns in enumerate(points):
                 if at_ns > cutoff:
                     reasons[index].append(f"within {self.within.text}")
@@ -290,8 +321,10 @@ class Policy:
 
     def to_json(self) -> dict:
         rules = {"last": self.last, **{rule: getattr(self, rule) for rule, _ in BUCKETS}}
-        return {**{rule: count for rule, count in rules.items() if count},
-                **({"within": self.within.text} if self.within is not None else {})}
+        return {
+            **{rule: count for rule, count in rules.items() if count},
+            **({"within": self.within.text} if self.within is not None else {}),
+        }
 
 
 @dataclass(frozen=True)
@@ -336,15 +369,33 @@ class ForgetPlan:
 
     def to_json(self) -> dict:
         return {
-            "prefix": self.prefix, "dry_run": self.dry_run, "policy": self.policy.to_json(),
-            "points": [{"time": iso_time(point.at_ns), "at_ns": point.at_ns, "keep": point.kept,
-                        "reasons": list(point.reasons)} for point in self.points],
-            "versions": [{"name": decision.record.name, "version": decision.record.version,
-                          "deleted": decision.record.deleted, "size": decision.record.size,
-                          "time": iso_time(decision.record.stored_at_ns), "keep": decision.kept,
-                          "reasons": list(decision.reasons)} for decision in self.decisions],
+            "prefix": self.prefix,
+            "dry_run": self.dry_run,
+            "policy": self.policy.to_json(),
+            "points": [
+                {
+                    "time": iso_time(point.at_ns),
+                    "at_ns": point.at_ns,
+                    "keep": point.kept,
+                    "reasons": list(point.reasons),
+                }
+                for point in self.points
+            ],
+            "versions": [
+                {
+                    "name": decision.record.name,
+                    "version": decision.record.version,
+                    "deleted": decision.record.deleted,
+                    "size": decision.record.size,
+                    "time": iso_time(decision.record.stored_at_ns),
+                    "keep": decision.kept,
+                    "reasons": list(decision.reasons),
+                }
+                for decision in self.decisions
+            ],
             "forgotten_snapshots": [snapshot.snapshot_id for snapshot in self.forgotten_snapshots],
-            "kept": len(self.kept), "removed": len(self.removed),
+            "kept": len(self.kept),
+            "removed": len(self.removed),
         }
 
 
@@ -355,7 +406,7 @@ def plan_forget(store: StoreContext, prefix: str, policy: Policy, *, dry_run: bo
     if not records:
         raise NameNotFoundError(f"no stored file under {prefix!r}" if prefix else "the store holds no files")
     times = sorted({record.stored_at_ns for record in records}, reverse=True)
-    points = [Point(at_ns, tuple(reasons)) for at_ns, reasons in zip(times, policy.reasons(times))]
+    points = [Point(at_ns, tuple(reasons)) for at_ns, reasons in zip(times, policy.reasons(times), strict=True)]
     kept_points = sorted((point for point in points if point.kept), key=lambda point: point.at_ns)
     decisions: list[Decision] = []
     for _, group in itertools.groupby(records, key=lambda record: record.name):
@@ -378,7 +429,7 @@ def _decide(versions_of_name: list[VersionRecord], kept_points: list[Point]) -> 
     stored by then), and the name's latest version if that is not a deletion marker."""
     by_time = sorted(versions_of_name, key=lambda record: (record.stored_at_ns, record.version))
     times = [record.stored_at_ns for record in by_time]
-    state_then = list(itertools.accumulate(by_time, lambda best, record: max(best, record, key=_number)))
+    state_then = list(itertools.accumulate(by_time, _higher_numbered))
     reasons: dict[int, set[str]] = {record.version: set() for record in versions_of_name}
     for point in kept_points:
         index = bisect.bisect_right(times, point.at_ns)
@@ -390,8 +441,8 @@ def _decide(versions_of_name: list[VersionRecord], kept_points: list[Point]) -> 
     return [Decision(record, tuple(sorted(reasons[record.version]))) for record in versions_of_name]
 
 
-def _number(record: VersionRecord) -> int:
-    return record.version
+def _higher_numbered(best: VersionRecord, record: VersionRecord) -> VersionRecord:
+    return record if record.version > best.version else best
 
 
 def forget(store: StoreContext, prefix: str, policy: Policy, *, dry_run: bool = False) -> ForgetPlan:

@@ -8,14 +8,20 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from chunkstore.core import recipes
 from chunkstore.backends.catalog import ChunkState, VersionRecord
+from chunkstore.core import recipes
 from chunkstore.core.config import CHUNK_KEY_PREFIX, chunk_id_from_key, chunk_key
-from chunkstore.errors import ChunkstoreError, ConcurrentModificationError, IntegrityError, InvalidArgumentError, NameNotFoundError, NotFoundError
 from chunkstore.core.names import normalize_name
-from chunkstore.operations.read import read_chunk
+from chunkstore.errors import (
+    ChunkstoreError,
+    ConcurrentModificationError,
+    IntegrityError,
+    InvalidArgumentError,
+    NameNotFoundError,
+    NotFoundError,
+)
 from chunkstore.operations.context import StoreContext
-
+from chunkstore.operations.read import read_chunk
 
 # gc claims and deletes this many chunks per catalog transaction: large enough to
 # amortise the transaction, small enough that a put waiting on one of them waits briefly.
@@ -25,8 +31,9 @@ GC_BATCH = 1000
 # ---- rm ------------------------------------------------------------------------------
 
 
-def remove(store: StoreContext, names: Iterable[str], *, version: int | None = None,
-           recursive: bool = False) -> list[VersionRecord]:
+def remove(
+    store: StoreContext, names: Iterable[str], *, version: int | None = None, recursive: bool = False
+) -> list[VersionRecord]:
     """Remove versions. Their chunks are freed by the next gc, once nothing references them."""
     selections: list[tuple[str, int | None]] = []
     for raw in names:
@@ -47,7 +54,8 @@ def remove(store: StoreContext, names: Iterable[str], *, version: int | None = N
                 if name not in listed:  # else it was deleted by put --sync, and rm removes its history
                     if listed:
                         raise InvalidArgumentError(
-                            f"{name!r} is a folder; use --recursive to remove everything under it") from None
+                            f"{name!r} is a folder; use --recursive to remove everything under it"
+                        ) from None
                     raise
             selections.append((name, version))
     return store.catalog.remove_versions(selections)
@@ -68,8 +76,9 @@ class GcReport:
         return dict(self.__dict__)
 
 
-def gc(store: StoreContext, *, dry_run: bool = False,
-       on_progress: Callable[[GcReport], None] | None = None) -> GcReport:
+def gc(
+    store: StoreContext, *, dry_run: bool = False, on_progress: Callable[[GcReport], None] | None = None
+) -> GcReport:
     """Delete the objects of chunks no version references any more.
 
     Safe against puts running at the same time: see the protocol in catalog/__init__.py.
@@ -132,8 +141,11 @@ def _refuse_live_chunks_counted_unreferenced(store: StoreContext) -> None:
     a hostile edit of the catalog; gc would then delete chunks that files still need. The
     recipes are read only when some chunk has a count of 0 (each gc that has work to do), and
     only the chunks that gc would collect are looked for in them."""
-    unreferenced = {chunk.chunk_id for chunk in store.catalog.iter_chunks()
-                    if chunk.refcount == 0 and chunk.state != ChunkState.DELETING}
+    unreferenced = {
+        chunk.chunk_id
+        for chunk in store.catalog.iter_chunks()
+        if chunk.refcount == 0 and chunk.state != ChunkState.DELETING
+    }
     if not unreferenced:
         return
     still_used: dict[bytes, bytes] = {}
@@ -150,16 +162,19 @@ def _refuse_live_chunks_counted_unreferenced(store: StoreContext) -> None:
     # A put may have committed a recipe using a chunk of count 0 after the counts were read: the
     # same transaction raised the count, so what is 0 now and in a recipe still stored is wrong.
     current = store.catalog.get_chunks(still_used)
-    still_used = {chunk_id: digest for chunk_id, digest in still_used.items()
-                  if chunk_id in current and current[chunk_id].refcount == 0
-                  and store.catalog.get_content(digest) is not None}
+    still_used = {
+        chunk_id: digest
+        for chunk_id, digest in still_used.items()
+        if chunk_id in current and current[chunk_id].refcount == 0 and store.catalog.get_content(digest) is not None
+    }
     if still_used:
         chunk_id, digest = next(iter(still_used.items()))
         name = store.catalog.find_name_with_digest(digest)
         raise IntegrityError(
             f"gc deleted nothing: {len(still_used)} chunk(s) counted as unreferenced are used by stored files "
             f"(chunk {chunk_id.hex()}, of {name or 'content ' + digest.hex()}); "
-            "run `chunkstore verify --repair` to recount references from the recipes, then gc again")
+            "run `chunkstore verify --repair` to recount references from the recipes, then gc again"
+        )
 
 
 def _batched(items: Iterable, size: int):
@@ -178,7 +193,8 @@ def _batched(items: Iterable, size: int):
 
 @dataclass
 class Problem:
-    kind: str  # missing-object, corrupt-object, missing-chunk-row, refcount, missing-content, corrupt-recipe, damaged-catalog
+    # missing-object, corrupt-object, missing-chunk-row, refcount, missing-content, corrupt-recipe, damaged-catalog
+    kind: str
     message: str
     names: list[str] = field(default_factory=list)
 
@@ -210,9 +226,17 @@ class VerifyReport:
         return sorted({name for problem in self.problems for name in problem.names})
 
     def to_json(self) -> dict:
-        return {"ok": self.ok, "versions": self.versions, "contents": self.contents, "chunks": self.chunks,
-                "chunks_read": self.chunks_read, "bytes_read": self.bytes_read, "counts_repaired": self.counts_repaired,
-                "damaged_names": self.damaged_names, "problems": [problem.to_json() for problem in self.problems]}
+        return {
+            "ok": self.ok,
+            "versions": self.versions,
+            "contents": self.contents,
+            "chunks": self.chunks,
+            "chunks_read": self.chunks_read,
+            "bytes_read": self.bytes_read,
+            "counts_repaired": self.counts_repaired,
+            "damaged_names": self.damaged_names,
+            "problems": [problem.to_json() for problem in self.problems],
+        }
 
 
 # verify --repair rechecks after rewriting counts; a put committing meanwhile can make a
@@ -220,8 +244,14 @@ class VerifyReport:
 REPAIR_ATTEMPTS = 5
 
 
-def verify(store: StoreContext, *, read_data: bool = False, subset_percent: float = 100.0, repair: bool = False,
-           on_progress: Callable[[int, int], None] | None = None) -> VerifyReport:
+def verify(
+    store: StoreContext,
+    *,
+    read_data: bool = False,
+    subset_percent: float = 100.0,
+    repair: bool = False,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> VerifyReport:
     """Check the catalog against itself and the blob store; with read_data, every chunk's bytes too.
 
     With repair, chunk reference counts that differ from the recount of recipes are rewritten,
@@ -248,8 +278,9 @@ def verify(store: StoreContext, *, read_data: bool = False, subset_percent: floa
             # new value, and the next round recounts it, so a stale recount never lowers it.
             moved = catalog.set_refcounts(fixes)
             repaired += len(fixes) - len(moved)
-        raise ConcurrentModificationError("reference counts kept changing while verify --repair ran; "
-                                          "run it again when no put is running")
+        raise ConcurrentModificationError(
+            "reference counts kept changing while verify --repair ran; run it again when no put is running"
+        )
     finally:
         try:
             catalog.release_gc_lock(session)
@@ -268,8 +299,9 @@ def _refcount_fixes(report: VerifyReport) -> dict[bytes, tuple[int, int]]:
     return fixes
 
 
-def _check(store: StoreContext, read_data: bool, subset_percent: float,
-           on_progress: Callable[[int, int], None] | None) -> VerifyReport:
+def _check(
+    store: StoreContext, read_data: bool, subset_percent: float, on_progress: Callable[[int, int], None] | None
+) -> VerifyReport:
     catalog = store.catalog
     report = VerifyReport()
     # A catalog that can check its own file (SQLite) does; its damage affects every file.
@@ -290,8 +322,13 @@ def _check(store: StoreContext, read_data: bool, subset_percent: float,
         contents_seen.add(content.digest)
         names = sorted(names_by_digest.get(content.digest, []))
         if content.refcount != len(names):
-            report.problems.append(Problem("refcount", f"content {content.digest.hex()} counts {content.refcount} "
-                                                       f"versions, {len(names)} reference it", names))
+            report.problems.append(
+                Problem(
+                    "refcount",
+                    f"content {content.digest.hex()} counts {content.refcount} versions, {len(names)} reference it",
+                    names,
+                )
+            )
         try:
             entries = [entry for page in catalog.recipe_pages(content.digest) for entry in recipes.decode_page(page)]
         except ChunkstoreError as error:
@@ -299,25 +336,37 @@ def _check(store: StoreContext, read_data: bool, subset_percent: float,
             report.recount_complete = False
             continue
         if len(entries) != content.chunk_count or sum(entry.length for entry in entries) != content.size:
-            report.problems.append(Problem("corrupt-recipe", f"recipe of {content.digest.hex()} does not add up", names))
+            report.problems.append(
+                Problem("corrupt-recipe", f"recipe of {content.digest.hex()} does not add up", names)
+            )
         for entry in entries:
             recount[entry.chunk_id] += 1
             chunk = chunks.get(entry.chunk_id)
             if (chunk is None or chunk.state != ChunkState.PRESENT) and entry.chunk_id not in bad_chunks:
-                bad_chunks[entry.chunk_id] = Problem("missing-chunk-row", f"chunk {entry.chunk_id.hex()} is not recorded as stored")
+                bad_chunks[entry.chunk_id] = Problem(
+                    "missing-chunk-row", f"chunk {entry.chunk_id.hex()} is not recorded as stored"
+                )
     for digest, names in names_by_digest.items():
         if digest not in contents_seen:
-            report.problems.append(Problem("missing-content", f"content {digest.hex()} of the version is missing", sorted(names)))
+            report.problems.append(
+                Problem("missing-content", f"content {digest.hex()} of the version is missing", sorted(names))
+            )
             report.recount_complete = False
 
     for chunk_id, chunk in chunks.items():
         if chunk.state != ChunkState.DELETING and chunk.refcount != recount.get(chunk_id, 0):
-            report.problems.append(Problem(
-                "refcount", f"chunk {chunk_id.hex()} counts {chunk.refcount} references, recipes hold {recount.get(chunk_id, 0)}"))
+            report.problems.append(
+                Problem(
+                    "refcount",
+                    f"chunk {chunk_id.hex()} counts {chunk.refcount} references,"
+                    f" recipes hold {recount.get(chunk_id, 0)}",
+                )
+            )
     report.chunks = len(recount)
     report.recount = recount
-    report.recorded_counts = {chunk_id: chunk.refcount for chunk_id, chunk in chunks.items()
-                              if chunk.state != ChunkState.DELETING}
+    report.recorded_counts = {
+        chunk_id: chunk.refcount for chunk_id, chunk in chunks.items() if chunk.state != ChunkState.DELETING
+    }
 
     objects = {chunk_id_from_key(info.key): info.size for info in store.blobs.list(CHUNK_KEY_PREFIX)}
     for chunk_id in recount:
@@ -327,8 +376,10 @@ def _check(store: StoreContext, read_data: bool, subset_percent: float,
         if size is None:
             bad_chunks[chunk_id] = Problem("missing-object", f"chunk {chunk_id.hex()} has no object in the blob store")
         elif size != chunks[chunk_id].stored_size:
-            bad_chunks[chunk_id] = Problem("corrupt-object", f"chunk {chunk_id.hex()} object is {size} bytes, "
-                                                             f"catalog says {chunks[chunk_id].stored_size}")
+            bad_chunks[chunk_id] = Problem(
+                "corrupt-object",
+                f"chunk {chunk_id.hex()} object is {size} bytes, catalog says {chunks[chunk_id].stored_size}",
+            )
 
     if read_data:
         to_read = [chunk_id for chunk_id in recount if chunk_id not in bad_chunks]
@@ -361,8 +412,11 @@ def _name_damaged_files(store: StoreContext, bad_chunks: dict[bytes, Problem], n
     """Attach to each chunk problem the names of the files whose recipes use the chunk."""
     for content in store.catalog.iter_contents():
         try:
-            ids = {entry.chunk_id for page in store.catalog.recipe_pages(content.digest)
-                   for entry in recipes.decode_page(page)}
+            ids = {
+                entry.chunk_id
+                for page in store.catalog.recipe_pages(content.digest)
+                for entry in recipes.decode_page(page)
+            }
         except ChunkstoreError:
             continue
         for chunk_id in ids & bad_chunks.keys():

@@ -13,6 +13,7 @@ and writes the new ones; pyfastcdc, blake3 and zstd all release the GIL, so ever
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import stat as stat_module
@@ -23,11 +24,11 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import BinaryIO
 
 from chunkstore.backends.catalog import CommitOutcome, FileStat, NewVersion, SnapshotRecord, VersionRecord
 from chunkstore.backends.sessions import HOST, now_ns
 from chunkstore.core import recipes
+from chunkstore.core.chunking import Readable
 from chunkstore.core.config import chunk_key
 from chunkstore.core.names import normalize_name, normalize_prefix
 from chunkstore.errors import ChunkMismatchError, IntegrityError, SourceError, StoreWriteError
@@ -42,7 +43,6 @@ from chunkstore.operations.walk import (
     stored_path_and_name,
     vanished_names,
 )
-
 
 # Chunks are claimed in the catalog in batches of this many bytes (one transaction each).
 BATCH_BYTES = 4 * 1024 * 1024
@@ -108,10 +108,9 @@ class Writer:
     def _heartbeat_loop(self) -> None:
         interval = self.catalog.lease_seconds / 4
         while not self._stop_heartbeat.wait(interval):
-            try:
+            # A missed heartbeat only shortens the lease.
+            with contextlib.suppress(Exception):
                 self.catalog.heartbeat(self.session)
-            except Exception:  # noqa: BLE001 - a missed heartbeat only shortens the lease
-                pass
 
     def close(self) -> None:
         self._stop_heartbeat.set()
@@ -130,8 +129,9 @@ class Writer:
 
     # ---- one file --------------------------------------------------------------------
 
-    def add_stream(self, stream: BinaryIO, name: str, stat: FileStat | None,
-                   on_bytes: Callable[[int], None] | None = None) -> _PendingFile:
+    def add_stream(
+        self, stream: Readable, name: str, stat: FileStat | None, on_bytes: Callable[[int], None] | None = None
+    ) -> _PendingFile:
         """Chunk and hash one stream; its version waits in the pending list for commit().
 
         A large file's chunks are hashed (IDs and whole-file digest) by a second thread in
@@ -150,7 +150,7 @@ class Writer:
         size = 0
 
         def take(chunks: list[bytes], ids: list[bytes]) -> None:
-            for chunk_id, chunk in zip(ids, chunks):
+            for chunk_id, chunk in zip(ids, chunks, strict=True):
                 recipe.add(recipes.RecipeEntry(chunk_id, len(chunk)))
                 self._unclaimed.append((chunk_id, chunk, result))
                 self._unclaimed_bytes += len(chunk)
@@ -216,11 +216,10 @@ class Writer:
 
     def _upload(self, chunk_id: bytes, data: bytes) -> tuple[bytes, int]:
         blob = self.store.codec.encode(chunk_id, data)
-        if self.store.encrypted:
-            # Verify after encrypting, before the chunk counts as stored (restic does the
-            # same): a fault in compression or encryption must not go unnoticed until restore.
-            if self.store.hasher.chunk_id(self.store.codec.decode(chunk_id, blob)) != chunk_id:
-                raise ChunkMismatchError(f"chunk {chunk_id.hex()} did not survive encoding; nothing was stored")
+        # Verify after encrypting, before the chunk counts as stored (restic does the same): a
+        # fault in compression or encryption must not go unnoticed until restore.
+        if self.store.encrypted and self.store.hasher.chunk_id(self.store.codec.decode(chunk_id, blob)) != chunk_id:
+            raise ChunkMismatchError(f"chunk {chunk_id.hex()} did not survive encoding; nothing was stored")
         self.store.blobs.put(chunk_key(chunk_id), blob)
         return chunk_id, len(blob)
 
@@ -257,8 +256,11 @@ class Writer:
         self._pending_bytes += pending.result.size
 
     def commit_due(self) -> bool:
-        return (len(self._pending) >= COMMIT_EVERY_FILES or self._pending_bytes >= COMMIT_EVERY_BYTES
-                or time.monotonic() - self._last_commit >= COMMIT_EVERY_SECONDS)
+        return (
+            len(self._pending) >= COMMIT_EVERY_FILES
+            or self._pending_bytes >= COMMIT_EVERY_BYTES
+            or time.monotonic() - self._last_commit >= COMMIT_EVERY_SECONDS
+        )
 
     def commit(self) -> list[FileResult]:
         """Make every queued file durable and visible; return their results."""
@@ -272,7 +274,7 @@ class Writer:
             return []
         outcomes = self.catalog.commit(self.session, [item.version for item in pending], at_ns=self.at_ns)
         results = []
-        for item, outcome in zip(pending, outcomes):
+        for item, outcome in zip(pending, outcomes, strict=True):
             _apply_outcome(item.result, outcome)
             results.append(item.result)
         return results
@@ -300,9 +302,17 @@ def _apply_outcome(result: FileResult, outcome: CommitOutcome) -> None:
 # ---- entry points ---------------------------------------------------------------------
 
 
-def put(store: StoreContext, paths: Iterable[PathArgument], *, program: str, sync: bool = False,
-        force_read: bool = False, at_ns: int | None = None, on_result: Callable[[FileResult], None] | None = None,
-        on_progress: Callable[[Progress], None] | None = None) -> PutSummary:
+def put(
+    store: StoreContext,
+    paths: Iterable[PathArgument],
+    *,
+    program: str,
+    sync: bool = False,
+    force_read: bool = False,
+    at_ns: int | None = None,
+    on_result: Callable[[FileResult], None] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> PutSummary:
     """Put files and folders and record the run as a snapshot. Every file gets a FileResult;
     unreadable ones an error result.
 
@@ -344,8 +354,17 @@ def put(store: StoreContext, paths: Iterable[PathArgument], *, program: str, syn
         for source in sources:
             progress(source.name)
             if not force_read and is_unchanged(latest.get(source.name), source.stat):
-                report([FileResult(source.name, "unchanged", size=source.stat.st_size,
-                                   version=latest[source.name].version, path=source.path)])
+                report(
+                    [
+                        FileResult(
+                            source.name,
+                            "unchanged",
+                            size=source.stat.st_size,
+                            version=latest[source.name].version,
+                            path=source.path,
+                        )
+                    ]
+                )
                 done_bytes += source.stat.st_size
             else:
                 before = done_bytes
@@ -354,8 +373,9 @@ def put(store: StoreContext, paths: Iterable[PathArgument], *, program: str, syn
                     writer.queue(pending)
                 except (OSError, _ChangedWhileReading, SourceError) as error:
                     message = getattr(error, "strerror", None) or str(error)
-                    report([FileResult(source.name, "error", size=source.stat.st_size, path=source.path,
-                                       error=message)])
+                    report(
+                        [FileResult(source.name, "error", size=source.stat.st_size, path=source.path, error=message)]
+                    )
                 done_bytes = before + source.stat.st_size
             done_files += 1
             if writer.commit_due():
@@ -367,14 +387,14 @@ def put(store: StoreContext, paths: Iterable[PathArgument], *, program: str, syn
     if sync:
         gone = vanished_names(store.catalog, paths, {result.name for result in summary.results})
         summary.deleted = store.catalog.mark_deleted(gone, at)
-    summary.snapshot = _record_snapshot(store, program, at, [stored_path_and_name(item)[1] for item in paths],
-                                        summary)
+    summary.snapshot = _record_snapshot(store, program, at, [stored_path_and_name(item)[1] for item in paths], summary)
     summary.seconds = time.monotonic() - started
     return summary
 
 
-def put_stream(store: StoreContext, stream: BinaryIO, name: str, *, program: str,
-               at_ns: int | None = None) -> PutSummary:
+def put_stream(
+    store: StoreContext, stream: Readable, name: str, *, program: str, at_ns: int | None = None
+) -> PutSummary:
     """Put one stream of unknown length (stdin, an upload, an S3 object) under name and record
     the run as a snapshot; its one result is summary.results[0]. program and at_ns as for put."""
     started = time.monotonic()
@@ -392,13 +412,23 @@ def put_stream(store: StoreContext, stream: BinaryIO, name: str, *, program: str
     return summary
 
 
-def _record_snapshot(store: StoreContext, program: str, at_ns: int, names: Sequence[str | None],
-                     summary: PutSummary) -> SnapshotRecord:
+def _record_snapshot(
+    store: StoreContext, program: str, at_ns: int, names: Sequence[str | None], summary: PutSummary
+) -> SnapshotRecord:
     snapshot = SnapshotRecord(
-        uuid.uuid4().hex, at_ns, HOST, tuple(name for name in names if name is not None),
-        stored=summary.count("stored"), duplicate=summary.count("duplicate"), unchanged=summary.count("unchanged"),
-        deleted=len(summary.deleted), errors=summary.count("error"), added_bytes=summary.new_bytes,
-        added_stored_bytes=summary.stored_new_bytes, program=program)
+        uuid.uuid4().hex,
+        at_ns,
+        HOST,
+        tuple(name for name in names if name is not None),
+        stored=summary.count("stored"),
+        duplicate=summary.count("duplicate"),
+        unchanged=summary.count("unchanged"),
+        deleted=len(summary.deleted),
+        errors=summary.count("error"),
+        added_bytes=summary.new_bytes,
+        added_stored_bytes=summary.stored_new_bytes,
+        program=program,
+    )
     store.catalog.record_snapshot(snapshot)
     return snapshot
 
@@ -417,7 +447,8 @@ def _put_file(writer: Writer, source: Source, on_bytes) -> _PendingFile:
     if stat_module.S_ISLNK(source.stat.st_mode):
         return _put_symlink(writer, source)
     try:
-        handle = open(source.path, "rb", buffering=0)
+        # Opened outside `with` so that only open's own error becomes a SourceError.
+        handle = open(source.path, "rb", buffering=0)  # noqa: SIM115 - closed by the `with handle` below
     except OSError as error:
         raise SourceError(f"cannot open: {error.strerror}") from None
     with handle:
@@ -445,4 +476,3 @@ def _put_symlink(writer: Writer, source: Source) -> _PendingFile:
     pending = writer.add_stream(io.BytesIO(target), source.name, file_stat(st))
     pending.result.path = source.path
     return pending
-

@@ -18,17 +18,28 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
-from chunkstore.core import recipes
-from chunkstore.errors import BlobNotFoundError
 from chunkstore.backends.catalog import VersionRecord
+from chunkstore.core import recipes
 from chunkstore.core.config import chunk_key
-from chunkstore.errors import ChunkMismatchError, ChunkstoreError, CorruptObjectError, DigestMismatchError, IntegrityError, InvalidArgumentError, MissingChunkError, NameNotFoundError, NotFoundError, UnsafePathError
 from chunkstore.core.names import normalize_name, normalize_prefix
+from chunkstore.errors import (
+    BlobNotFoundError,
+    ChunkMismatchError,
+    ChunkstoreError,
+    CorruptObjectError,
+    DigestMismatchError,
+    IntegrityError,
+    InvalidArgumentError,
+    MissingChunkError,
+    NameNotFoundError,
+    NotFoundError,
+    UnsafePathError,
+)
 from chunkstore.operations.context import StoreContext
-
 
 # Chunks fetched ahead of the one being written: enough to keep every core (and, on
 # S3, enough requests) busy, while bounding memory to window x max chunk size.
@@ -89,7 +100,7 @@ class ChunkFetcher:
         self._cache: OrderedDict[bytes, bytes] = OrderedDict()
         self._cache_bytes = 0
 
-    def __enter__(self) -> "ChunkFetcher":
+    def __enter__(self) -> ChunkFetcher:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -114,8 +125,9 @@ class ChunkFetcher:
             _, evicted = self._cache.popitem(last=False)
             self._cache_bytes -= len(evicted)
 
-    def write_verified(self, record: VersionRecord, output: BinaryIO,
-                       on_bytes: Callable[[int], None] | None = None) -> None:
+    def write_verified(
+        self, record: VersionRecord, output: BinaryIO, on_bytes: Callable[[int], None] | None = None
+    ) -> None:
         """Write the content of record to output; raise IntegrityError (naming the file) on any mismatch."""
         file_digest = self.store.hasher.file_hasher()
         last_update: Future | None = None
@@ -156,8 +168,9 @@ class ChunkFetcher:
         return self.pool.submit(self._verified_content, record)
 
     def _verified_content(self, record: VersionRecord) -> bytes:
-        data = b"".join(read_chunk(self.store, entry.chunk_id, entry.length)
-                        for entry in iter_recipe(self.store, record.digest))
+        data = b"".join(
+            read_chunk(self.store, entry.chunk_id, entry.length) for entry in iter_recipe(self.store, record.digest)
+        )
         file_digest = self.store.hasher.file_hasher()
         file_digest.update(data)
         check_whole(record, len(data), file_digest.digest())
@@ -204,8 +217,14 @@ def _update_all(file_digest, chunks: list[bytes]) -> None:
         file_digest.update(chunk)
 
 
-def get_to_stream(store: StoreContext, name: str, output: BinaryIO, *, version: int | None = None,
-                  on_progress: Callable[[int], None] | None = None) -> VersionRecord:
+def get_to_stream(
+    store: StoreContext,
+    name: str,
+    output: BinaryIO,
+    *,
+    version: int | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> VersionRecord:
     """Write a stored file to an open stream (stdout). Every chunk is verified before it is
     written, so a corrupt store can cut the output short but never put wrong bytes in it."""
     record = store.catalog.get_version(normalize_name(name), version)
@@ -215,8 +234,14 @@ def get_to_stream(store: StoreContext, name: str, output: BinaryIO, *, version: 
     return record
 
 
-def get_to_path(store: StoreContext, name: str, path: Path, *, version: int | None = None,
-                on_progress: Callable[[int], None] | None = None) -> VersionRecord:
+def get_to_path(
+    store: StoreContext,
+    name: str,
+    path: Path,
+    *,
+    version: int | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> VersionRecord:
     """Write a stored file to path, atomically: the file appears only once fully verified."""
     record = store.catalog.get_version(normalize_name(name), version)
     if path.is_dir():
@@ -263,11 +288,13 @@ def _write_file(record: VersionRecord, folder: int, name: str, write: Callable[[
         raise
 
 
+def _write_bytes(data: bytes, handle: BinaryIO) -> None:
+    handle.write(data)
+
+
 def _unlink_quietly(name: str, folder: int) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(name, dir_fd=folder)
-    except FileNotFoundError:
-        pass
 
 
 @dataclass
@@ -293,9 +320,15 @@ class RestoreSummary:
         return sum(result.size for result in self.results if not result.error)
 
 
-def restore(store: StoreContext, prefix: str, destination: Path, *, as_of_ns: int | None = None,
-            on_result: Callable[[RestoreResult], None] | None = None,
-            on_progress: Callable[[int], None] | None = None) -> RestoreSummary:
+def restore(
+    store: StoreContext,
+    prefix: str,
+    destination: Path,
+    *,
+    as_of_ns: int | None = None,
+    on_result: Callable[[RestoreResult], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> RestoreSummary:
     """Restore the latest version of every name under prefix into destination/NAME, or with
     as_of_ns the version each name had then (names deleted by then are left out).
 
@@ -322,13 +355,13 @@ def restore(store: StoreContext, prefix: str, destination: Path, *, as_of_ns: in
                     _refuse_symlink_at(folder, base_name, record.name)
                     with naming_errors(record):
                         data = content.result()
-                    _write_file(record, folder, base_name, lambda handle: handle.write(data))
+                    _write_file(record, folder, base_name, partial(_write_bytes, data))
                     if on_progress:
                         on_progress(len(data))
                 else:
                     _refuse_symlink_at(folder, base_name, record.name)
-                    _write_file(record, folder, base_name,
-                                lambda handle: fetcher.write_verified(record, handle, on_progress))
+                    write = partial(fetcher.write_verified, record, on_bytes=on_progress)
+                    _write_file(record, folder, base_name, write)
             except (IntegrityError, UnsafePathError) as error:
                 result.error = str(error)
                 result.exit_code = error.exit_code
@@ -341,8 +374,9 @@ def restore(store: StoreContext, prefix: str, destination: Path, *, as_of_ns: in
     return summary
 
 
-def _with_small_contents_ahead(fetcher: ChunkFetcher, records: list[VersionRecord]
-                               ) -> Iterator[tuple[VersionRecord, Future | None]]:
+def _with_small_contents_ahead(
+    fetcher: ChunkFetcher, records: list[VersionRecord]
+) -> Iterator[tuple[VersionRecord, Future | None]]:
     """Each record with, for a small regular file, the future of its verified content,
     requested FILES_AHEAD files (or one per worker) before the record's turn. A content
     met again within CACHE_BYTES of small files (the same file under several names) is
@@ -402,7 +436,7 @@ class _RestoreFolders:
         self._root = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
         self._open: OrderedDict[str, int] = OrderedDict()
 
-    def __enter__(self) -> "_RestoreFolders":
+    def __enter__(self) -> _RestoreFolders:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -426,9 +460,9 @@ class _RestoreFolders:
         while depth and "/".join(parts[:depth]) not in self._open:
             depth -= 1
         descriptor = self._open["/".join(parts[:depth])] if depth else self._root
-        for depth in range(depth + 1, len(parts) + 1):
-            path = "/".join(parts[:depth])
-            descriptor = _open_or_make_folder(descriptor, parts[depth - 1], path, name)
+        for level in range(depth + 1, len(parts) + 1):
+            path = "/".join(parts[:level])
+            descriptor = _open_or_make_folder(descriptor, parts[level - 1], path, name)
             self._open[path] = descriptor
             # The evicted one is never descriptor, just added: it is the most recent.
             while len(self._open) > self.MAX_OPEN:
@@ -444,17 +478,16 @@ def _open_or_make_folder(parent: int, part: str, folder: str, name: str) -> int:
         pass
     except OSError as error:
         raise _unsafe_folder(error, folder, name, parent, part) from None
-    try:
+    # Made meanwhile: opening it below checks what it is.
+    with contextlib.suppress(FileExistsError):
         os.mkdir(part, dir_fd=parent)
-    except FileExistsError:
-        pass  # made meanwhile; opening it below checks what it is
     try:
         return os.open(part, flags, dir_fd=parent)
     except OSError as error:
         raise _unsafe_folder(error, folder, name, parent, part) from None
 
 
-def _unsafe_folder(error: OSError, folder: str, name: str, parent: int, part: str) -> OSError:
+def _unsafe_folder(error: OSError, folder: str, name: str, parent: int, part: str) -> OSError | UnsafePathError:
     """UnsafePathError for a folder that O_NOFOLLOW|O_DIRECTORY refused; other errors as they are."""
     if error.errno not in (errno.ELOOP, errno.ENOTDIR):
         return error

@@ -39,9 +39,18 @@ class FileResult:
         return self.outcome
 
     def to_json(self) -> dict:
-        return {"name": self.name, "outcome": self.outcome, "message": self.message, "size": self.size,
-                "version": self.version, "duplicate_of": self.duplicate_of, "new_bytes": self.new_bytes,
-                "stored_new_bytes": self.stored_new_bytes, "path": self.path, "error": self.error}
+        return {
+            "name": self.name,
+            "outcome": self.outcome,
+            "message": self.message,
+            "size": self.size,
+            "version": self.version,
+            "duplicate_of": self.duplicate_of,
+            "new_bytes": self.new_bytes,
+            "stored_new_bytes": self.stored_new_bytes,
+            "path": self.path,
+            "error": self.error,
+        }
 
 
 @dataclass
@@ -86,12 +95,17 @@ class PutSummary:
         """The totals and every file's result; results_as_objects leaves the results as
         FileResult objects (each with its own to_json), for a writer that streams them."""
         return {
-            "files": len(self.results), "stored": self.count("stored"), "duplicate": self.count("duplicate"),
-            "unchanged": self.count("unchanged"), "errors": self.count("error"),
-            "logical_bytes": self.logical_bytes, "new_bytes": self.new_bytes,
+            "files": len(self.results),
+            "stored": self.count("stored"),
+            "duplicate": self.count("duplicate"),
+            "unchanged": self.count("unchanged"),
+            "errors": self.count("error"),
+            "logical_bytes": self.logical_bytes,
+            "new_bytes": self.new_bytes,
             "stored_new_bytes": self.stored_new_bytes,
             "dedup_ratio": None if self.dedup_ratio == float("inf") else round(self.dedup_ratio, 4),
-            "seconds": round(self.seconds, 4), "mb_per_second": round(self.megabytes_per_second, 2),
+            "seconds": round(self.seconds, 4),
+            "mb_per_second": round(self.megabytes_per_second, 2),
             "results": self.results if results_as_objects else [result.to_json() for result in self.results],
             "deleted": [marker.name for marker in self.deleted],
             "snapshot": None if self.snapshot is None else snapshot_json(self.snapshot),

@@ -33,8 +33,12 @@ def is_unchanged(previous: VersionRecord | None, st: os.stat_result) -> bool:
     if previous is None:
         return False
     recorded = previous.stat
-    return (recorded.size == st.st_size and recorded.mtime_ns == st.st_mtime_ns
-            and recorded.inode == st.st_ino and recorded.ctime_ns == st.st_ctime_ns)
+    return (
+        recorded.size == st.st_size
+        and recorded.mtime_ns == st.st_mtime_ns
+        and recorded.inode == st.st_ino
+        and recorded.ctime_ns == st.st_ctime_ns
+    )
 
 
 PathArgument = str | os.PathLike[str] | tuple[str | os.PathLike[str], str | None]
@@ -73,7 +77,9 @@ def collect_sources(paths: Iterable[PathArgument]) -> tuple[list[Source], list[F
         elif _is_storable(st):
             sources.append(Source(os.fspath(path), name, st))
         else:
-            problems.append(FileResult(name, "error", path=str(path), error=f"not a regular file ({_kind(st)}); skipped"))
+            problems.append(
+                FileResult(name, "error", path=str(path), error=f"not a regular file ({_kind(st)}); skipped")
+            )
     return sources, problems
 
 
@@ -104,14 +110,21 @@ def _walk_folder(folder: Path, folder_name: str, sources: list[Source], problems
             if _is_storable(st):
                 sources.append(Source(full, name, st))
             elif not stat_module.S_ISDIR(st.st_mode):
-                problems.append(FileResult(name, "error", path=full, error=f"not a regular file ({_kind(st)}); skipped"))
+                problems.append(
+                    FileResult(name, "error", path=full, error=f"not a regular file ({_kind(st)}); skipped")
+                )
 
 
 def _kind(st: os.stat_result) -> str:
     mode = st.st_mode
-    for test, label in ((stat_module.S_ISLNK, "symlink"), (stat_module.S_ISFIFO, "FIFO"),
-                        (stat_module.S_ISSOCK, "socket"), (stat_module.S_ISCHR, "character device"),
-                        (stat_module.S_ISBLK, "block device"), (stat_module.S_ISDIR, "folder")):
+    for test, label in (
+        (stat_module.S_ISLNK, "symlink"),
+        (stat_module.S_ISFIFO, "FIFO"),
+        (stat_module.S_ISSOCK, "socket"),
+        (stat_module.S_ISCHR, "character device"),
+        (stat_module.S_ISBLK, "block device"),
+        (stat_module.S_ISDIR, "folder"),
+    ):
         if test(mode):
             return label
     return "special file"
@@ -123,10 +136,10 @@ def vanished_names(catalog: Catalog, paths: list[PathArgument], put_names: set[s
     gone: list[tuple[str, int]] = []
     for item in paths:
         folder, name = stored_path_and_name(item)
-        if name is None or not _is_folder(folder):
+        if name is None or folder is None or not _is_folder(folder):
             continue
         for record in catalog.list_versions(name):
-            if record.name not in put_names and _is_gone(folder / record.name[len(name) + 1:]):
+            if record.name not in put_names and _is_gone(folder / record.name[len(name) + 1 :]):
                 gone.append((record.name, record.version))
     return list(dict.fromkeys(gone))  # folders given twice, or one inside another
 

@@ -21,14 +21,20 @@ def gc(context, dry_run: bool, as_json: bool) -> int:
     store = context.open_store()
     with ProgressDisplay(context.show_progress and not as_json, counting="chunks deleted") as progress:
         try:
-            report = store.gc(dry_run=dry_run, on_progress=lambda state: progress.update(
-                state.chunks_deleted, None, f"{human_bytes(state.bytes_freed)} freed"))
+            report = store.gc(
+                dry_run=dry_run,
+                on_progress=lambda state: progress.update(
+                    state.chunks_deleted, None, f"{human_bytes(state.bytes_freed)} freed"
+                ),
+            )
         finally:
             store.close()
     if as_json:
         echo_json(with_requests(report.to_json(), store))
     elif not context.quiet:
         verb = "would delete" if dry_run else "deleted"
-        click.echo(f"{verb} {report.chunks_deleted} chunks and {report.orphans_deleted} orphaned objects, "
-                   f"freeing {human_bytes(report.bytes_freed)}")
+        click.echo(
+            f"{verb} {report.chunks_deleted} chunks and {report.orphans_deleted} orphaned objects, "
+            f"freeing {human_bytes(report.bytes_freed)}"
+        )
     return EXIT_OK

@@ -9,7 +9,7 @@ import click
 from chunkstore.operations import history
 
 from ..exits import EXIT_OK
-from ..options import count_option, as_of_option, resolve_as_of
+from ..options import as_of_option, count_option, resolve_as_of
 from ..output import human_bytes, printable
 from ..progress import ProgressDisplay
 
@@ -18,8 +18,13 @@ from ..progress import ProgressDisplay
 @click.argument("name")
 @count_option("--version", "version", help="A version number (default: the latest).")
 @as_of_option("The file")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), metavar="FILE",
-              help="Write to FILE (atomically, after verification) instead of stdout.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, writable=True),
+    metavar="FILE",
+    help="Write to FILE (atomically, after verification) instead of stdout.",
+)
 @click.pass_obj
 def get(context, name: str, version: int | None, as_of, output: str | None) -> int:
     """Write a stored file to stdout or to FILE, verifying every byte.
@@ -52,8 +57,15 @@ def get(context, name: str, version: int | None, as_of, output: str | None) -> i
 
 @click.command()
 @click.argument("prefix")
-@click.option("-o", "--output", "destination", required=True, type=click.Path(file_okay=False), metavar="DIR",
-              help="Folder to restore into: NAME is written to DIR/NAME.")
+@click.option(
+    "-o",
+    "--output",
+    "destination",
+    required=True,
+    type=click.Path(file_okay=False),
+    metavar="DIR",
+    help="Folder to restore into: NAME is written to DIR/NAME.",
+)
 @as_of_option("Restore the files")
 @click.pass_obj
 def restore(context, prefix: str, destination: str, as_of) -> int:
@@ -81,13 +93,16 @@ def restore(context, prefix: str, destination: str, as_of) -> int:
 
         try:
             as_of_ns = None if as_of is None else resolve_as_of(store, as_of).at_ns
-            summary = store.restore(prefix, destination, as_of_ns=as_of_ns, on_result=on_result,
-                                    on_progress=progress.advance)
+            summary = store.restore(
+                prefix, destination, as_of_ns=as_of_ns, on_result=on_result, on_progress=progress.advance
+            )
         finally:
             store.close()
     if not context.quiet:
         restored = len(summary.results) - len(summary.errors)
-        click.echo(f"restored {restored} files ({human_bytes(summary.bytes)}) to {printable(destination)}"
-                   + (f"; {len(summary.errors)} failed" if summary.errors else ""))
+        click.echo(
+            f"restored {restored} files ({human_bytes(summary.bytes)}) to {printable(destination)}"
+            + (f"; {len(summary.errors)} failed" if summary.errors else "")
+        )
     # Each failed file carries the exit code of its error (4 for integrity, 2 for an unsafe name).
     return max((result.exit_code for result in summary.errors), default=EXIT_OK)

@@ -8,13 +8,19 @@ from chunkstore.operations import history
 
 from ..exits import EXIT_OK
 from ..options import checked_by, count_option, parse_duration, resolve_as_of, time_point_option
-from ..output import (Column, echo_json, human_bytes, local_time, print_table, printable, signed_bytes,
-                      with_requests)
+from ..output import Column, echo_json, human_bytes, local_time, print_table, printable, signed_bytes, with_requests
 
-SNAPSHOT_COLUMNS = [Column("ID", 8), Column("time", 19), Column("host", 12), Column("by", 16),
-                    Column("stored", 6, ">"),
-                    Column("unchanged", 9, ">"), Column("deleted", 7, ">"), Column("added", 10, ">"),
-                    Column("paths")]
+SNAPSHOT_COLUMNS = [
+    Column("ID", 8),
+    Column("time", 19),
+    Column("host", 12),
+    Column("by", 16),
+    Column("stored", 6, ">"),
+    Column("unchanged", 9, ">"),
+    Column("deleted", 7, ">"),
+    Column("added", 10, ">"),
+    Column("paths"),
+]
 
 
 @click.command()
@@ -43,18 +49,34 @@ def snapshots(context, prefix: str, as_json: bool) -> int:
         if not context.quiet:
             click.echo("no snapshots")
         return EXIT_OK
-    print_table(SNAPSHOT_COLUMNS, [
-        (snapshot.snapshot_id[:8], local_time(snapshot.at_ns), printable(snapshot.host[:12]),
-         printable(snapshot.program or "-"), str(snapshot.stored + snapshot.duplicate), str(snapshot.unchanged), str(snapshot.deleted),
-         human_bytes(snapshot.added_stored_bytes), " ".join(map(printable, snapshot.paths)))
-        for snapshot in records])
+    print_table(
+        SNAPSHOT_COLUMNS,
+        [
+            (
+                snapshot.snapshot_id[:8],
+                local_time(snapshot.at_ns),
+                printable(snapshot.host[:12]),
+                printable(snapshot.program or "-"),
+                str(snapshot.stored + snapshot.duplicate),
+                str(snapshot.unchanged),
+                str(snapshot.deleted),
+                human_bytes(snapshot.added_stored_bytes),
+                " ".join(map(printable, snapshot.paths)),
+            )
+            for snapshot in records
+        ],
+    )
     return EXIT_OK
 
 
 @click.command()
 @click.argument("prefix", required=False, default="")
-@time_point_option("--from", "start", required=True,
-                   what="The earlier state: a date (the end of that day), a date-time or a snapshot ID.")
+@time_point_option(
+    "--from",
+    "start",
+    required=True,
+    what="The earlier state: a date (the end of that day), a date-time or a snapshot ID.",
+)
 @time_point_option("--to", "end", what="The later state, the same way. Default: now.")
 @click.option("--json", "as_json", is_flag=True, help="Print the changes and totals as JSON.")
 @click.pass_obj
@@ -81,23 +103,30 @@ def diff(context, prefix: str, start, end, as_json: bool) -> int:
         return EXIT_OK
     for change in changes.changes:
         name = printable(change.name)
-        if change.kind == "added":
-            click.echo(f"+ {change.after.size:>14,}  {name}")
-        elif change.kind == "deleted":
-            click.echo(f"- {change.before.size:>14,}  {name}")
-        else:
-            sizes = f"{change.before.size:,} -> {change.after.size:,}"
+        old, new = change.before, change.after
+        if old is None and new is not None:
+            click.echo(f"+ {new.size:>14,}  {name}")
+        elif new is None and old is not None:
+            click.echo(f"- {old.size:>14,}  {name}")
+        elif old is not None and new is not None:
+            sizes = f"{old.size:,} -> {new.size:,}"
             click.echo(f"M {sizes:>14}  {name}")
     if not context.quiet:
-        totals = [f"{len(changes.of_kind(kind))} {kind} ({signed_bytes(changes.size_change(kind))})"
-                  for kind in ("added", "changed", "deleted")]
+        totals = [
+            f"{len(changes.of_kind(kind))} {kind} ({signed_bytes(changes.size_change(kind))})"
+            for kind in ("added", "changed", "deleted")
+        ]
         click.echo(f"{', '.join(totals)} from {before.describe()} to {after.describe() if after else 'now'}")
     return EXIT_OK
 
 
 def _keep_option(rule: str, period: str):
-    return count_option(f"--keep-{rule}", rule, metavar="N",
-                        help=f"Keep the state at the newest point of each of the N newest {period} that have one.")
+    return count_option(
+        f"--keep-{rule}",
+        rule,
+        metavar="N",
+        help=f"Keep the state at the newest point of each of the N newest {period} that have one.",
+    )
 
 
 @click.command()
@@ -108,14 +137,19 @@ def _keep_option(rule: str, period: str):
 @_keep_option("weekly", "ISO weeks")
 @_keep_option("monthly", "months")
 @_keep_option("yearly", "years")
-@click.option("--keep-within", "within", metavar="DURATION", callback=checked_by(parse_duration),
-              help="Keep every point newer than the newest one minus DURATION (30d, 2w, 6m, 1y6m, 12h; "
-                   "at most 1000 years).")
+@click.option(
+    "--keep-within",
+    "within",
+    metavar="DURATION",
+    callback=checked_by(parse_duration),
+    help="Keep every point newer than the newest one minus DURATION (30d, 2w, 6m, 1y6m, 12h; at most 1000 years).",
+)
 @click.option("--dry-run", "-n", is_flag=True, help="Only print what would be kept and removed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the points, every version's fate and why, as JSON.")
 @click.pass_obj
-def forget(context, prefix: str, last, hourly, daily, weekly, monthly, yearly, within, dry_run: bool,
-           as_json: bool) -> int:
+def forget(
+    context, prefix: str, last, hourly, daily, weekly, monthly, yearly, within, dry_run: bool, as_json: bool
+) -> int:
     """Remove old versions under PREFIX that a retention policy does not keep.
 
     The points in time of PREFIX are the times its puts stored versions or
@@ -138,8 +172,10 @@ def forget(context, prefix: str, last, hourly, daily, weekly, monthly, yearly, w
       chunkstore forget projects --keep-daily 7 --keep-monthly 12 --dry-run
     """
     if not any((last, hourly, daily, weekly, monthly, yearly, within)):
-        raise click.UsageError("give at least one --keep-* rule (forget without one would keep only the latest "
-                               "versions; use `rm` to remove files)")
+        raise click.UsageError(
+            "give at least one --keep-* rule (forget without one would keep only the latest "
+            "versions; use `rm` to remove files)"
+        )
     policy = history.Policy(last or 0, hourly or 0, daily or 0, weekly or 0, monthly or 0, yearly or 0, within)
     store = context.open_store()
     try:
@@ -154,17 +190,22 @@ def forget(context, prefix: str, last, hourly, daily, weekly, monthly, yearly, w
     remove = "would remove" if dry_run else "remove"
     click.echo(f"points in time under {printable(plan.prefix) or 'the store'}, newest first:")
     for point in plan.points:
-        click.echo(f"  {'keep' if point.kept else remove:<12}  {local_time(point.at_ns)}  {', '.join(point.reasons)}"
-                   .rstrip())
+        click.echo(
+            f"  {'keep' if point.kept else remove:<12}  {local_time(point.at_ns)}  {', '.join(point.reasons)}".rstrip()
+        )
     click.echo("versions:")
     for decision in plan.decisions:
         record = decision.record
         what = f"v{record.version}" + (" (deletion marker)" if record.deleted else "")
-        click.echo(f"  {'keep' if decision.kept else remove:<12}  {printable(record.name)}  {what}  "
-                   f"{', '.join(decision.reasons)}".rstrip())
+        click.echo(
+            f"  {'keep' if decision.kept else remove:<12}  {printable(record.name)}  {what}  "
+            f"{', '.join(decision.reasons)}".rstrip()
+        )
     removed, markers = len(plan.removed), sum(record.deleted for record in plan.removed)
     verb = "would remove" if dry_run else "removed"
-    click.echo(f"kept {len(plan.kept)} versions, {verb} {removed} ({markers} deletion markers); "
-               f"{'would forget' if dry_run else 'forgot'} {len(plan.forgotten_snapshots)} snapshots"
-               + ("" if dry_run or not removed else "; run `chunkstore gc` to free their chunks"))
+    click.echo(
+        f"kept {len(plan.kept)} versions, {verb} {removed} ({markers} deletion markers); "
+        f"{'would forget' if dry_run else 'forgot'} {len(plan.forgotten_snapshots)} snapshots"
+        + ("" if dry_run or not removed else "; run `chunkstore gc` to free their chunks")
+    )
     return EXIT_OK

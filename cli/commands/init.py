@@ -11,28 +11,62 @@ from ..secrets import read_secret_file
 
 
 @click.command()
-@click.option("--chunker", default="fastcdc2020", show_default=True,
-              type=click.Choice(["fastcdc2020", "fastcdc-ronomon", "fixed"]),
-              help="How files are cut into chunks. fastcdc2020 (pyfastcdc) is content-defined and fastest; "
-                   "fixed cuts every --avg-size bytes and is only useful for comparison.")
-@size_option("--avg-size", default="64K", show_default=True,
-             help="Target average chunk size (min is a quarter, max four times). Smaller chunks "
-                  "find more duplicates; larger ones mean fewer objects (and requests on S3).")
-@click.option("--compression", default="zstd:3", show_default=True, metavar="zstd:LEVEL|none",
-              help="Compression of each chunk; a chunk that does not shrink is stored raw.")
-@click.option("--table", metavar="TABLE",
-              help="s3:// stores only: the DynamoDB table that holds the store's catalog (required for them).")
-@click.option("--create", is_flag=True,
-              help="s3:// stores only: make the bucket (private, encrypted) and the table (on-demand) if absent.")
-@click.option("--encrypt", is_flag=True,
-              help="Encrypt chunks and key their IDs and boundaries. The passphrase comes from "
-                   "$CHUNKSTORE_PASSPHRASE, --key-file, or a prompt; without it nothing can be read.")
-@click.option("--key-file", type=click.Path(exists=True, dir_okay=False), metavar="PATH",
-              help="With --encrypt: use the contents of PATH as the secret instead of a passphrase "
-                   "(give it later with --passphrase-file PATH).")
+@click.option(
+    "--chunker",
+    default="fastcdc2020",
+    show_default=True,
+    type=click.Choice(["fastcdc2020", "fastcdc-ronomon", "fixed"]),
+    help="How files are cut into chunks. fastcdc2020 (pyfastcdc) is content-defined and fastest; "
+    "fixed cuts every --avg-size bytes and is only useful for comparison.",
+)
+@size_option(
+    "--avg-size",
+    default="64K",
+    show_default=True,
+    help="Target average chunk size (min is a quarter, max four times). Smaller chunks "
+    "find more duplicates; larger ones mean fewer objects (and requests on S3).",
+)
+@click.option(
+    "--compression",
+    default="zstd:3",
+    show_default=True,
+    metavar="zstd:LEVEL|none",
+    help="Compression of each chunk; a chunk that does not shrink is stored raw.",
+)
+@click.option(
+    "--table",
+    metavar="TABLE",
+    help="s3:// stores only: the DynamoDB table that holds the store's catalog (required for them).",
+)
+@click.option(
+    "--create",
+    is_flag=True,
+    help="s3:// stores only: make the bucket (private, encrypted) and the table (on-demand) if absent.",
+)
+@click.option(
+    "--encrypt",
+    is_flag=True,
+    help="Encrypt chunks and key their IDs and boundaries. The passphrase comes from "
+    "$CHUNKSTORE_PASSPHRASE, --key-file, or a prompt; without it nothing can be read.",
+)
+@click.option(
+    "--key-file",
+    type=click.Path(exists=True, dir_okay=False),
+    metavar="PATH",
+    help="With --encrypt: use the contents of PATH as the secret instead of a passphrase "
+    "(give it later with --passphrase-file PATH).",
+)
 @click.pass_obj
-def init(context, chunker: str, avg_size: int, compression: str, table: str | None, create: bool,
-         encrypt: bool, key_file: str | None) -> int:
+def init(
+    context,
+    chunker: str,
+    avg_size: int,
+    compression: str,
+    table: str | None,
+    create: bool,
+    encrypt: bool,
+    key_file: str | None,
+) -> int:
     """Create an empty store. Its chunking and compression are fixed from then on.
 
     An s3://BUCKET/PREFIX store keeps its chunks in S3 and its catalog in the
@@ -57,14 +91,26 @@ def init(context, chunker: str, avg_size: int, compression: str, table: str | No
     spec = ChunkerSpec.from_average(chunker, avg_size)
     passphrase = None
     if encrypt:
-        passphrase = (read_secret_file(key_file) if key_file else context.given_passphrase()
-                      or context.prompt_passphrase("New passphrase", confirm=True))
-    store = Store.init(context.store_url, spec, CompressionSpec.parse(compression), table=table, create=create,
-                       passphrase=passphrase, concurrency=context.concurrency)
+        passphrase = (
+            read_secret_file(key_file)
+            if key_file
+            else context.given_passphrase() or context.prompt_passphrase("New passphrase", confirm=True)
+        )
+    store = Store.init(
+        context.store_url,
+        spec,
+        CompressionSpec.parse(compression),
+        table=table,
+        create=create,
+        passphrase=passphrase,
+        concurrency=context.concurrency,
+    )
     store.close()
     if not context.quiet:
         catalog = f", catalog in DynamoDB table {table}" if on_s3 else ""
-        click.echo(f"created store at {printable(context.store_url)} "
-                   f"(chunker {spec.name} {spec.min_size}/{spec.avg_size}/{spec.max_size}, "
-                   f"compression {compression}{catalog}{', encrypted' if encrypt else ''})")
+        click.echo(
+            f"created store at {printable(context.store_url)} "
+            f"(chunker {spec.name} {spec.min_size}/{spec.avg_size}/{spec.max_size}, "
+            f"compression {compression}{catalog}{', encrypted' if encrypt else ''})"
+        )
     return EXIT_OK

@@ -18,8 +18,12 @@ def key() -> None:
 
 
 @key.command()
-@click.option("--new-passphrase-file", type=click.Path(exists=True, dir_okay=False), metavar="PATH",
-              help=f"Read the new passphrase from PATH. Default: ${NEW_PASSPHRASE_VARIABLE}, else a prompt.")
+@click.option(
+    "--new-passphrase-file",
+    type=click.Path(exists=True, dir_okay=False),
+    metavar="PATH",
+    help=f"Read the new passphrase from PATH. Default: ${NEW_PASSPHRASE_VARIABLE}, else a prompt.",
+)
 @click.pass_obj
 def passwd(context, new_passphrase_file: str | None) -> int:
     """Change the passphrase. The data is not re-encrypted: only the wrapped key changes."""
@@ -30,8 +34,9 @@ def passwd(context, new_passphrase_file: str | None) -> int:
         elif NEW_PASSPHRASE_VARIABLE in os.environ:
             new = os.environ[NEW_PASSPHRASE_VARIABLE].encode()
         else:
-            new = context.prompt_passphrase("New passphrase", confirm=True,
-                                            otherwise=f"set {NEW_PASSPHRASE_VARIABLE} or use --new-passphrase-file")
+            new = context.prompt_passphrase(
+                "New passphrase", confirm=True, otherwise=f"set {NEW_PASSPHRASE_VARIABLE} or use --new-passphrase-file"
+            )
         # The passphrase that opened the store is the current one: it is not asked twice.
         store.change_passphrase(context.passphrase, new)
     finally:
@@ -42,8 +47,14 @@ def passwd(context, new_passphrase_file: str | None) -> int:
 
 
 @key.command()
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), metavar="FILE",
-              help="Write the key backup to FILE.")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="Write the key backup to FILE.",
+)
 @click.pass_obj
 def export(context, output: str) -> int:
     """Write a backup of the store's key. It stays protected by the passphrase: keep both."""

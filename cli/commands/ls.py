@@ -18,8 +18,12 @@ COLUMNS = [Column("version", 4, ">"), Column("size", 14, ">"), Column("stored at
 
 @click.command(name="ls")
 @click.argument("prefix", required=False, default="")
-@click.option("--versions", "all_versions", is_flag=True,
-              help="List every version, not only the latest, deletion markers (`deleted`) included.")
+@click.option(
+    "--versions",
+    "all_versions",
+    is_flag=True,
+    help="List every version, not only the latest, deletion markers (`deleted`) included.",
+)
 @as_of_option("List the files")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 @click.pass_obj
@@ -39,16 +43,38 @@ def list_command(context, prefix: str, all_versions: bool, as_of, as_json: bool)
     finally:
         store.close()
     if as_json:
-        echo_json([{"name": r.name, "version": r.version, "size": r.size, "mtime_ns": r.stat.mtime_ns,
-                    "mode": stat.S_IMODE(r.stat.mode), "type": _kind(r), "deleted": r.deleted,
-                    "stored_at_ns": r.stored_at_ns, "digest": r.digest.hex()}
-                   for r in records])
+        echo_json(
+            [
+                {
+                    "name": r.name,
+                    "version": r.version,
+                    "size": r.size,
+                    "mtime_ns": r.stat.mtime_ns,
+                    "mode": stat.S_IMODE(r.stat.mode),
+                    "type": _kind(r),
+                    "deleted": r.deleted,
+                    "stored_at_ns": r.stored_at_ns,
+                    "digest": r.digest.hex(),
+                }
+                for r in records
+            ]
+        )
         return EXIT_OK
     if prefix and not records:
         raise NameNotFoundError(f"no stored file under {prefix!r}")
-    print_table(COLUMNS, [(str(record.version), "deleted" if record.deleted else f"{record.size:,}",
-                           local_time(record.stored_at_ns), printable(record.name)) for record in records],
-                plain_header=False)
+    print_table(
+        COLUMNS,
+        [
+            (
+                str(record.version),
+                "deleted" if record.deleted else f"{record.size:,}",
+                local_time(record.stored_at_ns),
+                printable(record.name),
+            )
+            for record in records
+        ],
+        plain_header=False,
+    )
     return EXIT_OK
 
 

@@ -20,22 +20,46 @@ PUT_PROGRAM = "chunkstore put"
 
 @click.command()
 @click.argument("paths", nargs=-1, required=True, metavar="PATH...")
-@click.option("--as", "as_name", metavar="NAME",
-              help="Store under NAME instead of the path (one PATH only; required for '-', stdin).")
-@click.option("--force-read", is_flag=True,
-              help="Read every file, even those whose size, mtime and inode are unchanged since the last put.")
-@click.option("--sync", is_flag=True,
-              help="Also record as deleted every stored name under a folder PATH that is no longer there, "
-                   "so that restores (latest or --as-of) match the folder. Earlier versions stay readable.")
-@click.option("--time", "at_ns", metavar="TIME", callback=checked_by(parse_time),
-              help="Record this put as made at TIME (local unless it ends in Z or +HH:MM) instead of now: "
-                   "for importing backups taken elsewhere, oldest first. Between 1970-01-01 and 2262-04-11.")
-@click.option("--json", "as_json", is_flag=True,
-              help="Print every file's outcome, the totals and the snapshot as JSON.")
+@click.option(
+    "--as",
+    "as_name",
+    metavar="NAME",
+    help="Store under NAME instead of the path (one PATH only; required for '-', stdin).",
+)
+@click.option(
+    "--force-read",
+    is_flag=True,
+    help="Read every file, even those whose size, mtime and inode are unchanged since the last put.",
+)
+@click.option(
+    "--sync",
+    is_flag=True,
+    help="Also record as deleted every stored name under a folder PATH that is no longer there, "
+    "so that restores (latest or --as-of) match the folder. Earlier versions stay readable.",
+)
+@click.option(
+    "--time",
+    "at_ns",
+    metavar="TIME",
+    callback=checked_by(parse_time),
+    help="Record this put as made at TIME (local unless it ends in Z or +HH:MM) instead of now: "
+    "for importing backups taken elsewhere, oldest first. Between 1970-01-01 and 2262-04-11.",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print every file's outcome, the totals and the snapshot as JSON."
+)
 @click.option("--verbose", "-v", is_flag=True, help="Print one line per file (and per deletion, with --sync).")
 @click.pass_obj
-def put(context, paths: tuple[str, ...], as_name: str | None, force_read: bool, sync: bool, at_ns: int | None,
-        as_json: bool, verbose: bool) -> int:
+def put(
+    context,
+    paths: tuple[str, ...],
+    as_name: str | None,
+    force_read: bool,
+    sync: bool,
+    at_ns: int | None,
+    as_json: bool,
+    verbose: bool,
+) -> int:
     """Store files and folders (recursively); '-' reads stdin (with --as NAME).
 
     Names are the paths as given, made relative: `put /data/x` stores `data/x`.
@@ -79,8 +103,15 @@ def put(context, paths: tuple[str, ...], as_name: str | None, force_read: bool, 
             progress.update(state.bytes_done, state.bytes_total, f"{state.files_done}/{state.files_total} files")
 
         try:
-            summary = store.put(sources, program=PUT_PROGRAM, sync=sync, at_ns=at_ns, force_read=force_read,
-                                on_result=on_result, on_progress=on_progress)
+            summary = store.put(
+                sources,
+                program=PUT_PROGRAM,
+                sync=sync,
+                at_ns=at_ns,
+                force_read=force_read,
+                on_result=on_result,
+                on_progress=on_progress,
+            )
         finally:
             store.close()
     if as_json:
@@ -92,11 +123,15 @@ def put(context, paths: tuple[str, ...], as_name: str | None, force_read: bool, 
     elif not context.quiet:
         totals = summary.to_json()
         ratio = "n/a" if totals["dedup_ratio"] is None else f"{totals['dedup_ratio']:.2f}x"
-        click.echo(f"{totals['files']} files: {totals['stored']} stored, {totals['duplicate']} duplicate, "
-                   f"{totals['unchanged']} unchanged, {totals['errors']} errors")
-        click.echo(f"{human_bytes(totals['logical_bytes'])} in, {human_bytes(totals['new_bytes'])} new "
-                   f"({human_bytes(totals['stored_new_bytes'])} stored), dedup {ratio}, "
-                   f"{totals['mb_per_second']:.1f} MB/s")
+        click.echo(
+            f"{totals['files']} files: {totals['stored']} stored, {totals['duplicate']} duplicate, "
+            f"{totals['unchanged']} unchanged, {totals['errors']} errors"
+        )
+        click.echo(
+            f"{human_bytes(totals['logical_bytes'])} in, {human_bytes(totals['new_bytes'])} new "
+            f"({human_bytes(totals['stored_new_bytes'])} stored), dedup {ratio}, "
+            f"{totals['mb_per_second']:.1f} MB/s"
+        )
     if sync and not as_json and not context.quiet:
         for marker in summary.deleted if verbose else ():
             click.echo(f"{printable(marker.name)}: deleted")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import click
 
@@ -23,30 +23,59 @@ def _report_path(value: str) -> str:
 
 @click.command()
 @click.argument("source", metavar="s3://BUCKET[/PREFIX]", required=False, callback=checked_by(s3_source))
-@click.option("--report", metavar="FILE.{json,csv,html}", callback=checked_by(_report_path),
-              help="Also write the groups to FILE; its ending picks the format.")
-@click.option("--chunk-level", is_flag=True,
-              help="Read every object and cut it into chunks to measure what chunk-level dedup would save "
-                   "besides whole-file duplicates (reads the whole bucket).")
-@size_option("--avg-size", default="64K", show_default=True,
-             help="With --chunk-level: the average chunk size to measure with.")
-@click.option("--import-into", metavar="URL",
-              help="Put one copy of each distinct content into the store at URL, under its key.")
-@click.option("--delete-duplicates", is_flag=True,
-              help="Delete the duplicates from the bucket, keeping the oldest copy of each group. A dry run "
-                   "unless --yes is given; each duplicate is compared byte for byte with the kept copy first.")
+@click.option(
+    "--report",
+    metavar="FILE.{json,csv,html}",
+    callback=checked_by(_report_path),
+    help="Also write the groups to FILE; its ending picks the format.",
+)
+@click.option(
+    "--chunk-level",
+    is_flag=True,
+    help="Read every object and cut it into chunks to measure what chunk-level dedup would save "
+    "besides whole-file duplicates (reads the whole bucket).",
+)
+@size_option(
+    "--avg-size", default="64K", show_default=True, help="With --chunk-level: the average chunk size to measure with."
+)
+@click.option(
+    "--import-into", metavar="URL", help="Put one copy of each distinct content into the store at URL, under its key."
+)
+@click.option(
+    "--delete-duplicates",
+    is_flag=True,
+    help="Delete the duplicates from the bucket, keeping the oldest copy of each group. A dry run "
+    "unless --yes is given; each duplicate is compared byte for byte with the kept copy first.",
+)
 @click.option("--yes", is_flag=True, help="With --delete-duplicates: really delete.")
-@click.option("--manifest", metavar="FILE",
-              help="With --delete-duplicates --yes: where to record each removal (JSON Lines). "
-                   "Default: chunkstore-scan-removed-BUCKET-TIME.jsonl here.")
+@click.option(
+    "--manifest",
+    metavar="FILE",
+    help="With --delete-duplicates --yes: where to record each removal (JSON Lines). "
+    "Default: chunkstore-scan-removed-BUCKET-TIME.jsonl here.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @distributed_options
 @LOG_FORMAT_OPTION
 @click.pass_obj
-def scan(context, source: str | None, report: str | None, chunk_level: bool, avg_size: int, import_into: str | None,
-         delete_duplicates: bool, yes: bool, manifest: str | None, as_json: bool, distributed: bool,
-         state_machine: str | None, manifest_url: str | None, detach: bool, execution_arn: str | None,
-         log_format: str) -> int:
+def scan(
+    context,
+    source: str | None,
+    report: str | None,
+    chunk_level: bool,
+    avg_size: int,
+    import_into: str | None,
+    delete_duplicates: bool,
+    yes: bool,
+    manifest: str | None,
+    as_json: bool,
+    distributed: bool,
+    state_machine: str | None,
+    manifest_url: str | None,
+    detach: bool,
+    execution_arn: str | None,
+    log_format: str,
+) -> int:
     """Find the groups of identical objects under s3://BUCKET[/PREFIX] and what they waste
     at S3 list prices. Only objects whose size another object shares are read.
     Exits 1 if an import or a deletion failed (each is reported).
@@ -61,28 +90,30 @@ def scan(context, source: str | None, report: str | None, chunk_level: bool, avg
       chunkstore scan s3://archive --distributed --state-machine ARN --report duplicates.csv
     """
     from chunkstore import ChunkerSpec
-    from chunkstore.backends.aws import AwsClients
     from chunkstore.apps.bucket import parse_s3_url
     from chunkstore.apps.scan import scan_bucket, write_report
+    from chunkstore.backends.aws import AwsClients
 
     if yes and not delete_duplicates:
         raise click.UsageError("--yes goes with --delete-duplicates")
     if manifest and not (delete_duplicates and yes):
         raise click.UsageError("--manifest goes with --delete-duplicates --yes")
     check_distributed_usage(source, distributed, state_machine, manifest_url, detach, execution_arn)
-    printer = ResultPrinter(context, log_format) if import_into else None
     s3 = AwsClients().s3
     failed = 0
     if distributed or execution_arn:
         if chunk_level or import_into:
-            raise click.UsageError("--chunk-level and --import-into do not go with a distributed scan "
-                                   "(import with `chunkstore ingest --distributed`)")
+            raise click.UsageError(
+                "--chunk-level and --import-into do not go with a distributed scan "
+                "(import with `chunkstore ingest --distributed`)"
+            )
         found = _distributed(context, s3, source, state_machine, manifest_url, detach, execution_arn)
         if isinstance(found, int):
             return found
         found, failed = found
         source = found.url
     else:
+        assert source is not None  # check_distributed_usage refused a scan without one
         chunker = ChunkerSpec.from_average(avg_size=avg_size)
         with ProgressDisplay(context.show_progress and not as_json) as progress:
             found = scan_bucket(s3, source, chunk_level=chunk_level, chunker=chunker, on_progress=progress.advance)
@@ -93,10 +124,10 @@ def scan(context, source: str | None, report: str | None, chunk_level: bool, avg
     elif not context.quiet:
         _print_summary(found)
     if import_into:
-        failed += _import(context, import_into, found, printer)
+        failed += _import(context, import_into, found, ResultPrinter(context, log_format))
     if delete_duplicates:
         bucket, _ = parse_s3_url(source)
-        manifest = manifest or datetime.now(timezone.utc).strftime(f"chunkstore-scan-removed-{bucket}-%Y%m%dT%H%M%SZ.jsonl")
+        manifest = manifest or datetime.now(UTC).strftime(f"chunkstore-scan-removed-{bucket}-%Y%m%dT%H%M%SZ.jsonl")
         failed += _delete(context, s3, found, dry_run=not yes, manifest=manifest)
     return EXIT_ERROR if failed else EXIT_OK
 
@@ -116,19 +147,27 @@ def _distributed(context, s3, source, state_machine, manifest_url, detach, execu
 
 def _print_summary(found) -> None:
     figures = found.to_json()
-    click.echo(f"{printable(found.url)}: {figures['objects']} objects, {human_bytes(figures['total_bytes'])}; read "
-               f"{figures['objects_read']} ({human_bytes(figures['bytes_read'])})")
-    click.echo(f"{figures['duplicate_groups']} groups of identical objects, {figures['duplicate_objects']} duplicates: "
-               f"{human_bytes(figures['wasted_bytes'])} wasted, ${figures['wasted_usd_per_month']:.4f}/month "
-               f"({figures['price']['source']})")
+    click.echo(
+        f"{printable(found.url)}: {figures['objects']} objects, {human_bytes(figures['total_bytes'])}; read "
+        f"{figures['objects_read']} ({human_bytes(figures['bytes_read'])})"
+    )
+    click.echo(
+        f"{figures['duplicate_groups']} groups of identical objects, {figures['duplicate_objects']} duplicates: "
+        f"{human_bytes(figures['wasted_bytes'])} wasted, ${figures['wasted_usd_per_month']:.4f}/month "
+        f"({figures['price']['source']})"
+    )
     for group in found.groups:
-        click.echo(f"  {len(group.duplicates) + 1} x {human_bytes(group.size)} {group.digest[:16]}: keep "
-                   f"{printable(group.keep.key)}; duplicates: {', '.join(printable(dup.key) for dup in group.duplicates)}")
+        click.echo(
+            f"  {len(group.duplicates) + 1} x {human_bytes(group.size)} {group.digest[:16]}: keep "
+            f"{printable(group.keep.key)}; duplicates: {', '.join(printable(dup.key) for dup in group.duplicates)}"
+        )
     if found.chunk_level:
         chunk = found.chunk_level
-        click.echo(f"chunk-level dedup ({chunk['chunker']['avg_size'] // 1024} KiB chunks) would save "
-                   f"{human_bytes(chunk['additional_saving_bytes'])} more, "
-                   f"${chunk['additional_saving_usd_per_month']:.4f}/month")
+        click.echo(
+            f"chunk-level dedup ({chunk['chunker']['avg_size'] // 1024} KiB chunks) would save "
+            f"{human_bytes(chunk['additional_saving_bytes'])} more, "
+            f"${chunk['additional_saving_usd_per_month']:.4f}/month"
+        )
 
 
 def _import(context, url: str, found, printer: ResultPrinter) -> int:
@@ -158,11 +197,10 @@ def _delete(context, s3, found, *, dry_run: bool, manifest: str) -> int:
         for removal in removals:
             if removal.outcome in ("would delete", "deleted"):
                 click.echo(f"{removal.outcome}: {printable(removal.found.key)} (copy of {printable(removal.kept.key)})")
-        size = sum(removal.found.size for removal in removals if removal.outcome in ("would delete", "deleted"))
+        size = sum(removal.found.size or 0 for removal in removals if removal.outcome in ("would delete", "deleted"))
         if dry_run:
             click.echo(f"dry run: would delete {len(removals)} objects ({human_bytes(size)}); add --yes to delete")
         else:
             deleted = len(removals) - len(kept)
             click.echo(f"deleted {deleted} objects ({human_bytes(size)}); manifest: {printable(manifest)}")
     return len(kept)
-

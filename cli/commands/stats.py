@@ -40,17 +40,25 @@ def stats(context, as_json: bool) -> int:
         ("files", f"{figures['files']} ({figures['versions']} versions, {figures['chunks']} chunks)"),
         ("logical", human_bytes(figures["logical_bytes"])),
         ("unique", f"{human_bytes(figures['unique_bytes'])}  (dedup {ratio('dedup_ratio')})"),
-        ("stored", f"{human_bytes(figures['stored_bytes'])}  (compression {ratio('compression_ratio')}, "
-                   f"overall {ratio('store_ratio')})"),
+        (
+            "stored",
+            f"{human_bytes(figures['stored_bytes'])}  (compression {ratio('compression_ratio')}, "
+            f"overall {ratio('store_ratio')})",
+        ),
     ]
     if requests is not None:
         cost = figures["cost_estimate"]
         fields += [
-            ("cost", f"${cost['storage_usd_per_month']:.4f}/month stored; per GB: "
-                     f"${cost['ingest_usd_per_gb_new_data']:.4f} to put new data, ${cost['restore_usd_per_gb']:.4f} "
-                     f"to restore ({cost['chunk_objects_per_gb']:,} chunk objects/GB; {cost['prices']['source']})"),
-            ("requests", f"{sum(requests['s3'].values())} S3, {sum(requests['dynamodb'].values())} DynamoDB "
-                         "(by this command)"),
+            (
+                "cost",
+                f"${cost['storage_usd_per_month']:.4f}/month stored; per GB: "
+                f"${cost['ingest_usd_per_gb_new_data']:.4f} to put new data, ${cost['restore_usd_per_gb']:.4f} "
+                f"to restore ({cost['chunk_objects_per_gb']:,} chunk objects/GB; {cost['prices']['source']})",
+            ),
+            (
+                "requests",
+                f"{sum(requests['s3'].values())} S3, {sum(requests['dynamodb'].values())} DynamoDB (by this command)",
+            ),
         ]
     print_fields(fields)
     return EXIT_OK

@@ -13,11 +13,19 @@ from ..progress import ProgressDisplay
 
 @click.command()
 @click.option("--read-data", is_flag=True, help="Also read, decompress and re-hash every chunk.")
-@click.option("--subset", type=click.FloatRange(0, 100, min_open=True), default=None, metavar="PERCENT",
-              help="With --read-data: read a random PERCENT of the chunks (bounds the egress on S3).")
-@click.option("--repair", is_flag=True,
-              help="Rewrite chunk reference counts from the recipes, then list the files that cannot be "
-                   "recovered. Deletes nothing; run it when no put is running.")
+@click.option(
+    "--subset",
+    type=click.FloatRange(0, 100, min_open=True),
+    default=None,
+    metavar="PERCENT",
+    help="With --read-data: read a random PERCENT of the chunks (bounds the egress on S3).",
+)
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Rewrite chunk reference counts from the recipes, then list the files that cannot be "
+    "recovered. Deletes nothing; run it when no put is running.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_obj
 def verify(context, read_data: bool, subset: float | None, repair: bool, as_json: bool) -> int:
@@ -36,8 +44,12 @@ def verify(context, read_data: bool, subset: float | None, repair: bool, as_json
     store = context.open_store(read_only=not repair)
     with ProgressDisplay(context.show_progress and not as_json, counting="chunks") as progress:
         try:
-            report = store.verify(read_data=read_data, subset_percent=subset or 100.0, repair=repair,
-                                  on_progress=lambda done, total: progress.update(done, total))
+            report = store.verify(
+                read_data=read_data,
+                subset_percent=subset or 100.0,
+                repair=repair,
+                on_progress=lambda done, total: progress.update(done, total),
+            )
         finally:
             store.close()
     # Problems go to stderr with --json too, so a failing run always says why on stderr.

@@ -26,8 +26,13 @@ def inbox(bucket) -> str:
 def s3_store(moto_endpoint):
     """A new s3:// store (4 KiB chunks) whose bucket and catalog table init makes."""
     spec = ChunkerSpec.from_average(avg_size=4096)
-    with Store.init(f"s3://{unique_name('store')}/store", spec, CompressionSpec.parse("zstd:1"),
-                    table=unique_name("catalog"), create=True) as opened:
+    with Store.init(
+        f"s3://{unique_name('store')}/store",
+        spec,
+        CompressionSpec.parse("zstd:1"),
+        table=unique_name("catalog"),
+        create=True,
+    ) as opened:
         yield opened
 
 
@@ -52,10 +57,14 @@ def lambda_env(monkeypatch, s3_store, ledger_table):
 @pytest.fixture
 def state_machine(moto_endpoint) -> str:
     """The template's state machine, as deployed (substitutions made), on the moto server."""
-    values = {name: f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:cs-batch" if name.endswith("Arn") else "results"
-              for name in machine()["DefinitionSubstitutions"]}
+    values = {
+        name: f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:cs-batch" if name.endswith("Arn") else "results"
+        for name in machine()["DefinitionSubstitutions"]
+    }
     values.update(MaxConcurrency="200", MaxItemsPerBatch="100", ToleratedFailurePercentage="1")
     response = stepfunctions_client().create_state_machine(
-        name=f"cs-distributed-{uuid.uuid4().hex[:8]}", definition=json.dumps(substituted(definition(), values)),
-        roleArn=f"arn:aws:iam::{ACCOUNT}:role/cs-distributed")
+        name=f"cs-distributed-{uuid.uuid4().hex[:8]}",
+        definition=json.dumps(substituted(definition(), values)),
+        roleArn=f"arn:aws:iam::{ACCOUNT}:role/cs-distributed",
+    )
     return response["stateMachineArn"]

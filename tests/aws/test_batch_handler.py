@@ -59,15 +59,21 @@ def test_a_retried_batch_counts_nothing_twice(lambda_env, clients, inbox, ledger
 
     output = handler(event, lambda_context())
     results = by_key(output)
-    assert (results["a.bin"]["outcome"], results["a.bin"]["reason"], results["a.bin"]["recorded"]) == \
-        ("skipped", "replay", "stored")
+    assert (results["a.bin"]["outcome"], results["a.bin"]["reason"], results["a.bin"]["recorded"]) == (
+        "skipped",
+        "replay",
+        "stored",
+    )
     assert results["b.bin"]["outcome"] == "stored" and results["c.bin"]["outcome"] == "duplicate"
     second = emf_metrics(log_lines(capsys.readouterr().out))
     assert second["FilesProcessed"] == 2 and second["ObjectsSkipped"] == 1
 
     again = by_key(handler(event, lambda_context()))
-    assert {key: (entry["outcome"], entry["recorded"]) for key, entry in again.items()} == \
-        {"a.bin": ("skipped", "stored"), "b.bin": ("skipped", "stored"), "c.bin": ("skipped", "duplicate")}
+    assert {key: (entry["outcome"], entry["recorded"]) for key, entry in again.items()} == {
+        "a.bin": ("skipped", "stored"),
+        "b.bin": ("skipped", "stored"),
+        "c.bin": ("skipped", "duplicate"),
+    }
     assert emf_metrics(log_lines(capsys.readouterr().out)).get("FilesProcessed", 0) == 0
     for name in ("a.bin", "b.bin", "c.bin"):
         assert [record.version for record in store.list(name, all_versions=True)] == [1]
@@ -91,8 +97,9 @@ def test_an_unreadable_object_fails_alone(lambda_env, clients, inbox, ledger_tab
     assert IngestLedger(clients, ledger_table).get(S3Object(inbox, "2-archived.bin"))["lease"] == "0"
 
 
-def test_an_object_too_large_for_an_invocation_is_deferred_unread(lambda_env, clients, inbox, ledger_table,
-                                                                  monkeypatch):
+def test_an_object_too_large_for_an_invocation_is_deferred_unread(
+    lambda_env, clients, inbox, ledger_table, monkeypatch
+):
     monkeypatch.setenv("CHUNKSTORE_INGEST_MAX_BYTES", "60000")
     clients.s3.put_object(Bucket=inbox, Key="big.iso", Body=random_bytes(80_000, 8))
     clients.s3.put_object(Bucket=inbox, Key="small.txt", Body=random_bytes(50_000, 9))
@@ -125,8 +132,11 @@ def test_inventory_items_with_versions(lambda_env, clients, inbox):
     assert any("%25" in item["Key"] for item in items)  # the inventory's URL-encoding reaches the handler
     output = handler(batch(items), lambda_context())
     outcomes = sorted((entry["key"], entry["outcome"], entry.get("reason", "")) for entry in output["results"])
-    assert outcomes == [("docs/100% done+.txt", "stored", ""), ("docs/old report.pdf", "skipped", "superseded"),
-                        ("docs/old report.pdf", "stored", "")]
+    assert outcomes == [
+        ("docs/100% done+.txt", "stored", ""),
+        ("docs/old report.pdf", "skipped", "superseded"),
+        ("docs/old report.pdf", "stored", ""),
+    ]
     assert get_bytes(store, "docs/old report.pdf") == random_bytes(50_000, 12)
 
 
@@ -156,8 +166,9 @@ def test_scan_defers_an_object_no_invocation_could_read(clients, inbox):
     assert results["small"]["outcome"] == "read"
 
 
-@pytest.mark.parametrize("event", [{}, {"Items": "x"}, {"Items": [], "BatchInput": {"action": "delete"}},
-                                   {"Items": [], "BatchInput": []}])
+@pytest.mark.parametrize(
+    "event", [{}, {"Items": "x"}, {"Items": [], "BatchInput": {"action": "delete"}}, {"Items": [], "BatchInput": []}]
+)
 def test_what_is_not_a_batch_is_refused(event):
     with pytest.raises(InvalidArgumentError):
         parse_batch(event)
@@ -165,6 +176,8 @@ def test_what_is_not_a_batch_is_refused(event):
 
 def test_malformed_items_are_skipped_not_fatal():
     _, items = parse_batch(batch([{"Size": 3}, {"Key": "k", "Size": "x"}, {"Key": "k"}]))
-    assert [item.skip for item in items] == ["malformed: an item without a Key",
-                                              "malformed: invalid literal for int() with base 10: 'x'",
-                                              "malformed: no bucket in the item or the BatchInput"]
+    assert [item.skip for item in items] == [
+        "malformed: an item without a Key",
+        "malformed: invalid literal for int() with base 10: 'x'",
+        "malformed: no bucket in the item or the BatchInput",
+    ]

@@ -19,8 +19,9 @@ def run_child(code: str) -> dict:
     # The child imports the tests' support package.
     folders = [os.path.dirname(os.path.dirname(__file__)), os.environ.get("PYTHONPATH")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(folder for folder in folders if folder)}
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                          env=env, timeout=900)
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env, timeout=900
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.splitlines()[-1])
 
@@ -31,13 +32,15 @@ def upload_stream(clients, bucket: str, key: str, size: int) -> None:
     upload = clients.s3.create_multipart_upload(Bucket=bucket, Key=key)
     parts, number, left = [], 1, size
     while left:
-        body = block[:min(left, len(block))]
-        etag = clients.s3.upload_part(Bucket=bucket, Key=key, UploadId=upload["UploadId"], PartNumber=number,
-                                      Body=body)["ETag"]
+        body = block[: min(left, len(block))]
+        etag = clients.s3.upload_part(
+            Bucket=bucket, Key=key, UploadId=upload["UploadId"], PartNumber=number, Body=body
+        )["ETag"]
         parts.append({"PartNumber": number, "ETag": etag})
         number, left = number + 1, left - len(body)
-    clients.s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload["UploadId"],
-                                         MultipartUpload={"Parts": parts})
+    clients.s3.complete_multipart_upload(
+        Bucket=bucket, Key=key, UploadId=upload["UploadId"], MultipartUpload={"Parts": parts}
+    )
 
 
 def test_object_reader_holds_only_its_parts_in_flight(clients, inbox):
@@ -66,13 +69,24 @@ def test_handler_ingests_an_object_far_larger_than_its_memory(clients, inbox, le
     bucket = f"{inbox}-store"
     clients.s3.create_bucket(Bucket=bucket)
     url = f"s3://{bucket}/store"
-    Store.init(url, ChunkerSpec.from_average(avg_size=1024 * 1024), CompressionSpec.parse("none"),
-               table=f"{ledger_table}-catalog", create=True).close()
+    Store.init(
+        url,
+        ChunkerSpec.from_average(avg_size=1024 * 1024),
+        CompressionSpec.parse("none"),
+        table=f"{ledger_table}-catalog",
+        create=True,
+    ).close()
     size = 640 * 1024 * 1024
     upload_stream(clients, inbox, "huge.bin", size)
     head = clients.s3.head_object(Bucket=inbox, Key="huge.bin")
-    obj = {"bucket": inbox, "key": "huge.bin", "size": size, "etag": head["ETag"].strip('"'), "version_id": None,
-           "sequencer": "0055AE1D0C1E5E9999"}
+    obj = {
+        "bucket": inbox,
+        "key": "huge.bin",
+        "size": size,
+        "etag": head["ETag"].strip('"'),
+        "version_id": None,
+        "sequencer": "0055AE1D0C1E5E9999",
+    }
     monkeypatch.setenv("CHUNKSTORE_STORE", url)
     monkeypatch.setenv("CHUNKSTORE_INGEST_TABLE", ledger_table)
     figures = run_child(f"""

@@ -45,7 +45,9 @@ def test_no_wildcards_and_no_admin():
     for name in ("InboxBucketPolicy", "StoreBucketPolicy"):
         for statement in template["Resources"][name]["Properties"]["PolicyDocument"]["Statement"]:
             # The only statement open to "*" is the deny of plain HTTP.
-            assert statement["Effect"] == "Deny" and statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+            assert statement["Effect"] == "Deny" and statement["Condition"] == {
+                "Bool": {"aws:SecureTransport": "false"}
+            }
 
 
 def test_the_role_allows_every_request_the_handler_makes(lambda_env, clients, inbox, monkeypatch):
@@ -64,8 +66,9 @@ def test_the_role_allows_every_request_the_handler_makes(lambda_env, clients, in
     for operation in s3_ops:
         needed = S3_ACTIONS[operation]
         # Inbox requests are pinned to a version here, so they need the *Version actions too.
-        assert needed & store_actions or {VERSIONED.get(action, action) for action in needed} <= inbox_actions, \
+        assert needed & store_actions or {VERSIONED.get(action, action) for action in needed} <= inbox_actions, (
             operation
+        )
     catalog = allowed["Catalog"] | allowed["Ledger"]
     for operation in dynamodb_ops:
         needed = TRANSACTION_ACTIONS if operation == "TransactWriteItems" else {f"dynamodb:{operation}"}

@@ -20,29 +20,41 @@ def test_detach_then_status(state_machine, inbox):
     first, follow = started.stdout.decode().splitlines()
     arn = first.removeprefix("started ")
     assert follow == f"follow it with: chunkstore ingest --status {arn}"
-    assert run_progress(stepfunctions_client(), arn).run_input == {"action": "ingest", "bucket": inbox,
-                                                                     "prefix": "2019"}
+    assert run_progress(stepfunctions_client(), arn).run_input == {
+        "action": "ingest",
+        "bucket": inbox,
+        "prefix": "2019",
+    }
     stepfunctions_client().stop_execution(executionArn=arn)
     stopped = run_command("ingest", "--status", arn, expect=1)
     assert stopped.stderr.decode().splitlines()[0] == f"chunkstore: run aborted ({arn})"
 
 
-@pytest.mark.parametrize("args, message", [
-    (("scan", "s3://b", "--distributed"), "--distributed needs --state-machine"),
-    (("ingest", "--status", "arn:x", "s3://b"), "--status takes no source"),
-    (("ingest",), "give s3://BUCKET[/PREFIX]"),
-    (("scan", "s3://b", "--detach"), "--inventory and --detach go with --distributed"),
-    (("scan", "s3://b", "--distributed", "--state-machine", "arn:x", "--chunk-level"), "--chunk-level and"),
-    (("ingest", "s3://b", "--distributed", "--state-machine", "arn:x", "--store", "s3://s/x"), "--store and"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("scan", "s3://b", "--distributed"), "--distributed needs --state-machine"),
+        (("ingest", "--status", "arn:x", "s3://b"), "--status takes no source"),
+        (("ingest",), "give s3://BUCKET[/PREFIX]"),
+        (("scan", "s3://b", "--detach"), "--inventory and --detach go with --distributed"),
+        (("scan", "s3://b", "--distributed", "--state-machine", "arn:x", "--chunk-level"), "--chunk-level and"),
+        (("ingest", "s3://b", "--distributed", "--state-machine", "arn:x", "--store", "s3://s/x"), "--store and"),
+    ],
+)
 def test_usage_errors(args, message, moto_endpoint):
     done = run_command(*args, expect=2)
     assert message in done.stderr.decode()
 
 
 def test_a_missing_state_machine_is_one_line(moto_endpoint):
-    done = run_command("scan", "s3://b", "--distributed", "--state-machine",
-               "arn:aws:states:us-east-1:123456789012:stateMachine:nothing-here", expect=3)
+    done = run_command(
+        "scan",
+        "s3://b",
+        "--distributed",
+        "--state-machine",
+        "arn:aws:states:us-east-1:123456789012:stateMachine:nothing-here",
+        expect=3,
+    )
     assert done.stderr.decode().startswith("chunkstore: no state machine")
 
 
@@ -57,8 +69,9 @@ def finished(monkeypatch):
     return finish
 
 
-def test_status_of_a_finished_ingest_reports_each_object(lambda_env, clients, inbox, bucket, finished, capsys,
-                                                         monkeypatch):
+def test_status_of_a_finished_ingest_reports_each_object(
+    lambda_env, clients, inbox, bucket, finished, capsys, monkeypatch
+):
     from chunkstore_cli.main import main
 
     monkeypatch.setenv("CHUNKSTORE_INGEST_MAX_BYTES", "60000")
@@ -67,16 +80,20 @@ def test_status_of_a_finished_ingest_reports_each_object(lambda_env, clients, in
     clients.s3.put_object(Bucket=inbox, Key="b.bin", Body=random_bytes(50_000, 1))
     event = batch(listed_items(clients, inbox), inbox)
     lost = batch([{"Key": "lost.bin", "Size": 5, "Etag": '"x"'}], inbox)
-    finished(run_input("ingest", f"s3://{inbox}"),
-             write_results(clients, bucket, [(event, handler(event, lambda_context())),
-                                             (lost, IngestRetryError("1 of 1"))]))
+    finished(
+        run_input("ingest", f"s3://{inbox}"),
+        write_results(clients, bucket, [(event, handler(event, lambda_context())), (lost, IngestRetryError("1 of 1"))]),
+    )
     capsys.readouterr()
     assert main(["ingest", "--status", "arn:aws:states:us-east-1:1:execution:m:run", "--table", "LEDGER"]) == 1
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == (f"s3://{inbox}/: 4 objects (deferred 1, duplicate 1, failed batch 1, stored 1); "
-                        "97.7 KiB in the store")
-    assert lines[1:] == [f"deferred (too large for one invocation): chunkstore ingest s3://{inbox}/big.iso "
-                         "--table LEDGER", "failed: lost.bin"]
+    assert lines[0] == (
+        f"s3://{inbox}/: 4 objects (deferred 1, duplicate 1, failed batch 1, stored 1); 97.7 KiB in the store"
+    )
+    assert lines[1:] == [
+        f"deferred (too large for one invocation): chunkstore ingest s3://{inbox}/big.iso --table LEDGER",
+        "failed: lost.bin",
+    ]
 
 
 def test_status_of_a_finished_scan_writes_the_report(clients, inbox, bucket, finished, capsys, tmp_path):

@@ -41,10 +41,14 @@ from support.clirunner import random_bytes
 
 
 def test_run_input_names_the_reader():
-    assert run_input("ingest", "s3://bucket/photos/2024") == {"action": "ingest", "bucket": "bucket",
-                                                              "prefix": "photos/2024"}
-    assert run_input("scan", "s3://bucket", "s3://inventory/bucket/all/2024-05-01T01-00Z/manifest.json")["manifest"] \
-        == {"bucket": "inventory", "key": "bucket/all/2024-05-01T01-00Z/manifest.json"}
+    assert run_input("ingest", "s3://bucket/photos/2024") == {
+        "action": "ingest",
+        "bucket": "bucket",
+        "prefix": "photos/2024",
+    }
+    assert run_input("scan", "s3://bucket", "s3://inventory/bucket/all/2024-05-01T01-00Z/manifest.json")[
+        "manifest"
+    ] == {"bucket": "inventory", "key": "bucket/all/2024-05-01T01-00Z/manifest.json"}
     with pytest.raises(InvalidArgumentError):
         run_input("scan", "s3://bucket", "s3://inventory/bucket/data/part-0.csv.gz")
     with pytest.raises(InvalidArgumentError):
@@ -67,44 +71,81 @@ def test_start_follow_and_stop_on_the_moto_server(state_machine):
 # DescribeMapRun as boto3 returns it (API reference shape).
 MAP_RUN = {
     "mapRunArn": f"arn:aws:states:us-east-1:{ACCOUNT}:mapRun:cs-distributed/Listed:4c1b2f7e-1d2c-3a4b-8c9d",
-    "executionArn": EXECUTION["executionArn"], "status": "RUNNING", "startDate": STARTED,
-    "maxConcurrency": 200, "toleratedFailurePercentage": 1.0, "toleratedFailureCount": 0,
-    "itemCounts": {"pending": 39_000_000, "running": 20_000, "succeeded": 10_950_000, "failed": 25_000,
-                   "timedOut": 4_000, "aborted": 1_000, "total": 50_000_000, "resultsWritten": 0,
-                   "failuresNotRedrivable": 0, "pendingRedrive": 0},
-    "executionCounts": {"pending": 390_000, "running": 200, "succeeded": 109_500, "failed": 300, "timedOut": 0,
-                        "aborted": 0, "total": 500_000, "resultsWritten": 0, "failuresNotRedrivable": 0,
-                        "pendingRedrive": 0},
+    "executionArn": EXECUTION["executionArn"],
+    "status": "RUNNING",
+    "startDate": STARTED,
+    "maxConcurrency": 200,
+    "toleratedFailurePercentage": 1.0,
+    "toleratedFailureCount": 0,
+    "itemCounts": {
+        "pending": 39_000_000,
+        "running": 20_000,
+        "succeeded": 10_950_000,
+        "failed": 25_000,
+        "timedOut": 4_000,
+        "aborted": 1_000,
+        "total": 50_000_000,
+        "resultsWritten": 0,
+        "failuresNotRedrivable": 0,
+        "pendingRedrive": 0,
+    },
+    "executionCounts": {
+        "pending": 390_000,
+        "running": 200,
+        "succeeded": 109_500,
+        "failed": 300,
+        "timedOut": 0,
+        "aborted": 0,
+        "total": 500_000,
+        "resultsWritten": 0,
+        "failuresNotRedrivable": 0,
+        "pendingRedrive": 0,
+    },
     "redriveCount": 0,
 }
 
 
 def test_progress_from_map_run_item_counts():
     progress = progress_from(EXECUTION, MAP_RUN)
-    assert (progress.total, progress.succeeded, progress.failed, progress.running, progress.pending) == \
-        (50_000_000, 10_950_000, 30_000, 20_000, 39_000_000)
+    assert (progress.total, progress.succeeded, progress.failed, progress.running, progress.pending) == (
+        50_000_000,
+        10_950_000,
+        30_000,
+        20_000,
+        39_000_000,
+    )
     assert progress.done == 10_980_000 and not progress.finished
     # 10.98 M objects in 2 hours: the other 39.02 M take 7.1 hours more at that rate.
     eta = progress.eta_seconds(now=STARTED + timedelta(hours=2))
     assert eta == pytest.approx(2 * 3600 * 39_020_000 / 10_980_000)
     # Before the map starts there is no map run: no counts, no ETA.
     assert progress_from(EXECUTION, None).total is None
-    failed = {**EXECUTION, "status": "FAILED", "stopDate": STARTED, "error": "States.ExceedToleratedFailureThreshold",
-              "cause": "The specified tolerated failure threshold was exceeded"}
+    failed = {
+        **EXECUTION,
+        "status": "FAILED",
+        "stopDate": STARTED,
+        "error": "States.ExceedToleratedFailureThreshold",
+        "cause": "The specified tolerated failure threshold was exceeded",
+    }
     finished = progress_from(failed, MAP_RUN)
     assert finished.finished and finished.eta_seconds() is None and finished.error.startswith("States.Exceed")
 
 
 def test_ingest_results_count_each_object_once(lambda_env, clients, inbox, bucket):
     for number in range(6):
-        clients.s3.put_object(Bucket=inbox, Key=f"k{number}", Body=random_bytes(50_000, number % 4))  # k4, k5 copy k0, k1
+        clients.s3.put_object(
+            Bucket=inbox, Key=f"k{number}", Body=random_bytes(50_000, number % 4)
+        )  # k4, k5 copy k0, k1
     items = listed_items(clients, inbox)
     first, second = batch(items[:3], inbox), batch(items[3:], inbox)
     # The first batch's first attempt ran out of time after one object; its retry finished it.
     with pytest.raises(IngestRetryError):
         handler(first, ShrinkingTime(calls=2, after=5_000))
-    attempts = [(first, handler(first, lambda_context())), (second, handler(second, lambda_context())),
-                (batch([{"Key": "lost", "Size": 1, "Etag": '"x"'}], inbox), IngestRetryError("1 of 1"))]
+    attempts = [
+        (first, handler(first, lambda_context())),
+        (second, handler(second, lambda_context())),
+        (batch([{"Key": "lost", "Size": 1, "Etag": '"x"'}], inbox), IngestRetryError("1 of 1")),
+    ]
     map_output = write_results(clients, bucket, attempts)
     progress = progress_from(finished_execution(run_input("ingest", f"s3://{inbox}"), map_output), None)
     summary = summarize_ingest(read_results(clients.s3, results_manifest(clients.s3, progress)))
@@ -118,12 +159,11 @@ def test_distributed_scan_groups_as_the_local_scan_does(clients, inbox, bucket):
         clients.s3.put_object(Bucket=inbox, Key=f"photos/{number}.jpg", Body=random_bytes(20_000, number % 3))
     clients.s3.put_object(Bucket=inbox, Key="photos/other size.jpg", Body=random_bytes(30_000, 9))
     items = listed_items(clients, inbox, "photos/")
-    attempts = [(batch(items[start:start + 4], inbox, "scan"), None) for start in range(0, len(items), 4)]
+    attempts = [(batch(items[start : start + 4], inbox, "scan"), None) for start in range(0, len(items), 4)]
     attempts = [(event, handler(event, lambda_context())) for event, _ in attempts]
     map_output = write_results(clients, bucket, attempts)
     progress = progress_from(finished_execution(run_input("scan", f"s3://{inbox}/photos/"), map_output), None)
-    distributed = reduce_scan(read_results(clients.s3, results_manifest(clients.s3, progress)),
-                              f"s3://{inbox}/photos/")
+    distributed = reduce_scan(read_results(clients.s3, results_manifest(clients.s3, progress)), f"s3://{inbox}/photos/")
     local = scan_bucket(clients.s3, f"s3://{inbox}/photos/")
     assert distributed.to_json()["groups"] == local.to_json()["groups"]
     assert len(distributed.groups) == 3
@@ -147,3 +187,17 @@ def test_a_scan_result_without_a_hex_digest_is_refused(clients, bucket, digest):
     progress = progress_from(finished_execution(run_input("scan", f"s3://{bucket}"), map_output), None)
     with pytest.raises(CorruptObjectError, match="64 hex digits"):
         reduce_scan(read_results(clients.s3, results_manifest(clients.s3, progress)), f"s3://{bucket}")
+
+
+@pytest.mark.parametrize("action", ["scan", "ingest"])
+@pytest.mark.parametrize("size", ["1", -1, None, 1.5])
+def test_a_result_whose_size_is_not_a_count_of_bytes_is_refused(clients, bucket, action, size):
+    entry = {"key": "photo.jpg", "outcome": "read" if action == "scan" else "stored", "size": size, "digest": "0" * 64}
+    map_output = write_results(clients, bucket, [(batch([], bucket, action), {"results": [entry]})])
+    progress = progress_from(finished_execution(run_input(action, f"s3://{bucket}"), map_output), None)
+    records = read_results(clients.s3, results_manifest(clients.s3, progress))
+    with pytest.raises(CorruptObjectError, match="not a count of bytes"):
+        if action == "scan":
+            reduce_scan(records, f"s3://{bucket}")
+        else:
+            summarize_ingest(records)

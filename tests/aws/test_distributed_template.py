@@ -70,8 +70,10 @@ def test_definition_is_valid_states_language():
     import cfnlint.data.schemas.other.step_functions as schemas
 
     schema = json.loads((Path(schemas.__file__).parent / "statemachine.json").read_text())
-    values = {name: "arn:aws:lambda:us-east-1:123456789012:function:x" if name.endswith("Arn") else "7"
-              for name in machine()["DefinitionSubstitutions"]}
+    values = {
+        name: "arn:aws:lambda:us-east-1:123456789012:function:x" if name.endswith("Arn") else "7"
+        for name in machine()["DefinitionSubstitutions"]
+    }
     deployed = substituted(definition(), values)
     jsonschema.Draft7Validator(schema).validate(deployed)
 
@@ -90,8 +92,10 @@ def test_definition_is_valid_states_language():
 def test_map_reads_batches_bounds_and_writes_results():
     states = definition()["States"]
     listed, inventory = (states[name] for name in MAP_STATES)
-    assert listed["ItemReader"] == {"Resource": "arn:aws:states:::s3:listObjectsV2",
-                                    "Parameters": {"Bucket.$": "$.bucket", "Prefix.$": "$.prefix"}}
+    assert listed["ItemReader"] == {
+        "Resource": "arn:aws:states:::s3:listObjectsV2",
+        "Parameters": {"Bucket.$": "$.bucket", "Prefix.$": "$.prefix"},
+    }
     assert inventory["ItemReader"]["Resource"] == "arn:aws:states:::s3:getObject"
     assert inventory["ItemReader"]["ReaderConfig"] == {"InputType": "MANIFEST"}
     assert inventory["ItemReader"]["Parameters"] == {"Bucket.$": "$.manifest.bucket", "Key.$": "$.manifest.key"}
@@ -115,11 +119,16 @@ def test_map_reads_batches_bounds_and_writes_results():
         assert task["Resource"] == "arn:aws:states:::lambda:invoke"
         assert task["Parameters"] == {"FunctionName": "${BatchFunctionArn}", "Payload.$": "$"}
         assert "IngestRetryError" in {error for retry in task["Retry"] for error in retry["ErrorEquals"]}
-        assert state["ResultWriter"] == {"Resource": "arn:aws:states:::s3:putObject",
-                                         "Parameters": {"Bucket": "${ResultsBucket}", "Prefix": "runs"}}
+        assert state["ResultWriter"] == {
+            "Resource": "arn:aws:states:::s3:putObject",
+            "Parameters": {"Bucket": "${ResultsBucket}", "Prefix": "runs"},
+        }
     # Each path the maps read is set by the Settings state from a template parameter.
-    for path, parameter in (("max_concurrency", "MaxConcurrency"), ("max_items_per_batch", "MaxItemsPerBatch"),
-                            ("tolerated_failure_percentage", "ToleratedFailurePercentage")):
+    for path, parameter in (
+        ("max_concurrency", "MaxConcurrency"),
+        ("max_items_per_batch", "MaxItemsPerBatch"),
+        ("tolerated_failure_percentage", "ToleratedFailurePercentage"),
+    ):
         assert settings["Parameters"][f"{path}.$"] == f"States.StringToJson('${{{parameter}}}')"
         assert parameters[parameter] == {"Ref": parameter}
     template_parameters = load_template()["Parameters"]
@@ -166,8 +175,10 @@ def test_batch_role_allows_every_request_the_batch_handler_makes(lambda_env, cli
     allowed = statement_actions("BatchRole")
     for operation in s3_ops:
         needed = S3_ACTIONS[operation]
-        assert needed & allowed["ChunkObjectsAndConfig"] or \
-            {VERSIONED.get(action, action) for action in needed} | needed <= allowed["ReadSource"], operation
+        assert (
+            needed & allowed["ChunkObjectsAndConfig"]
+            or {VERSIONED.get(action, action) for action in needed} | needed <= allowed["ReadSource"]
+        ), operation
     tables = allowed["Catalog"] | allowed["Ledger"]
     for operation in dynamodb_ops:
         needed = TRANSACTION_ACTIONS if operation == "TransactWriteItems" else {f"dynamodb:{operation}"}

@@ -40,8 +40,11 @@ def test_new_file_then_duplicate_direct_events(lambda_env, clients, inbox, capsy
 
     copy = put_object(clients, inbox, "uploads/copy.pdf", random_bytes(50_000, 1))
     result = handler(s3_event(copy), lambda_context())["results"][0]
-    assert (result["outcome"], result["message"], result["duplicate_of"]) == \
-        ("duplicate", "Duplicate file detected", "uploads/report 2024.pdf")
+    assert (result["outcome"], result["message"], result["duplicate_of"]) == (
+        "duplicate",
+        "Duplicate file detected",
+        "uploads/report 2024.pdf",
+    )
     assert result["new_bytes"] == 0
     metrics = emf_metrics(log_lines(capsys.readouterr().out))
     assert metrics["FilesProcessed"] == 1 and metrics["DuplicatesDetected"] == 1
@@ -95,10 +98,23 @@ def test_sqs_batch_of_test_event_malformed_missing_and_empty_objects(lambda_env,
     gone = put_object(clients, inbox, "gone.bin", random_bytes(50_000, 8))
     clients.s3.delete_object(Bucket=inbox, Key="gone.bin")
     empty = put_object(clients, inbox, "empty.bin", b"")
-    test_event = {"Service": "Amazon S3", "Event": "s3:TestEvent", "Time": "2024-05-01T12:00:00.000Z",
-                  "Bucket": inbox, "RequestId": "5582815E1AEA5ADF", "HostId": "8cLeGAmw098X5cv4Zkwcmo8vvZa3eH3eKxsPzbB9wrR+YstdA6Knx4Ip8EXAMPLE"}
-    event = sqs_event(s3_event(good), test_event, "{not json", {"Records": [{"eventSource": "aws:s3"}]},
-                      s3_event(gone), s3_event(empty), {"unexpected": True})
+    test_event = {
+        "Service": "Amazon S3",
+        "Event": "s3:TestEvent",
+        "Time": "2024-05-01T12:00:00.000Z",
+        "Bucket": inbox,
+        "RequestId": "5582815E1AEA5ADF",
+        "HostId": "8cLeGAmw098X5cv4Zkwcmo8vvZa3eH3eKxsPzbB9wrR+YstdA6Knx4Ip8EXAMPLE",
+    }
+    event = sqs_event(
+        s3_event(good),
+        test_event,
+        "{not json",
+        {"Records": [{"eventSource": "aws:s3"}]},
+        s3_event(gone),
+        s3_event(empty),
+        {"unexpected": True},
+    )
     assert handler(event, lambda_context()) == {"batchItemFailures": []}
     lines = object_lines(capsys.readouterr().out)
     outcomes = [(line["outcome"], line.get("reason")) for line in lines]
@@ -107,12 +123,12 @@ def test_sqs_batch_of_test_event_malformed_missing_and_empty_objects(lambda_env,
     assert outcomes[3][1].startswith("malformed: S3 record without")
     assert outcomes[4:6] == [("skipped", "missing"), ("skipped", "empty")]
     assert outcomes[6][1].startswith("malformed")
-    assert [line["level"] for line in lines if line.get("reason", "").startswith("malformed")] == \
-        ["WARNING"] * 3
+    assert [line["level"] for line in lines if line.get("reason", "").startswith("malformed")] == ["WARNING"] * 3
 
 
 def test_sqs_partial_batch_failure_names_only_the_failed_message_and_the_retry_succeeds(
-        lambda_env, clients, inbox, monkeypatch, capsys):
+    lambda_env, clients, inbox, monkeypatch, capsys
+):
     good = put_object(clients, inbox, "fine.bin", random_bytes(50_000, 9))
     bad = put_object(clients, inbox, "flaky.bin", random_bytes(50_000, 10))
     real_put = Ingestor._put
@@ -170,8 +186,7 @@ def test_a_failed_put_leaves_the_inbox_object_in_place(lambda_env, clients, inbo
     assert clients.s3.list_objects_v2(Bucket=inbox)["KeyCount"] == 1
 
 
-def test_object_over_the_size_cap_is_deferred_to_the_batch_path(lambda_env, clients, inbox, ledger_table,
-                                                                  monkeypatch):
+def test_object_over_the_size_cap_is_deferred_to_the_batch_path(lambda_env, clients, inbox, ledger_table, monkeypatch):
     monkeypatch.setenv("CHUNKSTORE_INGEST_MAX_BYTES", "40000")
     big = put_object(clients, inbox, "big.bin", random_bytes(60_000, 16))
     small = put_object(clients, inbox, "small.bin", random_bytes(10_000, 17))

@@ -22,8 +22,17 @@ def blob(seed: int, size: int) -> bytes:
 def planted(clients, inbox) -> dict:
     """Three identical copies of A, two of B, same-size-but-different C and C', unique D, an empty object."""
     a, b = blob(1, 40_000), blob(2, 25_000)
-    objects = {"a/1.bin": a, "a/2.bin": a, "x/a-copy.bin": a, "b/one": b, "b/two": b,
-               "c/first": blob(3, 40_000), "c/second": blob(4, 40_000), "d/unique": blob(5, 33_333), "empty": b""}
+    objects = {
+        "a/1.bin": a,
+        "a/2.bin": a,
+        "x/a-copy.bin": a,
+        "b/one": b,
+        "b/two": b,
+        "c/first": blob(3, 40_000),
+        "c/second": blob(4, 40_000),
+        "d/unique": blob(5, 33_333),
+        "empty": b"",
+    }
     for key, body in objects.items():
         put_object(clients, inbox, key, body)
     return objects
@@ -37,16 +46,19 @@ def test_scan_finds_exactly_the_planted_duplicates(clients, inbox, planted):
     # Only the sizes shared by several objects were read: never d/unique (nor the empty object).
     assert "d/unique" not in report.digests and "empty" not in report.digests
     assert report.to_json()["wasted_usd_per_month"] == pytest.approx(105_000 / 1e9 * 0.023)
-    assert {found.key for found in report.unique_objects()} == {"a/1.bin", "b/one", "c/first", "c/second",
-                                                                "d/unique"}
+    assert {found.key for found in report.unique_objects()} == {"a/1.bin", "b/one", "c/first", "c/second", "d/unique"}
 
 
 def test_chunk_level_measures_what_chunking_would_save_besides(clients, inbox):
     base = blob(6, 200_000)
     put_object(clients, inbox, "v1", base)
     put_object(clients, inbox, "v2", base[:100_000] + b"edited" + base[100_000:])
-    report = scan_bucket(clients.s3, f"s3://{inbox}", chunk_level=True,
-                         chunker=__import__("chunkstore").ChunkerSpec.from_average(avg_size=4096))
+    report = scan_bucket(
+        clients.s3,
+        f"s3://{inbox}",
+        chunk_level=True,
+        chunker=__import__("chunkstore").ChunkerSpec.from_average(avg_size=4096),
+    )
     assert report.groups == []
     figures = report.chunk_level
     assert figures["unique_file_bytes"] == 400_006
@@ -92,7 +104,10 @@ def test_delete_duplicates_with_yes_keeps_one_copy_and_writes_a_manifest(clients
     assert left == set(planted) - {"a/2.bin", "x/a-copy.bin", "b/two"}
     removed = [json.loads(line) for line in manifest.read_text().splitlines()]
     assert {(entry["key"], entry["kept_key"]) for entry in removed} == {
-        ("a/2.bin", "a/1.bin"), ("x/a-copy.bin", "a/1.bin"), ("b/two", "b/one")}
+        ("a/2.bin", "a/1.bin"),
+        ("x/a-copy.bin", "a/1.bin"),
+        ("b/two", "b/one"),
+    }
     assert all(entry["outcome"] == "deleted" and entry["digest"] for entry in removed)
 
 
@@ -119,19 +134,28 @@ def test_ingest_command_backfills_a_bucket(clients, inbox, planted, s3_store):
     assert "a/1.bin: File processed successfully" in out
     assert "a/2.bin: Duplicate file detected (duplicate of a/1.bin)" in out
     assert "empty: skipped" in out
-    lines = [json.loads(line) for line in
-             run_command("--store", s3_store.url, "ingest", f"s3://{inbox}/b", "--log-format", "json").stdout.splitlines()]
-    assert [(line["key"], line["outcome"], line["duplicate_of"]) for line in lines] == \
-        [("b/one", "duplicate", "b/one"), ("b/two", "duplicate", "b/two")]  # already stored: each its own
+    lines = [
+        json.loads(line)
+        for line in run_command(
+            "--store", s3_store.url, "ingest", f"s3://{inbox}/b", "--log-format", "json"
+        ).stdout.splitlines()
+    ]
+    assert [(line["key"], line["outcome"], line["duplicate_of"]) for line in lines] == [
+        ("b/one", "duplicate", "b/one"),
+        ("b/two", "duplicate", "b/two"),
+    ]  # already stored: each its own
     assert all(line["service"] == "chunkstore-ingest" and "requests" in line for line in lines)
 
 
-@pytest.mark.parametrize("args, code, message", [
-    (("scan", "bucket-without-scheme"), 2, "s3://BUCKET"),
-    (("scan", "s3://x", "--report", "out.pdf"), 2, ".json, .csv or .html"),
-    (("scan", "s3://x", "--yes"), 2, "--yes goes with --delete-duplicates"),
-    (("ingest", "s3://"), 2, "s3://BUCKET"),
-])
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (("scan", "bucket-without-scheme"), 2, "s3://BUCKET"),
+        (("scan", "s3://x", "--report", "out.pdf"), 2, ".json, .csv or .html"),
+        (("scan", "s3://x", "--yes"), 2, "--yes goes with --delete-duplicates"),
+        (("ingest", "s3://"), 2, "s3://BUCKET"),
+    ],
+)
 def test_bad_input_is_one_clear_error(args, code, message):
     done = run_command(*args, expect=code)
     assert message in done.stderr.decode()

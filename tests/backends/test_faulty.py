@@ -13,6 +13,15 @@ import time
 from collections.abc import Callable
 
 import pytest
+
+from chunkstore.backends.blobstore import BlobStore
+from chunkstore.backends.catalog import Catalog, ChunkState, CommitOutcome, SnapshotRecord
+from chunkstore.backends.faulty import Fault, FaultPlan, FaultyBlobStore, FaultyCatalog, InjectedCrash, InjectedFault
+from chunkstore.backends.local import LocalBlobStore
+from chunkstore.backends.memory import BlobSpace, CatalogState, MemoryBlobStore, MemoryCatalog
+from chunkstore.backends.sessions import DEFAULT_LEASE_SECONDS
+from chunkstore.backends.sqlite import SQLiteCatalog
+from chunkstore.errors import BlobNotFoundError, ConcurrentModificationError, InvalidArgumentError, NameNotFoundError
 from support.blobstore_conformance import BlobStoreConformance, payload
 from support.catalog_conformance import (
     DEAD_AFTER,
@@ -27,15 +36,6 @@ from support.catalog_conformance import (
     stored_size,
     upload,
 )
-
-from chunkstore.backends.blobstore import BlobStore
-from chunkstore.backends.catalog import Catalog, ChunkState, CommitOutcome, SnapshotRecord
-from chunkstore.backends.faulty import Fault, FaultPlan, FaultyBlobStore, FaultyCatalog, InjectedCrash, InjectedFault
-from chunkstore.backends.local import LocalBlobStore
-from chunkstore.backends.memory import BlobSpace, CatalogState, MemoryBlobStore, MemoryCatalog
-from chunkstore.backends.sessions import DEFAULT_LEASE_SECONDS
-from chunkstore.backends.sqlite import SQLiteCatalog
-from chunkstore.errors import BlobNotFoundError, ConcurrentModificationError, InvalidArgumentError, NameNotFoundError
 
 # ---- transparent with an empty plan ------------------------------------------------------
 
@@ -52,8 +52,9 @@ class TestFaultyCatalogWithoutFaults(CatalogConformance):
     @pytest.fixture
     def make_catalog(self):
         state, plan = CatalogState(), FaultPlan([])
-        yield lambda lease_seconds=DEFAULT_LEASE_SECONDS: FaultyCatalog(MemoryCatalog(state, lease_seconds=lease_seconds),
-                                                                        plan)
+        yield lambda lease_seconds=DEFAULT_LEASE_SECONDS: FaultyCatalog(
+            MemoryCatalog(state, lease_seconds=lease_seconds), plan
+        )
         assert plan.injected == 0
 
 
@@ -126,8 +127,13 @@ def test_after_a_crash_nothing_reaches_the_store(inner_blobs):
     inner_blobs.put("kept", DATA)
     blobs = faulty_blobs(inner_blobs, Fault("put", "crash", after=1))
     blobs.put("first", DATA)
-    for call in (lambda: blobs.put("second", DATA), lambda: blobs.delete("kept"), lambda: blobs.get("kept"),
-                 lambda: list(blobs.list()), blobs.sync):
+    for call in (
+        lambda: blobs.put("second", DATA),
+        lambda: blobs.delete("kept"),
+        lambda: blobs.get("kept"),
+        lambda: list(blobs.list()),
+        blobs.sync,
+    ):
         with pytest.raises(InjectedCrash):
             call()
     assert [info.key for info in inner_blobs.list()] == ["first", "kept"]
@@ -197,10 +203,16 @@ def test_a_commit_that_fails_is_wholly_visible_or_not_at_all_and_a_retry_counts_
     if kind == "lost_reply":
         assert [outcome.outcome for outcome in retried] == ["unchanged"] * 3
     else:
-        assert retried == [CommitOutcome("one", 1, "stored"), CommitOutcome("two", 1, "stored"),
-                           CommitOutcome("copy", 1, "duplicate", "one")]
+        assert retried == [
+            CommitOutcome("one", 1, "stored"),
+            CommitOutcome("two", 1, "stored"),
+            CommitOutcome("copy", 1, "duplicate", "one"),
+        ]
     assert [(record.name, record.version) for record in inner.list_versions(all_versions=True)] == [
-        ("copy", 1), ("one", 1), ("two", 1)]
+        ("copy", 1),
+        ("one", 1),
+        ("two", 1),
+    ]
     assert refcounts(inner, [1, 2, 3]) == [1, 2, 1]
     assert inner.get_content(files[0].digest).refcount == 2
 
@@ -235,7 +247,9 @@ def test_a_retried_claim_is_idempotent(inner, kind):
     assert catalog.claim_chunks(session, claim) == {chunk_id(2)}
     rows = inner.get_chunks([chunk_id(1), chunk_id(2)])
     assert [(row.state, row.refcount) for row in (rows[chunk_id(1)], rows[chunk_id(2)])] == [
-        (ChunkState.PRESENT, 0), (ChunkState.PENDING, 0)]
+        (ChunkState.PRESENT, 0),
+        (ChunkState.PENDING, 0),
+    ]
     # Pinned once and released once: closing the session frees both to gc.
     gc = inner.open_session("gc")
     inner.acquire_gc_lock(gc)
@@ -290,7 +304,9 @@ def test_a_deletion_marker_whose_reply_was_lost_is_not_written_twice(inner):
         catalog.mark_deleted([("file", 1)], 10**18)
     assert catalog.mark_deleted([("file", 1)], 10**18) == []
     assert [(record.version, record.deleted) for record in inner.list_versions(all_versions=True, deleted=True)] == [
-        (1, False), (2, True)]
+        (1, False),
+        (2, True),
+    ]
 
 
 def test_a_snapshot_whose_reply_was_lost_is_recorded_once(inner):

@@ -7,14 +7,20 @@ import io
 import uuid
 
 import pytest
-from support.blobstore_conformance import BlobStoreConformance
-from support.catalog_conformance import CatalogConformance
 
 from chunkstore import ChunkerSpec, CompressionSpec, Store
 from chunkstore.backends.memory import BlobSpace, CatalogState, MemoryBlobStore, MemoryCatalog, discard_memory_store
 from chunkstore.backends.sessions import DEFAULT_LEASE_SECONDS
 from chunkstore.core.config import CONFIG_KEY, StoreConfig
-from chunkstore.errors import ChunkstoreError, InvalidArgumentError, StoreExistsError, StoreNotFoundError, UnsupportedFormatError
+from chunkstore.errors import (
+    ChunkstoreError,
+    InvalidArgumentError,
+    StoreExistsError,
+    StoreNotFoundError,
+    UnsupportedFormatError,
+)
+from support.blobstore_conformance import BlobStoreConformance
+from support.catalog_conformance import CatalogConformance
 
 
 class TestMemoryBlobStore(BlobStoreConformance):
@@ -73,7 +79,9 @@ def test_a_discarded_store_is_gone(memory_url):
         Store.open(memory_url)
 
 
-@pytest.mark.parametrize("section", [{"type": "sqlite", "path": "catalog.sqlite"}, {"type": "dynamodb", "table": "t"}, {}])
+@pytest.mark.parametrize(
+    "section", [{"type": "sqlite", "path": "catalog.sqlite"}, {"type": "dynamodb", "table": "t"}, {}]
+)
 def test_a_config_naming_another_catalog_is_refused(memory_url, section):
     with new_store(memory_url) as store:
         config = StoreConfig.from_bytes(store.blobs.get(CONFIG_KEY))

@@ -8,11 +8,11 @@ import re
 from pathlib import PurePosixPath
 
 import pytest
-from support.storeobjects import CHUNKS, CONFIG_KEY, GARBLED_PAGE
 
 from chunkstore import ChunkerSpec, CompressionSpec, Store
 from chunkstore.core.config import CHUNK_KEY_PREFIX, chunk_key
 from chunkstore.operations.read import iter_recipe
+from support.storeobjects import CHUNKS, CONFIG_KEY, GARBLED_PAGE
 
 CONTENT = b"the same line, over and over\n" * 5000
 
@@ -21,8 +21,12 @@ CONTENT = b"the same line, over and over\n" * 5000
 def stored(new_backend, tmp_path):
     objects = new_backend(tmp_path)
     assert objects.untouched()
-    store = Store.init(objects.url, ChunkerSpec.from_average(avg_size=1024), CompressionSpec.parse("zstd:3"),
-                       **objects.init_arguments())
+    store = Store.init(
+        objects.url,
+        ChunkerSpec.from_average(avg_size=1024),
+        CompressionSpec.parse("zstd:3"),
+        **objects.init_arguments(),
+    )
     store.put_stream(io.BytesIO(CONTENT), "file")
     yield objects, store
     store.close()

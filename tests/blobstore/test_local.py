@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-from support.blobstore_conformance import BlobStoreConformance
 
 from chunkstore.backends import local
 from chunkstore.backends.local import LocalBlobStore
 from chunkstore.errors import BlobNotFoundError, StoreWriteError
+from support.blobstore_conformance import BlobStoreConformance
 
 
 class TestLocalBlobStore(BlobStoreConformance):

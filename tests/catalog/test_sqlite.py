@@ -10,12 +10,12 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from support.catalog_conformance import CatalogConformance, chunk_id, new_version, put, states
 
 from chunkstore.backends.catalog import ChunkState, SnapshotRecord
 from chunkstore.backends.sessions import DEFAULT_LEASE_SECONDS
 from chunkstore.backends.sqlite import SQLiteCatalog
 from chunkstore.errors import CorruptObjectError, NotFoundError, UnsupportedFormatError
+from support.catalog_conformance import CatalogConformance, chunk_id, new_version, put, states
 
 TESTS = Path(__file__).resolve().parent.parent
 
@@ -52,8 +52,10 @@ def test_a_missing_catalog_is_not_created_by_opening(catalog_path):
     assert not catalog_path.exists()
 
 
-@pytest.mark.parametrize("statement", ["UPDATE meta SET value = '99' WHERE key = 'schema_version'",
-                                       "DELETE FROM meta WHERE key = 'schema_version'"])
+@pytest.mark.parametrize(
+    "statement",
+    ["UPDATE meta SET value = '99' WHERE key = 'schema_version'", "DELETE FROM meta WHERE key = 'schema_version'"],
+)
 def test_an_unknown_schema_version_is_refused(open_catalog, catalog_path, statement):
     open_catalog().close()
     with sqlite3.connect(catalog_path) as db:

@@ -8,6 +8,7 @@ a store in a local folder and an s3:// store on the moto server; `local_only` an
 from __future__ import annotations
 
 import pytest
+
 from support.clirunner import TEST_AVG_SIZE, Chunkstore
 
 

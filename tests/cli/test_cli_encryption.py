@@ -15,6 +15,9 @@ import stat
 import subprocess
 
 import pytest
+
+from chunkstore.core import crypto
+from chunkstore.errors import WrongKeyError
 from support.clirunner import (
     CONFIG_KEY,
     TEST_AVG_SIZE,
@@ -25,9 +28,6 @@ from support.clirunner import (
     text_bytes,
     write,
 )
-
-from chunkstore.core import crypto
-from chunkstore.errors import WrongKeyError
 
 PASSPHRASE = "correct horse battery staple"
 PASSPHRASE_VARIABLE = "CHUNKSTORE_PASSPHRASE"
@@ -67,8 +67,9 @@ def write_data(runner: Chunkstore) -> None:
 
 
 def assert_restored(destination, files: dict[str, bytes]) -> None:
-    restored = {str(path.relative_to(destination)): path.read_bytes()
-                for path in destination.rglob("*") if path.is_file()}
+    restored = {
+        str(path.relative_to(destination)): path.read_bytes() for path in destination.rglob("*") if path.is_file()
+    }
     assert restored == files
 
 
@@ -170,8 +171,12 @@ def test_key_export_writes_a_private_file_holding_only_the_wrapped_key(encrypted
     config = json.loads(encrypted.backend.read(CONFIG_KEY))
     document = json.loads(backup.read_bytes())
     # Nothing but the config's encryption section, where the key is only stored wrapped.
-    assert document == {"format": crypto.KEY_EXPORT_FORMAT, "version": 1, "store_id": config["store_id"],
-                        "encryption": config["encryption"]}
+    assert document == {
+        "format": crypto.KEY_EXPORT_FORMAT,
+        "version": 1,
+        "store_id": config["store_id"],
+        "encryption": config["encryption"],
+    }
     # With the passphrase, and only with it, the backup gives back the store's keys.
     crypto.unlock(document["encryption"], PASSPHRASE.encode(), document["store_id"])
     with pytest.raises(WrongKeyError):
@@ -199,8 +204,15 @@ def run_on_a_terminal(runner: Chunkstore, *args, answers: list[str]) -> tuple[in
     controller, terminal = os.openpty()
     # In a session of its own the command has no controlling terminal, so getpass reads the
     # pseudo-terminal on stdin rather than opening /dev/tty (the developer's, under pytest).
-    process = subprocess.Popen(runner.command_line(*args), stdin=terminal, stdout=subprocess.PIPE,
-                               stderr=terminal, cwd=runner.workdir, env=runner.env, start_new_session=True)
+    process = subprocess.Popen(
+        runner.command_line(*args),
+        stdin=terminal,
+        stdout=subprocess.PIPE,
+        stderr=terminal,
+        cwd=runner.workdir,
+        env=runner.env,
+        start_new_session=True,
+    )
     os.close(terminal)
     shown, pending = b"", list(answers)
     try:
@@ -324,4 +336,3 @@ def test_swapped_objects_are_detected_by_get_restore_and_verify(damaged, tmp_pat
     assert not [path for path in (tmp_path / "out").rglob("*") if path.is_file()]
     report = json.loads(runner("verify", "--read-data", "--json", expect=4).stdout)
     assert report["damaged_names"] == ["data/bad@1", "data/good@1"]
-

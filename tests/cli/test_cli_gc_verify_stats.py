@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+
 from support.clirunner import CHUNKS, assert_usage_error, random_bytes, text_bytes, write
 
 GC_LINE = re.compile(r"^(would delete|deleted) (\d+) chunks and (\d+) orphaned objects, freeing .+$")
@@ -76,8 +77,9 @@ def test_verify_of_a_healthy_store(two_files_sharing_chunks):
     assert re.fullmatch(r"ok: 2 versions, 2 contents, \d+ chunks checked\n", run.out), run.out
     run = chunkstore("verify", "--read-data")
     chunks = len(chunkstore.objects())
-    assert re.fullmatch(rf"ok: 2 versions, 2 contents, {chunks} chunks checked, read {chunks} chunks \(.+\)\n",
-                        run.out), run.out
+    assert re.fullmatch(
+        rf"ok: 2 versions, 2 contents, {chunks} chunks checked, read {chunks} chunks \(.+\)\n", run.out
+    ), run.out
     assert chunkstore("--quiet", "verify").out == ""
 
 
@@ -95,8 +97,15 @@ def test_verify_json_and_subset(two_files_sharing_chunks):
     assert chunkstore.json("verify", "--json")["chunks_read"] == 0
 
 
-@pytest.mark.parametrize("arguments", [["--subset", "50"], ["--read-data", "--subset", "0"],
-                                       ["--read-data", "--subset", "101"], ["--read-data", "--subset", "half"]])
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["--subset", "50"],
+        ["--read-data", "--subset", "0"],
+        ["--read-data", "--subset", "101"],
+        ["--read-data", "--subset", "half"],
+    ],
+)
 def test_verify_bad_subset_is_a_usage_error(chunkstore, arguments):
     assert_usage_error(chunkstore("verify", *arguments, expect=2), "subset")
 

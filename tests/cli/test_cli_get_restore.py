@@ -122,7 +122,9 @@ def test_restore_prefix_matches_whole_path_components(chunkstore, tmp_path):
     chunkstore("put", "data", "database")
     chunkstore("restore", "data", "-o", tmp_path / "out")
     assert sorted(str(path.relative_to(tmp_path / "out")) for path in (tmp_path / "out").rglob("*")) == [
-        "data", "data/x"]
+        "data",
+        "data/x",
+    ]
 
 
 def test_restore_restores_the_latest_version(chunkstore, tmp_path):

@@ -21,12 +21,12 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from support.clirunner import Run, assert_one_error, assert_usage_error, check_error_output, text_bytes, write
 
 from chunkstore import Store
 from chunkstore.core.config import chunk_key
 from chunkstore.operations.read import iter_recipe
 from chunkstore_cli.main import main
+from support.clirunner import Run, assert_one_error, assert_usage_error, check_error_output, text_bytes, write
 
 # New York leaves daylight saving time on 1 November 2026: the month crosses it.
 ZONE = "America/New_York"
@@ -163,7 +163,7 @@ def evolve(state: dict[str, bytes | Link], night: int) -> None:
     for name in rng.sample(files, 2):  # an edit in the middle: most chunks stay shared
         content = state[name]
         cut = rng.randint(0, len(content))
-        state[name] = content[:cut] + text_bytes(rng.randint(10, 3_000), 1000 + night) + content[cut + 50:]
+        state[name] = content[:cut] + text_bytes(rng.randint(10, 3_000), 1000 + night) + content[cut + 50 :]
     if night % 2 == 0:
         state[f"new/night{night}.txt"] = text_bytes(rng.randint(500, 9_000), 2000 + night)
     if night % 3 == 0:
@@ -223,13 +223,16 @@ def restored(run: InProcess, as_of: str, into: Path) -> dict[str, bytes | Link]:
 # ---- an independent reading of the policy ------------------------------------------------
 
 
-def expected_points(points: list[int], daily: int = 0, weekly: int = 0, monthly: int = 0,
-                    within_days: int = 0) -> dict[int, list[str]]:
+def expected_points(
+    points: list[int], daily: int = 0, weekly: int = 0, monthly: int = 0, within_days: int = 0
+) -> dict[int, list[str]]:
     """Kept nights and their rules: per rule, the newest night of each of its newest periods."""
     reasons: dict[int, list[str]] = {night: [] for night in points}
-    for rule, count, period_of in (("daily", daily, lambda moment: moment.date()),
-                                   ("weekly", weekly, lambda moment: moment.isocalendar()[:2]),
-                                   ("monthly", monthly, lambda moment: (moment.year, moment.month))):
+    for rule, count, period_of in (
+        ("daily", daily, lambda moment: moment.date()),
+        ("weekly", weekly, lambda moment: moment.isocalendar()[:2]),
+        ("monthly", monthly, lambda moment: (moment.year, moment.month)),
+    ):
         periods_seen = []
         for night in points:
             period = period_of(night_time(night))
@@ -259,16 +262,20 @@ def expected_kept_versions(month: Month, kept_nights) -> set[tuple[str, int]]:
 def chunks_of_versions(store_url: str) -> dict[tuple[str, int], set[str]]:
     """The chunk object keys each content version under src needs, from its recipe."""
     with Store.open(store_url, read_only=True) as store:
-        return {(record.name, record.version): {str(chunk_key(entry.chunk_id))
-                                                for entry in iter_recipe(store, record.digest)}
-                for record in store.catalog.list_versions("src", all_versions=True)}
+        return {
+            (record.name, record.version): {
+                str(chunk_key(entry.chunk_id)) for entry in iter_recipe(store, record.digest)
+            }
+            for record in store.catalog.list_versions("src", all_versions=True)
+        }
 
 
 # ---- the month -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("calendar", [pytest.param(MONTH, marks=pytest.mark.slow_on_s3, id="month"),
-                                      pytest.param(WEEK, id="week")])
+@pytest.mark.parametrize(
+    "calendar", [pytest.param(MONTH, marks=pytest.mark.slow_on_s3, id="month"), pytest.param(WEEK, id="week")]
+)
 def test_nightly_backups(chunkstore, local_zone, tmp_path, calendar):
     run = InProcess(chunkstore.store, chunkstore.workdir)
     nights = range(calendar.nights)
@@ -286,11 +293,15 @@ def test_nightly_backups(chunkstore, local_zone, tmp_path, calendar):
     listed = run.json("snapshots")
     assert [snapshot["id"] for snapshot in listed] == month.snapshots
     assert [(snapshot["at_ns"], snapshot["time"]) for snapshot in listed] == [
-        (int(night_time(night).timestamp()) * 10**9, night_time(night).isoformat()) for night in nights]
+        (int(night_time(night).timestamp()) * 10**9, night_time(night).isoformat()) for night in nights
+    ]
     assert all(snapshot["paths"] == ["src"] for snapshot in listed)
     for night in QUIET_NIGHTS & set(nights):
         assert (listed[night]["unchanged"], listed[night]["stored"], listed[night]["deleted"]) == (
-            len(month.states[night]), 0, 0)
+            len(month.states[night]),
+            0,
+            0,
+        )
 
     # Every night restores exactly, by time, by snapshot ID and (some) by date.
     for night in nights:
@@ -301,8 +312,12 @@ def test_nightly_backups(chunkstore, local_zone, tmp_path, calendar):
 
     # Without --as-of, deleted files are gone from ls, restore and get; their versions stay readable.
     assert {entry["name"] for entry in run.json("ls", "src")} == {f"src/{name}" for name in month.states[-1]}
-    probe, gone = max((night, name) for night in nights for name, content in month.states[night].items()
-                      if name not in month.states[-1] and isinstance(content, bytes))
+    probe, gone = max(
+        (night, name)
+        for night in nights
+        for name, content in month.states[night].items()
+        if name not in month.states[-1] and isinstance(content, bytes)
+    )
     born = min(night for night in nights if gone in month.states[night])
     assert_one_error(run("get", f"src/{gone}", expect=3), "deleted")
     assert run("get", f"src/{gone}", "--version", "1").stdout == month.states[born][gone]
@@ -316,9 +331,12 @@ def test_nightly_backups(chunkstore, local_zone, tmp_path, calendar):
     changed = {name for name in before.keys() & after.keys() if before[name] != after[name]}
     assert {change["name"][4:]: change["change"] for change in changes["changes"]} == {
         **{name: "added" for name in after.keys() - before.keys()},
-        **{name: "deleted" for name in before.keys() - after.keys()}, **{name: "changed" for name in changed}}
+        **{name: "deleted" for name in before.keys() - after.keys()},
+        **{name: "changed" for name in changed},
+    }
     assert {change["name"][4:]: change["size_change"] for change in changes["changes"]} == {
-        name: size_of(after.get(name)) - size_of(before.get(name)) for name in (before.keys() ^ after.keys()) | changed}
+        name: size_of(after.get(name)) - size_of(before.get(name)) for name in (before.keys() ^ after.keys()) | changed
+    }
 
     # A dry run of keep-within names the nights within so many days of the newest one, and changes nothing.
     points = month.points()
@@ -326,7 +344,8 @@ def test_nightly_backups(chunkstore, local_zone, tmp_path, calendar):
     versions_before = run.json("ls", "src", "--versions")
     plan = run.json("forget", "src", "--keep-within", f"{calendar.within_days}d", "--dry-run")
     assert {_night_of(point["time"]): point["reasons"] for point in plan["points"] if point["keep"]} == (
-        expected_points(points, within_days=calendar.within_days))
+        expected_points(points, within_days=calendar.within_days)
+    )
     assert run.json("ls", "src", "--versions") == versions_before
 
     # The policy keeps exactly the versions that are the state of their name at a kept night.
@@ -341,7 +360,8 @@ def test_nightly_backups(chunkstore, local_zone, tmp_path, calendar):
     assert run.json("forget", "src", *calendar.policy(), "--dry-run")["removed"] == 0  # the same again: nothing
     # Snapshots whose state is gone are forgotten with it.
     assert [snapshot["id"] for snapshot in run.json("snapshots")] == [
-        month.snapshots[night] for night in nights if max(p for p in points if p <= night) in kept_points]
+        month.snapshots[night] for night in nights if max(p for p in points if p <= night) in kept_points
+    ]
 
     # gc frees exactly the chunks only removed versions needed; every kept night still restores.
     needed = set().union(*(chunks_before[version] for version in kept if version in chunks_before))
@@ -411,7 +431,10 @@ def test_snapshots_lists_every_put(two_nights):
     two_nights("put", "other", "--time", "2026-11-03")
     snapshots = two_nights.json("snapshots", "--json")
     assert [(s["paths"], s["stored"], s["deleted"]) for s in snapshots] == [
-        (["src"], 2, 0), (["src"], 1, 1), (["other"], 1, 0)]
+        (["src"], 2, 0),
+        (["src"], 1, 1),
+        (["other"], 1, 0),
+    ]
     assert [s["id"] for s in two_nights.json("snapshots", "src", "--json")] == [s["id"] for s in snapshots[:2]]
     header, *rows = two_nights("snapshots").out.splitlines()
     assert header.split()[:2] == ["ID", "time"] and [row.split()[0] for row in rows] == [s["id"][:8] for s in snapshots]
@@ -430,26 +453,33 @@ def test_forget_prints_what_it_keeps_removes_and_why(two_nights):
     removed = two_nights("forget", "src", "--keep-last", "1").out.splitlines()[-1]
     assert removed.endswith("run `chunkstore gc` to free their chunks")
     assert [(entry["name"], entry["version"]) for entry in two_nights.json("ls", "src", "--versions", "--json")] == [
-        ("src/a.txt", 2), ("src/b.txt", 2)]
+        ("src/a.txt", 2),
+        ("src/b.txt", 2),
+    ]
 
 
 def test_unknown_snapshots_are_one_line_errors(chunkstore):
-    assert_one_error(chunkstore("restore", "src", "-o", "out", "--as-of", "deadbeef", expect=3),
-                     "no snapshot 'deadbeef'")
+    assert_one_error(
+        chunkstore("restore", "src", "-o", "out", "--as-of", "deadbeef", expect=3), "no snapshot 'deadbeef'"
+    )
     assert_one_error(chunkstore("diff", "--from", "2026-11-01", "--to", "0000ffff", expect=3), "no snapshot")
 
 
 @LOCAL_ONLY
 def test_bad_input_is_a_one_line_error(chunkstore):
-    for args, fragment in ((("ls", "src", "--as-of", "2026-13-45"), "not a valid date"),
-                           (("ls", "src", "--as-of", "last tuesday"), "is not a date")):
+    for args, fragment in (
+        (("ls", "src", "--as-of", "2026-13-45"), "not a valid date"),
+        (("ls", "src", "--as-of", "last tuesday"), "is not a date"),
+    ):
         assert_one_error(chunkstore(*args, expect=2), fragment)
-    for args, fragment in ((("get", "a", "--version", "1", "--as-of", "2026-11-01"), "--version and --as-of"),
-                           (("forget", "src"), "at least one --keep"),
-                           (("forget", "src", "--keep-within", "a fortnight"), "not a duration"),
-                           (("forget", "src", "--keep-daily", "0"), "--keep-daily"),
-                           (("put", "-", "--as", "x", "--sync"), "--sync"),
-                           (("put", "src", "--time", "noon"), "noon")):
+    for args, fragment in (
+        (("get", "a", "--version", "1", "--as-of", "2026-11-01"), "--version and --as-of"),
+        (("forget", "src"), "at least one --keep"),
+        (("forget", "src", "--keep-within", "a fortnight"), "not a duration"),
+        (("forget", "src", "--keep-daily", "0"), "--keep-daily"),
+        (("put", "-", "--as", "x", "--sync"), "--sync"),
+        (("put", "src", "--time", "noon"), "noon"),
+    ):
         assert_usage_error(chunkstore(*args, expect=2), fragment)
 
 

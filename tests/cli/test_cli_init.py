@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from support.clirunner import CONFIG_KEY, assert_one_error, assert_usage_error
 
 
@@ -11,8 +12,13 @@ def test_init_creates_a_store_with_the_defaults(uninitialized):
     assert run.out.startswith(f"created store at {uninitialized.store} ")
     assert uninitialized.backend.exists(CONFIG_KEY)
     figures = uninitialized.json("stats", "--json")
-    assert figures["chunker"] == {"name": "fastcdc2020", "min_size": 16384, "avg_size": 65536,
-                                  "max_size": 262144, "seed": 0}
+    assert figures["chunker"] == {
+        "name": "fastcdc2020",
+        "min_size": 16384,
+        "avg_size": 65536,
+        "max_size": 262144,
+        "seed": 0,
+    }
     assert figures["compression"] == "zstd:3"
     assert figures["files"] == figures["versions"] == figures["chunks"] == 0
 
@@ -24,9 +30,17 @@ def test_init_honours_the_store_option_over_the_environment(uninitialized, new_b
     assert uninitialized.backend.untouched()
 
 
-@pytest.mark.parametrize(("text", "size"), [
-    ("65536", 65536), ("64K", 65536), ("64k", 65536), ("16KiB", 16384), ("1M", 1024 * 1024), ("2MiB", 2 * 1024 * 1024),
-])
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("65536", 65536),
+        ("64K", 65536),
+        ("64k", 65536),
+        ("16KiB", 16384),
+        ("1M", 1024 * 1024),
+        ("2MiB", 2 * 1024 * 1024),
+    ],
+)
 def test_avg_size_accepts_bytes_and_binary_multiples(uninitialized, text, size):
     uninitialized("init", "--avg-size", text)
     chunker = uninitialized.json("stats", "--json")["chunker"]
@@ -66,8 +80,9 @@ def test_avg_size_out_of_the_chunkers_range_is_a_usage_error(uninitialized, text
     assert not uninitialized.backend.exists(CONFIG_KEY)
 
 
-@pytest.mark.parametrize(("option", "fragment"), [("zstd:99", "1..22"), ("zstd:x", "must be a number"),
-                                                  ("lz4", "unknown compression")])
+@pytest.mark.parametrize(
+    ("option", "fragment"), [("zstd:99", "1..22"), ("zstd:x", "must be a number"), ("lz4", "unknown compression")]
+)
 def test_bad_compression_is_a_usage_error(uninitialized, option, fragment):
     run = uninitialized("init", "--compression", option, expect=2)
     assert_one_error(run, fragment)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
+
 from support.clirunner import (
     TEST_AVG_SIZE,
     Chunkstore,
@@ -124,4 +125,3 @@ def test_verify_without_reading_data_notices_a_missing_or_resized_object(damaged
     DAMAGE[damage_name](chunkstore.backend, victim)
     run = chunkstore("verify", expect=4)
     assert_names_file_and_chunk(run.err, victim.name)
-

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from support.clirunner import assert_one_error, assert_usage_error, text_bytes, write
 
 
@@ -85,8 +86,12 @@ def test_rm_several_names(populated):
 
 def test_rm_recursive_removes_everything_below_a_folder(populated):
     run = populated("rm", "--recursive", "docs")
-    assert sorted(run.out.splitlines()) == ["removed docs/a (version 1)", "removed docs/a (version 2)",
-                                            "removed docs/b (version 1)", "removed docs/sub/c (version 1)"]
+    assert sorted(run.out.splitlines()) == [
+        "removed docs/a (version 1)",
+        "removed docs/a (version 2)",
+        "removed docs/b (version 1)",
+        "removed docs/sub/c (version 1)",
+    ]
     assert listed(populated) == [("dochub/d", 1), ("top", 1)]
     populated("rm", "-r", "dochub")
     assert listed(populated) == [("top", 1)]

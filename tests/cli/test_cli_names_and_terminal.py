@@ -8,6 +8,7 @@ import re
 import sys
 
 import pytest
+
 from support.clirunner import Run, assert_one_error, random_bytes, run_on_terminal, write
 
 # What a terminal would act on: C0 controls other than the newline ending each line, DEL,

@@ -7,6 +7,7 @@ import re
 import shutil
 
 import pytest
+
 from support.clirunner import (
     assert_one_error,
     assert_usage_error,
@@ -140,16 +141,21 @@ def test_put_verbose_prints_one_line_per_file(chunkstore):
     make_tree(chunkstore.workdir / "tree")
     *per_file, summary, throughput = chunkstore("put", "tree", "--verbose").out.splitlines()
     assert SUMMARY.match(summary) and " MB/s" in throughput
-    assert sorted(per_file) == ["tree/a.txt: stored", "tree/b.bin: stored",
-                                "tree/copy-of-a.txt: duplicate of tree/a.txt", "tree/sub/c.txt: stored"]
+    assert sorted(per_file) == [
+        "tree/a.txt: stored",
+        "tree/b.bin: stored",
+        "tree/copy-of-a.txt: duplicate of tree/a.txt",
+        "tree/sub/c.txt: stored",
+    ]
     assert summary_counts(chunkstore("put", "tree", "-v").out) == (4, 0, 0, 4, 0)
 
 
 def test_put_json_gives_every_files_outcome_and_totals(chunkstore):
     tree = make_tree(chunkstore.workdir / "tree")
     document = chunkstore.json("put", "tree", "--json")
-    outcomes = {result["name"]: (result["outcome"], result["duplicate_of"], result["size"])
-                for result in document["results"]}
+    outcomes = {
+        result["name"]: (result["outcome"], result["duplicate_of"], result["size"]) for result in document["results"]
+    }
     assert outcomes == {
         "tree/a.txt": ("stored", None, 120_000),
         "tree/b.bin": ("stored", None, 90_000),
@@ -157,8 +163,13 @@ def test_put_json_gives_every_files_outcome_and_totals(chunkstore):
         "tree/sub/c.txt": ("stored", None, 30_000),
     }
     sizes = sum(path.stat().st_size for path in tree.rglob("*") if path.is_file())
-    assert (document["files"], document["stored"], document["duplicate"], document["unchanged"],
-            document["errors"]) == (4, 3, 1, 0, 0)
+    assert (
+        document["files"],
+        document["stored"],
+        document["duplicate"],
+        document["unchanged"],
+        document["errors"],
+    ) == (4, 3, 1, 0, 0)
     assert document["logical_bytes"] == sizes
     # The copy adds nothing; everything else is new.
     assert document["new_bytes"] == sizes - 120_000
@@ -167,8 +178,11 @@ def test_put_json_gives_every_files_outcome_and_totals(chunkstore):
     write(tree / "sub" / "c.txt", text_bytes(30_000, seed=11))
     again = chunkstore.json("put", "tree", "--json")
     assert sorted((result["name"], result["outcome"]) for result in again["results"]) == [
-        ("tree/a.txt", "unchanged"), ("tree/b.bin", "unchanged"), ("tree/copy-of-a.txt", "unchanged"),
-        ("tree/sub/c.txt", "stored")]
+        ("tree/a.txt", "unchanged"),
+        ("tree/b.bin", "unchanged"),
+        ("tree/copy-of-a.txt", "unchanged"),
+        ("tree/sub/c.txt", "stored"),
+    ]
 
 
 def test_quiet_folder_put_prints_nothing(chunkstore):
@@ -191,7 +205,11 @@ def test_special_files_in_a_folder_are_skipped_with_exit_1(chunkstore):
     assert summary_counts(run.out) == (5, 3, 1, 0, 1)
     assert run.err_lines == ["chunkstore: tree/pipe: not a regular file (FIFO); skipped"]
     assert sorted(entry["name"] for entry in chunkstore.json("ls", "--json")) == [
-        "tree/a.txt", "tree/b.bin", "tree/copy-of-a.txt", "tree/sub/c.txt"]
+        "tree/a.txt",
+        "tree/b.bin",
+        "tree/copy-of-a.txt",
+        "tree/sub/c.txt",
+    ]
 
 
 def test_symlinks_are_stored_as_links_and_restored_as_links(chunkstore, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 
 import pytest
+
 from support.clirunner import assert_one_error, assert_usage_error
 
 # Every command with the options its --help must mention.
@@ -68,10 +69,18 @@ def test_unknown_command_is_a_usage_error(chunkstore):
     assert_usage_error(chunkstore("backup", expect=2), "No such command", "backup")
 
 
-@pytest.mark.parametrize(("arguments", "missing"), [
-    (["put"], "PATH"), (["get"], "NAME"), (["restore", "-o", "out"], "PREFIX"), (["rm"], "NAME"),
-    (["restore", "x", "-o"], "-o"), (["get", "x", "--version"], "--version"), (["--store"], "--store"),
-])
+@pytest.mark.parametrize(
+    ("arguments", "missing"),
+    [
+        (["put"], "PATH"),
+        (["get"], "NAME"),
+        (["restore", "-o", "out"], "PREFIX"),
+        (["rm"], "NAME"),
+        (["restore", "x", "-o"], "-o"),
+        (["get", "x", "--version"], "--version"),
+        (["--store"], "--store"),
+    ],
+)
 def test_missing_argument_is_a_usage_error(chunkstore, arguments, missing):
     assert_usage_error(chunkstore(*arguments, expect=2), missing)
 

@@ -66,22 +66,40 @@ class Backup:
         self.folders = [workdir / "source one", workdir / "source-two"]
         self.log = workdir / "backup.log"
         self.lock = workdir / "backup.lock"
-        self.env = {name: value for name, value in os.environ.items()
-                    if not name.startswith(("BACKUP_", "CHUNKSTORE_"))}
-        self.env.update(PATH=f"{CONSOLE_SCRIPTS}{os.pathsep}{os.environ['PATH']}",
-                        BACKUP_STORE=str(self.store), BACKUP_PATHS=":".join(map(str, self.folders)),
-                        BACKUP_LOG=str(self.log), BACKUP_LOCK=str(self.lock),
-                        # The whole store is a few chunks: read them all, so damage is always found.
-                        BACKUP_VERIFY_SUBSET="100")
+        self.env = {
+            name: value for name, value in os.environ.items() if not name.startswith(("BACKUP_", "CHUNKSTORE_"))
+        }
+        self.env.update(
+            PATH=f"{CONSOLE_SCRIPTS}{os.pathsep}{os.environ['PATH']}",
+            BACKUP_STORE=str(self.store),
+            BACKUP_PATHS=":".join(map(str, self.folders)),
+            BACKUP_LOG=str(self.log),
+            BACKUP_LOCK=str(self.lock),
+            # The whole store is a few chunks: read them all, so damage is always found.
+            BACKUP_VERIFY_SUBSET="100",
+        )
 
     def run(self, **settings: str) -> subprocess.CompletedProcess:
-        return subprocess.run([str(SCRIPT)], env={**self.env, **settings}, stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [str(SCRIPT)],
+            env={**self.env, **settings},
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     def chunkstore(self, *arguments: str) -> subprocess.CompletedProcess:
         """Run the chunkstore command on the store (it must succeed)."""
-        return subprocess.run(["chunkstore", "--store", str(self.store), *arguments], env=self.env,
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120, check=True)
+        return subprocess.run(
+            ["chunkstore", "--store", str(self.store), *arguments],
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
 
     def snapshots(self) -> list[dict]:
         return json.loads(self.chunkstore("snapshots", "--json").stdout)
@@ -92,7 +110,9 @@ class Backup:
 
 @pytest.fixture
 def backup(tmp_path) -> Backup:
-    assert (CONSOLE_SCRIPTS / "chunkstore").exists(), f"no chunkstore console script in {CONSOLE_SCRIPTS}: pip install -e ."
+    assert (CONSOLE_SCRIPTS / "chunkstore").exists(), (
+        f"no chunkstore console script in {CONSOLE_SCRIPTS}: pip install -e ."
+    )
     backup = Backup(tmp_path)
     for seed, folder in enumerate(backup.folders):
         source_tree(folder, seed)
@@ -155,8 +175,10 @@ def test_a_run_that_finds_the_lock_taken_does_nothing_and_exits_75(backup):
         result = backup.run()
     assert result.returncode == EXIT_LOCKED
     assert f"another backup holds the lock {backup.lock}" in result.stderr
-    assert_logged(backup.log_lines(), f"another backup holds the lock {re.escape(str(backup.lock))}; "
-                                      "this run does nothing and exits 75$")
+    assert_logged(
+        backup.log_lines(),
+        f"another backup holds the lock {re.escape(str(backup.lock))}; this run does nothing and exits 75$",
+    )
     assert len(backup.log_lines()) == 1
     assert backup.snapshots() == []
 
@@ -185,7 +207,9 @@ def test_a_put_that_skips_a_file_holds_back_forget_and_gc_but_verify_runs(backup
 
     assert result.returncode == 1
     lines = backup.log_lines()
-    assert_logged(lines, r"put failed in \d+ s: exit 1, error: chunkstore: .*a fifo: not a regular file \(FIFO\); skipped$")
+    assert_logged(
+        lines, r"put failed in \d+ s: exit 1, error: chunkstore: .*a fifo: not a regular file \(FIFO\); skipped$"
+    )
     assert_logged(lines, "forget and gc skipped")
     assert_logged(lines, r"verify ok in \d+ s$")
     assert not any("]: forget /" in line or "]: gc " in line for line in lines)
@@ -195,8 +219,9 @@ def test_a_put_that_skips_a_file_holds_back_forget_and_gc_but_verify_runs(backup
 
 def test_a_damaged_chunk_fails_verify_and_its_integrity_status_outranks_a_failed_put(backup):
     assert backup.run().returncode == 0
-    chunk = max((path for path in (backup.store / "chunks").rglob("*") if path.is_file()),
-                key=lambda path: path.stat().st_size)
+    chunk = max(
+        (path for path in (backup.store / "chunks").rglob("*") if path.is_file()), key=lambda path: path.stat().st_size
+    )
     damaged = bytearray(chunk.read_bytes())
     damaged[-100] ^= 0xFF
     chunk.write_bytes(bytes(damaged))
@@ -249,11 +274,18 @@ def test_systemd_accepts_the_service_and_the_timer(tmp_path):
     # systemd checks that ExecStart= exists, so the copy starts the script where it is.
     units = SCRIPT.parent / "systemd"
     service = (units / "chunkstore-backup.service").read_text()
-    (tmp_path / "chunkstore-backup.service").write_text(
-        re.sub(r"(?m)^ExecStart=.*$", f"ExecStart={SCRIPT}", service))
+    (tmp_path / "chunkstore-backup.service").write_text(re.sub(r"(?m)^ExecStart=.*$", f"ExecStart={SCRIPT}", service))
     shutil.copy(units / "chunkstore-backup.timer", tmp_path)
 
-    result = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "chunkstore-backup.service"),
-                             str(tmp_path / "chunkstore-backup.timer")], capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            "systemd-analyze",
+            "verify",
+            str(tmp_path / "chunkstore-backup.service"),
+            str(tmp_path / "chunkstore-backup.timer"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     # An unknown or misspelt setting is only a warning, so any output fails the test.
     assert (result.returncode, result.stdout + result.stderr) == (0, "")

@@ -20,9 +20,9 @@ import subprocess
 import time
 
 import pytest
-from support.storechecks import CHUNKSTORE, assert_no_garbage, assert_verify_clean
 
 from chunkstore import Store
+from support.storechecks import CHUNKSTORE, assert_no_garbage, assert_verify_clean
 
 POOL_BLOCK_SIZE = 256 * 1024
 _POOL_RNG = random.Random("crash test block pool")
@@ -61,12 +61,19 @@ def write_round(source, round_number: int) -> None:
 
 
 def chunkstore(store, *args, cwd, expect: int = 0) -> subprocess.CompletedProcess:
-    completed = subprocess.run([*CHUNKSTORE, "--store", str(store), *map(str, args)], cwd=cwd,
-                               capture_output=True, text=True, timeout=COMMAND_TIMEOUT_SECONDS, check=False)
+    completed = subprocess.run(
+        [*CHUNKSTORE, "--store", str(store), *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT_SECONDS,
+        check=False,
+    )
     assert "Traceback" not in completed.stderr, completed.stderr
     assert completed.returncode == expect, (
         f"chunkstore {' '.join(map(str, args))} exited {completed.returncode}, expected {expect}:\n"
-        f"{completed.stdout}\n{completed.stderr}")
+        f"{completed.stdout}\n{completed.stderr}"
+    )
     return completed
 
 
@@ -75,8 +82,13 @@ def put_and_kill(store, source, delay: float, after_first_commit: bool) -> bool:
     commit is visible). True if it was killed, False if it finished first."""
     with Store.open(str(store)) as watched:
         committed_before = watched.catalog.stats().versions
-        process = subprocess.Popen([*CHUNKSTORE, "--store", str(store), "put", source.name], cwd=source.parent,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        process = subprocess.Popen(
+            [*CHUNKSTORE, "--store", str(store), "put", source.name],
+            cwd=source.parent,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         if after_first_commit:
             deadline = time.monotonic() + COMMAND_TIMEOUT_SECONDS
             while process.poll() is None and watched.catalog.stats().versions == committed_before:
@@ -110,8 +122,9 @@ def assert_listed_files_restore_exactly(store, source, destination) -> int:
     return len(names)
 
 
-@pytest.mark.parametrize("rounds", [pytest.param(3, id="3-rounds"),
-                                    pytest.param(12, id="12-rounds", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "rounds", [pytest.param(3, id="3-rounds"), pytest.param(12, id="12-rounds", marks=pytest.mark.slow)]
+)
 def test_put_killed_at_random_moments_loses_nothing_committed(tmp_path, rounds):
     source = tmp_path / "source"
     store = tmp_path / "store"

@@ -14,10 +14,9 @@ import random
 import time
 from pathlib import Path
 
-from support.storechecks import assert_no_garbage, assert_verify_clean
-
 from chunkstore import ChunkerSpec, CompressionSpec, Store
 from chunkstore.errors import ConcurrentModificationError, NameNotFoundError
+from support.storechecks import assert_no_garbage, assert_verify_clean
 
 WRITERS = 3
 FILES_PER_WRITER = 60
@@ -99,8 +98,9 @@ def remover_main(store_url: str, remover: int, writers_done, results: str) -> No
             else:
                 if writing:
                     chunks_deleted_while_writing += deleted
-    Path(results).write_text(json.dumps({"removed": removed,
-                                         "chunks_deleted_while_writing": chunks_deleted_while_writing}))
+    Path(results).write_text(
+        json.dumps({"removed": removed, "chunks_deleted_while_writing": chunks_deleted_while_writing})
+    )
 
 
 def test_put_racing_rm_and_gc_loses_no_committed_file(tmp_path):
@@ -110,10 +110,14 @@ def test_put_racing_rm_and_gc_loses_no_committed_file(tmp_path):
     writers_done = context.Event()
     writer_results = [tmp_path / f"writer-{number}.json" for number in range(WRITERS)]
     remover_results = [tmp_path / f"remover-{number}.json" for number in range(REMOVERS)]
-    writers = [context.Process(target=writer_main, args=(store_url, number, str(tmp_path), str(path)))
-               for number, path in enumerate(writer_results)]
-    removers = [context.Process(target=remover_main, args=(store_url, number, writers_done, str(path)))
-                for number, path in enumerate(remover_results)]
+    writers = [
+        context.Process(target=writer_main, args=(store_url, number, str(tmp_path), str(path)))
+        for number, path in enumerate(writer_results)
+    ]
+    removers = [
+        context.Process(target=remover_main, args=(store_url, number, writers_done, str(path)))
+        for number, path in enumerate(remover_results)
+    ]
     processes = writers + removers
     try:
         for process in processes:
@@ -139,8 +143,11 @@ def test_put_racing_rm_and_gc_loses_no_committed_file(tmp_path):
     assert len(removed) >= WRITERS * FILES_PER_WRITER // TEMPORARY_EVERY // 2
     assert sum(report["chunks_deleted_while_writing"] for report in remover_reports) > 0
 
-    expected = {entry["name"]: file_content(entry["writer"], entry["index"])
-                for entry in committed if entry["name"] not in removed}
+    expected = {
+        entry["name"]: file_content(entry["writer"], entry["index"])
+        for entry in committed
+        if entry["name"] not in removed
+    }
     with Store.open(store_url) as store:
         assert {record.name for record in store.list()} == expected.keys()
         for name, content in expected.items():

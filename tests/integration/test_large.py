@@ -5,36 +5,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
 import blake3
 import pytest
+
+from support.peakrss import PEAK_RSS_LIMIT, run_measuring_peak_rss
 from support.storechecks import CHUNKSTORE
 
-# Peak RSS a put or get may reach, whatever the file size: well under the 300 MB the design promises.
-PEAK_RSS_LIMIT = 200 * 1024 * 1024
-# A Python process with chunkstore's libraries loaded is bigger than this, so a peak below
-# it means the measurement missed the command.
-PLAUSIBLE_MINIMUM_RSS = 10 * 1024 * 1024
 WRITE_BLOCK = 16 * 1024 * 1024
-
-# Runs a command as its only child and writes the child's peak RSS (KiB on Linux) to argv[1].
-_MEASURE_PEAK_RSS = """
-import resource, subprocess, sys
-code = subprocess.call(sys.argv[2:])
-with open(sys.argv[1], "w") as report:
-    report.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
-sys.exit(code)
-"""
-
-
-def run_measuring_peak_rss(arguments, report_path, **options) -> tuple[subprocess.CompletedProcess, int]:
-    """Run arguments and return the result and the peak RSS in bytes of that process alone."""
-    completed = subprocess.run([sys.executable, "-c", _MEASURE_PEAK_RSS, str(report_path), *arguments],
-                               timeout=3600, check=False, **options)
-    peak = int(report_path.read_text()) * 1024
-    assert peak > PLAUSIBLE_MINIMUM_RSS, f"implausible peak RSS {peak}: the measurement missed the command"
-    return completed, peak
 
 
 def file_digest(path) -> str:
@@ -49,19 +27,28 @@ def put_and_get_with_bounded_memory(tmp_path, source) -> None:
     store = ["--store", str(tmp_path / "store")]
     subprocess.run([*CHUNKSTORE, *store, "init"], check=True, capture_output=True)
 
-    put, put_peak = run_measuring_peak_rss([*CHUNKSTORE, *store, "put", source.name], tmp_path / "put-rss",
-                                           cwd=source.parent, capture_output=True, text=True)
+    put, put_peak = run_measuring_peak_rss(
+        [*CHUNKSTORE, *store, "put", source.name],
+        tmp_path / "put-rss",
+        cwd=source.parent,
+        capture_output=True,
+        text=True,
+    )
     assert put.returncode == 0 and put.stdout == f"{source.name}: stored\n", put.stderr
     assert put_peak < PEAK_RSS_LIMIT, f"put of {source.stat().st_size} bytes peaked at {put_peak} bytes RSS"
 
-    [entry] = json.loads(subprocess.run([*CHUNKSTORE, *store, "ls", "--json"], check=True,
-                                        capture_output=True).stdout)
+    [entry] = json.loads(subprocess.run([*CHUNKSTORE, *store, "ls", "--json"], check=True, capture_output=True).stdout)
     assert entry["size"] == source.stat().st_size
     assert entry["digest"] == file_digest(source)
 
     # get checks every chunk and the whole-file digest itself, so exit 0 means every byte was right.
-    get, get_peak = run_measuring_peak_rss([*CHUNKSTORE, *store, "get", source.name], tmp_path / "get-rss",
-                                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    get, get_peak = run_measuring_peak_rss(
+        [*CHUNKSTORE, *store, "get", source.name],
+        tmp_path / "get-rss",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert get.returncode == 0, get.stderr
     assert get_peak < PEAK_RSS_LIMIT, f"get of {source.stat().st_size} bytes peaked at {get_peak} bytes RSS"
 

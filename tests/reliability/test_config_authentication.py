@@ -11,13 +11,13 @@ import json
 import os
 
 import pytest
-from support.clihelpers import run_cli
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 
 from chunkstore import ChunkerSpec, CompressionSpec, Store
 from chunkstore.core import crypto
 from chunkstore.errors import CorruptObjectError, IntegrityError, WrongKeyError
+from support.clihelpers import run_cli
 
 PASSPHRASE = b"correct horse battery staple"
 FAST_KDF = {"name": "argon2id", "memory_kib": 64, "iterations": 1, "lanes": 1}
@@ -29,8 +29,9 @@ def encrypted(tmp_path, monkeypatch):
     monkeypatch.setattr(crypto, "DEFAULT_KDF", FAST_KDF)
     monkeypatch.setenv("CHUNKSTORE_PASSPHRASE", PASSPHRASE.decode())
     root = tmp_path / "store"
-    with Store.init(str(root), ChunkerSpec.from_average(avg_size=4096), CompressionSpec.parse("zstd:3"),
-                    passphrase=PASSPHRASE) as store:
+    with Store.init(
+        str(root), ChunkerSpec.from_average(avg_size=4096), CompressionSpec.parse("zstd:3"), passphrase=PASSPHRASE
+    ) as store:
         store.put_stream(io.BytesIO(os.urandom(20_000)), "data/file")
     return root
 
@@ -75,8 +76,16 @@ def test_an_edit_of_an_encrypted_config_is_refused(encrypted, tmp_path, edit):
 def test_a_passphrase_for_a_config_edited_to_say_not_encrypted_stores_nothing(encrypted, tmp_path):
     edit_config(encrypted, lambda document: document.update(encryption=None, version=1))
     objects_before = sorted(path for path in (encrypted / "chunks").rglob("*"))
-    completed = run_cli(encrypted, "put", "-", "--as", "secret", cwd=tmp_path, input=b"plain secret " * 100,
-                        expect=WrongKeyError.exit_code)
+    completed = run_cli(
+        encrypted,
+        "put",
+        "-",
+        "--as",
+        "secret",
+        cwd=tmp_path,
+        input=b"plain secret " * 100,
+        expect=WrongKeyError.exit_code,
+    )
     assert "not encrypted" in completed.stderr.decode()
     assert sorted(path for path in (encrypted / "chunks").rglob("*")) == objects_before
     with pytest.raises(WrongKeyError, match="not encrypted"):
@@ -94,20 +103,28 @@ def legacy_config(root) -> None:
     document = json.loads((root / "config").read_bytes())
     section = document["encryption"]
     kdf = section["kdf"]
-    key_encryption_key = Argon2id(salt=base64.b64decode(kdf["salt"]), length=32, iterations=kdf["iterations"],
-                                  lanes=kdf["lanes"], memory_cost=kdf["memory_kib"]).derive(PASSPHRASE)
+    key_encryption_key = Argon2id(
+        salt=base64.b64decode(kdf["salt"]),
+        length=32,
+        iterations=kdf["iterations"],
+        lanes=kdf["lanes"],
+        memory_cost=kdf["memory_kib"],
+    ).derive(PASSPHRASE)
     wrapped = base64.b64decode(section["wrapped_key"])
     context = b"chunkstore master key\x00" + document["store_id"].encode()
     master = AESGCM(key_encryption_key).decrypt(wrapped[:12], wrapped[12:], context)
     nonce = os.urandom(12)
-    section["wrapped_key"] = base64.b64encode(nonce + AESGCM(key_encryption_key).encrypt(nonce, master, context)).decode()
+    section["wrapped_key"] = base64.b64encode(
+        nonce + AESGCM(key_encryption_key).encrypt(nonce, master, context)
+    ).decode()
     del section["config_mac"]
     document["version"] = 1
     (root / "config").write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
 
 
-def test_a_config_from_before_codes_opens_and_gains_one_with_the_next_passphrase_change(encrypted, tmp_path,
-                                                                                        monkeypatch):
+def test_a_config_from_before_codes_opens_and_gains_one_with_the_next_passphrase_change(
+    encrypted, tmp_path, monkeypatch
+):
     legacy_config(encrypted)
     run_cli(encrypted, "verify", "--read-data", cwd=tmp_path)
     # Not yet authenticated: an edit is not noticed (the reason to change the passphrase).

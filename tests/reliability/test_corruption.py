@@ -16,14 +16,14 @@ import random
 import sqlite3
 
 import pytest
-from support.clihelpers import run_cli
-from support.storechecks import assert_no_garbage, assert_verify_clean
 
 from chunkstore import ChunkerSpec, CompressionSpec, Store
 from chunkstore.core.config import CONFIG_KEY, chunk_key
-from chunkstore.errors import CorruptObjectError, IntegrityError
 from chunkstore.core.objectformat import HEADER_SIZE
+from chunkstore.errors import CorruptObjectError, IntegrityError
 from chunkstore.operations.read import iter_recipe
+from support.clihelpers import run_cli
+from support.storechecks import assert_no_garbage, assert_verify_clean
 
 CONTENTS = {f"data/{name}": random.Random(name).randbytes(60_000) for name in ("good", "bad", "other")}
 
@@ -34,8 +34,12 @@ def stored(new_backend, tmp_path):
     objects = new_backend(tmp_path)
     source = tmp_path / "source"
     source.mkdir()
-    with Store.init(objects.url, ChunkerSpec.from_average(avg_size=4096), CompressionSpec.parse("zstd:3"),
-                    **objects.init_arguments()) as store:
+    with Store.init(
+        objects.url,
+        ChunkerSpec.from_average(avg_size=4096),
+        CompressionSpec.parse("zstd:3"),
+        **objects.init_arguments(),
+    ) as store:
         for name, data in CONTENTS.items():
             path = source / name.replace("/", "-")
             path.write_bytes(data)
@@ -45,8 +49,10 @@ def stored(new_backend, tmp_path):
 
 def own_chunks(store: Store, name: str) -> list[bytes]:
     """Chunk IDs only name uses."""
+
     def ids(of):
         return [entry.chunk_id for entry in iter_recipe(store, store.catalog.get_version(of).digest)]
+
     others = {chunk for other in CONTENTS if other != name for chunk in ids(other)}
     return [chunk for chunk in ids(name) if chunk not in others]
 
@@ -90,9 +96,11 @@ def flip_bit(objects, key: str, position: int, bit: int = 0) -> None:
 
 def damage_one_object(operation):
     """A damage done to one object of data/bad, by operation(objects, key)."""
+
     def damage(objects) -> set[str]:
         operation(objects, chunk_key(own_chunk(objects, "data/bad")))
         return {"data/bad"}
+
     return damage
 
 
@@ -115,8 +123,10 @@ OBJECT_DAMAGE = {
 QUICK_ON_S3 = {"swapped"}
 
 
-@pytest.mark.parametrize("damage", [pytest.param(damage, marks=[] if damage in QUICK_ON_S3 else [pytest.mark.slow_on_s3])
-                                    for damage in OBJECT_DAMAGE])
+@pytest.mark.parametrize(
+    "damage",
+    [pytest.param(damage, marks=[] if damage in QUICK_ON_S3 else [pytest.mark.slow_on_s3]) for damage in OBJECT_DAMAGE],
+)
 def test_damaged_objects_are_detected_and_the_files_named(stored, tmp_path, damage):
     damaged_names = OBJECT_DAMAGE[damage](stored)
     assert_detected_everywhere(stored, tmp_path, damaged_names)
@@ -131,14 +141,14 @@ def test_an_object_copied_over_another_of_the_same_size_is_detected(stored):
         tiny = next(iter_recipe(store, store.catalog.get_version("data/tiny").digest)).chunk_id
         store.remove(["data/tiny"])
     stored.write(chunk_key(victim), stored.read(chunk_key(tiny)))
-    with Store.open(stored.url) as store:
-        with pytest.raises(IntegrityError, match="does not match its ID"):
-            store.get("data/bad", io.BytesIO())
+    with Store.open(stored.url) as store, pytest.raises(IntegrityError, match="does not match its ID"):
+        store.get("data/bad", io.BytesIO())
 
 
 @pytest.mark.slow_on_s3
-@pytest.mark.parametrize("position", list(range(HEADER_SIZE)) + [HEADER_SIZE, HEADER_SIZE + 1, -1],
-                         ids=lambda position: f"byte-{position}")
+@pytest.mark.parametrize(
+    "position", list(range(HEADER_SIZE)) + [HEADER_SIZE, HEADER_SIZE + 1, -1], ids=lambda position: f"byte-{position}"
+)
 def test_a_bit_flip_anywhere_in_an_object_is_detected(stored, position):
     with Store.open(stored.url) as store:
         victim = own_chunks(store, "data/bad")[1]
@@ -178,7 +188,10 @@ def damage_catalog_page(store_dir, fraction: float, seed: int) -> None:
     path = store_dir / "catalog.sqlite"
     assert not (store_dir / "catalog.sqlite-wal").exists() or os.path.getsize(store_dir / "catalog.sqlite-wal") == 0
     with sqlite3.connect(path) as db:
-        page_size, page_count = db.execute("PRAGMA page_size").fetchone()[0], db.execute("PRAGMA page_count").fetchone()[0]
+        page_size, page_count = (
+            db.execute("PRAGMA page_size").fetchone()[0],
+            db.execute("PRAGMA page_count").fetchone()[0],
+        )
     db.close()
     # A whole page past the first (the file header), so the damage is in a table or index.
     page = max(1, min(page_count - 1, int(page_count * fraction)))
@@ -208,8 +221,14 @@ def test_a_damaged_catalog_page_is_an_integrity_error_never_a_traceback(stored, 
     for name, data in CONTENTS.items():
         completed = run_cli(store_dir, "get", name, cwd=tmp_path, expect=(0, 3, 4))
         assert data.startswith(completed.stdout), f"get {name} from a damaged catalog wrote wrong bytes"
-    for command in (["ls", "--versions"], ["restore", "data", "-o", tmp_path / "out"], ["stats"], ["gc"],
-                    ["rm", "data/good"], ["put", "-", "--as", "data/new"]):
+    for command in (
+        ["ls", "--versions"],
+        ["restore", "data", "-o", tmp_path / "out"],
+        ["stats"],
+        ["gc"],
+        ["rm", "data/good"],
+        ["put", "-", "--as", "data/new"],
+    ):
         run_cli(store_dir, *command, cwd=tmp_path, expect=(0, 1, 3, 4), input=b"new data")
     for path in (tmp_path / "out").rglob("*"):
         if path.is_file():

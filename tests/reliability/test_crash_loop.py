@@ -18,12 +18,12 @@ import subprocess
 import sys
 import time
 
-from support.clihelpers import COMMAND_TIMEOUT_SECONDS, run_cli
-from support.faultkit import Corpus, backend_of, report_figures
-from support.storechecks import assert_no_garbage, assert_verify_clean
 from tiers import scale
 
 from chunkstore import Store
+from support.clihelpers import COMMAND_TIMEOUT_SECONDS, run_cli
+from support.faultkit import Corpus, backend_of, report_figures
+from support.storechecks import assert_no_garbage, assert_verify_clean
 
 ITERATIONS = scale(4, 40)
 FIRST_ESTIMATE_SECONDS = 1.5
@@ -40,8 +40,9 @@ class ExpectedStore:
         self.must_exist: set[str] = set()
 
     def source_names(self) -> list[str]:
-        return sorted(path.relative_to(self.corpus.root).as_posix() for path in self.corpus.root.rglob("*")
-                      if path.is_file())
+        return sorted(
+            path.relative_to(self.corpus.root).as_posix() for path in self.corpus.root.rglob("*") if path.is_file()
+        )
 
     def put(self, finished: bool) -> None:
         for name in self.source_names():
@@ -64,8 +65,13 @@ def run_and_maybe_kill(store: str, args: list[str], cwd, delay: float | None) ->
     """Run `chunkstore --store STORE ARGS`; SIGKILL it after delay seconds (None: let it finish).
     Returns whether it was killed, and how long it ran."""
     started = time.monotonic()
-    process = subprocess.Popen([sys.executable, "-m", "chunkstore_cli", "--store", store, *args], cwd=cwd,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "chunkstore_cli", "--store", store, *args],
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         process.wait(timeout=delay if delay is not None else COMMAND_TIMEOUT_SECONDS)
     except subprocess.TimeoutExpired:
@@ -145,5 +151,13 @@ def test_put_rm_and_gc_killed_at_random_moments_lose_nothing(new_backend, tmp_pa
     with Store.open(store) as opened:
         assert_no_garbage(opened)
         assert_verify_clean(opened)
-    report_figures("crash loop", {"backend": backend_of(store), "iterations": ITERATIONS, "kills": kills,
-                                  "files_checked": files_checked, "problems": 0})
+    report_figures(
+        "crash loop",
+        {
+            "backend": backend_of(store),
+            "iterations": ITERATIONS,
+            "kills": kills,
+            "files_checked": files_checked,
+            "problems": 0,
+        },
+    )

@@ -7,6 +7,10 @@ from __future__ import annotations
 import random
 
 import pytest
+
+from chunkstore import ChunkerSpec, CompressionSpec, Store
+from chunkstore.backends.faulty import FaultPlan, FaultyBlobStore, InjectedFault
+from chunkstore.core.config import CHUNK_KEY_PREFIX
 from support.faultkit import (
     BLOB_METHODS_THAT_READ,
     BLOB_METHODS_THAT_WRITE,
@@ -24,10 +28,6 @@ from support.faultkit import (
 )
 from support.storechecks import assert_no_garbage
 
-from chunkstore import ChunkerSpec, CompressionSpec, Store
-from chunkstore.backends.faulty import FaultPlan, FaultyBlobStore, InjectedFault
-from chunkstore.core.config import CHUNK_KEY_PREFIX
-
 # The scenarios an s3:// store runs in the quick tier (each takes about 7 s on moto): a catalog
 # call that lands but whose reply is lost, and a random mix of every kind of fault; the long
 # tier runs them all.
@@ -35,8 +35,9 @@ QUICK_ON_S3 = {"catalog-commit-lost-reply", "random-mix-seed-0"}
 
 
 def _scenario(blob_faults, catalog_faults, seed, id):
-    return pytest.param(blob_faults, catalog_faults, seed, id=id,
-                        marks=[] if id in QUICK_ON_S3 else [pytest.mark.slow_on_s3])
+    return pytest.param(
+        blob_faults, catalog_faults, seed, id=id, marks=[] if id in QUICK_ON_S3 else [pytest.mark.slow_on_s3]
+    )
 
 
 def _scenarios():
@@ -47,8 +48,15 @@ def _scenarios():
         yield _scenario([Fault(method, "lost_reply", times=3)], [], 0, id=f"blob-{method}-lost-reply")
     yield _scenario([Fault("get", "truncate", times=None, key_prefix=CHUNK_KEY_PREFIX)], [], 0, id="blob-get-truncated")
     yield _scenario([Fault("get", "truncate", probability=0.3, times=None)], [], 0, id="blob-get-truncated-30pct")
-    yield _scenario([Fault(method, "slow", times=None, probability=0.2, delay=0.002)
-                     for method in BLOB_METHODS_THAT_WRITE + BLOB_METHODS_THAT_READ], [], 0, id="blob-slow-everything")
+    yield _scenario(
+        [
+            Fault(method, "slow", times=None, probability=0.2, delay=0.002)
+            for method in BLOB_METHODS_THAT_WRITE + BLOB_METHODS_THAT_READ
+        ],
+        [],
+        0,
+        id="blob-slow-everything",
+    )
     for method in CATALOG_METHODS:
         yield _scenario([], [Fault(method, "error")], 0, id=f"catalog-{method}-error")
         yield _scenario([], [Fault(method, "lost_reply")], 0, id=f"catalog-{method}-lost-reply")
@@ -65,8 +73,9 @@ def stocked(new_backend, tmp_path):
     corpus = Corpus.create(tmp_path / "source", seed="faults")
     for letter in "abcde":
         corpus.write(f"data/{letter}.bin")
-    store = Store.init(url, ChunkerSpec.from_average(avg_size=1024), CompressionSpec.parse("zstd:3"),
-                       **objects.init_arguments())
+    store = Store.init(
+        url, ChunkerSpec.from_average(avg_size=1024), CompressionSpec.parse("zstd:3"), **objects.init_arguments()
+    )
     summary = store.put([(corpus.root / "data", "data")])
     assert summary.count("stored") == 5
     yield url, store, corpus
@@ -81,8 +90,10 @@ def test_operations_under_a_fault_leave_a_recoverable_store(stocked, tmp_path, b
     store.close()
     checked = check_store_after_faults(url, corpus)
     assert checked >= 4
-    report_figures("fault scenario", {"backend": backend_of(url), "faults_injected": injected,
-                                      "versions_checked": checked, "problems": 0})
+    report_figures(
+        "fault scenario",
+        {"backend": backend_of(url), "faults_injected": injected, "versions_checked": checked, "problems": 0},
+    )
 
 
 @pytest.mark.slow_on_s3

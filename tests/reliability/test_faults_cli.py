@@ -11,20 +11,21 @@ import subprocess
 import sys
 
 import pytest
-from support import faulty_cli
-from support.clihelpers import run_cli
-from support.storechecks import assert_no_garbage, assert_verify_clean
 
 from chunkstore import Store
 from chunkstore.core.config import CHUNK_KEY_PREFIX
+from support import faulty_cli
+from support.clihelpers import run_cli
+from support.storechecks import assert_no_garbage, assert_verify_clean
 
 FAULTY_CLI = [sys.executable, faulty_cli.__file__]
 
 FAULTS = {
     "blob-put-error": {"blobs": [{"method": "put", "key_prefix": CHUNK_KEY_PREFIX}]},
     "blob-get-error": {"blobs": [{"method": "get", "key_prefix": CHUNK_KEY_PREFIX, "times": None}]},
-    "blob-get-truncated": {"blobs": [{"method": "get", "kind": "truncate", "key_prefix": CHUNK_KEY_PREFIX,
-                                      "times": None}]},
+    "blob-get-truncated": {
+        "blobs": [{"method": "get", "kind": "truncate", "key_prefix": CHUNK_KEY_PREFIX, "times": None}]
+    },
     "blob-delete-lost-reply": {"blobs": [{"method": "delete", "kind": "lost_reply"}]},
     "blob-sync-error": {"blobs": [{"method": "sync"}]},
     "catalog-commit-lost-reply": {"catalog": [{"method": "commit", "kind": "lost_reply"}]},
@@ -34,9 +35,15 @@ FAULTS = {
 
 
 def run_faulty(store, faults, *args, cwd, input=None):
-    completed = subprocess.run([*FAULTY_CLI, "--store", str(store), *map(str, args)], input=input, cwd=cwd,
-                               capture_output=True, timeout=300, check=False,
-                               env={**os.environ, "CHUNKSTORE_TEST_FAULTS": json.dumps(faults)})
+    completed = subprocess.run(
+        [*FAULTY_CLI, "--store", str(store), *map(str, args)],
+        input=input,
+        cwd=cwd,
+        capture_output=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "CHUNKSTORE_TEST_FAULTS": json.dumps(faults)},
+    )
     errors = completed.stderr.decode(errors="replace")
     assert "Traceback" not in errors, errors
     # 3: a file a failed put did not store is not found by the commands after it.
@@ -52,8 +59,9 @@ QUICK = {"blob-put-error", "blob-get-truncated", "catalog-commit-lost-reply", "c
 
 
 @pytest.mark.slow_on_s3
-@pytest.mark.parametrize("fault", [fault if fault in QUICK else pytest.param(fault, marks=pytest.mark.slow)
-                                   for fault in sorted(FAULTS)])
+@pytest.mark.parametrize(
+    "fault", [fault if fault in QUICK else pytest.param(fault, marks=pytest.mark.slow) for fault in sorted(FAULTS)]
+)
 def test_every_command_under_a_fault_exits_cleanly(new_backend, tmp_path, fault):
     objects = new_backend(tmp_path)
     store, work = objects.url, tmp_path / "work"
@@ -65,8 +73,14 @@ def test_every_command_under_a_fault_exits_cleanly(new_backend, tmp_path, fault)
     run_cli(store, "put", "data/0", cwd=work)
     faults = FAULTS[fault]
     exit_codes = set()
-    for command in (["put", "data"], ["get", "data/0"], ["restore", "data", "-o", tmp_path / "r"],
-                    ["rm", "data/1"], ["gc"], ["verify", "--read-data"]):
+    for command in (
+        ["put", "data"],
+        ["get", "data/0"],
+        ["restore", "data", "-o", tmp_path / "r"],
+        ["rm", "data/1"],
+        ["gc"],
+        ["verify", "--read-data"],
+    ):
         completed = run_faulty(store, faults, *command, cwd=work)
         exit_codes.add(completed.returncode)
         if command[0] == "get" and completed.returncode == 0:

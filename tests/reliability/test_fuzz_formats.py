@@ -9,30 +9,37 @@ import struct
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-
 from tiers import scale
 
 from chunkstore import ChunkerSpec, CompressionSpec
 from chunkstore.core.compression import NONE_ID, ZSTD_ID, Compressor
 from chunkstore.core.config import StoreConfig
-from chunkstore.errors import CorruptObjectError, UnsupportedFormatError
 from chunkstore.core.objectformat import HEADER, MAGIC, VERSION, ObjectCodec, parse_header
 from chunkstore.core.recipes import ENTRY, PAGE_HEADER, RecipeEntry, decode_page, encode_page
+from chunkstore.errors import CorruptObjectError, UnsupportedFormatError
 
 FORMAT_ERRORS = (CorruptObjectError, UnsupportedFormatError)
 MAX_CHUNK = 64 * 1024
 CODEC = ObjectCodec(Compressor(CompressionSpec.parse("zstd:3")), max_chunk_size=MAX_CHUNK)
 CHUNK_ID = bytes(32)
-FUZZ = settings(max_examples=scale(300, 5_000), deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=scale(300, 5_000), deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 def headers():
     """Headers with each field drawn around the values the parser accepts."""
-    return st.builds(lambda magic, version, compression, cipher, flags, length: HEADER.pack(
-        magic, version, compression, cipher, flags, length),
-        st.sampled_from([MAGIC, b"CSOC", b"\x00" * 4]), st.sampled_from([VERSION, 0, 2, 255]),
-        st.sampled_from([NONE_ID, ZSTD_ID, 7, 255]), st.sampled_from([0, 1, 2, 255]),
-        st.sampled_from([0, 1, 128]), st.sampled_from([0, 1, MAX_CHUNK, MAX_CHUNK + 1, 2**63, 2**64 - 1]))
+    return st.builds(
+        lambda magic, version, compression, cipher, flags, length: HEADER.pack(
+            magic, version, compression, cipher, flags, length
+        ),
+        st.sampled_from([MAGIC, b"CSOC", b"\x00" * 4]),
+        st.sampled_from([VERSION, 0, 2, 255]),
+        st.sampled_from([NONE_ID, ZSTD_ID, 7, 255]),
+        st.sampled_from([0, 1, 2, 255]),
+        st.sampled_from([0, 1, 128]),
+        st.sampled_from([0, 1, MAX_CHUNK, MAX_CHUNK + 1, 2**63, 2**64 - 1]),
+    )
 
 
 @FUZZ
@@ -110,12 +117,18 @@ def test_decode_page_whose_count_lies(count, real_entries, tail):
     assert decoded == entries and count == real_entries and not tail
 
 
-VALID_CONFIG = json.loads(StoreConfig(chunker=ChunkerSpec.from_average(), compression=CompressionSpec.parse("zstd:3"),
-                                      catalog={"type": "sqlite", "path": "catalog.sqlite"}).to_bytes())
+VALID_CONFIG = json.loads(
+    StoreConfig(
+        chunker=ChunkerSpec.from_average(),
+        compression=CompressionSpec.parse("zstd:3"),
+        catalog={"type": "sqlite", "path": "catalog.sqlite"},
+    ).to_bytes()
+)
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=True) | st.text(max_size=20),
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=True) | st.text(max_size=20),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
-    max_leaves=12)
+    max_leaves=12,
+)
 
 
 def load_config(raw: bytes) -> None:

@@ -121,8 +121,11 @@ def test_restore_keeps_a_bounded_number_of_folders_open(tmp_path):
         for index in range(200):
             store.put_stream(io.BytesIO(b"x"), f"wide/{index:03}/deep/f")
         open_during_restore = []
-        summary = store.restore("wide", tmp_path / "target",
-                                on_result=lambda _: open_during_restore.append(len(os.listdir("/proc/self/fd"))))
+        summary = store.restore(
+            "wide",
+            tmp_path / "target",
+            on_result=lambda _: open_during_restore.append(len(os.listdir("/proc/self/fd"))),
+        )
     assert not summary.errors
     # 400 folders; without a bound each would keep a descriptor.
     assert max(open_during_restore) - min(open_during_restore) <= _RestoreFolders.MAX_OPEN

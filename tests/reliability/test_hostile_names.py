@@ -14,13 +14,13 @@ import threading
 import unicodedata
 
 import pytest
-from support.clihelpers import run_cli
-from support.storechecks import CHUNKSTORE
 
 from chunkstore.backends.catalog import FileStat
-from chunkstore.errors import InvalidArgumentError
 from chunkstore.core.names import MAX_NAME_BYTES
+from chunkstore.errors import InvalidArgumentError
 from chunkstore.operations.put import Writer, _ChangedWhileReading
+from support.clihelpers import run_cli
+from support.storechecks import CHUNKSTORE
 
 
 @pytest.fixture
@@ -175,9 +175,8 @@ def test_a_file_that_shrinks_while_it_is_read_is_not_stored(store, tmp_path):
     writer_stat = os.stat(path)
     writer = Writer(store)
     try:
-        with ShrinkOnFirstRead(path, "rb") as handle:
-            with pytest.raises(_ChangedWhileReading, match="size changed"):
-                writer.add_stream(handle, "shrinking.bin", FileStat(writer_stat.st_size, writer_stat.st_mtime_ns, 0o100644))
+        with ShrinkOnFirstRead(path, "rb") as handle, pytest.raises(_ChangedWhileReading, match="size changed"):
+            writer.add_stream(handle, "shrinking.bin", FileStat(writer_stat.st_size, writer_stat.st_mtime_ns, 0o100644))
         assert writer.commit() == []
     finally:
         writer.close()
@@ -188,8 +187,10 @@ def test_an_empty_file_and_empty_stdin(cli_store, tmp_path):
     store, work = cli_store
     (work / "empty").write_bytes(b"")
     assert put_json(store, work, "empty")["results"][0]["outcome"] == "stored"
-    assert json.loads(run_cli(store, "put", "-", "--as", "empty-stdin", "--json", cwd=work, input=b"").stdout)[
-        "outcome"] == "duplicate"
+    assert (
+        json.loads(run_cli(store, "put", "-", "--as", "empty-stdin", "--json", cwd=work, input=b"").stdout)["outcome"]
+        == "duplicate"
+    )
     assert run_cli(store, "get", "empty", cwd=work).stdout == b""
     run_cli(store, "restore", "empty", "-o", tmp_path / "r", cwd=work)
     assert (tmp_path / "r" / "empty").read_bytes() == b""
@@ -199,14 +200,22 @@ def test_an_empty_file_and_empty_stdin(cli_store, tmp_path):
 def test_stdin_of_unknown_length_through_a_pipe(cli_store, tmp_path):
     store, work = cli_store
 
-    producer = [sys.executable, "-c",
-                "import sys, random\nr = random.Random(5)\n"
-                "for _ in range(100): sys.stdout.buffer.write(r.randbytes(65_537))"]
+    producer = [
+        sys.executable,
+        "-c",
+        "import sys, random\nr = random.Random(5)\nfor _ in range(100): sys.stdout.buffer.write(r.randbytes(65_537))",
+    ]
     rng = random.Random(5)
     expected = b"".join(rng.randbytes(65_537) for _ in range(100))
     with subprocess.Popen(producer, stdout=subprocess.PIPE) as source:
-        completed = subprocess.run([*CHUNKSTORE, "--store", str(store), "put", "-", "--as", "piped", "--json"],
-                                   stdin=source.stdout, capture_output=True, cwd=work, timeout=300, check=False)
+        completed = subprocess.run(
+            [*CHUNKSTORE, "--store", str(store), "put", "-", "--as", "piped", "--json"],
+            stdin=source.stdout,
+            capture_output=True,
+            cwd=work,
+            timeout=300,
+            check=False,
+        )
     assert completed.returncode == 0, completed.stderr.decode()
     assert json.loads(completed.stdout)["size"] == len(expected)
     assert run_cli(store, "get", "piped", cwd=work).stdout == expected

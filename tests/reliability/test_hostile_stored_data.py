@@ -12,7 +12,6 @@ import tracemalloc
 from contextlib import closing
 
 import pytest
-from support.clihelpers import run_cli
 
 from chunkstore import ChunkerSpec, CompressionSpec, Store
 from chunkstore.core import compression
@@ -20,6 +19,7 @@ from chunkstore.core.config import chunk_key
 from chunkstore.core.objectformat import CIPHER_NONE, ObjectHeader
 from chunkstore.errors import CorruptObjectError, IntegrityError
 from chunkstore.operations.read import iter_recipe
+from support.clihelpers import run_cli
 
 ZSTD_MAGIC = 0xFD2FB528
 # Frame header descriptor: an 8-byte content size field, single segment (no window byte).
@@ -33,8 +33,11 @@ def zstd_bomb(declared_size: int) -> bytes:
     """A 16-byte zstd frame that declares declared_size bytes of content and holds one
     last RLE block of 128 KiB: a decoder that trusts the declaration allocates all of it."""
     block_header = 1 | (RLE_BLOCK << 1) | ((128 * 1024) << 3)
-    return (struct.pack("<IBQ", ZSTD_MAGIC, SINGLE_SEGMENT_WITH_8_BYTE_SIZE, declared_size)
-            + block_header.to_bytes(3, "little") + b"a")
+    return (
+        struct.pack("<IBQ", ZSTD_MAGIC, SINGLE_SEGMENT_WITH_8_BYTE_SIZE, declared_size)
+        + block_header.to_bytes(3, "little")
+        + b"a"
+    )
 
 
 def peak_memory_of(action) -> int:
@@ -56,8 +59,9 @@ def test_a_zstd_frame_declaring_a_gibibyte_is_refused_without_allocating_it():
 
 
 def test_get_and_restore_of_a_chunk_holding_a_zstd_bomb_fail_with_bounded_memory(tmp_path):
-    with Store.init(str(tmp_path / "store"), ChunkerSpec.from_average(avg_size=4096),
-                    CompressionSpec.parse("zstd:3")) as store:
+    with Store.init(
+        str(tmp_path / "store"), ChunkerSpec.from_average(avg_size=4096), CompressionSpec.parse("zstd:3")
+    ) as store:
         store.put_stream(io.BytesIO(bytes(range(256)) * 100), "bomb/file")
         entry = next(iter_recipe(store, store.catalog.get_version("bomb/file").digest))
         bomb = ObjectHeader(compression.ZSTD_ID, CIPHER_NONE, entry.length).pack() + zstd_bomb(GIB)
@@ -102,23 +106,28 @@ VERSIONS_WITHOUT_CONSTRAINTS = (
 )
 
 
-@pytest.mark.parametrize("edits, column", [
-    (["UPDATE versions SET size = 'large' WHERE name = 'data/a'"], "size"),
-    (["UPDATE versions SET mode = X'00' WHERE name = 'data/a'"], "mode"),
-    (["UPDATE versions SET digest = 42 WHERE name = 'data/a'"], "digest"),
-    ([*VERSIONS_WITHOUT_CONSTRAINTS, "UPDATE versions SET mtime_ns = NULL WHERE name = 'data/a'"], "mtime_ns"),
-    (["UPDATE versions SET name = '../../etc/passwd' WHERE name = 'data/a'"], "name"),
-    (["UPDATE versions SET name = '/data/a' WHERE name = 'data/a'"], "name"),
-    (["UPDATE versions SET name = 'data//a' WHERE name = 'data/a'"], "name"),
-    (["UPDATE versions SET name = 'data/a' || char(0) WHERE name = 'data/a'"], "name"),
-    (["UPDATE contents SET page_count = 'two'"], "page_count"),
-    (["UPDATE recipe_pages SET data = 'text'"], "data"),
-])
+@pytest.mark.parametrize(
+    "edits, column",
+    [
+        (["UPDATE versions SET size = 'large' WHERE name = 'data/a'"], "size"),
+        (["UPDATE versions SET mode = X'00' WHERE name = 'data/a'"], "mode"),
+        (["UPDATE versions SET digest = 42 WHERE name = 'data/a'"], "digest"),
+        ([*VERSIONS_WITHOUT_CONSTRAINTS, "UPDATE versions SET mtime_ns = NULL WHERE name = 'data/a'"], "mtime_ns"),
+        (["UPDATE versions SET name = '../../etc/passwd' WHERE name = 'data/a'"], "name"),
+        (["UPDATE versions SET name = '/data/a' WHERE name = 'data/a'"], "name"),
+        (["UPDATE versions SET name = 'data//a' WHERE name = 'data/a'"], "name"),
+        (["UPDATE versions SET name = 'data/a' || char(0) WHERE name = 'data/a'"], "name"),
+        (["UPDATE contents SET page_count = 'two'"], "page_count"),
+        (["UPDATE recipe_pages SET data = 'text'"], "data"),
+    ],
+)
 def test_a_malformed_catalog_row_is_an_integrity_error_naming_it(cli_store, edits, column):
     store, work = cli_store
     edit_catalog(store, *edits)
-    failures = [run_cli(store, *command, cwd=work, expect=(0, 4))
-                for command in (["ls"], ["restore", "data", "-o", work / "out"], ["verify"])]
+    failures = [
+        run_cli(store, *command, cwd=work, expect=(0, 4))
+        for command in (["ls"], ["restore", "data", "-o", work / "out"], ["verify"])
+    ]
     failed = [run for run in failures if run.returncode]
     assert failed, "no command noticed the damaged row"
     assert all(run.returncode == IntegrityError.exit_code for run in failed)
@@ -130,8 +139,12 @@ def stored_on_backend(new_backend, tmp_path):
     """A store holding data/kept and data/removed (then removed, so gc has work), on this
     test's backend; returns its objects (tests/support/storeobjects.py)."""
     objects = new_backend(tmp_path)
-    with Store.init(objects.url, ChunkerSpec.from_average(avg_size=4096), CompressionSpec.parse("zstd:3"),
-                    **objects.init_arguments()) as store:
+    with Store.init(
+        objects.url,
+        ChunkerSpec.from_average(avg_size=4096),
+        CompressionSpec.parse("zstd:3"),
+        **objects.init_arguments(),
+    ) as store:
         for name in ("data/kept", "data/removed"):
             store.put_stream(io.BytesIO(random.Random(name).randbytes(50_000)), name)
         store.remove(["data/removed"])

@@ -10,6 +10,8 @@ from collections import Counter
 
 import blake3
 import pytest
+
+from chunkstore import ChunkerSpec, CompressionSpec, Store
 from support.clihelpers import run_cli
 from support.faultkit import (
     Corpus,
@@ -19,9 +21,7 @@ from support.faultkit import (
     report_figures,
     run_operations_under_faults,
 )
-from test_large import PEAK_RSS_LIMIT, run_measuring_peak_rss
-
-from chunkstore import ChunkerSpec, CompressionSpec, Store
+from support.peakrss import PEAK_RSS_LIMIT, run_measuring_peak_rss
 
 pytestmark = pytest.mark.slow
 
@@ -45,8 +45,9 @@ def test_fault_soak_over_a_growing_store(new_backend, tmp_path):
     rng = random.Random("soak")
     for letter in "abcde":
         corpus.write(f"data/{letter}.bin")
-    with Store.init(url, ChunkerSpec.from_average(avg_size=1024), CompressionSpec.parse("zstd:3"),
-                    **objects.init_arguments()) as store:
+    with Store.init(
+        url, ChunkerSpec.from_average(avg_size=1024), CompressionSpec.parse("zstd:3"), **objects.init_arguments()
+    ) as store:
         store.put([(corpus.root / "data", "data")])
     injected = Counter()
     versions_checked = 0
@@ -57,13 +58,21 @@ def test_fault_soak_over_a_growing_store(new_backend, tmp_path):
         iteration_dir = tmp_path / f"iteration-{iteration}"
         iteration_dir.mkdir()
         with Store.open(url) as store:
-            injected["faults"] += run_operations_under_faults(store, corpus, iteration_dir, blob_faults,
-                                                              catalog_faults, seed=f"soak {iteration}")
+            injected["faults"] += run_operations_under_faults(
+                store, corpus, iteration_dir, blob_faults, catalog_faults, seed=f"soak {iteration}"
+            )
         versions_checked += check_store_after_faults(url, corpus)
     assert injected["faults"] > iterations
-    report_figures("fault soak", {"backend": backend_of(url), "iterations": iterations,
-                                  "faults_injected": injected["faults"], "versions_checked": versions_checked,
-                                  "problems": 0})
+    report_figures(
+        "fault soak",
+        {
+            "backend": backend_of(url),
+            "iterations": iterations,
+            "faults_injected": injected["faults"],
+            "versions_checked": versions_checked,
+            "problems": 0,
+        },
+    )
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +88,12 @@ def many_small_files(tmp_path_factory):
             (source / f"{folder:03d}" / f"{index:04d}.txt").write_bytes(b" ".join(rng.sample(words, 8)))
     store = root / "store"
     run_cli(store, "init", cwd=root)
-    completed, peak = run_measuring_peak_rss([sys.executable, "-m", "chunkstore_cli", "--store", str(store), "put", source.name,
-                                              "--json"], root / "rss-put", cwd=root, capture_output=True)
+    completed, peak = run_measuring_peak_rss(
+        [sys.executable, "-m", "chunkstore_cli", "--store", str(store), "put", source.name, "--json"],
+        root / "rss-put",
+        cwd=root,
+        capture_output=True,
+    )
     assert completed.returncode == 0, completed.stderr.decode()
     summary = json.loads(completed.stdout)
     assert summary["files"] == SMALL_FILES and summary["errors"] == 0
@@ -91,16 +104,38 @@ def test_a_hundred_thousand_small_files_restore_exactly_with_bounded_memory(many
     root, store, put_peak = many_small_files
     listed = json.loads(run_cli(store, "ls", "--json", cwd=root).stdout)
     assert len(listed) == SMALL_FILES
-    completed, restore_peak = run_measuring_peak_rss([sys.executable, "-m", "chunkstore_cli", "--store", str(store), "restore",
-                                                      "many", "-o", str(root / "restored")], root / "rss-restore",
-                                                     cwd=root, capture_output=True)
+    completed, restore_peak = run_measuring_peak_rss(
+        [
+            sys.executable,
+            "-m",
+            "chunkstore_cli",
+            "--store",
+            str(store),
+            "restore",
+            "many",
+            "-o",
+            str(root / "restored"),
+        ],
+        root / "rss-restore",
+        cwd=root,
+        capture_output=True,
+    )
     assert completed.returncode == 0, completed.stderr.decode()
-    mismatched = [path for path in (root / "many").rglob("*.txt")
-                  if (root / "restored" / path.relative_to(root)).read_bytes() != path.read_bytes()]
+    mismatched = [
+        path
+        for path in (root / "many").rglob("*.txt")
+        if (root / "restored" / path.relative_to(root)).read_bytes() != path.read_bytes()
+    ]
     assert not mismatched, mismatched[:5]
     run_cli(store, "verify", "--read-data", cwd=root)
-    report_figures("100k small files", {"files_checked": SMALL_FILES, "put_peak_rss_mib": round(put_peak / 2**20),
-                                        "restore_peak_rss_mib": round(restore_peak / 2**20)})
+    report_figures(
+        "100k small files",
+        {
+            "files_checked": SMALL_FILES,
+            "put_peak_rss_mib": round(put_peak / 2**20),
+            "restore_peak_rss_mib": round(restore_peak / 2**20),
+        },
+    )
     assert restore_peak < PEAK_RSS_LIMIT, f"restore of {SMALL_FILES} files peaked at {restore_peak / 2**20:.0f} MiB"
 
 
@@ -129,8 +164,12 @@ def million_chunk_file(tmp_path_factory):
             written += len(block)
     store = root / "store"
     run_cli(store, "init", *TINY_CHUNKS, cwd=root)
-    completed, put_peak = run_measuring_peak_rss([sys.executable, "-m", "chunkstore_cli", "--store", str(store), "put",
-                                                  path.name], root / "rss-put", cwd=root, capture_output=True)
+    completed, put_peak = run_measuring_peak_rss(
+        [sys.executable, "-m", "chunkstore_cli", "--store", str(store), "put", path.name],
+        root / "rss-put",
+        cwd=root,
+        capture_output=True,
+    )
     assert completed.returncode == 0, completed.stderr.decode()
     with Store.open(str(store)) as opened:
         record = opened.catalog.get_version(path.name)
@@ -142,9 +181,22 @@ def million_chunk_file(tmp_path_factory):
 
 def test_a_file_of_a_million_chunks_round_trips_with_bounded_memory(million_chunk_file):
     root, store, digest, chunk_count, put_peak = million_chunk_file
-    completed, get_peak = run_measuring_peak_rss([sys.executable, "-m", "chunkstore_cli", "--store", str(store), "get",
-                                                  "million.bin", "-o", str(root / "out.bin")], root / "rss-get",
-                                                 cwd=root, capture_output=True)
+    completed, get_peak = run_measuring_peak_rss(
+        [
+            sys.executable,
+            "-m",
+            "chunkstore_cli",
+            "--store",
+            str(store),
+            "get",
+            "million.bin",
+            "-o",
+            str(root / "out.bin"),
+        ],
+        root / "rss-get",
+        cwd=root,
+        capture_output=True,
+    )
     assert completed.returncode == 0, completed.stderr.decode()
     restored = blake3.blake3()
     with open(root / "out.bin", "rb") as handle:
@@ -152,8 +204,14 @@ def test_a_file_of_a_million_chunks_round_trips_with_bounded_memory(million_chun
             restored.update(block)
     assert restored.digest() == digest
     run_cli(store, "verify", cwd=root)
-    report_figures("million-chunk file", {"chunks": chunk_count, "put_peak_rss_mib": round(put_peak / 2**20),
-                                          "get_peak_rss_mib": round(get_peak / 2**20)})
+    report_figures(
+        "million-chunk file",
+        {
+            "chunks": chunk_count,
+            "put_peak_rss_mib": round(put_peak / 2**20),
+            "get_peak_rss_mib": round(get_peak / 2**20),
+        },
+    )
     assert get_peak < PEAK_RSS_LIMIT, f"get of {chunk_count} chunks peaked at {get_peak / 2**20:.0f} MiB"
 
 

@@ -41,8 +41,9 @@ def make_dynamodb_catalog(table, moto_endpoint):
         if not opened:
             DynamoDBCatalog.create_table(clients, table)
         options = {} if lease_seconds is None else {"lease_seconds": lease_seconds}
-        catalog = DynamoDBCatalog(clients, table, store_id="conformance", store_url="s3://conformance/catalog",
-                                  create=not opened, **options)
+        catalog = DynamoDBCatalog(
+            clients, table, store_id="conformance", store_url="s3://conformance/catalog", create=not opened, **options
+        )
         opened.append(catalog)
         return catalog
 

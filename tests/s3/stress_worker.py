@@ -30,8 +30,7 @@ OWN_NAMES = 2
 
 def content(seed: int) -> bytes:
     rng = random.Random(seed)
-    return b"".join(random.Random(rng.randrange(BLOCKS)).randbytes(BLOCK_BYTES)
-                    for _ in range(rng.randint(2, 6)))
+    return b"".join(random.Random(rng.randrange(BLOCKS)).randbytes(BLOCK_BYTES) for _ in range(rng.randint(2, 6)))
 
 
 def put(url: str, folder: Path, out: Path, index: int, rounds: int) -> None:
@@ -50,8 +49,15 @@ def put(url: str, folder: Path, out: Path, index: int, rounds: int) -> None:
                 path.write_bytes(content(seed))
                 sources.append((path, name))
             for result in store.put(sources).results:
-                records.append({"name": result.name, "version": result.version, "seed": seeds[result.name],
-                                "outcome": result.outcome, "error": result.error})
+                records.append(
+                    {
+                        "name": result.name,
+                        "version": result.version,
+                        "seed": seeds[result.name],
+                        "outcome": result.outcome,
+                        "error": result.error,
+                    }
+                )
     out.write_text(json.dumps(records))
 
 

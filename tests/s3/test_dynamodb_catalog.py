@@ -10,6 +10,19 @@ import time
 from collections import Counter
 
 import pytest
+
+from chunkstore.backends.aws import AwsClients
+from chunkstore.backends.catalog import ChunkState, CommitOutcome, NewVersion
+from chunkstore.backends.dynamodb import DynamoDBCatalog
+from chunkstore.core import recipes
+from chunkstore.errors import (
+    AccessDeniedError,
+    CatalogOfAnotherStoreError,
+    IntegrityError,
+    NameNotFoundError,
+    ResourceNotFoundError,
+    StoreExistsError,
+)
 from support.catalog_conformance import (
     DEAD_AFTER,
     TINY_LEASE,
@@ -24,19 +37,13 @@ from support.catalog_conformance import (
 )
 from support.s3helpers import answer_with_error, unique_name
 
-from chunkstore.core import recipes
-from chunkstore.backends.aws import AwsClients
-from chunkstore.errors import AccessDeniedError, ResourceNotFoundError
-from chunkstore.backends.catalog import ChunkState, CommitOutcome, NewVersion
-from chunkstore.backends.dynamodb import DynamoDBCatalog
-from chunkstore.errors import CatalogOfAnotherStoreError, IntegrityError, NameNotFoundError, StoreExistsError
-
 
 class TestDynamoDBCatalog(CatalogConformance):
     @pytest.fixture
     def make_catalog(self, make_dynamodb_catalog):
         def make(lease_seconds=None):
             return make_dynamodb_catalog(lease_seconds)
+
         return make
 
 
@@ -60,8 +67,9 @@ def crash_on_step(catalog: DynamoDBCatalog, cursor_update: str, after: int) -> N
     done = []
 
     def before(params, **_):
-        if any(cursor_update in action.get("Update", {}).get("UpdateExpression", "")
-               for action in params["TransactItems"]):
+        if any(
+            cursor_update in action.get("Update", {}).get("UpdateExpression", "") for action in params["TransactItems"]
+        ):
             if len(done) == after:
                 raise Crash()
             done.append(True)
@@ -78,8 +86,11 @@ def table_items(catalog: DynamoDBCatalog, kind: tuple[str, str]) -> list[dict]:
     items, request = [], {"TableName": catalog.table.name}
     while True:
         response = db.scan(**request)
-        items += [item for item in response["Items"]
-                  if item["pk"]["S"].startswith(kind[0]) and item["sk"]["S"].startswith(kind[1])]
+        items += [
+            item
+            for item in response["Items"]
+            if item["pk"]["S"].startswith(kind[0]) and item["sk"]["S"].startswith(kind[1])
+        ]
         if "LastEvaluatedKey" not in response:
             return items
         request["ExclusiveStartKey"] = response["LastEvaluatedKey"]
@@ -132,7 +143,7 @@ def test_a_commit_killed_half_way_leaves_only_what_gc_rolls_back(make_dynamodb_c
     large = killed_commit(make_dynamodb_catalog, steps=5)
 
     observer = make_dynamodb_catalog(lease_seconds=TINY_LEASE)
-    applied = Counter(entry.chunk_id for entry in entries_of(large)[:5 * DISTINCT_PER_STEP])
+    applied = Counter(entry.chunk_id for entry in entries_of(large)[: 5 * DISTINCT_PER_STEP])
     assert {each: row.refcount for each, row in observer.get_chunks(applied).items()} == applied
     # Nothing is visible, and counted references leave the half-done commit out.
     assert observer.get_content(large.digest) is None
@@ -176,7 +187,9 @@ def test_a_removal_killed_half_way_is_finished_by_gc(make_dynamodb_catalog):
     observer.acquire_gc_lock(gc)
     assert collect_all(observer, gc) == {chunk_id(number) for number in range(150)} - {chunk_id(7)}
     assert refcounts(observer, [7, 300]) == [1, 1]
-    assert [item["pk"]["S"] for item in table_items(observer, CONTENTS)] == [f"d#{new_version('s', [7, 300]).digest.hex()}"]
+    assert [item["pk"]["S"] for item in table_items(observer, CONTENTS)] == [
+        f"d#{new_version('s', [7, 300]).digest.hex()}"
+    ]
 
 
 def test_a_chunk_pinned_after_the_gc_scan_is_not_collected(make_dynamodb_catalog):
@@ -190,13 +203,16 @@ def test_a_chunk_pinned_after_the_gc_scan_is_not_collected(make_dynamodb_catalog
 
     def claim_just_before_the_chunks_turn_deleting(params, **_):
         # The worst moment: gc has scanned (no pins, count 0) and is about to mark the chunks DELETING.
-        if not claimed and any(action.get("Update", {}).get("UpdateExpression", "").startswith("SET st = :deleting")
-                               for action in params["TransactItems"]):
+        if not claimed and any(
+            action.get("Update", {}).get("UpdateExpression", "").startswith("SET st = :deleting")
+            for action in params["TransactItems"]
+        ):
             claimed["to_upload"] = writer_catalog.claim_chunks(writer, [(chunk_id(1), 1001)])
 
     gc_catalog = make_dynamodb_catalog()
-    gc_catalog.clients.dynamodb.meta.events.register("provide-client-params.dynamodb.TransactWriteItems",
-                                                     claim_just_before_the_chunks_turn_deleting)
+    gc_catalog.clients.dynamodb.meta.events.register(
+        "provide-client-params.dynamodb.TransactWriteItems", claim_just_before_the_chunks_turn_deleting
+    )
     gc = gc_catalog.open_session("gc")
     gc_catalog.acquire_gc_lock(gc)
     assert [chunk.chunk_id for chunk in gc_catalog.collect_candidates(gc, 100)] == [chunk_id(2)]
@@ -222,7 +238,8 @@ def test_pins_of_dead_sessions_are_removed_by_gc(make_dynamodb_catalog):
     # The dead session's pins go from every chunk, collected (1) or still referenced (2).
     assert collect_all(impatient, gc) == {chunk_id(1)}
     assert [("pins" in item, item["pk"]["S"]) for item in table_items(catalog, CHUNKS)] == [
-        (False, f"c#{chunk_id(2).hex()}")]
+        (False, f"c#{chunk_id(2).hex()}")
+    ]
 
 
 def test_unprocessed_batch_items_and_keys_are_sent_again(make_dynamodb_catalog):
@@ -257,7 +274,8 @@ def test_unprocessed_batch_items_and_keys_are_sent_again(make_dynamodb_catalog):
     assert put(catalog, large) == [CommitOutcome("large", 1, "stored")]
     assert list(catalog.recipe_pages(large.digest)) == large.pages
     assert set(catalog.get_chunks([chunk_id(number) for number in range(150)])) == {
-        chunk_id(number) for number in range(150)}
+        chunk_id(number) for number in range(150)
+    }
     assert sorted(set(left_out)) == ["BatchGetItem", "BatchWriteItem"]
 
 
@@ -299,7 +317,8 @@ def test_a_table_belongs_to_one_store(make_dynamodb_catalog):
         DynamoDBCatalog(AwsClients(), catalog.table.name, store_id="someone-else", store_url="s3://elsewhere/store")
     assert str(raised.value) == (
         f"DynamoDB table '{catalog.table.name}' holds the catalog of another store (s3://conformance/catalog, "
-        "store ID conformance), not of s3://elsewhere/store (store ID someone-else); give each store its own table")
+        "store ID conformance), not of s3://elsewhere/store (store ID someone-else); give each store its own table"
+    )
     # A problem with how the stores were set up, like init's refusal below, not damaged data.
     assert raised.value.exit_code == StoreExistsError.exit_code == 1
     assert not isinstance(raised.value, IntegrityError)
@@ -316,8 +335,9 @@ def test_names_too_long_for_a_sort_key(make_dynamodb_catalog):
     put(catalog, new_version(long_names[0], [9]))
     assert catalog.get_version(long_names[0]).version == 2
     assert catalog.get_version(long_names[1], 1).name == long_names[1]
-    assert sorted((record.name, record.version) for record in catalog.list_versions(folder, all_versions=True)) == sorted(
-        [(long_names[0], 1), (long_names[0], 2), (long_names[1], 1), (long_names[2], 1)])
+    assert sorted(
+        (record.name, record.version) for record in catalog.list_versions(folder, all_versions=True)
+    ) == sorted([(long_names[0], 1), (long_names[0], 2), (long_names[1], 1), (long_names[2], 1)])
     assert {record.name: record.version for record in catalog.list_versions(long_names[0])} == {long_names[0]: 2}
     catalog.remove_versions([(long_names[0], None)])
     assert sorted(record.name for record in catalog.list_versions(folder)) == sorted(long_names[1:])

@@ -5,12 +5,12 @@ ValueError or TypeError from inside the catalog."""
 from __future__ import annotations
 
 import pytest
-from support.catalog_conformance import chunk_id, new_version, put, upload
 
 from chunkstore.backends.aws import AwsClients
 from chunkstore.backends.catalog import SnapshotRecord
 from chunkstore.backends.dynamodb import DynamoDBCatalog
 from chunkstore.errors import IntegrityError
+from support.catalog_conformance import chunk_id, new_version, put, upload
 
 META = ("meta", "meta")
 
@@ -25,17 +25,23 @@ def content_item(digest: bytes) -> tuple[str, str]:
 
 def version_item(catalog: DynamoDBCatalog, name: str) -> tuple[str, str]:
     """The key of the only version item of name (found by scanning the table as a user would)."""
-    response = catalog.clients.dynamodb.scan(TableName=catalog.table.name, FilterExpression="nm = :name AND v = :one",
-                                             ExpressionAttributeValues={":name": {"S": name}, ":one": {"N": "1"}})
+    response = catalog.clients.dynamodb.scan(
+        TableName=catalog.table.name,
+        FilterExpression="nm = :name AND v = :one",
+        ExpressionAttributeValues={":name": {"S": name}, ":one": {"N": "1"}},
+    )
     [item] = response["Items"]
     return item["pk"]["S"], item["sk"]["S"]
 
 
 def damage(catalog: DynamoDBCatalog, item: tuple[str, str], attribute: str, value: dict | None) -> None:
     """Set an attribute of an item to value (a DynamoDB attribute value), or remove it (None)."""
-    request = {"TableName": catalog.table.name, "Key": {"pk": {"S": item[0]}, "sk": {"S": item[1]}},
-               "UpdateExpression": "REMOVE #attribute" if value is None else "SET #attribute = :value",
-               "ExpressionAttributeNames": {"#attribute": attribute}}
+    request = {
+        "TableName": catalog.table.name,
+        "Key": {"pk": {"S": item[0]}, "sk": {"S": item[1]}},
+        "UpdateExpression": "REMOVE #attribute" if value is None else "SET #attribute = :value",
+        "ExpressionAttributeNames": {"#attribute": attribute},
+    }
     if value is not None:
         request["ExpressionAttributeValues"] = {":value": value}
     catalog.clients.dynamodb.update_item(**request)
@@ -53,11 +59,14 @@ def catalog(make_dynamodb_catalog) -> DynamoDBCatalog:
     return opened
 
 
-@pytest.mark.parametrize(("value", "problem"), [
-    ({"S": "5"}, "attribute 'rc' is a string, not a number"),
-    (None, "it has no attribute 'rc'"),
-    ({"N": "1.5"}, "attribute 'rc' is 1.5, not a whole number"),
-])
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ({"S": "5"}, "attribute 'rc' is a string, not a number"),
+        (None, "it has no attribute 'rc'"),
+        ({"N": "1.5"}, "attribute 'rc' is 1.5, not a whole number"),
+    ],
+)
 def test_a_chunk_count_that_is_no_count(catalog, value, problem):
     damage(catalog, chunk_item(1), "rc", value)
     with pytest.raises(IntegrityError, match=described(chunk_item(1)) + problem):
@@ -76,10 +85,13 @@ def test_a_chunk_in_a_state_chunkstore_never_writes(catalog):
         catalog.claim_chunks(session, [(chunk_id(2), 1002)])
 
 
-@pytest.mark.parametrize(("name", "problem"), [
-    ("dir/../a", r"its name is refused by the name rules \(name contains '..'"),
-    ("dir//a", r"its name 'dir//a' is not in stored form \('dir/a'\)"),
-])
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("dir/../a", r"its name is refused by the name rules \(name contains '..'"),
+        ("dir//a", r"its name 'dir//a' is not in stored form \('dir/a'\)"),
+    ],
+)
 def test_a_version_whose_name_the_name_rules_refuse(catalog, name, problem):
     item = version_item(catalog, "dir/a")
     damage(catalog, item, "nm", {"S": name})

@@ -29,8 +29,9 @@ def package_imports(module: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(PACKAGE + "."):
             imported.add(node.module.removeprefix(PACKAGE + "."))
         elif isinstance(node, ast.Import):
-            imported.update(alias.name.removeprefix(PACKAGE + ".") for alias in node.names
-                            if alias.name.startswith(PACKAGE + "."))
+            imported.update(
+                alias.name.removeprefix(PACKAGE + ".") for alias in node.names if alias.name.startswith(PACKAGE + ".")
+            )
     return imported
 
 
@@ -41,4 +42,5 @@ def test_every_module_has_a_layer():
 def test_modules_import_only_the_layers_below_them():
     folder = Path(package.__file__).parent
     assert {name: package_imports(folder / f"{name}.py") - allowed for name, allowed in LAYERS.items()} == {
-        name: set() for name in LAYERS}
+        name: set() for name in LAYERS
+    }

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from support.blobstore_conformance import BlobStoreConformance
-from support.s3helpers import answer_with_error, unique_name
 
 from chunkstore.backends.aws import AwsClients
-from chunkstore.errors import AccessDeniedError, ResourceNotFoundError
-from chunkstore.errors import BlobNotFoundError
 from chunkstore.backends.s3 import S3BlobStore
-from chunkstore.errors import InvalidArgumentError
+from chunkstore.errors import AccessDeniedError, BlobNotFoundError, InvalidArgumentError, ResourceNotFoundError
+from support.blobstore_conformance import BlobStoreConformance
+from support.s3helpers import answer_with_error, unique_name
 
 
 class TestS3BlobStore(BlobStoreConformance):
@@ -39,8 +37,9 @@ def test_a_store_at_the_bucket_root(bucket, clients):
     assert clients.s3.get_object(Bucket=bucket, Key="config")["Body"].read() == b"{}"
 
 
-@pytest.mark.parametrize(("bucket_name", "prefix"), [("ab", ""), ("Upper", ""), ("ok-bucket", "Bad/prefix"),
-                                                     ("ok-bucket", "a//b")])
+@pytest.mark.parametrize(
+    ("bucket_name", "prefix"), [("ab", ""), ("Upper", ""), ("ok-bucket", "Bad/prefix"), ("ok-bucket", "a//b")]
+)
 def test_invalid_bucket_or_prefix_is_refused(clients, bucket_name, prefix):
     with pytest.raises(InvalidArgumentError):
         S3BlobStore(bucket_name, prefix, clients)
@@ -64,8 +63,12 @@ def test_create_bucket_blocks_public_access_and_encrypts_by_default(moto_endpoin
     made.create_bucket()  # idempotent
     made.create()
     block = clients.s3.get_public_access_block(Bucket=made.bucket)["PublicAccessBlockConfiguration"]
-    assert block == {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True,
-                     "RestrictPublicBuckets": True}
+    assert block == {
+        "BlockPublicAcls": True,
+        "IgnorePublicAcls": True,
+        "BlockPublicPolicy": True,
+        "RestrictPublicBuckets": True,
+    }
     rules = clients.s3.get_bucket_encryption(Bucket=made.bucket)["ServerSideEncryptionConfiguration"]["Rules"]
     assert rules[0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
 

@@ -7,6 +7,8 @@ import os
 import shutil
 
 import pytest
+
+from chunkstore.core.config import CHUNK_KEY_PREFIX
 from support.clirunner import (
     TEST_AVG_SIZE,
     Chunkstore,
@@ -17,8 +19,6 @@ from support.clirunner import (
     write,
 )
 from support.s3helpers import unique_name
-
-from chunkstore.core.config import CHUNK_KEY_PREFIX
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def s3_cli(tmp_path, moto_endpoint, clients) -> Chunkstore:
 
 
 def bucket_of(runner: Chunkstore) -> str:
-    return runner.store[len("s3://"):].split("/")[0]
+    return runner.store[len("s3://") :].split("/")[0]
 
 
 def chunk_object_keys(runner: Chunkstore) -> list[str]:
@@ -53,13 +53,18 @@ def test_every_command_on_an_s3_store(s3_cli, tmp_path):
     put = s3_cli.json("put", "data", "--json")
     # Files are put in name order: copy.txt comes first and report.txt is its duplicate.
     assert [(result["name"], result["outcome"], result["duplicate_of"]) for result in put["results"]] == [
-        ("data/copy.txt", "stored", None), ("data/report.txt", "duplicate", "data/copy.txt"),
-        ("data/sub/image.bin", "stored", None)]
+        ("data/copy.txt", "stored", None),
+        ("data/report.txt", "duplicate", "data/copy.txt"),
+        ("data/sub/image.bin", "stored", None),
+    ]
     # Two new chunk objects at least (the duplicate writes none), plus the config read.
     assert put["requests"]["s3"]["PutObject"] >= 2 and put["requests"]["s3"]["GetObject"] == 1
     assert s3_cli("put", "data/report.txt").out == "data/report.txt: unchanged\n"
     assert [entry["name"] for entry in s3_cli.json("ls", "data", "--json")] == [
-        "data/copy.txt", "data/report.txt", "data/sub/image.bin"]
+        "data/copy.txt",
+        "data/report.txt",
+        "data/sub/image.bin",
+    ]
     assert s3_cli("get", "data/sub/image.bin").stdout == image.read_bytes()
 
     s3_cli("restore", "data", "-o", tmp_path / "restored")
@@ -103,8 +108,9 @@ def test_init_options_and_their_errors(s3_cli, tmp_path):
     assert json.loads(config)["catalog"] == {"type": "dynamodb", "table": s3_cli.table}
     assert_one_error(s3_cli("init", "--table", s3_cli.table, "--create", expect=1), "already exists")
     other_prefix = Chunkstore(f"s3://{bucket_of(s3_cli)}/other", s3_cli.workdir)
-    assert_one_error(other_prefix("init", "--table", s3_cli.table, expect=1), "already holds the catalog of",
-                     s3_cli.store)
+    assert_one_error(
+        other_prefix("init", "--table", s3_cli.table, expect=1), "already holds the catalog of", s3_cli.store
+    )
 
 
 def test_a_missing_bucket_or_table_is_not_found(s3_cli):

@@ -22,16 +22,29 @@ ROUNDS = 4
 
 
 def test_puts_removals_and_gcs_in_parallel_processes_lose_nothing(s3_url, table, tmp_path):
-    Store.init(s3_url, ChunkerSpec.from_average(avg_size=1024), CompressionSpec.parse("zstd:3"),
-               table=table, create=True).close()
+    Store.init(
+        s3_url, ChunkerSpec.from_average(avg_size=1024), CompressionSpec.parse("zstd:3"), table=table, create=True
+    ).close()
     stop = tmp_path / "stop"
     background = [
         subprocess.Popen([sys.executable, WORKER, "rm", s3_url, stop, tmp_path / "removed.json", "7"]),
         subprocess.Popen([sys.executable, WORKER, "gc", s3_url, stop, tmp_path / "gc.json"]),
     ]
-    putters = [subprocess.Popen([sys.executable, WORKER, "put", s3_url, tmp_path / f"files{index}",
-                                 tmp_path / f"put{index}.json", str(index), str(ROUNDS)])
-               for index in range(PUTTERS)]
+    putters = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                WORKER,
+                "put",
+                s3_url,
+                tmp_path / f"files{index}",
+                tmp_path / f"put{index}.json",
+                str(index),
+                str(ROUNDS),
+            ]
+        )
+        for index in range(PUTTERS)
+    ]
     try:
         assert [putter.wait(timeout=600) for putter in putters] == [0] * PUTTERS
     finally:
@@ -62,8 +75,11 @@ def test_puts_removals_and_gcs_in_parallel_processes_lose_nothing(s3_url, table,
         assert report.ok, [problem.to_json() for problem in report.problems]
 
         store.gc()
-        referenced = {entry.chunk_id for content_record in store.catalog.iter_contents()
-                      for entry in iter_recipe(store, content_record.digest)}
+        referenced = {
+            entry.chunk_id
+            for content_record in store.catalog.iter_contents()
+            for entry in iter_recipe(store, content_record.digest)
+        }
         objects = {chunk_id_from_key(info.key) for info in store.blobs.list(CHUNK_KEY_PREFIX)}
         assert objects == referenced
         rows = {row.chunk_id: row for row in store.catalog.iter_chunks()}

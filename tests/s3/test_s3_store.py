@@ -14,8 +14,8 @@ from chunkstore import ChunkerSpec, CompressionSpec, Store
 from chunkstore.backends.aws import cost_estimate
 from chunkstore.core.config import CHUNK_KEY_PREFIX, chunk_key
 from chunkstore.errors import IntegrityError
-from chunkstore.operations.read import iter_recipe
 from chunkstore.operations.put import Writer
+from chunkstore.operations.read import iter_recipe
 
 
 def write_random(path, size: int, seed: int) -> bytes:
@@ -119,7 +119,9 @@ def test_boto3_is_imported_only_for_s3_stores(tmp_path):
         "store = Store.init('local', ChunkerSpec.from_average(), CompressionSpec.parse('zstd:3'))\n"
         "open('f', 'wb').write(b'data')\n"
         "store.put(['f'])\n"
-        "print(store.request_counts(), 'boto3' in sys.modules)\n", tmp_path)
+        "print(store.request_counts(), 'boto3' in sys.modules)\n",
+        tmp_path,
+    )
     assert local_use.stdout == "None False\n", local_use.stderr
 
 
@@ -128,6 +130,10 @@ def test_without_boto3_an_s3_store_says_how_to_install_it(tmp_path):
         "import sys\n"
         "sys.modules['boto3'] = None  # as if it were not installed\n"
         "from chunkstore_cli.main import main\n"
-        "sys.exit(main(['--store', 's3://some-bucket/store', 'ls']))\n", tmp_path)
+        "sys.exit(main(['--store', 's3://some-bucket/store', 'ls']))\n",
+        tmp_path,
+    )
     assert missing.returncode == 1
-    assert missing.stderr == "chunkstore: s3:// stores need boto3, which is not installed: pip install 'chunkstore[s3]'\n"
+    assert (
+        missing.stderr == "chunkstore: s3:// stores need boto3, which is not installed: pip install 'chunkstore[s3]'\n"
+    )

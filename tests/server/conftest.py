@@ -16,8 +16,13 @@ def start_server(tmp_path):
     """Start servers (each over its own new store unless one is given); stop them all afterwards."""
     started: list[ServerProcess] = []
 
-    def start(*args: str, store_url: str | None = None, env: dict | None = None,
-              avg_size: str = "64K", library_settings: dict | None = None) -> ServerProcess:
+    def start(
+        *args: str,
+        store_url: str | None = None,
+        env: dict | None = None,
+        avg_size: str = "64K",
+        library_settings: dict | None = None,
+    ) -> ServerProcess:
         url = store_url or init_store(tmp_path / f"store{len(started)}", avg_size)
         server = ServerProcess(url, args, env or {}, library_settings=library_settings)
         started.append(server)

@@ -34,8 +34,9 @@ def environment(changes: dict | None, *, without: tuple[str, ...] = ()) -> dict:
 
 
 def run_chunkstore(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([*chunkstore_command(), *args], capture_output=True, text=True, timeout=timeout,
-                          env=environment(env))
+    return subprocess.run(
+        [*chunkstore_command(), *args], capture_output=True, text=True, timeout=timeout, env=environment(env)
+    )
 
 
 def init_store(path: Path, avg_size: str = "64K") -> str:
@@ -55,18 +56,22 @@ class ServerProcess:
     # Set: run tests/server/run_server.py with these ServerSettings fields instead of the command line.
     library_settings: dict | None = None
 
-    def start(self) -> "ServerProcess":
+    def start(self) -> ServerProcess:
         """Start on a free port; wait for the line that names the address."""
         self.log_path = self.log_path or Path(self.store_url).with_name(Path(self.store_url).name + "-serve.log")
-        log = open(self.log_path, "wb")
         if self.library_settings is None:
             command = [*chunkstore_command(), "--store", self.store_url, "serve", "--port", "0", *self.args]
         else:
-            command = [sys.executable, str(Path(__file__).with_name("run_server.py")), self.store_url,
-                       json.dumps(self.library_settings)]
-        self.process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env=environment(self.env, without=("CHUNKSTORE_TOKENS",)))
-        log.close()
+            command = [
+                sys.executable,
+                str(Path(__file__).with_name("run_server.py")),
+                self.store_url,
+                json.dumps(self.library_settings),
+            ]
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=environment(self.env, without=("CHUNKSTORE_TOKENS",))
+            )
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
             match = _ADDRESS.search(self.log_path.read_text(errors="replace"))

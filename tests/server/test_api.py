@@ -31,12 +31,24 @@ def test_upload_reports_stored_then_duplicate(server):
         first = upload(client, "docs/report.bin", data)
         again = upload(client, "copies/report.bin", data)
     assert first.status_code == 200, first.text
-    assert first.json() == {"name": "docs/report.bin", "version": 1, "outcome": "stored",
-                            "message": "File processed successfully", "duplicate_of": None,
-                            "size": len(data), "new_bytes": len(data)}
-    assert again.json() == {"name": "copies/report.bin", "version": 1, "outcome": "duplicate",
-                            "message": "Duplicate file detected", "duplicate_of": "docs/report.bin",
-                            "size": len(data), "new_bytes": 0}
+    assert first.json() == {
+        "name": "docs/report.bin",
+        "version": 1,
+        "outcome": "stored",
+        "message": "File processed successfully",
+        "duplicate_of": None,
+        "size": len(data),
+        "new_bytes": len(data),
+    }
+    assert again.json() == {
+        "name": "copies/report.bin",
+        "version": 1,
+        "outcome": "duplicate",
+        "message": "Duplicate file detected",
+        "duplicate_of": "docs/report.bin",
+        "size": len(data),
+        "new_bytes": 0,
+    }
 
 
 def test_upload_streams_a_body_of_unknown_length(server):
@@ -68,7 +80,9 @@ def test_list_with_prefix_and_versions(server):
         latest = client.get("/files", params={"prefix": "data"}).json()["files"]
         every = client.get("/files", params={"prefix": "data", "versions": "true"}).json()["files"]
     assert [(entry["name"], entry["version"], entry["size"]) for entry in latest] == [
-        ("data/a", 2, 3), ("data/b", 1, 3)]
+        ("data/a", 2, 3),
+        ("data/b", 1, 3),
+    ]
     assert [(entry["name"], entry["version"]) for entry in every] == [("data/a", 1), ("data/a", 2), ("data/b", 1)]
     assert every[0]["digest"] != every[1]["digest"]
 
@@ -88,13 +102,16 @@ def test_download_latest_and_older_versions(server):
     assert missing_version.status_code == 404 and missing_version.json()["code"] == "not_found"
 
 
-@pytest.mark.parametrize("header, expected_slice", [
-    ("bytes=0-0", slice(0, 1)),
-    ("bytes=1000-99999", slice(1000, 100000)),  # starts and ends inside chunks, spans many
-    ("bytes=150000-", slice(150000, None)),
-    ("bytes=-777", slice(-777, None)),
-    ("bytes=199990-500000", slice(199990, None)),  # an end past the file is cut to the file
-])
+@pytest.mark.parametrize(
+    "header, expected_slice",
+    [
+        ("bytes=0-0", slice(0, 1)),
+        ("bytes=1000-99999", slice(1000, 100000)),  # starts and ends inside chunks, spans many
+        ("bytes=150000-", slice(150000, None)),
+        ("bytes=-777", slice(-777, None)),
+        ("bytes=199990-500000", slice(199990, None)),  # an end past the file is cut to the file
+    ],
+)
 def test_range_requests(server, header, expected_slice):
     data = payload(200_000, 4)
     with server.client() as client:
@@ -158,7 +175,10 @@ def test_stats_and_activity(server):
     assert stats["logical_bytes"] == len(data) and stats["unique_bytes"] == len(data)
     assert stats["stored_bytes"] > 0 and stats["dedup_ratio"] == 1.0
     assert [(entry["action"], entry["name"], entry["outcome"]) for entry in activity] == [
-        ("delete", "b", "deleted"), ("upload", "b", "duplicate"), ("upload", "a", "stored")]
+        ("delete", "b", "deleted"),
+        ("upload", "b", "duplicate"),
+        ("upload", "a", "stored"),
+    ]
     assert activity[1]["message"] == "Duplicate file detected" and activity[1]["duplicate_of"] == "a"
     assert health["status"] == "ok"
 
@@ -232,13 +252,12 @@ def test_corrupt_later_chunk_aborts_the_response(server):
         assert len(chunks) > 40
         _flip_byte(chunks[len(chunks) - 5])
         received = bytearray()
-        with pytest.raises(httpx.RemoteProtocolError):
-            with client.stream("GET", "/files/late.bin") as response:
-                assert response.status_code == 200
-                for piece in response.iter_bytes():
-                    received += piece
+        with pytest.raises(httpx.RemoteProtocolError), client.stream("GET", "/files/late.bin") as response:
+            assert response.status_code == 200
+            for piece in response.iter_bytes():
+                received += piece
     assert 0 < len(received) < len(data)
-    assert bytes(received) == data[:len(received)]
+    assert bytes(received) == data[: len(received)]
 
 
 def test_same_content_again_under_the_same_name_is_a_duplicate_of_itself(server):
@@ -248,7 +267,10 @@ def test_same_content_again_under_the_same_name_is_a_duplicate_of_itself(server)
         again = upload(client, "same.bin", data).json()
         versions = client.get("/files", params={"versions": "true"}).json()["files"]
     assert (again["outcome"], again["message"], again["duplicate_of"]) == (
-        "duplicate", "Duplicate file detected", "same.bin")
+        "duplicate",
+        "Duplicate file detected",
+        "same.bin",
+    )
     assert again["version"] == 1 and again["new_bytes"] == 0
     assert [(entry["name"], entry["version"]) for entry in versions] == [("same.bin", 1)]
 
@@ -259,8 +281,10 @@ def test_client_going_away_mid_upload_commits_nothing(server):
 
     address = urlsplit(server.base_url)
     with socket.create_connection((address.hostname, address.port)) as connection:
-        connection.sendall(f"POST /files?name=partial.bin HTTP/1.1\r\nHost: {address.netloc}\r\n".encode()
-                           + b"Content-Type: application/octet-stream\r\nContent-Length: 10000000\r\n\r\n")
+        connection.sendall(
+            f"POST /files?name=partial.bin HTTP/1.1\r\nHost: {address.netloc}\r\n".encode()
+            + b"Content-Type: application/octet-stream\r\nContent-Length: 10000000\r\n\r\n"
+        )
         connection.sendall(payload(300_000, 13))
     with server.client() as client:
         # The server notices the closed connection, abandons the put, and carries on serving.

@@ -44,20 +44,19 @@ def test_every_api_operation_is_covered(secured):
     server, _ = secured
     with server.client() as client:
         schema = client.get("/openapi.json").json()
-    operations = {(method.upper(), path) for path, item in schema["paths"].items()
-                  for method in item}
+    operations = {(method.upper(), path) for path, item in schema["paths"].items() for method in item}
     assert operations == {(method, path) for method, path, _ in READS + WRITES + OPEN}
 
 
 @pytest.mark.parametrize("method, path, options", READS + WRITES)
 def test_missing_and_wrong_tokens_are_refused(secured, method, path, options):
     server, _ = secured
-    with server.client() as anonymous, server.client("cs_not-a-real-token") as wrong, \
-            server.client() as malformed:
+    with server.client() as anonymous, server.client("cs_not-a-real-token") as wrong, server.client() as malformed:
         missing = call(anonymous, method, path, options)
         invalid = call(wrong, method, path, options)
-        not_bearer = malformed.request(method, path.replace("{name}", "seed.txt"),
-                                       headers={"Authorization": "Basic dXNlcjpwYXNz"}, **options)
+        not_bearer = malformed.request(
+            method, path.replace("{name}", "seed.txt"), headers={"Authorization": "Basic dXNlcjpwYXNz"}, **options
+        )
     assert missing.status_code == 401 and missing.json()["code"] == "unauthorized"
     assert missing.headers["www-authenticate"].startswith("Bearer")
     assert invalid.status_code == 401 and invalid.json()["code"] == "invalid_token"
@@ -110,10 +109,14 @@ def test_healthz_page_and_schema_are_open(secured):
 def test_no_cookies_and_no_cors_by_default(secured):
     server, tokens = secured
     with server.client(tokens["writer"]) as client:
-        responses = [client.get("/files"), client.get("/"),
-                     client.options("/files", headers={"Origin": "https://evil.example",
-                                                       "Access-Control-Request-Method": "POST"}),
-                     client.get("/files", headers={"Origin": "https://evil.example"})]
+        responses = [
+            client.get("/files"),
+            client.get("/"),
+            client.options(
+                "/files", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
+            ),
+            client.get("/files", headers={"Origin": "https://evil.example"}),
+        ]
     for response in responses:
         assert "set-cookie" not in response.headers
         assert "access-control-allow-origin" not in response.headers

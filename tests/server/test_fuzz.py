@@ -7,22 +7,27 @@ import urllib.parse
 from urllib.parse import urlsplit
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 text = st.text(max_size=40)
 names = st.one_of(text, st.sampled_from(["a", "a/b", "..", "a\nb", "/", "./x", "x" * 5000, "é/ü", "a\x00b"]))
 ranges = st.one_of(st.none(), text, st.from_regex(r"bytes=[0-9²٣]{0,4}-[0-9²٣]{0,4}", fullmatch=True))
 origins = st.one_of(st.none(), text, st.sampled_from(["null", "https://evil.example", "http://127.0.0.1"]))
-request_parts = st.fixed_dictionaries({
-    "method": st.sampled_from(["GET", "POST", "DELETE", "PUT", "HEAD", "OPTIONS", "PATCH"]),
-    "path": st.sampled_from(["/files", "/files/", "/stats", "/activity", "/healthz", "/", "/nothing"]),
-    "name": names, "query": st.dictionaries(st.sampled_from(["name", "prefix", "version", "versions", "x"]),
-                                            text, max_size=3),
-    "range": ranges, "origin": origins, "host": st.one_of(st.none(), text),
-    "fetch_site": st.one_of(st.none(), st.sampled_from(["cross-site", "same-site", "same-origin", "none"])),
-    "content_length": st.one_of(st.none(), st.sampled_from(["-1", "²", "abc", "99999999999999999999"])),
-    "body": st.binary(max_size=300),
-})
+request_parts = st.fixed_dictionaries(
+    {
+        "method": st.sampled_from(["GET", "POST", "DELETE", "PUT", "HEAD", "OPTIONS", "PATCH"]),
+        "path": st.sampled_from(["/files", "/files/", "/stats", "/activity", "/healthz", "/", "/nothing"]),
+        "name": names,
+        "query": st.dictionaries(st.sampled_from(["name", "prefix", "version", "versions", "x"]), text, max_size=3),
+        "range": ranges,
+        "origin": origins,
+        "host": st.one_of(st.none(), text),
+        "fetch_site": st.one_of(st.none(), st.sampled_from(["cross-site", "same-site", "same-origin", "none"])),
+        "content_length": st.one_of(st.none(), st.sampled_from(["-1", "²", "abc", "99999999999999999999"])),
+        "body": st.binary(max_size=300),
+    }
+)
 
 
 def _header_value(value: str) -> bytes:
@@ -34,8 +39,11 @@ def _request(parts: dict, netloc: str) -> bytes:
     if path == "/files/":
         path += urllib.parse.quote(parts["name"], safe="/")
     query = urllib.parse.urlencode(parts["query"])
-    lines = [f"{parts['method']} {path}{'?' + query if query else ''} HTTP/1.1".encode(),
-             b"Host: " + _header_value(netloc if parts["host"] is None else parts["host"]), b"Connection: close"]
+    lines = [
+        f"{parts['method']} {path}{'?' + query if query else ''} HTTP/1.1".encode(),
+        b"Host: " + _header_value(netloc if parts["host"] is None else parts["host"]),
+        b"Connection: close",
+    ]
     for header, key in (("Range", "range"), ("Origin", "origin"), ("Sec-Fetch-Site", "fetch_site")):
         if parts[key] is not None:
             lines.append(header.encode() + b": " + _header_value(parts[key]))

@@ -37,11 +37,16 @@ def _names(client: TestClient) -> list[str]:
 def test_form_posts_from_other_sites_are_refused(make_client):
     client = make_client()
     # What a page on another site makes the browser send: a simple multipart form POST.
-    for headers in ({"Origin": "https://evil.example"}, {"Origin": "null"},
-                    {"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"},
-                    {"Origin": "http://localhost:8081", "Sec-Fetch-Site": "same-site"}):
-        response = client.post("/files", params={"name": "planted"}, headers=headers,
-                               files={"file": ("x.txt", b"attack")})
+    for headers in (
+        {"Origin": "https://evil.example"},
+        {"Origin": "null"},
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},
+        {"Origin": "http://localhost:8081", "Sec-Fetch-Site": "same-site"},
+    ):
+        response = client.post(
+            "/files", params={"name": "planted"}, headers=headers, files={"file": ("x.txt", b"attack")}
+        )
         assert response.status_code == 403, (headers, response.text)
         assert response.json()["code"] == "cross_origin"
     client.post("/files", params={"name": "keep"}, content=b"mine")
@@ -52,10 +57,12 @@ def test_form_posts_from_other_sites_are_refused(make_client):
 
 def test_own_origin_and_clients_without_origin_may_write(make_client):
     client = make_client(cors_origins=("https://app.example",))
-    for name, headers in (("own", {"Origin": "http://127.0.0.1:8080", "Sec-Fetch-Site": "same-origin"}),
-                          ("plain", {}),
-                          ("typed", {"Sec-Fetch-Site": "none"}),
-                          ("trusted", {"Origin": "https://app.example", "Sec-Fetch-Site": "cross-site"})):
+    for name, headers in (
+        ("own", {"Origin": "http://127.0.0.1:8080", "Sec-Fetch-Site": "same-origin"}),
+        ("plain", {}),
+        ("typed", {"Sec-Fetch-Site": "none"}),
+        ("trusted", {"Origin": "https://app.example", "Sec-Fetch-Site": "cross-site"}),
+    ):
         response = client.post("/files", params={"name": name}, content=b"x", headers=headers)
         assert response.status_code == 200, (name, response.text)
     # Reads from other origins are left to the browser's same-origin policy.
@@ -90,10 +97,21 @@ def test_tokens_are_still_required(make_client, tmp_path):
     token, line = make_token("alice")
     client = make_client(tokens=TokenSet.parse(line, "test"))
     assert client.post("/files", params={"name": "x"}, content=b"x").status_code == 401
-    assert client.post("/files", params={"name": "x"}, content=b"x", headers={
-        "Authorization": f"Bearer {token}", "Origin": "https://evil.example"}).status_code == 403
-    assert client.post("/files", params={"name": "x"}, content=b"x", headers={
-        "Authorization": f"Bearer {token}"}).status_code == 200
+    assert (
+        client.post(
+            "/files",
+            params={"name": "x"},
+            content=b"x",
+            headers={"Authorization": f"Bearer {token}", "Origin": "https://evil.example"},
+        ).status_code
+        == 403
+    )
+    assert (
+        client.post(
+            "/files", params={"name": "x"}, content=b"x", headers={"Authorization": f"Bearer {token}"}
+        ).status_code
+        == 200
+    )
 
 
 def test_a_real_server_refuses_rebound_names_and_cross_site_posts(server):
@@ -102,9 +120,16 @@ def test_a_real_server_refuses_rebound_names_and_cross_site_posts(server):
     connection.request("GET", "/files", headers={"Host": f"rebound.example:{address.port}"})
     rebound = connection.getresponse()
     assert rebound.status == 421 and b"unknown_host" in rebound.read()
-    connection.request("POST", "/files?name=planted", body=b"x", headers={
-        "Host": address.netloc, "Origin": "https://evil.example",
-        "Content-Type": "multipart/form-data; boundary=b"})
+    connection.request(
+        "POST",
+        "/files?name=planted",
+        body=b"x",
+        headers={
+            "Host": address.netloc,
+            "Origin": "https://evil.example",
+            "Content-Type": "multipart/form-data; boundary=b",
+        },
+    )
     cross_site = connection.getresponse()
     assert cross_site.status == 403 and b"cross_origin" in cross_site.read()
     connection.close()

@@ -20,10 +20,8 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="re
 
 def generated_blocks(digest):
     """TRANSFER_MB of incompressible, non-repeating data, made on the fly (never held whole)."""
-    counter = 0
-    for _ in range(TRANSFER_MB):
+    for counter in range(TRANSFER_MB):
         block = hashlib.shake_256(counter.to_bytes(8, "big")).digest(BLOCK)
-        counter += 1
         digest.update(block)
         yield block
 
@@ -50,7 +48,9 @@ def test_large_upload_and_download_use_bounded_memory(start_server):
     assert received.digest() == sent.digest()
     upload_growth = (after_upload["VmHWM"] - before["VmRSS"]) / 1024
     download_growth = (after_download["VmHWM"] - before["VmRSS"]) / 1024
-    print(f"server RSS {before['VmRSS'] / 1024:.0f} MiB; peak growth {upload_growth:.0f} MiB in a "
-          f"{TRANSFER_MB} MB upload, {download_growth:.0f} MiB after the download too")
+    print(
+        f"server RSS {before['VmRSS'] / 1024:.0f} MiB; peak growth {upload_growth:.0f} MiB in a "
+        f"{TRANSFER_MB} MB upload, {download_growth:.0f} MiB after the download too"
+    )
     assert upload_growth < MAX_GROWTH_MIB
     assert download_growth < MAX_GROWTH_MIB

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from chunkstore.apps.server.app import NAME_PATTERN, PREFIX_PATTERN
 from chunkstore.core.names import normalize_name, normalize_prefix
@@ -40,10 +41,13 @@ def test_names_with_newlines_can_be_read_and_deleted(server):
 
 def test_bad_names_are_400_with_the_error_schema(server):
     with server.client() as client:
-        for response in (client.post("/files", params={"name": "../x"}, content=b"x"),
-                         client.post("/files", params={"name": "a" * 5000}, content=b"x"),
-                         client.get("/files", params={"prefix": "a/../b"}),
-                         client.post("/files", content=b"x"), client.get("/files/x", params={"version": "0"})):
+        for response in (
+            client.post("/files", params={"name": "../x"}, content=b"x"),
+            client.post("/files", params={"name": "a" * 5000}, content=b"x"),
+            client.get("/files", params={"prefix": "a/../b"}),
+            client.post("/files", content=b"x"),
+            client.get("/files/x", params={"version": "0"}),
+        ):
             assert response.status_code == 400, response.text
             assert set(response.json()) == {"code", "message"}
 

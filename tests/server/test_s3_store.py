@@ -20,18 +20,36 @@ def aws_environment(tmp_path):
     moto.start()
     host, port = moto.get_host_and_port()
     nowhere = str(tmp_path / "no-aws-config")
-    yield {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
-           "AWS_CONFIG_FILE": nowhere, "AWS_SHARED_CREDENTIALS_FILE": nowhere, "AWS_PROFILE": None,
-           "AWS_SESSION_TOKEN": None, "AWS_ENDPOINT_URL_S3": None, "AWS_ENDPOINT_URL_DYNAMODB": None}
+    yield {
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": nowhere,
+        "AWS_SHARED_CREDENTIALS_FILE": nowhere,
+        "AWS_PROFILE": None,
+        "AWS_SESSION_TOKEN": None,
+        "AWS_ENDPOINT_URL_S3": None,
+        "AWS_ENDPOINT_URL_DYNAMODB": None,
+    }
     moto.stop()
 
 
 def test_upload_duplicate_range_and_delete_on_s3(aws_environment, tmp_path):
     suffix = uuid.uuid4().hex[:12]
     url = f"s3://chunkstore-serve-{suffix}/store"
-    created = run_chunkstore("--store", url, "init", "--table", f"chunkstore-serve-{suffix}", "--create",
-                             "--avg-size", "4K", env=aws_environment)
+    created = run_chunkstore(
+        "--store",
+        url,
+        "init",
+        "--table",
+        f"chunkstore-serve-{suffix}",
+        "--create",
+        "--avg-size",
+        "4K",
+        env=aws_environment,
+    )
     assert created.returncode == 0, created.stderr
     server = ServerProcess(url, (), aws_environment, log_path=tmp_path / "serve.log").start()
     data = random.Random(3).randbytes(120_000)

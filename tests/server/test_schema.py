@@ -27,10 +27,30 @@ def test_schemathesis_finds_no_problem(start_server, tmp_path):
     # Every check, on every operation: positive and negative inputs, and stateful sequences
     # (upload, then download or delete what was uploaded). A fixed seed keeps runs repeatable.
     result = subprocess.run(
-        [sys.executable, "-m", "schemathesis.cli", "run", f"{server.base_url}/openapi.json",
-         "--header", f"Authorization: Bearer {token}", "--checks", "all", "--max-examples", "40",
-         "--seed", "1", "--generation-database", "none", "--request-timeout", "60"],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path)  # its cache folder goes to the temporary folder
+        [
+            sys.executable,
+            "-m",
+            "schemathesis.cli",
+            "run",
+            f"{server.base_url}/openapi.json",
+            "--header",
+            f"Authorization: Bearer {token}",
+            "--checks",
+            "all",
+            "--max-examples",
+            "40",
+            "--seed",
+            "1",
+            "--generation-database",
+            "none",
+            "--request-timeout",
+            "60",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )  # its cache folder goes to the temporary folder
     print(result.stdout[-3000:])
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     assert "Traceback" not in server.log

@@ -17,9 +17,15 @@ HALF_OPEN = 60  # more than the cap
 
 @pytest.fixture
 def guarded_server(start_server):
-    return start_server(avg_size="4K", library_settings={
-        "header_timeout_seconds": HEADER_TIMEOUT, "body_timeout_seconds": BODY_TIMEOUT,
-        "max_connections": MAX_CONNECTIONS, "max_concurrent_uploads": STALLED_UPLOADS})
+    return start_server(
+        avg_size="4K",
+        library_settings={
+            "header_timeout_seconds": HEADER_TIMEOUT,
+            "body_timeout_seconds": BODY_TIMEOUT,
+            "max_connections": MAX_CONNECTIONS,
+            "max_concurrent_uploads": STALLED_UPLOADS,
+        },
+    )
 
 
 def _connect(address) -> socket.socket:
@@ -47,8 +53,11 @@ def test_stalled_uploads_and_half_open_connections_do_not_stop_others(guarded_se
     stalled = []
     for index in range(STALLED_UPLOADS):
         connection = _connect(address)
-        connection.sendall(f"POST /files?name=stalled{index} HTTP/1.1\r\nHost: {address.netloc}\r\n"
-                           "Content-Length: 1000000\r\n\r\n".encode() + b"x" * 1000)
+        connection.sendall(
+            f"POST /files?name=stalled{index} HTTP/1.1\r\nHost: {address.netloc}\r\n"
+            "Content-Length: 1000000\r\n\r\n".encode()
+            + b"x" * 1000
+        )
         stalled.append(connection)
     half_open = []
     for _ in range(HALF_OPEN):
@@ -61,7 +70,7 @@ def test_stalled_uploads_and_half_open_connections_do_not_stop_others(guarded_se
         assert all(closed for closed, _ in refused)
         assert any(b"too_many_connections" in sent for _, sent in refused)
         # The others are closed when the head timeout passes; the stalled uploads get 408.
-        for connection in half_open[:MAX_CONNECTIONS - STALLED_UPLOADS]:
+        for connection in half_open[: MAX_CONNECTIONS - STALLED_UPLOADS]:
             assert _closed_within(connection, HEADER_TIMEOUT + 5)[0]
         for connection in stalled:
             closed, sent = _closed_within(connection, BODY_TIMEOUT + 5)

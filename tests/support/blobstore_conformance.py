@@ -20,20 +20,50 @@ import functools
 import threading
 
 import pytest
-from support.threads import in_background, run_in_threads
 
 from chunkstore.backends.blobstore import MAX_KEY_LENGTH, BlobInfo, BlobStore
-from chunkstore.errors import BlobNotFoundError
-from chunkstore.errors import InvalidArgumentError, NotFoundError
+from chunkstore.errors import BlobNotFoundError, InvalidArgumentError, NotFoundError
+from support.threads import in_background, run_in_threads
 
 LONGEST_PART = "k" * 255
 LONGEST_KEY = "/".join([LONGEST_PART] * 3 + [LONGEST_PART[:-1], "k"])
 TOO_LONG_KEY = "/".join([LONGEST_PART] * 4 + ["k"])
 assert len(LONGEST_KEY) == MAX_KEY_LENGTH == len(TOO_LONG_KEY) - 1
-VALID_KEYS = ["config", "chunks/ab/ab01", "a.b-c_d", "_x", "0", "deep/er/and/deeper/key", "tmp/x", "x.tmp",
-              LONGEST_PART, LONGEST_KEY]
-INVALID_KEYS = [None, "", ".", "..", "a/../b", "a/./b", "./a", "A", "a/B", "/a", "a/", "a//b", "a b", "a\\b", "-a",
-                ".hidden", "a/.b", "ä", "a\x00b", LONGEST_PART + "k", TOO_LONG_KEY]
+VALID_KEYS = [
+    "config",
+    "chunks/ab/ab01",
+    "a.b-c_d",
+    "_x",
+    "0",
+    "deep/er/and/deeper/key",
+    "tmp/x",
+    "x.tmp",
+    LONGEST_PART,
+    LONGEST_KEY,
+]
+INVALID_KEYS = [
+    None,
+    "",
+    ".",
+    "..",
+    "a/../b",
+    "a/./b",
+    "./a",
+    "A",
+    "a/B",
+    "/a",
+    "a/",
+    "a//b",
+    "a b",
+    "a\\b",
+    "-a",
+    ".hidden",
+    "a/.b",
+    "ä",
+    "a\x00b",
+    LONGEST_PART + "k",
+    TOO_LONG_KEY,
+]
 
 # Sorted by byte value: '-' (0x2d) < '.' (0x2e) < '/' (0x2f) < '0' (0x30) < '_' (0x5f) < 'a'.
 # Keys below a folder-like part ('a/b', 'a/c/d') sort by their '/' as S3 sorts them,
@@ -108,18 +138,24 @@ class BlobStoreConformance:
         data = payload("pack", size)
         blobs.put("packs/ab/ab01", data)
         tail = 400 * 1024
-        assert blobs.get("packs/ab/ab01", size - tail) == data[size - tail:]
-        assert blobs.get("packs/ab/ab01", size - tail, tail) == data[size - tail:]
+        assert blobs.get("packs/ab/ab01", size - tail) == data[size - tail :]
+        assert blobs.get("packs/ab/ab01", size - tail, tail) == data[size - tail :]
         runs = [(32, 70_000), (1_048_576, 8 * 1024 * 1024), (size - 40, 40), (size - 1, 1)]
-        results = run_in_threads(*(functools.partial(blobs.get, "packs/ab/ab01", start, length)
-                                   for start, length in runs))
-        assert results == [data[start:start + length] for start, length in runs]
+        results = run_in_threads(
+            *(functools.partial(blobs.get, "packs/ab/ab01", start, length) for start, length in runs)
+        )
+        assert results == [data[start : start + length] for start, length in runs]
 
     def test_missing_key_raises_blob_not_found(self, blobs):
         blobs.put("present", b"x")
-        for call in (lambda: blobs.get("absent"), lambda: blobs.get("absent", 0, 10), lambda: blobs.stat("absent"),
-                     lambda: blobs.get("present/below"), lambda: blobs.stat("present/below"),
-                     lambda: blobs.stat("folder/absent")):
+        for call in (
+            lambda: blobs.get("absent"),
+            lambda: blobs.get("absent", 0, 10),
+            lambda: blobs.stat("absent"),
+            lambda: blobs.get("present/below"),
+            lambda: blobs.stat("present/below"),
+            lambda: blobs.stat("folder/absent"),
+        ):
             with pytest.raises(BlobNotFoundError) as raised:
                 call()
             assert isinstance(raised.value, NotFoundError)
@@ -151,11 +187,30 @@ class BlobStoreConformance:
         listed = list(blobs.list())
         assert [info.key for info in listed] == ORDERED_KEYS
         assert {info.key: info.size for info in listed} == {
-            key: index for index, key in enumerate(reversed(ORDERED_KEYS))}
+            key: index for index, key in enumerate(reversed(ORDERED_KEYS))
+        }
 
     @pytest.mark.parametrize(
         "prefix",
-        ["", "a", "a/", "a/b", "a/b/", "a/c", "a/c/", "a/c/d", "a-", "a.", "a0", "a_", "b", "c", "a/d", "a/c0/", "zzz/"],
+        [
+            "",
+            "a",
+            "a/",
+            "a/b",
+            "a/b/",
+            "a/c",
+            "a/c/",
+            "a/c/d",
+            "a-",
+            "a.",
+            "a0",
+            "a_",
+            "b",
+            "c",
+            "a/d",
+            "a/c0/",
+            "zzz/",
+        ],
     )
     def test_list_by_prefix_is_a_plain_string_prefix(self, blobs, prefix):
         for key in ORDERED_KEYS:
@@ -164,13 +219,15 @@ class BlobStoreConformance:
         assert [info.key for info in blobs.list(prefix)] == expected
 
     def test_list_over_sharded_keys(self, blobs):
-        keys = sorted(f"chunks/{index:02x}/{index:02x}{tail:062x}" for index in (0, 1, 0xab, 0xff) for tail in (7, 3))
+        keys = sorted(f"chunks/{index:02x}/{index:02x}{tail:062x}" for index in (0, 1, 0xAB, 0xFF) for tail in (7, 3))
         for key in reversed(keys):
             blobs.put(key, b"c")
         blobs.put("config", b"{}")
         assert [info.key for info in blobs.list("chunks/")] == keys
         assert [info.key for info in blobs.list("chunks/ab")] == [key for key in keys if key.startswith("chunks/ab")]
-        assert [info.key for info in blobs.list("chunks/ab/ab0")] == [key for key in keys if key.startswith("chunks/ab/ab0")]
+        assert [info.key for info in blobs.list("chunks/ab/ab0")] == [
+            key for key in keys if key.startswith("chunks/ab/ab0")
+        ]
         assert [info.key for info in blobs.list()] == keys + ["config"]
 
     @pytest.mark.parametrize("prefix", ["../", "/", "A", "./"])
@@ -232,8 +289,12 @@ class BlobStoreConformance:
 
     @pytest.mark.parametrize("key", INVALID_KEYS)
     def test_invalid_keys_are_refused_by_every_method(self, blobs, key):
-        for call in (lambda: blobs.put(key, b"x"), lambda: blobs.get(key), lambda: blobs.stat(key),
-                     lambda: blobs.delete(key)):
+        for call in (
+            lambda: blobs.put(key, b"x"),
+            lambda: blobs.get(key),
+            lambda: blobs.stat(key),
+            lambda: blobs.delete(key),
+        ):
             with pytest.raises(InvalidArgumentError):
                 call()
         assert list(blobs.list()) == []
@@ -251,4 +312,3 @@ class BlobStoreConformance:
         blobs.create()
         assert blobs.exists()
         assert blobs.get("kept") == b"data"
-

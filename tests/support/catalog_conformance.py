@@ -28,8 +28,16 @@ from concurrent.futures import ThreadPoolExecutor, wait
 import blake3
 import pytest
 
+from chunkstore.backends.catalog import (
+    Catalog,
+    CatalogStats,
+    ChunkState,
+    CommitOutcome,
+    FileStat,
+    NewVersion,
+    SnapshotRecord,
+)
 from chunkstore.core import recipes
-from chunkstore.backends.catalog import Catalog, CatalogStats, ChunkState, CommitOutcome, FileStat, NewVersion, SnapshotRecord
 from chunkstore.errors import (
     ConcurrentModificationError,
     InvalidArgumentError,
@@ -68,8 +76,9 @@ def new_version(name: str, chunks: Sequence[int], *, mtime_ns: int = 1_000, page
 def claim_and_store(catalog: Catalog, session: str, chunks: Sequence[tuple[bytes, int]]) -> set[bytes]:
     """What a writer does before commit: claim (ID, size) pairs, then report the ones it had to upload stored."""
     to_upload = catalog.claim_chunks(session, list(chunks))
-    catalog.chunks_stored(session, [(each, stored_size(size)) for each, size in dict(chunks).items()
-                                    if each in to_upload])
+    catalog.chunks_stored(
+        session, [(each, stored_size(size)) for each, size in dict(chunks).items() if each in to_upload]
+    )
     return to_upload
 
 
@@ -149,12 +158,15 @@ class CatalogConformance:
     def test_claim_of_absent_chunks_returns_them_with_pending_rows(self, catalog):
         session = catalog.open_session("put")
         assert catalog.claim_chunks(session, []) == set()
-        assert catalog.claim_chunks(session, [(chunk_id(1), chunk_size(1)), (chunk_id(2), chunk_size(2)),
-                                              (chunk_id(1), chunk_size(1))]) == {chunk_id(1), chunk_id(2)}
+        assert catalog.claim_chunks(
+            session, [(chunk_id(1), chunk_size(1)), (chunk_id(2), chunk_size(2)), (chunk_id(1), chunk_size(1))]
+        ) == {chunk_id(1), chunk_id(2)}
         rows = catalog.get_chunks([chunk_id(1), chunk_id(2), chunk_id(3)])
         assert set(rows) == {chunk_id(1), chunk_id(2)}
         assert [(row.size, row.refcount, row.state) for row in (rows[chunk_id(1)], rows[chunk_id(2)])] == [
-            (chunk_size(1), 0, ChunkState.PENDING), (chunk_size(2), 0, ChunkState.PENDING)]
+            (chunk_size(1), 0, ChunkState.PENDING),
+            (chunk_size(2), 0, ChunkState.PENDING),
+        ]
 
     def test_claim_of_a_pending_chunk_returns_it_again(self, catalog):
         # A writer that announced a chunk may die before uploading it: the next one uploads it too.
@@ -178,7 +190,13 @@ class CatalogConformance:
         upload(catalog, session, [5])
         row = catalog.get_chunks([chunk_id(5)])[chunk_id(5)]
         assert (row.chunk_id, row.size, row.stored_size, row.refcount, row.state, row.location) == (
-            chunk_id(5), chunk_size(5), stored_size(chunk_size(5)), 0, ChunkState.PRESENT, None)
+            chunk_id(5),
+            chunk_size(5),
+            stored_size(chunk_size(5)),
+            0,
+            ChunkState.PRESENT,
+            None,
+        )
         assert [chunk.chunk_id for chunk in catalog.iter_chunks()] == [chunk_id(5)]
 
     # ---- commit ------------------------------------------------------------------------
@@ -190,11 +208,21 @@ class CatalogConformance:
         assert refcounts(catalog, [1, 2, 3]) == [3, 1, 1]
         content = catalog.get_content(new.digest)
         assert (content.digest, content.size, content.chunk_count, content.page_count, content.refcount) == (
-            new.digest, new.stat.size, 5, 1, 1)
+            new.digest,
+            new.stat.size,
+            5,
+            1,
+            1,
+        )
         assert list(catalog.recipe_pages(new.digest)) == new.pages
         record = catalog.get_version("dir/file")
         assert (record.name, record.version, record.digest, record.stat, record.size) == (
-            "dir/file", 1, new.digest, new.stat, new.stat.size)
+            "dir/file",
+            1,
+            new.digest,
+            new.stat,
+            new.stat.size,
+        )
         assert record.stored_at_ns > 0
 
     def test_a_recipe_of_many_pages_round_trips(self, catalog):
@@ -206,7 +234,8 @@ class CatalogConformance:
         pages = list(catalog.recipe_pages(new.digest))
         assert pages == new.pages
         assert [entry.chunk_id for page in pages for entry in recipes.decode_page(page)] == [
-            chunk_id(number) for number in chunks]
+            chunk_id(number) for number in chunks
+        ]
         assert refcounts(catalog, range(7)) == [Counter(chunks)[number] for number in range(7)]
 
     def test_empty_content_has_no_pages(self, catalog):
@@ -252,7 +281,10 @@ class CatalogConformance:
         assert put(catalog, new_version("file", [1])) == [CommitOutcome("file", 3, "duplicate", "file")]
         assert names(catalog.list_versions(all_versions=True)) == [("file", 1), ("file", 2), ("file", 3), ("other", 1)]
         assert [catalog.get_version("file", number).digest for number in (1, 2, 3)] == [
-            new_version("f", [1]).digest, new_version("f", [2]).digest, new_version("f", [1]).digest]
+            new_version("f", [1]).digest,
+            new_version("f", [2]).digest,
+            new_version("f", [1]).digest,
+        ]
 
     def test_commit_refuses_a_chunk_that_is_not_present_and_commits_nothing(self, catalog):
         session = catalog.open_session("put")
@@ -313,7 +345,11 @@ class CatalogConformance:
             "nothing": [],
         }
         assert names(catalog.list_versions("data", all_versions=True)) == [
-            ("data", 1), ("data/x", 1), ("data/x", 2), ("data/y/z", 1)]
+            ("data", 1),
+            ("data/x", 1),
+            ("data/x", 2),
+            ("data/y/z", 1),
+        ]
 
     def test_list_versions_takes_sql_wildcards_literally(self, catalog):
         tricky = ["a%c/x", "a\\c/x", "a_c/x", "abc/x", "axc/x", "a%/x", "ab/x"]
@@ -421,9 +457,11 @@ class CatalogConformance:
 
     def test_gc_operations_need_the_lock(self, catalog):
         session = catalog.open_session("gc")
-        for call in (lambda: catalog.collect_candidates(session, 10),
-                     lambda: catalog.claim_orphans(session, [chunk_id(1)]),
-                     lambda: catalog.forget_chunks(session, [chunk_id(1)])):
+        for call in (
+            lambda: catalog.collect_candidates(session, 10),
+            lambda: catalog.claim_orphans(session, [chunk_id(1)]),
+            lambda: catalog.forget_chunks(session, [chunk_id(1)]),
+        ):
             with pytest.raises(ConcurrentModificationError):
                 call()
         assert catalog.get_chunks([chunk_id(1)]) == {}
@@ -440,8 +478,10 @@ class CatalogConformance:
         catalog.close_session(abandoned)
         candidates = catalog.collect_candidates(gc_session, 100)
         assert {chunk.chunk_id for chunk in candidates} == {chunk_id(3), chunk_id(6), chunk_id(7)}
-        assert states(catalog, range(1, 8)) == [ChunkState.PRESENT] * 2 + [ChunkState.DELETING] + [
-            ChunkState.PRESENT] * 2 + [ChunkState.DELETING] * 2
+        assert (
+            states(catalog, range(1, 8))
+            == [ChunkState.PRESENT] * 2 + [ChunkState.DELETING] + [ChunkState.PRESENT] * 2 + [ChunkState.DELETING] * 2
+        )
         catalog.forget_chunks(gc_session, [chunk.chunk_id for chunk in candidates])
         assert states(catalog, range(1, 8)) == [ChunkState.PRESENT] * 2 + [None] + [ChunkState.PRESENT] * 2 + [None] * 2
         assert catalog.collect_candidates(gc_session, 100) == []
@@ -503,8 +543,12 @@ class CatalogConformance:
         catalog.claim_chunks(writer, [(chunk_id(2), chunk_size(2))])
         claimed = catalog.claim_orphans(gc_session, [chunk_id(1), chunk_id(2), chunk_id(8), chunk_id(9)])
         assert sorted(claimed) == sorted([chunk_id(8), chunk_id(9)])
-        assert states(catalog, [1, 2, 8, 9]) == [ChunkState.PRESENT, ChunkState.PENDING,
-                                                 ChunkState.DELETING, ChunkState.DELETING]
+        assert states(catalog, [1, 2, 8, 9]) == [
+            ChunkState.PRESENT,
+            ChunkState.PENDING,
+            ChunkState.DELETING,
+            ChunkState.DELETING,
+        ]
         # forget drops DELETING rows only, whatever the caller passes.
         catalog.forget_chunks(gc_session, [chunk_id(1), chunk_id(2), chunk_id(8), chunk_id(9)])
         assert states(catalog, [1, 2, 8, 9]) == [ChunkState.PRESENT, ChunkState.PENDING, None, None]
@@ -554,7 +598,13 @@ class CatalogConformance:
         put(catalog, first, new_version("dir/kept", [3]), at_ns=T1)
         (marker,) = catalog.mark_deleted([("dir/file", 1)], T2)
         assert (marker.name, marker.version, marker.deleted, marker.stored_at_ns, marker.digest, marker.size) == (
-            "dir/file", 2, True, T2, b"", 0)
+            "dir/file",
+            2,
+            True,
+            T2,
+            b"",
+            0,
+        )
         with pytest.raises(NameNotFoundError, match="deleted"):
             catalog.get_version("dir/file")
         assert catalog.get_version("dir/file", 1).digest == first.digest
@@ -563,9 +613,10 @@ class CatalogConformance:
         assert names(catalog.list_versions("dir")) == [("dir/kept", 1)]
         assert names(catalog.list_versions("dir", deleted=True)) == [("dir/file", 2), ("dir/kept", 1)]
         assert names(catalog.list_versions("dir", all_versions=True)) == [("dir/file", 1), ("dir/kept", 1)]
-        assert [(record.name, record.version, record.deleted)
-                for record in catalog.list_versions("dir", all_versions=True, deleted=True)] == [
-            ("dir/file", 1, False), ("dir/file", 2, True), ("dir/kept", 1, False)]
+        assert [
+            (record.name, record.version, record.deleted)
+            for record in catalog.list_versions("dir", all_versions=True, deleted=True)
+        ] == [("dir/file", 1, False), ("dir/file", 2, True), ("dir/kept", 1, False)]
         # A marker holds no content: counts and totals are those of the content versions.
         assert catalog.get_content(first.digest).refcount == 1
         assert refcounts(catalog, [1, 2, 3]) == [1, 1, 1]
@@ -594,8 +645,13 @@ class CatalogConformance:
         catalog.mark_deleted([("b", 1)], T3)
         put(catalog, new_version("b", [4]), new_version("c", [5]), at_ns=T4)
         as_of = {when: names(catalog.list_versions(as_of_ns=when)) for when in (T1 - 1, T1, T2 + 5, T3, T4)}
-        assert as_of == {T1 - 1: [], T1: [("a", 1), ("b", 1)], T2 + 5: [("a", 2), ("b", 1)], T3: [("a", 2)],
-                         T4: [("a", 2), ("b", 3), ("c", 1)]}
+        assert as_of == {
+            T1 - 1: [],
+            T1: [("a", 1), ("b", 1)],
+            T2 + 5: [("a", 2), ("b", 1)],
+            T3: [("a", 2)],
+            T4: [("a", 2), ("b", 3), ("c", 1)],
+        }
         assert names(catalog.list_versions(as_of_ns=T3, deleted=True)) == [("a", 2), ("b", 2)]
         assert names(catalog.list_versions("b", all_versions=True, as_of_ns=T3)) == [("b", 1)]
         assert names(catalog.list_versions("b", all_versions=True, as_of_ns=T3, deleted=True)) == [("b", 1), ("b", 2)]
@@ -616,9 +672,20 @@ class CatalogConformance:
 
     def test_snapshot_records(self, catalog, make_catalog):
         assert catalog.list_snapshots() == []
-        later = SnapshotRecord("b" * 32, T2, "host-b", ("srv/data", "etc"), stored=3, duplicate=1, unchanged=7,
-                               deleted=2, errors=1, added_bytes=10**12, added_stored_bytes=4096,
-                               program="chunkstore put")
+        later = SnapshotRecord(
+            "b" * 32,
+            T2,
+            "host-b",
+            ("srv/data", "etc"),
+            stored=3,
+            duplicate=1,
+            unchanged=7,
+            deleted=2,
+            errors=1,
+            added_bytes=10**12,
+            added_stored_bytes=4096,
+            program="chunkstore put",
+        )
         earlier = SnapshotRecord("c" * 32, T1, "host-c", ("é/ü",))
         same_time = SnapshotRecord("a" * 32, T2, "host-a", ())
         for snapshot in (later, earlier, same_time):
@@ -634,7 +701,12 @@ class CatalogConformance:
 
     def test_stats_totals(self, catalog):
         assert catalog.stats() == CatalogStats(0, 0, 0, 0, 0, 0, 0, 0)
-        files = [new_version("a", [1, 2, 1]), new_version("b", [2, 3]), new_version("a", [4]), new_version("c", [1, 2, 1])]
+        files = [
+            new_version("a", [1, 2, 1]),
+            new_version("b", [2, 3]),
+            new_version("a", [4]),
+            new_version("c", [1, 2, 1]),
+        ]
         put(catalog, *files)
         in_flight = catalog.open_session("put")
         catalog.claim_chunks(in_flight, [(chunk_id(9), chunk_size(9))])  # pending: not stored yet
@@ -642,8 +714,7 @@ class CatalogConformance:
         stats = catalog.stats()
         assert (stats.names, stats.versions, stats.logical_bytes) == (3, 4, sum(new.stat.size for new in files))
         assert (stats.contents, stats.content_bytes) == (3, sum(new.stat.size for new in files[:3]))
-        assert (stats.chunks, stats.unique_bytes, stats.stored_bytes) == (
-            4, sum(unique), sum(map(stored_size, unique)))
+        assert (stats.chunks, stats.unique_bytes, stats.stored_bytes) == (4, sum(unique), sum(map(stored_size, unique)))
 
     def test_set_refcounts_overwrites_counts_that_still_hold_their_expected_value(self, catalog):
         put(catalog, new_version("file", [1, 2]))

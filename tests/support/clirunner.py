@@ -136,16 +136,21 @@ class Chunkstore:
     def command_line(self, *args) -> list[str]:
         """The command line that runs chunkstore with args, with the options `init` needs on this store."""
         arguments = [str(arg) for arg in args]
-        if (self.backend is not None and command_of(tuple(arguments)) == "init"
-                and "--table" not in arguments and not {"--help", "-h"} & set(arguments)):
+        if (
+            self.backend is not None
+            and command_of(tuple(arguments)) == "init"
+            and "--table" not in arguments
+            and not {"--help", "-h"} & set(arguments)
+        ):
             arguments += self.backend.init_options()
         return [*chunkstore_command(), *arguments]
 
     def __call__(self, *args, expect: int = 0, input: bytes | None = None, cwd: Path | None = None) -> Run:
         command = self.command_line(*args)
-        arguments = tuple(command[len(chunkstore_command()):])
-        completed = subprocess.run(command, input=input, capture_output=True,
-                                   cwd=cwd or self.workdir, env=self.env, timeout=300, check=False)
+        arguments = tuple(command[len(chunkstore_command()) :])
+        completed = subprocess.run(
+            command, input=input, capture_output=True, cwd=cwd or self.workdir, env=self.env, timeout=300, check=False
+        )
         run = Run(arguments, completed.returncode, completed.stdout, completed.stderr.decode(errors="replace"))
         assert "Traceback" not in run.err, f"chunkstore {' '.join(arguments)} printed a traceback:\n{run.err}"
         assert run.returncode == expect, (
@@ -167,8 +172,9 @@ class Chunkstore:
         return json.loads(self(*args, **options).stdout)
 
 
-def run_on_terminal(runner: Chunkstore, *args, stdout_on_terminal: bool = False,
-                    stderr_on_terminal: bool = True) -> tuple[int, bytes, bytes]:
+def run_on_terminal(
+    runner: Chunkstore, *args, stdout_on_terminal: bool = False, stderr_on_terminal: bool = True
+) -> tuple[int, bytes, bytes]:
     """Run chunkstore with stderr and/or stdout on pseudo-terminals (100 columns wide), the
     other in a file; return its exit code and what stdout and stderr received."""
     streams, controllers = {}, {}
@@ -178,11 +184,16 @@ def run_on_terminal(runner: Chunkstore, *args, stdout_on_terminal: bool = False,
             controllers[controller] = name
         else:
             # A file, not a pipe: nothing reads it while the terminals are read.
-            streams[name] = tempfile.TemporaryFile()
-    process = subprocess.Popen(runner.command_line(*args), cwd=runner.workdir, stdin=subprocess.DEVNULL,
-                               env={**runner.env, "COLUMNS": "100", "TERM": "xterm-256color"}, **streams)
+            streams[name] = tempfile.TemporaryFile()  # noqa: SIM115 - read and closed once the command exits
+    process = subprocess.Popen(
+        runner.command_line(*args),
+        cwd=runner.workdir,
+        stdin=subprocess.DEVNULL,
+        env={**runner.env, "COLUMNS": "100", "TERM": "xterm-256color"},
+        **streams,
+    )
     received = {name: bytearray() for name in streams}
-    for controller, name in controllers.items():
+    for name in controllers.values():
         os.close(streams[name])
     while controllers:
         ready, _, _ = select.select(list(controllers), [], [], 60)
@@ -243,8 +254,9 @@ def write(path: Path, data: bytes) -> Path:
 
 def run_command(*args: str, expect: int = 0, cwd=None) -> subprocess.CompletedProcess:
     """Run `chunkstore ARGS` in the environment as it is (no store of its own), with the checks above."""
-    done = subprocess.run([*chunkstore_command(), *args], capture_output=True, cwd=cwd, env=os.environ.copy(),
-                          timeout=300)
+    done = subprocess.run(
+        [*chunkstore_command(), *args], capture_output=True, cwd=cwd, env=os.environ.copy(), timeout=300
+    )
     err = done.stderr.decode()
     assert done.returncode == expect, f"exit {done.returncode}: {err}"
     assert "Traceback" not in err

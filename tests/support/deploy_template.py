@@ -9,8 +9,13 @@ TEMPLATE = Path(__file__).resolve().parents[2] / "deploy" / "template.yaml"
 
 # The IAM action that authorises each request the handler makes (S3 HEAD is authorised as a GET;
 # transactions through the writes they contain).
-S3_ACTIONS = {"HeadObject": {"s3:GetObject"}, "GetObject": {"s3:GetObject"}, "PutObject": {"s3:PutObject"},
-              "DeleteObject": {"s3:DeleteObject"}, "ListObjectsV2": {"s3:ListBucket"}}
+S3_ACTIONS = {
+    "HeadObject": {"s3:GetObject"},
+    "GetObject": {"s3:GetObject"},
+    "PutObject": {"s3:PutObject"},
+    "DeleteObject": {"s3:DeleteObject"},
+    "ListObjectsV2": {"s3:ListBucket"},
+}
 VERSIONED = {"s3:GetObject": "s3:GetObjectVersion", "s3:DeleteObject": "s3:DeleteObjectVersion"}
 TRANSACTION_ACTIONS = {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"}
 

@@ -12,10 +12,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .storechecks import assert_no_garbage, assert_verify_clean
-
 from chunkstore import ChunkstoreError, Store
 from chunkstore.backends.faulty import Fault, FaultPlan, FaultyBlobStore, FaultyCatalog
+
+from .storechecks import assert_no_garbage, assert_verify_clean
 
 # A lease this short makes every session left open by a failed close dead at once, as the
 # session of a process that exited is; the checks then see what a later gc would see.
@@ -55,7 +55,7 @@ class Corpus:
     expected: dict[str, set[bytes]] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, root: Path, seed: str, block_count: int = 12, block_size: int = 8192) -> "Corpus":
+    def create(cls, root: Path, seed: str, block_count: int = 12, block_size: int = 8192) -> Corpus:
         rng = random.Random(seed)
         root.mkdir(parents=True, exist_ok=True)
         return cls(root, rng, [rng.randbytes(block_size) for _ in range(block_count)])
@@ -93,7 +93,8 @@ def check_get(store: Store, corpus: Corpus, name: str, version: int | None = Non
         assert written in corpus.expected[name], f"get {name} returned wrong bytes"
         return True
     assert any(content.startswith(written) for content in corpus.expected[name]), (
-        f"get {name} failed ({error}) after writing bytes that are not a prefix of its content")
+        f"get {name} failed ({error}) after writing bytes that are not a prefix of its content"
+    )
     return False
 
 
@@ -128,20 +129,41 @@ def check_store_after_faults(url: str, corpus: Corpus) -> int:
 BLOB_METHODS_THAT_WRITE = ("put", "delete", "sync")
 BLOB_METHODS_THAT_READ = ("get", "list")
 # Catalog methods an operation of the scenario below calls; each is faulted on its own.
-CATALOG_METHODS = ("open_session", "claim_chunks", "chunks_stored", "commit", "close_session",
-                   "get_version", "list_versions", "recipe_pages", "iter_contents", "iter_chunks", "get_chunks",
-                   "remove_versions", "acquire_gc_lock", "collect_candidates", "claim_orphans", "forget_chunks",
-                   "release_gc_lock")
+CATALOG_METHODS = (
+    "open_session",
+    "claim_chunks",
+    "chunks_stored",
+    "commit",
+    "close_session",
+    "get_version",
+    "list_versions",
+    "recipe_pages",
+    "iter_contents",
+    "iter_chunks",
+    "get_chunks",
+    "remove_versions",
+    "acquire_gc_lock",
+    "collect_candidates",
+    "claim_orphans",
+    "forget_chunks",
+    "release_gc_lock",
+)
 
 
 def random_mix(probability: float) -> tuple[list[Fault], list[Fault]]:
     """Every write of the blob store and every catalog call may fail or lose its reply, and
     every read may come back truncated, each with the given probability."""
-    blob = [Fault(method, kind, times=None, probability=probability)
-            for method in BLOB_METHODS_THAT_WRITE for kind in ("error", "lost_reply")]
+    blob = [
+        Fault(method, kind, times=None, probability=probability)
+        for method in BLOB_METHODS_THAT_WRITE
+        for kind in ("error", "lost_reply")
+    ]
     blob.append(Fault("get", "truncate", times=None, probability=probability))
-    catalog = [Fault(method, kind, times=None, probability=probability)
-               for method in CATALOG_METHODS for kind in ("error", "lost_reply")]
+    catalog = [
+        Fault(method, kind, times=None, probability=probability)
+        for method in CATALOG_METHODS
+        for kind in ("error", "lost_reply")
+    ]
     return blob, catalog
 
 

@@ -25,8 +25,9 @@ def assert_no_garbage(store) -> None:
     rows = {chunk.chunk_id: chunk for chunk in store.catalog.iter_chunks()}
     objects = {chunk_id_from_key(info.key): info.size for info in store.blobs.list(CHUNK_KEY_PREFIX)}
     unreferenced = [chunk_id.hex() for chunk_id, chunk in rows.items() if chunk.refcount <= 0]
-    not_present = [(chunk_id.hex(), chunk.state.name) for chunk_id, chunk in rows.items()
-                   if chunk.state != ChunkState.PRESENT]
+    not_present = [
+        (chunk_id.hex(), chunk.state.name) for chunk_id, chunk in rows.items() if chunk.state != ChunkState.PRESENT
+    ]
     assert not unreferenced, f"{len(unreferenced)} chunk rows with count 0 survived gc: {unreferenced[:5]}"
     assert not not_present, f"{len(not_present)} chunk rows are not PRESENT after gc: {not_present[:5]}"
     without_object = [chunk_id.hex() for chunk_id in rows.keys() - objects.keys()]
@@ -40,4 +41,5 @@ def assert_no_garbage(store) -> None:
 def assert_verify_clean(store) -> None:
     report = store.verify(read_data=True)
     assert report.ok, "verify found problems:\n" + "\n".join(
-        f"{problem.kind}: {problem.message} {problem.names}" for problem in report.problems)
+        f"{problem.kind}: {problem.message} {problem.names}" for problem in report.problems
+    )

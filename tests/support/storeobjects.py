@@ -46,8 +46,11 @@ class LocalObjects:
         return {}
 
     def keys(self, below: PurePosixPath = CHUNKS) -> set[PurePosixPath]:
-        return {PurePosixPath(path.relative_to(self.root).as_posix())
-                for path in (self.root / below).rglob("*") if path.is_file()}
+        return {
+            PurePosixPath(path.relative_to(self.root).as_posix())
+            for path in (self.root / below).rglob("*")
+            if path.is_file()
+        }
 
     def read(self, key: PurePosixPath) -> bytes:
         return (self.root / key).read_bytes()
@@ -70,8 +73,11 @@ class LocalObjects:
     def everything(self) -> dict[str, bytes]:
         """Every file under the store's folder (objects, config, the SQLite catalog, its WAL
         and shared-memory file), by its path relative to the folder."""
-        return {path.relative_to(self.root).as_posix(): path.read_bytes()
-                for path in sorted(self.root.rglob("*")) if path.is_file()}
+        return {
+            path.relative_to(self.root).as_posix(): path.read_bytes()
+            for path in sorted(self.root.rglob("*"))
+            if path.is_file()
+        }
 
     def _catalog(self, statement: str, parameters: tuple) -> None:
         with closing(sqlite3.connect(self.root / LOCAL_CATALOG_FILE)) as db, db:
@@ -89,7 +95,7 @@ class LocalObjects:
 def _attribute_bytes(value: dict) -> bytes:
     """A DynamoDB attribute value as the bytes a reader of the table gets: strings as UTF-8,
     binaries as they are, numbers as their digits, sets, lists and maps element by element."""
-    (kind, inner), = value.items()
+    ((kind, inner),) = value.items()
     if kind == "S" or kind == "N":
         return inner.encode()
     if kind == "B":
@@ -111,8 +117,13 @@ class S3Objects:
 
     # Items of every kind the catalog keeps, as patterns of keys of everything(): the
     # table's meta item, a version, a content, its first recipe page and a chunk.
-    catalog_keys = ("dynamodb/meta/meta", r"dynamodb/n#[0-9a-f]{2}/.+", r"dynamodb/d#[0-9a-f]{64}/d",
-                    r"dynamodb/d#[0-9a-f]{64}/r00000000", r"dynamodb/c#[0-9a-f]{64}/c")
+    catalog_keys = (
+        "dynamodb/meta/meta",
+        r"dynamodb/n#[0-9a-f]{2}/.+",
+        r"dynamodb/d#[0-9a-f]{64}/d",
+        r"dynamodb/d#[0-9a-f]{64}/r00000000",
+        r"dynamodb/c#[0-9a-f]{64}/c",
+    )
 
     def __init__(self, clients, bucket: str, prefix: str, table: str):
         self.clients = clients
@@ -139,10 +150,12 @@ class S3Objects:
         return f"{self.prefix}/{key}"
 
     def keys(self, below: PurePosixPath = CHUNKS) -> set[PurePosixPath]:
-        pages = self.clients.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
-                                                                         Prefix=f"{self._key(below)}/")
-        return {PurePosixPath(entry["Key"]).relative_to(self.prefix)
-                for page in pages for entry in page.get("Contents", ())}
+        pages = self.clients.s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=f"{self._key(below)}/"
+        )
+        return {
+            PurePosixPath(entry["Key"]).relative_to(self.prefix) for page in pages for entry in page.get("Contents", ())
+        }
 
     def read(self, key: PurePosixPath) -> bytes:
         return self.clients.s3.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
@@ -175,20 +188,25 @@ class S3Objects:
         for page in self.clients.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket):
             for entry in page.get("Contents", ()):
                 key = entry["Key"]
-                name = key[len(self.prefix) + 1:] if key.startswith(f"{self.prefix}/") else key
+                name = key[len(self.prefix) + 1 :] if key.startswith(f"{self.prefix}/") else key
                 stored[name] = self.clients.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         for page in self.clients.dynamodb.get_paginator("scan").paginate(TableName=self.table, ConsistentRead=True):
             for item in page["Items"]:
                 name = f"dynamodb/{item['pk']['S']}/{item['sk']['S']}"
-                stored[name] = b"\0".join(attribute.encode() + b"\0" + _attribute_bytes(value)
-                                          for attribute, value in sorted(item.items()))
+                stored[name] = b"\0".join(
+                    attribute.encode() + b"\0" + _attribute_bytes(value) for attribute, value in sorted(item.items())
+                )
         return stored
 
     def _update_item(self, pk: str, sk: str, expression: str, values: dict, **names) -> None:
-        self.clients.dynamodb.update_item(TableName=self.table, Key={"pk": {"S": pk}, "sk": {"S": sk}},
-                                          UpdateExpression=expression, ExpressionAttributeValues=values,
-                                          ExpressionAttributeNames={"#pk": "pk", **names},
-                                          ConditionExpression="attribute_exists(#pk)")
+        self.clients.dynamodb.update_item(
+            TableName=self.table,
+            Key={"pk": {"S": pk}, "sk": {"S": sk}},
+            UpdateExpression=expression,
+            ExpressionAttributeValues=values,
+            ExpressionAttributeNames={"#pk": "pk", **names},
+            ConditionExpression="attribute_exists(#pk)",
+        )
 
     def set_chunk_count(self, chunk_id: bytes, count: int) -> None:
         """Overwrite the reference count (`rc`) on the chunk's item."""
@@ -196,8 +214,13 @@ class S3Objects:
 
     def garble_recipe(self, digest: bytes) -> None:
         """Replace the first page of a content's recipe by bytes that are no page."""
-        self._update_item(f"d#{digest.hex()}", "r00000000", "SET #data = :garbage", {":garbage": {"B": GARBLED_PAGE}},
-                          **{"#data": "data"})
+        self._update_item(
+            f"d#{digest.hex()}",
+            "r00000000",
+            "SET #data = :garbage",
+            {":garbage": {"B": GARBLED_PAGE}},
+            **{"#data": "data"},
+        )
 
 
 def _field_bytes(value) -> bytes:
@@ -218,8 +241,12 @@ class MemoryObjects:
 
     # Entries of every kind the catalog keeps, as patterns of keys of everything(): a version,
     # a content, its first recipe page and a chunk.
-    catalog_keys = (r"catalog/versions/.+/[0-9]+", r"catalog/contents/[0-9a-f]{64}", r"catalog/contents/[0-9a-f]{64}/0",
-                    r"catalog/chunks/[0-9a-f]{64}")
+    catalog_keys = (
+        r"catalog/versions/.+/[0-9]+",
+        r"catalog/contents/[0-9a-f]{64}",
+        r"catalog/contents/[0-9a-f]{64}/0",
+        r"catalog/chunks/[0-9a-f]{64}",
+    )
 
     def __init__(self, name: str):
         self.name = name
@@ -279,18 +306,28 @@ class MemoryObjects:
             for versions in state.versions.values():
                 for record in versions.values():
                     stored[f"catalog/versions/{record.name}/{record.version}"] = _field_bytes(
-                        (record.name, record.digest, *dataclasses.astuple(record.stat), record.stored_at_ns, record.deleted))
+                        (
+                            record.name,
+                            record.digest,
+                            *dataclasses.astuple(record.stat),
+                            record.stored_at_ns,
+                            record.deleted,
+                        )
+                    )
             for digest, content in state.contents.items():
                 stored[f"catalog/contents/{digest.hex()}"] = _field_bytes(
-                    (digest, content.size, content.chunk_count, content.refcount))
+                    (digest, content.size, content.chunk_count, content.refcount)
+                )
                 for number, page in enumerate(content.pages):
                     stored[f"catalog/contents/{digest.hex()}/{number}"] = page
             for chunk_id, row in state.chunks.items():
                 stored[f"catalog/chunks/{chunk_id.hex()}"] = _field_bytes(
-                    (chunk_id, row.size, row.stored_size, row.refcount, row.state))
+                    (chunk_id, row.size, row.stored_size, row.refcount, row.state)
+                )
             for snapshot in state.snapshots.values():
                 stored[f"catalog/snapshots/{snapshot.snapshot_id}"] = _field_bytes(
-                    (snapshot.snapshot_id, snapshot.at_ns, snapshot.host, snapshot.paths, snapshot.program))
+                    (snapshot.snapshot_id, snapshot.at_ns, snapshot.host, snapshot.paths, snapshot.program)
+                )
         return stored
 
     def set_chunk_count(self, chunk_id: bytes, count: int) -> None:

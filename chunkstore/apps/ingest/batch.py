@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import unquote_plus
 
 from chunkstore.apps.bucket import S3Object, clean_etag
@@ -81,7 +81,7 @@ def _listed_time(value) -> datetime | None:
     if value in (None, ""):
         return None
     if isinstance(value, (int, float)):
-        return datetime.fromtimestamp(value, timezone.utc)
+        return datetime.fromtimestamp(value, UTC)
     return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
@@ -91,6 +91,9 @@ def parse_item(item, bucket: str | None) -> BatchItem:
         return BatchItem(None, None, "malformed: an item without a Key")
     inventory = "Bucket" in item
     key = unquote_plus(item["Key"]) if inventory else item["Key"]
+    item_bucket = item["Bucket"] if inventory else bucket
+    if not isinstance(item_bucket, str) or not item_bucket:
+        return BatchItem(None, key, "malformed: no bucket in the item or the BatchInput")
     try:
         if inventory and _true(item.get("IsDeleteMarker")):
             return BatchItem(None, key, "missing")
@@ -98,7 +101,7 @@ def parse_item(item, bucket: str | None) -> BatchItem:
             return BatchItem(None, key, "superseded")
         size = item.get("Size")
         found = S3Object(
-            bucket=item["Bucket"] if inventory else bucket,
+            bucket=item_bucket,
             key=key,
             size=None if size in (None, "") else int(size),
             etag=clean_etag(item.get("ETag") or item.get("Etag")),
@@ -107,8 +110,6 @@ def parse_item(item, bucket: str | None) -> BatchItem:
         )
     except (TypeError, ValueError) as error:
         return BatchItem(None, key, f"malformed: {error}")
-    if not found.bucket:
-        return BatchItem(None, key, "malformed: no bucket in the item or the BatchInput")
     return BatchItem(found, key)
 
 
@@ -131,10 +132,21 @@ def _compact(fields: dict) -> dict:
 
 
 def ingest_item_json(result: IngestResult) -> dict:
-    return _compact({"key": result.key, "outcome": result.outcome, "reason": result.reason,
-                     "recorded": result.recorded, "size": result.size, "version_id": result.version_id,
-                     "stored_name": result.name, "duplicate_of": result.duplicate_of,
-                     "new_bytes": result.new_bytes, "error": result.error, "permanent": result.permanent})
+    return _compact(
+        {
+            "key": result.key,
+            "outcome": result.outcome,
+            "reason": result.reason,
+            "recorded": result.recorded,
+            "size": result.size,
+            "version_id": result.version_id,
+            "stored_name": result.name,
+            "duplicate_of": result.duplicate_of,
+            "new_bytes": result.new_bytes,
+            "error": result.error,
+            "permanent": result.permanent,
+        }
+    )
 
 
 class _Clock:
@@ -202,11 +214,20 @@ def _scan_item(s3, item: BatchItem, clock: _Clock) -> dict:
     left = clock.left()
     if left is not None and not fits(found.size, left):
         # Not even a whole invocation reads it: a retry could only time out again.
-        return {"key": found.key, "outcome": "deferred", "size": found.size,
-                "reason": "too large to read in one invocation: `chunkstore scan` reads it"}
+        return {
+            "key": found.key,
+            "outcome": "deferred",
+            "size": found.size,
+            "reason": "too large to read in one invocation: `chunkstore scan` reads it",
+        }
     clock.started_any = True
-    entry = {"key": found.key, "size": found.size, "etag": found.etag, "version_id": found.version_id,
-             "last_modified": found.last_modified.isoformat() if found.last_modified else None}
+    entry = {
+        "key": found.key,
+        "size": found.size,
+        "etag": found.etag,
+        "version_id": found.version_id,
+        "last_modified": found.last_modified.isoformat() if found.last_modified else None,
+    }
     try:
         entry["digest"] = object_digest(s3, found)
         entry["outcome"] = "read"
@@ -243,10 +264,16 @@ def handler(event, context) -> dict:
     to_retry = [entry for entry in entries if _must_retry(entry)]
     if to_retry:
         keys = ", ".join(str(entry["key"]) for entry in to_retry[:5])
-        raise IngestRetryError(f"{len(to_retry)} of {len(entries)} objects must be retried ({keys}"
-                               f"{', ...' if len(to_retry) > 5 else ''})")
+        raise IngestRetryError(
+            f"{len(to_retry)} of {len(entries)} objects must be retried ({keys}{', ...' if len(to_retry) > 5 else ''})"
+        )
     counts: dict[str, int] = {}
     for entry in entries:
         counts[entry["outcome"]] = counts.get(entry["outcome"], 0) + 1
-    return {"action": action, "objects": len(entries), "counts": counts,
-            "duration_ms": round((time.monotonic() - started) * 1000, 1), "results": entries}
+    return {
+        "action": action,
+        "objects": len(entries),
+        "counts": counts,
+        "duration_ms": round((time.monotonic() - started) * 1000, 1),
+        "results": entries,
+    }

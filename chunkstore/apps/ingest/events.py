@@ -49,7 +49,7 @@ def normalize_sequencer(sequencer: str | None) -> str | None:
 
 
 def event_source(event) -> str:
-    """"sqs", "s3", "eventbridge" or "unknown": how the function was invoked."""
+    """ "sqs", "s3", "eventbridge" or "unknown": how the function was invoked."""
     if isinstance(event, dict):
         records = event.get("Records")
         if isinstance(records, list) and records and isinstance(records[0], dict):
@@ -123,6 +123,11 @@ def _eventbridge_record(event: dict, message_id: str | None) -> EventRecord:
 def _found(bucket: dict, obj: dict, key: str, etag_field: str, version_field: str) -> S3Object:
     """The object of an event: both shapes carry the same fields under different names."""
     size = obj.get("size")
-    return S3Object(bucket=bucket["name"], key=key, size=None if size is None else int(size),
-                    etag=clean_etag(obj.get(etag_field)), version_id=obj.get(version_field) or None,
-                    sequencer=normalize_sequencer(obj.get("sequencer")))
+    return S3Object(
+        bucket=bucket["name"],
+        key=key,
+        size=None if size is None else int(size),
+        etag=clean_etag(obj.get(etag_field)),
+        version_id=obj.get(version_field) or None,
+        sequencer=normalize_sequencer(obj.get("sequencer")),
+    )

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field, replace
 
 from chunkstore.apps.bucket import ObjectReader, S3Object, delete_object, head_object, list_objects, parse_s3_url
 from chunkstore.apps.ingest.events import EventRecord, event_source, parse_event
-from chunkstore.apps.ingest.ledger import Claim, IngestLedger
+from chunkstore.apps.ingest.ledger import IngestLedger
 from chunkstore.apps.uploads import UPLOAD_MESSAGES
 from chunkstore.backends.aws import AwsClients, error_code
 from chunkstore.core.names import normalize_name
@@ -88,7 +88,7 @@ class IngestSettings:
     min_mbps: float = DEFAULT_MIN_MBPS
 
     @classmethod
-    def from_environment(cls, environ: Mapping[str, str] = os.environ) -> "IngestSettings":
+    def from_environment(cls, environ: Mapping[str, str] = os.environ) -> IngestSettings:
         store_url = environ.get("CHUNKSTORE_STORE", "").strip()
         if not store_url:
             raise InvalidArgumentError("CHUNKSTORE_STORE is not set: give the store's s3://BUCKET/PREFIX")
@@ -148,7 +148,7 @@ class IngestResult:
     recorded: str | None = None  # a replay: the outcome the ledger recorded when the version was processed
 
     @classmethod
-    def for_object(cls, found: S3Object | None, outcome: str = "error", reason: str = "") -> "IngestResult":
+    def for_object(cls, found: S3Object | None, outcome: str = "error", reason: str = "") -> IngestResult:
         if found is None:
             return cls(None, None, outcome, reason)
         return cls(found.bucket, found.key, outcome, reason, found.version_id, found.etag, found.size or 0)
@@ -160,18 +160,34 @@ class IngestResult:
         if self.outcome == "error":
             return f"error: {self.error}"
         if self.outcome == "deferred":
-            return (f"too large for one invocation ({self.size} bytes): left for "
-                    f"`chunkstore ingest s3://{self.bucket}/{self.key}`")
+            return (
+                f"too large for one invocation ({self.size} bytes): left for "
+                f"`chunkstore ingest s3://{self.bucket}/{self.key}`"
+            )
         if self.outcome == "retry":
             return f"not processed now, retried later: {self.reason}"
         return f"skipped: {SKIP_MESSAGES.get(self.reason, self.reason)}"
 
     def to_json(self) -> dict:
-        return {"bucket": self.bucket, "key": self.key, "outcome": self.outcome, "message": self.message,
-                "reason": self.reason or None, "version_id": self.version_id, "etag": self.etag, "size": self.size,
-                "stored_name": self.name, "version": self.version, "duplicate_of": self.duplicate_of,
-                "new_bytes": self.new_bytes, "stored_new_bytes": self.stored_new_bytes, "deleted": self.deleted,
-                "duration_ms": round(self.duration_ms, 1), "requests": self.requests, "error": self.error}
+        return {
+            "bucket": self.bucket,
+            "key": self.key,
+            "outcome": self.outcome,
+            "message": self.message,
+            "reason": self.reason or None,
+            "version_id": self.version_id,
+            "etag": self.etag,
+            "size": self.size,
+            "stored_name": self.name,
+            "version": self.version,
+            "duplicate_of": self.duplicate_of,
+            "new_bytes": self.new_bytes,
+            "stored_new_bytes": self.stored_new_bytes,
+            "deleted": self.deleted,
+            "duration_ms": round(self.duration_ms, 1),
+            "requests": self.requests,
+            "error": self.error,
+        }
 
 
 # Object errors that a retry cannot fix: S3 refuses to read an archived object (GLACIER,
@@ -182,8 +198,9 @@ _PERMANENT_AWS_CODES = {"InvalidObjectState"}
 def permanent_error(error: BaseException) -> bool:
     """Whether retrying cannot help: refused access, a bad name or key, damaged or unknown data,
     an archived object. Throttling, timeouts and other AWS errors are worth retrying."""
-    if isinstance(error, (AccessDeniedError, InvalidArgumentError, WrongKeyError, IntegrityError,
-                          UnsupportedFormatError)):
+    if isinstance(
+        error, (AccessDeniedError, InvalidArgumentError, WrongKeyError, IntegrityError, UnsupportedFormatError)
+    ):
         return True
     # translate_errors raises from None, which keeps the botocore error as the context.
     return error_code(error.__context__) in _PERMANENT_AWS_CODES if error.__context__ else False
@@ -201,8 +218,14 @@ def _requests_since(before: dict, after: dict) -> dict:
 class Ingestor:
     """Puts inbox objects into one store, with the ledger when there is a table for it."""
 
-    def __init__(self, store: Store, settings: IngestSettings, *, program: str = LAMBDA_PROGRAM,
-                 clients: AwsClients | None = None):
+    def __init__(
+        self,
+        store: Store,
+        settings: IngestSettings,
+        *,
+        program: str = LAMBDA_PROGRAM,
+        clients: AwsClients | None = None,
+    ):
         """program: what the snapshot of each object's put says ran it."""
         self.store = store
         self.settings = settings
@@ -244,30 +267,34 @@ class Ingestor:
         except ObjectChangedError:
             result.outcome, result.reason = "skipped", "superseded"
             return
-        result.size, result.etag, result.version_id = current.size, current.etag, current.version_id
-        if current.size == 0:
+        size = current.size or 0  # a HEAD always gives the length
+        result.size, result.etag, result.version_id = size, current.etag, current.version_id
+        if size == 0:
             result.outcome, result.reason = "skipped", "empty"
             return
-        claim = None
-        if self.ledger is not None:
-            claim = self.ledger.claim(current, self._lease_ms(current.size, remaining_ms), from_event=from_event)
+        ledger, claim = self.ledger, None
+        if ledger is not None:
+            claim = ledger.claim(current, self._lease_ms(size, remaining_ms), from_event=from_event)
             if not claim.granted:
                 result.outcome = "retry" if claim.refused == "in_progress" else "skipped"
-                result.reason = claim.refused
+                result.reason = claim.refused or "refused"
                 result.recorded = (claim.previous or {}).get("res")
                 return
         try:
-            if self._too_large(current.size, remaining_ms):
-                if claim is not None:
-                    self.ledger.defer(claim, current.size)
+            if self._too_large(size, remaining_ms):
+                if ledger is not None and claim is not None:
+                    ledger.defer(claim, size)
                 result.outcome = "deferred"
                 return
             self._put(current, name, result)
         except BaseException:
-            if claim is not None:
-                self.ledger.release(claim)
+            if ledger is not None and claim is not None:
+                ledger.release(claim)
             raise
-        self._finish(claim, current, result)
+        if ledger is not None and claim is not None:
+            ledger.finish(claim, result.outcome, result.duplicate_of, size)
+        if self.settings.delete_after:
+            result.deleted = delete_object(self.s3, current)
 
     def _lease_ms(self, size: int, remaining_ms: int | None) -> int:
         if remaining_ms is not None:
@@ -296,21 +323,16 @@ class Ingestor:
         result.new_bytes, result.stored_new_bytes = put.new_bytes, put.stored_new_bytes
         result.outcome, result.duplicate_of = put.upload_outcome
 
-    def _finish(self, claim: Claim | None, current: S3Object, result: IngestResult) -> None:
-        if claim is not None:
-            self.ledger.finish(claim, result.outcome, result.duplicate_of, current.size)
-        if self.settings.delete_after:
-            result.deleted = delete_object(self.s3, current)
-
     # ---- many objects ----------------------------------------------------------------
 
-    def ingest_records(self, records: Iterable[EventRecord], *,
-                       remaining_ms: Callable[[], int | None] = lambda: None) -> list[IngestResult]:
+    def ingest_records(
+        self, records: Iterable[EventRecord], *, remaining_ms: Callable[[], int | None] = lambda: None
+    ) -> list[IngestResult]:
         results = []
         for record in records:
             left = remaining_ms()
-            if record.skip is not None:
-                result = IngestResult.for_object(record.found, "skipped", record.skip)
+            if record.skip is not None or record.found is None:
+                result = IngestResult.for_object(record.found, "skipped", record.skip or "malformed: no object")
             elif left is not None and left < SAFETY_MS:
                 result = IngestResult.for_object(record.found, "retry", "the invocation is about to time out")
             else:
@@ -319,8 +341,9 @@ class Ingestor:
             results.append(result)
         return results
 
-    def ingest_listing(self, url: str, *, on_result: Callable[[IngestResult], None] | None = None
-                       ) -> list[IngestResult]:
+    def ingest_listing(
+        self, url: str, *, on_result: Callable[[IngestResult], None] | None = None
+    ) -> list[IngestResult]:
         """Ingest every object under s3://BUCKET/PREFIX as it is now."""
         bucket, prefix = parse_s3_url(url)
         results = []
@@ -342,8 +365,10 @@ def lambda_ingestor(settings: IngestSettings) -> Ingestor:
     """One open store per configuration, kept across the invocations of a warm function."""
     if settings not in _ingestors:
         if not settings.ledger_table:
-            raise InvalidArgumentError("CHUNKSTORE_INGEST_TABLE is not set: events arrive more than once and "
-                                       "out of order, and the ledger table is what orders them")
+            raise InvalidArgumentError(
+                "CHUNKSTORE_INGEST_TABLE is not set: events arrive more than once and "
+                "out of order, and the ledger table is what orders them"
+            )
         passphrase = os.environ.get("CHUNKSTORE_PASSPHRASE")
         store = Store.open(settings.store_url, passphrase=passphrase.encode() if passphrase else None)
         _ingestors[settings] = Ingestor(store, settings)

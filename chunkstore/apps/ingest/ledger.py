@@ -16,12 +16,13 @@ or an older version arriving after a newer one) is refused without touching anyt
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 from dataclasses import dataclass
 
-from chunkstore.backends.aws import AwsClients, translate_errors
 from chunkstore.apps.bucket import S3Object
+from chunkstore.backends.aws import AwsClients, translate_errors
 
 PROCESSING, DONE, DEFERRED = "processing", "done", "deferred"
 # Attribute names that are DynamoDB reserved words, written as #name in expressions.
@@ -29,16 +30,20 @@ _RESERVED = ("#lease", "#at", "#size")
 
 # Event claims: a new key; a later event (higher sequencer); a key recorded by a backfill
 # (no sequencer) holding another version; or this same version whose holder died.
-_EVENT_CLAIM = ("attribute_not_exists(pk)"
-                " OR (attribute_exists(seq) AND seq < :seq)"
-                " OR (attribute_not_exists(seq) AND ver <> :ver)"
-                " OR (ver = :ver AND st = :processing AND lease < :now)")
+_EVENT_CLAIM = (
+    "attribute_not_exists(pk)"
+    " OR (attribute_exists(seq) AND seq < :seq)"
+    " OR (attribute_not_exists(seq) AND ver <> :ver)"
+    " OR (ver = :ver AND st = :processing AND lease < :now)"
+)
 # Claims from a listing (backfill, deferred objects): the listing shows the current version,
 # so any other version recorded is older; the same version is taken again only when it was
 # deferred or its holder died. The recorded sequencer stays, so older events stay refused.
-_LISTED_CLAIM = ("attribute_not_exists(pk)"
-                 " OR (st = :processing AND lease < :now)"
-                 " OR (st <> :processing AND (ver <> :ver OR st = :deferred))")
+_LISTED_CLAIM = (
+    "attribute_not_exists(pk)"
+    " OR (st = :processing AND lease < :now)"
+    " OR (st <> :processing AND (ver <> :ver OR st = :deferred))"
+)
 
 
 @dataclass
@@ -69,17 +74,20 @@ class IngestLedger:
         """Make the table (on-demand) if it does not exist; for tests and first runs without the template."""
         db = clients.dynamodb
         with translate_errors(f"creating DynamoDB table {table!r}"):
-            try:
-                db.create_table(TableName=table, BillingMode="PAY_PER_REQUEST",
-                                KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-                                AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}])
-            except db.exceptions.ResourceInUseException:
-                pass
+            with contextlib.suppress(db.exceptions.ResourceInUseException):
+                db.create_table(
+                    TableName=table,
+                    BillingMode="PAY_PER_REQUEST",
+                    KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                    AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                )
             db.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
 
     def _errors(self):
-        return translate_errors(f"ingest ledger (DynamoDB table {self.table!r})",
-                                missing=f"DynamoDB table {self.table!r} (the ingest ledger) does not exist")
+        return translate_errors(
+            f"ingest ledger (DynamoDB table {self.table!r})",
+            missing=f"DynamoDB table {self.table!r} (the ingest ledger) does not exist",
+        )
 
     @staticmethod
     def _key(found: S3Object) -> dict:
@@ -91,8 +99,13 @@ class IngestLedger:
         token = secrets.token_hex(8)
         now = _now_ms()
         names = {"#lease": "lease"}
-        values = {":ver": {"S": found.identity}, ":processing": {"S": PROCESSING}, ":now": {"N": str(now)},
-                  ":tok": {"S": token}, ":until": {"N": str(now + lease_ms)}}
+        values = {
+            ":ver": {"S": found.identity},
+            ":processing": {"S": PROCESSING},
+            ":now": {"N": str(now)},
+            ":tok": {"S": token},
+            ":until": {"N": str(now + lease_ms)},
+        }
         update = "SET ver = :ver, st = :processing, #lease = :until, tok = :tok"
         if from_event and found.sequencer:
             condition = _EVENT_CLAIM
@@ -104,9 +117,14 @@ class IngestLedger:
         condition = condition.replace("lease", "#lease")
         with self._errors():
             try:
-                self.db.update_item(TableName=self.table, Key=self._key(found), UpdateExpression=update,
-                                    ConditionExpression=condition, ExpressionAttributeNames=names,
-                                    ExpressionAttributeValues=values)
+                self.db.update_item(
+                    TableName=self.table,
+                    Key=self._key(found),
+                    UpdateExpression=update,
+                    ConditionExpression=condition,
+                    ExpressionAttributeNames=names,
+                    ExpressionAttributeValues=values,
+                )
             except self.db.exceptions.ConditionalCheckFailedException:
                 return self._refusal(found, now)
         return Claim(found, token=token)
@@ -125,19 +143,26 @@ class IngestLedger:
         return Claim(found, refused=refused, previous={k: next(iter(v.values())) for k, v in item.items()})
 
     def _update(self, claim: Claim, update: str, values: dict) -> None:
-        with self._errors():
-            try:
-                self.db.update_item(TableName=self.table, Key=self._key(claim.found), UpdateExpression=update,
-                                    ConditionExpression="tok = :tok",
-                                    ExpressionAttributeNames={name: name[1:] for name in _RESERVED if name in update},
-                                    ExpressionAttributeValues={":tok": {"S": claim.token}, **values})
-            except self.db.exceptions.ConditionalCheckFailedException:
-                # Our lease ran out and another holder took the key: its outcome is the one kept.
-                pass
+        # A failed condition is ignored: our lease ran out and another holder took the key; its
+        # outcome is the one kept.
+        with self._errors(), contextlib.suppress(self.db.exceptions.ConditionalCheckFailedException):
+            self.db.update_item(
+                TableName=self.table,
+                Key=self._key(claim.found),
+                UpdateExpression=update,
+                ConditionExpression="tok = :tok",
+                ExpressionAttributeNames={name: name[1:] for name in _RESERVED if name in update},
+                ExpressionAttributeValues={":tok": {"S": claim.token}, **values},
+            )
 
     def finish(self, claim: Claim, outcome: str, duplicate_of: str | None, size: int) -> None:
-        values = {":done": {"S": DONE}, ":out": {"S": outcome}, ":zero": {"N": "0"},
-                  ":at": {"N": str(_now_ms())}, ":size": {"N": str(size)}}
+        values = {
+            ":done": {"S": DONE},
+            ":out": {"S": outcome},
+            ":zero": {"N": "0"},
+            ":at": {"N": str(_now_ms())},
+            ":size": {"N": str(size)},
+        }
         update = "SET st = :done, res = :out, #lease = :zero, #at = :at, #size = :size"
         if duplicate_of:
             values[":dup"] = {"S": duplicate_of}
@@ -146,9 +171,16 @@ class IngestLedger:
 
     def defer(self, claim: Claim, size: int) -> None:
         """Leave found for the batch path (`chunkstore ingest`), which claims deferred versions."""
-        self._update(claim, "SET st = :deferred, #lease = :zero, #at = :at, #size = :size REMOVE tok",
-                     {":deferred": {"S": DEFERRED}, ":zero": {"N": "0"}, ":at": {"N": str(_now_ms())},
-                      ":size": {"N": str(size)}})
+        self._update(
+            claim,
+            "SET st = :deferred, #lease = :zero, #at = :at, #size = :size REMOVE tok",
+            {
+                ":deferred": {"S": DEFERRED},
+                ":zero": {"N": "0"},
+                ":at": {"N": str(_now_ms())},
+                ":size": {"N": str(size)},
+            },
+        )
 
     def release(self, claim: Claim) -> None:
         """Give the claim up after a failure, so that the retry of the event may take it at once."""

@@ -96,12 +96,12 @@ class Observer:
         else:
             self.logger.info(message, extra=fields)
         if self.metrics is not None:
-            self._count(result)
+            self._count(self.metrics, result)
             self._counted = True
 
-    def _count(self, result) -> None:
+    def _count(self, metrics, result) -> None:
         count, byte, ms = self._unit.Count, self._unit.Bytes, self._unit.Milliseconds
-        add = self.metrics.add_metric
+        add = metrics.add_metric
         if result.outcome in INGESTED:
             add(name="FilesProcessed", unit=count, value=1)
             add(name="BytesIngested", unit=byte, value=result.size)

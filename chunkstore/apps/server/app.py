@@ -9,7 +9,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Annotated
 
@@ -23,15 +23,24 @@ from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import ClientDisconnect
 
 from chunkstore import __version__
-from chunkstore.backends.catalog import VersionRecord
-from chunkstore.core.names import normalize_name, normalize_prefix
-from chunkstore.store import Store
-from chunkstore.apps.uploads import UPLOAD_MESSAGES
 from chunkstore.apps.server.auth import LOCAL_USER, Principal, TokenSet
 from chunkstore.apps.server.errors import ApiError, error_responses, install_error_handlers
 from chunkstore.apps.server.guard import HostRule, RequestGuard, parse_allowed_host
-from chunkstore.apps.server.transfer import (ByteRange, PieceFeed, RangeNotSatisfiable, RequestBody, UploadStalled,
-                                             UploadTooLarge, parse_ascii_int, parse_range, verified_pieces)
+from chunkstore.apps.server.transfer import (
+    ByteRange,
+    PieceFeed,
+    RangeNotSatisfiable,
+    RequestBody,
+    UploadStalled,
+    UploadTooLarge,
+    parse_ascii_int,
+    parse_range,
+    verified_pieces,
+)
+from chunkstore.apps.uploads import UPLOAD_MESSAGES
+from chunkstore.backends.catalog import VersionRecord
+from chunkstore.core.names import normalize_name, normalize_prefix
+from chunkstore.store import Store
 
 DEFAULT_MAX_UPLOAD_BYTES = 64 * 1024**3
 # Each upload runs a put (a thread pool and up to ~40 MiB of buffers): this many at once.
@@ -45,12 +54,12 @@ DOWNLOAD_THREADS = 8
 # them, for the schema only: clients learn from it which names are valid, while the server
 # checks names with normalize_name alone (tests/server/test_names.py holds the two in step).
 # Segments are split by '/', none of them is '..', there is no NUL, and at least one segment
-# is not empty or '.'; a prefix may also be nothing but '/' and '.' (everything). The limit of
+# is not empty or '.'; a prefix may also have no other segments (everything). The limit of
 # MAX_NAME_BYTES is in bytes of UTF-8, which a pattern cannot count.
 _SEGMENT = r"(?:[^/\x00.][^/\x00]*|\.[^/\x00.][^/\x00]*|\.\.[^/\x00]+)"
 _NAME = rf"(?:(?:\.|{_SEGMENT})?/)*{_SEGMENT}(?:/(?:\.|{_SEGMENT})?)*"
 NAME_PATTERN = rf"^{_NAME}$"
-PREFIX_PATTERN = rf"^(?:[/.]*|{_NAME})$"
+PREFIX_PATTERN = rf"^(?:(?:\.?/)*\.?|{_NAME})$"
 MAX_VERSION = 2**63 - 1
 STATIC = resources.files("chunkstore.apps.server") / "static"
 log = logging.getLogger("chunkstore.apps.server")
@@ -66,7 +75,7 @@ DEFAULT_HEADER_TIMEOUT_SECONDS = 10.0
 # lost segment after 0.2, 0.6, 1.4, ... 25.4 s, so 60 s outlasts 7 lost retransmissions.
 DEFAULT_BODY_TIMEOUT_SECONDS = 60.0
 # An idle connection between requests is closed after this (uvicorn's default).
-DEFAULT_KEEP_ALIVE_SECONDS = 5.0
+DEFAULT_KEEP_ALIVE_SECONDS = 5
 # Open connections at most: 500 held connections, each with 8 KB of an unfinished head, grew
 # the server's RSS by 11 KiB each (5.5 MB in all); each also holds a file descriptor, and 512
 # leave room under the 1,024 descriptors systemd gives a service by default.
@@ -95,7 +104,7 @@ class ServerSettings:
     allow_no_token: bool = False
     header_timeout_seconds: float = DEFAULT_HEADER_TIMEOUT_SECONDS
     body_timeout_seconds: float = DEFAULT_BODY_TIMEOUT_SECONDS
-    keep_alive_seconds: float = DEFAULT_KEEP_ALIVE_SECONDS
+    keep_alive_seconds: int = DEFAULT_KEEP_ALIVE_SECONDS
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     max_head_bytes: int = DEFAULT_MAX_HEAD_BYTES
     host_rules: tuple[HostRule, ...] = field(init=False, repr=False)
@@ -180,12 +189,18 @@ ACCESS_ERRORS = (401, 403, 421)
 
 
 def _iso(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC).isoformat(timespec="seconds")
 
 
 def _entry(record: VersionRecord) -> FileEntry:
-    return FileEntry(name=record.name, version=record.version, size=record.size, digest=record.digest.hex(),
-                     stored_at=_iso(record.stored_at_ns), modified_at=_iso(record.stat.mtime_ns))
+    return FileEntry(
+        name=record.name,
+        version=record.version,
+        size=record.size,
+        digest=record.digest.hex(),
+        stored_at=_iso(record.stored_at_ns),
+        modified_at=_iso(record.stat.mtime_ns),
+    )
 
 
 def _content_disposition(name: str) -> str:
@@ -199,7 +214,7 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; object-src 'none'; "
-                               "base-uri 'none'; frame-ancestors 'none'",
+    "base-uri 'none'; frame-ancestors 'none'",
     "Cache-Control": "no-store",
 }
 
@@ -220,8 +235,10 @@ def create_app(store: Store, settings: ServerSettings | None = None) -> FastAPI:
         title="chunkstore",
         version=__version__,
         description="Upload, list, download and delete files in a deduplicating chunkstore. "
-                    "Authenticate with `Authorization: Bearer TOKEN` when the server has tokens configured.",
-        docs_url=None, redoc_url=None, lifespan=lifespan,
+        "Authenticate with `Authorization: Bearer TOKEN` when the server has tokens configured.",
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
     )
     install_error_handlers(app)
     # Innermost of the middleware, so its refusals get the CORS and security headers too.
@@ -229,9 +246,14 @@ def create_app(store: Store, settings: ServerSettings | None = None) -> FastAPI:
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
-        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
-                           allow_methods=["GET", "POST", "DELETE"], allow_headers=["Authorization", "Range"],
-                           expose_headers=["Content-Range", "Content-Length"], allow_credentials=False)
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Range"],
+            expose_headers=["Content-Range", "Content-Length"],
+            allow_credentials=False,
+        )
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):
@@ -246,12 +268,20 @@ def create_app(store: Store, settings: ServerSettings | None = None) -> FastAPI:
         if not settings.tokens:
             return LOCAL_USER
         if credentials is None:
-            raise ApiError(401, "unauthorized", "this server needs a bearer token (Authorization: Bearer TOKEN)",
-                           {"WWW-Authenticate": "Bearer"})
+            raise ApiError(
+                401,
+                "unauthorized",
+                "this server needs a bearer token (Authorization: Bearer TOKEN)",
+                {"WWW-Authenticate": "Bearer"},
+            )
         principal = settings.tokens.lookup(credentials.credentials)
         if principal is None:
-            raise ApiError(401, "invalid_token", "the bearer token is not valid",
-                           {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+            raise ApiError(
+                401,
+                "invalid_token",
+                "the bearer token is not valid",
+                {"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
         return principal
 
     def reader(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
@@ -270,42 +300,92 @@ def create_app(store: Store, settings: ServerSettings | None = None) -> FastAPI:
     # dependencies; what it refuses is a 400 invalid_argument. The patterns only describe it.
     # OpenAPI path parameters cannot describe '/', so the schema shows the pattern of one
     # segment; the route takes the whole rest of the path.
-    def path_name(name: Annotated[str, Path(description="The stored name; its '/' are sent as they are (a/b.txt)",
-                                            json_schema_extra={"pattern": f"^{_SEGMENT}$"})]) -> str:
+    def path_name(
+        name: Annotated[
+            str,
+            Path(
+                description="The stored name; its '/' are sent as they are (a/b.txt)",
+                json_schema_extra={"pattern": f"^{_SEGMENT}$"},
+            ),
+        ],
+    ) -> str:
         return normalize_name(name)
 
-    def query_name(name: Annotated[str, Query(description="The name to store the file under, as in `put --as`",
-                                              json_schema_extra={"pattern": NAME_PATTERN})]) -> str:
+    def query_name(
+        name: Annotated[
+            str,
+            Query(
+                description="The name to store the file under, as in `put --as`",
+                json_schema_extra={"pattern": NAME_PATTERN},
+            ),
+        ],
+    ) -> str:
         return normalize_name(name)
 
-    def query_prefix(prefix: Annotated[str, Query(description="Only names equal to or below this folder",
-                                                  json_schema_extra={"pattern": PREFIX_PATTERN})] = "") -> str:
+    def query_prefix(
+        prefix: Annotated[
+            str,
+            Query(
+                description="Only names equal to or below this folder", json_schema_extra={"pattern": PREFIX_PATTERN}
+            ),
+        ] = "",
+    ) -> str:
         return normalize_prefix(prefix)
 
     PathName = Annotated[str, Depends(path_name)]
 
-    def record_activity(principal: Principal, action: str, name: str, outcome: str, message: str,
-                        size: int = 0, new_bytes: int = 0, duplicate_of: str | None = None) -> None:
-        activity.appendleft(ActivityEntry(time=_iso(time.time_ns()), action=action, name=name, outcome=outcome,
-                                          message=message, size=size, new_bytes=new_bytes,
-                                          duplicate_of=duplicate_of, user=principal.name))
+    def record_activity(
+        principal: Principal,
+        action: str,
+        name: str,
+        outcome: str,
+        message: str,
+        size: int = 0,
+        new_bytes: int = 0,
+        duplicate_of: str | None = None,
+    ) -> None:
+        activity.appendleft(
+            ActivityEntry(
+                time=_iso(time.time_ns()),
+                action=action,
+                name=name,
+                outcome=outcome,
+                message=message,
+                size=size,
+                new_bytes=new_bytes,
+                duplicate_of=duplicate_of,
+                user=principal.name,
+            )
+        )
 
     # ---- API ------------------------------------------------------------------------
 
-    @app.get("/healthz", response_model=Health, tags=["server"],
-             summary="Liveness check (open without a token; reveals nothing about the store)")
+    @app.get(
+        "/healthz",
+        response_model=Health,
+        tags=["server"],
+        summary="Liveness check (open without a token; reveals nothing about the store)",
+    )
     def healthz() -> Health:
         return Health(status="ok", version=__version__)
 
     @app.post(
-        "/files", response_model=UploadResult, tags=["files"], summary="Upload a file (the raw request body)",
+        "/files",
+        response_model=UploadResult,
+        tags=["files"],
+        summary="Upload a file (the raw request body)",
         responses=error_responses(400, *ACCESS_ERRORS, 408, 413, 500),
-        openapi_extra={"requestBody": {"required": False, "description": "The file's bytes (none: an empty file)",
-                                       "content": {
-            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}},
+        openapi_extra={
+            "requestBody": {
+                "required": False,
+                "description": "The file's bytes (none: an empty file)",
+                "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+            }
+        },
     )
-    async def upload(request: Request, principal: Writer,
-                     stored_name: Annotated[str, Depends(query_name)]) -> UploadResult:
+    async def upload(
+        request: Request, principal: Writer, stored_name: Annotated[str, Depends(query_name)]
+    ) -> UploadResult:
         declared = parse_ascii_int(request.headers.get("content-length", ""))
         if declared is not None and declared > settings.max_upload_bytes:
             raise ApiError(413, "too_large", f"upload is larger than the limit of {settings.max_upload_bytes} bytes")
@@ -313,7 +393,8 @@ def create_app(store: Store, settings: ServerSettings | None = None) -> FastAPI:
         async with upload_slots:
             try:
                 summary = await anyio.to_thread.run_sync(
-                    functools.partial(store.put_stream, body, stored_name, program=UPLOAD_PROGRAM))
+                    functools.partial(store.put_stream, body, stored_name, program=UPLOAD_PROGRAM)
+                )
             except UploadTooLarge as error:
                 raise ApiError(413, "too_large", str(error)) from None
             except UploadStalled as error:
@@ -322,46 +403,79 @@ def create_app(store: Store, settings: ServerSettings | None = None) -> FastAPI:
                 raise ApiError(408, "body_timeout", str(error), {"Connection": "close"}) from None
             except ClientDisconnect:
                 # Nothing was committed; the chunks already written are garbage for the next gc.
-                log.warning("upload of %s abandoned: the client disconnected after %d bytes",
-                            stored_name, body.received)
+                log.warning(
+                    "upload of %s abandoned: the client disconnected after %d bytes", stored_name, body.received
+                )
                 raise ApiError(400, "client_disconnected", "the upload was interrupted") from None
         result = summary.results[0]
         outcome, duplicate_of = result.upload_outcome
         message = UPLOAD_MESSAGES[outcome]
-        record_activity(principal, "upload", result.name, outcome, message, result.size, result.new_bytes,
-                        duplicate_of)
-        return UploadResult(name=result.name, version=result.version, outcome=outcome, message=message,
-                            duplicate_of=duplicate_of, size=result.size, new_bytes=result.new_bytes)
+        record_activity(principal, "upload", result.name, outcome, message, result.size, result.new_bytes, duplicate_of)
+        return UploadResult(
+            name=result.name,
+            version=result.version,
+            outcome=outcome,
+            message=message,
+            duplicate_of=duplicate_of,
+            size=result.size,
+            new_bytes=result.new_bytes,
+        )
 
-    @app.get("/files", response_model=FileList, tags=["files"], summary="List files (latest versions, or all)",
-             responses=error_responses(400, *ACCESS_ERRORS))
-    def list_files(_principal: Reader, prefix: Annotated[str, Depends(query_prefix)],
-                   versions: Annotated[bool, Query(description="Every version, not only the latest")] = False,
-                   ) -> FileList:
+    @app.get(
+        "/files",
+        response_model=FileList,
+        tags=["files"],
+        summary="List files (latest versions, or all)",
+        responses=error_responses(400, *ACCESS_ERRORS),
+    )
+    def list_files(
+        _principal: Reader,
+        prefix: Annotated[str, Depends(query_prefix)],
+        versions: Annotated[bool, Query(description="Every version, not only the latest")] = False,
+    ) -> FileList:
         return FileList(files=[_entry(record) for record in store.list(prefix, all_versions=versions)])
 
     @app.get(
-        "/files/{name:stored_name}", tags=["files"], summary="Download a file (streamed, verified; supports Range)",
+        "/files/{name:stored_name}",
+        tags=["files"],
+        summary="Download a file (streamed, verified; supports Range)",
         response_class=StreamingResponse,
-        responses={200: {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
-                         "description": "The file"},
-                   206: {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
-                         "description": "The requested byte range"},
-                   **error_responses(400, *ACCESS_ERRORS, 404, 416, 500)},
+        responses={
+            200: {
+                "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+                "description": "The file",
+            },
+            206: {
+                "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+                "description": "The requested byte range",
+            },
+            **error_responses(400, *ACCESS_ERRORS, 404, 416, 500),
+        },
     )
-    async def download(request: Request, _principal: Reader, name: PathName,
-                       version: Annotated[int | None, Query(ge=1, le=MAX_VERSION,
-                                                            description="Default: the latest")] = None):
+    async def download(
+        request: Request,
+        _principal: Reader,
+        name: PathName,
+        version: Annotated[int | None, Query(ge=1, le=MAX_VERSION, description="Default: the latest")] = None,
+    ):
         record = await anyio.to_thread.run_sync(store.catalog.get_version, name, version)
         try:
             wanted = parse_range(request.headers.get("range"), record.size)
         except RangeNotSatisfiable:
-            raise ApiError(416, "range_not_satisfiable", f"the file is {record.size} bytes",
-                           {"Content-Range": f"bytes */{record.size}"}) from None
+            raise ApiError(
+                416,
+                "range_not_satisfiable",
+                f"the file is {record.size} bytes",
+                {"Content-Range": f"bytes */{record.size}"},
+            ) from None
         status = 200 if wanted is None else 206
         wanted = wanted or ByteRange(0, record.size)
-        headers = {"Accept-Ranges": "bytes", "ETag": f'"{record.digest.hex()}"',
-                   "Content-Length": str(wanted.length), "Content-Disposition": _content_disposition(record.name)}
+        headers = {
+            "Accept-Ranges": "bytes",
+            "ETag": f'"{record.digest.hex()}"',
+            "Content-Length": str(wanted.length),
+            "Content-Disposition": _content_disposition(record.name),
+        }
         if status == 206:
             headers["Content-Range"] = f"bytes {wanted.start}-{wanted.end - 1}/{record.size}"
         feed = PieceFeed(verified_pieces(store, record, wanted, pool), asyncio.get_running_loop())
@@ -383,26 +497,41 @@ def create_app(store: Store, settings: ServerSettings | None = None) -> FastAPI:
 
         return StreamingResponse(body(), status_code=status, headers=headers, media_type="application/octet-stream")
 
-    @app.delete("/files/{name:stored_name}", response_model=Removed, tags=["files"],
-                summary="Delete a file (every version, or one); its space is freed by the next gc",
-                responses=error_responses(400, *ACCESS_ERRORS, 404))
-    def delete(principal: Writer, name: PathName,
-               version: Annotated[int | None, Query(ge=1, le=MAX_VERSION,
-                                                    description="Default: every version")] = None) -> Removed:
+    @app.delete(
+        "/files/{name:stored_name}",
+        response_model=Removed,
+        tags=["files"],
+        summary="Delete a file (every version, or one); its space is freed by the next gc",
+        responses=error_responses(400, *ACCESS_ERRORS, 404),
+    )
+    def delete(
+        principal: Writer,
+        name: PathName,
+        version: Annotated[int | None, Query(ge=1, le=MAX_VERSION, description="Default: every version")] = None,
+    ) -> Removed:
         removed = store.remove([name], version=version)
         for record in removed:
-            record_activity(principal, "delete", record.name, "deleted", f"version {record.version} deleted",
-                            record.size)
+            record_activity(
+                principal, "delete", record.name, "deleted", f"version {record.version} deleted", record.size
+            )
         return Removed(removed=[_entry(record) for record in removed])
 
-    @app.get("/stats", tags=["store"], summary="Store totals: logical, unique and stored bytes, ratios",
-             responses=error_responses(*ACCESS_ERRORS))
+    @app.get(
+        "/stats",
+        tags=["store"],
+        summary="Store totals: logical, unique and stored bytes, ratios",
+        responses=error_responses(*ACCESS_ERRORS),
+    )
     def stats(_principal: Reader) -> dict:
         return store.stats()
 
-    @app.get("/activity", response_model=Activity, tags=["store"],
-             summary="Recent uploads and deletions through this server (newest first; kept in memory)",
-             responses=error_responses(*ACCESS_ERRORS))
+    @app.get(
+        "/activity",
+        response_model=Activity,
+        tags=["store"],
+        summary="Recent uploads and deletions through this server (newest first; kept in memory)",
+        responses=error_responses(*ACCESS_ERRORS),
+    )
     def recent_activity(_principal: Reader) -> Activity:
         return Activity(entries=list(activity))
 
@@ -420,8 +549,9 @@ def create_app(store: Store, settings: ServerSettings | None = None) -> FastAPI:
     return app
 
 
-def create_app_for_url(url: str, settings: ServerSettings | None = None, *,
-                       passphrase: bytes | None = None) -> tuple[FastAPI, Store]:
+def create_app_for_url(
+    url: str, settings: ServerSettings | None = None, *, passphrase: bytes | None = None
+) -> tuple[FastAPI, Store]:
     """Open the store at url and build the app over it; the caller closes the store."""
     store = Store.open(url, passphrase=passphrase)
     return create_app(store, settings), store

@@ -65,7 +65,7 @@ class TokenSet:
         return len(self._entries)
 
     @classmethod
-    def parse(cls, text: str, source: str) -> "TokenSet":
+    def parse(cls, text: str, source: str) -> TokenSet:
         entries: dict[bytes, Principal] = {}
         for number, raw in enumerate(re.split(r"[\n;]", text), start=1):
             line = raw.strip()
@@ -75,12 +75,13 @@ class TokenSet:
             if not match:
                 raise InvalidArgumentError(
                     f"{source}: entry {number} is not 'sha256:<64 hex digits> rw|ro NAME' "
-                    "(store token hashes, never tokens; `chunkstore serve-token` makes one)")
+                    "(store token hashes, never tokens; `chunkstore serve-token` makes one)"
+                )
             entries[bytes.fromhex(match["hash"])] = Principal(match["name"].strip(), match["access"])
         return cls(entries)
 
     @classmethod
-    def load(cls, path: str | None, environment_value: str | None) -> "TokenSet":
+    def load(cls, path: str | None, environment_value: str | None) -> TokenSet:
         """Tokens from a file and from the variable's value, together."""
         combined: dict[bytes, Principal] = {}
         if path is not None:

@@ -28,8 +28,7 @@ class ErrorBody(BaseModel):
 ERROR_MEANINGS = {
     400: "invalid_argument / invalid_request: a name chunkstore refuses, or a parameter of the wrong type or form",
     401: "unauthorized / invalid_token: no bearer token, or an unknown one",
-    403: "forbidden / cross_origin: a read-only token asked to change something, or a page of another "
-         "site did",
+    403: "forbidden / cross_origin: a read-only token asked to change something, or a page of another site did",
     404: "not_found: no such name or version",
     408: "body_timeout: the upload's body stopped arriving",
     413: "too_large: the upload passes the server's size limit",
@@ -97,9 +96,16 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = dict(getattr(error, "headers", None) or {})
         if error.status_code == 405:
             # Starlette names only the first route matching the path; list every method of the path.
-            headers["Allow"] = ", ".join(sorted({
-                method for route in request.app.router.routes
-                if isinstance(route, APIRoute) and route.path_regex.match(request.scope["path"])
-                for method in route.methods}))
-        return error_response(error.status_code, _HTTP_ERROR_CODES.get(error.status_code, "http_error"),
-                              str(error.detail), headers)
+            headers["Allow"] = ", ".join(
+                sorted(
+                    {
+                        method
+                        for route in request.app.router.routes
+                        if isinstance(route, APIRoute) and route.path_regex.match(request.scope["path"])
+                        for method in route.methods or ()
+                    }
+                )
+            )
+        return error_response(
+            error.status_code, _HTTP_ERROR_CODES.get(error.status_code, "http_error"), str(error.detail), headers
+        )

@@ -105,17 +105,21 @@ class RequestGuard:
         scheme = scope.get("scheme", "http")
         name, port = host[0], host[1] or DEFAULT_PORTS.get(scheme, 80)
         if not self._host_allowed(scope, name, port):
-            return error_response(421, "unknown_host",
-                                  f"this server does not answer for host {name!r}; start it with "
-                                  f"--allowed-host {name}:{port} if clients should reach it by that name")
+            return error_response(
+                421,
+                "unknown_host",
+                f"this server does not answer for host {name!r}; start it with "
+                f"--allowed-host {name}:{port} if clients should reach it by that name",
+            )
         if scope["method"] not in STATE_CHANGING_METHODS:
             return None
         origin_header = headers.get("origin")
         origin = _origin(origin_header) if origin_header is not None else None
         trusted = origin in self.trusted_origins
         if origin_header is not None and origin != (scheme, name.strip("[]"), port) and not trusted:
-            return error_response(403, "cross_origin",
-                                  f"a page of another origin ({origin_header[:100]}) may not change files here")
+            return error_response(
+                403, "cross_origin", f"a page of another origin ({origin_header[:100]}) may not change files here"
+            )
         if headers.get("sec-fetch-site") in ("cross-site", "same-site") and not trusted:
             return error_response(403, "cross_origin", "a page of another site may not change files here")
         return None

@@ -12,6 +12,7 @@ import asyncio
 import functools
 import ipaddress
 import json
+from typing import cast
 
 import uvicorn
 from fastapi import FastAPI
@@ -42,14 +43,18 @@ def check_listen_address(host: str, settings: ServerSettings) -> None:
             f"refusing to listen on {host} without tokens: anyone who can reach it could read and delete "
             "every file. Configure tokens (--tokens-file or $CHUNKSTORE_TOKENS), listen on 127.0.0.1, "
             "or pass --allow-no-token if something in front of the server (a firewall, a proxy that "
-            "authenticates) already keeps others out.")
+            "authenticates) already keeps others out."
+        )
 
 
 def _over_capacity_response() -> bytes:
-    body = json.dumps({"code": "too_many_connections",
-                       "message": "the server holds as many connections as it may; try again later"}).encode()
-    return (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\n"
-            b"retry-after: 1\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    body = json.dumps(
+        {"code": "too_many_connections", "message": "the server holds as many connections as it may; try again later"}
+    ).encode()
+    return (
+        b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\n"
+        b"retry-after: 1\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
 
 
 OVER_CAPACITY = _over_capacity_response()
@@ -74,7 +79,10 @@ class GuardedH11Protocol(H11Protocol):
         super().connection_made(transport)
         if len(self.connections) > self._max_connections:
             # Closed at once so the file descriptor is freed: a flood of idle connections
-            # cannot exhaust the process's descriptors (1,024 by default under systemd).
+            # cannot exhaust the process's descriptors (1,024 by default under systemd). It
+            # leaves the count now, not when its close completes: until then uvicorn would count
+            # it against limit_concurrency and answer a held connection's next request 503.
+            self.connections.discard(self)
             transport.write(OVER_CAPACITY)
             transport.close()
             return
@@ -110,14 +118,23 @@ class GuardedH11Protocol(H11Protocol):
             self.transport.close()
 
 
-def uvicorn_config(app: FastAPI, settings: ServerSettings, *, ssl_certfile: str | None = None,
-                   ssl_keyfile: str | None = None) -> uvicorn.Config:
+def uvicorn_config(
+    app: FastAPI, settings: ServerSettings, *, ssl_certfile: str | None = None, ssl_keyfile: str | None = None
+) -> uvicorn.Config:
     """The uvicorn configuration that enforces the settings' timeouts and limits."""
-    protocol = functools.partial(GuardedH11Protocol, header_timeout=settings.header_timeout_seconds,
-                                 max_connections=settings.max_connections)
+    protocol = functools.partial(
+        GuardedH11Protocol, header_timeout=settings.header_timeout_seconds, max_connections=settings.max_connections
+    )
     return uvicorn.Config(
-        app, http=protocol, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile,
-        log_level="warning", access_log=False, server_header=False,
+        app,
+        # uvicorn makes each connection's protocol by calling this with its config and state:
+        # a partial of the class does that as the class itself would.
+        http=cast("type[asyncio.Protocol]", protocol),
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
+        log_level="warning",
+        access_log=False,
+        server_header=False,
         timeout_keep_alive=settings.keep_alive_seconds,
         h11_max_incomplete_event_size=settings.max_head_bytes,
         # uvicorn counts requests in progress as well as connections (a response can outlive

@@ -15,7 +15,7 @@ import asyncio
 import concurrent.futures
 import re
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -23,11 +23,10 @@ import anyio
 import anyio.from_thread
 
 from chunkstore.backends.catalog import VersionRecord
-from chunkstore.errors import DigestMismatchError, InvalidArgumentError
 from chunkstore.core.recipes import RecipeEntry
-from chunkstore.operations.read import check_whole, fetch_in_order, iter_recipe, naming_errors, read_chunk
+from chunkstore.errors import DigestMismatchError, InvalidArgumentError
 from chunkstore.operations.context import StoreContext
-
+from chunkstore.operations.read import check_whole, fetch_in_order, iter_recipe, naming_errors, read_chunk
 
 # Chunks fetched ahead of the one being sent: keeps both cores busy on a local store
 # and requests overlapping on S3, and bounds a download to this many chunks in memory.
@@ -134,8 +133,9 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
     return ByteRange(start, size if last is None else min(last + 1, size))
 
 
-def verified_pieces(store: StoreContext, record: VersionRecord, wanted: ByteRange,
-                    pool: ThreadPoolExecutor) -> Iterator[bytes]:
+def verified_pieces(
+    store: StoreContext, record: VersionRecord, wanted: ByteRange, pool: ThreadPoolExecutor
+) -> Generator[bytes, None, None]:
     """The bytes of wanted, chunk by chunk, each chunk re-hashed before it is yielded.
 
     Chunks before the range are skipped unread; the first and last are trimmed. A
@@ -143,7 +143,7 @@ def verified_pieces(store: StoreContext, record: VersionRecord, wanted: ByteRang
     whole = wanted.start == 0 and wanted.end == record.size
     file_digest = store.hasher.file_hasher() if whole else None
 
-    def chunks_in_range() -> Iterator[tuple[RecipeEntry, int]]:
+    def chunks_in_range() -> Generator[tuple[RecipeEntry, int]]:
         """The entries whose chunks hold bytes of wanted, each with its chunk's offset in the file."""
         offset = 0
         for entry in iter_recipe(store, record.digest):
@@ -179,7 +179,7 @@ _END = object()
 class PieceFeed:
     """Runs verified_pieces in its own thread and lets the event loop await each piece."""
 
-    def __init__(self, pieces: Iterator[bytes], loop: asyncio.AbstractEventLoop):
+    def __init__(self, pieces: Generator[bytes, None, None], loop: asyncio.AbstractEventLoop):
         self._pieces = pieces
         self._loop = loop
         self._queue: asyncio.Queue = asyncio.Queue(maxsize=QUEUE_PIECES)

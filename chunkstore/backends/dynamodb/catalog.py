@@ -18,15 +18,70 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 
 from chunkstore.backends.aws import AwsClients
-from chunkstore.backends.catalog import Catalog, CatalogStats, ChunkRecord, ChunkState, CommitOutcome, ContentRecord, FileStat, NewVersion, SnapshotRecord, VersionRecord, deletion_marker, refuse_marker
+from chunkstore.backends.catalog import (
+    Catalog,
+    CatalogStats,
+    ChunkRecord,
+    ChunkState,
+    CommitOutcome,
+    ContentRecord,
+    FileStat,
+    NewVersion,
+    SnapshotRecord,
+    VersionRecord,
+    deletion_marker,
+    refuse_marker,
+)
 from chunkstore.backends.dynamodb import commits
 from chunkstore.backends.dynamodb.gc import GarbageCollector
-from chunkstore.backends.dynamodb.items import CHUNK_SK, COMMITTING, CONTENT_SK, DELETION_MARK, LIVE, META_KEY, RELEASING, SCHEMA_VERSION, SNAPSHOTS_PK, chunk_id_of, chunk_key, chunk_record, chunk_state, content_key, content_record, content_state, digest_of, generation, key, n, name_pk, number, pins, prefix_conditions, s, shard_pk, snapshot_item, snapshot_key, snapshot_record, stat_attributes, stored_name, text, version_key, version_range, version_record
+from chunkstore.backends.dynamodb.items import (
+    CHUNK_SK,
+    COMMITTING,
+    CONTENT_SK,
+    DELETION_MARK,
+    LIVE,
+    META_KEY,
+    RELEASING,
+    SCHEMA_VERSION,
+    SNAPSHOTS_PK,
+    chunk_id_of,
+    chunk_key,
+    chunk_record,
+    chunk_state,
+    content_key,
+    content_record,
+    content_state,
+    digest_of,
+    generation,
+    key,
+    n,
+    name_pk,
+    number,
+    pins,
+    prefix_conditions,
+    s,
+    shard_pk,
+    snapshot_item,
+    snapshot_key,
+    snapshot_record,
+    stat_attributes,
+    stored_name,
+    text,
+    version_key,
+    version_range,
+    version_record,
+)
 from chunkstore.backends.dynamodb.sessions import Sessions
 from chunkstore.backends.dynamodb.table import DIGEST_INDEX, Cancelled, Table
 from chunkstore.backends.sessions import DEFAULT_LEASE_SECONDS, new_session_id, now_ns
 from chunkstore.core.names import name_matches_prefix
-from chunkstore.errors import ConcurrentModificationError, InvalidArgumentError, NameNotFoundError, NotFoundError, VersionNotFoundError
+from chunkstore.errors import (
+    ConcurrentModificationError,
+    InvalidArgumentError,
+    NameNotFoundError,
+    NotFoundError,
+    VersionNotFoundError,
+)
 
 # How long a writer waits for a gc to finish deleting a chunk it needs, and how often it looks.
 _DELETING_WAIT_SECONDS = 120.0
@@ -36,22 +91,33 @@ _POLL_SECONDS = 0.1
 def _translated(method):
     """Run a public method (or the whole iteration of a generator method) with AWS errors translated."""
     if inspect.isgeneratorfunction(method):
+
         @functools.wraps(method)
         def generator_wrapper(self, *args, **kwargs):
             with self.table.errors():
                 yield from method(self, *args, **kwargs)
+
         return generator_wrapper
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
         with self.table.errors():
             return method(self, *args, **kwargs)
+
     return wrapper
 
 
 class DynamoDBCatalog(Catalog):
-    def __init__(self, clients: AwsClients, table: str, *, store_id: str, store_url: str, create: bool = False,
-                 lease_seconds: float = DEFAULT_LEASE_SECONDS):
+    def __init__(
+        self,
+        clients: AwsClients,
+        table: str,
+        *,
+        store_id: str,
+        store_url: str,
+        create: bool = False,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    ):
         self.table = Table(clients, table)
         self.clients = clients
         self._sessions = Sessions(self.table, lease_seconds)
@@ -69,6 +135,10 @@ class DynamoDBCatalog(Catalog):
     @property
     def lease_seconds(self) -> float:
         return self._sessions.lease_seconds
+
+    @lease_seconds.setter
+    def lease_seconds(self, seconds: float) -> None:
+        self._sessions.lease_seconds = seconds
 
     @staticmethod
     def create_table(clients: AwsClients, table: str) -> None:
@@ -94,9 +164,17 @@ class DynamoDBCatalog(Catalog):
             pinned = self._pins.pop(session, set())
             self._generations.pop(session, None)
         held_gc_lock = self._gc.forget_session(session)
-        self.table.transact_each(list(pinned), lambda chunk_id: {"Update": {
-            "Key": chunk_key(chunk_id), "UpdateExpression": "DELETE pins :me",
-            "ConditionExpression": "attribute_exists(pk)", "ExpressionAttributeValues": {":me": {"SS": [session]}}}})
+        self.table.transact_each(
+            list(pinned),
+            lambda chunk_id: {
+                "Update": {
+                    "Key": chunk_key(chunk_id),
+                    "UpdateExpression": "DELETE pins :me",
+                    "ConditionExpression": "attribute_exists(pk)",
+                    "ExpressionAttributeValues": {":me": {"SS": [session]}},
+                }
+            },
+        )
         self._sessions.end(session)
         if held_gc_lock:
             self._gc.release_lock(session)
@@ -138,22 +216,34 @@ class DynamoDBCatalog(Catalog):
         if abandoned or time.monotonic() > deadline:
             raise ConcurrentModificationError(
                 f"{len(abandoned or deleting)} chunk(s) this put needs are being deleted by a gc that "
-                "stopped before finishing; run `chunkstore gc` to complete it, then put again")
+                "stopped before finishing; run `chunkstore gc` to complete it, then put again"
+            )
         time.sleep(_POLL_SECONDS)
 
     def _pin(self, session: str, rows: list[dict]) -> set[bytes]:
         """Add session to the pins of these rows, each as it was read (same generation, not DELETING);
         return the IDs of rows that changed since (they are not pinned)."""
         unpinned = [row for row in rows if session not in pins(row) and text(row, "own", None) != session]
-        refused = self.table.transact_each(unpinned, lambda row: {"Update": {
-            "Key": chunk_key(chunk_id_of(row)), "UpdateExpression": "ADD pins :me",
-            "ConditionExpression": "gen = :gen AND st <> :deleting",
-            "ExpressionAttributeValues": {":me": {"SS": [session]}, ":gen": s(generation(row)),
-                                          ":deleting": n(ChunkState.DELETING)}}})
+        refused = self.table.transact_each(
+            unpinned,
+            lambda row: {
+                "Update": {
+                    "Key": chunk_key(chunk_id_of(row)),
+                    "UpdateExpression": "ADD pins :me",
+                    "ConditionExpression": "gen = :gen AND st <> :deleting",
+                    "ExpressionAttributeValues": {
+                        ":me": {"SS": [session]},
+                        ":gen": s(generation(row)),
+                        ":deleting": n(ChunkState.DELETING),
+                    },
+                }
+            },
+        )
         changed = {chunk_id_of(row) for row in refused}
         with self._lock:
             self._pins.setdefault(session, set()).update(
-                chunk_id for chunk_id in map(chunk_id_of, rows) if chunk_id not in changed)
+                chunk_id for chunk_id in map(chunk_id_of, rows) if chunk_id not in changed
+            )
         return changed
 
     def _announce(self, session: str, chunk_ids: list[bytes], sizes: dict[bytes, int]) -> list[bytes]:
@@ -163,15 +253,27 @@ class DynamoDBCatalog(Catalog):
         generations = {chunk_id: new_session_id() for chunk_id in chunk_ids}
 
         def row(chunk_id: bytes) -> dict:
-            return {"Put": {"Item": {**chunk_key(chunk_id), "st": n(ChunkState.PENDING), "sz": n(sizes[chunk_id]),
-                                     "rc": n(0), "ss": n(0), "gen": s(generations[chunk_id]), "own": s(session)},
-                            "ConditionExpression": "attribute_not_exists(pk)"}}
+            return {
+                "Put": {
+                    "Item": {
+                        **chunk_key(chunk_id),
+                        "st": n(ChunkState.PENDING),
+                        "sz": n(sizes[chunk_id]),
+                        "rc": n(0),
+                        "ss": n(0),
+                        "gen": s(generations[chunk_id]),
+                        "own": s(session),
+                    },
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            }
 
         raced = self.table.transact_each(chunk_ids, row)
         announced = set(chunk_ids) - set(raced)
         with self._lock:
             self._generations.setdefault(session, {}).update(
-                (chunk_id, generations[chunk_id]) for chunk_id in announced)
+                (chunk_id, generations[chunk_id]) for chunk_id in announced
+            )
         return raced
 
     @_translated
@@ -179,11 +281,20 @@ class DynamoDBCatalog(Catalog):
         with self._lock:
             generations = self._generations.get(session, {})
             # One action per item: a transaction may not name an item twice.
-            work = [(chunk_id, stored_size, generations.pop(chunk_id, None))
-                    for chunk_id, stored_size in dict(chunks).items()]
-        refused = self.table.transact_each(work, lambda args: {"Update": {
-            "Key": chunk_key(args[0]), "UpdateExpression": "SET st = :present, ss = :ss",
-            **self._mark_condition(args[1], args[2])}})
+            work = [
+                (chunk_id, stored_size, generations.pop(chunk_id, None))
+                for chunk_id, stored_size in dict(chunks).items()
+            ]
+        refused = self.table.transact_each(
+            work,
+            lambda args: {
+                "Update": {
+                    "Key": chunk_key(args[0]),
+                    "UpdateExpression": "SET st = :present, ss = :ss",
+                    **self._mark_condition(args[1], args[2]),
+                }
+            },
+        )
         self.table.in_parallel(lambda args: self._mark_present(*args), refused)
 
     @staticmethod
@@ -201,10 +312,17 @@ class DynamoDBCatalog(Catalog):
         done if it is PRESENT already; otherwise gc took it (commit will refuse it)."""
         condition = self._mark_condition(stored_size, generation_seen)
         item = self.table.get(chunk_key(chunk_id))
-        if (item is not None and chunk_state(item) == ChunkState.PENDING
-                and (generation_seen is None or generation(item) == generation_seen)):
-            self.table.update(chunk_key(chunk_id), "SET st = :present, ss = :ss",
-                              condition["ExpressionAttributeValues"], condition["ConditionExpression"])
+        if (
+            item is not None
+            and chunk_state(item) == ChunkState.PENDING
+            and (generation_seen is None or generation(item) == generation_seen)
+        ):
+            self.table.update(
+                chunk_key(chunk_id),
+                "SET st = :present, ss = :ss",
+                condition["ExpressionAttributeValues"],
+                condition["ConditionExpression"],
+            )
 
     # ---- commit ----------------------------------------------------------------------
 
@@ -226,8 +344,11 @@ class DynamoDBCatalog(Catalog):
     def _check_new_chunks_present(self, versions: Sequence[NewVersion]) -> None:
         """Refuse the whole commit, before writing anything, if a new content names a chunk that is not PRESENT."""
         digests = {new.digest for new in versions}
-        live = {digest_of(item) for item in self.table.get_many([content_key(digest) for digest in digests])
-                if content_state(item) == LIVE}
+        live = {
+            digest_of(item)
+            for item in self.table.get_many([content_key(digest) for digest in digests])
+            if content_state(item) == LIVE
+        }
         checked: set[bytes] = set()
         for new in versions:
             if new.digest in live or new.digest in checked:
@@ -237,7 +358,8 @@ class DynamoDBCatalog(Catalog):
             if missing:
                 raise ConcurrentModificationError(
                     f"{missing} chunk(s) of {new.name!r} are not stored (collected by a concurrent gc while this put "
-                    "was stalled past its session lease, or never uploaded); nothing was committed, put again")
+                    "was stalled past its session lease, or never uploaded); nothing was committed, put again"
+                )
 
     def _commit_version(self, session: str, new: NewVersion, at_ns: int) -> CommitOutcome:
         while True:
@@ -248,26 +370,28 @@ class DynamoDBCatalog(Catalog):
                 continue
             previous = commits.last_number(self.table, new.name, self._shards)
             content = self.table.get(content_key(new.digest))
-            state = content_state(content) if content else None
             try:
-                if state == LIVE:
+                if not content:
+                    number_given = commits.store_content(self.table, session, new, previous, at_ns, self._shards)
+                    return CommitOutcome(new.name, number_given, "stored")
+                if content_state(content) == LIVE:
                     duplicate_of = self.find_name_with_digest(new.digest)
                     commits.add_duplicate(self.table, new, previous, at_ns, self._shards)
                     return CommitOutcome(new.name, previous + 1, "duplicate", duplicate_of)
-                if state is None:
-                    number_given = commits.store_content(self.table, session, new, previous, at_ns, self._shards)
-                    return CommitOutcome(new.name, number_given, "stored")
             except commits.Retry:
                 continue
             self._settle(session, content)
 
     def _refresh_stat(self, latest: VersionRecord, stat: FileStat) -> bool:
-        return self.table.update(
-            version_key(latest.name, latest.version, self._shards),
-            "SET sz = :sz, mt = :mt, md = :md, ino = :ino, ct = :ct",
-            {**{f":{name}": value for name, value in stat_attributes(stat).items()}, ":dg": s(latest.digest.hex())},
-            "dg = :dg",
-        ) is not None
+        return (
+            self.table.update(
+                version_key(latest.name, latest.version, self._shards),
+                "SET sz = :sz, mt = :mt, md = :md, ino = :ino, ct = :ct",
+                {**{f":{name}": value for name, value in stat_attributes(stat).items()}, ":dg": s(latest.digest.hex())},
+                "dg = :dg",
+            )
+            is not None
+        )
 
     def _settle(self, session: str, content: dict) -> None:
         """Get a content that is neither live nor absent out of the way: wait for a live writer
@@ -286,10 +410,11 @@ class DynamoDBCatalog(Catalog):
 
     def _version_query(self, name: str) -> dict:
         first, last = version_range(name)
-        return {"KeyConditionExpression": "pk = :pk AND sk BETWEEN :first AND :last",
-                "ExpressionAttributeValues": {":pk": s(name_pk(name, self._shards)), ":first": s(first),
-                                              ":last": s(last)},
-                "ConsistentRead": True}
+        return {
+            "KeyConditionExpression": "pk = :pk AND sk BETWEEN :first AND :last",
+            "ExpressionAttributeValues": {":pk": s(name_pk(name, self._shards)), ":first": s(first), ":last": s(last)},
+            "ConsistentRead": True,
+        }
 
     def _latest_version(self, name: str) -> VersionRecord | None:
         items = self.table.query_page(**self._version_query(name), ScanIndexForward=False, Limit=1)
@@ -316,12 +441,18 @@ class DynamoDBCatalog(Catalog):
         return record
 
     @_translated
-    def list_versions(self, prefix: str = "", all_versions: bool = False, *, as_of_ns: int | None = None,
-                      deleted: bool = False) -> Iterator[VersionRecord]:
-        requests = [{"KeyConditionExpression": expression,
-                     "ExpressionAttributeValues": {":pk": s(shard_pk(shard)), **values},
-                     "ConsistentRead": True}
-                    for shard in range(self._shards) for expression, values in prefix_conditions(prefix)]
+    def list_versions(
+        self, prefix: str = "", all_versions: bool = False, *, as_of_ns: int | None = None, deleted: bool = False
+    ) -> Iterator[VersionRecord]:
+        requests = [
+            {
+                "KeyConditionExpression": expression,
+                "ExpressionAttributeValues": {":pk": s(shard_pk(shard)), **values},
+                "ConsistentRead": True,
+            }
+            for shard in range(self._shards)
+            for expression, values in prefix_conditions(prefix)
+        ]
         # Every shard's query is ordered by sort key; merging them orders all names.
         merged = heapq.merge(*self.table.parallel_queries(requests), key=lambda item: text(item, "sk"))
         records = (record for record in map(version_record, merged) if name_matches_prefix(record.name, prefix))
@@ -330,8 +461,12 @@ class DynamoDBCatalog(Catalog):
     @_translated
     def find_name_with_digest(self, digest: bytes) -> str | None:
         # The index is eventually consistent: check each name it gives against the table.
-        for indexed in self.table.query_page(IndexName=DIGEST_INDEX, KeyConditionExpression="dg = :dg",
-                                             ExpressionAttributeValues={":dg": s(digest.hex())}, Limit=10):
+        for indexed in self.table.query_page(
+            IndexName=DIGEST_INDEX,
+            KeyConditionExpression="dg = :dg",
+            ExpressionAttributeValues={":dg": s(digest.hex())},
+            Limit=10,
+        ):
             if self.table.get(key(text(indexed, "pk"), text(indexed, "sk"))) is not None:
                 return stored_name(indexed)
         content = self._live_content(digest)
@@ -365,8 +500,9 @@ class DynamoDBCatalog(Catalog):
         has not applied yet, are left out, so verify compares like with like."""
         chunks: list[ChunkRecord] = []
         in_flight: list[dict] = []
-        for item in self.table.scan("sk = :c OR (sk = :d AND st <> :live)",
-                                    {":c": s(CHUNK_SK), ":d": s(CONTENT_SK), ":live": s(LIVE)}):
+        for item in self.table.scan(
+            "sk = :c OR (sk = :d AND st <> :live)", {":c": s(CHUNK_SK), ":d": s(CONTENT_SK), ":live": s(LIVE)}
+        ):
             if text(item, "sk") == CHUNK_SK:
                 chunks.append(chunk_record(item))
             else:
@@ -374,8 +510,18 @@ class DynamoDBCatalog(Catalog):
         pending = commits.in_flight_counts(self.table, in_flight)
         for record in chunks:
             adjustment = pending.get(record.chunk_id, 0)
-            yield ChunkRecord(record.chunk_id, record.size, record.stored_size, record.refcount - adjustment,
-                              record.state, record.location) if adjustment else record
+            yield (
+                ChunkRecord(
+                    record.chunk_id,
+                    record.size,
+                    record.stored_size,
+                    record.refcount - adjustment,
+                    record.state,
+                    record.location,
+                )
+                if adjustment
+                else record
+            )
 
     @_translated
     def get_chunks(self, chunk_ids: Iterable[bytes]) -> dict[bytes, ChunkRecord]:
@@ -392,9 +538,10 @@ class DynamoDBCatalog(Catalog):
             names += record.name != previous
             previous = record.name
         contents = content_bytes = chunks = unique = stored = 0
-        for item in self.table.scan("(sk = :d AND st = :live) OR (sk = :c AND st = :present)",
-                                    {":d": s(CONTENT_SK), ":live": s(LIVE), ":c": s(CHUNK_SK),
-                                     ":present": n(ChunkState.PRESENT)}):
+        for item in self.table.scan(
+            "(sk = :d AND st = :live) OR (sk = :c AND st = :present)",
+            {":d": s(CONTENT_SK), ":live": s(LIVE), ":c": s(CHUNK_SK), ":present": n(ChunkState.PRESENT)},
+        ):
             if text(item, "sk") == CONTENT_SK:
                 contents += 1
                 content_bytes += number(item, "sz")
@@ -419,7 +566,7 @@ class DynamoDBCatalog(Catalog):
             chosen.update(((record.name, record.version), record) for record in found)
         records = list(chosen.values())
         removed = self.table.in_parallel(self._remove_version, records)
-        return [record for record, done in zip(records, removed) if done]
+        return [record for record, done in zip(records, removed, strict=True) if done]
 
     def _remove_version(self, record: VersionRecord) -> bool:
         """Delete a version and give back its content's count, atomically; release the content
@@ -442,12 +589,25 @@ class DynamoDBCatalog(Catalog):
                 expression = "SET rc = :zero, st = :releasing, done = :zero, lim = :limit"
                 values.update({":zero": n(0), ":releasing": s(RELEASING), ":limit": n(number(content, "n"))})
             try:
-                self.table.transact([
-                    {"Delete": {"Key": version_at, "ConditionExpression": "dg = :dg",
-                                "ExpressionAttributeValues": same_content}},
-                    {"Update": {"Key": content_key(record.digest), "UpdateExpression": expression,
-                                "ConditionExpression": "st = :live AND rc = :rc", "ExpressionAttributeValues": values}},
-                ])
+                self.table.transact(
+                    [
+                        {
+                            "Delete": {
+                                "Key": version_at,
+                                "ConditionExpression": "dg = :dg",
+                                "ExpressionAttributeValues": same_content,
+                            }
+                        },
+                        {
+                            "Update": {
+                                "Key": content_key(record.digest),
+                                "UpdateExpression": expression,
+                                "ConditionExpression": "st = :live AND rc = :rc",
+                                "ExpressionAttributeValues": values,
+                            }
+                        },
+                    ]
+                )
             except Cancelled as cancelled:
                 if cancelled.failed(0):
                     return False
@@ -462,8 +622,13 @@ class DynamoDBCatalog(Catalog):
         """Move the table to schema 2 before the first item that schema 1 does not have."""
         if self._schema >= 2:
             return
-        self.table.update(META_KEY, "SET #schema = :new", {":new": n(SCHEMA_VERSION), ":old": n(self._schema)},
-                          "#schema = :old OR #schema = :new", ExpressionAttributeNames={"#schema": "schema"})
+        self.table.update(
+            META_KEY,
+            "SET #schema = :new",
+            {":new": n(SCHEMA_VERSION), ":old": n(self._schema)},
+            "#schema = :old OR #schema = :new",
+            ExpressionAttributeNames={"#schema": "schema"},
+        )
         self._schema = SCHEMA_VERSION
 
     @_translated
@@ -495,14 +660,16 @@ class DynamoDBCatalog(Catalog):
 
     @_translated
     def list_snapshots(self) -> list[SnapshotRecord]:
-        items = self.table.query(KeyConditionExpression="pk = :pk", ExpressionAttributeValues={":pk": s(SNAPSHOTS_PK)},
-                                 ConsistentRead=True)
+        items = self.table.query(
+            KeyConditionExpression="pk = :pk", ExpressionAttributeValues={":pk": s(SNAPSHOTS_PK)}, ConsistentRead=True
+        )
         return sorted(map(snapshot_record, items), key=lambda snapshot: (snapshot.at_ns, snapshot.snapshot_id))
 
     @_translated
     def remove_snapshots(self, snapshot_ids: Sequence[str]) -> None:
-        self.table.write_many([{"DeleteRequest": {"Key": snapshot_key(snapshot_id)}}
-                               for snapshot_id in dict.fromkeys(snapshot_ids)])
+        self.table.write_many(
+            [{"DeleteRequest": {"Key": snapshot_key(snapshot_id)}} for snapshot_id in dict.fromkeys(snapshot_ids)]
+        )
 
     # ---- gc --------------------------------------------------------------------------
 
@@ -532,13 +699,22 @@ class DynamoDBCatalog(Catalog):
     def set_refcounts(self, counts: dict[bytes, tuple[int, int]]) -> set[bytes]:
         # One conditional update a chunk, not transactions: a count that moved must not
         # hold back the others. Repair is rare and its fixes few.
-        return {chunk_id for chunk_id, (expected, new) in counts.items()
-                if self.table.update(chunk_key(chunk_id), "SET rc = :new", {":new": n(new), ":expected": n(expected)},
-                                     "attribute_exists(pk) AND rc = :expected") is None}
+        return {
+            chunk_id
+            for chunk_id, (expected, new) in counts.items()
+            if self.table.update(
+                chunk_key(chunk_id),
+                "SET rc = :new",
+                {":new": n(new), ":expected": n(expected)},
+                "attribute_exists(pk) AND rc = :expected",
+            )
+            is None
+        }
 
 
-def _select_versions(records: Iterable[VersionRecord], all_versions: bool, as_of_ns: int | None,
-                     deleted: bool) -> Iterator[VersionRecord]:
+def _select_versions(
+    records: Iterable[VersionRecord], all_versions: bool, as_of_ns: int | None, deleted: bool
+) -> Iterator[VersionRecord]:
     """The versions list_versions yields, from every version ordered by name then version."""
     if as_of_ns is not None:
         records = (record for record in records if record.stored_at_ns <= as_of_ns)

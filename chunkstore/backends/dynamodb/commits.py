@@ -15,12 +15,36 @@ condition on its last value in the transaction that writes the version.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections import Counter
 from collections.abc import Iterable, Iterator
 
 from chunkstore.backends.catalog import ChunkState, NewVersion
-from chunkstore.backends.dynamodb.items import COMMITTING, LIVE, RELEASING, PAGE_PREFIX, chunk_key, chunk_state, content_item, content_key, content_pk, content_state, content_version_attributes, counter_key, digest_of, key, n, number, page_data, page_items, page_sk, s, text, version_item
+from chunkstore.backends.dynamodb.items import (
+    COMMITTING,
+    LIVE,
+    PAGE_PREFIX,
+    RELEASING,
+    chunk_key,
+    chunk_state,
+    content_item,
+    content_key,
+    content_pk,
+    content_state,
+    content_version_attributes,
+    counter_key,
+    digest_of,
+    key,
+    n,
+    number,
+    page_data,
+    page_items,
+    page_sk,
+    s,
+    text,
+    version_item,
+)
 from chunkstore.backends.dynamodb.table import TRANSACTION_ACTIONS, TRANSACTION_BYTES, Cancelled, Table
 from chunkstore.core import recipes
 from chunkstore.errors import ConcurrentModificationError, CorruptObjectError
@@ -91,29 +115,44 @@ def version_actions(name: str, previous: int, at_ns: int, attributes: dict, shar
     mark), taking the number from the name's counter (conditional on it still being
     previous, so two writers never take the same number)."""
     number_given = previous + 1
-    counter: dict = {"Key": counter_key(name, shards),
-                     "UpdateExpression": "SET #last = :number, nm = :name",
-                     "ExpressionAttributeNames": {"#last": "last"},
-                     "ExpressionAttributeValues": {":number": n(number_given), ":name": s(name)}}
+    counter: dict = {
+        "Key": counter_key(name, shards),
+        "UpdateExpression": "SET #last = :number, nm = :name",
+        "ExpressionAttributeNames": {"#last": "last"},
+        "ExpressionAttributeValues": {":number": n(number_given), ":name": s(name)},
+    }
     if previous:
         counter["ConditionExpression"] = "#last = :previous"
         counter["ExpressionAttributeValues"][":previous"] = n(previous)
     else:
         counter["ConditionExpression"] = "attribute_not_exists(pk)"
-    return [{"Put": {"Item": version_item(name, number_given, at_ns, attributes, shards),
-                     "ConditionExpression": "attribute_not_exists(pk)"}},
-            {"Update": counter}]
+    return [
+        {
+            "Put": {
+                "Item": version_item(name, number_given, at_ns, attributes, shards),
+                "ConditionExpression": "attribute_not_exists(pk)",
+            }
+        },
+        {"Update": counter},
+    ]
 
 
 def add_duplicate(table: Table, new: NewVersion, previous: int, at_ns: int, shards: int) -> None:
     """A version of a content that is live already: count it on the content."""
     try:
-        table.transact([
-            {"Update": {"Key": content_key(new.digest), "UpdateExpression": "ADD rc :one",
+        table.transact(
+            [
+                {
+                    "Update": {
+                        "Key": content_key(new.digest),
+                        "UpdateExpression": "ADD rc :one",
                         "ConditionExpression": "st = :live",
-                        "ExpressionAttributeValues": {":one": n(1), ":live": s(LIVE)}}},
-            *version_actions(new.name, previous, at_ns, content_version_attributes(new), shards),
-        ])
+                        "ExpressionAttributeValues": {":one": n(1), ":live": s(LIVE)},
+                    }
+                },
+                *version_actions(new.name, previous, at_ns, content_version_attributes(new), shards),
+            ]
+        )
     except Cancelled:
         raise Retry from None
 
@@ -122,29 +161,39 @@ def add_duplicate(table: Table, new: NewVersion, previous: int, at_ns: int, shar
 
 
 def _increment(chunk_id: bytes, count: int) -> dict:
-    return {"Update": {"Key": chunk_key(chunk_id), "UpdateExpression": "ADD rc :count",
-                       "ConditionExpression": "st = :present",
-                       "ExpressionAttributeValues": {":count": n(count), ":present": n(ChunkState.PRESENT)}}}
+    return {
+        "Update": {
+            "Key": chunk_key(chunk_id),
+            "UpdateExpression": "ADD rc :count",
+            "ConditionExpression": "st = :present",
+            "ExpressionAttributeValues": {":count": n(count), ":present": n(ChunkState.PRESENT)},
+        }
+    }
 
 
 def _refused(new: NewVersion) -> ConcurrentModificationError:
     return ConcurrentModificationError(
         f"chunk(s) of {new.name!r} were collected by a concurrent gc while this put was stalled past its "
-        "session lease; nothing was committed, put again")
+        "session lease; nothing was committed, put again"
+    )
 
 
 def _rolled_back(new: NewVersion) -> ConcurrentModificationError:
     return ConcurrentModificationError(
         f"the commit of {new.name!r} was rolled back by a gc that took this put's session for dead "
-        "(stalled past its lease); put again")
+        "(stalled past its lease); put again"
+    )
 
 
 def store_content(table: Table, session: str, new: NewVersion, previous: int, at_ns: int, shards: int) -> int:
     """Commit a new content and its version; return the version number it got."""
     steps = list(itertools.islice(_count_steps(_entries(new.pages), 0, new.chunk_count), 2))
     counts = steps[0][1] if steps else Counter()
-    fits = (len(steps) <= 1 and len(counts) + len(new.pages) + 3 <= TRANSACTION_ACTIONS
-            and sum(map(len, new.pages)) <= TRANSACTION_BYTES)
+    fits = (
+        len(steps) <= 1
+        and len(counts) + len(new.pages) + 3 <= TRANSACTION_ACTIONS
+        and sum(map(len, new.pages)) <= TRANSACTION_BYTES
+    )
     if not fits:
         return _store_large_content(table, session, new, previous, at_ns, shards)
     actions = [{"Put": {"Item": content_item(new, LIVE, 1), "ConditionExpression": "attribute_not_exists(pk)"}}]
@@ -177,11 +226,10 @@ def _store_large_content(table: Table, session: str, new: NewVersion, previous: 
         roll_back(table, new.digest, session, done)
         raise _refused(new) from None
     except Exception:
-        # Best effort: if this fails too, gc rolls the content back once this session is dead.
-        try:
+        # Best effort: if this fails too, gc rolls the content back once this session is dead;
+        # the original error is the one to report.
+        with contextlib.suppress(Exception):
             roll_back(table, new.digest, session, done)
-        except Exception:  # noqa: BLE001, S110 - the original error is the one to report
-            pass
         raise
 
 
@@ -191,9 +239,14 @@ def _owned(session: str) -> dict:
 
 def _count_step(table: Table, session: str, new: NewVersion, done: int, end: int, counts: Counter) -> None:
     """Increment the counts of one step and move the cursor from done to end, in one transaction."""
-    cursor = {"Update": {"Key": content_key(new.digest), "UpdateExpression": "SET done = :end",
-                         "ConditionExpression": "st = :committing AND own = :me AND done = :done",
-                         "ExpressionAttributeValues": {**_owned(session), ":end": n(end), ":done": n(done)}}}
+    cursor = {
+        "Update": {
+            "Key": content_key(new.digest),
+            "UpdateExpression": "SET done = :end",
+            "ConditionExpression": "st = :committing AND own = :me AND done = :done",
+            "ExpressionAttributeValues": {**_owned(session), ":end": n(end), ":done": n(done)},
+        }
+    }
     try:
         table.transact([_increment(chunk_id, count) for chunk_id, count in counts.items()] + [cursor])
     except Cancelled as cancelled:
@@ -206,14 +259,24 @@ def _commit_point(table: Table, session: str, new: NewVersion, previous: int, at
     """Turn the fully counted content live with its version; return the version number it got."""
     while True:
         try:
-            table.transact([
-                {"Update": {"Key": content_key(new.digest),
+            table.transact(
+                [
+                    {
+                        "Update": {
+                            "Key": content_key(new.digest),
                             "UpdateExpression": "SET st = :live, rc = :one REMOVE own",
                             "ConditionExpression": "st = :committing AND own = :me AND done = :count",
-                            "ExpressionAttributeValues": {**_owned(session), ":live": s(LIVE), ":one": n(1),
-                                                          ":count": n(new.chunk_count)}}},
-                *version_actions(new.name, previous, at_ns, content_version_attributes(new), shards),
-            ])
+                            "ExpressionAttributeValues": {
+                                **_owned(session),
+                                ":live": s(LIVE),
+                                ":one": n(1),
+                                ":count": n(new.chunk_count),
+                            },
+                        }
+                    },
+                    *version_actions(new.name, previous, at_ns, content_version_attributes(new), shards),
+                ]
+            )
             return previous + 1
         except Cancelled as cancelled:
             if cancelled.failed(0):
@@ -228,10 +291,17 @@ def _commit_point(table: Table, session: str, new: NewVersion, previous: int, at
 def roll_back(table: Table, digest: bytes, owner: str | None, done: int) -> None:
     """Turn a committing content into a releasing one that undoes its first `done` entries."""
     table.update(
-        content_key(digest), "SET st = :releasing, lim = :done, done = :zero REMOVE own",
-        {":releasing": s(RELEASING), ":committing": s(COMMITTING), ":owner": s(owner or ""),
-         ":done": n(done), ":zero": n(0)},
-        "st = :committing AND own = :owner AND done = :done")
+        content_key(digest),
+        "SET st = :releasing, lim = :done, done = :zero REMOVE own",
+        {
+            ":releasing": s(RELEASING),
+            ":committing": s(COMMITTING),
+            ":owner": s(owner or ""),
+            ":done": n(done),
+            ":zero": n(0),
+        },
+        "st = :committing AND own = :owner AND done = :done",
+    )
     release(table, digest)
 
 
@@ -263,16 +333,27 @@ def _release_steps(table: Table, digest: bytes, done: int, limit: int, page_coun
 
 
 def _release_step(table: Table, digest: bytes, done: int, end: int, counts: Counter) -> bool:
-    cursor = {"Update": {"Key": content_key(digest), "UpdateExpression": "SET done = :end",
-                         "ConditionExpression": "st = :releasing AND done = :done",
-                         "ExpressionAttributeValues": {":releasing": s(RELEASING), ":end": n(end),
-                                                       ":done": n(done)}}}
+    cursor = {
+        "Update": {
+            "Key": content_key(digest),
+            "UpdateExpression": "SET done = :end",
+            "ConditionExpression": "st = :releasing AND done = :done",
+            "ExpressionAttributeValues": {":releasing": s(RELEASING), ":end": n(end), ":done": n(done)},
+        }
+    }
     remaining = list(counts.items())
     while True:
-        decrements = [{"Update": {"Key": chunk_key(chunk_id), "UpdateExpression": "ADD rc :count",
-                                  "ConditionExpression": "attribute_exists(pk)",
-                                  "ExpressionAttributeValues": {":count": n(-count)}}}
-                      for chunk_id, count in remaining]
+        decrements = [
+            {
+                "Update": {
+                    "Key": chunk_key(chunk_id),
+                    "UpdateExpression": "ADD rc :count",
+                    "ConditionExpression": "attribute_exists(pk)",
+                    "ExpressionAttributeValues": {":count": n(-count)},
+                }
+            }
+            for chunk_id, count in remaining
+        ]
         try:
             table.transact(decrements + [cursor])
             return True
@@ -285,12 +366,16 @@ def _release_step(table: Table, digest: bytes, done: int, end: int, counts: Coun
 
 def _delete_released(table: Table, digest: bytes, limit: int) -> None:
     """Delete the pages of a content whose counts were all given back, then the content."""
-    pages = table.query(KeyConditionExpression="pk = :pk AND begins_with(sk, :page)",
-                        ExpressionAttributeValues={":pk": s(content_pk(digest)), ":page": s(PAGE_PREFIX)},
-                        ProjectionExpression="pk, sk", ConsistentRead=True)
+    pages = table.query(
+        KeyConditionExpression="pk = :pk AND begins_with(sk, :page)",
+        ExpressionAttributeValues={":pk": s(content_pk(digest)), ":page": s(PAGE_PREFIX)},
+        ProjectionExpression="pk, sk",
+        ConsistentRead=True,
+    )
     table.write_many([{"DeleteRequest": {"Key": key(text(page, "pk"), text(page, "sk"))}} for page in pages])
-    table.delete(content_key(digest), "st = :releasing AND done = :limit",
-                 {":releasing": s(RELEASING), ":limit": n(limit)})
+    table.delete(
+        content_key(digest), "st = :releasing AND done = :limit", {":releasing": s(RELEASING), ":limit": n(limit)}
+    )
 
 
 # ---- reading recipes --------------------------------------------------------------------
@@ -302,10 +387,14 @@ def stored_pages(table: Table, digest: bytes, page_count: int) -> Iterator[bytes
         return
     expected = 0
     for item in table.query(
-            KeyConditionExpression="pk = :pk AND sk BETWEEN :first AND :last",
-            ExpressionAttributeValues={":pk": s(content_pk(digest)), ":first": s(page_sk(0)),
-                                       ":last": s(page_sk(page_count - 1))},
-            ConsistentRead=True):
+        KeyConditionExpression="pk = :pk AND sk BETWEEN :first AND :last",
+        ExpressionAttributeValues={
+            ":pk": s(content_pk(digest)),
+            ":first": s(page_sk(0)),
+            ":last": s(page_sk(page_count - 1)),
+        },
+        ConsistentRead=True,
+    ):
         if text(item, "sk") != page_sk(expected):
             break
         yield page_data(item)
@@ -321,8 +410,9 @@ def in_flight_counts(table: Table, contents: Iterable[dict]) -> Counter:
         done, limit = number(item, "done"), number(item, "lim")
         start, stop = (0, done) if content_state(item) == COMMITTING else (done, limit)
         try:
-            for _, counts in _count_steps(_entries(stored_pages(table, digest_of(item), number(item, "pg"))),
-                                          start, stop):
+            for _, counts in _count_steps(
+                _entries(stored_pages(table, digest_of(item), number(item, "pg"))), start, stop
+            ):
                 pending.update(counts)
         except CorruptObjectError:
             continue  # settled (released and deleted) while we read it

@@ -19,7 +19,26 @@ from dataclasses import dataclass, field
 
 from chunkstore.backends.catalog import ChunkRecord, ChunkState
 from chunkstore.backends.dynamodb import commits
-from chunkstore.backends.dynamodb.items import CHUNK_SK, CONTENT_SK, GC_LOCK_KEY, LIVE, RELEASING, chunk_id_of, chunk_key, chunk_record, chunk_state, content_state, digest_of, generation, n, number, pins, s, session_key, text
+from chunkstore.backends.dynamodb.items import (
+    CHUNK_SK,
+    CONTENT_SK,
+    GC_LOCK_KEY,
+    LIVE,
+    RELEASING,
+    chunk_id_of,
+    chunk_key,
+    chunk_record,
+    chunk_state,
+    content_state,
+    digest_of,
+    generation,
+    n,
+    number,
+    pins,
+    s,
+    session_key,
+    text,
+)
 from chunkstore.backends.dynamodb.sessions import Sessions
 from chunkstore.backends.dynamodb.table import Table
 from chunkstore.backends.sessions import new_session_id
@@ -53,7 +72,8 @@ class GarbageCollector:
             holder_session = self._table.get(session_key(holder))
             if holder_session is not None and not self._sessions.expired(holder_session):
                 raise ConcurrentModificationError(
-                    f"another gc is running (on {text(holder_session, 'host')}, pid {number(holder_session, 'pid')})")
+                    f"another gc is running (on {text(holder_session, 'host')}, pid {number(holder_session, 'pid')})"
+                )
             condition, values = "ses = :holder", {":holder": s(holder)}
         else:
             condition, values = "attribute_not_exists(pk) OR ses = :me", {":me": s(session)}
@@ -123,15 +143,21 @@ class GarbageCollector:
         chunk, and return the contents that are not live (committing or releasing)."""
         contents = []
         for item in self._table.scan(
-                "(sk = :c AND (rc = :zero OR st = :deleting OR attribute_exists(pins))) OR (sk = :d AND st <> :live)",
-                {":c": s(CHUNK_SK), ":zero": n(0), ":deleting": n(ChunkState.DELETING), ":d": s(CONTENT_SK),
-                 ":live": s(LIVE)}):
+            "(sk = :c AND (rc = :zero OR st = :deleting OR attribute_exists(pins))) OR (sk = :d AND st <> :live)",
+            {
+                ":c": s(CHUNK_SK),
+                ":zero": n(0),
+                ":deleting": n(ChunkState.DELETING),
+                ":d": s(CONTENT_SK),
+                ":live": s(LIVE),
+            },
+        ):
             if text(item, "sk") == CONTENT_SK:
                 contents.append(item)
                 continue
-            item = self._unpin_dead(item, gc_round.alive)
-            if item is not None and (number(item, "rc") == 0 or chunk_state(item) == ChunkState.DELETING):
-                gc_round.queue.append(item)
+            row = self._unpin_dead(item, gc_round.alive)
+            if row is not None and (number(row, "rc") == 0 or chunk_state(row) == ChunkState.DELETING):
+                gc_round.queue.append(row)
         return contents
 
     def _unpin_dead(self, row: dict, alive: dict) -> dict | None:
@@ -139,9 +165,13 @@ class GarbageCollector:
         dead = [pin for pin in pins(row) if not self._sessions.alive(pin, alive)]
         if not dead:
             return row
-        return self._table.update(chunk_key(chunk_id_of(row)), "DELETE pins :dead",
-                                  {":dead": {"SS": dead}, ":gen": s(generation(row))}, "gen = :gen",
-                                  ReturnValues="ALL_NEW")
+        return self._table.update(
+            chunk_key(chunk_id_of(row)),
+            "DELETE pins :dead",
+            {":dead": {"SS": dead}, ":gen": s(generation(row))},
+            "gen = :gen",
+            ReturnValues="ALL_NEW",
+        )
 
     def _collect(self, session: str, rows: list[dict], alive: dict) -> list[ChunkRecord]:
         """Move to DELETING, for this gc, the rows that nothing can still need; return them."""
@@ -155,15 +185,29 @@ class GarbageCollector:
                 collected.append(row)
         # A pin added since the scan, a count taken, or a row collected and made again (by a
         # new owner) makes its condition fail: pins, owner and state live on one item.
-        refused = self._table.transact_each(fresh, lambda row: {"Update": {
-            "Key": chunk_key(chunk_id_of(row)), "UpdateExpression": "SET st = :deleting, gcs = :me",
-            "ConditionExpression": "st = :seen AND rc = :zero AND gen = :gen AND attribute_not_exists(pins)",
-            "ExpressionAttributeValues": {":deleting": n(ChunkState.DELETING), ":me": s(session),
-                                          ":seen": n(chunk_state(row)), ":zero": n(0), ":gen": s(generation(row))}}})
+        refused = self._table.transact_each(
+            fresh,
+            lambda row: {
+                "Update": {
+                    "Key": chunk_key(chunk_id_of(row)),
+                    "UpdateExpression": "SET st = :deleting, gcs = :me",
+                    "ConditionExpression": "st = :seen AND rc = :zero AND gen = :gen AND attribute_not_exists(pins)",
+                    "ExpressionAttributeValues": {
+                        ":deleting": n(ChunkState.DELETING),
+                        ":me": s(session),
+                        ":seen": n(chunk_state(row)),
+                        ":zero": n(0),
+                        ":gen": s(generation(row)),
+                    },
+                }
+            },
+        )
         refused_ids = {chunk_id_of(row) for row in refused}
         collected += [row for row in fresh if chunk_id_of(row) not in refused_ids]
-        return [ChunkRecord(record.chunk_id, record.size, record.stored_size, 0, ChunkState.DELETING, record.location)
-                for record in map(chunk_record, collected)]
+        return [
+            ChunkRecord(record.chunk_id, record.size, record.stored_size, 0, ChunkState.DELETING, record.location)
+            for record in map(chunk_record, collected)
+        ]
 
     def _deletes(self, session: str, row: dict, alive: dict) -> bool:
         """Whether this gc deletes the object of a DELETING row: one it moved itself, or one an
@@ -173,29 +217,60 @@ class GarbageCollector:
             return True
         if self._sessions.alive(tag, alive):
             return False
-        return self._table.update(chunk_key(chunk_id_of(row)), "SET gcs = :me",
-                                  {":me": s(session), ":deleting": n(ChunkState.DELETING), ":tag": s(tag or "")},
-                                  "st = :deleting AND (gcs = :tag OR attribute_not_exists(gcs))") is not None
+        return (
+            self._table.update(
+                chunk_key(chunk_id_of(row)),
+                "SET gcs = :me",
+                {":me": s(session), ":deleting": n(ChunkState.DELETING), ":tag": s(tag or "")},
+                "st = :deleting AND (gcs = :tag OR attribute_not_exists(gcs))",
+            )
+            is not None
+        )
 
     def abandoned(self, deleting: list[dict]) -> list[dict]:
         """Of DELETING chunk rows, those whose gc is dead, read again: a gc that has just
         finished has forgotten its rows before its session ended."""
         suspects = [chunk_key(chunk_id_of(row)) for row in deleting if not self._sessions.alive(text(row, "gcs", None))]
-        return [row for row in self._table.get_many(suspects)
-                if chunk_state(row) == ChunkState.DELETING and not self._sessions.alive(text(row, "gcs", None))]
+        return [
+            row
+            for row in self._table.get_many(suspects)
+            if chunk_state(row) == ChunkState.DELETING and not self._sessions.alive(text(row, "gcs", None))
+        ]
 
     # ---- objects the catalog does not know, and objects deleted ------------------------
 
     def claim_orphans(self, session: str, chunk_ids: Sequence[bytes]) -> list[bytes]:
         self._check_lock(session)
-        taken = set(self._table.transact_each(list(dict.fromkeys(chunk_ids)), lambda chunk_id: {"Put": {
-            "Item": {**chunk_key(chunk_id), "st": n(ChunkState.DELETING), "gcs": s(session), "sz": n(0),
-                     "ss": n(0), "rc": n(0), "gen": s(new_session_id())},
-            "ConditionExpression": "attribute_not_exists(pk)"}}))
+        taken = set(
+            self._table.transact_each(
+                list(dict.fromkeys(chunk_ids)),
+                lambda chunk_id: {
+                    "Put": {
+                        "Item": {
+                            **chunk_key(chunk_id),
+                            "st": n(ChunkState.DELETING),
+                            "gcs": s(session),
+                            "sz": n(0),
+                            "ss": n(0),
+                            "rc": n(0),
+                            "gen": s(new_session_id()),
+                        },
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                },
+            )
+        )
         return [chunk_id for chunk_id in chunk_ids if chunk_id not in taken]
 
     def forget_chunks(self, session: str, chunk_ids: Sequence[bytes]) -> None:
         self._check_lock(session)
-        self._table.transact_each(list(dict.fromkeys(chunk_ids)), lambda chunk_id: {"Delete": {
-            "Key": chunk_key(chunk_id), "ConditionExpression": "st = :deleting AND gcs = :me",
-            "ExpressionAttributeValues": {":deleting": n(ChunkState.DELETING), ":me": s(session)}}})
+        self._table.transact_each(
+            list(dict.fromkeys(chunk_ids)),
+            lambda chunk_id: {
+                "Delete": {
+                    "Key": chunk_key(chunk_id),
+                    "ConditionExpression": "st = :deleting AND gcs = :me",
+                    "ExpressionAttributeValues": {":deleting": n(ChunkState.DELETING), ":me": s(session)},
+                }
+            },
+        )

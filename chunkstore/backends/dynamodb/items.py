@@ -12,8 +12,20 @@ from __future__ import annotations
 import hashlib
 import zlib
 from dataclasses import dataclass
+from typing import Any, overload
 
-from chunkstore.backends.catalog import SNAPSHOT_COUNTS, ChunkRecord, ChunkState, ContentRecord, FileStat, NewVersion, SnapshotRecord, VersionRecord, deletion_marker
+from chunkstore.backends.catalog import (
+    MAX_MODE,
+    SNAPSHOT_COUNTS,
+    ChunkRecord,
+    ChunkState,
+    ContentRecord,
+    FileStat,
+    NewVersion,
+    SnapshotRecord,
+    VersionRecord,
+    deletion_marker,
+)
 from chunkstore.backends.sessions import session_is_dead
 from chunkstore.core.names import normalize_name
 from chunkstore.errors import IntegrityError, InvalidArgumentError
@@ -138,8 +150,10 @@ def prefix_conditions(prefix: str) -> list[tuple[str, dict]]:
         return [("pk = :pk", {})]
     if len(prefix.encode()) < _EXACT_PREFIX_BYTES:
         first, last = version_range(prefix)
-        return [("pk = :pk AND sk BETWEEN :first AND :last", {":first": s(first), ":last": s(last)}),
-                ("pk = :pk AND begins_with(sk, :below)", {":below": s(prefix + "/")})]
+        return [
+            ("pk = :pk AND sk BETWEEN :first AND :last", {":first": s(first), ":last": s(last)}),
+            ("pk = :pk AND begins_with(sk, :below)", {":below": s(prefix + "/")}),
+        ]
     # Long names are keyed by their head: take everything that shares the prefix's head.
     return [("pk = :pk AND begins_with(sk, :head)", {":head": s(_utf8_head(prefix, _EXACT_PREFIX_BYTES))})]
 
@@ -148,8 +162,13 @@ def prefix_conditions(prefix: str) -> list[tuple[str, dict]]:
 
 
 def meta_item(store_id: str, store_url: str) -> dict:
-    return {**META_KEY, "schema": n(SCHEMA_VERSION), "sid": s(store_id), "store": s(store_url),
-            "shards": n(_NAME_SHARDS)}
+    return {
+        **META_KEY,
+        "schema": n(SCHEMA_VERSION),
+        "sid": s(store_id),
+        "store": s(store_url),
+        "shards": n(_NAME_SHARDS),
+    }
 
 
 def session_item(session: str, kind: str, host: str, pid: int, at_ns: int) -> dict:
@@ -157,8 +176,13 @@ def session_item(session: str, kind: str, host: str, pid: int, at_ns: int) -> di
 
 
 def stat_attributes(stat: FileStat) -> dict:
-    return {"sz": n(stat.size), "mt": n(stat.mtime_ns), "md": n(stat.mode), "ino": n(stat.inode),
-            "ct": n(stat.ctime_ns)}
+    return {
+        "sz": n(stat.size),
+        "mt": n(stat.mtime_ns),
+        "md": n(stat.mode),
+        "ino": n(stat.inode),
+        "ct": n(stat.ctime_ns),
+    }
 
 
 def content_version_attributes(new: NewVersion) -> dict:
@@ -174,27 +198,51 @@ def version_item(name: str, version: int, at_ns: int, attributes: dict, shards: 
 
 
 def content_item(new: NewVersion, state: str, refcount: int, **extra) -> dict:
-    return {**content_key(new.digest), "sz": n(new.stat.size), "n": n(new.chunk_count),
-            "pg": n(len(new.pages)), "rc": n(refcount), "st": s(state), "nm": s(new.name), **extra}
+    return {
+        **content_key(new.digest),
+        "sz": n(new.stat.size),
+        "n": n(new.chunk_count),
+        "pg": n(len(new.pages)),
+        "rc": n(refcount),
+        "st": s(state),
+        "nm": s(new.name),
+        **extra,
+    }
 
 
 def page_items(new: NewVersion) -> list[dict]:
-    return [{**key(content_pk(new.digest), page_sk(index)), "data": {"B": page}}
-            for index, page in enumerate(new.pages)]
+    return [
+        {**key(content_pk(new.digest), page_sk(index)), "data": {"B": page}} for index, page in enumerate(new.pages)
+    ]
 
 
 def snapshot_item(snapshot: SnapshotRecord) -> dict:
-    return {**snapshot_key(snapshot.snapshot_id), "t": n(snapshot.at_ns), "host": s(snapshot.host),
-            "paths": {"L": [s(path) for path in snapshot.paths]},
-            **{count: n(getattr(snapshot, count)) for count in SNAPSHOT_COUNTS}, "prog": s(snapshot.program)}
+    return {
+        **snapshot_key(snapshot.snapshot_id),
+        "t": n(snapshot.at_ns),
+        "host": s(snapshot.host),
+        "paths": {"L": [s(path) for path in snapshot.paths]},
+        **{count: n(getattr(snapshot, count)) for count in SNAPSHOT_COUNTS},
+        "prog": s(snapshot.program),
+    }
 
 
 # ---- reading attributes -----------------------------------------------------------------
 
 
 _REQUIRED = object()
-_TYPE_NAMES = {"S": "a string", "N": "a number", "B": "binary", "BOOL": "a boolean", "NULL": "null", "L": "a list",
-               "M": "a map", "SS": "a string set", "NS": "a number set", "BS": "a binary set"}
+_TYPE_NAMES = {
+    "S": "a string",
+    "N": "a number",
+    "B": "binary",
+    "BOOL": "a boolean",
+    "NULL": "null",
+    "L": "a list",
+    "M": "a map",
+    "SS": "a string set",
+    "NS": "a number set",
+    "BS": "a binary set",
+}
 
 
 def _describe(item: dict) -> str:
@@ -206,8 +254,9 @@ def damaged(item: dict, problem: str) -> IntegrityError:
     return IntegrityError(f"{_describe(item)} is damaged: {problem}")
 
 
-def _value(item: dict, attribute: str, kind: str, default: object) -> object:
-    """The attribute's value of DynamoDB type kind; default when it is absent (required if not given)."""
+def _value(item: dict, attribute: str, kind: str, default: object) -> Any:
+    """The attribute's value of DynamoDB type kind; default when it is absent (required if not given).
+    Any: what the value is depends on kind, as DynamoDB's JSON says."""
     if attribute not in item:
         if default is _REQUIRED:
             raise damaged(item, f"it has no attribute {attribute!r}")
@@ -215,20 +264,27 @@ def _value(item: dict, attribute: str, kind: str, default: object) -> object:
     value = item[attribute]
     if not isinstance(value, dict) or kind not in value:
         found = next(iter(value), None) if isinstance(value, dict) else None
-        raise damaged(item, f"attribute {attribute!r} is {_TYPE_NAMES.get(found, repr(found))}, "
-                            f"not {_TYPE_NAMES[kind]}")
+        raise damaged(
+            item, f"attribute {attribute!r} is {_TYPE_NAMES.get(found or '', repr(found))}, not {_TYPE_NAMES[kind]}"
+        )
     return value[kind]
 
 
-def number(item: dict, attribute: str, default: int | object = _REQUIRED) -> int:
-    """An integer attribute; default when it is absent (required if no default is given)."""
-    if attribute not in item and default is not _REQUIRED:
-        return default
+def number(item: dict, attribute: str) -> int:
+    """A required integer attribute."""
     value = _value(item, attribute, "N", _REQUIRED)
     try:
         return int(value)
     except ValueError:
         raise damaged(item, f"attribute {attribute!r} is {value}, not a whole number") from None
+
+
+@overload
+def text(item: dict, attribute: str) -> str: ...
+
+
+@overload
+def text(item: dict, attribute: str, default: str | None) -> str | None: ...
 
 
 def text(item: dict, attribute: str, default: str | None | object = _REQUIRED) -> str | None:
@@ -247,7 +303,7 @@ def _id_in_pk(item: dict, prefix: str, what: str) -> bytes:
     pk = text(item, "pk")
     if not pk.startswith(prefix):
         raise damaged(item, f"its key is not that of a {what}")
-    return _hex(item, pk[len(prefix):], f"{what} ID")
+    return _hex(item, pk[len(prefix) :], f"{what} ID")
 
 
 def chunk_id_of(item: dict) -> bytes:
@@ -264,7 +320,9 @@ def chunk_state(item: dict) -> ChunkState:
     try:
         return ChunkState(state)
     except ValueError:
-        raise damaged(item, f"chunk state {state} is none of {', '.join(str(int(each)) for each in ChunkState)}") from None
+        raise damaged(
+            item, f"chunk state {state} is none of {', '.join(str(int(each)) for each in ChunkState)}"
+        ) from None
 
 
 def generation(item: dict) -> str:
@@ -301,8 +359,14 @@ def stored_name(item: dict) -> str:
 
 
 def chunk_record(item: dict) -> ChunkRecord:
-    return ChunkRecord(chunk_id_of(item), number(item, "sz"), number(item, "ss"), number(item, "rc"),
-                       chunk_state(item), text(item, "loc", None))
+    return ChunkRecord(
+        chunk_id_of(item),
+        number(item, "sz"),
+        number(item, "ss"),
+        number(item, "rc"),
+        chunk_state(item),
+        text(item, "loc", None),
+    )
 
 
 def content_record(item: dict) -> ContentRecord:
@@ -313,7 +377,10 @@ def version_record(item: dict) -> VersionRecord:
     name, version, at_ns = stored_name(item), number(item, "v"), number(item, "at")
     if "dm" in item:
         return deletion_marker(name, version, at_ns)
-    stat = FileStat(number(item, "sz"), number(item, "mt"), number(item, "md"), number(item, "ino"), number(item, "ct"))
+    mode = number(item, "md")
+    if not 0 <= mode <= MAX_MODE:
+        raise damaged(item, f"its mode {mode} is not within 0..{MAX_MODE}")
+    stat = FileStat(number(item, "sz"), number(item, "mt"), mode, number(item, "ino"), number(item, "ct"))
     return VersionRecord(name, version, _hex(item, text(item, "dg"), "digest"), stat, at_ns)
 
 
@@ -325,8 +392,16 @@ def _strings(item: dict, attribute: str) -> tuple[str, ...]:
 
 
 def snapshot_record(item: dict) -> SnapshotRecord:
-    return SnapshotRecord(text(item, "sk"), number(item, "t"), text(item, "host", None) or "", _strings(item, "paths"),
-                          *(number(item, count) for count in SNAPSHOT_COUNTS), program=text(item, "prog", None) or "")
+    # By name: the type checker cannot tell which fields the names are.
+    counts: dict[str, Any] = {count: number(item, count) for count in SNAPSHOT_COUNTS}
+    return SnapshotRecord(
+        text(item, "sk"),
+        number(item, "t"),
+        text(item, "host", None) or "",
+        _strings(item, "paths"),
+        **counts,
+        program=text(item, "prog", None) or "",
+    )
 
 
 def session_expired(item: dict, lease_seconds: float, at_ns: int) -> bool:

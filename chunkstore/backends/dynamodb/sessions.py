@@ -9,7 +9,16 @@ from __future__ import annotations
 
 import os
 
-from chunkstore.backends.dynamodb.items import SESSIONS_PK, n, number, s, session_expired, session_item, session_key, text
+from chunkstore.backends.dynamodb.items import (
+    SESSIONS_PK,
+    n,
+    number,
+    s,
+    session_expired,
+    session_item,
+    session_key,
+    text,
+)
 from chunkstore.backends.dynamodb.table import Table
 from chunkstore.backends.sessions import HOST, new_session_id, now_ns
 
@@ -51,8 +60,9 @@ class Sessions:
         """Delete the items of dead sessions (unless one heartbeat meanwhile); return every
         session's liveness, the current one counted alive."""
         alive: dict[str, bool] = {}
-        for item in self._table.query(KeyConditionExpression="pk = :pk", ExpressionAttributeValues={":pk": s(SESSIONS_PK)},
-                                      ConsistentRead=True):
+        for item in self._table.query(
+            KeyConditionExpression="pk = :pk", ExpressionAttributeValues={":pk": s(SESSIONS_PK)}, ConsistentRead=True
+        ):
             session = text(item, "sk")
             alive[session] = session == current or not self.expired(item)
             if not alive[session]:

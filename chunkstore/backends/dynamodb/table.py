@@ -10,15 +10,33 @@ as the callers give them; what the items mean is in items.py.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
+from typing import TypeVar
 
 from chunkstore.backends.aws import AwsClients, AwsError, error_code, translate_errors
-from chunkstore.backends.dynamodb.items import META_KEY, READABLE_SCHEMAS, SCHEMA_VERSION, TableMeta, meta_item, s, table_meta, table_schema, text
-from chunkstore.errors import CatalogOfAnotherStoreError, InvalidArgumentError, StoreExistsError, StoreNotFoundError, UnsupportedFormatError
+from chunkstore.backends.dynamodb.items import (
+    META_KEY,
+    READABLE_SCHEMAS,
+    SCHEMA_VERSION,
+    TableMeta,
+    meta_item,
+    s,
+    table_meta,
+    table_schema,
+    text,
+)
+from chunkstore.errors import (
+    CatalogOfAnotherStoreError,
+    InvalidArgumentError,
+    StoreExistsError,
+    StoreNotFoundError,
+    UnsupportedFormatError,
+)
 
 DIGEST_INDEX = "by-digest"
 
@@ -31,14 +49,13 @@ TRANSACTION_BYTES = 3_500_000
 
 # Transactions cancelled by a conflicting transaction on the same items are retried.
 _CONFLICT_ATTEMPTS = 12
-_RETRYABLE_REASONS = {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded",
-                      "RequestLimitExceeded"}
+_RETRYABLE_REASONS = {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded"}
 _POOL_WORKERS = 16
 
 _TABLE_NAME = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
 
 
-def validate_table(table: str) -> str:
+def validate_table(table: object) -> str:
     if not isinstance(table, str) or not _TABLE_NAME.match(table):
         raise InvalidArgumentError(f"{table!r} is not a valid DynamoDB table name (3-255 of A-Z a-z 0-9 _ . -)")
     return table
@@ -55,9 +72,14 @@ class Cancelled(Exception):
         return self.reasons[index] not in ("None", None)
 
 
-def _batches(items: Sequence, size: int) -> Iterator[Sequence]:
+_Item = TypeVar("_Item")
+_Argument = TypeVar("_Argument")
+_Result = TypeVar("_Result")
+
+
+def _batches(items: Sequence[_Item], size: int) -> Iterator[Sequence[_Item]]:
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
 def _back_off(attempt: int) -> int:
@@ -77,14 +99,16 @@ class Table:
 
     def errors(self):
         """A context that turns AWS errors into ChunkstoreErrors naming this table."""
-        missing = (f"DynamoDB table {self.name!r} does not exist in region {self.clients.region} "
-                   "(create it, or run `chunkstore init --create`)")
+        missing = (
+            f"DynamoDB table {self.name!r} does not exist in region {self.clients.region} "
+            "(create it, or run `chunkstore init --create`)"
+        )
         return translate_errors(f"DynamoDB table {self.name!r}", missing=missing)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
 
-    def in_parallel(self, function: Callable, arguments: Iterable) -> list:
+    def in_parallel(self, function: Callable[[_Argument], _Result], arguments: Iterable[_Argument]) -> list[_Result]:
         """function(argument) for each argument on the pool; the results in order, once all are done.
 
         The functions must not use the pool themselves (get_many, transact_each and
@@ -100,29 +124,37 @@ class Table:
         """Make the table (on-demand billing) if it does not exist, and wait until it is active."""
         db = clients.dynamodb
         with translate_errors(f"creating DynamoDB table {table!r}"):
-            try:
+            with contextlib.suppress(db.exceptions.ResourceInUseException):
                 db.create_table(
                     TableName=table,
                     BillingMode="PAY_PER_REQUEST",
                     KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-                    AttributeDefinitions=[{"AttributeName": name, "AttributeType": kind}
-                                          for name, kind in (("pk", "S"), ("sk", "S"), ("dg", "S"), ("at", "N"))],
-                    GlobalSecondaryIndexes=[{
-                        "IndexName": DIGEST_INDEX,
-                        "KeySchema": [{"AttributeName": "dg", "KeyType": "HASH"},
-                                      {"AttributeName": "at", "KeyType": "RANGE"}],
-                        "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["nm"]},
-                    }],
+                    AttributeDefinitions=[
+                        {"AttributeName": name, "AttributeType": kind}
+                        for name, kind in (("pk", "S"), ("sk", "S"), ("dg", "S"), ("at", "N"))
+                    ],
+                    GlobalSecondaryIndexes=[
+                        {
+                            "IndexName": DIGEST_INDEX,
+                            "KeySchema": [
+                                {"AttributeName": "dg", "KeyType": "HASH"},
+                                {"AttributeName": "at", "KeyType": "RANGE"},
+                            ],
+                            "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["nm"]},
+                        }
+                    ],
                 )
-            except db.exceptions.ResourceInUseException:
-                pass
             db.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 2, "MaxAttempts": 60})
 
     def claim(self, store_id: str, store_url: str) -> None:
         """Record in the table which store it belongs to; refuse a table another store uses."""
         # Re-running an init that died before writing the store config takes the table again.
-        if not self.put(meta_item(store_id, store_url), "attribute_not_exists(pk) OR #store = :store",
-                        {":store": s(store_url)}, {"#store": "store"}):
+        if not self.put(
+            meta_item(store_id, store_url),
+            "attribute_not_exists(pk) OR #store = :store",
+            {":store": s(store_url)},
+            {"#store": "store"},
+        ):
             other = text(self.get(META_KEY) or {}, "store", None)
             raise StoreExistsError(f"DynamoDB table {self.name!r} already holds the catalog of {other}")
 
@@ -133,13 +165,16 @@ class Table:
             raise StoreNotFoundError(f"DynamoDB table {self.name!r} holds no chunkstore catalog")
         schema = table_schema(item)
         if schema not in READABLE_SCHEMAS:
-            raise UnsupportedFormatError(f"catalog schema version {schema} in DynamoDB table {self.name!r} "
-                                         f"is not supported (this chunkstore reads {SCHEMA_VERSION})")
+            raise UnsupportedFormatError(
+                f"catalog schema version {schema} in DynamoDB table {self.name!r} "
+                f"is not supported (this chunkstore reads {SCHEMA_VERSION})"
+            )
         meta = table_meta(item)
         if meta.store_id != store_id:
             raise CatalogOfAnotherStoreError(
                 f"DynamoDB table {self.name!r} holds the catalog of another store ({meta.store_url}, store ID "
-                f"{meta.store_id}), not of {store_url} (store ID {store_id}); give each store its own table")
+                f"{meta.store_id}), not of {store_url} (store ID {store_id}); give each store its own table"
+            )
         return meta
 
     # ---- reads -----------------------------------------------------------------------
@@ -172,8 +207,15 @@ class Table:
 
     def scan(self, filter_expression: str, values: dict) -> Iterator[dict]:
         """Every item a strongly consistent scan with this filter returns, page after page."""
-        return self._items(self._db.scan, {"TableName": self.name, "ConsistentRead": True,
-                                           "FilterExpression": filter_expression, "ExpressionAttributeValues": values})
+        return self._items(
+            self._db.scan,
+            {
+                "TableName": self.name,
+                "ConsistentRead": True,
+                "FilterExpression": filter_expression,
+                "ExpressionAttributeValues": values,
+            },
+        )
 
     @staticmethod
     def _items(call, request: dict) -> Iterator[dict]:
@@ -186,6 +228,7 @@ class Table:
 
     def parallel_queries(self, requests: list[dict]) -> list[Iterator[dict]]:
         """Start every query at once (their first pages are fetched in parallel); each stream pages on lazily."""
+
         def first_page(request: dict) -> dict:
             return self._db.query(TableName=self.name, **request)
 
@@ -194,12 +237,16 @@ class Table:
             if "LastEvaluatedKey" in response:
                 yield from self.query(**request, ExclusiveStartKey=response["LastEvaluatedKey"])
 
-        return [stream(request, response) for request, response in zip(requests, self._pool.map(first_page, requests))]
+        return [
+            stream(request, response)
+            for request, response in zip(requests, self._pool.map(first_page, requests), strict=True)
+        ]
 
     # ---- writes ----------------------------------------------------------------------
 
-    def put(self, item: dict, condition: str | None = None, values: dict | None = None,
-            names: dict | None = None) -> bool:
+    def put(
+        self, item: dict, condition: str | None = None, values: dict | None = None, names: dict | None = None
+    ) -> bool:
         """PutItem; False if the condition failed."""
         request = {"TableName": self.name, "Item": item}
         if condition:
@@ -214,8 +261,9 @@ class Table:
         except self._conditional_failed:
             return False
 
-    def update(self, key: dict, expression: str, values: dict | None = None, condition: str | None = None,
-               **options) -> dict | None:
+    def update(
+        self, key: dict, expression: str, values: dict | None = None, condition: str | None = None, **options
+    ) -> dict | None:
         """UpdateItem; returns the new item with ReturnValues="ALL_NEW", None if the condition failed."""
         request = {"TableName": self.name, "Key": key, "UpdateExpression": expression, **options}
         if values:
@@ -266,18 +314,21 @@ class Table:
                     raise Cancelled(reasons) from None
                 refused = set(reasons) - _RETRYABLE_REASONS - {"None"}
                 if refused or not reasons:
-                    raise AwsError(f"DynamoDB table {self.name!r}: a transaction was refused "
-                                   f"({', '.join(sorted(refused)) or error_code(error)})") from None
+                    raise AwsError(
+                        f"DynamoDB table {self.name!r}: a transaction was refused "
+                        f"({', '.join(sorted(refused)) or error_code(error)})"
+                    ) from None
             except self._db.exceptions.TransactionInProgressException:
                 pass
             _back_off(attempt)
         raise AwsError(f"DynamoDB table {self.name!r}: a transaction kept conflicting with others; try again")
 
-    def transact_each(self, items: list, action: Callable[[object], dict]) -> list:
+    def transact_each(self, items: list[_Item], action: Callable[[_Item], dict]) -> list[_Item]:
         """Apply action(item) for every item, up to 100 to a transaction; return the items whose
         condition failed (the others are applied)."""
-        def run(batch: list) -> list:
-            failed = []
+
+        def run(batch: Sequence[_Item]) -> list[_Item]:
+            failed: list[_Item] = []
             while batch:
                 try:
                     self.transact([action(item) for item in batch])
