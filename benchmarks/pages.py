@@ -16,6 +16,12 @@ Per release: the share of its segments (and of its bytes) whose page already exi
 segment size, and the runs and bytes of a fresh page: the figures the cost table of
 docs/design/format-v2.md assumes (a reused page costs a lookup, a fresh one a catalog write of
 its bytes).
+
+Every member of such a tar carries its mtime, so each release changes a header in front of
+every file and no segment survives from one release to the next: the scattered-edits case.
+--reproducible repacks each release first as a reproducible tar of its tree (members sorted by
+name, no mtime or owner, and without the top folder, whose name holds the version), so a
+release differs only where its files do.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from __future__ import annotations
 import argparse
 import io
 import statistics
+import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,9 +83,8 @@ class _Store:
         self._open_pack: bytes | None = None
         self._open_entries = self._open_bytes = 0
 
-    def put(self, path: Path) -> ReleaseFigures:
-        data = path.read_bytes()
-        figures = ReleaseFigures(path.stem, len(data), 0, 0, 0, 0, [], [], 0)
+    def put(self, name: str, data: bytes) -> ReleaseFigures:
+        figures = ReleaseFigures(name, len(data), 0, 0, 0, 0, [], [], 0)
         chunks: dict[bytes, bytes] = {}  # the open segment's chunks, to store the new ones
         segmenter = Segmenter(self.segment_spec)
         for chunk in self.chunker(io.BytesIO(data)):
@@ -121,10 +127,23 @@ class _Store:
         return location
 
 
-def measure(paths: list[Path], avg_size: int) -> tuple[list[ReleaseFigures], _Store, float]:
+def reproducible_tar(path: Path) -> bytes:
+    """The release's tree as a reproducible tar: same files and contents, sorted by name, with no
+    mtime, owner or group, and without the top folder (Django-4.2.1/...)."""
+    out = io.BytesIO()
+    with tarfile.open(path) as source, tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as target:
+        for member in sorted(source.getmembers(), key=lambda m: m.name):
+            member.mtime, member.uid, member.gid, member.uname, member.gname = 0, 0, 0, "", ""
+            member.pax_headers = {}
+            member.name = member.name.partition("/")[2] or "."
+            target.addfile(member, source.extractfile(member) if member.isfile() else None)
+    return out.getvalue()
+
+
+def measure(paths: list[Path], avg_size: int, reproducible: bool) -> tuple[list[ReleaseFigures], _Store, float]:
     store = _Store(avg_size)
     started = time.perf_counter()
-    figures = [store.put(path) for path in paths]
+    figures = [store.put(path.stem, reproducible_tar(path) if reproducible else path.read_bytes()) for path in paths]
     return figures, store, time.perf_counter() - started
 
 
@@ -132,7 +151,9 @@ def _mean(values: list[int]) -> float:
     return statistics.fmean(values) if values else 0.0
 
 
-def build_markdown(project: str, figures: list[ReleaseFigures], store: _Store, seconds: float) -> str:
+def build_markdown(
+    project: str, figures: list[ReleaseFigures], store: _Store, seconds: float, reproducible: bool
+) -> str:
     rows = []
     for release in figures:
         rows.append(
@@ -182,7 +203,8 @@ def build_markdown(project: str, figures: list[ReleaseFigures], store: _Store, s
     spec = store.segment_spec
     return "\n".join(
         [
-            f"# Recipe pages on {len(figures)} releases of {project}, {figures[0].name} .. {figures[-1].name}",
+            f"# Recipe pages on {len(figures)} releases of {project}, {figures[0].name} .. {figures[-1].name}"
+            + (", repacked as reproducible tars" if reproducible else ""),
             "",
             f"{store.spec.avg_size // 1024} KiB chunks (FastCDC-2020 {store.spec.min_size // 1024}/"
             f"{store.spec.avg_size // 1024}/{store.spec.max_size // 1024} KiB); a segment ends after a chunk whose ID "
@@ -208,12 +230,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--versions", type=int, default=30)
     parser.add_argument("--avg-size", type=_size, default=8 * 1024, help="average chunk size (e.g. 8K)")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--reproducible", action="store_true", help="repack each release with no mtimes, sorted")
     args = parser.parse_args(argv)
     paths = fetch_releases(args.project, args.series, args.versions, args.cache)
     if len(paths) < 2:
         parser.error(f"need two sdists of {args.project} {args.series}* at least, found {len(paths)}")
-    figures, store, seconds = measure(paths, args.avg_size)
-    print(build_markdown(args.project, figures, store, seconds))
+    figures, store, seconds = measure(paths, args.avg_size, args.reproducible)
+    print(build_markdown(args.project, figures, store, seconds, args.reproducible))
     return 0
 
 
