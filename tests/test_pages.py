@@ -47,7 +47,7 @@ from chunkstore.core.pages import (
 from chunkstore.errors import CorruptObjectError, InvalidArgumentError, UnsupportedFormatError
 
 SPEC_8K = SegmentSpec.for_chunks(8 * 1024, 32 * 1024)
-KEY = blake3.blake3(b"page ID test key").digest()
+KEY = crypto.Keys.from_master(blake3.blake3(b"page ID test master key").digest()).chunk_id  # the chunk-ID subkey
 
 
 def random_ids(count: int, seed: int) -> list[bytes]:
