@@ -10,6 +10,10 @@ Config versions:
     2  an encrypted store's config, which carries an authentication code
        (encryption.config_mac, crypto.py) over the rest of the config. Encrypted version 1
        configs are still read, and become version 2 when their passphrase is changed.
+    3  a storage format 2 store's (packs and recipe pages, docs/design/format-v2.md), encrypted
+       or not; encrypted, it carries the authentication code as version 2 does. Its recipe
+       format is 2 and its `segments` section records where contents are cut into pages.
+       init does not write it yet.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-from chunkstore.core import crypto, objectformat, recipes
+from chunkstore.core import crypto, objectformat, pages, recipes
 from chunkstore.core.chunking import ChunkerSpec
 from chunkstore.core.compression import CompressionSpec
 from chunkstore.errors import (
@@ -35,7 +39,8 @@ CONFIG_KEY = "config"
 FORMAT_NAME = "chunkstore"
 CONFIG_VERSION = 1
 AUTHENTICATED_CONFIG_VERSION = 2  # what an encrypted store's config is written as
-READABLE_CONFIG_VERSIONS = (CONFIG_VERSION, AUTHENTICATED_CONFIG_VERSION)
+FORMAT_2_CONFIG_VERSION = 3
+READABLE_CONFIG_VERSIONS = (CONFIG_VERSION, AUTHENTICATED_CONFIG_VERSION, FORMAT_2_CONFIG_VERSION)
 CHUNK_ID_ALGORITHMS = ("blake3-256",)
 # Chunk objects live at chunks/<first two hex digits>/<hex id>: 256 folders keep
 # each folder small on a local disk and spread S3 request load over prefixes.
@@ -59,6 +64,15 @@ class StoreConfig:
     recipe_format: int = recipes.VERSION
     encryption: dict | None = None
     version: int = CONFIG_VERSION
+    segments: pages.SegmentSpec | None = None  # storage format 2 only
+
+    def as_format_2(self, page_target_bytes: int = pages.PAGE_TARGET_BYTES) -> StoreConfig:
+        """This (new, unencrypted) config as a storage format 2 store's: config version 3,
+        recipe format 2, segments of about page_target_bytes of this chunker's chunks."""
+        if self.encryption is not None:
+            raise InvalidArgumentError("choose the storage format before encryption: the config's code covers it")
+        segments = pages.SegmentSpec.for_chunks(self.chunker.avg_size, self.chunker.max_size, page_target_bytes)
+        return replace(self, version=FORMAT_2_CONFIG_VERSION, recipe_format=pages.VERSION, segments=segments)
 
     def to_bytes(self) -> bytes:
         return (json.dumps(self._document(), indent=2, sort_keys=True) + "\n").encode()
@@ -78,6 +92,8 @@ class StoreConfig:
             "encryption": self.encryption,
             "layout": {"chunk_prefix": CHUNK_KEY_PREFIX, "shard_hex_digits": SHARD_HEX_DIGITS},
             "catalog": self.catalog,
+            # Format 1 documents stay byte for byte what they were: their codes cover them.
+            **({} if self.segments is None else {"segments": self.segments.to_config()}),
         }
 
     def _authenticated_document(self, encryption: dict) -> dict:
@@ -93,7 +109,7 @@ class StoreConfig:
         return self._authenticated(section, keys), keys
 
     def with_new_passphrase(self, old: bytes, new: bytes) -> StoreConfig:
-        """This config with its key wrapped under a new passphrase, authenticated (version 2)."""
+        """This config with its key wrapped under a new passphrase, authenticated (version 2, or 3 for format 2)."""
         if self.encryption is None:
             raise InvalidArgumentError("the store is not encrypted")
         section, keys = crypto.rewrap(self.encryption, old, new, self.store_id)
@@ -101,7 +117,7 @@ class StoreConfig:
 
     def _authenticated(self, section: dict, keys: crypto.Keys) -> StoreConfig:
         encryption = {k: v for k, v in section.items() if k != "config_mac"}
-        unsigned = replace(self, version=AUTHENTICATED_CONFIG_VERSION, encryption=encryption)
+        unsigned = replace(self, version=max(self.version, AUTHENTICATED_CONFIG_VERSION), encryption=encryption)
         code = crypto.config_mac(keys, unsigned._authenticated_document(encryption))
         return replace(unsigned, encryption={**encryption, "config_mac": code})
 
@@ -124,7 +140,7 @@ class StoreConfig:
             passphrase,
             self.store_id,
             self._authenticated_document(self.encryption),
-            code_required=self.version == AUTHENTICATED_CONFIG_VERSION,
+            code_required=self.version >= AUTHENTICATED_CONFIG_VERSION,
         )
 
     @classmethod
@@ -153,7 +169,9 @@ class StoreConfig:
                 raise UnsupportedFormatError(
                     f"store uses unknown hash {document['chunk_id']!r}/{document['file_digest']!r}"
                 )
-            if document["object_format"] != objectformat.VERSION or document["recipe_format"] != recipes.VERSION:
+            format_2 = version == FORMAT_2_CONFIG_VERSION
+            recipe_format = pages.VERSION if format_2 else recipes.VERSION
+            if document["object_format"] != objectformat.VERSION or document["recipe_format"] != recipe_format:
                 raise UnsupportedFormatError(
                     f"store uses object format {document['object_format']!r}"
                     f" / recipe format {document['recipe_format']!r}"
@@ -168,8 +186,10 @@ class StoreConfig:
             store_id = document["store_id"]
             if not isinstance(store_id, str) or not _STORE_ID.fullmatch(store_id):
                 raise CorruptObjectError(f"store config has an invalid store ID {store_id!r}")
+            chunker = ChunkerSpec.from_config(document["chunker"])
+            segments = pages.SegmentSpec.from_config(document["segments"], chunker.max_size) if format_2 else None
             return cls(
-                chunker=ChunkerSpec.from_config(document["chunker"]),
+                chunker=chunker,
                 compression=CompressionSpec.from_config(document["compression"]),
                 catalog=document["catalog"],
                 store_id=store_id,
@@ -180,6 +200,7 @@ class StoreConfig:
                 recipe_format=document["recipe_format"],
                 encryption=document["encryption"],
                 version=version,
+                segments=segments,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise CorruptObjectError(f"store config is damaged: {type(error).__name__}: {error}") from None
