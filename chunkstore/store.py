@@ -18,7 +18,7 @@ from chunkstore.backends.sessions import DEFAULT_LEASE_SECONDS
 from chunkstore.core import crypto
 from chunkstore.core.chunking import ChunkerSpec, Readable
 from chunkstore.core.compression import CompressionSpec
-from chunkstore.core.config import CONFIG_KEY, StoreConfig
+from chunkstore.core.config import CONFIG_KEY, FORMAT_2_CONFIG_VERSION, StoreConfig
 from chunkstore.core.crypto import Keys
 from chunkstore.core.names import normalize_prefix
 from chunkstore.errors import (
@@ -27,6 +27,7 @@ from chunkstore.errors import (
     PassphraseRequiredError,
     StoreExistsError,
     StoreNotFoundError,
+    UnsupportedFormatError,
 )
 from chunkstore.operations import maintenance, put, read
 from chunkstore.operations.context import StoreContext
@@ -112,6 +113,13 @@ class Store(StoreContext):
         except BlobNotFoundError:
             raise StoreNotFoundError(f"no store at {url} (create one with `chunkstore init`)") from None
         config = StoreConfig.from_bytes(raw)
+        if config.version == FORMAT_2_CONFIG_VERSION:
+            # The config parser knows format 2's parameters; reading and writing its packs and
+            # pages is not part of this version, and format 1 code must not touch such a store.
+            raise UnsupportedFormatError(
+                f"the store at {url} uses storage format 2 (packs and range recipes), which this "
+                "version of chunkstore cannot open"
+            )
         if config.encryption is not None and passphrase is None:
             raise PassphraseRequiredError(
                 f"the store at {url} is encrypted: give its passphrase (CHUNKSTORE_PASSPHRASE, "

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import os
 import stat
+import subprocess
 from pathlib import Path
 
 import blake3
@@ -417,3 +418,23 @@ def test_concurrency_sets_the_threads_of_chunk_io_and_is_bounded(store, store_ur
     for wrong in (0, 1025):
         with pytest.raises(InvalidArgumentError):
             Store.open(store_url, concurrency=wrong)
+
+
+def test_a_store_in_storage_format_2_is_refused_before_anything_touches_it(tmp_path):
+    """Format 1 code must neither read nor write a format 2 store's packs and pages."""
+    from chunkstore import ChunkerSpec, CompressionSpec, Store
+    from chunkstore.core.config import CONFIG_KEY, StoreConfig
+    from chunkstore.errors import UnsupportedFormatError
+    from support.storechecks import CHUNKSTORE
+
+    store_url = str(tmp_path / "store")
+    with Store.init(store_url, ChunkerSpec.from_average(), CompressionSpec.parse("zstd:3")) as store:
+        store.put_stream(io.BytesIO(b"kept"), "kept.txt")
+        format_2 = StoreConfig.from_bytes(store.blobs.get(CONFIG_KEY)).as_format_2()
+        store.blobs.put(CONFIG_KEY, format_2.to_bytes())
+    with pytest.raises(UnsupportedFormatError, match="storage format 2"):
+        Store.open(store_url)
+    completed = subprocess.run([*CHUNKSTORE, "--store", store_url, "ls"], capture_output=True, text=True, check=False)
+    assert completed.returncode == 1 and completed.stdout == ""
+    assert completed.stderr.startswith("chunkstore: ") and "storage format 2" in completed.stderr
+    assert completed.stderr.count("\n") == 1
