@@ -1,0 +1,213 @@
+"""Format 2 restore, read side: contents chunked for real, packed, segmented into recipe pages,
+and read back through PageReader from a folder and a memory blob store."""
+
+from __future__ import annotations
+
+import io
+import random
+import threading
+import tracemalloc
+
+import blake3
+import pytest
+
+from chunkstore.backends.blobstore import BlobStore
+from chunkstore.backends.local import LocalBlobStore
+from chunkstore.backends.memory import MemoryBlobStore
+from chunkstore.backends.packs import PackFormat, PackReader, PackWriter, pack_key
+from chunkstore.core import pages
+from chunkstore.core.chunking import ChunkerSpec, make_chunker
+from chunkstore.core.crypto import Keys
+from chunkstore.core.pages import Segmenter, SegmentSpec, build_page, runs_of
+from chunkstore.errors import ChunkMismatchError, CorruptObjectError, DigestMismatchError, IntegrityError
+from chunkstore.operations.pageread import PagePackMissingError, PageReader, StoredPage, checked_against_digest
+from support.packchunks import TARGET, pack_format
+
+KEYS = Keys.from_master(blake3.blake3(b"page read test master key").digest())
+CHUNKER = ChunkerSpec.from_average("fastcdc2020", 8 * 1024)
+# Small segments, so that a content of a few hundred chunks spans several pages.
+SPEC = SegmentSpec(boundary_bits=3, min_chunks=8, max_chunks=64)
+
+
+class CountingBlobStore(BlobStore):
+    """Wraps a blob store and records its gets, so a test sees every request."""
+
+    def __init__(self, inner: BlobStore):
+        self.inner = inner
+        self.url = inner.url
+        self.gets: list[tuple[str, int, int | None]] = []
+        self._lock = threading.Lock()
+
+    def put(self, key, data):
+        self.inner.put(key, data)
+
+    def get(self, key, offset=0, length=None):
+        with self._lock:
+            self.gets.append((key, offset, length))
+        return self.inner.get(key, offset, length)
+
+    def stat(self, key):
+        return self.inner.stat(key)
+
+    def delete(self, key):
+        self.inner.delete(key)
+
+    def list(self, prefix=""):
+        return self.inner.list(prefix)
+
+    def sync(self):
+        self.inner.sync()
+
+
+@pytest.fixture(params=["folder", "memory"])
+def blobs(request, tmp_path) -> CountingBlobStore:
+    store: BlobStore = LocalBlobStore(tmp_path / "blobs") if request.param == "folder" else MemoryBlobStore()
+    store.create()
+    return CountingBlobStore(store)
+
+
+def content(random_bytes: int, seed: int = 1) -> bytes:
+    """Random bytes, then the same bytes again and a repeated line: chunks repeated in the content."""
+    noise = random.Random(seed).randbytes(random_bytes)
+    return noise + b"a line repeated many times\n" * 4000 + noise
+
+
+def store_content(
+    blobs: BlobStore, packs: PackFormat, data: bytes, keys: Keys | None, target: int = TARGET
+) -> list[StoredPage]:
+    """Chunks data, stores each distinct chunk once in packs and returns the content's pages."""
+    segments = []
+    segmenter = Segmenter(SPEC, keys.chunk_id if keys else None)
+    seen = set()
+    with PackWriter(blobs, packs, target_size=target) as writer:
+        for piece in make_chunker(CHUNKER)(io.BytesIO(data)):
+            chunk_id = packs.hasher.chunk_id(piece)
+            if chunk_id not in seen:
+                seen.add(chunk_id)
+                writer.add(chunk_id, packs.codec.encode(chunk_id, piece))
+            segment = segmenter.add(chunk_id, len(piece))
+            if segment is not None:
+                segments.append(segment)
+        last = segmenter.finish()
+        if last is not None:
+            segments.append(last)
+        stored = writer.flush()
+    where = {
+        entry.chunk_id: pages.ChunkLocation(pack.pack_id, number, entry.plaintext_length)
+        for pack in stored
+        for number, entry in enumerate(pack.entries)
+    }
+    return [
+        StoredPage(segment.page_id, build_page(runs_of(where[chunk_id] for chunk_id in segment.chunk_ids)))
+        for segment in segments
+    ]
+
+
+def read_all(blobs: BlobStore, packs: PackFormat, stored: list[StoredPage], keys: Keys | None) -> bytes:
+    with PackReader(blobs, packs) as reader:
+        return b"".join(PageReader(reader, keys.chunk_id if keys else None).read(stored))
+
+
+@pytest.mark.parametrize("keys", [None, KEYS], ids=["plain", "encrypted"])
+def test_a_content_of_several_packs_and_pages_comes_back_byte_exact(blobs, keys):
+    packs = pack_format(keys)
+    data = content(600 * 1024)
+    stored = store_content(blobs, packs, data, keys)
+
+    assert len(stored) >= 3
+    assert len(list(blobs.inner.list("packs/"))) >= 4
+    assert read_all(blobs, packs, stored, keys) == data
+    digest = packs.hasher.file_hasher()
+    digest.update(data)
+    with PackReader(blobs, packs) as reader:
+        chunks = PageReader(reader, keys.chunk_id if keys else None).read(stored)
+        assert b"".join(checked_against_digest(chunks, packs.hasher, digest.digest())) == data
+
+
+def test_a_wrong_digest_is_caught_after_the_last_chunk(blobs):
+    packs = pack_format()
+    data = content(100 * 1024)
+    stored = store_content(blobs, packs, data, None)
+
+    with PackReader(blobs, packs) as reader, pytest.raises(DigestMismatchError):
+        for _ in checked_against_digest(PageReader(reader).read(stored), packs.hasher, blake3.blake3(b"x").digest()):
+            pass
+
+
+def test_runs_are_coalesced_and_tables_read_once(blobs):
+    """One pack of 200 KiB random chunks: 1 table GET and 1 GET for all its records, whatever
+    the number of pages and runs that select them."""
+    packs = pack_format()
+    data = random.Random(7).randbytes(200 * 1024)
+    stored = store_content(blobs, packs, data, None, target=16 * 1024 * 1024)
+    runs = [pages.parse_page(page.page).runs for page in stored]
+    assert len(stored) >= 2 and len({run.pack_id for page_runs in runs for run in page_runs}) == 1
+    blobs.gets.clear()
+
+    assert read_all(blobs, packs, stored, None) == data
+    assert len(blobs.gets) == 2
+
+
+def test_a_page_whose_chunks_do_not_hash_to_its_id_is_refused(blobs):
+    packs = pack_format()
+    stored = store_content(blobs, packs, content(100 * 1024), None)
+    swapped = [StoredPage(stored[1].page_id, stored[0].page), *stored[1:]]
+
+    with pytest.raises(CorruptObjectError, match=stored[1].page_id.hex()):
+        read_all(blobs, packs, swapped, None)
+
+
+def test_a_damaged_page_is_refused_with_its_id(blobs):
+    packs = pack_format()
+    stored = store_content(blobs, packs, content(50 * 1024), None)
+    damaged = [StoredPage(stored[0].page_id, b"XXXX" + stored[0].page[4:])]
+
+    with pytest.raises(CorruptObjectError, match=stored[0].page_id.hex()):
+        read_all(blobs, packs, damaged, None)
+
+
+def test_a_tampered_record_is_refused_naming_its_pack(blobs):
+    packs = pack_format()
+    data = content(100 * 1024)
+    stored = store_content(blobs, packs, data, None)
+    run = pages.parse_page(stored[0].page).runs[0]
+    key = pack_key(run.pack_id)
+    with PackReader(blobs, packs) as reader:
+        entry = reader.read_table(run.pack_id)[run.first_entry]
+    pack = bytearray(blobs.inner.get(key))
+    pack[entry.offset + entry.length // 2] ^= 0x01
+    blobs.inner.put(key, bytes(pack))
+
+    with pytest.raises(IntegrityError, match=run.pack_id.hex()) as raised:
+        read_all(blobs, packs, stored, None)
+    assert isinstance(raised.value, (CorruptObjectError, ChunkMismatchError))
+
+
+def test_a_missing_pack_is_a_distinct_missing_chunk_error(blobs):
+    packs = pack_format()
+    stored = store_content(blobs, packs, content(100 * 1024), None)
+    run = pages.parse_page(stored[-1].page).runs[-1]
+    blobs.inner.delete(pack_key(run.pack_id))
+
+    with pytest.raises(PagePackMissingError) as raised:
+        read_all(blobs, packs, stored, None)
+    assert raised.value.pack_id == run.pack_id
+    assert run.pack_id.hex() in str(raised.value)
+
+
+def test_memory_does_not_grow_with_the_content():
+    packs = pack_format()
+    peaks = []
+    for megabytes in (2, 8):
+        blobs = MemoryBlobStore()
+        blobs.create()
+        stored = store_content(blobs, packs, random.Random(megabytes).randbytes(megabytes * 1024 * 1024), None)
+        tracemalloc.start()
+        with PackReader(blobs, packs) as reader:
+            read = sum(len(data) for data in PageReader(reader).read(stored))
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        assert read == megabytes * 1024 * 1024
+    # The pages and tables grow with the content (~100 bytes a chunk); the chunks in flight do not.
+    assert peaks[1] < 4 * 1024 * 1024
+    assert peaks[1] < 2 * peaks[0]
