@@ -25,18 +25,23 @@ class PagePackMissingError(MissingChunkError):
     the page was read: the caller reads the page again, consistently, once, and a second miss
     is final."""
 
-    def __init__(self, page_id: bytes, pack_id: bytes):
-        super().__init__(f"page {page_id.hex()}: pack {pack_id.hex()} is missing from the store")
-        self.page_id = page_id
+    def __init__(self, page: StoredPage, pack_id: bytes):
+        super().__init__(f"{page.name}: pack {pack_id.hex()} is missing from the store")
+        self.page_id = page.page_id
         self.pack_id = pack_id
 
 
 @dataclass(frozen=True)
 class StoredPage:
-    """A recipe page as the catalog holds it: its ID (the catalog key) and its bytes."""
+    """A recipe page as the catalog holds it: its ID (the catalog key) and its bytes. A
+    content's inline page has no ID (None); the whole-file digest checks it."""
 
-    page_id: bytes
+    page_id: bytes | None
     page: bytes
+
+    @property
+    def name(self) -> str:
+        return "inline page" if self.page_id is None else f"page {self.page_id.hex()}"
 
 
 class PageReader:
@@ -65,23 +70,23 @@ class PageReader:
             try:
                 page = parse_page(stored.page)
             except CorruptObjectError as error:
-                raise CorruptObjectError(f"page {stored.page_id.hex()} is damaged: {error}") from None
-            tables = {run.pack_id: self._table(stored.page_id, run.pack_id) for run in page.runs}
+                raise CorruptObjectError(f"{stored.name} is damaged: {error}") from None
+            tables = {run.pack_id: self._table(stored, run.pack_id) for run in page.runs}
             entries = iter(resolve_page(stored.page_id, page, tables, self._chunk_id_key))
             # resolve_page returns the runs' entries in run order, entry_count of them per run.
             for run in page.runs:
                 for _ in range(run.entry_count):
                     yield ChunkLocation(run.pack_id, next(entries))
 
-    def _table(self, page_id: bytes, pack_id: bytes) -> list[PackEntry]:
+    def _table(self, stored: StoredPage, pack_id: bytes) -> list[PackEntry]:
         table = self._tables.get(pack_id)
         if table is None:
             try:
                 table = self._packs.read_table(pack_id, self._pack_sizes.get(pack_id))
             except MissingChunkError:
-                raise PagePackMissingError(page_id, pack_id) from None
+                raise PagePackMissingError(stored, pack_id) from None
             except CorruptObjectError as error:
-                raise CorruptObjectError(f"page {page_id.hex()}: {error}") from None
+                raise CorruptObjectError(f"{stored.name}: {error}") from None
             self._tables[pack_id] = table
         return table
 
