@@ -8,6 +8,10 @@ import dataclasses
 import io
 import os
 import random
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -189,3 +193,48 @@ def test_the_config_records_format_2_and_its_segments(tmp_path):
     config = StoreConfig.from_bytes((Path(url) / CONFIG_KEY).read_bytes())
     assert config.storage_format == 2 and config.recipe_format == 2
     assert config.segments == pages.SegmentSpec.for_chunks(CHUNKER.avg_size, CHUNKER.max_size)
+
+
+KILLED_PUT = """
+import io, random, sys, time
+from chunkstore import Store
+with Store.open(sys.argv[1]) as store:
+    class Slow(io.RawIOBase):
+        # 64 MB of random bytes, slowly enough that packs are uploading when the kill comes.
+        def __init__(self):
+            self.left, self.random = 64 * 1024 * 1024, random.Random(5)
+        def readable(self):
+            return True
+        def readinto(self, buffer):
+            size = min(len(buffer), self.left, 1 << 20)
+            buffer[:size] = self.random.randbytes(size)
+            self.left -= size
+            time.sleep(0.01)
+            return size
+    print("started", flush=True)
+    store.put_stream(Slow(), "killed.bin")
+"""
+
+
+def test_a_put_killed_while_writing_packs_leaves_a_store_that_reads_and_writes(tmp_path):
+    url = str(tmp_path / "store")
+    kept = random_bytes(2_000_000, 17)
+    with init_format_2(url) as store:
+        store.put_stream(io.BytesIO(kept), "kept.bin")
+        packs_before = pack_keys(store)
+    process = subprocess.Popen([sys.executable, "-c", KILLED_PUT, url], stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None and process.stdout.readline() == "started\n"
+    deadline = time.monotonic() + 60
+    with Store.open(url) as store:
+        while pack_keys(store) == packs_before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pack_keys(store) != packs_before, "no pack was written before the deadline"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    with Store.open(url) as store:
+        assert [record.name for record in store.list()] == ["kept.bin"]
+        assert read(store, "kept.bin") == kept
+        again = random_bytes(1_000_000, 18)
+        store.put_stream(io.BytesIO(again), "after.bin")
+        assert read(store, "after.bin") == again
