@@ -277,10 +277,13 @@ def _read_contents(
 ) -> None:
     """Read each content through the page reader (every chunk checked against its ID, every page
     against its page ID) and check it against its digest and size. A damaged pack fails every
-    content that reads it with the same message: one problem names them all."""
+    content that reads it with the same message: one problem names them all. Progress counts
+    chunks, as format 1's does, a content's at a time."""
     problems: dict[tuple[str, str], Problem] = {}
+    total_chunks = sum(plan.content.chunk_count for plan in plans)
+    done = 0
     with ChunkFetcher(store) as fetcher:
-        for done, plan in enumerate(plans, 1):
+        for plan in plans:
             try:
                 chunks, size = _read_content(store, fetcher, plan.content)
             except IntegrityError as error:
@@ -291,8 +294,9 @@ def _read_contents(
             else:
                 report.chunks_read += chunks
                 report.bytes_read += size
+            done += plan.content.chunk_count
             if on_progress:
-                on_progress(done, len(plans))
+                on_progress(done, total_chunks)
     for problem in problems.values():
         problem.names.sort()
         report.problems.append(problem)
@@ -322,7 +326,7 @@ def packed_stats(catalog: Catalog) -> dict:
     chunks and stored_bytes are the entries and bytes of the PRESENT packs (dead ones included
     until gc collects them, as format 1 counts unreferenced chunks). Pack items record no
     plaintext, so unique_bytes is the plaintext of the distinct pack entries that the contents'
-    pages select (referenced_chunks of them), from the runs' byte counts (_distinct_entries)."""
+    pages select (referenced_chunks of them), from the runs' byte counts (distinct_entries)."""
     packs = [pack for pack in catalog.pack_index.iter_packs() if pack.state == IndexState.PRESENT]
     by_size = {name: {"packs": 0, "bytes": 0} for name, _ in PACK_SIZE_CLASSES}
     for pack in packs:
@@ -344,7 +348,7 @@ def packed_stats(catalog: Catalog) -> dict:
             _add_runs(runs_by_pack, page.body)
     referenced = unique = 0
     for runs in runs_by_pack.values():
-        entries, plaintext = _distinct_entries(runs)
+        entries, plaintext = distinct_entries(runs)
         referenced += entries
         unique += plaintext
     return {
@@ -368,7 +372,7 @@ def _add_runs(runs_by_pack: dict[bytes, set[pages.Run]], body: bytes) -> None:
         runs_by_pack[run.pack_id].add(run)
 
 
-def _distinct_entries(runs: Iterable[pages.Run]) -> tuple[int, int]:
+def distinct_entries(runs: Iterable[pages.Run]) -> tuple[int, int]:
     """How many distinct entries of one pack the runs select, and their plaintext bytes.
 
     Runs that overlap form a group. A group is usually covered by runs that do not overlap one
