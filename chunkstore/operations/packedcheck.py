@@ -29,7 +29,6 @@ from chunkstore.backends.packs import PACK_KEY_PREFIX, pack_key
 from chunkstore.core import pages
 from chunkstore.core.packformat import PACK_ID_SIZE
 from chunkstore.errors import (
-    ChunkstoreError,
     CorruptObjectError,
     DigestMismatchError,
     IntegrityError,
@@ -108,11 +107,13 @@ class _CheckedPage:
 
 @dataclass
 class _ContentPlan:
-    """A content whose recipe checked out, and the packs it reads."""
+    """A content, the packs its readable pages name, and whether its whole recipe checked out
+    (only such a content is read back)."""
 
     content: ContentRecord
     names: list[str]
     pack_ids: set[bytes] = field(default_factory=set)
+    whole: bool = True
 
 
 def verify_packed(
@@ -129,7 +130,7 @@ def verify_packed(
     catalog = store.catalog
     usable = _usable_states(catalog.pack_index)
     checked_pages: dict[bytes, _CheckedPage | Problem] = {}
-    readable: list[_ContentPlan] = []
+    plans: list[_ContentPlan] = []
     contents_seen = set()
     for content in catalog.iter_contents():
         contents_seen.add(content.digest)
@@ -137,21 +138,24 @@ def verify_packed(
         report.check_content(content, names)
         plan = _check_recipe(catalog, content, names, usable, checked_pages, report)
         if plan is not None:
-            readable.append(plan)
+            plans.append(plan)
     report.check_versions_have_contents(names_by_digest, contents_seen)
     report.pages = len(checked_pages)
     report.chunks += sum(page.chunk_count for page in checked_pages.values() if isinstance(page, _CheckedPage))
-    report.problems.extend(problem for problem in checked_pages.values() if isinstance(problem, Problem))
+    for problem in checked_pages.values():
+        if isinstance(problem, Problem):
+            problem.names = sorted(set(problem.names))  # a content may name a page twice
+            report.problems.append(problem)
 
     names_by_pack: dict[bytes, set[str]] = defaultdict(set)
-    for plan in readable:
+    for plan in plans:
         for pack_id in plan.pack_ids:
             names_by_pack[pack_id].update(plan.names)
     report.packs = len(names_by_pack)
     bad_packs = _check_packs(store, names_by_pack, usable)
     report.problems.extend(bad_packs.values())
     if read_data:
-        to_read = [plan for plan in readable if not plan.pack_ids & bad_packs.keys()]
+        to_read = [plan for plan in plans if plan.whole and not plan.pack_ids & bad_packs.keys()]
         if subset_percent < 100 and to_read:
             to_read = random.sample(to_read, max(1, round(len(to_read) * subset_percent / 100)))
         _read_contents(store, to_read, report, on_progress)
@@ -165,18 +169,17 @@ def _check_recipe(
     checked_pages: dict[bytes, _CheckedPage | Problem],
     report: VerifyReport,
 ) -> _ContentPlan | None:
-    """Check one content's recipe down to its pages; the plan to read it, or None if it cannot be
-    read (the problem is in report, or in checked_pages for a page several contents share)."""
+    """Check one content's recipe down to its pages: its plan, not whole if a problem was found (in
+    report, or in checked_pages for a page several contents share), None if its recipe is unreadable."""
     where = f"content {content.digest.hex()}"
     try:
         recipe = read_recipe(catalog, content.digest)
     except NotFoundError:
         return None  # removed since it was listed
-    except ChunkstoreError as error:
+    except IntegrityError as error:
         report.problems.append(Problem("corrupt-recipe", f"{where}: {error}", names))
         return None
     plan = _ContentPlan(content, names)
-    whole = True
     if recipe.inline_page is not None:
         try:
             page = pages.parse_page(recipe.inline_page)
@@ -194,7 +197,7 @@ def _check_recipe(
                 checked = checked_pages[segment.page_id] = _check_page(catalog.pack_index, segment.page_id, usable)
             if isinstance(checked, Problem):
                 checked.names.extend(names)
-                whole = False
+                plan.whole = False
                 continue
             if (checked.chunk_count, checked.plaintext_bytes) != (segment.chunk_count, segment.plaintext_bytes):
                 report.problems.append(
@@ -206,7 +209,7 @@ def _check_recipe(
                         names,
                     )
                 )
-                whole = False
+                plan.whole = False
             plan.pack_ids.update(checked.pack_ids)
         totals = (
             sum(segment.chunk_count for segment in recipe.segments),
@@ -221,8 +224,8 @@ def _check_recipe(
                 names,
             )
         )
-        whole = False
-    return plan if whole else None
+        plan.whole = False
+    return plan
 
 
 def _check_page(index: PackIndex, page_id: bytes, usable: frozenset[IndexState]) -> _CheckedPage | Problem:

@@ -203,6 +203,22 @@ def test_a_damaged_page_body_is_a_corrupt_recipe(store):
         store.gc(dry_run=True)
 
 
+def test_a_damaged_content_root_is_a_corrupt_recipe_and_stops_gc(store):
+    digest = digest_of(store, "docs/big.bin", 2)
+    damaged_root = pages.ROOT_MAGIC + bytes(20)
+
+    def damage(state):
+        state.contents[digest].pages = [damaged_root]
+
+    edit_catalog(store, "UPDATE recipe_pages SET data = ? WHERE digest = ?", (damaged_root, digest), damage)
+    report = store.verify(read_data=True)
+    assert problems(report) == [("corrupt-recipe", ["docs/big.bin@2"])]
+    assert report.bytes_read == len(BIG) + len(SMALL)  # the others are read
+    with pytest.raises(IntegrityError, match="docs/big.bin") as refused:
+        store.gc(dry_run=True)
+    assert refused.value.exit_code == 4 and "nothing was deleted" in str(refused.value)
+
+
 def test_a_deleted_pack_item_is_reported(store):
     pack_id = big_pack(store)
 
