@@ -398,3 +398,25 @@ def test_distinct_entries_are_exact_where_runs_tile_and_estimated_where_they_onl
     assert distinct_entries([run(0, 5, 50), run(7, 2, 30), run(7, 2, 30)]) == (7, 80)
     # Entries 10..19 are reached only by a run that overlaps another: 10 bytes each, the mean.
     assert distinct_entries([run(0, 10, 100), run(5, 15, 150)]) == (20, 200)
+
+
+def test_a_pack_doomed_in_a_running_gc_round_is_not_damage_until_the_round_ends(store):
+    """Out of the idle phase a named pack may be DOOMED: the round's sweep gives it back. Once the
+    round is idle again, a named pack still DOOMED would be deleted: verify reports it."""
+    index = store.catalog.pack_index
+    pack = index.get_packs([big_pack(store)])[big_pack(store)]
+    session = store.catalog.open_session("gc")
+    store.catalog.acquire_gc_lock(session)
+    try:
+        dooming = index.advance_round(session, index.read_round())
+        assert index.doom(dooming, [pack]) == []
+        assert store.verify().ok
+        sweeping = index.advance_round(session, dooming)
+        assert store.verify().ok
+        index.advance_round(session, sweeping)
+    finally:
+        store.catalog.release_gc_lock(session)
+        store.catalog.close_session(session)
+    report = store.verify()
+    assert [problem.kind for problem in report.problems] == ["missing-pack-item"]
+    assert "is DOOMED in the pack index" in report.problems[0].message
