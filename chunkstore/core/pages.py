@@ -60,12 +60,12 @@ ROOT_PAGE_ENTRIES = 4096
 PAGE_TARGET_BYTES = 16 * 1024 * 1024
 # FastCDC-2020 cuts chunks larger than its nominal average: none before min (avg / 4), then one
 # chance in 2 avg per byte up to avg and one in avg / 2 after it, so on random bytes the mean
-# is 1/4 + 2 (1 - e^-3/8) + e^-3/8 / 2 = 1.22 times the nominal size. Measured with `python -m benchmarks.chunk_means`
-# (2026-12-05, 4, 8 and 16 KiB): 1.20-1.28x on JavaScript release tars, Debian packages' file
-# trees and their .deb files, a SQLite database and random bytes; 1.46-1.62x on Django's sdist
-# tars (3-5% of their chunks are cut at the maximum size). Sizing segments for the nominal
-# size made them average 23.7 MiB on those tars; 1.3 puts the first kinds within 8% of the target
-# and the tars within 12% at 8 KiB (24% at 16 KiB).
+# is 1/4 + 2 (1 - e^-3/8) + e^-3/8 / 2 = 1.22 times the nominal size. Measured with
+# `python -m benchmarks.chunk_means` (2026-12-05, 4, 8 and 16 KiB): 1.20-1.28x on JavaScript
+# release tars, Debian packages' file trees and their .deb files, a SQLite database and random
+# bytes; 1.46-1.62x on Django's sdist tars (3-5% of their chunks are cut at the maximum size).
+# Sizing segments for the nominal size made them average 23.7 MiB on those tars; 1.3 puts the
+# first kinds within 8% of the target and the tars within 12% at 8 KiB (24% at 16 KiB).
 FASTCDC2020_MEAN_FACTOR = 1.3
 # A page holds at most 8,192 runs: 196,632 bytes, half a DynamoDB item. Each chunk may be a run
 # of its own (chunks scattered over many packs), so no segment has more chunks than that; the
