@@ -1,7 +1,7 @@
 """How format 2's recipe pages behave on real versioned data: page reuse, segment size, runs.
 
     python -m benchmarks.pages [--project Django] [--series 4.2.] [--versions 30] [--avg-size 8K]
-                               [--cache DIR]
+                               [--cache DIR] [--reproducible | --database SIZE]
 
 The data: successive source releases of one PyPI project, uncompressed, downloaded once and
 cached as benchmarks.chunk_size_curve does (the same files). Each release is put in order as
@@ -22,6 +22,11 @@ every file and no segment survives from one release to the next: the scattered-e
 --reproducible repacks each release first as a reproducible tar of its tree (members sorted by
 name, no mtime or owner, and without the top folder, whose name holds the version), so a
 release differs only where its files do.
+
+--database SIZE puts instead the successive saves of a SQLite database of SIZE bytes
+(benchmarks.datasets, database-file kind: rows of the Python standard library's lines), each
+after a round of updates of random rows that rewrites ~1% of its 4 KiB pages: scattered edits
+in place, as a nightly backup of a database sees them.
 """
 
 from __future__ import annotations
@@ -50,9 +55,14 @@ from chunkstore.core.pages import (
 )
 
 from .chunk_size_curve import DEFAULT_CACHE, PACK_BYTES, fetch_releases
+from .datasets import DATABASE_FILE, DEFAULT_SEED, DatasetSpec, EditModel, files_in, materialize, parse_size
 from .report import MB, markdown_table
 
 MIB = 1024 * 1024
+DATABASE_SAVES = 6
+# A row is ~200 bytes (benchmarks.datasets), so updating this share of the rows rewrites 1% of
+# the 4 KiB pages: 0.01 × 200 / 4,096.
+DATABASE_UPDATED_ROWS = 0.01 * 200 / 4096
 
 
 @dataclass
@@ -140,6 +150,17 @@ def reproducible_tar(path: Path) -> bytes:
     return out.getvalue()
 
 
+def database_saves(size: int, cache: Path) -> list[Path]:
+    edits = EditModel(
+        database_rounds=DATABASE_SAVES,
+        database_update_fraction=DATABASE_UPDATED_ROWS,
+        database_insert_fraction=0.0,
+        database_delete_fraction=0.0,
+    )
+    spec = DatasetSpec(DATABASE_FILE, DEFAULT_SEED, size * DATABASE_SAVES, None, edits)
+    return [path for _, path in files_in(materialize(spec, cache / "datasets").root)]
+
+
 def measure(paths: list[Path], avg_size: int, reproducible: bool) -> tuple[list[ReleaseFigures], _Store, float]:
     store = _Store(avg_size)
     started = time.perf_counter()
@@ -151,9 +172,7 @@ def _mean(values: list[int]) -> float:
     return statistics.fmean(values) if values else 0.0
 
 
-def build_markdown(
-    project: str, figures: list[ReleaseFigures], store: _Store, seconds: float, reproducible: bool
-) -> str:
+def build_markdown(title: str, figures: list[ReleaseFigures], store: _Store, seconds: float) -> str:
     rows = []
     for release in figures:
         rows.append(
@@ -203,8 +222,7 @@ def build_markdown(
     spec = store.segment_spec
     return "\n".join(
         [
-            f"# Recipe pages on {len(figures)} releases of {project}, {figures[0].name} .. {figures[-1].name}"
-            + (", repacked as reproducible tars" if reproducible else ""),
+            f"# Recipe pages on {title}",
             "",
             f"{store.spec.avg_size // 1024} KiB chunks (FastCDC-2020 {store.spec.min_size // 1024}/"
             f"{store.spec.avg_size // 1024}/{store.spec.max_size // 1024} KiB); a segment ends after a chunk whose ID "
@@ -230,13 +248,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--versions", type=int, default=30)
     parser.add_argument("--avg-size", type=_size, default=8 * 1024, help="average chunk size (e.g. 8K)")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
-    parser.add_argument("--reproducible", action="store_true", help="repack each release with no mtimes, sorted")
+    data = parser.add_mutually_exclusive_group()
+    data.add_argument("--reproducible", action="store_true", help="repack each release with no mtimes, sorted")
+    data.add_argument("--database", type=parse_size, metavar="SIZE", help="saves of a SQLite database instead")
     args = parser.parse_args(argv)
-    paths = fetch_releases(args.project, args.series, args.versions, args.cache)
-    if len(paths) < 2:
-        parser.error(f"need two sdists of {args.project} {args.series}* at least, found {len(paths)}")
+    if args.database:
+        paths = database_saves(args.database, args.cache)
+        title = f"{len(paths)} saves of a {args.database / MB:,.0f} MB SQLite database, ~1% of its pages rewritten"
+    else:
+        paths = fetch_releases(args.project, args.series, args.versions, args.cache)
+        if len(paths) < 2:
+            parser.error(f"need two sdists of {args.project} {args.series}* at least, found {len(paths)}")
+        title = f"{len(paths)} releases of {args.project}, {paths[0].stem} .. {paths[-1].stem}" + (
+            ", repacked as reproducible tars" if args.reproducible else ""
+        )
     figures, store, seconds = measure(paths, args.avg_size, args.reproducible)
-    print(build_markdown(args.project, figures, store, seconds, args.reproducible))
+    print(build_markdown(title, figures, store, seconds))
     return 0
 
 
