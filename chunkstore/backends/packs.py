@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import islice
 
 from chunkstore.backends.blobstore import BlobStore
 from chunkstore.backends.packindex import PackIndex, PackRecord
@@ -49,6 +50,13 @@ COALESCE_GAP = 256 * 1024
 # GETS_IN_FLIGHT run at once: a reader holds at most 8 x 8 MiB of stored bytes (design, Restore).
 MAX_READ_SIZE = 8 * 1024 * 1024
 GETS_IN_FLIGHT = 8
+# A pack whose records the locations ahead select to at least this share of its size is read
+# whole, with one GET (design, Restore): at 50% a whole read moves at most twice the bytes it
+# needs, and it replaces the ranged GETs of up to 64 gaps of 256 KiB in a pack of 16 MiB.
+WHOLE_PACK_SHARE = 0.5
+# How many locations read_chunks looks ahead: as many as one pack has entries at most, so a pack
+# read from end to end is weighed whole when its first chunk is due. ~100 bytes each: < 1 MB.
+LOOK_AHEAD_LOCATIONS = packformat.MAX_ENTRIES
 
 
 def pack_key(pack_id: bytes) -> str:
@@ -70,10 +78,12 @@ class PackFormat:
 
 @dataclass(frozen=True)
 class ChunkLocation:
-    """Where one chunk's record lies: in which pack, at which bytes."""
+    """Where one chunk's record lies: in which pack, at which bytes; and the pack's size as
+    stored when known, without which the pack is never read whole."""
 
     pack_id: bytes
     entry: PackEntry
+    pack_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -85,7 +95,7 @@ class StoredPack:
     entries: list[PackEntry]
 
     def locations(self) -> Iterator[ChunkLocation]:
-        return (ChunkLocation(self.pack_id, entry) for entry in self.entries)
+        return (ChunkLocation(self.pack_id, entry, self.size) for entry in self.entries)
 
 
 def _decode_checked(packs: PackFormat, pack_id: bytes, entry: PackEntry, record: bytes) -> bytes:
@@ -219,12 +229,83 @@ class PackWriter:
 
 @dataclass
 class _Read:
-    """One ranged GET: bytes [start, end) of a pack, holding the records of entries."""
+    """One GET: bytes [start, end) of a pack, or the whole pack (end is then its size), and the
+    entries whose records it decodes, in ascending order."""
 
     pack_id: bytes
     start: int
     end: int
     entries: list[PackEntry]
+    whole: bool = False
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+
+class _LookAhead:
+    """The next locations of a read_chunks call that no read serves yet, at most limit of them,
+    with the distinct records they select from each pack: what the whole-pack rule weighs."""
+
+    def __init__(self, locations: Iterable[ChunkLocation], limit: int):
+        self._input = iter(locations)
+        self._limit = limit
+        self._locations: deque[ChunkLocation] = deque()
+        # Per pack: each entry selected and by how many of the locations (a chunk may repeat).
+        self._selected: dict[bytes, dict[PackEntry, int]] = {}
+        self._selected_bytes: dict[bytes, int] = {}
+        self._fill()
+
+    def __iter__(self) -> Iterator[ChunkLocation]:
+        return iter(self._locations)
+
+    def head(self) -> ChunkLocation | None:
+        return self._locations[0] if self._locations else None
+
+    def pop(self) -> None:
+        location = self._locations.popleft()
+        selected = self._selected[location.pack_id]
+        selected[location.entry] -= 1
+        if not selected[location.entry]:
+            del selected[location.entry]
+            self._selected_bytes[location.pack_id] -= location.entry.length
+            if not selected:
+                del self._selected[location.pack_id], self._selected_bytes[location.pack_id]
+        self._fill()
+
+    def selected_bytes(self, pack_id: bytes) -> int:
+        return self._selected_bytes[pack_id]
+
+    def selected_entries(self, pack_id: bytes) -> list[PackEntry]:
+        return sorted(self._selected[pack_id], key=lambda entry: entry.offset)
+
+    def _fill(self) -> None:
+        while len(self._locations) < self._limit:
+            location = next(self._input, None)
+            if location is None:
+                return
+            self._locations.append(location)
+            selected = self._selected.setdefault(location.pack_id, {})
+            if location.entry not in selected:
+                selected[location.entry] = 0
+                self._selected_bytes[location.pack_id] = (
+                    self._selected_bytes.get(location.pack_id, 0) + location.entry.length
+                )
+            selected[location.entry] += 1
+
+
+class _HeldRead:
+    """A read submitted and not yet consumed: its chunks to come (by record offset) and how many
+    planned locations still wait for one of them."""
+
+    def __init__(self, read: _Read, chunks: Future[dict[int, bytes]]):
+        self.read = read
+        self.chunks = chunks
+        self.offsets = frozenset(entry.offset for entry in read.entries)
+        self.waiting = 0
+
+    def serves(self, location: ChunkLocation) -> bool:
+        return location.pack_id == self.read.pack_id and location.entry.offset in self.offsets
 
 
 class PackReader:
@@ -246,6 +327,7 @@ class PackReader:
         self._max_read_size = max_read_size
         self._pool = ThreadPoolExecutor(gets_in_flight, thread_name_prefix="chunkstore-pack-read")
         self._gets_in_flight = gets_in_flight
+        self._held_bytes_limit = gets_in_flight * max_read_size
 
     def __enter__(self) -> PackReader:
         return self
@@ -262,16 +344,20 @@ class PackReader:
         except BlobNotFoundError:
             raise MissingChunkError(f"pack {pack_id.hex()} is missing from the store") from None
 
+    def pack_size(self, pack_id: bytes) -> int:
+        """A pack's size as stored, from a stat (a HEAD on S3)."""
+        try:
+            return self._blobs.stat(pack_key(pack_id)).size
+        except BlobNotFoundError:
+            raise MissingChunkError(f"pack {pack_id.hex()} is missing from the store") from None
+
     def read_table(self, pack_id: bytes, pack_size: int | None = None) -> list[PackEntry]:
         """The entries of a pack, from one ranged GET of its last TABLE_FETCH_BYTES.
 
         pack_size is the size the catalog recorded; without it the pack is stat'ed first (a
         HEAD on S3): the BlobStore interface reads ranges from an offset, not from the end."""
         if pack_size is None:
-            try:
-                pack_size = self._blobs.stat(pack_key(pack_id)).size
-            except BlobNotFoundError:
-                raise MissingChunkError(f"pack {pack_id.hex()} is missing from the store") from None
+            pack_size = self.pack_size(pack_id)
         tail_start = max(0, pack_size - packformat.TABLE_FETCH_BYTES)
         tail = self._get(pack_id, tail_start)
         try:
@@ -284,52 +370,92 @@ class PackReader:
     def read_chunks(self, locations: Iterable[ChunkLocation]) -> Iterator[tuple[ChunkLocation, bytes]]:
         """Each location with its chunk's plaintext, in the order given.
 
-        Neighbouring records of one pack (in ascending order, less than the gap apart) are read
-        with one GET of at most max_read_size bytes; GETs and decoding run in the reader's
-        threads, at most gets_in_flight ahead of the consumer, so memory stays bounded by
-        gets_in_flight x max_read_size plus the decoded chunks of those reads."""
-        in_flight: deque[Future[list[tuple[ChunkLocation, bytes]]]] = deque()
-        for read in self._plan(locations):
-            if len(in_flight) >= self._gets_in_flight:
-                yield from in_flight.popleft().result()
-            in_flight.append(self._pool.submit(self._fetch, read))
-        while in_flight:
-            yield from in_flight.popleft().result()
+        The reader looks LOOK_AHEAD_LOCATIONS locations ahead. When those select at least
+        WHOLE_PACK_SHARE of a pack whose size they carry, the pack is read whole with one GET;
+        otherwise neighbouring records of one pack (in ascending order, less than the gap apart)
+        are read with one GET of at most max_read_size bytes. A location whose record a read
+        still held has decoded (a repeated chunk) is served by it. GETs and decoding run in the
+        reader's threads, at most gets_in_flight reads held ahead of the consumer and at most
+        gets_in_flight x max_read_size bytes among them, a whole pack counting its size: memory
+        stays bounded by that plus the decoded chunks of those reads."""
+        ahead = _LookAhead(locations, LOOK_AHEAD_LOCATIONS)
+        planned: deque[tuple[ChunkLocation, _HeldRead]] = deque()
+        held: list[_HeldRead] = []
+        # The read the next location ahead needs, while the reads held leave no room for it.
+        next_read: _Read | None = None
+        try:
+            while True:
+                while len(planned) < LOOK_AHEAD_LOCATIONS and (location := ahead.head()) is not None:
+                    serving = next((read for read in held if read.serves(location)), None)
+                    if serving is None:
+                        if next_read is None:
+                            next_read = self._next_read(ahead, location)
+                        if not self._room_for(next_read, held):
+                            break
+                        serving = _HeldRead(next_read, self._pool.submit(self._fetch, next_read))
+                        held.append(serving)
+                        next_read = None
+                    ahead.pop()
+                    planned.append((location, serving))
+                    serving.waiting += 1
+                if not planned:
+                    return
+                location, read = planned.popleft()
+                chunk = read.chunks.result()[location.entry.offset]
+                read.waiting -= 1
+                if not read.waiting:
+                    held.remove(read)
+                yield location, chunk
+        finally:
+            for read in held:
+                read.chunks.cancel()
 
-    def _plan(self, locations: Iterable[ChunkLocation]) -> Iterator[_Read]:
-        current: _Read | None = None
-        for location in locations:
+    def _room_for(self, read: _Read, held: list[_HeldRead]) -> bool:
+        """Whether read may start beside the reads held; the first one always may."""
+        return not held or (
+            len(held) < self._gets_in_flight
+            and sum(other.read.size for other in held) + read.size <= self._held_bytes_limit
+        )
+
+    def _next_read(self, ahead: _LookAhead, first: ChunkLocation) -> _Read:
+        """The read that serves first, the next location ahead: its whole pack, or a run of records
+        from first on."""
+        pack_id = first.pack_id
+        size = first.pack_size
+        # A pack larger than the bytes all reads may hold (none at the defaults: 64 MiB against
+        # packs of 16 MiB) is never read whole, so the bound holds whatever a pack's size.
+        if (
+            size is not None
+            and size <= self._held_bytes_limit
+            and ahead.selected_bytes(pack_id) >= WHOLE_PACK_SHARE * size
+        ):
+            return _Read(pack_id, 0, size, ahead.selected_entries(pack_id), whole=True)
+        read = _Read(pack_id, first.entry.offset, first.entry.end, [first.entry])
+        for location in islice(ahead, 1, None):
             entry = location.entry
             if (
-                current is not None
-                and location.pack_id == current.pack_id
-                and current.end <= entry.offset
-                and entry.offset - current.end < self._gap
-                and entry.end - current.start <= self._max_read_size
+                location.pack_id != pack_id
+                or entry.offset < read.end
+                or entry.offset - read.end >= self._gap
+                or entry.end - read.start > self._max_read_size
             ):
-                current.entries.append(entry)
-                current.end = entry.end
-                continue
-            if current is not None:
-                yield current
-            current = _Read(location.pack_id, entry.offset, entry.end, [entry])
-        if current is not None:
-            yield current
+                break
+            read.entries.append(entry)
+            read.end = entry.end
+        return read
 
-    def _fetch(self, read: _Read) -> list[tuple[ChunkLocation, bytes]]:
-        data = self._get(read.pack_id, read.start, read.end - read.start)
-        if len(data) != read.end - read.start:
+    def _fetch(self, read: _Read) -> dict[int, bytes]:
+        data = self._get(read.pack_id, read.start, None if read.whole else read.size)
+        if len(data) != read.size:
+            what = "the pack" if read.whole else f"bytes {read.start}..{read.end}"
             raise CorruptObjectError(
-                f"pack {read.pack_id.hex()} is damaged: it ends at {read.start + len(data)}, "
-                f"its table has records up to {read.end}"
+                f"pack {read.pack_id.hex()} is damaged: {len(data)} bytes came back for {what}, "
+                f"{read.size} were expected"
             )
         view = memoryview(data)
-        return [
-            (
-                ChunkLocation(read.pack_id, entry),
-                _decode_checked(
-                    self._packs, read.pack_id, entry, bytes(view[entry.offset - read.start : entry.end - read.start])
-                ),
+        return {
+            entry.offset: _decode_checked(
+                self._packs, read.pack_id, entry, bytes(view[entry.offset - read.start : entry.end - read.start])
             )
             for entry in read.entries
-        ]
+        }

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import random
-import threading
 import tracemalloc
 
 import blake3
@@ -21,42 +20,13 @@ from chunkstore.core.crypto import Keys
 from chunkstore.core.pages import Segmenter, SegmentSpec, build_page, runs_of
 from chunkstore.errors import ChunkMismatchError, CorruptObjectError, DigestMismatchError, IntegrityError
 from chunkstore.operations.pageread import PagePackMissingError, PageReader, StoredPage, checked_against_digest
+from support.countingblobs import CountingBlobStore
 from support.packchunks import TARGET, pack_format
 
 KEYS = Keys.from_master(blake3.blake3(b"page read test master key").digest())
 CHUNKER = ChunkerSpec.from_average("fastcdc2020", 8 * 1024)
 # Small segments, so that a content of a few hundred chunks spans several pages.
 SPEC = SegmentSpec(boundary_bits=3, min_chunks=8, max_chunks=64)
-
-
-class CountingBlobStore(BlobStore):
-    """Wraps a blob store and records its gets, so a test sees every request."""
-
-    def __init__(self, inner: BlobStore):
-        self.inner = inner
-        self.url = inner.url
-        self.gets: list[tuple[str, int, int | None]] = []
-        self._lock = threading.Lock()
-
-    def put(self, key, data):
-        self.inner.put(key, data)
-
-    def get(self, key, offset=0, length=None):
-        with self._lock:
-            self.gets.append((key, offset, length))
-        return self.inner.get(key, offset, length)
-
-    def stat(self, key):
-        return self.inner.stat(key)
-
-    def delete(self, key):
-        self.inner.delete(key)
-
-    def list(self, prefix=""):
-        return self.inner.list(prefix)
-
-    def sync(self):
-        self.inner.sync()
 
 
 @pytest.fixture(params=["folder", "memory"])
