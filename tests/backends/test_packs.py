@@ -189,6 +189,93 @@ def test_a_read_never_exceeds_its_size_limit(tmp_path):
     assert 1 < len(blobs.gets) < len(pack.entries)
 
 
+def runs_of_consecutive(entries):
+    """The selected entries cut where one is not the record right after the previous one."""
+    runs = []
+    for entry in entries:
+        if runs and runs[-1][-1].end == entry.offset:
+            runs[-1].append(entry)
+        else:
+            runs.append([entry])
+    return runs
+
+
+@pytest.mark.parametrize("tenths", [3, 6, 10], ids=["30%", "60%", "100%"])
+def test_a_pack_selected_to_half_or_more_is_read_whole_with_one_get(tmp_path, tenths):
+    """tenths of every ten records selected; any skipped record splits a ranged read (gap 1)."""
+    blobs = CountingBlobStore(LocalBlobStore(tmp_path / "blobs"))
+    packs = pack_format()
+    chunks, stored = write_chunks(blobs, packs, 100, target=1 << 30)
+    (pack,) = stored
+    selected = [entry for number, entry in enumerate(pack.entries) if number % 10 < tenths]
+    share = sum(entry.length for entry in selected) / pack.size
+    assert abs(share - tenths / 10) < 0.05
+    blobs.gets.clear()
+    with PackReader(blobs, packs, gap=1) as reader:
+        read = list(reader.read_chunks(ChunkLocation(pack.pack_id, entry, pack.size) for entry in selected))
+
+    assert [data for _, data in read] == [chunks[entry.chunk_id] for entry in selected]
+    key = pack_key(pack.pack_id)
+    if tenths < 5:
+        expected = [(key, run[0].offset, run[-1].end - run[0].offset) for run in runs_of_consecutive(selected)]
+        assert len(expected) == 10
+    else:
+        expected = [(key, 0, None)]
+    assert sorted(blobs.gets) == sorted(expected)
+
+
+def test_a_pack_read_whole_serves_its_chunks_among_another_packs(tmp_path):
+    """Chunks of a pack selected to 60% alternate with chunks of a pack selected to 30%: the first
+    is read whole once, the second in ranges, and every chunk comes back in the order asked."""
+    blobs = CountingBlobStore(LocalBlobStore(tmp_path / "blobs"))
+    packs = pack_format()
+    chunks, (first, second) = write_chunks(blobs, packs, 120, target=70 * 1024)
+    most = [
+        ChunkLocation(first.pack_id, entry, first.size)
+        for number, entry in enumerate(first.entries)
+        if number % 10 < 6
+    ]
+    some = [ChunkLocation(second.pack_id, entry, second.size) for entry in second.entries[: len(second.entries) // 3]]
+    assert sum(location.entry.length for location in most) > first.size / 2
+    assert sum(location.entry.length for location in some) < second.size / 2
+    interleaved = [location for pair in zip(most, some, strict=False) for location in pair] + most[len(some) :]
+    blobs.gets.clear()
+    with PackReader(blobs, packs) as reader:
+        read = list(reader.read_chunks(interleaved))
+
+    assert [location for location, _ in read] == interleaved
+    assert all(data == chunks[location.entry.chunk_id] for location, data in read)
+    whole = (pack_key(first.pack_id), 0, None)
+    assert blobs.gets.count(whole) == 1
+    assert all(key == pack_key(second.pack_id) and length for key, _, length in blobs.gets if (key, _, length) != whole)
+
+
+def test_a_pack_larger_than_the_reads_may_hold_is_never_read_whole(tmp_path):
+    blobs = CountingBlobStore(LocalBlobStore(tmp_path / "blobs"))
+    packs = pack_format()
+    _, (pack,) = write_chunks(blobs, packs, 60, target=1 << 30)
+    blobs.gets.clear()
+    # 2 reads of at most 16 KiB: 32 KiB held at most, the pack is larger.
+    with PackReader(blobs, packs, max_read_size=16 * 1024, gets_in_flight=2) as reader:
+        assert pack.size > 32 * 1024
+        list(reader.read_chunks(pack.locations()))
+    assert all(length is not None and length <= 16 * 1024 for _, _, length in blobs.gets)
+    assert sum(length for _, _, length in blobs.gets) == pack.entries[-1].end - HEADER_SIZE
+
+
+def test_a_chunk_repeated_while_its_read_is_held_costs_no_other_get(tmp_path):
+    blobs = CountingBlobStore(LocalBlobStore(tmp_path / "blobs"))
+    packs = pack_format()
+    chunks, (pack,) = write_chunks(blobs, packs, 10)
+    repeated = [ChunkLocation(pack.pack_id, pack.entries[3])] * 50 + [ChunkLocation(pack.pack_id, pack.entries[4])]
+    blobs.gets.clear()
+    with PackReader(blobs, packs) as reader:
+        read = list(reader.read_chunks(repeated))
+    assert [data for _, data in read] == [chunks[location.entry.chunk_id] for location in repeated]
+    key = pack_key(pack.pack_id)
+    assert sorted(blobs.gets) == [(key, entry.offset, entry.length) for entry in pack.entries[3:5]]
+
+
 def test_on_s3_a_table_and_a_run_cost_one_get_each(bucket):
     clients = AwsClients()
     blobs = S3BlobStore(bucket, "store", clients)
@@ -252,6 +339,21 @@ def test_a_bit_flip_in_a_record_is_refused_naming_pack_and_chunk(blobs, keys):
         list(reader.read_chunks(ChunkLocation(pack.pack_id, entry) for entry in pack.entries[:3]))
         with pytest.raises(IntegrityError, match=f"pack {pack.pack_id.hex()}.*chunk {victim.chunk_id.hex()}"):
             list(reader.read_chunks(pack.locations()))
+
+
+def test_a_pack_read_whole_still_checks_every_chunk(tmp_path):
+    blobs = CountingBlobStore(LocalBlobStore(tmp_path / "blobs"))
+    packs = pack_format()
+    _, (pack,) = write_chunks(blobs, packs, 40)
+    victim = pack.entries[25]
+    damage(blobs, pack, flip(victim.offset + victim.length // 2))
+    blobs.gets.clear()
+    with (
+        PackReader(blobs, packs) as reader,
+        pytest.raises(IntegrityError, match=f"pack {pack.pack_id.hex()}.*chunk {victim.chunk_id.hex()}"),
+    ):
+        list(reader.read_chunks(pack.locations()))
+    assert blobs.gets == [(pack_key(pack.pack_id), 0, None)]
 
 
 def test_a_record_that_decodes_to_other_bytes_is_a_chunk_mismatch(tmp_path):
