@@ -231,9 +231,7 @@ def test_a_pack_read_whole_serves_its_chunks_among_another_packs(tmp_path):
     packs = pack_format()
     chunks, (first, second) = write_chunks(blobs, packs, 120, target=70 * 1024)
     most = [
-        ChunkLocation(first.pack_id, entry, first.size)
-        for number, entry in enumerate(first.entries)
-        if number % 10 < 6
+        ChunkLocation(first.pack_id, entry, first.size) for number, entry in enumerate(first.entries) if number % 10 < 6
     ]
     some = [ChunkLocation(second.pack_id, entry, second.size) for entry in second.entries[: len(second.entries) // 3]]
     assert sum(location.entry.length for location in most) > first.size / 2
