@@ -243,17 +243,40 @@ class _Read:
         return self.end - self.start
 
 
+class _Selection:
+    """The records that locations select from one pack: by offset, each entry and how many of the
+    locations select it (a chunk may repeat), and their bytes, each record counted once."""
+
+    def __init__(self) -> None:
+        self.entries: dict[int, PackEntry] = {}
+        self.counts: dict[int, int] = {}
+        self.size = 0
+
+    def add(self, entry: PackEntry) -> None:
+        count = self.counts.get(entry.offset, 0)
+        if not count:
+            self.entries[entry.offset] = entry
+            self.size += entry.length
+        self.counts[entry.offset] = count + 1
+
+    def remove(self, entry: PackEntry) -> None:
+        count = self.counts[entry.offset] - 1
+        if count:
+            self.counts[entry.offset] = count
+        else:
+            del self.counts[entry.offset], self.entries[entry.offset]
+            self.size -= entry.length
+
+
 class _LookAhead:
     """The next locations of a read_chunks call that no read serves yet, at most limit of them,
-    with the distinct records they select from each pack: what the whole-pack rule weighs."""
+    with what they select from each pack: what the whole-pack rule weighs."""
 
     def __init__(self, locations: Iterable[ChunkLocation], limit: int):
         self._input = iter(locations)
         self._limit = limit
         self._locations: deque[ChunkLocation] = deque()
-        # Per pack: each entry selected and by how many of the locations (a chunk may repeat).
-        self._selected: dict[bytes, dict[PackEntry, int]] = {}
-        self._selected_bytes: dict[bytes, int] = {}
+        self._selections: dict[bytes, _Selection] = {}
         self._fill()
 
     def __iter__(self) -> Iterator[ChunkLocation]:
@@ -264,20 +287,14 @@ class _LookAhead:
 
     def pop(self) -> None:
         location = self._locations.popleft()
-        selected = self._selected[location.pack_id]
-        selected[location.entry] -= 1
-        if not selected[location.entry]:
-            del selected[location.entry]
-            self._selected_bytes[location.pack_id] -= location.entry.length
-            if not selected:
-                del self._selected[location.pack_id], self._selected_bytes[location.pack_id]
+        selection = self._selections[location.pack_id]
+        selection.remove(location.entry)
+        if not selection.size:
+            del self._selections[location.pack_id]
         self._fill()
 
-    def selected_bytes(self, pack_id: bytes) -> int:
-        return self._selected_bytes[pack_id]
-
-    def selected_entries(self, pack_id: bytes) -> list[PackEntry]:
-        return sorted(self._selected[pack_id], key=lambda entry: entry.offset)
+    def selection(self, pack_id: bytes) -> _Selection:
+        return self._selections[pack_id]
 
     def _fill(self) -> None:
         while len(self._locations) < self._limit:
@@ -285,27 +302,34 @@ class _LookAhead:
             if location is None:
                 return
             self._locations.append(location)
-            selected = self._selected.setdefault(location.pack_id, {})
-            if location.entry not in selected:
-                selected[location.entry] = 0
-                self._selected_bytes[location.pack_id] = (
-                    self._selected_bytes.get(location.pack_id, 0) + location.entry.length
-                )
-            selected[location.entry] += 1
+            selection = self._selections.get(location.pack_id)
+            if selection is None:
+                selection = self._selections[location.pack_id] = _Selection()
+            selection.add(location.entry)
 
 
 class _HeldRead:
     """A read submitted and not yet consumed: its chunks to come (by record offset) and how many
     planned locations still wait for one of them."""
 
-    def __init__(self, read: _Read, chunks: Future[dict[int, bytes]]):
+    def __init__(self, read: _Read, decoding: Future[dict[int, bytes]]):
         self.read = read
-        self.chunks = chunks
         self.offsets = frozenset(entry.offset for entry in read.entries)
         self.waiting = 0
+        self._decoding = decoding
+        self._chunks: dict[int, bytes] | None = None
 
     def serves(self, location: ChunkLocation) -> bool:
         return location.pack_id == self.read.pack_id and location.entry.offset in self.offsets
+
+    def chunk(self, entry: PackEntry) -> bytes:
+        """The entry's plaintext, once the read is done (its error if it failed)."""
+        if self._chunks is None:
+            self._chunks = self._decoding.result()
+        return self._chunks[entry.offset]
+
+    def cancel(self) -> None:
+        self._decoding.cancel()
 
 
 class PackReader:
@@ -383,10 +407,13 @@ class PackReader:
         held: list[_HeldRead] = []
         # The read the next location ahead needs, while the reads held leave no room for it.
         next_read: _Read | None = None
+        serving: _HeldRead | None = None
         try:
             while True:
                 while len(planned) < LOOK_AHEAD_LOCATIONS and (location := ahead.head()) is not None:
-                    serving = next((read for read in held if read.serves(location)), None)
+                    # Most locations are served by the read that served the one before.
+                    if serving is None or not serving.serves(location):
+                        serving = next((read for read in held if read.serves(location)), None)
                     if serving is None:
                         if next_read is None:
                             next_read = self._next_read(ahead, location)
@@ -401,14 +428,16 @@ class PackReader:
                 if not planned:
                     return
                 location, read = planned.popleft()
-                chunk = read.chunks.result()[location.entry.offset]
+                chunk = read.chunk(location.entry)
                 read.waiting -= 1
                 if not read.waiting:
                     held.remove(read)
+                    if serving is read:
+                        serving = None
                 yield location, chunk
         finally:
             for read in held:
-                read.chunks.cancel()
+                read.cancel()
 
     def _room_for(self, read: _Read, held: list[_HeldRead]) -> bool:
         """Whether read may start beside the reads held; the first one always may."""
@@ -427,9 +456,11 @@ class PackReader:
         if (
             size is not None
             and size <= self._held_bytes_limit
-            and ahead.selected_bytes(pack_id) >= WHOLE_PACK_SHARE * size
+            and (selection := ahead.selection(pack_id)).size >= WHOLE_PACK_SHARE * size
         ):
-            return _Read(pack_id, 0, size, ahead.selected_entries(pack_id), whole=True)
+            return _Read(
+                pack_id, 0, size, [selection.entries[offset] for offset in sorted(selection.entries)], whole=True
+            )
         read = _Read(pack_id, first.entry.offset, first.entry.end, [first.entry])
         for location in islice(ahead, 1, None):
             entry = location.entry
