@@ -1,5 +1,6 @@
 """Packs in a blob store (storage format 2): a writer that fills and uploads them, a reader that
-finds a pack's table and fetches runs of its records with ranged GETs.
+finds a pack's table and fetches runs of its records with ranged GETs, or a whole pack when half
+of it or more is wanted.
 
 docs/design/format-v2.md gives the design; chunkstore/core/packformat.py the bytes. A pack is
 stored under `packs/<first 2 hex digits>/<32 hex digits of its ID>` with one BlobStore.put, whose
@@ -51,11 +52,13 @@ COALESCE_GAP = 256 * 1024
 MAX_READ_SIZE = 8 * 1024 * 1024
 GETS_IN_FLIGHT = 8
 # A pack whose records the locations ahead select to at least this share of its size is read
-# whole, with one GET (design, Restore): at 50% a whole read moves at most twice the bytes it
-# needs, and it replaces the ranged GETs of up to 64 gaps of 256 KiB in a pack of 16 MiB.
+# whole, with one GET (design, Restore): the GET moves at most twice the bytes the records take,
+# where ranges need a GET per 8 MiB and per gap of 256 KiB or more. benchmarks/packs.py, 9 packs
+# of 16 MiB: read to 60%, 17 ranged GETs or 9 whole ones moving 3% more bytes; read to 100%, 25 or 9.
 WHOLE_PACK_SHARE = 0.5
-# How many locations read_chunks looks ahead: as many as one pack has entries at most, so a pack
-# read from end to end is weighed whole when its first chunk is due. ~100 bytes each: < 1 MB.
+# How many locations read_chunks looks ahead: as many as a pack has entries at most, so a pack read
+# from end to end is weighed whole when its first chunk is due. ~100 bytes a location (measured):
+# with as many planned behind them, < 2 MB.
 LOOK_AHEAD_LOCATIONS = packformat.MAX_ENTRIES
 
 
@@ -289,7 +292,7 @@ class _LookAhead:
         location = self._locations.popleft()
         selection = self._selections[location.pack_id]
         selection.remove(location.entry)
-        if not selection.size:
+        if not selection.counts:
             del self._selections[location.pack_id]
         self._fill()
 
@@ -401,7 +404,8 @@ class PackReader:
         still held has decoded (a repeated chunk) is served by it. GETs and decoding run in the
         reader's threads, at most gets_in_flight reads held ahead of the consumer and at most
         gets_in_flight x max_read_size bytes among them, a whole pack counting its size: memory
-        stays bounded by that plus the decoded chunks of those reads."""
+        stays bounded by that plus the decoded chunks of those reads. An error of the locations'
+        iterable is raised when the look-ahead reaches it, before the chunks just ahead of it."""
         ahead = _LookAhead(locations, LOOK_AHEAD_LOCATIONS)
         planned: deque[tuple[ChunkLocation, _HeldRead]] = deque()
         held: list[_HeldRead] = []

@@ -289,6 +289,21 @@ def test_on_s3_a_table_and_a_run_cost_one_get_each(bucket):
     assert [data for _, data in read] == [chunks[entry.chunk_id] for entry in entries[2:-2]]
 
 
+def test_on_s3_a_pack_read_whole_costs_one_get_for_all_its_chunks(bucket):
+    clients = AwsClients()
+    blobs = S3BlobStore(bucket, "store", clients)
+    packs = pack_format(KEYS)
+    chunks, stored = write_chunks(blobs, packs, 200)
+    pack = stored[1]
+    # Two records of every three: without the whole-pack rule, one ranged GET per pair (gap 1).
+    selected = [location for number, location in enumerate(pack.locations()) if number % 3]
+    before = clients.requests.snapshot()["s3"].get("GetObject", 0)
+    with PackReader(blobs, packs, gap=1) as reader:
+        read = list(reader.read_chunks(selected))
+    assert clients.requests.snapshot()["s3"]["GetObject"] - before == 1
+    assert [data for _, data in read] == [chunks[location.entry.chunk_id] for location in selected]
+
+
 # ---- damage -------------------------------------------------------------------------------
 
 
