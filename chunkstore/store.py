@@ -18,7 +18,7 @@ from chunkstore.backends.sessions import DEFAULT_LEASE_SECONDS
 from chunkstore.core import crypto
 from chunkstore.core.chunking import ChunkerSpec, Readable
 from chunkstore.core.compression import CompressionSpec
-from chunkstore.core.config import CONFIG_KEY, FORMAT_2_CONFIG_VERSION, StoreConfig
+from chunkstore.core.config import CONFIG_KEY, StoreConfig
 from chunkstore.core.crypto import Keys
 from chunkstore.core.names import normalize_prefix
 from chunkstore.errors import (
@@ -27,7 +27,6 @@ from chunkstore.errors import (
     PassphraseRequiredError,
     StoreExistsError,
     StoreNotFoundError,
-    UnsupportedFormatError,
 )
 from chunkstore.operations import maintenance, put, read
 from chunkstore.operations.context import StoreContext
@@ -39,6 +38,8 @@ from chunkstore.operations.walk import PathArgument
 ENCRYPTABLE_CHUNKERS = ("fastcdc2020", "fixed")
 # What a put through the library records as its program, unless the caller says otherwise.
 LIBRARY_PROGRAM = "chunkstore library"
+# 1: a chunk object and a counted catalog row per chunk; 2: packs and recipe pages.
+STORAGE_FORMATS = (1, 2)
 
 
 class Store(StoreContext):
@@ -61,9 +62,15 @@ class Store(StoreContext):
         create: bool = False,
         passphrase: bytes | None = None,
         concurrency: int | None = None,
+        storage_format: int = 1,
     ) -> Store:
         """Create a store. For s3:// URLs, table names the DynamoDB table of its catalog, and
-        create makes the bucket and the table if they do not exist."""
+        create makes the bucket and the table if they do not exist. storage_format 2 stores
+        chunks in packs and recipes as pages (docs/design/format-v2.md)."""
+        if storage_format not in STORAGE_FORMATS:
+            raise InvalidArgumentError(
+                f"storage format {storage_format!r} does not exist (choose {' or '.join(map(str, STORAGE_FORMATS))})"
+            )
         backend = open_backend(url, concurrency=concurrency)
         catalog_section = backend.new_catalog_section(table, create)
         if create:
@@ -77,6 +84,8 @@ class Store(StoreContext):
                 pass
         blobs.create()
         config = StoreConfig(chunker=chunker, compression=compression, catalog=catalog_section)
+        if storage_format == 2:
+            config = config.as_format_2()
         keys = None
         if passphrase is not None:
             if chunker.name not in ENCRYPTABLE_CHUNKERS:
@@ -113,13 +122,6 @@ class Store(StoreContext):
         except BlobNotFoundError:
             raise StoreNotFoundError(f"no store at {url} (create one with `chunkstore init`)") from None
         config = StoreConfig.from_bytes(raw)
-        if config.version == FORMAT_2_CONFIG_VERSION:
-            # The config parser knows format 2's parameters; reading and writing its packs and
-            # pages is not part of this version, and format 1 code must not touch such a store.
-            raise UnsupportedFormatError(
-                f"the store at {url} uses storage format 2 (packs and range recipes), which this "
-                "version of chunkstore cannot open"
-            )
         if config.encryption is not None and passphrase is None:
             raise PassphraseRequiredError(
                 f"the store at {url} is encrypted: give its passphrase (CHUNKSTORE_PASSPHRASE, "

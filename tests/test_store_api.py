@@ -18,7 +18,7 @@ from chunkstore.core.config import CHUNK_KEY_PREFIX, chunk_key
 from chunkstore.core.objectformat import HEADER_SIZE
 from chunkstore.errors import ConcurrentModificationError, IntegrityError, UnsafePathError, VersionNotFoundError
 from chunkstore.operations.maintenance import REPAIR_ATTEMPTS
-from chunkstore.operations.put import Writer
+from chunkstore.operations.objectput import ObjectWriter
 from chunkstore.operations.read import iter_recipe
 from support.storechecks import get_bytes
 
@@ -385,7 +385,7 @@ def test_get_of_a_damaged_file_fails_and_leaves_no_file(store, source, tmp_path,
 
 def test_a_file_of_thousands_of_chunks_spans_many_recipe_pages(small_chunk_store, tmp_path, monkeypatch):
     store = small_chunk_store
-    monkeypatch.setattr(Writer, "page_entries", 7)
+    monkeypatch.setattr(ObjectWriter, "page_entries", 7)
     data = random_bytes("many chunks", 4000 * 1024)
     (tmp_path / "big").write_bytes(data)
     (result,) = store.put([(tmp_path / "big", "big")]).results
@@ -408,7 +408,7 @@ def test_concurrency_sets_the_threads_of_chunk_io_and_is_bounded(store, store_ur
     assert store.workers == max(2, os.cpu_count() or 2)
     with Store.open(store_url, concurrency=3) as opened:
         assert opened.workers == 3
-        writer = Writer(opened)
+        writer = ObjectWriter(opened)
         try:
             assert writer.pool._max_workers == 3
         finally:
@@ -420,11 +420,12 @@ def test_concurrency_sets_the_threads_of_chunk_io_and_is_bounded(store, store_ur
             Store.open(store_url, concurrency=wrong)
 
 
-def test_a_store_in_storage_format_2_is_refused_before_anything_touches_it(tmp_path):
-    """Format 1 code must neither read nor write a format 2 store's packs and pages."""
+def test_a_format_1_store_whose_config_claims_format_2_reads_as_damaged_not_as_data(tmp_path):
+    """A config edited to say format 2 makes format 2 code read format 1 recipes: each is refused
+    as damage (exit 4, one line), never read as something else."""
     from chunkstore import ChunkerSpec, CompressionSpec, Store
     from chunkstore.core.config import CONFIG_KEY, StoreConfig
-    from chunkstore.errors import UnsupportedFormatError
+    from chunkstore.errors import IntegrityError
     from support.storechecks import CHUNKSTORE
 
     store_url = str(tmp_path / "store")
@@ -432,9 +433,11 @@ def test_a_store_in_storage_format_2_is_refused_before_anything_touches_it(tmp_p
         store.put_stream(io.BytesIO(b"kept"), "kept.txt")
         format_2 = StoreConfig.from_bytes(store.blobs.get(CONFIG_KEY)).as_format_2()
         store.blobs.put(CONFIG_KEY, format_2.to_bytes())
-    with pytest.raises(UnsupportedFormatError, match="storage format 2"):
-        Store.open(store_url)
-    completed = subprocess.run([*CHUNKSTORE, "--store", store_url, "ls"], capture_output=True, text=True, check=False)
-    assert completed.returncode == 1 and completed.stdout == ""
-    assert completed.stderr.startswith("chunkstore: ") and "storage format 2" in completed.stderr
+    with Store.open(store_url) as reopened, pytest.raises(IntegrityError, match="unknown version 1"):
+        reopened.get("kept.txt", io.BytesIO())
+    completed = subprocess.run(
+        [*CHUNKSTORE, "--store", store_url, "get", "kept.txt"], capture_output=True, text=True, check=False
+    )
+    assert completed.returncode == 4 and completed.stdout == ""
+    assert completed.stderr.startswith("chunkstore: ") and "kept.txt" in completed.stderr
     assert completed.stderr.count("\n") == 1

@@ -23,6 +23,10 @@ The protocol that keeps a concurrent put and gc from losing data:
 So a committed recipe only ever names chunks that were PRESENT with a count > 0 from
 the moment of the commit on, and gc never deletes an object whose count is above 0.
 
+Storage format 2 (docs/design/format-v2.md) keeps no chunk rows: a content's recipe pages are
+its inline recipe page or its root pages, commit and removal count contents only
+(recipes.counted_entries), and gc marks pages and packs through the pack index instead.
+
 History: every version records when it was stored (stored_at_ns, UTC). A deletion
 marker is a version that says its name stopped existing at that time (the S3
 versioning model): it has no content and takes a version number like any other, so a
@@ -39,6 +43,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
+from chunkstore.backends.packindex import PackIndex
 from chunkstore.backends.sessions import DEFAULT_LEASE_SECONDS
 from chunkstore.errors import NameNotFoundError, VersionNotFoundError
 
@@ -177,6 +182,9 @@ class Catalog(ABC):
 
     # How long a session lives without a heartbeat before others may take it for dead.
     lease_seconds: float = DEFAULT_LEASE_SECONDS
+    # Storage format 2's packs, pages and gc round (chunkstore/backends/packindex.py, whose
+    # docstrings are its contract); every catalog has one, a format 1 store leaves it empty.
+    pack_index: PackIndex
 
     # ---- writer sessions -------------------------------------------------------------
 

@@ -172,11 +172,12 @@ class FaultyBlobStore(BlobStore):
 class FaultyCatalog(Catalog):
     """inner, with the faults of plan injected into every method of the Catalog contract (rules
     are keyed by method name); its capabilities (lease_seconds, integrity_problems,
-    storage_bytes) and close pass through unfaulted."""
+    storage_bytes), its pack index and close pass through unfaulted."""
 
     def __init__(self, inner: Catalog, plan: FaultPlan):
         self.inner = inner
         self.plan = plan
+        self.pack_index = inner.pack_index
 
     @property
     def lease_seconds(self) -> float:

@@ -195,7 +195,8 @@ class CatalogState:
 
 
 def _chunk_ids(pages: Sequence[bytes]) -> list[bytes]:
-    return [entry.chunk_id for page in pages for entry in recipes.decode_page(page)]
+    """The chunks a content's pages hold counts on (none for a format 2 content)."""
+    return [entry.chunk_id for entry in recipes.counted_entries(pages)]
 
 
 class MemoryCatalog(Catalog):

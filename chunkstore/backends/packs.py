@@ -25,7 +25,7 @@ from itertools import islice
 
 from chunkstore.backends.blobstore import BlobStore
 from chunkstore.backends.packindex import PackIndex, PackRecord
-from chunkstore.core import packformat
+from chunkstore.core import packformat, pages
 from chunkstore.core.crypto import Sealer
 from chunkstore.core.hashing import Hasher
 from chunkstore.core.objectformat import ObjectCodec
@@ -170,12 +170,17 @@ class PackWriter:
         finally:
             self.close()
 
-    def add(self, chunk_id: bytes, record: bytes) -> None:
+    def add(self, chunk_id: bytes, record: bytes) -> pages.ChunkLocation:
+        """Append a chunk's record to the open pack; return where it will be stored once the
+        pack is (after flush() returns it)."""
         if self._open is None:
             self._open = PackBuilder(os.urandom(PACK_ID_SIZE), self._packs.max_chunk_size, self._packs.table_sealer)
-        self._open.add(chunk_id, record)
-        if self._open.size >= self._target_size or self._open.full:
+        open_pack = self._open
+        entry = open_pack.add(chunk_id, record)
+        location = pages.ChunkLocation(open_pack.pack_id, len(open_pack.entries) - 1, entry.plaintext_length)
+        if open_pack.size >= self._target_size or open_pack.full:
             self._upload_open_pack()
+        return location
 
     def flush(self) -> list[StoredPack]:
         self._upload_open_pack()

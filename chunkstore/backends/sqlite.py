@@ -743,7 +743,6 @@ class SQLiteCatalog(Catalog):
         db.execute(
             "INSERT INTO contents VALUES (?, ?, ?, ?, 1)", (new.digest, new.stat.size, new.chunk_count, len(new.pages))
         )
-        referenced = 0
         for page_number, page in enumerate(new.pages):
             try:
                 db.execute("INSERT INTO recipe_pages VALUES (?, ?, ?)", (new.digest, page_number, page))
@@ -753,14 +752,14 @@ class SQLiteCatalog(Catalog):
                     f"catalog {self.path} is damaged: recipe page {page_number} of content {new.digest.hex()} "
                     "exists without its content row; restore the catalog from a backup"
                 ) from None
-            cursor = db.executemany(
-                "UPDATE chunks SET refcount = refcount + 1 WHERE id = ? AND state = ?",
-                [(entry.chunk_id, int(ChunkState.PRESENT)) for entry in recipes.decode_page(page)],
-            )
-            referenced += cursor.rowcount
-        if referenced != new.chunk_count:
+        referenced = db.executemany(
+            "UPDATE chunks SET refcount = refcount + 1 WHERE id = ? AND state = ?",
+            [(entry.chunk_id, int(ChunkState.PRESENT)) for entry in recipes.counted_entries(new.pages)],
+        ).rowcount
+        counted = recipes.counted_total(new.chunk_count, new.pages)
+        if referenced != counted:
             raise ConcurrentModificationError(
-                f"{new.chunk_count - referenced} chunk(s) of {new.name!r} were collected by a concurrent gc "
+                f"{counted - referenced} chunk(s) of {new.name!r} were collected by a concurrent gc "
                 "while this put was stalled past its session lease; nothing was committed, put again"
             )
 
@@ -936,11 +935,11 @@ class SQLiteCatalog(Catalog):
         row = db.execute(f"SELECT {_CONTENT_COLUMNS} FROM contents WHERE digest = ?", (digest,)).fetchone()
         if row is None or _content_from_row(row).refcount > 0:
             return
-        for row in db.execute("SELECT data FROM recipe_pages WHERE digest = ? ORDER BY page", (digest,)).fetchall():
-            db.executemany(
-                "UPDATE chunks SET refcount = refcount - 1 WHERE id = ? AND refcount > 0",
-                [(entry.chunk_id,) for entry in recipes.decode_page(_page_from_row(row))],
-            )
+        rows = db.execute("SELECT data FROM recipe_pages WHERE digest = ? ORDER BY page", (digest,)).fetchall()
+        db.executemany(
+            "UPDATE chunks SET refcount = refcount - 1 WHERE id = ? AND refcount > 0",
+            [(entry.chunk_id,) for entry in recipes.counted_entries(_page_from_row(row) for row in rows)],
+        )
         db.execute("DELETE FROM recipe_pages WHERE digest = ?", (digest,))
         db.execute("DELETE FROM contents WHERE digest = ?", (digest,))
 

@@ -66,6 +66,12 @@ class StoreConfig:
     version: int = CONFIG_VERSION
     segments: pages.SegmentSpec | None = None  # storage format 2 only
 
+    @property
+    def storage_format(self) -> int:
+        """1: a chunk object and a counted catalog row per chunk; 2: packs, recipe pages and
+        content roots (docs/design/format-v2.md)."""
+        return 2 if self.version == FORMAT_2_CONFIG_VERSION else 1
+
     def as_format_2(self, page_target_bytes: int = pages.PAGE_TARGET_BYTES) -> StoreConfig:
         """This (new, unencrypted) config as a storage format 2 store's: config version 3,
         recipe format 2, segments of about page_target_bytes of this chunker's chunks."""

@@ -313,7 +313,7 @@ def parse_page(blob: bytes) -> RecipePage:
 
 
 def resolve_page(
-    expected_page_id: bytes,
+    expected_page_id: bytes | None,
     page: RecipePage,
     tables: Mapping[bytes, Sequence[PackEntry]],
     chunk_id_key: bytes | None = None,
@@ -323,13 +323,14 @@ def resolve_page(
     Refused (CorruptObjectError): a run past the end of its pack's table, a run whose entries'
     plaintext lengths do not add up to its own, and chunk IDs that do not hash to the page ID:
     the catalog and the packs cannot disagree unnoticed. The caller still checks each chunk
-    against its ID, and the file against its digest."""
+    against its ID, and the file against its digest. A content's inline page has no ID
+    (expected_page_id None): the whole-file digest is its only check, as the design says."""
     entries: list[PackEntry] = []
     for number, run in enumerate(page.runs):
         table = tables.get(run.pack_id)
         if table is None:
             raise InvalidArgumentError(f"the table of pack {run.pack_id.hex()} was not given")
-        where = f"page {expected_page_id.hex()} run {number} (pack {run.pack_id.hex()})"
+        where = f"page {_page_name(expected_page_id)} run {number} (pack {run.pack_id.hex()})"
         if run.end_entry > len(table):
             raise CorruptObjectError(f"{where} selects entries up to {run.end_entry - 1}, the pack holds {len(table)}")
         selected = table[run.first_entry : run.end_entry]
@@ -338,9 +339,16 @@ def resolve_page(
                 f"{where}: the pack's entries do not hold the {run.plaintext_bytes} bytes the page says"
             )
         entries.extend(selected)
-    if page_id((entry.chunk_id for entry in entries), chunk_id_key) != expected_page_id:
+    if (
+        expected_page_id is not None
+        and page_id((entry.chunk_id for entry in entries), chunk_id_key) != expected_page_id
+    ):
         raise CorruptObjectError(f"page {expected_page_id.hex()}: the chunks its runs select do not hash to its ID")
     return entries
+
+
+def _page_name(page_id_or_inline: bytes | None) -> str:
+    return "(inline)" if page_id_or_inline is None else page_id_or_inline.hex()
 
 
 # ---- content roots -----------------------------------------------------------------------------

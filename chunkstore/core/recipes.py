@@ -12,18 +12,26 @@ A page is self-describing:
 
 Pages keep every catalog item small whatever the file size: DynamoDB items are
 limited to 400 KB, and 4,096 entries make a 147 KB page.
+
+A content of storage format 2 keeps other pages under the same catalog keys: its inline recipe
+page (`CSRP` version 2) or its root pages (`CSRR` version 2), chunkstore/core/pages.py. Their
+chunks are not counted (gc marks pages and packs instead, docs/design/format-v2.md, Catalog),
+so the catalogs count references through counted_entries, which knows both.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from chunkstore.errors import CorruptObjectError
 
 MAGIC = b"CSRP"
 VERSION = 1
+# The magics and version of format 2's recipe pages and content roots (chunkstore.core.pages).
+FORMAT_2_MAGICS = (b"CSRP", b"CSRR")
+FORMAT_2_VERSION = 2
 PAGE_HEADER = struct.Struct(">4sBBHI")
 ENTRY = struct.Struct(">32sI")
 DEFAULT_PAGE_ENTRIES = 4096
@@ -89,3 +97,35 @@ def paginate(entries: Iterable[RecipeEntry], page_entries: int) -> list[bytes]:
     for entry in entries:
         builder.add(entry)
     return builder.finish()
+
+
+def recipe_format(pages: Sequence[bytes]) -> int:
+    """The recipe format of a content's pages, from the first page's header: 1 (chunk entries,
+    counted) or 2 (a format 2 inline page or root pages, not counted). A content without pages
+    (an empty file) counts nothing in either format and reads as 1."""
+    if not pages:
+        return VERSION
+    header = pages[0][:5]
+    if header[:4] in FORMAT_2_MAGICS and header[4:] == bytes([FORMAT_2_VERSION]):
+        return FORMAT_2_VERSION
+    return VERSION
+
+
+def counted_entries(pages: Iterable[bytes]) -> Iterator[RecipeEntry]:
+    """The entries whose chunks a content holds a reference count on: every entry of format 1
+    pages, none of format 2 ones. A content's pages are all of one format: a format 2 content
+    with a page of another format is refused rather than counted in part."""
+    first_format: int | None = None
+    for page in pages:
+        page_format = recipe_format([page])
+        if first_format is None:
+            first_format = page_format
+        elif page_format != first_format:
+            raise CorruptObjectError(f"a recipe mixes pages of recipe formats {first_format} and {page_format}")
+        if page_format == VERSION:
+            yield from decode_page(page)
+
+
+def counted_total(chunk_count: int, pages: Sequence[bytes]) -> int:
+    """How many entries counted_entries yields for a content of chunk_count chunks."""
+    return chunk_count if recipe_format(pages) == VERSION else 0

@@ -7,6 +7,7 @@ import os
 
 from chunkstore.backends.blobstore import BlobStore
 from chunkstore.backends.catalog import Catalog
+from chunkstore.backends.packs import PackFormat
 from chunkstore.core.chunking import make_chunker
 from chunkstore.core.compression import Compressor
 from chunkstore.core.config import StoreConfig
@@ -41,6 +42,14 @@ class StoreContext:
             sealer=keys.objects if keys else None,
         )
         self.chunker = make_chunker(chunker)
+        # Storage format 2: what packs are written and read with, and what page IDs are keyed
+        # with (the chunk-ID key: equal chunk sequences give equal page IDs only within a store).
+        self.packs = PackFormat(self.codec, self.hasher, config.chunker.max_size, keys.pack_tables if keys else None)
+        self.chunk_id_key = keys.chunk_id if keys else None
+
+    @property
+    def storage_format(self) -> int:
+        return self.config.storage_format
 
     @property
     def workers(self) -> int:

@@ -26,18 +26,23 @@ class PagePackMissingError(MissingChunkError):
     is raised when it cannot, when the page is gone, or when the page read again names a missing
     pack too."""
 
-    def __init__(self, page_id: bytes, pack_id: bytes):
-        super().__init__(f"page {page_id.hex()}: pack {pack_id.hex()} is missing from the store")
-        self.page_id = page_id
+    def __init__(self, page: StoredPage, pack_id: bytes):
+        super().__init__(f"{page.name}: pack {pack_id.hex()} is missing from the store")
+        self.page_id = page.page_id
         self.pack_id = pack_id
 
 
 @dataclass(frozen=True)
 class StoredPage:
-    """A recipe page as the catalog holds it: its ID (the catalog key) and its bytes."""
+    """A recipe page as the catalog holds it: its ID (the catalog key) and its bytes. A
+    content's inline page has no ID (None); the whole-file digest checks it."""
 
-    page_id: bytes
+    page_id: bytes | None
     page: bytes
+
+    @property
+    def name(self) -> str:
+        return "inline page" if self.page_id is None else f"page {self.page_id.hex()}"
 
 
 class PageReader:
@@ -57,7 +62,8 @@ class PageReader:
         reread_page(page_id) reads a page again, consistently, and returns its bytes, or None if
         it is gone. When a page names a missing pack (repack may have moved its chunks since the
         page was read), the page is read again once and resolved anew; without reread_page, or
-        if the page is gone or names a missing pack again, PagePackMissingError is raised."""
+        if the page is gone or names a missing pack again, PagePackMissingError is raised. A
+        content's inline page has no ID to read it again by: its missing pack is final here."""
         self._packs = packs
         self._chunk_id_key = chunk_id_key
         self._pack_sizes = pack_sizes or {}
@@ -74,7 +80,9 @@ class PageReader:
             try:
                 locations = self._resolve(stored)
             except PagePackMissingError:
-                page = None if self._reread_page is None else self._reread_page(stored.page_id)
+                if stored.page_id is None or self._reread_page is None:
+                    raise
+                page = self._reread_page(stored.page_id)
                 if page is None:
                     raise
                 locations = self._resolve(StoredPage(stored.page_id, page))
@@ -85,8 +93,8 @@ class PageReader:
         try:
             page = parse_page(stored.page)
         except CorruptObjectError as error:
-            raise CorruptObjectError(f"page {stored.page_id.hex()} is damaged: {error}") from None
-        packs = {run.pack_id: self._pack(stored.page_id, run.pack_id) for run in page.runs}
+            raise CorruptObjectError(f"{stored.name} is damaged: {error}") from None
+        packs = {run.pack_id: self._pack(stored, run.pack_id) for run in page.runs}
         tables = {pack_id: pack.entries for pack_id, pack in packs.items()}
         entries = iter(resolve_page(stored.page_id, page, tables, self._chunk_id_key))
         # resolve_page returns the runs' entries in run order, entry_count of them per run.
@@ -96,7 +104,7 @@ class PageReader:
             for _ in range(run.entry_count)
         ]
 
-    def _pack(self, page_id: bytes, pack_id: bytes) -> StoredPack:
+    def _pack(self, stored: StoredPage, pack_id: bytes) -> StoredPack:
         pack = self._known_packs.get(pack_id)
         if pack is None:
             try:
@@ -105,9 +113,9 @@ class PageReader:
                     size = self._packs.pack_size(pack_id)
                 pack = StoredPack(pack_id, size, self._packs.read_table(pack_id, size))
             except MissingChunkError:
-                raise PagePackMissingError(page_id, pack_id) from None
+                raise PagePackMissingError(stored, pack_id) from None
             except CorruptObjectError as error:
-                raise CorruptObjectError(f"page {page_id.hex()}: {error}") from None
+                raise CorruptObjectError(f"{stored.name}: {error}") from None
             self._known_packs[pack_id] = pack
         return pack
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import BinaryIO, TypeVar
 
 from chunkstore.backends.catalog import VersionRecord
+from chunkstore.backends.packs import PackReader
 from chunkstore.core import recipes
 from chunkstore.core.config import chunk_key
 from chunkstore.core.names import normalize_name, normalize_prefix
@@ -39,7 +40,9 @@ from chunkstore.errors import (
     NotFoundError,
     UnsafePathError,
 )
+from chunkstore.operations.contentpages import stored_pages
 from chunkstore.operations.context import StoreContext
+from chunkstore.operations.pageread import PageReader
 
 # Chunks fetched ahead of the one being written: enough to keep every core (and, on
 # S3, enough requests) busy, while bounding memory to window x max chunk size.
@@ -99,6 +102,10 @@ class ChunkFetcher:
         self.digester = ThreadPoolExecutor(1, thread_name_prefix="chunkstore-digest")
         self._cache: OrderedDict[bytes, bytes] = OrderedDict()
         self._cache_bytes = 0
+        # Storage format 2 reads packs through one reader, whose pack tables are kept for the
+        # fetcher's life: a restore of many files reads each table once.
+        self._pack_reader = PackReader(store.blobs, store.packs) if store.storage_format == 2 else None
+        self._pages = PageReader(self._pack_reader, store.chunk_id_key) if self._pack_reader else None
 
     def __enter__(self) -> ChunkFetcher:
         return self
@@ -106,6 +113,19 @@ class ChunkFetcher:
     def __exit__(self, *exc_info) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
         self.digester.shutdown(wait=True)
+        if self._pack_reader is not None:
+            self._pack_reader.close()
+
+    def content_chunks(self, digest: bytes) -> Iterator[bytes]:
+        """The content's chunks in order, each checked against its ID, fetched ahead of the
+        caller: format 1 objects by the pool (and kept in the cache), format 2 records by the
+        pack reader's coalesced ranged reads."""
+        if self._pages is not None:
+            yield from self._pages.read(stored_pages(self.store.catalog, digest))
+            return
+        for entry, data in fetch_in_order(iter_recipe(self.store, digest), self._fetch, self.read_ahead):
+            self._remember(entry.chunk_id, data)
+            yield data
 
     def _fetch(self, entry: recipes.RecipeEntry) -> Future:
         cached = self._cache.get(entry.chunk_id)
@@ -141,8 +161,7 @@ class ChunkFetcher:
             to_digest, to_digest_bytes = [], 0
 
         with naming_errors(record):
-            for entry, data in fetch_in_order(iter_recipe(self.store, record.digest), self._fetch, self.read_ahead):
-                self._remember(entry.chunk_id, data)
+            for data in self.content_chunks(record.digest):
                 output.write(data)
                 to_digest.append(data)
                 to_digest_bytes += len(data)
@@ -168,9 +187,13 @@ class ChunkFetcher:
         return self.pool.submit(self._verified_content, record)
 
     def _verified_content(self, record: VersionRecord) -> bytes:
-        data = b"".join(
-            read_chunk(self.store, entry.chunk_id, entry.length) for entry in iter_recipe(self.store, record.digest)
-        )
+        if self._pages is not None:
+            # The pack reader's own threads fetch, so this pool thread waits on none of its pool's.
+            data = b"".join(self._pages.read(stored_pages(self.store.catalog, record.digest)))
+        else:
+            data = b"".join(
+                read_chunk(self.store, entry.chunk_id, entry.length) for entry in iter_recipe(self.store, record.digest)
+            )
         file_digest = self.store.hasher.file_hasher()
         file_digest.update(data)
         check_whole(record, len(data), file_digest.digest())

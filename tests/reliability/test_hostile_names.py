@@ -18,7 +18,8 @@ import pytest
 from chunkstore.backends.catalog import FileStat
 from chunkstore.core.names import MAX_NAME_BYTES
 from chunkstore.errors import InvalidArgumentError
-from chunkstore.operations.put import Writer, _ChangedWhileReading
+from chunkstore.operations.objectput import ObjectWriter
+from chunkstore.operations.writer import ChangedWhileReading
 from support.clihelpers import run_cli
 from support.storechecks import CHUNKSTORE
 
@@ -173,9 +174,9 @@ def test_a_file_that_shrinks_while_it_is_read_is_not_stored(store, tmp_path):
             return super().readinto(buffer)
 
     writer_stat = os.stat(path)
-    writer = Writer(store)
+    writer = ObjectWriter(store)
     try:
-        with ShrinkOnFirstRead(path, "rb") as handle, pytest.raises(_ChangedWhileReading, match="size changed"):
+        with ShrinkOnFirstRead(path, "rb") as handle, pytest.raises(ChangedWhileReading, match="size changed"):
             writer.add_stream(handle, "shrinking.bin", FileStat(writer_stat.st_size, writer_stat.st_mtime_ns, 0o100644))
         assert writer.commit() == []
     finally:

@@ -14,7 +14,7 @@ from chunkstore import ChunkerSpec, CompressionSpec, Store
 from chunkstore.backends.aws import cost_estimate
 from chunkstore.core.config import CHUNK_KEY_PREFIX, chunk_key
 from chunkstore.errors import IntegrityError
-from chunkstore.operations.put import Writer
+from chunkstore.operations.objectput import ObjectWriter
 from chunkstore.operations.read import iter_recipe
 
 
@@ -29,7 +29,7 @@ def chunk_objects(store: Store) -> set[str]:
 
 
 def test_a_recipe_of_many_pages_round_trips(s3_store, tmp_path, monkeypatch):
-    monkeypatch.setattr(Writer, "page_entries", 5)
+    monkeypatch.setattr(ObjectWriter, "page_entries", 5)
     data = write_random(tmp_path / "big.bin", 160_000, seed=1)
     (result,) = s3_store.put([(tmp_path / "big.bin", "big.bin")]).results
     assert result.outcome == "stored"

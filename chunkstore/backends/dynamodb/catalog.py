@@ -51,6 +51,7 @@ from chunkstore.backends.dynamodb.items import (
     content_key,
     content_record,
     content_state,
+    counted_limit,
     digest_of,
     generation,
     key,
@@ -573,7 +574,7 @@ class DynamoDBCatalog(Catalog):
                 values[":minus"] = n(-1)
             else:
                 expression = "SET rc = :zero, st = :releasing, done = :zero, lim = :limit"
-                values.update({":zero": n(0), ":releasing": s(RELEASING), ":limit": n(number(content, "n"))})
+                values.update({":zero": n(0), ":releasing": s(RELEASING), ":limit": n(counted_limit(content))})
             try:
                 self.table.transact(
                     [

@@ -63,9 +63,9 @@ class _NotPresent(Exception):
     """A chunk of a large commit is not PRESENT."""
 
 
-def _entries(pages: Iterable[bytes]) -> Iterator[recipes.RecipeEntry]:
-    for page in pages:
-        yield from recipes.decode_page(page)
+def _counted(new: NewVersion) -> int:
+    """The entries of a new content whose chunks it counts (none in recipe format 2)."""
+    return recipes.counted_total(new.chunk_count, new.pages)
 
 
 def _count_steps(entries: Iterator[recipes.RecipeEntry], start: int, stop: int) -> Iterator[tuple[int, Counter]]:
@@ -93,7 +93,7 @@ def missing_chunks(table: Table, new: NewVersion) -> int:
     """How many distinct chunks of a new content are not PRESENT."""
     missing = 0
     # Distinct chunks of a few steps at a time: reads in parallel, memory bounded for any recipe.
-    steps = _count_steps(_entries(new.pages), 0, new.chunk_count)
+    steps = _count_steps(recipes.counted_entries(new.pages), 0, _counted(new))
     while group := [chunk_id for _, counts in itertools.islice(steps, _STEPS_READ_AT_ONCE) for chunk_id in counts]:
         keys = [chunk_key(chunk_id) for chunk_id in dict.fromkeys(group)]
         present = sum(1 for item in table.get_many(keys) if chunk_state(item) == ChunkState.PRESENT)
@@ -187,7 +187,7 @@ def _rolled_back(new: NewVersion) -> ConcurrentModificationError:
 
 def store_content(table: Table, session: str, new: NewVersion, previous: int, at_ns: int, shards: int) -> int:
     """Commit a new content and its version; return the version number it got."""
-    steps = list(itertools.islice(_count_steps(_entries(new.pages), 0, new.chunk_count), 2))
+    steps = list(itertools.islice(_count_steps(recipes.counted_entries(new.pages), 0, _counted(new)), 2))
     counts = steps[0][1] if steps else Counter()
     fits = (
         len(steps) <= 1
@@ -212,13 +212,13 @@ def store_content(table: Table, session: str, new: NewVersion, previous: int, at
 
 def _store_large_content(table: Table, session: str, new: NewVersion, previous: int, at_ns: int, shards: int) -> int:
     """A content too large for one transaction: intent, pages, counted steps, then the commit point."""
-    intent = content_item(new, COMMITTING, 0, own=s(session), done=n(0), lim=n(new.chunk_count))
+    intent = content_item(new, COMMITTING, 0, own=s(session), done=n(0), lim=n(_counted(new)))
     if not table.put(intent, "attribute_not_exists(pk)"):
         raise Retry
     done = 0
     try:
         table.write_many([{"PutRequest": {"Item": item}} for item in page_items(new)])
-        for end, counts in _count_steps(_entries(new.pages), 0, new.chunk_count):
+        for end, counts in _count_steps(recipes.counted_entries(new.pages), 0, _counted(new)):
             _count_step(table, session, new, done, end, counts)
             done = end
         return _commit_point(table, session, new, previous, at_ns, shards)
@@ -270,7 +270,7 @@ def _commit_point(table: Table, session: str, new: NewVersion, previous: int, at
                                 **_owned(session),
                                 ":live": s(LIVE),
                                 ":one": n(1),
-                                ":count": n(new.chunk_count),
+                                ":count": n(_counted(new)),
                             },
                         }
                     },
@@ -319,7 +319,7 @@ def release(table: Table, digest: bytes) -> None:
 
 
 def _release_steps(table: Table, digest: bytes, done: int, limit: int, page_count: int) -> None:
-    entries = _entries(stored_pages(table, digest, page_count))
+    entries = recipes.counted_entries(stored_pages(table, digest, page_count))
     try:
         for end, counts in _count_steps(entries, done, limit):
             if not _release_step(table, digest, done, end, counts):
@@ -411,7 +411,7 @@ def in_flight_counts(table: Table, contents: Iterable[dict]) -> Counter:
         start, stop = (0, done) if content_state(item) == COMMITTING else (done, limit)
         try:
             for _, counts in _count_steps(
-                _entries(stored_pages(table, digest_of(item), number(item, "pg"))), start, stop
+                recipes.counted_entries(stored_pages(table, digest_of(item), number(item, "pg"))), start, stop
             ):
                 pending.update(counts)
         except CorruptObjectError:

@@ -37,6 +37,7 @@ from chunkstore.backends.packindex import (
     check_index_item,
 )
 from chunkstore.backends.sessions import session_is_dead
+from chunkstore.core import recipes
 from chunkstore.core.names import normalize_name
 from chunkstore.core.packformat import PACK_ID_SIZE
 from chunkstore.errors import IntegrityError, InvalidArgumentError
@@ -213,6 +214,9 @@ def version_item(name: str, version: int, at_ns: int, attributes: dict, shards: 
 
 
 def content_item(new: NewVersion, state: str, refcount: int, **extra) -> dict:
+    # A format 2 content says so (`rf`): it counts none of its chunks, so releasing it has no
+    # count to give back, whatever its chunk count `n`. Format 1 items stay as they were.
+    recipe_format = recipes.recipe_format(new.pages)
     return {
         **content_key(new.digest),
         "sz": n(new.stat.size),
@@ -221,8 +225,19 @@ def content_item(new: NewVersion, state: str, refcount: int, **extra) -> dict:
         "rc": n(refcount),
         "st": s(state),
         "nm": s(new.name),
+        **({} if recipe_format == recipes.VERSION else {"rf": n(recipe_format)}),
         **extra,
     }
+
+
+def counted_limit(item: dict) -> int:
+    """How many recipe entries a content item holds counts for: its chunk count in recipe
+    format 1, none in format 2."""
+    if "rf" not in item:
+        return number(item, "n")
+    if number(item, "rf") != recipes.FORMAT_2_VERSION:
+        raise damaged(item, f"attribute 'rf' is {number(item, 'rf')}, not a recipe format this chunkstore counts")
+    return 0
 
 
 def page_items(new: NewVersion) -> list[dict]:

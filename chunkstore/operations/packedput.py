@@ -1,0 +1,300 @@
+"""put in storage format 2: new chunks appended to packs, recipes cut into pages.
+
+docs/design/format-v2.md, Protocols / Put. Each file's chunk sequence is cut into segments as it
+comes (pages.Segmenter); each chunk is looked up in a bounded cache of chunk locations, and
+one not found is compressed (and sealed) by the pool and appended to the open pack. When a
+segment closes, its chunks' locations become the runs of its recipe page. A content of one
+short segment keeps that page inline; any other keeps root pages naming its page items.
+
+The cache holds what this put stored and the chunks of the name's previous version near the
+position being read (its pages and their packs' tables are read as the put advances), so a new
+version of a file stores what changed, not the file. Deduplication across names (hooks and
+champions, the design's sparse index) is not part of this writer yet: a file put under a new
+name stores its chunks again, and pages equal to stored ones are not written twice.
+
+Write order, as in format 1, so that a crash leaves garbage at worst: packs are uploaded, made
+durable and turned PRESENT (PackWriter.flush), then the new pages are written, then the versions
+are committed; a committed content names only pages and packs that exist.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from concurrent.futures import Future
+
+from chunkstore.backends.catalog import VersionRecord
+from chunkstore.backends.packindex import PAGE_WRITE_BYTES, PAGES_PER_WRITE, NewPage
+from chunkstore.backends.packs import PackReader, PackWriter
+from chunkstore.core import pages
+from chunkstore.core.packformat import PackEntry
+from chunkstore.errors import ConcurrentModificationError, IntegrityError, RoundMovedError, StoreWriteError
+from chunkstore.operations.contentpages import root_entries
+from chunkstore.operations.context import StoreContext
+from chunkstore.operations.results import FileResult
+from chunkstore.operations.writer import MAX_UPLOAD_BYTES_IN_FLIGHT, Writer
+
+# Chunk locations the writer keeps (this put's chunks, the previous version's nearby ones):
+# 300,000 take ~42 MB (docs/design/format-v2.md, Memory bound of put). A segment's chunks are
+# at most 8,192 and each was touched since the segment opened, so none is evicted before its
+# page is built.
+CACHED_LOCATIONS = 300_000
+# How far ahead of the bytes read the previous version's segments are loaded: an insertion or
+# deletion of up to this much before a region still finds the region's old chunks.
+PARENT_LOOKAHEAD_BYTES = 64 * 1024 * 1024
+# Pack tables kept while loading a previous version's pages (one is ~1.4 MB of entries at 8,192
+# chunks); consecutive segments mostly name the same few packs.
+CACHED_TABLES = 8
+# A write of pages that finds the gc round moved is tried again with the new round; gc moves it
+# three times per round, so a few tries always suffice unless gc runs continuously.
+PAGE_WRITE_TRIES = 5
+
+
+class PackedWriter(Writer):
+    """A format 2 put session: a pack writer, the chunk-location cache, and the pages of queued
+    versions, written before their commit."""
+
+    def __init__(self, store: StoreContext, *, workers: int | None = None, at_ns: int | None = None):
+        super().__init__(store, workers=workers, at_ns=at_ns)
+        if store.config.segments is None:
+            raise StoreWriteError("the store's config has no segments section: it is not a format 2 store")
+        self.segments = store.config.segments
+        self.index = self.catalog.pack_index
+        self.packs = PackWriter(store.blobs, store.packs, index=self.index, session=self.session)
+        self._tables_reader = PackReader(store.blobs, store.packs)
+        self._tables: OrderedDict[bytes, list[PackEntry]] = OrderedDict()
+        self._locations: OrderedDict[bytes, pages.ChunkLocation] = OrderedDict()
+        self._encoding: deque[tuple[bytes, Future[bytes], int, FileResult]] = deque()
+        self._encoding_ids: set[bytes] = set()
+        self._encoding_bytes = 0
+        # Pages of the files queued for commit: per file, its digest and (page ID, body, segment number).
+        self._fresh_pages: list[tuple[FileResult, bytes, list[tuple[bytes, bytes, int]]]] = []
+
+    def _new_recipe(self, result: FileResult, parent: VersionRecord | None) -> _PackedRecipe:
+        return _PackedRecipe(self, result, self._parent_segments(parent))
+
+    def _abandon(self) -> None:
+        for _, future, _, _ in self._encoding:
+            future.cancel()
+        self._encoding.clear()
+        try:
+            self.packs.close()
+        finally:
+            self._tables_reader.close()
+
+    def discard(self, result: FileResult) -> None:
+        self._fresh_pages = [item for item in self._fresh_pages if item[0] is not result]
+
+    # ---- chunks ----------------------------------------------------------------------
+
+    def store_chunk(self, chunk_id: bytes, chunk: bytes, result: FileResult) -> None:
+        """See that the chunk is stored: found in the cache, or encoded by the pool and appended
+        to the open pack in the order the chunks came (so a new segment's chunks form runs)."""
+        if chunk_id in self._locations:
+            self._locations.move_to_end(chunk_id)
+            return
+        if chunk_id in self._encoding_ids:
+            return
+        self._wait_encoding(MAX_UPLOAD_BYTES_IN_FLIGHT - len(chunk), self._max_uploads_in_flight - 1)
+        future = self.pool.submit(self.store.codec.encode, chunk_id, chunk)
+        self._encoding.append((chunk_id, future, len(chunk), result))
+        self._encoding_ids.add(chunk_id)
+        self._encoding_bytes += len(chunk)
+        result.new_bytes += len(chunk)
+
+    def _wait_encoding(self, max_bytes: int, max_count: int = 0) -> None:
+        while self._encoding and (self._encoding_bytes > max_bytes or len(self._encoding) > max_count):
+            chunk_id, future, size, result = self._encoding.popleft()
+            self._encoding_bytes -= size
+            self._encoding_ids.discard(chunk_id)
+            record = future.result()
+            try:
+                location = self.packs.add(chunk_id, record)
+            except IntegrityError:
+                raise
+            except StoreWriteError as error:
+                raise StoreWriteError(f"storing a chunk of {result.name} failed: {error}") from error
+            result.stored_new_bytes += len(record)
+            self._remember(chunk_id, location)
+
+    def _remember(self, chunk_id: bytes, location: pages.ChunkLocation) -> None:
+        self._locations[chunk_id] = location
+        self._locations.move_to_end(chunk_id)
+        while len(self._locations) > CACHED_LOCATIONS:
+            self._locations.popitem(last=False)
+
+    def page_of(self, segment: pages.Segment) -> bytes:
+        """The recipe page of a closed segment: the runs its chunks' locations form."""
+        self._wait_encoding(0)
+        locations = []
+        for chunk_id in segment.chunk_ids:
+            location = self._locations.get(chunk_id)
+            if location is None:
+                # Cannot happen while CACHED_LOCATIONS exceeds a segment's chunks (see there).
+                raise StoreWriteError(f"chunk {chunk_id.hex()} of an open segment left the location cache")
+            locations.append(location)
+        return pages.build_page(pages.runs_of(locations))
+
+    # ---- the previous version ----------------------------------------------------------
+
+    def _parent_segments(self, parent: VersionRecord | None) -> _ParentSegments | None:
+        """The previous version's segments, to be loaded into the cache as the put advances.
+        It is only a hint: a previous version that cannot be read stores the chunks again
+        (verify reports its damage)."""
+        if parent is None or parent.deleted:
+            return None
+        try:
+            recipe_pages = list(self.catalog.recipe_pages(parent.digest))
+            entries = root_entries(recipe_pages)
+            if entries is None:
+                if recipe_pages:
+                    self._load_page(None, recipe_pages[0])
+                return None
+        except (IntegrityError, StoreWriteError):
+            return None
+        return _ParentSegments(self, entries)
+
+    def load_segment(self, page_id: bytes) -> None:
+        record = self.index.get_page(page_id, consistent=False)
+        if record is not None:
+            self._load_page(page_id, record.body)
+
+    def _load_page(self, page_id: bytes | None, body: bytes) -> None:
+        try:
+            page = pages.parse_page(body)
+            pack_ids = list(dict.fromkeys(run.pack_id for run in page.runs))
+            tables = {pack_id: self._table(pack_id) for pack_id in pack_ids}
+            entries = iter(pages.resolve_page(page_id, page, tables, self.store.chunk_id_key))
+        except IntegrityError:
+            return
+        for run in page.runs:
+            for number in range(run.first_entry, run.end_entry):
+                entry = next(entries)
+                if entry.chunk_id not in self._locations:
+                    self._remember(entry.chunk_id, pages.ChunkLocation(run.pack_id, number, entry.plaintext_length))
+
+    def _table(self, pack_id: bytes) -> list[PackEntry]:
+        table = self._tables.get(pack_id)
+        if table is None:
+            stored = self.index.get_packs([pack_id]).get(pack_id)
+            table = self._tables_reader.read_table(pack_id, stored.stored_bytes if stored else None)
+            self._tables[pack_id] = table
+            while len(self._tables) > CACHED_TABLES:
+                self._tables.popitem(last=False)
+        self._tables.move_to_end(pack_id)
+        return table
+
+    # ---- commit ------------------------------------------------------------------------
+
+    def queue_pages(self, result: FileResult, digest: bytes, fresh: list[tuple[bytes, bytes, int]]) -> None:
+        """Pages to write before the file's version is committed; digest is their origin."""
+        self._fresh_pages.append((result, digest, fresh))
+
+    def _make_durable(self) -> None:
+        self._wait_encoding(0)
+        self.packs.flush()
+        queued, self._fresh_pages = self._fresh_pages, []
+        new_pages: dict[bytes, NewPage] = {}
+        for _, digest, fresh in queued:
+            for page_id, body, segment_number in fresh:
+                new_pages.setdefault(page_id, NewPage(page_id, body, digest, segment_number))
+        self._write_pages(list(new_pages.values()))
+
+    def _write_pages(self, new_pages: list[NewPage]) -> None:
+        """Write pages in transactions of at most PAGES_PER_WRITE pages and PAGE_WRITE_BYTES."""
+        batch: list[NewPage] = []
+        batch_bytes = 0
+        for page in new_pages:
+            if batch and (len(batch) == PAGES_PER_WRITE or batch_bytes + len(page.body) > PAGE_WRITE_BYTES):
+                self._write_page_batch(batch)
+                batch, batch_bytes = [], 0
+            batch.append(page)
+            batch_bytes += len(page.body)
+        if batch:
+            self._write_page_batch(batch)
+
+    def _write_page_batch(self, batch: list[NewPage]) -> None:
+        for _ in range(PAGE_WRITE_TRIES):
+            try:
+                self.index.write_pages(self.index.read_round(), batch)
+                return
+            except RoundMovedError:
+                continue
+        raise ConcurrentModificationError(
+            f"the gc round moved {PAGE_WRITE_TRIES} times while this put wrote its pages; nothing was committed, "
+            "put again"
+        )
+
+
+class _ParentSegments:
+    """The previous version's segments, loaded into the writer's cache as the put advances."""
+
+    def __init__(self, writer: PackedWriter, entries: list[pages.RootEntry]):
+        self._writer = writer
+        self._entries = entries
+        self.page_ids = {entry.page_id for entry in entries}
+        self._next = 0
+        self._next_start = 0
+
+    def advance(self, position: int) -> None:
+        """Load the segments that start within PARENT_LOOKAHEAD_BYTES of position."""
+        while self._next < len(self._entries) and self._next_start <= position + PARENT_LOOKAHEAD_BYTES:
+            entry = self._entries[self._next]
+            self._writer.load_segment(entry.page_id)
+            self._next_start += entry.plaintext_bytes
+            self._next += 1
+
+
+class _PackedRecipe:
+    """A format 2 recipe as the file's chunks come: segments, their pages, the root."""
+
+    def __init__(self, writer: PackedWriter, result: FileResult, parent: _ParentSegments | None):
+        self._writer = writer
+        self._result = result
+        self._parent = parent
+        self._segmenter = pages.Segmenter(writer.segments, writer.store.chunk_id_key)
+        self._root = pages.RootBuilder()
+        self._root_pages: list[bytes] = []
+        # (page ID, body, segment number) of the pages the catalog may not hold yet; the first
+        # segment's page is kept too, as it is the page of a content that keeps it inline.
+        self._fresh: list[tuple[bytes, bytes, int]] = []
+        self._first_page = b""
+        self._segment_count = 0
+        self._chunk_count = 0
+        self._position = 0
+        if parent is not None:
+            parent.advance(0)
+
+    def add(self, chunk_id: bytes, chunk: bytes) -> None:
+        self._chunk_count += 1
+        self._position += len(chunk)
+        if self._parent is not None:
+            self._parent.advance(self._position)
+        self._writer.store_chunk(chunk_id, chunk, self._result)
+        segment = self._segmenter.add(chunk_id, len(chunk))
+        if segment is not None:
+            self._close(segment)
+
+    def _close(self, segment: pages.Segment) -> None:
+        page = self._writer.page_of(segment)
+        if self._segment_count == 0:
+            self._first_page = page
+        if self._parent is None or segment.page_id not in self._parent.page_ids:
+            self._fresh.append((segment.page_id, page, self._segment_count))
+        self._segment_count += 1
+        root_page = self._root.add(segment.root_entry())
+        if root_page is not None:
+            self._root_pages.append(root_page)
+
+    def finish(self, digest: bytes) -> tuple[int, list[bytes]]:
+        last = self._segmenter.finish()
+        if last is not None:
+            self._close(last)
+        if self._segment_count == 0:
+            return 0, []
+        if pages.keeps_page_inline(self._segment_count, self._first_page):
+            return self._chunk_count, [self._first_page]
+        tail = self._root.finish()
+        if tail is not None:
+            self._root_pages.append(tail)
+        self._writer.queue_pages(self._result, digest, self._fresh)
+        return self._chunk_count, self._root_pages
