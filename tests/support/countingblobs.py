@@ -15,6 +15,7 @@ class CountingBlobStore(BlobStore):
     def __init__(self, inner: BlobStore):
         self.inner = inner
         self.url = inner.url
+        self.concurrency = inner.concurrency
         self.gets: list[tuple[str, int, int | None]] = []
         self._lock = threading.Lock()
 
@@ -40,3 +41,9 @@ class CountingBlobStore(BlobStore):
 
     def create(self) -> None:
         self.inner.create()
+
+    def exists(self) -> bool:
+        return self.inner.exists()
+
+    def remove_stale_temporaries(self, older_than_seconds: float) -> int:
+        return self.inner.remove_stale_temporaries(older_than_seconds)
