@@ -172,7 +172,8 @@ def repack(blobs: BlobStore, packs: PackFormat, stored: list[StoredPage], moved:
     """Does what repack does to the packs moved: copies their chunks into a new pack, rewrites the
     pages that name them, deletes them. Returns the rewritten pages by page ID."""
     with PackReader(blobs, packs) as reader:
-        tables = {run.pack_id: reader.read_table(run.pack_id) for page in stored for run in parse(page).runs}
+        named = {run.pack_id for page in stored for run in parse(page).runs}
+        tables = {pack_id: reader.read_table(pack_id) for pack_id in named}
         with PackWriter(blobs, packs, target_size=1 << 30) as writer:
             moving = (PackLocation(pack_id, entry) for pack_id in sorted(moved) for entry in tables[pack_id])
             for location, data in reader.read_chunks(moving):
@@ -250,6 +251,22 @@ def test_a_page_whose_pack_is_still_missing_after_one_reread_is_refused(blobs, p
     missing = second_pack if page_read_again == "names-another-missing-pack" else first_pack
     assert (raised.value.page_id, raised.value.pack_id) == (victim.page_id, missing)
     assert victim.page_id.hex() in str(raised.value) and missing.hex() in str(raised.value)
+
+
+def test_an_inline_page_is_not_read_again(blobs):
+    """A content's inline page has no page ID to read it again by."""
+    packs = pack_format()
+    stored = store_content(blobs, packs, content(20 * 1024), None)
+    (page,) = stored
+    pack_id = parse(page).runs[0].pack_id
+    blobs.inner.delete(pack_key(pack_id))
+
+    def reread_page(page_id: bytes) -> bytes | None:
+        raise AssertionError("an inline page was read again")
+
+    with PackReader(blobs, packs) as reader, pytest.raises(PagePackMissingError, match="inline page") as raised:
+        list(PageReader(reader, reread_page=reread_page).read([StoredPage(None, page.page)]))
+    assert raised.value.pack_id == pack_id
 
 
 def test_memory_does_not_grow_with_the_content():
