@@ -301,8 +301,8 @@ class _LookAhead:
             del self._selections[location.pack_id]
         self._fill()
 
-    def selection(self, pack_id: bytes) -> _Selection:
-        return self._selections[pack_id]
+    def selection(self, pack_id: bytes) -> _Selection | None:
+        return self._selections.get(pack_id)
 
     def _fill(self) -> None:
         while len(self._locations) < self._limit:
@@ -329,6 +329,10 @@ class _HeldRead:
 
     def serves(self, location: ChunkLocation) -> bool:
         return location.pack_id == self.read.pack_id and location.entry.offset in self.offsets
+
+    def serves_any_of(self, ahead: _LookAhead) -> bool:
+        selection = ahead.selection(self.read.pack_id)
+        return selection is not None and not self.offsets.isdisjoint(selection.counts)
 
     def chunk(self, entry: PackEntry) -> bytes:
         """The entry's plaintext, once the read is done (its error if it failed)."""
@@ -414,6 +418,10 @@ class PackReader:
         ahead = _LookAhead(locations, LOOK_AHEAD_LOCATIONS)
         planned: deque[tuple[ChunkLocation, _HeldRead]] = deque()
         held: list[_HeldRead] = []
+        # A read ends once its planned locations are consumed, even if the look-ahead holds more
+        # of its records (planning waited for room): those come in ranges, so no pack is read
+        # whole twice.
+        read_whole: set[bytes] = set()
         # The read the next location ahead needs, while the reads held leave no room for it.
         next_read: _Read | None = None
         serving: _HeldRead | None = None
@@ -425,11 +433,22 @@ class PackReader:
                         serving = next((read for read in held if read.serves(location)), None)
                     if serving is None:
                         if next_read is None:
-                            next_read = self._next_read(ahead, location)
+                            next_read = self._next_read(ahead, location, location.pack_id not in read_whole)
+                        if (
+                            next_read.whole
+                            and not self._room_for(next_read, held)
+                            and any(read.serves_any_of(ahead) for read in held)
+                        ):
+                            # Waiting for room would end a read held before the locations ahead
+                            # that it serves are planned (packs interleaved chunk by chunk):
+                            # this pack comes in ranges instead.
+                            next_read = self._next_read(ahead, location, may_read_whole=False)
                         if not self._room_for(next_read, held):
                             break
                         serving = _HeldRead(next_read, self._pool.submit(self._fetch, next_read))
                         held.append(serving)
+                        if next_read.whole:
+                            read_whole.add(next_read.pack_id)
                         next_read = None
                     ahead.pop()
                     planned.append((location, serving))
@@ -455,7 +474,7 @@ class PackReader:
             and sum(other.read.size for other in held) + read.size <= self._held_bytes_limit
         )
 
-    def _next_read(self, ahead: _LookAhead, first: ChunkLocation) -> _Read:
+    def _next_read(self, ahead: _LookAhead, first: ChunkLocation, may_read_whole: bool) -> _Read:
         """The read that serves first, the next location ahead: its whole pack, or a run of records
         from first on."""
         pack_id = first.pack_id
@@ -463,9 +482,11 @@ class PackReader:
         # A pack larger than the bytes all reads may hold (none at the defaults: 64 MiB against
         # packs of 16 MiB) is never read whole, so the bound holds whatever a pack's size.
         if (
-            size is not None
+            may_read_whole
+            and size is not None
             and size <= self._held_bytes_limit
-            and (selection := ahead.selection(pack_id)).size >= WHOLE_PACK_SHARE * size
+            and (selection := ahead.selection(pack_id)) is not None
+            and selection.size >= WHOLE_PACK_SHARE * size
         ):
             return _Read(
                 pack_id, 0, size, [selection.entries[offset] for offset in sorted(selection.entries)], whole=True

@@ -248,6 +248,41 @@ def test_a_pack_read_whole_serves_its_chunks_among_another_packs(tmp_path):
     assert all(key == pack_key(second.pack_id) and length for key, _, length in blobs.gets if (key, _, length) != whole)
 
 
+def read_interleaved(tmp_path, max_read_size: int, gets_in_flight: int):
+    """Four packs of ~70 KiB read to ~100%, their chunks interleaved one by one: the packs, the
+    locations read and the GETs made."""
+    blobs = CountingBlobStore(LocalBlobStore(tmp_path / "blobs"))
+    packs = pack_format()
+    chunks, stored = write_chunks(blobs, packs, 240)
+    stored = stored[:4]
+    assert all(64 * 1024 < pack.size < 100 * 1024 for pack in stored)
+    rounds = zip(*(pack.locations() for pack in stored), strict=False)  # as many rounds as the shortest has chunks
+    interleaved = [location for group in rounds for location in group]
+    blobs.gets.clear()
+    with PackReader(blobs, packs, max_read_size=max_read_size, gets_in_flight=gets_in_flight) as reader:
+        read = list(reader.read_chunks(interleaved))
+    assert [location for location, _ in read] == interleaved
+    assert all(data == chunks[location.entry.chunk_id] for location, data in read)
+    return stored, interleaved, blobs.gets
+
+
+def test_packs_interleaved_beyond_the_byte_limit_keep_the_pack_read_whole(tmp_path):
+    """Room for one pack read whole: the first is, and stays held while the others come chunk by
+    chunk. Waiting for room instead would end its read after its first chunk."""
+    stored, interleaved, gets = read_interleaved(tmp_path, max_read_size=16 * 1024, gets_in_flight=8)
+    assert [key for key, offset, length in gets if (offset, length) == (0, None)] == [pack_key(stored[0].pack_id)]
+    assert len(gets) == 1 + sum(location.pack_id != stored[0].pack_id for location in interleaved)
+
+
+@pytest.mark.parametrize("max_read_size, gets_in_flight", [(16 * 1024, 8), (64 * 1024, 2), (64 * 1024, 1)])
+def test_no_pack_is_read_whole_twice(tmp_path, max_read_size, gets_in_flight):
+    """With 2 or 1 reads in flight, a read held ends whenever the next must wait for room."""
+    stored, interleaved, gets = read_interleaved(tmp_path, max_read_size, gets_in_flight)
+    whole = [key for key, offset, length in gets if (offset, length) == (0, None)]
+    assert len(whole) == len(set(whole))
+    assert len(gets) <= len(interleaved) + len(stored)
+
+
 def test_a_pack_larger_than_the_reads_may_hold_is_never_read_whole(tmp_path):
     blobs = CountingBlobStore(LocalBlobStore(tmp_path / "blobs"))
     packs = pack_format()
