@@ -407,14 +407,15 @@ class PackReader:
         """Each location with its chunk's plaintext, in the order given.
 
         The reader looks LOOK_AHEAD_LOCATIONS locations ahead. When those select at least
-        WHOLE_PACK_SHARE of a pack whose size they carry, the pack is read whole with one GET;
-        otherwise neighbouring records of one pack (in ascending order, less than the gap apart)
-        are read with one GET of at most max_read_size bytes. A location whose record a read
-        still held has decoded (a repeated chunk) is served by it. GETs and decoding run in the
-        reader's threads, at most gets_in_flight reads held ahead of the consumer and at most
-        gets_in_flight x max_read_size bytes among them, a whole pack counting its size: memory
-        stays bounded by that plus the decoded chunks of those reads. An error of the locations'
-        iterable is raised when the look-ahead reaches it, before the chunks just ahead of it."""
+        WHOLE_PACK_SHARE of a pack whose size they carry, the pack is read whole with one GET (once
+        a call at most, and not while that would make a read held end early); otherwise
+        neighbouring records of one pack (in ascending order, less than the gap apart) are read
+        with one GET of at most max_read_size bytes. A location whose record a read still held has
+        decoded (a repeated chunk) is served by it. GETs and decoding run in the reader's threads,
+        at most gets_in_flight reads held ahead of the consumer and at most gets_in_flight x
+        max_read_size bytes among them, a whole pack counting its size: memory stays bounded by
+        that plus the decoded chunks of those reads. An error of the locations' iterable is raised
+        when the look-ahead reaches it, before the chunks just ahead of it."""
         ahead = _LookAhead(locations, LOOK_AHEAD_LOCATIONS)
         planned: deque[tuple[ChunkLocation, _HeldRead]] = deque()
         held: list[_HeldRead] = []
@@ -433,16 +434,7 @@ class PackReader:
                         serving = next((read for read in held if read.serves(location)), None)
                     if serving is None:
                         if next_read is None:
-                            next_read = self._next_read(ahead, location, location.pack_id not in read_whole)
-                        if (
-                            next_read.whole
-                            and not self._room_for(next_read, held)
-                            and any(read.serves_any_of(ahead) for read in held)
-                        ):
-                            # Waiting for room would end a read held before the locations ahead
-                            # that it serves are planned (packs interleaved chunk by chunk):
-                            # this pack comes in ranges instead.
-                            next_read = self._next_read(ahead, location, may_read_whole=False)
+                            next_read = self._read_for(ahead, location, held, location.pack_id not in read_whole)
                         if not self._room_for(next_read, held):
                             break
                         serving = _HeldRead(next_read, self._pool.submit(self._fetch, next_read))
@@ -473,6 +465,16 @@ class PackReader:
             len(held) < self._gets_in_flight
             and sum(other.read.size for other in held) + read.size <= self._held_bytes_limit
         )
+
+    def _read_for(self, ahead: _LookAhead, first: ChunkLocation, held: list[_HeldRead], may_read_whole: bool) -> _Read:
+        """The read that serves first, the next location ahead, beside the reads held."""
+        read = self._next_read(ahead, first, may_read_whole)
+        if read.whole and not self._room_for(read, held) and any(other.serves_any_of(ahead) for other in held):
+            # Waiting for room would end a read held before the locations ahead that it serves
+            # are planned (packs interleaved chunk by chunk): this pack comes in ranges instead.
+            # While planning waits nothing ahead moves, so the choice holds until room is made.
+            return self._next_read(ahead, first, may_read_whole=False)
+        return read
 
     def _next_read(self, ahead: _LookAhead, first: ChunkLocation, may_read_whole: bool) -> _Read:
         """The read that serves first, the next location ahead: its whole pack, or a run of records
