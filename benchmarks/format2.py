@@ -18,6 +18,11 @@ Figures per layout, all stores filled in this one process one after the other: b
 compared byte for byte), and their ratios to format 1 at 64 KiB. Then the first --s3-versions
 releases are put into an s3:// store of each layout on a local moto server, counting the S3 and
 DynamoDB requests chunkstore makes and what they cost at AWS list prices per TB put.
+
+--changed-mb N (0: skipped) measures the nightly-backup case on an s3:// store: a file of N MB
+made of the releases one after the other (real bytes) is put, then a version of it in which 1%
+of the bytes changed (ten regions spread over the file, each overwritten with bytes of the last
+release), and the cost of the second put is given as a share of the first's.
 """
 
 from __future__ import annotations
@@ -132,6 +137,57 @@ def measure_s3(layout: Layout, releases: list[Path]) -> dict:
     }
 
 
+def _changed_file(releases: list[Path], size: int, folder: Path) -> tuple[Path, Path]:
+    """A file of size bytes from the releases in turn, and a copy with 1% of it overwritten."""
+    original = folder / "original.bin"
+    with open(original, "wb") as out:
+        written = 0
+        while written < size:
+            for release in releases:
+                data = release.read_bytes()[: size - written]
+                out.write(data)
+                written += len(data)
+                if written >= size:
+                    break
+    edited = folder / "edited.bin"
+    shutil.copyfile(original, edited)
+    donor = releases[-1].read_bytes()
+    region = size // 1000  # ten regions of 0.1% each
+    with open(edited, "r+b") as out:
+        for number in range(10):
+            out.seek(size * number // 10 + size // 20)
+            out.write(donor[number * region : (number + 1) * region])
+    return original, edited
+
+
+def measure_changed_file(layout: Layout, original: Path, edited: Path) -> dict:
+    name = f"f2-changed-{layout.storage_format}-{layout.avg_size // KIB}k"
+    url = f"s3://{name}/store"
+    costs = []
+    with layout.init(url, table=name, create=True) as store:
+        for path in (original, edited):
+            before = store.request_counts() or {}
+            with open(path, "rb") as stream:
+                result = store.put_stream(stream, "database.bin").results[0]
+            after = store.request_counts() or {}
+            costs.append(
+                {
+                    "usd": after["estimated_usd"] - before.get("estimated_usd", 0.0),
+                    "s3": sum(after.get("s3", {}).values()) - sum(before.get("s3", {}).values()),
+                    "dynamodb": sum(after.get("dynamodb", {}).values()) - sum(before.get("dynamodb", {}).values()),
+                    "new_bytes": result.new_bytes,
+                }
+            )
+    first, second = costs
+    return {
+        "layout": layout.label,
+        "first_requests": f"{first['s3']:,} S3, {first['dynamodb']:,} DynamoDB",
+        "second_requests": f"{second['s3']:,} S3, {second['dynamodb']:,} DynamoDB",
+        "second_new_mb": second["new_bytes"] / 1e6,
+        "second_share": second["usd"] / first["usd"],
+    }
+
+
 def _table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
     lines = ["| " + " | ".join(title for _, title, _ in columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
@@ -145,11 +201,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--series", default="4.2.")
     parser.add_argument("--versions", type=int, default=30)
     parser.add_argument("--s3-versions", type=int, default=5, help="releases put into the s3:// stores (0: none)")
+    parser.add_argument("--changed-mb", type=int, default=0, help="size of the 1%%-changed file case (0: skipped)")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     args = parser.parse_args(argv)
     releases = fetch_releases(args.project, args.series, args.versions, args.cache)
     logical = sum(release.stat().st_size for release in releases)
     print(f"{len(releases)} releases of {args.project} {args.series}*, {logical / 1e6:.0f} MB, put under one name")
+    if args.changed_mb:
+        from .suite import moto_server
+
+        with tempfile.TemporaryDirectory(prefix="chunkstore-format2-") as scratch, moto_server():
+            original, edited = _changed_file(releases, args.changed_mb * 1_000_000, Path(scratch))
+            changed_rows = [measure_changed_file(layout, original, edited) for layout in (LAYOUTS[0], LAYOUTS[2])]
+        print(f"a {args.changed_mb} MB file, then a version with 1% of its bytes changed, on an s3:// store (moto):")
+        print(
+            _table(
+                changed_rows,
+                [
+                    ("layout", "layout", "s"),
+                    ("first_requests", "first put", "s"),
+                    ("second_requests", "1%-changed put", "s"),
+                    ("second_new_mb", "new MB", ".1f"),
+                    ("second_share", "cost of the second / the first", ".3f"),
+                ],
+            )
+        )
+        return 0
     with tempfile.TemporaryDirectory(prefix="chunkstore-format2-") as scratch:
         rows = [measure_folder(layout, releases, Path(scratch)) for layout in LAYOUTS]
     base = rows[0]
