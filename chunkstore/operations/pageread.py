@@ -3,27 +3,28 @@
 docs/design/format-v2.md, Protocols / Restore. Each page is parsed, the tables of the packs it
 names are read once (tables never change, so they are cached for the reader's life), and the
 page is resolved against them: the chunk IDs its runs select must hash to its page ID. The runs'
-records are then fetched with PackReader.read_chunks (coalesced ranged GETs, a bounded number in
-flight) and each chunk is checked against its ID before it is yielded. Pages are consumed
-lazily, one at a time ahead of the GETs, so memory is bounded whatever the content's size.
+records are then fetched with PackReader.read_chunks (whole packs where the chunks ahead select
+half of one or more, coalesced ranged GETs elsewhere, a bounded number of bytes in flight) and
+each chunk is checked against its ID before it is yielded. Pages are consumed lazily, as far as
+the reader looks ahead of the GETs, so memory is bounded whatever the content's size.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
-from chunkstore.backends.packs import ChunkLocation, PackReader
+from chunkstore.backends.packs import ChunkLocation, PackReader, StoredPack
 from chunkstore.core.hashing import Hasher
-from chunkstore.core.packformat import PackEntry
 from chunkstore.core.pages import parse_page, resolve_page
 from chunkstore.errors import CorruptObjectError, DigestMismatchError, MissingChunkError
 
 
 class PagePackMissingError(MissingChunkError):
     """A pack a recipe page names is not in the store. Repack may have moved its chunks since
-    the page was read: the caller reads the page again, consistently, once, and a second miss
-    is final."""
+    the page was read, so PageReader reads the page again, consistently, once when it can: this
+    is raised when it cannot, when the page is gone, or when the page read again names a missing
+    pack too."""
 
     def __init__(self, page: StoredPage, pack_id: bytes):
         super().__init__(f"{page.name}: pack {pack_id.hex()} is missing from the store")
@@ -52,13 +53,22 @@ class PageReader:
         packs: PackReader,
         chunk_id_key: bytes | None = None,
         pack_sizes: Mapping[bytes, int] | None = None,
+        *,
+        reread_page: Callable[[bytes], bytes | None] | None = None,
     ):
         """chunk_id_key keys page IDs as chunk IDs are (an encrypted store); pack_sizes, the sizes
-        the catalog recorded, save a stat per pack before its table is read."""
+        the catalog recorded, save a stat per pack before its table is read.
+
+        reread_page(page_id) reads a page again, consistently, and returns its bytes, or None if
+        it is gone. When a page names a missing pack (repack may have moved its chunks since the
+        page was read), the page is read again once and resolved anew; without reread_page, or
+        if the page is gone or names a missing pack again, PagePackMissingError is raised. A
+        content's inline page has no ID to read it again by: its missing pack is final here."""
         self._packs = packs
         self._chunk_id_key = chunk_id_key
         self._pack_sizes = pack_sizes or {}
-        self._tables: dict[bytes, list[PackEntry]] = {}
+        self._reread_page = reread_page
+        self._known_packs: dict[bytes, StoredPack] = {}
 
     def read(self, pages: Iterable[StoredPage]) -> Iterator[bytes]:
         """The content's chunks' plaintext, in order, each checked against its ID."""
@@ -68,27 +78,46 @@ class PageReader:
     def _locations(self, pages: Iterable[StoredPage]) -> Iterator[ChunkLocation]:
         for stored in pages:
             try:
-                page = parse_page(stored.page)
-            except CorruptObjectError as error:
-                raise CorruptObjectError(f"{stored.name} is damaged: {error}") from None
-            tables = {run.pack_id: self._table(stored, run.pack_id) for run in page.runs}
-            entries = iter(resolve_page(stored.page_id, page, tables, self._chunk_id_key))
-            # resolve_page returns the runs' entries in run order, entry_count of them per run.
-            for run in page.runs:
-                for _ in range(run.entry_count):
-                    yield ChunkLocation(run.pack_id, next(entries))
+                locations = self._resolve(stored)
+            except PagePackMissingError:
+                if stored.page_id is None or self._reread_page is None:
+                    raise
+                page = self._reread_page(stored.page_id)
+                if page is None:
+                    raise
+                locations = self._resolve(StoredPage(stored.page_id, page))
+            yield from locations
 
-    def _table(self, stored: StoredPage, pack_id: bytes) -> list[PackEntry]:
-        table = self._tables.get(pack_id)
-        if table is None:
+    def _resolve(self, stored: StoredPage) -> list[ChunkLocation]:
+        """Where the chunks a page selects lie, in order; every pack it names has been found."""
+        try:
+            page = parse_page(stored.page)
+        except CorruptObjectError as error:
+            raise CorruptObjectError(f"{stored.name} is damaged: {error}") from None
+        packs = {run.pack_id: self._pack(stored, run.pack_id) for run in page.runs}
+        tables = {pack_id: pack.entries for pack_id, pack in packs.items()}
+        entries = iter(resolve_page(stored.page_id, page, tables, self._chunk_id_key))
+        # resolve_page returns the runs' entries in run order, entry_count of them per run.
+        return [
+            ChunkLocation(run.pack_id, next(entries), packs[run.pack_id].size)
+            for run in page.runs
+            for _ in range(run.entry_count)
+        ]
+
+    def _pack(self, stored: StoredPage, pack_id: bytes) -> StoredPack:
+        pack = self._known_packs.get(pack_id)
+        if pack is None:
             try:
-                table = self._packs.read_table(pack_id, self._pack_sizes.get(pack_id))
+                size = self._pack_sizes.get(pack_id)
+                if size is None:
+                    size = self._packs.pack_size(pack_id)
+                pack = StoredPack(pack_id, size, self._packs.read_table(pack_id, size))
             except MissingChunkError:
                 raise PagePackMissingError(stored, pack_id) from None
             except CorruptObjectError as error:
                 raise CorruptObjectError(f"{stored.name}: {error}") from None
-            self._tables[pack_id] = table
-        return table
+            self._known_packs[pack_id] = pack
+        return pack
 
 
 def checked_against_digest(chunks: Iterable[bytes], hasher: Hasher, digest: bytes) -> Iterator[bytes]:

@@ -36,6 +36,7 @@ from chunkstore.errors import (
     MissingChunkError,
     StoreWriteError,
 )
+from support.countingblobs import CountingBlobStore
 from support.packchunks import MAX_CHUNK, TARGET, chunk, pack_format
 
 KEYS = Keys.from_master(blake3.blake3(b"packs test master key").digest())
@@ -54,36 +55,6 @@ def write_chunks(
             writer.add(chunk_id, packs.codec.encode(chunk_id, data))
         stored = writer.flush()
     return chunks, stored
-
-
-class CountingBlobStore(BlobStore):
-    """Wraps a blob store and counts its gets (ranged or not), so a test sees every request."""
-
-    def __init__(self, inner: BlobStore):
-        self.inner = inner
-        self.url = inner.url
-        self.gets: list[tuple[str, int, int | None]] = []
-        self._lock = threading.Lock()
-
-    def put(self, key, data):
-        self.inner.put(key, data)
-
-    def get(self, key, offset=0, length=None):
-        with self._lock:
-            self.gets.append((key, offset, length))
-        return self.inner.get(key, offset, length)
-
-    def stat(self, key):
-        return self.inner.stat(key)
-
-    def delete(self, key):
-        self.inner.delete(key)
-
-    def list(self, prefix=""):
-        return self.inner.list(prefix)
-
-    def sync(self):
-        self.inner.sync()
 
 
 @pytest.fixture(params=["local", "memory", "s3"])
@@ -211,10 +182,132 @@ def test_a_read_never_exceeds_its_size_limit(tmp_path):
     (pack,) = stored
     blobs.gets.clear()
     with PackReader(blobs, packs, max_read_size=16 * 1024) as reader:
-        list(reader.read_chunks(pack.locations()))
+        # Locations without the pack's size: the pack is never read whole.
+        list(reader.read_chunks(ChunkLocation(pack.pack_id, entry) for entry in pack.entries))
     assert max(length for _, _, length in blobs.gets) <= 16 * 1024
     assert sum(length for _, _, length in blobs.gets) == pack.entries[-1].end - HEADER_SIZE
     assert 1 < len(blobs.gets) < len(pack.entries)
+
+
+def runs_of_consecutive(entries):
+    """The selected entries cut where one is not the record right after the previous one."""
+    runs = []
+    for entry in entries:
+        if runs and runs[-1][-1].end == entry.offset:
+            runs[-1].append(entry)
+        else:
+            runs.append([entry])
+    return runs
+
+
+@pytest.mark.parametrize("tenths", [3, 6, 10], ids=["30%", "60%", "100%"])
+def test_a_pack_selected_to_half_or_more_is_read_whole_with_one_get(tmp_path, tenths):
+    """tenths of every ten records selected; any skipped record splits a ranged read (gap 1)."""
+    blobs = CountingBlobStore(LocalBlobStore(tmp_path / "blobs"))
+    packs = pack_format()
+    chunks, stored = write_chunks(blobs, packs, 100, target=1 << 30)
+    (pack,) = stored
+    selected = [entry for number, entry in enumerate(pack.entries) if number % 10 < tenths]
+    share = sum(entry.length for entry in selected) / pack.size
+    assert abs(share - tenths / 10) < 0.05
+    blobs.gets.clear()
+    with PackReader(blobs, packs, gap=1) as reader:
+        read = list(reader.read_chunks(ChunkLocation(pack.pack_id, entry, pack.size) for entry in selected))
+
+    assert [data for _, data in read] == [chunks[entry.chunk_id] for entry in selected]
+    key = pack_key(pack.pack_id)
+    if tenths < 5:
+        expected = [(key, run[0].offset, run[-1].end - run[0].offset) for run in runs_of_consecutive(selected)]
+        assert len(expected) == 10
+    else:
+        expected = [(key, 0, None)]
+    assert sorted(blobs.gets) == sorted(expected)
+
+
+def test_a_pack_read_whole_serves_its_chunks_among_another_packs(tmp_path):
+    """Chunks of a pack selected to 60% alternate with chunks of a pack selected to 30%: the first
+    is read whole once, the second in ranges, and every chunk comes back in the order asked."""
+    blobs = CountingBlobStore(LocalBlobStore(tmp_path / "blobs"))
+    packs = pack_format()
+    chunks, (first, second) = write_chunks(blobs, packs, 120, target=70 * 1024)
+    most = [
+        ChunkLocation(first.pack_id, entry, first.size) for number, entry in enumerate(first.entries) if number % 10 < 6
+    ]
+    some = [ChunkLocation(second.pack_id, entry, second.size) for entry in second.entries[: len(second.entries) // 3]]
+    assert sum(location.entry.length for location in most) > first.size / 2
+    assert sum(location.entry.length for location in some) < second.size / 2
+    interleaved = [location for pair in zip(most, some, strict=False) for location in pair] + most[len(some) :]
+    blobs.gets.clear()
+    with PackReader(blobs, packs) as reader:
+        read = list(reader.read_chunks(interleaved))
+
+    assert [location for location, _ in read] == interleaved
+    assert all(data == chunks[location.entry.chunk_id] for location, data in read)
+    whole = (pack_key(first.pack_id), 0, None)
+    assert blobs.gets.count(whole) == 1
+    ranged = [get for get in blobs.gets if get != whole]
+    assert ranged and all(key == pack_key(second.pack_id) and length is not None for key, _, length in ranged)
+
+
+def read_interleaved(tmp_path, max_read_size: int, gets_in_flight: int):
+    """Four packs of ~70 KiB read to ~100%, their chunks interleaved one by one: the packs, the
+    locations read and the GETs made."""
+    blobs = CountingBlobStore(LocalBlobStore(tmp_path / "blobs"))
+    packs = pack_format()
+    chunks, stored = write_chunks(blobs, packs, 240)
+    stored = stored[:4]
+    assert all(64 * 1024 < pack.size < 100 * 1024 for pack in stored)
+    rounds = zip(*(pack.locations() for pack in stored), strict=False)  # as many rounds as the shortest has chunks
+    interleaved = [location for group in rounds for location in group]
+    blobs.gets.clear()
+    with PackReader(blobs, packs, max_read_size=max_read_size, gets_in_flight=gets_in_flight) as reader:
+        read = list(reader.read_chunks(interleaved))
+    assert [location for location, _ in read] == interleaved
+    assert all(data == chunks[location.entry.chunk_id] for location, data in read)
+    return stored, interleaved, blobs.gets
+
+
+def test_packs_interleaved_beyond_the_byte_limit_keep_the_pack_read_whole(tmp_path):
+    """Room for one pack read whole: the first is, and stays held while the others come chunk by
+    chunk. Waiting for room instead would end its read after its first chunk."""
+    stored, interleaved, gets = read_interleaved(tmp_path, max_read_size=16 * 1024, gets_in_flight=8)
+    assert [key for key, offset, length in gets if (offset, length) == (0, None)] == [pack_key(stored[0].pack_id)]
+    assert len(gets) == 1 + sum(location.pack_id != stored[0].pack_id for location in interleaved)
+
+
+@pytest.mark.parametrize("max_read_size, gets_in_flight", [(16 * 1024, 8), (64 * 1024, 2), (64 * 1024, 1)])
+def test_no_pack_is_read_whole_twice(tmp_path, max_read_size, gets_in_flight):
+    """With 2 or 1 reads in flight, a read held ends whenever the next must wait for room."""
+    stored, interleaved, gets = read_interleaved(tmp_path, max_read_size, gets_in_flight)
+    whole = [key for key, offset, length in gets if (offset, length) == (0, None)]
+    assert len(whole) == len(set(whole))
+    assert len(gets) <= len(interleaved) + len(stored)
+
+
+def test_a_pack_larger_than_the_reads_may_hold_is_never_read_whole(tmp_path):
+    blobs = CountingBlobStore(LocalBlobStore(tmp_path / "blobs"))
+    packs = pack_format()
+    _, (pack,) = write_chunks(blobs, packs, 60, target=1 << 30)
+    blobs.gets.clear()
+    # 2 reads of at most 16 KiB: 32 KiB held at most, the pack is larger.
+    with PackReader(blobs, packs, max_read_size=16 * 1024, gets_in_flight=2) as reader:
+        assert pack.size > 32 * 1024
+        list(reader.read_chunks(pack.locations()))
+    assert all(length is not None and length <= 16 * 1024 for _, _, length in blobs.gets)
+    assert sum(length for _, _, length in blobs.gets) == pack.entries[-1].end - HEADER_SIZE
+
+
+def test_a_chunk_repeated_while_its_read_is_held_costs_no_other_get(tmp_path):
+    blobs = CountingBlobStore(LocalBlobStore(tmp_path / "blobs"))
+    packs = pack_format()
+    chunks, (pack,) = write_chunks(blobs, packs, 10)
+    repeated = [ChunkLocation(pack.pack_id, pack.entries[3])] * 50 + [ChunkLocation(pack.pack_id, pack.entries[4])]
+    blobs.gets.clear()
+    with PackReader(blobs, packs) as reader:
+        read = list(reader.read_chunks(repeated))
+    assert [data for _, data in read] == [chunks[location.entry.chunk_id] for location in repeated]
+    key = pack_key(pack.pack_id)
+    assert sorted(blobs.gets) == [(key, entry.offset, entry.length) for entry in pack.entries[3:5]]
 
 
 def test_on_s3_a_table_and_a_run_cost_one_get_each(bucket):
@@ -230,6 +323,21 @@ def test_on_s3_a_table_and_a_run_cost_one_get_each(bucket):
     assert clients.requests.snapshot()["s3"]["GetObject"] - before == 2
     assert "HeadObject" not in clients.requests.snapshot()["s3"]
     assert [data for _, data in read] == [chunks[entry.chunk_id] for entry in entries[2:-2]]
+
+
+def test_on_s3_a_pack_read_whole_costs_one_get_for_all_its_chunks(bucket):
+    clients = AwsClients()
+    blobs = S3BlobStore(bucket, "store", clients)
+    packs = pack_format(KEYS)
+    chunks, stored = write_chunks(blobs, packs, 200)
+    pack = stored[1]
+    # Two records of every three: without the whole-pack rule, one ranged GET per pair (gap 1).
+    selected = [location for number, location in enumerate(pack.locations()) if number % 3]
+    before = clients.requests.snapshot()["s3"].get("GetObject", 0)
+    with PackReader(blobs, packs, gap=1) as reader:
+        read = list(reader.read_chunks(selected))
+    assert clients.requests.snapshot()["s3"]["GetObject"] - before == 1
+    assert [data for _, data in read] == [chunks[location.entry.chunk_id] for location in selected]
 
 
 # ---- damage -------------------------------------------------------------------------------
@@ -280,6 +388,21 @@ def test_a_bit_flip_in_a_record_is_refused_naming_pack_and_chunk(blobs, keys):
         list(reader.read_chunks(ChunkLocation(pack.pack_id, entry) for entry in pack.entries[:3]))
         with pytest.raises(IntegrityError, match=f"pack {pack.pack_id.hex()}.*chunk {victim.chunk_id.hex()}"):
             list(reader.read_chunks(pack.locations()))
+
+
+def test_a_pack_read_whole_still_checks_every_chunk(tmp_path):
+    blobs = CountingBlobStore(LocalBlobStore(tmp_path / "blobs"))
+    packs = pack_format()
+    _, (pack,) = write_chunks(blobs, packs, 40)
+    victim = pack.entries[25]
+    damage(blobs, pack, flip(victim.offset + victim.length // 2))
+    blobs.gets.clear()
+    with (
+        PackReader(blobs, packs) as reader,
+        pytest.raises(IntegrityError, match=f"pack {pack.pack_id.hex()}.*chunk {victim.chunk_id.hex()}"),
+    ):
+        list(reader.read_chunks(pack.locations()))
+    assert blobs.gets == [(pack_key(pack.pack_id), 0, None)]
 
 
 def test_a_record_that_decodes_to_other_bytes_is_a_chunk_mismatch(tmp_path):
