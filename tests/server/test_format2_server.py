@@ -18,8 +18,9 @@ from chunkstore.core.config import CONFIG_KEY
 from chunkstore.core.packformat import PackEntry
 from chunkstore.core.pages import SegmentSpec, parse_page
 from chunkstore.operations.contentpages import root_entries, stored_pages
+from support.s3helpers import unique_name
 
-from .serverprocess import run_chunkstore
+from .serverprocess import ServerProcess, run_chunkstore
 
 # Segments of ~64 KiB of 4 KiB chunks (16 MiB at the defaults), so a file of a few hundred KB
 # spans several recipe pages and ranges can cross their boundaries.
@@ -35,17 +36,22 @@ def upload(client: httpx.Client, name: str, data: bytes) -> httpx.Response:
     return client.post("/files", params={"name": name}, content=data)
 
 
-@pytest.fixture
-def format_2_server(start_server, tmp_path):
-    """A server over a new format 2 store (made by `chunkstore init --format 2`) with small segments."""
-    store_url = str(tmp_path / "store2")
-    made = run_chunkstore("--store", store_url, "init", "--format", "2", "--avg-size", "4K")
+def make_format_2_store(store_url: str, *init_options: str) -> None:
+    """A new format 2 store (made by `chunkstore init --format 2`) with small segments."""
+    made = run_chunkstore("--store", store_url, "init", "--format", "2", "--avg-size", "4K", *init_options)
     assert made.returncode == 0, made.stderr
     with Store.open(store_url) as store:
         assert store.storage_format == 2
         chunker = store.config.chunker
         segments = SegmentSpec.for_chunks(chunker.avg_size, chunker.max_size, SEGMENT_BYTES)
         store.blobs.put(CONFIG_KEY, dataclasses.replace(store.config, segments=segments).to_bytes())
+
+
+@pytest.fixture
+def format_2_server(start_server, tmp_path):
+    """A server over a new format 2 store in a folder."""
+    store_url = str(tmp_path / "store2")
+    make_format_2_store(store_url)
     return start_server(store_url=store_url)
 
 
@@ -194,3 +200,28 @@ def test_a_damaged_pack_table_or_a_missing_pack_is_an_error(format_2_server):
     for response, name in ((damaged, "t.bin"), (missing, "gone.bin")):
         assert response.status_code == 500, response.text
         assert response.json()["code"] == "integrity_error" and name in response.json()["message"]
+
+
+def test_a_format_2_store_on_s3(moto_endpoint, tmp_path):
+    name = unique_name("serve2")
+    store_url = f"s3://{name}/store"
+    make_format_2_store(store_url, "--table", name, "--create")
+    server = ServerProcess(store_url, log_path=tmp_path / "serve.log").start()
+    data = payload(FILE_BYTES, 7)
+    try:
+        with server.client() as client:
+            first = upload(client, "s3/a.bin", data).json()
+            again = upload(client, "s3/b.bin", data).json()
+            whole = client.get("/files/s3/a.bin").content
+            ranges = {
+                header: client.get("/files/s3/b.bin", headers={"Range": header}).content
+                for header in ("bytes=0-0", "bytes=-1", "bytes=300000-400000")
+            }
+            removed = client.delete("/files/s3/a.bin").json()["removed"]
+            left = client.get("/files/s3/b.bin").content
+    finally:
+        server.stop()
+    assert (first["outcome"], again["outcome"], again["duplicate_of"]) == ("stored", "duplicate", "s3/a.bin")
+    assert whole == data and left == data
+    assert ranges == {"bytes=0-0": data[:1], "bytes=-1": data[-1:], "bytes=300000-400000": data[300000:400001]}
+    assert [entry["name"] for entry in removed] == ["s3/a.bin"]
