@@ -5,7 +5,9 @@ damaged packs, which give an error and never wrong bytes."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import random
+import sys
 from pathlib import Path
 
 import httpx
@@ -20,7 +22,8 @@ from chunkstore.core.pages import SegmentSpec, parse_page
 from chunkstore.operations.contentpages import root_entries, stored_pages
 from support.s3helpers import unique_name
 
-from .serverprocess import ServerProcess, run_chunkstore
+from .serverprocess import ServerProcess, memory_kib, run_chunkstore
+from .test_memory import BLOCK, MAX_GROWTH_MIB, TRANSFER_MB, generated_blocks
 
 # Segments of ~64 KiB of 4 KiB chunks (16 MiB at the defaults), so a file of a few hundred KB
 # spans several recipe pages and ranges can cross their boundaries.
@@ -225,3 +228,26 @@ def test_a_format_2_store_on_s3(moto_endpoint, tmp_path):
     assert whole == data and left == data
     assert ranges == {"bytes=0-0": data[:1], "bytes=-1": data[-1:], "bytes=300000-400000": data[300000:400001]}
     assert [entry["name"] for entry in removed] == ["s3/a.bin"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/PID/status")
+def test_a_large_download_uses_bounded_memory(format_2_server):
+    """As tests/server/test_memory.py for format 1: the pack reads in flight and the pieces queued
+    are all a download holds, whatever the file's size."""
+    server = format_2_server
+    with server.client() as client:
+        client.post("/files", params={"name": "warm-up"}, content=payload(4 * BLOCK, 8))
+        client.get("/files/warm-up")
+        sent = hashlib.sha256()
+        result = client.post("/files", params={"name": "large.bin"}, content=generated_blocks(sent)).json()
+        assert result["outcome"] == "stored" and result["size"] == TRANSFER_MB * BLOCK
+        before = memory_kib(server.pid)
+        received = hashlib.sha256()
+        with client.stream("GET", "/files/large.bin") as response:
+            for piece in response.iter_bytes():
+                received.update(piece)
+        after = memory_kib(server.pid)
+    assert received.digest() == sent.digest()
+    growth = (after["VmHWM"] - before["VmRSS"]) / 1024
+    print(f"server RSS {before['VmRSS'] / 1024:.0f} MiB; peak growth {growth:.0f} MiB in a {TRANSFER_MB} MB download")
+    assert growth < MAX_GROWTH_MIB
