@@ -273,9 +273,10 @@ def _stored_page(store: StoreContext, digest: bytes, number: int, entry: RootEnt
 
 class _WindowReader(PackReader):
     """A PackReader whose read_chunks fetches only the chunks that hold bytes of window, counted
-    from the first chunk it is asked for; first_chunk_start is the offset of the first it fetches
-    (set once that chunk's read is planned, before it is returned). The chunks outside are skipped
-    unread, by their pack tables' lengths, as format 1's ranged reads skip chunks by the recipe's."""
+    from the first chunk it is asked for (a PageReader asks for all of its pages' chunks in one
+    call); first_chunk_start is the offset of the first it fetches (set once that chunk's read is
+    planned, before it is returned). The chunks outside are skipped unread, by their pack tables'
+    lengths, as format 1's ranged reads skip chunks by the recipe's."""
 
     def __init__(self, blobs: BlobStore, packs: PackFormat, window: ByteRange, **options):
         super().__init__(blobs, packs, **options)
