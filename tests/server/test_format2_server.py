@@ -4,9 +4,11 @@ damaged packs, which give an error and never wrong bytes."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import random
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -16,9 +18,10 @@ import pytest
 from chunkstore import Store
 from chunkstore.apps.server.transfer import PACK_GETS_IN_FLIGHT, PACK_READ_BYTES
 from chunkstore.backends.packs import PackReader, pack_key
+from chunkstore.backends.registry import LOCAL_CATALOG_FILE
 from chunkstore.core.config import CONFIG_KEY
 from chunkstore.core.packformat import PackEntry
-from chunkstore.core.pages import SegmentSpec, parse_page
+from chunkstore.core.pages import SegmentSpec, build_root_page, parse_page, parse_root_page
 from chunkstore.operations.contentpages import root_entries, stored_pages
 from support.s3helpers import unique_name
 
@@ -228,6 +231,25 @@ def test_a_format_2_store_on_s3(moto_endpoint, tmp_path):
     assert whole == data and left == data
     assert ranges == {"bytes=0-0": data[:1], "bytes=-1": data[-1:], "bytes=300000-400000": data[300000:400001]}
     assert [entry["name"] for entry in removed] == ["s3/a.bin"]
+
+
+def test_a_root_whose_sizes_disagree_with_the_file_is_an_error(format_2_server):
+    data = payload(FILE_BYTES, 9)
+    with format_2_server.client() as client:
+        upload(client, "sizes.bin", data)
+        with Store.open(format_2_server.store_url) as store:
+            digest = store.catalog.get_version("sizes.bin").digest
+        catalog = Path(format_2_server.store_url) / LOCAL_CATALOG_FILE
+        with contextlib.closing(sqlite3.connect(catalog)) as db, db:
+            (body,) = db.execute("SELECT data FROM recipe_pages WHERE digest = ? AND page = 0", (digest,)).fetchone()
+            entries = parse_root_page(body, 0)
+            entries[0] = dataclasses.replace(entries[0], plaintext_bytes=entries[0].plaintext_bytes + 1)
+            changed = build_root_page(entries, 0)
+            db.execute("UPDATE recipe_pages SET data = ? WHERE digest = ? AND page = 0", (changed, digest))
+        response = client.get("/files/sizes.bin", headers={"Range": "bytes=-10"})
+    assert response.status_code == 500
+    assert response.json()["code"] == "integrity_error"
+    assert "sizes.bin" in response.json()["message"] and "root" in response.json()["message"]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/PID/status")
