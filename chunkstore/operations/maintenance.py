@@ -6,7 +6,7 @@ import random
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from chunkstore.backends.catalog import ChunkState, VersionRecord
 from chunkstore.core import recipes
@@ -19,9 +19,12 @@ from chunkstore.errors import (
     InvalidArgumentError,
     NameNotFoundError,
     NotFoundError,
+    UnsupportedFormatError,
 )
+from chunkstore.operations import packedcheck
 from chunkstore.operations.context import StoreContext
 from chunkstore.operations.read import read_chunk
+from chunkstore.operations.verifyreport import Problem, VerifyReport
 
 # gc claims and deletes this many chunks per catalog transaction: large enough to
 # amortise the transaction, small enough that a put waiting on one of them waits briefly.
@@ -71,9 +74,14 @@ class GcReport:
     bytes_freed: int = 0
     orphans_deleted: int = 0
     temporaries_removed: int = 0
+    # Storage format 2 only (None in a format 1 store): the packs and recipe pages collected,
+    # and the catalog bytes of those pages (bytes_freed is what the blob store gives back).
+    packs_deleted: int | None = None
+    pages_deleted: int | None = None
+    page_bytes_freed: int | None = None
 
     def to_json(self) -> dict:
-        return dict(self.__dict__)
+        return {key: value for key, value in self.__dict__.items() if value is not None}
 
 
 def gc(
@@ -84,6 +92,8 @@ def gc(
     Safe against puts running at the same time: see the protocol in catalog/__init__.py.
     Refuses (IntegrityError, nothing deleted) while a chunk counted as unreferenced is still
     in a stored recipe: its count is wrong, and the count is all collection looks at."""
+    if store.storage_format == 2:
+        return _packed_gc(store, dry_run)
     report = GcReport(dry_run)
     catalog = store.catalog
     if dry_run:
@@ -132,6 +142,27 @@ def gc(
             # every later gc) for the whole lease in a process that keeps running.
             catalog.close_session(session)
     return report
+
+
+def _packed_gc(store: StoreContext, dry_run: bool) -> GcReport:
+    """A format 2 store: the dry run reports what the mark pass finds; a collection is refused
+    before anything is read, as its rounds (doom, sweep, delete; docs/design/format-v2.md) are
+    not written yet."""
+    if not dry_run:
+        raise UnsupportedFormatError(
+            "gc of a storage format 2 store is not available in this version of chunkstore: nothing was deleted "
+            "(`chunkstore gc --dry-run` reports what a collection would free)"
+        )
+    garbage = packedcheck.find_garbage(store)
+    return GcReport(
+        dry_run,
+        chunks_deleted=garbage.pack_entries,
+        bytes_freed=garbage.pack_bytes + garbage.orphan_bytes,
+        orphans_deleted=garbage.orphans,
+        packs_deleted=garbage.packs,
+        pages_deleted=garbage.pages,
+        page_bytes_freed=garbage.page_bytes,
+    )
 
 
 def _refuse_live_chunks_counted_unreferenced(store: StoreContext) -> None:
@@ -191,54 +222,6 @@ def _batched(items: Iterable, size: int):
 # ---- verify --------------------------------------------------------------------------
 
 
-@dataclass
-class Problem:
-    # missing-object, corrupt-object, missing-chunk-row, refcount, missing-content, corrupt-recipe, damaged-catalog
-    kind: str
-    message: str
-    names: list[str] = field(default_factory=list)
-
-    def to_json(self) -> dict:
-        return {"kind": self.kind, "message": self.message, "names": self.names}
-
-
-@dataclass
-class VerifyReport:
-    problems: list[Problem] = field(default_factory=list)
-    versions: int = 0
-    contents: int = 0
-    chunks: int = 0
-    chunks_read: int = 0
-    bytes_read: int = 0
-    counts_repaired: int = 0  # chunk reference counts verify --repair rewrote
-    # What repair needs from the check: each chunk's count in the catalog and in the recipes,
-    # and whether every recipe could be read (if not, the recount misses some references).
-    recorded_counts: dict[bytes, int] = field(default_factory=dict, repr=False)
-    recount: Counter = field(default_factory=Counter, repr=False)
-    recount_complete: bool = True
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    @property
-    def damaged_names(self) -> list[str]:
-        return sorted({name for problem in self.problems for name in problem.names})
-
-    def to_json(self) -> dict:
-        return {
-            "ok": self.ok,
-            "versions": self.versions,
-            "contents": self.contents,
-            "chunks": self.chunks,
-            "chunks_read": self.chunks_read,
-            "bytes_read": self.bytes_read,
-            "counts_repaired": self.counts_repaired,
-            "damaged_names": self.damaged_names,
-            "problems": [problem.to_json() for problem in self.problems],
-        }
-
-
 # verify --repair rechecks after rewriting counts; a put committing meanwhile can make a
 # recount stale, so it tries again, this many times at most.
 REPAIR_ATTEMPTS = 5
@@ -258,9 +241,20 @@ def verify(
     and the report that is returned is the check after the repair: its damaged_names are the
     files that cannot be recovered. Repair never lowers a count while a recipe cannot be read
     (the recount would miss its references), and holds the gc lock throughout, so no chunk is
-    deleted on the strength of a count it is rewriting."""
+    deleted on the strength of a count it is rewriting.
+
+    A format 2 store (chunkstore/operations/packedcheck.py) keeps no chunk counts; with
+    read_data and a subset, it reads that share of its contents whole. Repair of a format 2
+    store is refused: its only counts are the contents' counts of versions, which no catalog
+    can rewrite yet."""
     if not 0 < subset_percent <= 100:
         raise InvalidArgumentError(f"--subset must be within (0, 100], got {subset_percent}")
+    if repair and store.storage_format == 2:
+        raise UnsupportedFormatError(
+            "verify --repair: a storage format 2 store keeps no chunk reference counts to rewrite, and this "
+            "version of chunkstore cannot rewrite content counts; nothing was changed (run verify without "
+            "--repair to list the problems)"
+        )
     if not repair:
         return _check(store, read_data, subset_percent, on_progress)
     catalog = store.catalog
@@ -312,23 +306,20 @@ def _check(
     for record in catalog.list_versions(all_versions=True):
         report.versions += 1
         names_by_digest[record.digest].append(f"{record.name}@{record.version}")
+    if store.storage_format == 2:
+        packedcheck.verify_packed(
+            store, report, names_by_digest, read_data=read_data, subset_percent=subset_percent, on_progress=on_progress
+        )
+        return report
 
     chunks = {chunk.chunk_id: chunk for chunk in catalog.iter_chunks()}
     recount: Counter[bytes] = Counter()
     bad_chunks: dict[bytes, Problem] = {}
     contents_seen = set()
     for content in catalog.iter_contents():
-        report.contents += 1
         contents_seen.add(content.digest)
         names = sorted(names_by_digest.get(content.digest, []))
-        if content.refcount != len(names):
-            report.problems.append(
-                Problem(
-                    "refcount",
-                    f"content {content.digest.hex()} counts {content.refcount} versions, {len(names)} reference it",
-                    names,
-                )
-            )
+        report.check_content(content, names)
         try:
             entries = [entry for page in catalog.recipe_pages(content.digest) for entry in recipes.decode_page(page)]
         except ChunkstoreError as error:
@@ -346,12 +337,7 @@ def _check(
                 bad_chunks[entry.chunk_id] = Problem(
                     "missing-chunk-row", f"chunk {entry.chunk_id.hex()} is not recorded as stored"
                 )
-    for digest, names in names_by_digest.items():
-        if digest not in contents_seen:
-            report.problems.append(
-                Problem("missing-content", f"content {digest.hex()} of the version is missing", sorted(names))
-            )
-            report.recount_complete = False
+    report.check_versions_have_contents(names_by_digest, contents_seen)
 
     for chunk_id, chunk in chunks.items():
         if chunk.state != ChunkState.DELETING and chunk.refcount != recount.get(chunk_id, 0):
@@ -429,7 +415,14 @@ def _name_damaged_files(store: StoreContext, bad_chunks: dict[bytes, Problem], n
 
 
 def stats(store: StoreContext) -> dict:
+    """Sizes and ratios. A format 2 store has no chunk rows: its chunks and unique and stored
+    bytes come from its pack index and recipes (packedcheck.packed_stats), with its packs and
+    pages added."""
     totals = store.catalog.stats()
+    packed = packedcheck.packed_stats(store.catalog) if store.storage_format == 2 else {}
+    chunks = packed.get("chunks", totals.chunks)
+    unique = packed.get("unique_bytes", totals.unique_bytes)
+    stored = packed.get("stored_bytes", totals.stored_bytes)
 
     def ratio(numerator: int, denominator: int) -> float | None:
         return round(numerator / denominator, 4) if denominator else None
@@ -439,16 +432,18 @@ def stats(store: StoreContext) -> dict:
         "files": totals.names,
         "versions": totals.versions,
         "contents": totals.contents,
-        "chunks": totals.chunks,
+        "chunks": chunks,
         "logical_bytes": totals.logical_bytes,
-        "unique_bytes": totals.unique_bytes,
-        "stored_bytes": totals.stored_bytes,
-        "dedup_ratio": ratio(totals.logical_bytes, totals.unique_bytes),
-        "compression_ratio": ratio(totals.unique_bytes, totals.stored_bytes),
-        "store_ratio": ratio(totals.logical_bytes, totals.stored_bytes),
+        "unique_bytes": unique,
+        "stored_bytes": stored,
+        "dedup_ratio": ratio(totals.logical_bytes, unique),
+        "compression_ratio": ratio(unique, stored),
+        "store_ratio": ratio(totals.logical_bytes, stored),
         "chunker": store.config.chunker.to_config(),
         "compression": str(store.config.compression),
     }
+    if packed:
+        result.update(packed, storage_format=2)
     catalog_bytes = store.catalog.storage_bytes()
     if catalog_bytes is not None:
         result["catalog_bytes"] = catalog_bytes

@@ -33,8 +33,15 @@ def gc(context, dry_run: bool, as_json: bool) -> int:
         echo_json(with_requests(report.to_json(), store))
     elif not context.quiet:
         verb = "would delete" if dry_run else "deleted"
-        click.echo(
-            f"{verb} {report.chunks_deleted} chunks and {report.orphans_deleted} orphaned objects, "
-            f"freeing {human_bytes(report.bytes_freed)}"
-        )
+        if report.packs_deleted is None:
+            click.echo(
+                f"{verb} {report.chunks_deleted} chunks and {report.orphans_deleted} orphaned objects, "
+                f"freeing {human_bytes(report.bytes_freed)}"
+            )
+        else:
+            click.echo(
+                f"{verb} {report.packs_deleted} packs, {report.pages_deleted} recipe pages and "
+                f"{report.orphans_deleted} orphaned packs, freeing {human_bytes(report.bytes_freed)} "
+                f"(and {human_bytes(report.page_bytes_freed or 0)} of catalog)"
+            )
     return EXIT_OK

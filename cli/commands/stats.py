@@ -46,6 +46,14 @@ def stats(context, as_json: bool) -> int:
             f"overall {ratio('store_ratio')})",
         ),
     ]
+    if "packs" in figures:
+        sizes = figures["packs_by_size"]
+        classes = (
+            f"{sizes['under_4mib']['packs']} under 4 MiB, {sizes['4mib_to_16mib']['packs']} of 4-16 MiB, "
+            f"{sizes['16mib_and_over']['packs']} of 16 MiB or more"
+        )
+        pages = f"{figures['pages']} recipe pages, {figures['inline_pages']} inline"
+        fields.append(("packs", f"{figures['packs']} ({classes}); {pages}"))
     if requests is not None:
         cost = figures["cost_estimate"]
         fields += [

@@ -1,0 +1,422 @@
+"""verify, stats and gc on storage format 2 stores (chunkstore/operations/packedcheck.py), in a
+folder (SQLite) and in memory, with damage made by editing the real objects and catalog rows;
+then the command line on a folder store, and one s3:// store with its DynamoDB table on moto."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import sqlite3
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from chunkstore import ChunkerSpec, CompressionSpec, Store
+from chunkstore.backends.packs import PackReader, pack_key
+from chunkstore.core import pages
+from chunkstore.core.pages import SegmentSpec
+from chunkstore.errors import IntegrityError, UnsupportedFormatError
+from chunkstore.operations.packedcheck import distinct_entries, pack_objects, read_recipe
+from support.s3helpers import unique_name
+from support.storechecks import CHUNKSTORE, get_bytes
+
+# Segments of 8 to 64 chunks of ~1 KiB: a file of a few hundred KB spans several recipe pages.
+SEGMENTS = SegmentSpec(boundary_bits=4, min_chunks=8, max_chunks=64)
+CHUNKER = ChunkerSpec.from_average(avg_size=1024)
+BIG = random.Random(7).randbytes(300_000)
+EDITED = BIG[:150_000] + b"an edit in the middle" + BIG[150_000:]
+SMALL = b"a small file kept in one inline page\n" * 20
+
+
+def make_store(url: str) -> Store:
+    store = Store.init(url, CHUNKER, CompressionSpec.parse("zstd:3"), storage_format=2)
+    store.config = dataclasses.replace(store.config, segments=SEGMENTS)
+    return store
+
+
+def fill(store: Store, folder: Path) -> None:
+    """big.bin twice (an edit between), a copy of its first version, a small file, an empty file,
+    in four puts: root pages and an inline page, pages and packs shared between versions, a
+    content of two versions, and a pack nothing names (copy.bin's put stores its chunks again
+    before its commit finds the content stored)."""
+    folder.mkdir(exist_ok=True)
+    files = {"big.bin": BIG, "small.txt": SMALL, "empty": b"", "copy.bin": BIG}
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    store.put([(folder / "big.bin", "docs/big.bin"), (folder / "empty", "docs/empty")])
+    store.put([(folder / "small.txt", "docs/small.txt")])
+    (folder / "big.bin").write_bytes(EDITED)
+    store.put([(folder / "big.bin", "docs/big.bin")])
+    store.put([(folder / "copy.bin", "copy.bin")])
+
+
+@pytest.fixture(params=["folder", "memory"])
+def store(request, tmp_path):
+    url = str(tmp_path / "store") if request.param == "folder" else f"memory://{uuid.uuid4().hex}"
+    with make_store(url) as opened:
+        fill(opened, tmp_path / "files")
+        yield opened
+
+
+# ---- what a test reads and edits ---------------------------------------------------------
+
+
+def version_names(store: Store) -> dict[bytes, list[str]]:
+    names: dict[bytes, list[str]] = {}
+    for record in store.catalog.list_versions(all_versions=True):
+        names.setdefault(record.digest, []).append(f"{record.name}@{record.version}")
+    return names
+
+
+def recipe_page_bodies(store: Store, digest: bytes) -> list[tuple[bytes | None, bytes]]:
+    recipe = read_recipe(store.catalog, digest)
+    if recipe.inline_page is not None:
+        return [(None, recipe.inline_page)]
+    return [(entry.page_id, store.catalog.pack_index.get_page(entry.page_id).body) for entry in recipe.segments]
+
+
+def packs_of(store: Store, digest: bytes) -> set[bytes]:
+    return {run.pack_id for _, body in recipe_page_bodies(store, digest) for run in pages.parse_page(body).runs}
+
+
+def named_packs(store: Store) -> set[bytes]:
+    return {pack_id for content in store.catalog.iter_contents() for pack_id in packs_of(store, content.digest)}
+
+
+def names_using(store: Store, uses) -> list[str]:
+    """The names@version of every version whose content `uses` says yes to."""
+    return sorted(name for digest, names in version_names(store).items() if uses(digest) for name in names)
+
+
+def digest_of(store: Store, name: str, version: int | None = None) -> bytes:
+    return store.catalog.get_version(name, version).digest
+
+
+def big_pack(store: Store) -> bytes:
+    """The pack of the first version of big.bin (the second and copy.bin read it too)."""
+    (pack_id,) = packs_of(store, digest_of(store, "docs/big.bin", 1))
+    return pack_id
+
+
+def edit_catalog(store: Store, sql: str, parameters: tuple, memory_edit) -> None:
+    """Change a row of a folder store's SQLite file, or the same item of a memory store's state."""
+    if store.url.startswith("memory://"):
+        memory_edit(store.catalog.state)
+        return
+    with sqlite3.connect(Path(store.url) / "catalog.sqlite") as db:
+        assert db.execute(sql, parameters).rowcount == 1
+
+
+def problems(report) -> list[tuple[str, list[str]]]:
+    return sorted((problem.kind, problem.names) for problem in report.problems)
+
+
+# ---- verify ------------------------------------------------------------------------------
+
+
+def test_verify_of_an_intact_store_reads_every_content_back(store):
+    report = store.verify(read_data=True)
+    assert report.ok, report.problems
+    contents = list(store.catalog.iter_contents())
+    assert (report.versions, report.contents) == (5, len(contents)) == (5, 4)
+    assert report.packs == len(named_packs(store)) == 3  # big.bin's first put, small.txt's, the edit's
+    assert report.pages > 4  # big.bin's segments, some shared by its two versions
+    assert report.bytes_read == sum(content.size for content in contents) == len(BIG) + len(EDITED) + len(SMALL)
+    assert report.chunks_read == sum(content.chunk_count for content in contents)
+    assert "packs" in report.to_json() and "pages" in report.to_json()
+
+
+def test_a_deleted_pack_object_names_every_file_that_reads_it(store):
+    pack_id = big_pack(store)
+    store.blobs.delete(pack_key(pack_id))
+    expected = names_using(store, lambda digest: pack_id in packs_of(store, digest))
+    assert "docs/big.bin@1" in expected and "copy.bin@1" in expected and "docs/small.txt@1" not in expected
+    for read_data in (False, True):
+        report = store.verify(read_data=read_data)
+        assert problems(report) == [("missing-object", expected)]
+        assert pack_id.hex() in report.problems[0].message
+    assert get_bytes(store, "docs/small.txt") == SMALL
+
+
+def test_a_truncated_pack_is_found_by_its_size_without_reading_it(store):
+    pack_id = big_pack(store)
+    key = pack_key(pack_id)
+    store.blobs.put(key, store.blobs.get(key)[:-10])
+    report = store.verify()
+    assert problems(report) == [("corrupt-object", names_using(store, lambda d: pack_id in packs_of(store, d)))]
+    assert "bytes, the pack index says" in report.problems[0].message
+    assert report.chunks_read == 0
+
+
+def test_a_flipped_byte_in_a_pack_is_found_by_reading_the_data(store):
+    pack_id = big_pack(store)
+    key = pack_key(pack_id)
+    data = bytearray(store.blobs.get(key))
+    data[100] ^= 0x40  # inside the first record, after the pack's 32-byte header
+    store.blobs.put(key, bytes(data))
+    assert store.verify().ok  # sizes and names agree: only the bytes can tell
+    report = store.verify(read_data=True)
+    expected = names_using(store, lambda d: pack_id in packs_of(store, d))
+    assert [problem.kind for problem in report.problems] == ["corrupt-object"] * len(report.problems)
+    assert sorted(name for problem in report.problems for name in problem.names) == expected
+    assert all(pack_id.hex() in problem.message for problem in report.problems)
+    # The small file reads no damaged pack: it is read, and counted.
+    assert report.bytes_read >= len(SMALL)
+
+
+def test_a_deleted_page_item_is_a_missing_page_of_the_files_that_name_it(store):
+    digest = digest_of(store, "docs/big.bin", 1)
+    page_id = read_recipe(store.catalog, digest).segments[0].page_id
+
+    def drop(state):
+        del state.pages[page_id]
+
+    edit_catalog(store, "DELETE FROM pages WHERE id = ?", (page_id,), drop)
+    expected = names_using(
+        store, lambda d: page_id in {entry.page_id for entry in read_recipe(store.catalog, d).segments}
+    )
+    assert {"docs/big.bin@1", "copy.bin@1"} <= set(expected)
+    for read_data in (False, True):
+        report = store.verify(read_data=read_data)
+        assert problems(report) == [("missing-page", expected)]
+        assert page_id.hex() in report.problems[0].message
+
+
+def test_a_damaged_page_body_is_a_corrupt_recipe(store):
+    first, second = (
+        {entry.page_id for entry in read_recipe(store.catalog, digest_of(store, "docs/big.bin", version)).segments}
+        for version in (1, 2)
+    )
+    (page_id, *_) = second - first  # a page of the edited segment: the second version alone names it
+
+    def damage(state):
+        state.pages[page_id] = dataclasses.replace(state.pages[page_id], body=b"CSRP" + bytes(30))
+
+    edit_catalog(store, "UPDATE pages SET body = ? WHERE id = ?", (b"CSRP" + bytes(30), page_id), damage)
+    report = store.verify()
+    assert problems(report) == [("corrupt-recipe", ["docs/big.bin@2"])]
+    with pytest.raises(IntegrityError, match="gc cannot tell"):
+        store.gc(dry_run=True)
+
+
+def test_a_damaged_content_root_is_a_corrupt_recipe_and_stops_gc(store):
+    digest = digest_of(store, "docs/big.bin", 2)
+    damaged_root = pages.ROOT_MAGIC + bytes(20)
+
+    def damage(state):
+        state.contents[digest].pages = [damaged_root]
+
+    edit_catalog(store, "UPDATE recipe_pages SET data = ? WHERE digest = ?", (damaged_root, digest), damage)
+    report = store.verify(read_data=True)
+    assert problems(report) == [("corrupt-recipe", ["docs/big.bin@2"])]
+    assert report.bytes_read == len(BIG) + len(SMALL)  # the others are read
+    with pytest.raises(IntegrityError, match="docs/big.bin") as refused:
+        store.gc(dry_run=True)
+    assert refused.value.exit_code == 4 and "nothing was deleted" in str(refused.value)
+
+
+def test_a_deleted_pack_item_is_reported(store):
+    pack_id = big_pack(store)
+
+    def drop(state):
+        del state.packs[pack_id]
+
+    edit_catalog(store, "DELETE FROM packs WHERE id = ?", (pack_id,), drop)
+    report = store.verify()
+    assert problems(report) == [("missing-pack-item", names_using(store, lambda d: pack_id in packs_of(store, d)))]
+
+
+def test_a_content_count_that_differs_from_its_versions_is_reported_and_not_repaired(store):
+    digest = digest_of(store, "copy.bin")  # the content of copy.bin@1 and docs/big.bin@1
+
+    def recount(state):
+        state.contents[digest].refcount = 5
+
+    edit_catalog(store, "UPDATE contents SET refcount = 5 WHERE digest = ?", (digest,), recount)
+    report = store.verify()
+    assert problems(report) == [("refcount", ["copy.bin@1", "docs/big.bin@1"])]
+    assert "counts 5 versions, 2 reference it" in report.problems[0].message
+    with pytest.raises(UnsupportedFormatError, match="nothing was changed"):
+        store.verify(repair=True)
+    assert store.catalog.get_content(digest).refcount == 5
+
+
+def test_a_subset_reads_whole_contents(store):
+    sizes = {content.size for content in store.catalog.iter_contents()}
+    report = store.verify(read_data=True, subset_percent=1)
+    assert report.ok
+    assert report.bytes_read in sizes  # one content of the four (at least one is read)
+
+
+# ---- stats -------------------------------------------------------------------------------
+
+
+def distinct_entries_read_from_tables(store: Store) -> tuple[int, int]:
+    """(entries, plaintext bytes) of the pack entries the contents select, from the pack tables."""
+    selected: set[tuple[bytes, int]] = set()
+    for content in store.catalog.iter_contents():
+        for _, body in recipe_page_bodies(store, content.digest) if content.chunk_count else []:
+            for run in pages.parse_page(body).runs:
+                selected.update((run.pack_id, entry) for entry in range(run.first_entry, run.end_entry))
+    with PackReader(store.blobs, store.packs) as reader:
+        tables = {pack_id: reader.read_table(pack_id) for pack_id in {pack_id for pack_id, _ in selected}}
+    return len(selected), sum(tables[pack_id][entry].plaintext_length for pack_id, entry in selected)
+
+
+def test_stats_come_from_the_pack_index_and_the_recipes(store):
+    figures = store.stats()
+    objects = pack_objects(store.blobs)
+    items = list(store.catalog.pack_index.iter_packs())
+    assert figures["storage_format"] == 2
+    assert figures["packs"] == len(objects) == len(items)
+    assert figures["stored_bytes"] == sum(objects.values())
+    assert figures["chunks"] == sum(item.entries for item in items)
+    assert (figures["referenced_chunks"], figures["unique_bytes"]) == distinct_entries_read_from_tables(store)
+    assert figures["logical_bytes"] == 2 * len(BIG) + len(EDITED) + len(SMALL)
+    assert figures["dedup_ratio"] > 2.5  # big.bin three times, stored about once
+    assert figures["packs_by_size"]["under_4mib"] == {"packs": len(objects), "bytes": sum(objects.values())}
+    assert (
+        figures["packs_by_size"]["4mib_to_16mib"]["packs"] == figures["packs_by_size"]["16mib_and_over"]["packs"] == 0
+    )
+    assert figures["inline_pages"] == 1  # small.txt; the empty file has no page
+    assert figures["pages"] == len({page.page_id for page in store.catalog.pack_index.iter_pages()})
+    format_1_keys = {
+        "store",
+        "files",
+        "versions",
+        "contents",
+        "chunks",
+        "logical_bytes",
+        "unique_bytes",
+        "stored_bytes",
+    }
+    assert format_1_keys <= figures.keys()
+
+
+# ---- gc ----------------------------------------------------------------------------------
+
+
+def test_gc_is_refused_and_its_dry_run_reports_what_nothing_names(store):
+    objects = pack_objects(store.blobs)
+    page_items = {page.page_id for page in store.catalog.pack_index.iter_pages()}
+    (unnamed,) = objects.keys() - named_packs(store)  # what copy.bin's put stored again
+    dry = store.gc(dry_run=True)
+    assert (dry.packs_deleted, dry.pages_deleted, dry.orphans_deleted) == (1, 0, 0)
+    assert dry.bytes_freed == objects[unnamed]
+
+    store.remove(["docs/big.bin", "copy.bin"])  # every version of them: only small.txt and empty stay
+    live_packs = packs_of(store, digest_of(store, "docs/small.txt"))
+    orphan = os.urandom(16)
+    store.blobs.put(pack_key(orphan), b"not a pack")
+    dry = store.gc(dry_run=True)
+    assert dry.dry_run and dry.pages_deleted == len(page_items)
+    assert dry.page_bytes_freed == sum(len(page.body) for page in store.catalog.pack_index.iter_pages())
+    assert dry.packs_deleted == len(objects.keys() - live_packs)
+    assert dry.orphans_deleted == 1
+    assert dry.bytes_freed == sum(size for pack_id, size in objects.items() if pack_id not in live_packs) + 10
+    assert dry.chunks_deleted > 0
+    with pytest.raises(UnsupportedFormatError, match="nothing was deleted"):
+        store.gc()
+    assert pack_objects(store.blobs).keys() == objects.keys() | {orphan}
+    assert {page.page_id for page in store.catalog.pack_index.iter_pages()} == page_items
+    assert get_bytes(store, "docs/small.txt") == SMALL
+
+
+# ---- the command line --------------------------------------------------------------------
+
+
+def run(store_url: str, *arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*CHUNKSTORE, "--store", store_url, *arguments], capture_output=True, text=True, check=False)
+
+
+def test_the_command_line_on_a_format_2_store(tmp_path):
+    url = str(tmp_path / "store")
+    with make_store(url) as store:
+        fill(store, tmp_path / "files")
+        pack_id = big_pack(store)
+
+    completed = run(url, "verify", "--read-data")
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.startswith("ok: 5 versions, 4 contents, ")
+
+    figures = json.loads(run(url, "stats", "--json").stdout)
+    assert figures["storage_format"] == 2 and figures["packs"] >= 3
+    assert "packs:" in run(url, "stats").stdout
+
+    completed = run(url, "gc", "--dry-run")
+    assert completed.returncode == 0
+    assert completed.stdout.startswith("would delete 1 packs, 0 recipe pages and 0 orphaned packs, freeing ")
+    assert json.loads(run(url, "gc", "--dry-run", "--json").stdout)["packs_deleted"] == 1
+    for arguments in (["gc"], ["verify", "--repair"]):
+        completed = run(url, *arguments)
+        assert completed.returncode == UnsupportedFormatError.exit_code == 1
+        assert completed.stdout == ""
+        assert completed.stderr.startswith("chunkstore: ") and completed.stderr.count("\n") == 1
+
+    (Path(url) / pack_key(pack_id)).unlink()
+    completed = run(url, "verify")
+    assert completed.returncode == IntegrityError.exit_code == 4
+    assert completed.stderr.startswith(f"chunkstore: missing-object: pack {pack_id.hex()} has no object")
+    assert "docs/big.bin@1" in completed.stderr
+
+
+# ---- s3:// and DynamoDB ------------------------------------------------------------------
+
+
+def test_verify_and_stats_of_an_s3_store(bucket, tmp_path):
+    url = f"s3://{bucket}/store"
+    store = Store.init(
+        url, CHUNKER, CompressionSpec.parse("zstd:3"), table=unique_name("table"), create=True, storage_format=2
+    )
+    with store:
+        store.config = dataclasses.replace(store.config, segments=SEGMENTS)
+        fill(store, tmp_path / "files")
+        report = store.verify(read_data=True)
+        assert report.ok, report.problems
+        assert report.bytes_read == len(BIG) + len(EDITED) + len(SMALL)
+        figures = store.stats()
+        assert figures["packs"] == len(pack_objects(store.blobs))
+        assert (figures["referenced_chunks"], figures["unique_bytes"]) == distinct_entries_read_from_tables(store)
+        pack_id = big_pack(store)
+        store.blobs.delete(pack_key(pack_id))
+        report = store.verify()
+        assert problems(report) == [("missing-object", names_using(store, lambda d: pack_id in packs_of(store, d)))]
+
+
+def test_distinct_entries_are_exact_where_runs_tile_and_estimated_where_they_only_overlap():
+    pack = os.urandom(16)
+
+    def run(first: int, count: int, plaintext: int) -> pages.Run:
+        return pages.Run(pack, first, count, plaintext)
+
+    # The run that stored entries 0..299, and a later version's runs around one changed entry.
+    assert distinct_entries([run(0, 300, 3000), run(0, 100, 1000), run(101, 199, 1990)]) == (300, 3000)
+    assert distinct_entries([run(0, 5, 50), run(7, 2, 30), run(7, 2, 30)]) == (7, 80)
+    # Entries 10..19 are reached only by a run that overlaps another: 10 bytes each, the mean.
+    assert distinct_entries([run(0, 10, 100), run(5, 15, 150)]) == (20, 200)
+
+
+def test_a_pack_doomed_in_a_running_gc_round_is_not_damage_until_the_round_ends(store):
+    """Out of the idle phase a named pack may be DOOMED: the round's sweep gives it back. Once the
+    round is idle again, a named pack still DOOMED would be deleted: verify reports it."""
+    index = store.catalog.pack_index
+    pack = index.get_packs([big_pack(store)])[big_pack(store)]
+    session = store.catalog.open_session("gc")
+    store.catalog.acquire_gc_lock(session)
+    try:
+        dooming = index.advance_round(session, index.read_round())
+        assert index.doom(dooming, [pack]) == []
+        assert store.verify().ok
+        sweeping = index.advance_round(session, dooming)
+        assert store.verify().ok
+        index.advance_round(session, sweeping)
+    finally:
+        store.catalog.release_gc_lock(session)
+        store.catalog.close_session(session)
+    report = store.verify()
+    assert [problem.kind for problem in report.problems] == ["missing-pack-item"]
+    assert "is DOOMED in the pack index" in report.problems[0].message
