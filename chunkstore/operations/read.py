@@ -105,7 +105,11 @@ class ChunkFetcher:
         # Storage format 2 reads packs through one reader, whose pack tables are kept for the
         # fetcher's life: a restore of many files reads each table once.
         self._pack_reader = PackReader(store.blobs, store.packs) if store.storage_format == 2 else None
-        self._pages = PageReader(self._pack_reader, store.chunk_id_key) if self._pack_reader else None
+        self._pages = (
+            PageReader(self._pack_reader, store.chunk_id_key, reread_page=self._reread_page)
+            if self._pack_reader
+            else None
+        )
 
     def __enter__(self) -> ChunkFetcher:
         return self
@@ -115,6 +119,12 @@ class ChunkFetcher:
         self.digester.shutdown(wait=True)
         if self._pack_reader is not None:
             self._pack_reader.close()
+
+    def _reread_page(self, page_id: bytes) -> bytes | None:
+        """A page read again, consistently, after a pack it named was found missing (repack
+        may have moved its chunks since it was read); None if it is gone."""
+        record = self.store.catalog.pack_index.get_page(page_id, consistent=True)
+        return record.body if record is not None else None
 
     def content_chunks(self, digest: bytes) -> Iterator[bytes]:
         """The content's chunks in order, each checked against its ID, fetched ahead of the
@@ -225,7 +235,10 @@ def naming_errors(record: VersionRecord) -> Iterator[None]:
     try:
         yield
     except IntegrityError as error:
-        raise type(error)(f"{record.name} (version {record.version}): {error}") from None
+        # The same error, its message prefixed: its class and attributes (a missing pack's page
+        # and pack IDs) stay, whatever its constructor takes.
+        error.args = (f"{record.name} (version {record.version}): {error}",)
+        raise error from None
     except NotFoundError as error:
         raise IntegrityError(f"{record.name} (version {record.version}): {error}") from None
 

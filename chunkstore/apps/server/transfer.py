@@ -32,7 +32,7 @@ from chunkstore.core.recipes import RecipeEntry
 from chunkstore.errors import CorruptObjectError, DigestMismatchError, InvalidArgumentError, MissingChunkError
 from chunkstore.operations.contentpages import root_entries
 from chunkstore.operations.context import StoreContext
-from chunkstore.operations.pageread import PagePackMissingError, PageReader, StoredPage
+from chunkstore.operations.pageread import PageReader, StoredPage
 from chunkstore.operations.read import check_whole, fetch_in_order, iter_recipe, naming_errors, read_chunk
 
 # Chunks fetched ahead of the one being sent: keeps both cores busy on a local store
@@ -230,16 +230,11 @@ def _packed_chunks(store: StoreContext, record: VersionRecord, wanted: ByteRange
     )
     with packs:
         offset = None
-        try:
-            for data in PageReader(packs, store.chunk_id_key).read(pages):
-                if offset is None:
-                    offset = segments_start + packs.first_chunk_start
-                yield offset, data
-                offset += len(data)
-        except PagePackMissingError as error:
-            # Until gc repacks, no pack moves: a missing one is final, the MissingChunkError a
-            # second miss would be (and one that naming_errors can rename).
-            raise MissingChunkError(str(error)) from None
+        for data in PageReader(packs, store.chunk_id_key).read(pages):
+            if offset is None:
+                offset = segments_start + packs.first_chunk_start
+            yield offset, data
+            offset += len(data)
 
 
 def _pages_holding(store: StoreContext, record: VersionRecord, wanted: ByteRange) -> tuple[int, Iterator[StoredPage]]:
