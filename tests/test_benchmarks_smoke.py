@@ -256,6 +256,11 @@ def test_packs_benchmark_writes_far_fewer_objects_than_format_1(tmp_path, capsys
     from benchmarks import packs
 
     assert packs.main(["--smoke", "--work", str(tmp_path)]) == 0
-    rows = [line.split("|") for line in capsys.readouterr().out.splitlines()[2:]]
+    written, read_back = capsys.readouterr().out.split("\n\n", 1)
+    rows = [line.split("|") for line in written.splitlines()[2:]]
     objects = {row[1].strip(): int(row[2].replace(",", "")) for row in rows}
     assert objects == {"v1 objects": 512, "packs": 1}
+    # Read back: a pack needed to 60% or more is one GET of the whole object.
+    table = [line.split("|") for line in read_back.splitlines() if line.startswith("| ") and "%" in line]
+    gets = {row[1].strip(): int(row[2]) for row in table}
+    assert gets["60%"] == gets["100%"] == 1 and gets["30%"] > 1
