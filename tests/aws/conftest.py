@@ -23,7 +23,13 @@ def inbox(bucket) -> str:
 
 
 @pytest.fixture
-def s3_store(moto_endpoint):
+def storage_format() -> int:
+    """The storage format of s3_store; a test module overrides this fixture to test another."""
+    return 1
+
+
+@pytest.fixture
+def s3_store(moto_endpoint, storage_format):
     """A new s3:// store (4 KiB chunks) whose bucket and catalog table init makes."""
     spec = ChunkerSpec.from_average(avg_size=4096)
     with Store.init(
@@ -32,6 +38,7 @@ def s3_store(moto_endpoint):
         CompressionSpec.parse("zstd:1"),
         table=unique_name("catalog"),
         create=True,
+        storage_format=storage_format,
     ) as opened:
         yield opened
 

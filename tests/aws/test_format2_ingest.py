@@ -7,46 +7,27 @@ import json
 
 import pytest
 
-from chunkstore import ChunkerSpec, CompressionSpec, Store
+from chunkstore import Store
 from chunkstore.apps.ingest.ingestor import handler
 from support.aws_events import lambda_context, put_object, s3_event, sqs_event
 from support.clirunner import random_bytes, run_command
-from support.s3helpers import unique_name
 from support.storechecks import get_bytes
 
 SIZE = 300_000
 
 
 @pytest.fixture
-def format_2_store(moto_endpoint):
-    """A new format 2 s3:// store (4 KiB chunks) whose bucket and catalog table init makes."""
-    with Store.init(
-        f"s3://{unique_name('store')}/store",
-        ChunkerSpec.from_average(avg_size=4096),
-        CompressionSpec.parse("zstd:1"),
-        table=unique_name("catalog"),
-        create=True,
-        storage_format=2,
-    ) as opened:
-        yield opened
-
-
-@pytest.fixture
-def format_2_lambda(monkeypatch, format_2_store, ledger_table):
-    """The function's environment, as the template sets it, over the format 2 store."""
-    monkeypatch.setenv("CHUNKSTORE_STORE", format_2_store.url)
-    monkeypatch.setenv("CHUNKSTORE_INGEST_TABLE", ledger_table)
-    monkeypatch.delenv("CHUNKSTORE_DELETE_AFTER_INGEST", raising=False)
-    monkeypatch.delenv("CHUNKSTORE_INGEST_MAX_BYTES", raising=False)
-    return format_2_store
+def storage_format() -> int:
+    """s3_store and lambda_env (tests/aws/conftest.py) on a format 2 store."""
+    return 2
 
 
 def stored_keys(store: Store) -> list[str]:
     return [info.key for info in store.blobs.list()]
 
 
-def test_new_file_duplicate_and_new_version_through_the_handler(format_2_lambda, clients, inbox):
-    store = format_2_lambda
+def test_new_file_duplicate_and_new_version_through_the_handler(lambda_env, clients, inbox):
+    store = lambda_env
     data = random_bytes(SIZE, 1)
     first = handler(s3_event(put_object(clients, inbox, "in/report.bin", data)), lambda_context())["results"][0]
     assert (first["outcome"], first["message"], first["new_bytes"]) == (
@@ -84,18 +65,18 @@ def test_new_file_duplicate_and_new_version_through_the_handler(format_2_lambda,
     ]
 
 
-def test_ingest_command_backfills_a_bucket_into_a_format_2_store(format_2_store, clients, inbox):
+def test_ingest_command_backfills_a_bucket_into_a_s3_store(s3_store, clients, inbox):
     for name, seed in (("a.bin", 3), ("b/c.bin", 4), ("b/same-as-a.bin", 3)):
         put_object(clients, inbox, name, random_bytes(SIZE, seed))
-    out = run_command("ingest", f"s3://{inbox}", "--store", format_2_store.url).stdout.decode()
+    out = run_command("ingest", f"s3://{inbox}", "--store", s3_store.url).stdout.decode()
     assert "a.bin: File processed successfully" in out and "b/c.bin: File processed successfully" in out
     assert "b/same-as-a.bin: Duplicate file detected (duplicate of a.bin)" in out
-    assert get_bytes(format_2_store, "b/c.bin") == random_bytes(SIZE, 4)
-    assert get_bytes(format_2_store, "b/same-as-a.bin") == random_bytes(SIZE, 3)
+    assert get_bytes(s3_store, "b/c.bin") == random_bytes(SIZE, 4)
+    assert get_bytes(s3_store, "b/same-as-a.bin") == random_bytes(SIZE, 3)
     lines = [
         json.loads(line)
         for line in run_command(
-            "--store", format_2_store.url, "ingest", f"s3://{inbox}", "--log-format", "json"
+            "--store", s3_store.url, "ingest", f"s3://{inbox}", "--log-format", "json"
         ).stdout.splitlines()
     ]
     # Already stored: each object is a duplicate of its own name, and no version is added.
@@ -104,4 +85,4 @@ def test_ingest_command_backfills_a_bucket_into_a_format_2_store(format_2_store,
         ("b/c.bin", "duplicate", "b/c.bin"),
         ("b/same-as-a.bin", "duplicate", "b/same-as-a.bin"),
     ]
-    assert [record.version for record in format_2_store.list(all_versions=True)] == [1, 1, 1]
+    assert [record.version for record in s3_store.list(all_versions=True)] == [1, 1, 1]
