@@ -27,7 +27,13 @@ from chunkstore.backends.packindex import PAGE_WRITE_BYTES, PAGES_PER_WRITE, New
 from chunkstore.backends.packs import PackReader, PackWriter
 from chunkstore.core import pages
 from chunkstore.core.packformat import PackEntry
-from chunkstore.errors import ConcurrentModificationError, IntegrityError, RoundMovedError, StoreWriteError
+from chunkstore.errors import (
+    ConcurrentModificationError,
+    IntegrityError,
+    NotFoundError,
+    RoundMovedError,
+    StoreWriteError,
+)
 from chunkstore.operations.contentpages import root_entries
 from chunkstore.operations.context import StoreContext
 from chunkstore.operations.results import FileResult
@@ -109,8 +115,6 @@ class PackedWriter(Writer):
             record = future.result()
             try:
                 location = self.packs.add(chunk_id, record)
-            except IntegrityError:
-                raise
             except StoreWriteError as error:
                 raise StoreWriteError(f"storing a chunk of {result.name} failed: {error}") from error
             result.stored_new_bytes += len(record)
@@ -149,7 +153,7 @@ class PackedWriter(Writer):
                 if recipe_pages:
                     self._load_page(None, recipe_pages[0])
                 return None
-        except (IntegrityError, StoreWriteError):
+        except (IntegrityError, NotFoundError):
             return None
         return _ParentSegments(self, entries)
 
@@ -161,8 +165,7 @@ class PackedWriter(Writer):
     def _load_page(self, page_id: bytes | None, body: bytes) -> None:
         try:
             page = pages.parse_page(body)
-            pack_ids = list(dict.fromkeys(run.pack_id for run in page.runs))
-            tables = {pack_id: self._table(pack_id) for pack_id in pack_ids}
+            tables = {run.pack_id: self._table(run.pack_id) for run in page.runs}
             entries = iter(pages.resolve_page(page_id, page, tables, self.store.chunk_id_key))
         except IntegrityError:
             return
