@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -14,6 +15,11 @@ from pathlib import Path
 import httpx
 
 START_TIMEOUT_SECONDS = 30
+# The large-transfer memory tests move this many MB each way (300 by default; set
+# CHUNKSTORE_TEST_SERVE_MB=2048 to check a 2 GB upload) and allow the server this much growth.
+TRANSFER_MB = int(os.environ.get("CHUNKSTORE_TEST_SERVE_MB", "300"))
+MAX_GROWTH_MIB = 100
+BLOCK = 1024 * 1024
 _ADDRESS = re.compile(r"on (https?://\S+?)/ ")
 
 
@@ -114,3 +120,20 @@ def memory_kib(pid: int) -> dict[str, int]:
         if key in ("VmRSS", "VmHWM"):
             figures[key] = int(value.split()[0])
     return figures
+
+
+def generated_blocks(digest):
+    """TRANSFER_MB of incompressible, non-repeating data, made on the fly (never held whole)."""
+    for counter in range(TRANSFER_MB):
+        block = hashlib.shake_256(counter.to_bytes(8, "big")).digest(BLOCK)
+        digest.update(block)
+        yield block
+
+
+def downloaded_digest(client: httpx.Client, path: str) -> bytes:
+    """The SHA-256 of a download, streamed piece by piece (never held whole)."""
+    received = hashlib.sha256()
+    with client.stream("GET", path) as response:
+        for piece in response.iter_bytes():
+            received.update(piece)
+    return received.digest()

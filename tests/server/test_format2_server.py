@@ -25,8 +25,16 @@ from chunkstore.core.pages import SegmentSpec, build_root_page, parse_page, pars
 from chunkstore.operations.contentpages import root_entries, stored_pages
 from support.s3helpers import unique_name
 
-from .serverprocess import ServerProcess, memory_kib, run_chunkstore
-from .test_memory import BLOCK, MAX_GROWTH_MIB, TRANSFER_MB, generated_blocks
+from .serverprocess import (
+    BLOCK,
+    MAX_GROWTH_MIB,
+    TRANSFER_MB,
+    ServerProcess,
+    downloaded_digest,
+    generated_blocks,
+    memory_kib,
+    run_chunkstore,
+)
 
 # Segments of ~64 KiB of 4 KiB chunks (16 MiB at the defaults), so a file of a few hundred KB
 # spans several recipe pages and ranges can cross their boundaries.
@@ -264,12 +272,9 @@ def test_a_large_download_uses_bounded_memory(format_2_server):
         result = client.post("/files", params={"name": "large.bin"}, content=generated_blocks(sent)).json()
         assert result["outcome"] == "stored" and result["size"] == TRANSFER_MB * BLOCK
         before = memory_kib(server.pid)
-        received = hashlib.sha256()
-        with client.stream("GET", "/files/large.bin") as response:
-            for piece in response.iter_bytes():
-                received.update(piece)
+        received = downloaded_digest(client, "/files/large.bin")
         after = memory_kib(server.pid)
-    assert received.digest() == sent.digest()
+    assert received == sent.digest()
     growth = (after["VmHWM"] - before["VmRSS"]) / 1024
     print(f"server RSS {before['VmRSS'] / 1024:.0f} MiB; peak growth {growth:.0f} MiB in a {TRANSFER_MB} MB download")
     assert growth < MAX_GROWTH_MIB

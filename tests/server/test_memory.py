@@ -8,22 +8,9 @@ import sys
 
 import pytest
 
-from .serverprocess import memory_kib
-
-# The default run moves 300 MB each way; CHUNKSTORE_TEST_SERVE_MB=2048 checks a 2 GB upload.
-TRANSFER_MB = int(os.environ.get("CHUNKSTORE_TEST_SERVE_MB", "300"))
-MAX_GROWTH_MIB = 100
-BLOCK = 1024 * 1024
+from .serverprocess import BLOCK, MAX_GROWTH_MIB, TRANSFER_MB, downloaded_digest, generated_blocks, memory_kib
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/PID/status")
-
-
-def generated_blocks(digest):
-    """TRANSFER_MB of incompressible, non-repeating data, made on the fly (never held whole)."""
-    for counter in range(TRANSFER_MB):
-        block = hashlib.shake_256(counter.to_bytes(8, "big")).digest(BLOCK)
-        digest.update(block)
-        yield block
 
 
 def test_large_upload_and_download_use_bounded_memory(start_server):
@@ -39,13 +26,10 @@ def test_large_upload_and_download_use_bounded_memory(start_server):
         after_upload = memory_kib(server.pid)
         assert result["outcome"] == "stored" and result["size"] == TRANSFER_MB * BLOCK
 
-        received = hashlib.sha256()
-        with client.stream("GET", "/files/large.bin") as response:
-            for piece in response.iter_bytes():
-                received.update(piece)
+        received = downloaded_digest(client, "/files/large.bin")
         after_download = memory_kib(server.pid)
 
-    assert received.digest() == sent.digest()
+    assert received == sent.digest()
     upload_growth = (after_upload["VmHWM"] - before["VmRSS"]) / 1024
     download_growth = (after_download["VmHWM"] - before["VmRSS"]) / 1024
     print(
