@@ -94,3 +94,40 @@ class BlobStore(ABC):
         """Remove what interrupted puts left behind (temporary files older than the given age)
         and return how many. Backends whose put leaves nothing behind (S3) have none."""
         return 0
+
+
+class BlobStoreWrapper(BlobStore):
+    """A blob store that passes every call to inner: wrappers (fault injection, request
+    counting) subclass it and override only the calls they change."""
+
+    def __init__(self, inner: BlobStore):
+        self.inner = inner
+        self.url = inner.url
+        self.concurrency = inner.concurrency
+
+    def put(self, key: str, data: bytes) -> None:
+        self.inner.put(key, data)
+
+    def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
+        return self.inner.get(key, offset, length)
+
+    def stat(self, key: str) -> BlobInfo:
+        return self.inner.stat(key)
+
+    def delete(self, key: str) -> None:
+        self.inner.delete(key)
+
+    def list(self, prefix: str = "") -> Iterator[BlobInfo]:
+        return self.inner.list(prefix)
+
+    def sync(self) -> None:
+        self.inner.sync()
+
+    def create(self) -> None:
+        self.inner.create()
+
+    def exists(self) -> bool:
+        return self.inner.exists()
+
+    def remove_stale_temporaries(self, older_than_seconds: float) -> int:
+        return self.inner.remove_stale_temporaries(older_than_seconds)

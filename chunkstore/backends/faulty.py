@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from chunkstore.backends.blobstore import BlobInfo, BlobStore
+from chunkstore.backends.blobstore import BlobInfo, BlobStore, BlobStoreWrapper
 from chunkstore.backends.catalog import Catalog
 
 FAULT_KINDS = ("error", "slow", "lost_reply", "truncate", "crash")
@@ -131,15 +131,13 @@ def _first_half(data: bytes) -> bytes:
     return data[: len(data) // 2]
 
 
-class FaultyBlobStore(BlobStore):
+class FaultyBlobStore(BlobStoreWrapper):
     """inner, with the faults of plan injected into put, get, stat, delete, list and sync;
     create, exists and remove_stale_temporaries pass through unfaulted."""
 
     def __init__(self, inner: BlobStore, plan: FaultPlan):
-        self.inner = inner
+        super().__init__(inner)
         self.plan = plan
-        self.url = inner.url
-        self.concurrency = inner.concurrency
 
     def put(self, key: str, data: bytes) -> None:
         run_with_fault(self.plan, "put", key, lambda: self.inner.put(key, data))
@@ -158,15 +156,6 @@ class FaultyBlobStore(BlobStore):
 
     def sync(self) -> None:
         run_with_fault(self.plan, "sync", "", self.inner.sync)
-
-    def create(self) -> None:
-        self.inner.create()
-
-    def exists(self) -> bool:
-        return self.inner.exists()
-
-    def remove_stale_temporaries(self, older_than_seconds: float) -> int:
-        return self.inner.remove_stale_temporaries(older_than_seconds)
 
 
 class FaultyCatalog(Catalog):
