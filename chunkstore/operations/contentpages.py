@@ -39,9 +39,16 @@ def stored_pages(catalog: Catalog, digest: bytes, *, consistent: bool = False) -
             yield StoredPage(None, recipe_pages[0])
         return
     for number, entry in enumerate(entries):
-        record = catalog.pack_index.get_page(entry.page_id, consistent)
-        if record is None:
-            raise MissingChunkError(
-                f"content {digest.hex()}: page {entry.page_id.hex()} (segment {number}) is missing from the catalog"
-            )
-        yield StoredPage(entry.page_id, record.body)
+        yield segment_page(catalog, digest, number, entry, consistent=consistent)
+
+
+def segment_page(
+    catalog: Catalog, digest: bytes, number: int, entry: pages.RootEntry, *, consistent: bool = False
+) -> StoredPage:
+    """The page of segment number of a content, read from the catalog's pack index."""
+    record = catalog.pack_index.get_page(entry.page_id, consistent)
+    if record is None:
+        raise MissingChunkError(
+            f"content {digest.hex()}: page {entry.page_id.hex()} (segment {number}) is missing from the catalog"
+        )
+    return StoredPage(entry.page_id, record.body)

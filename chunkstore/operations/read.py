@@ -199,11 +199,12 @@ class ChunkFetcher:
     def _verified_content(self, record: VersionRecord) -> bytes:
         if self._pages is not None:
             # The pack reader's own threads fetch, so this pool thread waits on none of its pool's.
-            data = b"".join(self._pages.read(stored_pages(self.store.catalog, record.digest)))
+            chunks = self.content_chunks(record.digest)
         else:
-            data = b"".join(
+            chunks = (
                 read_chunk(self.store, entry.chunk_id, entry.length) for entry in iter_recipe(self.store, record.digest)
             )
+        data = b"".join(chunks)
         file_digest = self.store.hasher.file_hasher()
         file_digest.update(data)
         check_whole(record, len(data), file_digest.digest())

@@ -27,10 +27,9 @@ import anyio.from_thread
 from chunkstore.backends.blobstore import BlobStore
 from chunkstore.backends.catalog import VersionRecord
 from chunkstore.backends.packs import ChunkLocation, PackFormat, PackReader
-from chunkstore.core.pages import RootEntry
 from chunkstore.core.recipes import RecipeEntry
-from chunkstore.errors import CorruptObjectError, DigestMismatchError, InvalidArgumentError, MissingChunkError
-from chunkstore.operations.contentpages import root_entries
+from chunkstore.errors import CorruptObjectError, DigestMismatchError, InvalidArgumentError
+from chunkstore.operations.contentpages import root_entries, segment_page
 from chunkstore.operations.context import StoreContext
 from chunkstore.operations.pageread import PageReader, StoredPage
 from chunkstore.operations.read import check_whole, fetch_in_order, iter_recipe, naming_errors, read_chunk
@@ -254,16 +253,7 @@ def _pages_holding(store: StoreContext, record: VersionRecord, wanted: ByteRange
         if offset > wanted.start and segment_start < wanted.end:
             holding.append((number, segment_start, entry))
     segments_start = holding[0][1] if holding else 0
-    return segments_start, (_stored_page(store, record.digest, number, entry) for number, _, entry in holding)
-
-
-def _stored_page(store: StoreContext, digest: bytes, number: int, entry: RootEntry) -> StoredPage:
-    page = store.catalog.pack_index.get_page(entry.page_id, consistent=False)
-    if page is None:
-        raise MissingChunkError(
-            f"content {digest.hex()}: page {entry.page_id.hex()} (segment {number}) is missing from the catalog"
-        )
-    return StoredPage(entry.page_id, page.body)
+    return segments_start, (segment_page(store.catalog, record.digest, number, entry) for number, _, entry in holding)
 
 
 class _WindowReader(PackReader):
