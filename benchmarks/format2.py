@@ -41,6 +41,7 @@ from chunkstore.core.chunking import DEFAULT_CHUNKER, ChunkerSpec
 from chunkstore.core.compression import DEFAULT_ZSTD_LEVEL, CompressionSpec
 
 from .chunk_size_curve import DEFAULT_CACHE, fetch_releases
+from .suite import moto_server, requests_since
 
 KIB = 1024
 TB = 1e12
@@ -111,28 +112,28 @@ def measure_folder(layout: Layout, releases: list[Path], scratch: Path) -> dict:
     }
 
 
+def _put(store: Store, path: Path, name: str) -> tuple[dict, int]:
+    """The requests and their cost (benchmarks.suite.requests_since) of putting path under name,
+    and the new bytes it stored."""
+    before = store.request_counts()
+    with open(path, "rb") as stream:
+        result = store.put_stream(stream, name).results[0]
+    return requests_since(before, store.request_counts()), result.new_bytes
+
+
 def measure_s3(layout: Layout, releases: list[Path]) -> dict:
     name = f"f2-{layout.storage_format}-{layout.avg_size // KIB}k"
-    url = f"s3://{name}/store"
-    with layout.init(url, table=name, create=True) as store:
-        before = store.request_counts() or {}
-        first_usd = None
-        for release in releases:
-            with open(release, "rb") as stream:
-                store.put_stream(stream, NAME)
-            if first_usd is None:
-                first_usd = (store.request_counts() or {})["estimated_usd"] - before.get("estimated_usd", 0.0)
-        after = store.request_counts() or {}
+    with layout.init(f"s3://{name}/store", table=name, create=True) as store:
+        costs = [_put(store, release, NAME)[0] for release in releases]
     logical = sum(release.stat().st_size for release in releases)
     first = releases[0].stat().st_size
-    usd = after["estimated_usd"] - before.get("estimated_usd", 0.0)
-    later_usd = usd - (first_usd or 0.0)
+    later_usd = sum(cost["usd"] for cost in costs[1:])
     return {
         "layout": layout.label,
-        "s3_requests": sum(after.get("s3", {}).values()) - sum(before.get("s3", {}).values()),
-        "dynamodb_requests": sum(after.get("dynamodb", {}).values()) - sum(before.get("dynamodb", {}).values()),
-        "usd_per_tb_put": usd / logical * TB,
-        "first_release_usd_per_tb": (first_usd or 0.0) / first * TB,
+        "s3_requests": sum(cost["s3"] for cost in costs),
+        "dynamodb_requests": sum(cost["dynamodb"] for cost in costs),
+        "usd_per_tb_put": (costs[0]["usd"] + later_usd) / logical * TB,
+        "first_release_usd_per_tb": costs[0]["usd"] / first * TB,
         "later_releases_usd_per_tb": later_usd / (logical - first) * TB if logical > first else 0.0,
     }
 
@@ -162,28 +163,14 @@ def _changed_file(releases: list[Path], size: int, folder: Path) -> tuple[Path, 
 
 def measure_changed_file(layout: Layout, original: Path, edited: Path) -> dict:
     name = f"f2-changed-{layout.storage_format}-{layout.avg_size // KIB}k"
-    url = f"s3://{name}/store"
-    costs = []
-    with layout.init(url, table=name, create=True) as store:
-        for path in (original, edited):
-            before = store.request_counts() or {}
-            with open(path, "rb") as stream:
-                result = store.put_stream(stream, "database.bin").results[0]
-            after = store.request_counts() or {}
-            costs.append(
-                {
-                    "usd": after["estimated_usd"] - before.get("estimated_usd", 0.0),
-                    "s3": sum(after.get("s3", {}).values()) - sum(before.get("s3", {}).values()),
-                    "dynamodb": sum(after.get("dynamodb", {}).values()) - sum(before.get("dynamodb", {}).values()),
-                    "new_bytes": result.new_bytes,
-                }
-            )
-    first, second = costs
+    with layout.init(f"s3://{name}/store", table=name, create=True) as store:
+        first, _ = _put(store, original, "database.bin")
+        second, second_new_bytes = _put(store, edited, "database.bin")
     return {
         "layout": layout.label,
         "first_requests": f"{first['s3']:,} S3, {first['dynamodb']:,} DynamoDB",
         "second_requests": f"{second['s3']:,} S3, {second['dynamodb']:,} DynamoDB",
-        "second_new_mb": second["new_bytes"] / 1e6,
+        "second_new_mb": second_new_bytes / 1e6,
         "second_share": second["usd"] / first["usd"],
     }
 
@@ -208,8 +195,6 @@ def main(argv: list[str] | None = None) -> int:
     logical = sum(release.stat().st_size for release in releases)
     print(f"{len(releases)} releases of {args.project} {args.series}*, {logical / 1e6:.0f} MB, put under one name")
     if args.changed_mb:
-        from .suite import moto_server
-
         with tempfile.TemporaryDirectory(prefix="chunkstore-format2-") as scratch, moto_server():
             original, edited = _changed_file(releases, args.changed_mb * 1_000_000, Path(scratch))
             changed_rows = [measure_changed_file(layout, original, edited) for layout in (LAYOUTS[0], LAYOUTS[2])]
@@ -251,8 +236,6 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     if args.s3_versions:
-        from .suite import moto_server
-
         with moto_server():
             s3_rows = [measure_s3(layout, releases[: args.s3_versions]) for layout in LAYOUTS]
         print(f"\ns3:// store on moto, first {args.s3_versions} releases:")

@@ -181,7 +181,7 @@ def moto_server():
                     os.environ[name] = value
 
 
-def _requests_since(before: dict | None, after: dict | None) -> dict:
+def requests_since(before: dict | None, after: dict | None) -> dict:
     """The requests and their cost between two snapshots of chunkstore's request counter."""
     if before is None or after is None:
         raise RuntimeError("the s3:// store counted no requests")
@@ -208,7 +208,7 @@ def measure_s3_size(sample: Path, avg_size: int, scratch: Path) -> dict:
     try:
         before = store.request_counts()
         summary = store.put([sample])
-        put = _requests_since(before, store.request_counts())
+        put = requests_since(before, store.request_counts())
         stats = store.stats()
     finally:
         store.close()
@@ -219,7 +219,7 @@ def measure_s3_size(sample: Path, avg_size: int, scratch: Path) -> dict:
     try:
         before = store.request_counts()
         store.restore(str(sample).lstrip("/"), target)
-        restore = _requests_since(before, store.request_counts())
+        restore = requests_since(before, store.request_counts())
     finally:
         store.close()
     restored = datasets.dataset_digest(target / str(sample).lstrip("/"))
