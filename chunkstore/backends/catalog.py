@@ -43,7 +43,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
-from chunkstore.backends.packindex import PackIndex
+from chunkstore.backends.packindex import PackIndex, RoundGuard
 from chunkstore.backends.sessions import DEFAULT_LEASE_SECONDS
 from chunkstore.errors import NameNotFoundError, VersionNotFoundError
 
@@ -213,7 +213,14 @@ class Catalog(ABC):
         """Mark (chunk ID, stored size) as PRESENT. The caller has made the objects durable."""
 
     @abstractmethod
-    def commit(self, session: str, versions: Sequence[NewVersion], at_ns: int | None = None) -> list[CommitOutcome]:
+    def commit(
+        self,
+        session: str,
+        versions: Sequence[NewVersion],
+        at_ns: int | None = None,
+        *,
+        round_guard: RoundGuard | None = None,
+    ) -> list[CommitOutcome]:
         """Atomically make versions visible, in order.
 
         New versions of a name are numbered 1, 2, 3, ...; a number is never given twice,
@@ -223,7 +230,12 @@ class Catalog(ABC):
         one whose digest equals its name's latest version (not a deletion marker) only
         refreshes that version's stat ("unchanged"). A new content's chunks must all be
         PRESENT: otherwise nothing is committed and ConcurrentModificationError is raised.
-        New versions are stored at at_ns (UTC nanoseconds), or now when it is None."""
+        New versions are stored at at_ns (UTC nanoseconds), or now when it is None.
+
+        A storage format 2 writer passes its round_guard (packindex.RoundGuard): each version
+        that makes a new content live is committed only while the gc round item holds
+        round_guard.current(), and after round_guard.moved(seen) when it no longer does.
+        Duplicates and refreshes name a content that is live already and need no check."""
 
     # ---- reading ---------------------------------------------------------------------
 

@@ -44,6 +44,7 @@ from chunkstore.backends.packindex import (
     PackIndex,
     PackRecord,
     PageRecord,
+    RoundGuard,
     check_doom_round,
     check_new_pack,
     check_new_pages,
@@ -315,27 +316,47 @@ class MemoryCatalog(Catalog):
                 if row is not None and row.state == ChunkState.PENDING:
                     row.state, row.stored_size = ChunkState.PRESENT, stored_size
 
-    def commit(self, session: str, versions: Sequence[NewVersion], at_ns: int | None = None) -> list[CommitOutcome]:
+    def commit(
+        self,
+        session: str,
+        versions: Sequence[NewVersion],
+        at_ns: int | None = None,
+        *,
+        round_guard: RoundGuard | None = None,
+    ) -> list[CommitOutcome]:
         stamp = now_ns() if at_ns is None else at_ns
-        with self._writing() as state:
-            self._touch_live_session(state, session)
-            # Checked before anything changes, so a refused commit leaves nothing behind. Chunk
-            # states do not change during a commit, so checking every content not stored yet is
-            # the same as checking each when its first version is met.
-            new_chunks: dict[bytes, list[bytes]] = {}
-            for new in versions:
-                if new.digest in state.contents or new.digest in new_chunks:
-                    continue
-                chunk_ids = _chunk_ids(new.pages)
-                present = [state.chunks.get(chunk_id) for chunk_id in chunk_ids]
-                missing = sum(1 for row in present if row is None or row.state != ChunkState.PRESENT)
-                if missing:
-                    raise ConcurrentModificationError(
-                        f"{missing} chunk(s) of {new.name!r} were collected by a concurrent gc while this put "
-                        "was stalled past its session lease; nothing was committed, put again"
-                    )
-                new_chunks[new.digest] = chunk_ids
-            return [self._commit_one(state, new, stamp, new_chunks) for new in versions]
+        if round_guard is None:
+            with self._writing() as state:
+                return self._commit_all(state, session, versions, stamp)
+        while True:
+            seen = round_guard.current()
+            with self._writing() as state:
+                if state.gc_round == seen:
+                    return self._commit_all(state, session, versions, stamp)
+            # The guard reads the index, which takes this catalog's lock: called outside it.
+            round_guard.moved(seen)
+
+    def _commit_all(
+        self, state: CatalogState, session: str, versions: Sequence[NewVersion], stamp: int
+    ) -> list[CommitOutcome]:
+        self._touch_live_session(state, session)
+        # Checked before anything changes, so a refused commit leaves nothing behind. Chunk
+        # states do not change during a commit, so checking every content not stored yet is
+        # the same as checking each when its first version is met.
+        new_chunks: dict[bytes, list[bytes]] = {}
+        for new in versions:
+            if new.digest in state.contents or new.digest in new_chunks:
+                continue
+            chunk_ids = _chunk_ids(new.pages)
+            present = [state.chunks.get(chunk_id) for chunk_id in chunk_ids]
+            missing = sum(1 for row in present if row is None or row.state != ChunkState.PRESENT)
+            if missing:
+                raise ConcurrentModificationError(
+                    f"{missing} chunk(s) of {new.name!r} were collected by a concurrent gc while this put "
+                    "was stalled past its session lease; nothing was committed, put again"
+                )
+            new_chunks[new.digest] = chunk_ids
+        return [self._commit_one(state, new, stamp, new_chunks) for new in versions]
 
     def _commit_one(
         self, state: CatalogState, new: NewVersion, stamp: int, new_chunks: dict[bytes, list[bytes]]
@@ -550,11 +571,7 @@ class MemoryCatalog(Catalog):
     def collect_candidates(self, session: str, limit: int) -> list[ChunkRecord]:
         with self._writing() as state:
             self._check_gc_lock(state, session)
-            stamp = now_ns()
-            for dead in [
-                other for other, alive in state.sessions.items() if other != session and self._is_dead(alive, stamp)
-            ]:
-                self._drop_session(state, dead)
+            self._expire_dead_sessions(state, session)
             left_deleting = [chunk_id for chunk_id, row in state.chunks.items() if row.state == ChunkState.DELETING][
                 :limit
             ]
@@ -567,6 +584,13 @@ class MemoryCatalog(Catalog):
             for chunk_id in fresh:
                 state.chunks[chunk_id].state = ChunkState.DELETING
             return [state.chunks[chunk_id].record(chunk_id) for chunk_id in left_deleting + fresh]
+
+    def _expire_dead_sessions(self, state: CatalogState, current: str) -> None:
+        stamp = now_ns()
+        for dead in [
+            other for other, alive in state.sessions.items() if other != current and self._is_dead(alive, stamp)
+        ]:
+            self._drop_session(state, dead)
 
     def claim_orphans(self, session: str, chunk_ids: Sequence[bytes]) -> list[bytes]:
         claimed = []
@@ -616,6 +640,11 @@ class MemoryPackIndex:
             _check_round(state, seen)
             state.gc_round = GcRound(*seen.following(), gc_session)
             return state.gc_round
+
+    def expire_sessions(self, gc_session: str) -> set[str]:
+        with self._catalog._writing() as state:
+            self._catalog._expire_dead_sessions(state, gc_session)
+            return set(state.sessions) | {gc_session}
 
     def create_pack(self, session: str, pack_id: bytes, stored_bytes: int, entries: int) -> PackRecord:
         check_new_pack(pack_id, stored_bytes, entries)

@@ -32,9 +32,8 @@ are chunkstore.errors.RoundMovedError (the round item is not the value the calle
 write wrote nothing) and IndexItemChangedError (a pack or page is not in the state the change
 requires: nothing was changed).
 
-Left to the next landing steps: content items with roots and inline pages, and commit and rm
-with their round check (step 4-5); the gc that runs rounds over this index, repack's page
-switches and orphan packs (step 6).
+A writer's commit checks the round through a RoundGuard (Catalog.commit); gc's rounds over this
+index are chunkstore/operations/packedgc.py. Left to later landing steps: repack's page switches.
 """
 
 from __future__ import annotations
@@ -165,6 +164,12 @@ class PackIndex(Protocol):
         and on gc_session holding the catalog's gc lock (else ConcurrentModificationError)."""
         ...
 
+    def expire_sessions(self, gc_session: str) -> set[str]:
+        """End the writer sessions that are dead (their lease passed, or their process is gone on
+        this host), as gc does before it collects; return the sessions still alive, gc_session
+        included. A PENDING pack whose owner is not among them may be doomed."""
+        ...
+
     # ---- packs -------------------------------------------------------------------------
 
     def create_pack(self, session: str, pack_id: bytes, stored_bytes: int, entries: int) -> PackRecord:
@@ -255,6 +260,24 @@ class PackIndex(Protocol):
 
     def forget(self, items: Sequence[IndexItem]) -> None:
         """Delete the items of packs or pages that are DELETING (others are left as they are)."""
+        ...
+
+
+class RoundGuard(Protocol):
+    """How a format 2 writer's commit checks the gc round (docs/design/format-v2.md, Put step 6).
+
+    The writer read the round before it looked at any page or pack its versions name; a commit that
+    makes a new content live does so in a transaction that also checks the round item still holds
+    current(). When it does not, the catalog calls moved(seen) and commits again at the value it
+    returns: the writer reads the round anew and checks again every page and pack it names, raising
+    ConcurrentModificationError (nothing more is committed) if gc collected one meanwhile."""
+
+    def current(self) -> GcRound:
+        """The round value the writer's references were checked at."""
+        ...
+
+    def moved(self, seen: GcRound) -> GcRound:
+        """The round is no longer seen: check the references again and return the round now read."""
         ...
 
 

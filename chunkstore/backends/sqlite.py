@@ -59,6 +59,7 @@ from chunkstore.backends.packindex import (
     PackRecord,
     PageRecord,
     Phase,
+    RoundGuard,
     check_doom_round,
     check_index_item,
     check_new_pack,
@@ -676,35 +677,53 @@ class SQLiteCatalog(Catalog):
                 ],
             )
 
-    def commit(self, session: str, versions: Sequence[NewVersion], at_ns: int | None = None) -> list[CommitOutcome]:
-        outcomes: list[CommitOutcome] = []
+    def commit(
+        self,
+        session: str,
+        versions: Sequence[NewVersion],
+        at_ns: int | None = None,
+        *,
+        round_guard: RoundGuard | None = None,
+    ) -> list[CommitOutcome]:
         stamp = now_ns() if at_ns is None else at_ns
-        with self._write(durable=True) as db:
-            self._touch_live_session(db, session)
-            for new in versions:
-                latest = db.execute(
-                    f"SELECT {_VERSION_COLUMNS} FROM versions WHERE name = ? ORDER BY version DESC LIMIT 1",
-                    (new.name,),
-                ).fetchone()
-                latest_record = _version_from_row(latest) if latest else None
-                if latest_record is not None and latest_record.digest == new.digest:
-                    db.execute(
-                        "UPDATE versions SET size = ?, mtime_ns = ?, mode = ?, inode = ?, ctime_ns = ? "
-                        "WHERE name = ? AND version = ?",
-                        (*self._stat_values(new.stat), new.name, latest_record.version),
-                    )
-                    outcomes.append(CommitOutcome(new.name, latest_record.version, "unchanged"))
-                    continue
-                content = db.execute("SELECT refcount FROM contents WHERE digest = ?", (new.digest,)).fetchone()
-                if content is not None:
-                    db.execute("UPDATE contents SET refcount = refcount + 1 WHERE digest = ?", (new.digest,))
-                    outcome, duplicate_of = "duplicate", self._oldest_name(db, new.digest)
-                else:
-                    self._insert_content(db, new)
-                    outcome, duplicate_of = "stored", None
-                version = self._next_version(db, new.name)
-                self._insert_version(db, VersionRecord(new.name, version, new.digest, new.stat, stamp))
-                outcomes.append(CommitOutcome(new.name, version, outcome, duplicate_of))
+        if round_guard is None:
+            with self._write(durable=True) as db:
+                return self._commit_all(db, session, versions, stamp)
+        while True:
+            seen = round_guard.current()
+            with self._write(durable=True) as db:
+                # Serialisable: the round cannot move between this check and the commit.
+                if SQLitePackIndex._round(db) == seen:
+                    return self._commit_all(db, session, versions, stamp)
+            round_guard.moved(seen)
+
+    def _commit_all(self, db, session: str, versions: Sequence[NewVersion], stamp: int) -> list[CommitOutcome]:
+        outcomes: list[CommitOutcome] = []
+        self._touch_live_session(db, session)
+        for new in versions:
+            latest = db.execute(
+                f"SELECT {_VERSION_COLUMNS} FROM versions WHERE name = ? ORDER BY version DESC LIMIT 1",
+                (new.name,),
+            ).fetchone()
+            latest_record = _version_from_row(latest) if latest else None
+            if latest_record is not None and latest_record.digest == new.digest:
+                db.execute(
+                    "UPDATE versions SET size = ?, mtime_ns = ?, mode = ?, inode = ?, ctime_ns = ? "
+                    "WHERE name = ? AND version = ?",
+                    (*self._stat_values(new.stat), new.name, latest_record.version),
+                )
+                outcomes.append(CommitOutcome(new.name, latest_record.version, "unchanged"))
+                continue
+            content = db.execute("SELECT refcount FROM contents WHERE digest = ?", (new.digest,)).fetchone()
+            if content is not None:
+                db.execute("UPDATE contents SET refcount = refcount + 1 WHERE digest = ?", (new.digest,))
+                outcome, duplicate_of = "duplicate", self._oldest_name(db, new.digest)
+            else:
+                self._insert_content(db, new)
+                outcome, duplicate_of = "stored", None
+            version = self._next_version(db, new.name)
+            self._insert_version(db, VersionRecord(new.name, version, new.digest, new.stat, stamp))
+            outcomes.append(CommitOutcome(new.name, version, outcome, duplicate_of))
         return outcomes
 
     def _insert_version(self, db, record: VersionRecord) -> None:
@@ -967,18 +986,22 @@ class SQLiteCatalog(Catalog):
             raise ConcurrentModificationError("this gc lost its lock to another gc; stopping")
         db.execute("UPDATE sessions SET heartbeat_ns = ? WHERE id = ?", (now_ns(), session))
 
+    def _expire_dead_sessions(self, db, current: str) -> set[str]:
+        """Delete the sessions that are dead and their pins; return the others, current included."""
+        stamp = now_ns()
+        alive = {current}
+        for session_id, *row in db.execute("SELECT id, host, pid, heartbeat_ns FROM sessions").fetchall():
+            if session_id == current or not _session_row_is_dead(row, self.lease_seconds, stamp):
+                alive.add(session_id)
+            else:
+                db.execute("DELETE FROM pins WHERE session = ?", (session_id,))
+                db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+        return alive
+
     def collect_candidates(self, session: str, limit: int) -> list[ChunkRecord]:
         with self._write(durable=True) as db:
             self._check_gc_lock(db, session)
-            stamp = now_ns()
-            dead = [
-                session_id
-                for session_id, *row in db.execute("SELECT id, host, pid, heartbeat_ns FROM sessions")
-                if session_id != session and _session_row_is_dead(row, self.lease_seconds, stamp)
-            ]
-            for session_id in dead:
-                db.execute("DELETE FROM pins WHERE session = ?", (session_id,))
-                db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+            self._expire_dead_sessions(db, session)
             columns = "id, size, stored_size, refcount, state, location"
             rows = db.execute(
                 f"SELECT {columns} FROM chunks WHERE state = ? LIMIT ?", (int(ChunkState.DELETING), limit)
@@ -1061,6 +1084,10 @@ class SQLitePackIndex:
     def _check_round(self, db, seen: GcRound) -> None:
         if self._round(db) != seen:
             raise round_moved(seen)
+
+    def expire_sessions(self, gc_session: str) -> set[str]:
+        with self._catalog._write(durable=True) as db:
+            return self._catalog._expire_dead_sessions(db, gc_session)
 
     def advance_round(self, gc_session: str, seen: GcRound) -> GcRound:
         number, phase = seen.following()

@@ -21,7 +21,7 @@ from chunkstore.errors import (
     NotFoundError,
     UnsupportedFormatError,
 )
-from chunkstore.operations import packedcheck
+from chunkstore.operations import packedcheck, packedgc
 from chunkstore.operations.context import StoreContext
 from chunkstore.operations.read import read_chunk
 from chunkstore.operations.verifyreport import Problem, VerifyReport
@@ -93,7 +93,7 @@ def gc(
     Refuses (IntegrityError, nothing deleted) while a chunk counted as unreferenced is still
     in a stored recipe: its count is wrong, and the count is all collection looks at."""
     if store.storage_format == 2:
-        return _packed_gc(store, dry_run)
+        return _packed_gc(store, dry_run, on_progress)
     report = GcReport(dry_run)
     catalog = store.catalog
     if dry_run:
@@ -144,16 +144,31 @@ def gc(
     return report
 
 
-def _packed_gc(store: StoreContext, dry_run: bool) -> GcReport:
-    """A format 2 store: the dry run reports what the mark pass finds; a collection is refused
-    before anything is read, as its rounds (doom, sweep, delete; docs/design/format-v2.md) are
-    not written yet."""
-    if not dry_run:
-        raise UnsupportedFormatError(
-            "gc of a storage format 2 store is not available in this version of chunkstore: nothing was deleted "
-            "(`chunkstore gc --dry-run` reports what a collection would free)"
-        )
-    garbage = packedcheck.find_garbage(store)
+def _packed_gc(store: StoreContext, dry_run: bool, on_progress: Callable[[GcReport], None] | None) -> GcReport:
+    """A format 2 store: a round of mark, doom, sweep and delete (operations/packedgc.py); the dry
+    run is its mark pass alone."""
+    if dry_run:
+        return _packed_report(True, packedgc.find_garbage(store))
+    catalog = store.catalog
+    session = catalog.open_session("gc")
+    try:
+        catalog.acquire_gc_lock(session)
+        temporaries = store.blobs.remove_stale_temporaries(catalog.lease_seconds)
+        with ThreadPoolExecutor(max(8, store.workers), thread_name_prefix="chunkstore-gc") as pool:
+            garbage = packedgc.collect(
+                store, session, pool, on_progress and (lambda done: on_progress(_packed_report(False, done)))
+            )
+    finally:
+        try:
+            catalog.release_gc_lock(session)
+        finally:
+            catalog.close_session(session)
+    report = _packed_report(False, garbage)
+    report.temporaries_removed = temporaries
+    return report
+
+
+def _packed_report(dry_run: bool, garbage: packedgc.Garbage) -> GcReport:
     return GcReport(
         dry_run,
         chunks_deleted=garbage.pack_entries,

@@ -11,8 +11,7 @@ passes follow those names from the catalog's contents down to the pack objects:
   read back through the page reader and checked against their digests.
 - stats: chunks and stored bytes from the PRESENT pack items, unique bytes from the distinct
   segments the contents name, packs by size class.
-- the mark pass of gc: pages no stored content names, packs no such page names, and pack
-  objects without an item, with their bytes. It deletes nothing (gc rounds are a later step).
+gc's mark pass and rounds (operations/packedgc.py) use its reading of recipes and of `packs/`.
 """
 
 from __future__ import annotations
@@ -429,74 +428,3 @@ def _readable_recipes(catalog: Catalog) -> Iterator[tuple[ContentRecord, Content
             yield content, read_recipe(catalog, content.digest)
         except (IntegrityError, NotFoundError):
             continue
-
-
-# ---- the mark pass of gc -----------------------------------------------------------------
-
-
-@dataclass
-class Garbage:
-    """What a collection would free: PRESENT pages no stored content names, PRESENT packs no such
-    page names, pack objects with no item (orphans)."""
-
-    pages: int = 0
-    page_bytes: int = 0  # catalog bytes: the pages' bodies
-    packs: int = 0
-    pack_bytes: int = 0
-    pack_entries: int = 0
-    orphans: int = 0
-    orphan_bytes: int = 0
-
-
-def find_garbage(store: StoreContext) -> Garbage:
-    """The mark pass (the design's G1) over a format 2 store, without doom, sweep or deletion.
-
-    The pack objects are listed first: a pack's item is created before its object is uploaded,
-    so an object the listing finds has an item the later scan of packs sees, unless it is an
-    orphan. A put running meanwhile has packs and pages its commit will name: until then they
-    count here. Refuses (IntegrityError) if a recipe or a named page cannot be read: what it
-    names is unknown, so nothing could be called garbage."""
-    catalog = store.catalog
-    index = catalog.pack_index
-    objects = pack_objects(store.blobs)
-    named_pages: set[bytes] = set()
-    live_packs: set[bytes] = set()
-    for content in catalog.iter_contents():
-        try:
-            recipe = read_recipe(catalog, content.digest)
-            if recipe.inline_page is not None:
-                live_packs |= pack_ids_of(pages.parse_page(recipe.inline_page))
-        except NotFoundError:
-            continue  # removed since it was listed
-        except IntegrityError as error:
-            raise _unknown_references(catalog, content.digest, error) from None
-        named_pages.update(segment.page_id for segment in recipe.segments)
-    garbage = Garbage()
-    for page in index.iter_pages():
-        if page.page_id in named_pages:
-            try:
-                live_packs |= pack_ids_of(pages.parse_page(page.body))
-            except CorruptObjectError as error:
-                raise _unknown_references(catalog, page.origin, f"page {page.page_id.hex()}: {error}") from None
-        elif page.state == IndexState.PRESENT:
-            garbage.pages += 1
-            garbage.page_bytes += len(page.body)
-    items = set()
-    for pack in index.iter_packs():
-        items.add(pack.pack_id)
-        if pack.pack_id not in live_packs and pack.state == IndexState.PRESENT:
-            garbage.packs += 1
-            garbage.pack_bytes += pack.stored_bytes
-            garbage.pack_entries += pack.entries
-    orphans = objects.keys() - items
-    garbage.orphans = len(orphans)
-    garbage.orphan_bytes = sum(objects[pack_id] for pack_id in orphans)
-    return garbage
-
-
-def _unknown_references(catalog: Catalog, digest: bytes, error: object) -> IntegrityError:
-    name = catalog.find_name_with_digest(digest)
-    return IntegrityError(
-        f"gc cannot tell what is unreferenced: the recipe of {name or 'content ' + digest.hex()} cannot be read "
-        f"({error}); nothing was deleted; run `chunkstore verify` to list the damage"
-    )

@@ -15,15 +15,34 @@ name stores its chunks again, and pages equal to stored ones are not written twi
 Write order, as in format 1, so that a crash leaves garbage at worst: packs are uploaded, made
 durable and turned PRESENT (PackWriter.flush), then the new pages are written, then the versions
 are committed; a committed content names only pages and packs that exist.
+
+Against gc (the design's round protocol and safety argument): the writer reads the round item
+at its start and again after each commit, before it looks at any page or pack the next batch
+names; its pages and its commit are written with a check that the round still holds that value.
+While gc sweeps, a page or pack looked at may be doomed, so every one the batch names is read
+again, consistently, and must be PRESENT. When a check finds the round moved, the writer reads it
+again, validates the same way, and writes again; if it finds one collected, the put fails
+(ConcurrentModificationError, nothing committed). When the round moved between two batches,
+the chunk locations kept from before are dropped: they were looked at under the old value.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict, deque
+from collections.abc import Iterable
 from concurrent.futures import Future
 
 from chunkstore.backends.catalog import VersionRecord
-from chunkstore.backends.packindex import PAGE_WRITE_BYTES, PAGES_PER_WRITE, NewPage
+from chunkstore.backends.packindex import (
+    PAGE_WRITE_BYTES,
+    PAGES_PER_WRITE,
+    GcRound,
+    IndexState,
+    NewPage,
+    Phase,
+    RoundGuard,
+)
 from chunkstore.backends.packs import PackReader, PackWriter
 from chunkstore.core import pages
 from chunkstore.core.packformat import PackEntry
@@ -50,9 +69,9 @@ PARENT_LOOKAHEAD_BYTES = 64 * 1024 * 1024
 # Pack tables kept while loading a previous version's pages (one is ~1.4 MB of entries at 8,192
 # chunks); consecutive segments mostly name the same few packs.
 CACHED_TABLES = 8
-# A write of pages that finds the gc round moved is tried again with the new round; gc moves it
-# three times per round, so a few tries always suffice unless gc runs continuously.
-PAGE_WRITE_TRIES = 5
+# How often the gc round may move under one batch before the put gives up: gc moves it three
+# times per round, so this is only reached while gc runs round after round.
+ROUND_MOVES_PER_BATCH = 6
 
 
 class PackedWriter(Writer):
@@ -74,6 +93,13 @@ class PackedWriter(Writer):
         self._encoding_bytes = 0
         # Pages of the files queued for commit: per file, its digest and (page ID, body, segment number).
         self._fresh_pages: list[tuple[FileResult, bytes, list[tuple[bytes, bytes, int]]]] = []
+        # The gc round the batch's references are checked at, and what the batch names.
+        self._round_lock = threading.Lock()
+        self._round = self.index.read_round()
+        self._round_moves = 0
+        self._named_pages: set[bytes] = set()
+        self._named_packs: set[bytes] = set()
+        self._new_page_ids: set[bytes] = set()
 
     def _new_recipe(self, result: FileResult, parent: VersionRecord | None) -> _PackedRecipe:
         return _PackedRecipe(self, result, self._parent_segments(parent))
@@ -200,7 +226,86 @@ class PackedWriter(Writer):
         for _, digest, fresh in queued:
             for page_id, body, segment_number in fresh:
                 new_pages.setdefault(page_id, NewPage(page_id, body, digest, segment_number))
+        self._name_references(new_pages.values())
+        self._validate(self._round)
         self._write_pages(list(new_pages.values()))
+
+    def _name_references(self, new_pages: Iterable[NewPage]) -> None:
+        """What the queued versions name: the pages of their roots, the packs of their inline
+        pages and of the new pages."""
+        self._named_pages.clear()
+        self._named_packs.clear()
+        self._new_page_ids.clear()
+        for pending in self._pending:
+            recipe_pages = pending.version.pages
+            entries = root_entries(recipe_pages)
+            if entries is not None:
+                self._named_pages.update(entry.page_id for entry in entries)
+            elif recipe_pages:
+                self._named_packs.update(run.pack_id for run in pages.parse_page(recipe_pages[0]).runs)
+        for page in new_pages:
+            self._new_page_ids.add(page.page_id)
+            self._named_packs.update(run.pack_id for run in pages.parse_page(page.body).runs)
+
+    def _validate(self, gc_round: GcRound) -> None:
+        """While gc sweeps, check that every page and pack the batch names is PRESENT (read
+        consistently); in the other phases what was looked at since the round was read is safe
+        to name (docs/design/format-v2.md, Safety argument)."""
+        if gc_round.phase != Phase.SWEEPING:
+            return
+        gone = [
+            page_id
+            for page_id, record in zip(
+                self._named_pages, self.pool.map(self.index.get_page, self._named_pages), strict=True
+            )
+            # A page the batch writes may not exist yet; one that exists in another state stays so.
+            if (record.state != IndexState.PRESENT if record else page_id not in self._new_page_ids)
+        ]
+        packs = self.index.get_packs(self._named_packs)
+        gone += [
+            pack_id
+            for pack_id in self._named_packs
+            if pack_id not in packs or packs[pack_id].state != IndexState.PRESENT
+        ]
+        if gone:
+            raise ConcurrentModificationError(
+                f"a concurrent gc collected {len(gone)} recipe page(s) or pack(s) this put deduplicated against "
+                f"(first {gone[0].hex()}); nothing was committed, put again"
+            )
+
+    # RoundGuard, for the catalog's commit and for the writes of pages.
+
+    def current(self) -> GcRound:
+        with self._round_lock:
+            return self._round
+
+    def moved(self, seen: GcRound) -> GcRound:
+        with self._round_lock:
+            if self._round == seen:
+                self._round_moves += 1
+                if self._round_moves > ROUND_MOVES_PER_BATCH:
+                    raise ConcurrentModificationError(
+                        f"the gc round moved {self._round_moves} times while this put committed one batch; "
+                        "nothing more was committed, put again"
+                    )
+                gc_round = self.index.read_round()
+                self._validate(gc_round)
+                self._round = gc_round
+            return self._round
+
+    def _round_guard(self) -> RoundGuard:
+        return self
+
+    def _next_batch(self) -> None:
+        gc_round = self.index.read_round()
+        with self._round_lock:
+            if gc_round != self._round:
+                # Locations and tables were looked at under the old round: what they name may
+                # have been doomed since.
+                self._locations.clear()
+                self._tables.clear()
+            self._round = gc_round
+            self._round_moves = 0
 
     def _write_pages(self, new_pages: list[NewPage]) -> None:
         """Write pages in transactions of at most PAGES_PER_WRITE pages and PAGE_WRITE_BYTES."""
@@ -216,16 +321,13 @@ class PackedWriter(Writer):
             self._write_page_batch(batch)
 
     def _write_page_batch(self, batch: list[NewPage]) -> None:
-        for _ in range(PAGE_WRITE_TRIES):
+        while True:
+            seen = self.current()
             try:
-                self.index.write_pages(self.index.read_round(), batch)
+                self.index.write_pages(seen, batch)
                 return
             except RoundMovedError:
-                continue
-        raise ConcurrentModificationError(
-            f"the gc round moved {PAGE_WRITE_TRIES} times while this put wrote its pages; nothing was committed, "
-            "put again"
-        )
+                self.moved(seen)
 
 
 class _ParentSegments:

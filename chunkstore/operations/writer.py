@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from chunkstore.backends.catalog import CommitOutcome, FileStat, NewVersion, VersionRecord
+from chunkstore.backends.packindex import RoundGuard
 from chunkstore.core.chunking import Readable
 from chunkstore.operations.context import StoreContext
 from chunkstore.operations.results import FileResult
@@ -204,12 +205,22 @@ class Writer(ABC):
         self._last_commit = time.monotonic()
         if not pending:
             return []
-        outcomes = self.catalog.commit(self.session, [item.version for item in pending], at_ns=self.at_ns)
+        outcomes = self.catalog.commit(
+            self.session, [item.version for item in pending], at_ns=self.at_ns, round_guard=self._round_guard()
+        )
+        self._next_batch()
         results = []
         for item, outcome in zip(pending, outcomes, strict=True):
             _apply_outcome(item.result, outcome)
             results.append(item.result)
         return results
+
+    def _round_guard(self) -> RoundGuard | None:
+        """What checks the gc round at commit (storage format 2); None where nothing needs it."""
+        return None
+
+    def _next_batch(self) -> None:
+        """Called after each commit, before the next file is read."""
 
 
 def _hash_batch(hasher, file_digest, chunks: list[bytes]) -> list[bytes]:

@@ -14,9 +14,11 @@ from ..progress import ProgressDisplay
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_obj
 def gc(context, dry_run: bool, as_json: bool) -> int:
-    """Delete chunks that no stored version references. Safe while puts run.
+    """Delete what no stored version references. Safe while puts run.
 
-    `rm` and `forget` only drop references; gc is what gives the space back.
+    `rm` and `forget` only drop references; gc is what gives the space back: chunk objects in a
+    format 1 store, packs and recipe pages in a format 2 store (a pack goes once none of its
+    chunks is named; see docs/design/format-v2.md).
     """
     store = context.open_store()
     with ProgressDisplay(context.show_progress and not as_json, counting="chunks deleted") as progress:

@@ -131,19 +131,24 @@ def test_an_encrypted_format_2_store(uninitialized):
     uninitialized("get", "secret.bin", expect=5)
 
 
-@pytest.mark.local_only("the refusal does not depend on where the store is")
-def test_gc_refuses_a_format_2_store_and_leaves_it_readable(uninitialized):
+def test_gc_frees_the_packs_of_a_removed_file_and_keeps_the_others(uninitialized):
     uninitialized("init", "--format", "2", "--avg-size", "4K")
-    data = random_bytes(100_000, seed=6)
-    write(uninitialized.workdir / "kept.bin", data)
+    removed, kept = random_bytes(100_000, seed=6), random_bytes(100_000, seed=8)
+    write(uninitialized.workdir / "removed.bin", removed)
+    uninitialized("put", "removed.bin")
+    before = set(uninitialized.backend.keys(PACKS))
+    write(uninitialized.workdir / "kept.bin", kept)
     uninitialized("put", "kept.bin")
-    uninitialized("rm", "kept.bin")
-    write(uninitialized.workdir / "kept.bin", data[::-1])
-    uninitialized("put", "kept.bin")
-    packs = uninitialized.backend.keys(PACKS)
-    assert_one_error(uninitialized("gc", expect=1), "storage format 2", "nothing was deleted")
-    assert uninitialized.backend.keys(PACKS) == packs
-    assert uninitialized("get", "kept.bin").stdout == data[::-1]
+    kept_packs = set(uninitialized.backend.keys(PACKS)) - before
+    uninitialized("rm", "removed.bin")
+    assert json.loads(uninitialized("gc", "--dry-run", "--json").stdout)["packs_deleted"] == len(before)
+    assert set(uninitialized.backend.keys(PACKS)) == before | kept_packs
+    report = json.loads(uninitialized("gc", "--json").stdout)
+    assert (report["packs_deleted"], report["orphans_deleted"]) == (len(before), 0)
+    assert set(uninitialized.backend.keys(PACKS)) == kept_packs
+    assert uninitialized("get", "kept.bin").stdout == kept
+    uninitialized("verify", "--read-data")
+    assert_one_error(uninitialized("get", "removed.bin", expect=3), "removed.bin")
 
 
 @pytest.mark.local_only("the error does not depend on where the store is")

@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 
 from chunkstore import ChunkerSpec, CompressionSpec, Store
+from chunkstore.backends.packindex import GcRound, IndexState, Phase
 from chunkstore.backends.packs import PackReader, pack_key
 from chunkstore.core import pages
 from chunkstore.core.pages import SegmentSpec
-from chunkstore.errors import IntegrityError, UnsupportedFormatError
+from chunkstore.errors import ConcurrentModificationError, IntegrityError, UnsupportedFormatError
 from chunkstore.operations.packedcheck import distinct_entries, pack_objects, read_recipe
 from support.s3helpers import unique_name
 from support.storechecks import CHUNKSTORE, get_bytes
@@ -300,30 +301,98 @@ def test_stats_come_from_the_pack_index_and_the_recipes(store):
 # ---- gc ----------------------------------------------------------------------------------
 
 
-def test_gc_is_refused_and_its_dry_run_reports_what_nothing_names(store):
+def test_gc_deletes_what_nothing_names_and_its_dry_run_says_so_first(store):
     objects = pack_objects(store.blobs)
     page_items = {page.page_id for page in store.catalog.pack_index.iter_pages()}
     (unnamed,) = objects.keys() - named_packs(store)  # what copy.bin's put stored again
     dry = store.gc(dry_run=True)
     assert (dry.packs_deleted, dry.pages_deleted, dry.orphans_deleted) == (1, 0, 0)
     assert dry.bytes_freed == objects[unnamed]
+    report = store.gc()
+    assert (report.packs_deleted, report.pages_deleted, report.orphans_deleted, report.bytes_freed) == (
+        1,
+        0,
+        0,
+        objects[unnamed],
+    )
+    assert pack_objects(store.blobs).keys() == objects.keys() - {unnamed}
+    assert store.verify(read_data=True).ok
 
     store.remove(["docs/big.bin", "copy.bin"])  # every version of them: only small.txt and empty stay
     live_packs = packs_of(store, digest_of(store, "docs/small.txt"))
     orphan = os.urandom(16)
     store.blobs.put(pack_key(orphan), b"not a pack")
+    objects = pack_objects(store.blobs)
     dry = store.gc(dry_run=True)
     assert dry.dry_run and dry.pages_deleted == len(page_items)
     assert dry.page_bytes_freed == sum(len(page.body) for page in store.catalog.pack_index.iter_pages())
-    assert dry.packs_deleted == len(objects.keys() - live_packs)
+    assert dry.packs_deleted == len(objects.keys() - live_packs - {orphan})
     assert dry.orphans_deleted == 1
-    assert dry.bytes_freed == sum(size for pack_id, size in objects.items() if pack_id not in live_packs) + 10
+    assert dry.bytes_freed == sum(size for pack_id, size in objects.items() if pack_id not in live_packs)
     assert dry.chunks_deleted > 0
-    with pytest.raises(UnsupportedFormatError, match="nothing was deleted"):
-        store.gc()
-    assert pack_objects(store.blobs).keys() == objects.keys() | {orphan}
-    assert {page.page_id for page in store.catalog.pack_index.iter_pages()} == page_items
-    assert get_bytes(store, "docs/small.txt") == SMALL
+    report = store.gc()
+    assert not report.dry_run
+    assert dataclasses.replace(report, dry_run=True, temporaries_removed=0) == dry
+    assert pack_objects(store.blobs).keys() == live_packs
+    index = store.catalog.pack_index
+    assert list(index.iter_pages()) == []
+    assert {(pack.pack_id, pack.state) for pack in index.iter_packs()} == {
+        (pack_id, IndexState.PRESENT) for pack_id in live_packs
+    }
+    assert index.read_round() == GcRound(2, Phase.IDLE)
+    assert get_bytes(store, "docs/small.txt") == SMALL and get_bytes(store, "docs/empty") == b""
+    assert store.verify(read_data=True).ok
+    again = store.gc()
+    assert (again.packs_deleted, again.pages_deleted, again.orphans_deleted, again.bytes_freed) == (0, 0, 0, 0)
+
+
+def doom_as_a_gc_that_dies(store: Store, pages_too: bool) -> tuple[list, list]:
+    """G2 and G3 of a round by a gc whose process then ends without finishing: every page and
+    pack is doomed (as if nothing named them), the round is left dooming."""
+    index = store.catalog.pack_index
+    session = store.catalog.open_session("gc")
+    store.catalog.acquire_gc_lock(session)
+    dooming = index.advance_round(session, index.read_round())
+    page_items = list(index.iter_pages()) if pages_too else []
+    pack_items = list(index.iter_packs())
+    assert index.doom(dooming, page_items) == [] and index.doom(dooming, pack_items) == []
+    store.catalog.close_session(session)  # the lock's holder is gone: the next gc takes it over
+    return page_items, pack_items
+
+
+def test_a_round_a_dead_gc_left_is_finished_and_gives_back_what_is_named(store):
+    objects = pack_objects(store.blobs)
+    (unnamed,) = objects.keys() - named_packs(store)
+    doom_as_a_gc_that_dies(store, pages_too=True)
+    assert store.verify().ok  # doomed, but the round is not over: its sweep gives them back
+    report = store.gc()
+    assert (report.packs_deleted, report.pages_deleted) == (1, 0)
+    assert pack_objects(store.blobs).keys() == objects.keys() - {unnamed}
+    states = {item.state for item in [*store.catalog.pack_index.iter_packs(), *store.catalog.pack_index.iter_pages()]}
+    assert states == {IndexState.PRESENT}
+    assert store.catalog.pack_index.read_round() == GcRound(1, Phase.IDLE)
+    assert store.verify(read_data=True).ok
+
+
+def test_a_put_that_names_a_page_doomed_while_gc_sweeps_commits_nothing(store, tmp_path):
+    """A put reading while gc sweeps must not name an item the sweep may delete: it reads each one
+    again and refuses to commit; once gc finishes, the same put succeeds."""
+    doom_as_a_gc_that_dies(store, pages_too=True)
+    index = store.catalog.pack_index
+    session = store.catalog.open_session("gc")
+    store.catalog.acquire_gc_lock(session)
+    index.advance_round(session, index.read_round())  # now sweeping, and this gc dies too
+    store.catalog.close_session(session)
+    edited_again = EDITED[:1000] + b"a second edit" + EDITED[1000:]
+    (tmp_path / "big.bin").write_bytes(edited_again)
+    with pytest.raises(ConcurrentModificationError, match="put again"):
+        store.put([(tmp_path / "big.bin", "docs/big.bin")])
+    assert [record.version for record in store.catalog.list_versions("docs/big.bin", all_versions=True)] == [1, 2]
+    store.gc()
+    assert store.catalog.pack_index.read_round().phase == Phase.IDLE
+    store.put([(tmp_path / "big.bin", "docs/big.bin")])
+    assert get_bytes(store, "docs/big.bin") == edited_again
+    assert store.verify(read_data=True).ok
 
 
 # ---- the command line --------------------------------------------------------------------
@@ -351,11 +420,14 @@ def test_the_command_line_on_a_format_2_store(tmp_path):
     assert completed.returncode == 0
     assert completed.stdout.startswith("would delete 1 packs, 0 recipe pages and 0 orphaned packs, freeing ")
     assert json.loads(run(url, "gc", "--dry-run", "--json").stdout)["packs_deleted"] == 1
-    for arguments in (["gc"], ["verify", "--repair"]):
-        completed = run(url, *arguments)
-        assert completed.returncode == UnsupportedFormatError.exit_code == 1
-        assert completed.stdout == ""
-        assert completed.stderr.startswith("chunkstore: ") and completed.stderr.count("\n") == 1
+    completed = run(url, "gc")
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.startswith("deleted 1 packs, 0 recipe pages and 0 orphaned packs, freeing ")
+    assert json.loads(run(url, "gc", "--dry-run", "--json").stdout)["packs_deleted"] == 0
+    completed = run(url, "verify", "--repair")
+    assert completed.returncode == UnsupportedFormatError.exit_code == 1
+    assert completed.stdout == ""
+    assert completed.stderr.startswith("chunkstore: ") and completed.stderr.count("\n") == 1
 
     (Path(url) / pack_key(pack_id)).unlink()
     completed = run(url, "verify")

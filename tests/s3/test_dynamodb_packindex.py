@@ -16,7 +16,7 @@ from support.packindex_conformance import PackIndexConformance, chunk, new_pack_
 class TestDynamoDBPackIndex(PackIndexConformance):
     @pytest.fixture
     def make_catalog(self, make_dynamodb_catalog):
-        return lambda: make_dynamodb_catalog()
+        return lambda **options: make_dynamodb_catalog(**options)
 
 
 def meta_schema(catalog: DynamoDBCatalog) -> int:

@@ -13,12 +13,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
+import time
 from collections.abc import Callable
 
 import blake3
 import pytest
 
-from chunkstore.backends.catalog import Catalog
+from chunkstore.backends.catalog import Catalog, CommitOutcome, NewVersion
 from chunkstore.backends.packindex import (
     FIRST_ROUND,
     MAX_PAGE_BYTES,
@@ -31,13 +32,16 @@ from chunkstore.backends.packindex import (
     PackRecord,
     Phase,
 )
+from chunkstore.core import recipes
 from chunkstore.core.packformat import MAX_ENTRIES, MAX_PACK_SIZE
 from chunkstore.errors import (
     ConcurrentModificationError,
     IndexItemChangedError,
     InvalidArgumentError,
+    NameNotFoundError,
     RoundMovedError,
 )
+from support.catalog_conformance import DEAD_AFTER, TINY_LEASE, claim_and_store, new_version
 from support.threads import run_in_threads
 
 PACK_BYTES, PACK_ENTRIES = 16_000_000, 2_000
@@ -59,6 +63,39 @@ def new_page(number: int, body: bytes | None = None) -> NewPage:
 
 def chunk(number: int) -> bytes:
     return blake3.blake3(f"chunk {number}".encode()).digest()
+
+
+class _Guard:
+    """A writer's RoundGuard: its references are checked at current(); moved() records the round
+    it was told moved and reads the new one, or, refusing, reports a reference collected."""
+
+    def __init__(self, index: PackIndex, refuse: bool = False):
+        self._index = index
+        self._round = index.read_round()
+        self._refuse = refuse
+        self.moves: list[GcRound] = []
+
+    def current(self) -> GcRound:
+        return self._round
+
+    def moved(self, seen: GcRound) -> GcRound:
+        self.moves.append(seen)
+        if self._refuse:
+            raise ConcurrentModificationError("a page this put names was collected")
+        self._round = self._index.read_round()
+        return self._round
+
+
+def commit_guarded(catalog: Catalog, guard: _Guard, *versions: NewVersion) -> list[CommitOutcome]:
+    """A whole put whose commit checks the round through guard."""
+    session = catalog.open_session("put")
+    try:
+        for new in versions:
+            entries = [entry for page in new.pages for entry in recipes.decode_page(page)]
+            claim_and_store(catalog, session, [(entry.chunk_id, entry.length) for entry in entries])
+        return catalog.commit(session, list(versions), round_guard=guard)
+    finally:
+        catalog.close_session(session)
 
 
 class PackIndexConformance:
@@ -130,6 +167,49 @@ class PackIndexConformance:
         with pytest.raises(ConcurrentModificationError):
             index.advance_round(gc, index.read_round())
         assert index.read_round() == FIRST_ROUND
+
+    def test_expiring_sessions_ends_the_dead_and_returns_the_living(self, catalog, make_catalog, writer, gc):
+        stalled = catalog.open_session("put")
+        impatient = make_catalog(lease_seconds=TINY_LEASE)
+        time.sleep(DEAD_AFTER)
+        catalog.heartbeat(writer)
+        assert index_of(impatient).expire_sessions(gc) == {writer, gc}
+        pending = index_of(impatient).create_pack(stalled, new_pack_id(), 1, 1)
+        gc_round = self.advance_to(index_of(impatient), gc, Phase.DOOMING)
+        assert index_of(impatient).doom(gc_round, [pending]) == []  # its owner is gone
+
+    # ---- the round check of a writer's commit ----------------------------------------------
+
+    def test_a_commit_is_written_at_the_round_its_guard_holds(self, catalog, index, gc):
+        guard = _Guard(index)
+        self.advance_to(index, gc, Phase.DOOMING)
+        assert commit_guarded(catalog, guard, new_version("a", [1, 2])) == [CommitOutcome("a", 1, "stored")]
+        assert guard.moves == [FIRST_ROUND] and guard.current() == GcRound(1, Phase.DOOMING)
+        # One too large for a transaction (one page per chunk) commits in steps: checked too.
+        self.advance_to(index, gc, Phase.SWEEPING)
+        large = new_version("large", range(10, 160), page_entries=1)
+        assert commit_guarded(catalog, guard, large) == [CommitOutcome("large", 1, "stored")]
+        assert guard.moves == [FIRST_ROUND, GcRound(1, Phase.DOOMING)]
+        assert catalog.get_version("large").digest == large.digest
+
+    def test_a_guard_that_finds_a_reference_collected_stops_the_commit(self, catalog, index, gc):
+        guard = _Guard(index, refuse=True)
+        self.advance_to(index, gc, Phase.SWEEPING)
+        with pytest.raises(ConcurrentModificationError, match="collected"):
+            commit_guarded(catalog, guard, new_version("b", [3]), new_version("c", range(20, 160), page_entries=1))
+        for name in ("b", "c"):
+            with pytest.raises(NameNotFoundError):
+                catalog.get_version(name)
+
+    def test_a_commit_at_an_unmoved_round_asks_nothing_of_its_guard(self, catalog, index):
+        guard = _Guard(index, refuse=True)
+        versions = [new_version("d", [4]), new_version("e", range(30, 170), page_entries=1), new_version("f", [4])]
+        assert [outcome.outcome for outcome in commit_guarded(catalog, guard, *versions)] == [
+            "stored",
+            "stored",
+            "duplicate",
+        ]
+        assert guard.moves == []
 
     # ---- packs ---------------------------------------------------------------------------
 

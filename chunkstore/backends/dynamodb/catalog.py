@@ -75,7 +75,7 @@ from chunkstore.backends.dynamodb.items import (
 from chunkstore.backends.dynamodb.packindex import DynamoDBPackIndex
 from chunkstore.backends.dynamodb.sessions import Sessions
 from chunkstore.backends.dynamodb.table import DIGEST_INDEX, Cancelled, Table, translated
-from chunkstore.backends.packindex import PackIndex
+from chunkstore.backends.packindex import PackIndex, RoundGuard
 from chunkstore.backends.sessions import DEFAULT_LEASE_SECONDS, new_session_id, now_ns
 from chunkstore.core.names import name_matches_prefix
 from chunkstore.errors import (
@@ -83,6 +83,7 @@ from chunkstore.errors import (
     InvalidArgumentError,
     NameNotFoundError,
     NotFoundError,
+    RoundMovedError,
     VersionNotFoundError,
 )
 
@@ -116,7 +117,7 @@ class DynamoDBCatalog(Catalog):
         self._schema = meta.schema
         self._shards = meta.shards
         self.pack_index: PackIndex = DynamoDBPackIndex(
-            self.table, functools.partial(self._require_schema, PACK_INDEX_SCHEMA)
+            self.table, self._sessions, functools.partial(self._require_schema, PACK_INDEX_SCHEMA)
         )
 
     @property
@@ -314,7 +315,14 @@ class DynamoDBCatalog(Catalog):
     # ---- commit ----------------------------------------------------------------------
 
     @translated
-    def commit(self, session: str, versions: Sequence[NewVersion], at_ns: int | None = None) -> list[CommitOutcome]:
+    def commit(
+        self,
+        session: str,
+        versions: Sequence[NewVersion],
+        at_ns: int | None = None,
+        *,
+        round_guard: RoundGuard | None = None,
+    ) -> list[CommitOutcome]:
         if not versions:
             return []
         stamp = now_ns() if at_ns is None else at_ns
@@ -322,7 +330,7 @@ class DynamoDBCatalog(Catalog):
         self._check_new_chunks_present(versions)
 
         def run(group: list[int]) -> list[tuple[int, CommitOutcome]]:
-            return [(index, self._commit_version(session, versions[index], stamp)) for index in group]
+            return [(index, self._commit_version(session, versions[index], stamp, round_guard)) for index in group]
 
         # Versions that share no name and no content commit in parallel; the others in order.
         outcomes = dict(pair for done in self.table.in_parallel(run, _dependent_groups(versions)) for pair in done)
@@ -348,7 +356,10 @@ class DynamoDBCatalog(Catalog):
                     "was stalled past its session lease, or never uploaded); nothing was committed, put again"
                 )
 
-    def _commit_version(self, session: str, new: NewVersion, at_ns: int) -> CommitOutcome:
+    def _commit_version(
+        self, session: str, new: NewVersion, at_ns: int, round_guard: RoundGuard | None
+    ) -> CommitOutcome:
+        gc_round = round_guard.current() if round_guard is not None else None
         while True:
             latest = self._latest_version(new.name)
             if latest is not None and latest.digest == new.digest:
@@ -359,13 +370,19 @@ class DynamoDBCatalog(Catalog):
             content = self.table.get(content_key(new.digest))
             try:
                 if not content:
-                    number_given = commits.store_content(self.table, session, new, previous, at_ns, self._shards)
+                    number_given = commits.store_content(
+                        self.table, session, new, previous, at_ns, self._shards, gc_round
+                    )
                     return CommitOutcome(new.name, number_given, "stored")
                 if content_state(content) == LIVE:
                     duplicate_of = self.find_name_with_digest(new.digest)
                     commits.add_duplicate(self.table, new, previous, at_ns, self._shards)
                     return CommitOutcome(new.name, previous + 1, "duplicate", duplicate_of)
             except commits.Retry:
+                continue
+            except RoundMovedError:
+                assert round_guard is not None and gc_round is not None
+                gc_round = round_guard.moved(gc_round)
                 continue
             self._settle(session, content)
 

@@ -45,7 +45,9 @@ from chunkstore.backends.dynamodb.items import (
     text,
     version_item,
 )
+from chunkstore.backends.dynamodb.packindex import round_check
 from chunkstore.backends.dynamodb.table import TRANSACTION_ACTIONS, TRANSACTION_BYTES, Cancelled, Table
+from chunkstore.backends.packindex import GcRound, round_moved
 from chunkstore.core import recipes
 from chunkstore.errors import ConcurrentModificationError, CorruptObjectError
 
@@ -185,32 +187,47 @@ def _rolled_back(new: NewVersion) -> ConcurrentModificationError:
     )
 
 
-def store_content(table: Table, session: str, new: NewVersion, previous: int, at_ns: int, shards: int) -> int:
-    """Commit a new content and its version; return the version number it got."""
+def store_content(
+    table: Table, session: str, new: NewVersion, previous: int, at_ns: int, shards: int, gc_round: GcRound | None
+) -> int:
+    """Commit a new content and its version; return the version number it got.
+
+    With gc_round (storage format 2), the transaction that makes the content live also checks
+    that the round item still holds it, else RoundMovedError (see packindex.RoundGuard)."""
     steps = list(itertools.islice(_count_steps(recipes.counted_entries(new.pages), 0, _counted(new)), 2))
     counts = steps[0][1] if steps else Counter()
+    checks = [] if gc_round is None else [round_check(gc_round)]
     fits = (
         len(steps) <= 1
-        and len(counts) + len(new.pages) + 3 <= TRANSACTION_ACTIONS
+        and len(counts) + len(new.pages) + 3 + len(checks) <= TRANSACTION_ACTIONS
         and sum(map(len, new.pages)) <= TRANSACTION_BYTES
     )
     if not fits:
-        return _store_large_content(table, session, new, previous, at_ns, shards)
+        return _store_large_content(table, session, new, previous, at_ns, shards, gc_round)
     actions = [{"Put": {"Item": content_item(new, LIVE, 1), "ConditionExpression": "attribute_not_exists(pk)"}}]
     actions += [{"Put": {"Item": item}} for item in page_items(new)]
     chunk_actions = range(len(actions), len(actions) + len(counts))
     actions += [_increment(chunk_id, count) for chunk_id, count in counts.items()]
     actions += version_actions(new.name, previous, at_ns, content_version_attributes(new), shards)
     try:
-        table.transact(actions)
+        table.transact(actions + checks)
     except Cancelled as cancelled:
         if any(cancelled.failed(index) for index in chunk_actions):
             raise _refused(new) from None
+        _raise_if_round_moved(cancelled, gc_round)
         raise Retry from None
     return previous + 1
 
 
-def _store_large_content(table: Table, session: str, new: NewVersion, previous: int, at_ns: int, shards: int) -> int:
+def _raise_if_round_moved(cancelled: Cancelled, gc_round: GcRound | None) -> None:
+    """The round check is a transaction's last action when there is one."""
+    if gc_round is not None and cancelled.failed(len(cancelled.reasons) - 1):
+        raise round_moved(gc_round) from None
+
+
+def _store_large_content(
+    table: Table, session: str, new: NewVersion, previous: int, at_ns: int, shards: int, gc_round: GcRound | None
+) -> int:
     """A content too large for one transaction: intent, pages, counted steps, then the commit point."""
     intent = content_item(new, COMMITTING, 0, own=s(session), done=n(0), lim=n(_counted(new)))
     if not table.put(intent, "attribute_not_exists(pk)"):
@@ -221,7 +238,7 @@ def _store_large_content(table: Table, session: str, new: NewVersion, previous: 
         for end, counts in _count_steps(recipes.counted_entries(new.pages), 0, _counted(new)):
             _count_step(table, session, new, done, end, counts)
             done = end
-        return _commit_point(table, session, new, previous, at_ns, shards)
+        return _commit_point(table, session, new, previous, at_ns, shards, gc_round)
     except _NotPresent:
         roll_back(table, new.digest, session, done)
         raise _refused(new) from None
@@ -255,8 +272,11 @@ def _count_step(table: Table, session: str, new: NewVersion, done: int, end: int
         raise _NotPresent from None
 
 
-def _commit_point(table: Table, session: str, new: NewVersion, previous: int, at_ns: int, shards: int) -> int:
+def _commit_point(
+    table: Table, session: str, new: NewVersion, previous: int, at_ns: int, shards: int, gc_round: GcRound | None
+) -> int:
     """Turn the fully counted content live with its version; return the version number it got."""
+    checks = [] if gc_round is None else [round_check(gc_round)]
     while True:
         try:
             table.transact(
@@ -275,12 +295,14 @@ def _commit_point(table: Table, session: str, new: NewVersion, previous: int, at
                         }
                     },
                     *version_actions(new.name, previous, at_ns, content_version_attributes(new), shards),
+                    *checks,
                 ]
             )
             return previous + 1
         except Cancelled as cancelled:
             if cancelled.failed(0):
                 raise _rolled_back(new) from None
+            _raise_if_round_moved(cancelled, gc_round)
             # Another writer took the next version number of the name first.
             previous = last_number(table, new.name, shards)
 

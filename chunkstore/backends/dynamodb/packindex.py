@@ -48,6 +48,7 @@ from chunkstore.backends.dynamodb.items import (
     s,
     session_key,
 )
+from chunkstore.backends.dynamodb.sessions import Sessions
 from chunkstore.backends.dynamodb.table import TRANSACTION_ACTIONS, Cancelled, Table, translated
 from chunkstore.backends.packindex import (
     FIRST_ROUND,
@@ -80,7 +81,8 @@ def _round_condition(seen: GcRound) -> dict:
     }
 
 
-def _round_check(seen: GcRound) -> dict:
+def round_check(seen: GcRound) -> dict:
+    """A transaction's check that the round item is still seen (absent counts as the first round)."""
     return {"ConditionCheck": {"Key": ROUND_KEY, **_round_condition(seen)}}
 
 
@@ -93,10 +95,15 @@ def _at(item: PackRecord | PageRecord, state: IndexState) -> dict:
 
 
 class DynamoDBPackIndex:
-    def __init__(self, table: Table, require_schema: Callable[[], None]):
+    def __init__(self, table: Table, sessions: Sessions, require_schema: Callable[[], None]):
         """require_schema moves the table to schema 3 (once) before the first index item is written."""
         self.table = table
+        self._sessions = sessions
         self._require_schema = require_schema
+
+    @translated
+    def expire_sessions(self, gc_session: str) -> set[str]:
+        return {session for session, alive in self._sessions.expire_dead(gc_session).items() if alive} | {gc_session}
 
     # ---- the round -----------------------------------------------------------------------
 
@@ -327,7 +334,7 @@ class DynamoDBPackIndex:
                 planned = [(item, actions_of(item)) for item in batch]
                 owners = [item for item, item_actions in planned for _ in item_actions]
                 try:
-                    self.table.transact([_round_check(seen), *(action for _, each in planned for action in each)])
+                    self.table.transact([round_check(seen), *(action for _, each in planned for action in each)])
                     return refused
                 except Cancelled as cancelled:
                     if cancelled.failed(0):

@@ -1,0 +1,243 @@
+"""gc of a storage format 2 store: rounds of mark, doom, sweep and delete over the pack index.
+
+docs/design/format-v2.md, "gc rounds and the round item" and "Safety argument". Contents count
+their versions; pages and packs are not counted but marked: a page is live while a content names
+it, a pack while a live page (or a content's inline page) names it. One gc at a time holds the
+catalog's gc lock; writers take no lock, they check the round item in the transactions that
+write their pages and commits (packedput.PackedWriter). A round:
+
+    G1 mark     scan the contents, the pages and the packs: pages no content names, and packs no
+                other page names, are candidates (a pack only once its writer's session is gone)
+    G2          round (r, idle) -> (r+1, dooming)
+    G3 doom     candidates -> DOOMED, each at the state and generation G1 read
+    G4          round -> (r+1, sweeping)
+    G5 sweep    scan again: a DOOMED page a content names, or a DOOMED pack a page that stays
+                names, goes back; the others -> DELETING
+    G6 delete   DELETING packs: object deleted, then item; DELETING pages: item; pack objects
+                without an item (listed before the scan): deleted
+    G7          round -> (r+1, idle)
+
+A gc that dies leaves the round in dooming or sweeping and its items DOOMED or DELETING; the next
+gc takes the lock over and goes on from G4 (dooming) or G5 (sweeping).
+
+Packs whose live share fell but is not zero stay as they are: repack (copying their live records
+into new packs) is not part of this version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from chunkstore.backends.catalog import Catalog
+from chunkstore.backends.packindex import GcRound, IndexState, PackIndex, PackRecord, PageRecord, Phase
+from chunkstore.backends.packs import pack_key
+from chunkstore.core import pages
+from chunkstore.errors import CorruptObjectError, IntegrityError, NotFoundError
+from chunkstore.operations.context import StoreContext
+from chunkstore.operations.packedcheck import pack_ids_of, pack_objects, read_recipe
+
+# Items doomed, spared or moved to DELETING per call, and objects deleted between two reports of
+# progress: the index writes these in transactions of up to 99 items.
+BATCH = 990
+
+
+@dataclass
+class Garbage:
+    """What a collection frees (or, for a dry run, would free): recipe pages no stored content
+    names, packs no such page names, pack objects with no item (orphans)."""
+
+    pages: int = 0
+    page_bytes: int = 0  # catalog bytes: the pages' bodies
+    packs: int = 0
+    pack_bytes: int = 0
+    pack_entries: int = 0
+    orphans: int = 0
+    orphan_bytes: int = 0
+
+
+@dataclass
+class _Marks:
+    """One scan of the catalog: the page and pack items, and which of them are named."""
+
+    pages: list[PageRecord]
+    packs: list[PackRecord]
+    named_pages: set[bytes] = field(default_factory=set)  # by a content
+    inline_packs: set[bytes] = field(default_factory=set)  # by a content's inline page
+
+    def packs_named_by(self, kept_pages: Iterable[PageRecord], catalog: Catalog) -> set[bytes]:
+        named = set(self.inline_packs)
+        for page in kept_pages:
+            try:
+                named |= pack_ids_of(pages.parse_page(page.body))
+            except CorruptObjectError as error:
+                raise _unknown_references(catalog, page.origin, f"page {page.page_id.hex()}: {error}") from None
+        return named
+
+
+def _mark(catalog: Catalog) -> _Marks:
+    """Scan the contents, then the pages and packs (each scan consistent). Contents first: a page
+    or pack a content committed during the scan names was written before that commit, so the
+    later scans see it. Raises IntegrityError if a recipe cannot be read: what it names is
+    unknown, so nothing could be called garbage."""
+    named_pages: set[bytes] = set()
+    inline_packs: set[bytes] = set()
+    for content in catalog.iter_contents():
+        try:
+            recipe = read_recipe(catalog, content.digest)
+            if recipe.inline_page is not None:
+                inline_packs |= pack_ids_of(pages.parse_page(recipe.inline_page))
+        except NotFoundError:
+            continue  # removed since it was listed
+        except IntegrityError as error:
+            raise _unknown_references(catalog, content.digest, error) from None
+        named_pages.update(segment.page_id for segment in recipe.segments)
+    index = catalog.pack_index
+    return _Marks(list(index.iter_pages()), list(index.iter_packs()), named_pages, inline_packs)
+
+
+def find_garbage(store: StoreContext) -> Garbage:
+    """The mark pass (G1) alone, deleting nothing: what gc would collect now.
+
+    Pack objects are listed first: a pack's item is created before its object is uploaded, so an
+    object the listing finds has an item the later scan sees, unless it is an orphan. A put
+    running meanwhile has pages and packs its commit will name: until then they count here."""
+    objects = pack_objects(store.blobs)
+    marks = _mark(store.catalog)
+    garbage = Garbage()
+    for page in marks.pages:
+        if page.page_id not in marks.named_pages and page.state == IndexState.PRESENT:
+            garbage.pages += 1
+            garbage.page_bytes += len(page.body)
+    live_packs = marks.packs_named_by(
+        (page for page in marks.pages if page.page_id in marks.named_pages), store.catalog
+    )
+    for pack in marks.packs:
+        if pack.pack_id not in live_packs and pack.state == IndexState.PRESENT:
+            garbage.packs += 1
+            garbage.pack_bytes += pack.stored_bytes
+            garbage.pack_entries += pack.entries
+    orphans = objects.keys() - {pack.pack_id for pack in marks.packs}
+    garbage.orphans = len(orphans)
+    garbage.orphan_bytes = sum(objects[pack_id] for pack_id in orphans)
+    return garbage
+
+
+def collect(
+    store: StoreContext, session: str, pool: ThreadPoolExecutor, on_progress: Callable[[Garbage], None] | None = None
+) -> Garbage:
+    """Run one gc round (or finish the one a dead gc left) under the gc lock that session holds;
+    return what it deleted."""
+    catalog = store.catalog
+    index = catalog.pack_index
+    gc_round = index.read_round()
+    if gc_round.phase == Phase.IDLE:
+        gc_round = _doom(catalog, index, session, gc_round)
+    if gc_round.phase == Phase.DOOMING:
+        gc_round = index.advance_round(session, gc_round)
+    garbage = _sweep_and_delete(store, pool, on_progress)
+    index.advance_round(session, gc_round)
+    return garbage
+
+
+def _doom(catalog: Catalog, index: PackIndex, session: str, idle: GcRound) -> GcRound:
+    """G1-G3; returns the round, now dooming."""
+    alive = index.expire_sessions(session)
+    marks = _mark(catalog)
+    page_candidates = [
+        page for page in marks.pages if page.state == IndexState.PRESENT and page.page_id not in marks.named_pages
+    ]
+    live_packs = marks.packs_named_by(
+        (page for page in marks.pages if page.page_id in marks.named_pages or page.state != IndexState.PRESENT),
+        catalog,
+    )
+    # A writer's pack is PRESENT before the pages naming it are written: while the writer lives,
+    # it is not garbage (and once it has committed, its pages name it).
+    pack_candidates = [
+        pack
+        for pack in marks.packs
+        if pack.state in (IndexState.PRESENT, IndexState.PENDING)
+        and pack.pack_id not in live_packs
+        and pack.owner not in alive
+    ]
+    dooming = index.advance_round(session, idle)
+    for batch in _batches(page_candidates):
+        index.doom(dooming, batch)
+    for batch in _batches(pack_candidates):
+        index.doom(dooming, batch)
+    return dooming
+
+
+def _sweep_and_delete(
+    store: StoreContext, pool: ThreadPoolExecutor, on_progress: Callable[[Garbage], None] | None
+) -> Garbage:
+    """G5 and G6, in the sweeping phase."""
+    catalog = store.catalog
+    index = catalog.pack_index
+    objects = pack_objects(store.blobs)  # before the scan: see find_garbage
+    marks = _mark(catalog)
+    doomed_pages = [page for page in marks.pages if page.state == IndexState.DOOMED]
+    spared_pages = [page for page in doomed_pages if page.page_id in marks.named_pages]
+    dropped_pages = [page for page in doomed_pages if page.page_id not in marks.named_pages]
+    dropped_ids = {page.page_id for page in dropped_pages}
+    live_packs = marks.packs_named_by(
+        (page for page in marks.pages if page.page_id not in dropped_ids and page.state != IndexState.DELETING),
+        catalog,
+    )
+    doomed_packs = [pack for pack in marks.packs if pack.state == IndexState.DOOMED]
+    for batch in _batches(spared_pages):
+        index.spare(batch)
+    for batch in _batches([pack for pack in doomed_packs if pack.pack_id in live_packs]):
+        index.spare(batch)
+    # An item that changed since the scan (only gc changes DOOMED items) is left for the next round.
+    deleting_pages = _start_deleting(index, dropped_pages)
+    deleting_pages += [page for page in marks.pages if page.state == IndexState.DELETING]
+    deleting_packs = _start_deleting(index, [pack for pack in doomed_packs if pack.pack_id not in live_packs])
+    deleting_packs += [pack for pack in marks.packs if pack.state == IndexState.DELETING]
+
+    garbage = Garbage()
+    for batch in _batches(deleting_packs):
+        list(pool.map(store.blobs.delete, (pack_key(pack.pack_id) for pack in batch)))
+        index.forget(batch)
+        garbage.packs += len(batch)
+        garbage.pack_bytes += sum(pack.stored_bytes for pack in batch)
+        garbage.pack_entries += sum(pack.entries for pack in batch)
+        if on_progress:
+            on_progress(garbage)
+    for batch in _batches(deleting_pages):
+        index.forget(batch)
+        garbage.pages += len(batch)
+        garbage.page_bytes += sum(len(page.body) for page in batch)
+    # Pack IDs are random and an item is created before its object is uploaded: an object listed
+    # before the scan whose item the scan did not find belongs to a pack gc forgot (its writer,
+    # taken for dead, lost the pack and names it nowhere), or to no pack at all.
+    orphans = sorted(objects.keys() - {pack.pack_id for pack in marks.packs})
+    for batch in _batches(orphans):
+        list(pool.map(store.blobs.delete, map(pack_key, batch)))
+        garbage.orphans += len(batch)
+        garbage.orphan_bytes += sum(objects[pack_id] for pack_id in batch)
+        if on_progress:
+            on_progress(garbage)
+    return garbage
+
+
+def _start_deleting(index: PackIndex, items: list) -> list:
+    moved = []
+    for batch in _batches(items):
+        refused = {item.item_id for item in index.start_deleting(batch)}
+        moved += [item for item in batch if item.item_id not in refused]
+    return moved
+
+
+def _batches(items: list) -> Iterable[list]:
+    for start in range(0, len(items), BATCH):
+        yield items[start : start + BATCH]
+
+
+def _unknown_references(catalog: Catalog, digest: bytes, error: object) -> IntegrityError:
+    name = catalog.find_name_with_digest(digest)
+    return IntegrityError(
+        f"gc cannot tell what is unreferenced: the recipe of {name or 'content ' + digest.hex()} cannot be read "
+        f"({error}); nothing was deleted; run `chunkstore verify` to list the damage"
+    )
