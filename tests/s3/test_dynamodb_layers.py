@@ -13,9 +13,9 @@ LAYERS = {
     "items": set(),
     "table": {"items"},
     "sessions": {"items", "table"},
-    "commits": {"items", "table"},
+    "packindex": {"items", "table", "sessions"},
+    "commits": {"items", "table", "packindex"},
     "gc": {"items", "table", "sessions", "commits"},
-    "packindex": {"items", "table"},
     "catalog": {"items", "table", "sessions", "commits", "gc", "packindex"},
     "__init__": {"catalog", "table"},
 }
