@@ -2,7 +2,7 @@
 speed, and on an s3:// store (moto) the requests and their cost per TB.
 
     python -m benchmarks.format2 [--project Django] [--series 4.2.] [--versions 30]
-                                 [--s3-versions 5] [--cache DIR]
+                                 [--s3-versions 5] [--names one|each] [--cache DIR]
 
 The data: successive source releases of one PyPI project, uncompressed (the files
 benchmarks.chunk_size_curve and benchmarks.pages use). Every release is put in order under one
@@ -80,14 +80,19 @@ def _folder_bytes_and_files(folder: Path) -> tuple[int, int]:
     return total, files
 
 
-def measure_folder(layout: Layout, releases: list[Path], scratch: Path) -> dict:
+def measure_folder(layout: Layout, releases: list[Path], scratch: Path, names: str) -> dict:
+    """names: "one" puts every release under one name, "each" under its own file name."""
     url = scratch / layout.label.replace(" ", "").replace(",", "-")
+
+    def stored_as(version: int, release: Path) -> tuple[str, int]:
+        return (NAME, version) if names == "one" else (release.name, 1)
+
     put_seconds = 0.0
     with layout.init(str(url)) as store:
         for release in releases:
             with open(release, "rb") as stream:
                 started = time.perf_counter()
-                store.put_stream(stream, NAME)
+                store.put_stream(stream, stored_as(0, release)[0])
                 put_seconds += time.perf_counter() - started
     stored, files = _folder_bytes_and_files(url)
     restore_seconds = 0.0
@@ -95,7 +100,8 @@ def measure_folder(layout: Layout, releases: list[Path], scratch: Path) -> dict:
         for version, release in enumerate(releases, 1):
             out = io.BytesIO()
             started = time.perf_counter()
-            store.get(NAME, out, version=version)
+            name, stored_version = stored_as(version, release)
+            store.get(name, out, version=stored_version)
             restore_seconds += time.perf_counter() - started
             if out.getvalue() != release.read_bytes():
                 raise RuntimeError(f"{layout.label}: version {version} restored different bytes")
@@ -189,11 +195,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--versions", type=int, default=30)
     parser.add_argument("--s3-versions", type=int, default=5, help="releases put into the s3:// stores (0: none)")
     parser.add_argument("--changed-mb", type=int, default=0, help="size of the 1%%-changed file case (0: skipped)")
+    parser.add_argument(
+        "--names",
+        choices=("one", "each"),
+        default="one",
+        help="put the releases under one name (a nightly backup), or each under its own file name",
+    )
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     args = parser.parse_args(argv)
     releases = fetch_releases(args.project, args.series, args.versions, args.cache)
     logical = sum(release.stat().st_size for release in releases)
-    print(f"{len(releases)} releases of {args.project} {args.series}*, {logical / 1e6:.0f} MB, put under one name")
+    under = "one name" if args.names == "one" else "each its own name"
+    print(f"{len(releases)} releases of {args.project} {args.series}*, {logical / 1e6:.0f} MB, put under {under}")
     if args.changed_mb:
         with tempfile.TemporaryDirectory(prefix="chunkstore-format2-") as scratch, moto_server():
             original, edited = _changed_file(releases, args.changed_mb * 1_000_000, Path(scratch))
@@ -213,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
     with tempfile.TemporaryDirectory(prefix="chunkstore-format2-") as scratch:
-        rows = [measure_folder(layout, releases, Path(scratch)) for layout in LAYOUTS]
+        rows = [measure_folder(layout, releases, Path(scratch), args.names) for layout in LAYOUTS]
     base = rows[0]
     for row in rows:
         row["put_speed_vs_format_1"] = base["put_seconds"] / row["put_seconds"]

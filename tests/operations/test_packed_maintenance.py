@@ -40,10 +40,11 @@ def make_store(url: str) -> Store:
 
 
 def fill(store: Store, folder: Path) -> None:
-    """big.bin twice (an edit between), a copy of its first version, a small file, an empty file,
-    in four puts: root pages and an inline page, pages and packs shared between versions, a
-    content of two versions, and a pack nothing names (copy.bin's put stores its chunks again
-    before its commit finds the content stored)."""
+    """big.bin twice (an edit between), a copy of its first version, a small file and a copy of
+    it, an empty file, in five puts: root pages and an inline page, pages and packs shared
+    between versions, contents of two versions, and a pack nothing names (a small content keeps
+    its page inline, so no hook leads to it: small-copy.txt's put stores its chunks again before
+    its commit finds the content stored; copy.bin's finds big.bin's through hooks)."""
     folder.mkdir(exist_ok=True)
     files = {"big.bin": BIG, "small.txt": SMALL, "empty": b"", "copy.bin": BIG}
     for name, data in files.items():
@@ -53,6 +54,7 @@ def fill(store: Store, folder: Path) -> None:
     (folder / "big.bin").write_bytes(EDITED)
     store.put([(folder / "big.bin", "docs/big.bin")])
     store.put([(folder / "copy.bin", "copy.bin")])
+    store.put([(folder / "small.txt", "small-copy.txt")])
 
 
 @pytest.fixture(params=["folder", "memory"])
@@ -123,7 +125,7 @@ def test_verify_of_an_intact_store_reads_every_content_back(store):
     report = store.verify(read_data=True)
     assert report.ok, report.problems
     contents = list(store.catalog.iter_contents())
-    assert (report.versions, report.contents) == (5, len(contents)) == (5, 4)
+    assert (report.versions, report.contents) == (6, len(contents)) == (6, 4)
     assert report.packs == len(named_packs(store)) == 3  # big.bin's first put, small.txt's, the edit's
     assert report.pages > 4  # big.bin's segments, some shared by its two versions
     assert report.bytes_read == sum(content.size for content in contents) == len(BIG) + len(EDITED) + len(SMALL)
@@ -277,7 +279,7 @@ def test_stats_come_from_the_pack_index_and_the_recipes(store):
     assert figures["stored_bytes"] == sum(objects.values())
     assert figures["chunks"] == sum(item.entries for item in items)
     assert (figures["referenced_chunks"], figures["unique_bytes"]) == distinct_entries_read_from_tables(store)
-    assert figures["logical_bytes"] == 2 * len(BIG) + len(EDITED) + len(SMALL)
+    assert figures["logical_bytes"] == 2 * len(BIG) + len(EDITED) + 2 * len(SMALL)
     assert figures["dedup_ratio"] > 2.5  # big.bin three times, stored about once
     assert figures["packs_by_size"]["under_4mib"] == {"packs": len(objects), "bytes": sum(objects.values())}
     assert (
@@ -304,7 +306,7 @@ def test_stats_come_from_the_pack_index_and_the_recipes(store):
 def test_gc_deletes_what_nothing_names_and_its_dry_run_says_so_first(store):
     objects = pack_objects(store.blobs)
     page_items = {page.page_id for page in store.catalog.pack_index.iter_pages()}
-    (unnamed,) = objects.keys() - named_packs(store)  # what copy.bin's put stored again
+    (unnamed,) = objects.keys() - named_packs(store)  # what small-copy.txt's put stored again
     dry = store.gc(dry_run=True)
     assert (dry.packs_deleted, dry.pages_deleted, dry.orphans_deleted) == (1, 0, 0)
     assert dry.bytes_freed == objects[unnamed]
@@ -410,7 +412,7 @@ def test_the_command_line_on_a_format_2_store(tmp_path):
 
     completed = run(url, "verify", "--read-data")
     assert completed.returncode == 0, completed.stderr
-    assert completed.stdout.startswith("ok: 5 versions, 4 contents, ")
+    assert completed.stdout.startswith("ok: 6 versions, 4 contents, ")
 
     figures = json.loads(run(url, "stats", "--json").stdout)
     assert figures["storage_format"] == 2 and figures["packs"] >= 3

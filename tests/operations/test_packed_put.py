@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from chunkstore import ChunkerSpec, CompressionSpec, Store
-from chunkstore.backends.packs import PACK_KEY_PREFIX
+from chunkstore.backends.packs import PACK_KEY_PREFIX, PackReader
 from chunkstore.core import pages
 from chunkstore.core.config import CONFIG_KEY, StoreConfig
 from chunkstore.errors import ConcurrentModificationError, IntegrityError, InvalidArgumentError
@@ -115,6 +115,59 @@ def test_a_new_version_stores_what_changed_and_reuses_the_pages_it_did_not_touch
         assert 1 <= len(fresh) <= 3 and len(pages_before) > 20
         assert read(store, "db.dump") == edited
         assert read(store, "db.dump", version=1) == original
+
+
+@pytest.mark.also_in_memory
+def test_a_version_under_another_name_stores_what_changed_through_hooks(new_backend, tmp_path):
+    """No parent by name: the hooks among the new file's chunks lead to the pages of the first,
+    whose chunks (and those of the segments after them) are then found in the cache."""
+    objects = new_backend(tmp_path)
+    original = random_bytes(4_000_000, 21)
+    edited = bytearray(original)
+    edited[1_000_000:1_040_000] = random_bytes(40_000, 22)
+    edited[3_000_000:3_000_100] = b""
+    with init_format_2(objects.url, **objects.init_arguments()) as store:
+        store.put_stream(io.BytesIO(original), "release-1.tar")
+        index = store.catalog.pack_index
+        page_ids = {record.page_id for record in index.iter_pages()}
+        chunk_ids = [
+            entry.chunk_id
+            for page_id in page_ids
+            for entry in store_page_entries(store, page_id)
+            if int.from_bytes(entry.chunk_id[:4], "big") < 1 << (32 - 2)
+        ]
+        hooks = index.get_hooks(chunk_ids)
+        # About one chunk in 4 of these small segments is a hook, each leading to its own page.
+        assert len(hooks) == len(chunk_ids) > len(page_ids) and set(hooks.values()) == page_ids
+        result = store.put_stream(io.BytesIO(bytes(edited)), "release-2.tar").results[0]
+        assert result.outcome == "stored"
+        assert 40_000 <= result.new_bytes <= 200_000, result.new_bytes
+        assert read(store, "release-2.tar") == edited
+
+
+def store_page_entries(store: Store, page_id: bytes):
+    """The (chunk ID, length) entries of a stored page, resolved against its packs' tables."""
+    page = pages.parse_page(store.catalog.pack_index.get_page(page_id).body)
+    reader = PackReader(store.blobs, store.packs)
+    try:
+        tables = {run.pack_id: reader.read_table(run.pack_id) for run in page.runs}
+    finally:
+        reader.close()
+    return pages.resolve_page(page_id, page, tables, store.chunk_id_key)
+
+
+@pytest.mark.also_in_memory
+def test_a_hook_that_leads_to_a_collected_page_is_only_a_miss(new_backend, tmp_path):
+    objects = new_backend(tmp_path)
+    data = random_bytes(2_000_000, 23)
+    with init_format_2(objects.url, **objects.init_arguments()) as store:
+        store.put_stream(io.BytesIO(data), "first")
+        store.remove(["first"])
+        assert store.gc().pages_deleted > 0
+        result = store.put_stream(io.BytesIO(data + b"!"), "second").results[0]
+        assert result.new_bytes == len(data) + 1
+        assert read(store, "second") == data + b"!"
+        assert store.verify(read_data=True).ok
 
 
 @pytest.mark.also_in_memory
