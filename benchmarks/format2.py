@@ -11,7 +11,11 @@ name, as a nightly backup of a changing file would be, into a folder store of ea
 - format 1 at its default chunk size (64 KiB) and at 8 KiB;
 - format 2 at 8 KiB (the design's default), whose put deduplicates against the name's previous
   version (pages of unchanged segments reused, chunks of the previous version's segments near
-  the position read found in the cache).
+  the position read found in the cache) and, through hooks, against the pages of any name.
+
+--names each puts every release under its own file name instead, as releases or dated dumps
+are kept: format 1 finds every stored chunk in its exact index, format 2 only what its hooks
+lead to.
 
 Figures per layout, all stores filled in this one process one after the other: bytes on disk
 (objects and catalog), object files, put and restore seconds (every version restored and

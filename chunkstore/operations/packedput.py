@@ -22,12 +22,14 @@ are committed; a committed content names only pages and packs that exist.
 
 Against gc (the design's round protocol and safety argument): the writer reads the round item
 at its start and again after each commit, before it looks at any page or pack the next batch
-names; its pages and its commit are written with a check that the round still holds that value.
-While gc sweeps, a page or pack looked at may be doomed, so every one the batch names is read
-again, consistently, and must be PRESENT. When a check finds the round moved, the writer reads it
-again, validates the same way, and writes again; if it finds one collected, the put fails
-(ConcurrentModificationError, nothing committed). When the round moved between two batches,
-the chunk locations kept from before are dropped: they were looked at under the old value.
+names; its pages and its commit are written with a check that the round still holds the value
+they are written at. What was looked at after reading (r, idle) may be named at (r, idle) and at
+(r+1, dooming); what was looked at during dooming, at that value. Anything else (gc sweeping, or a
+round that moved further while the batch committed) has every page and pack the batch names read
+again, consistently: each must be PRESENT (a page the batch has not written yet may be absent),
+else the put fails with ConcurrentModificationError and commits nothing. When a check finds the
+round moved, the writer reads it, checks its references as above, and writes again. When the
+round moved between two batches, the cache is dropped: it was looked at under the old value.
 """
 
 from __future__ import annotations
@@ -122,8 +124,14 @@ class PackedWriter(Writer):
         self._fresh_pages: list[tuple[FileResult, bytes, list[tuple[bytes, bytes, int]]]] = []
         # The gc round the batch's references are checked at, and what the batch names.
         self._round_lock = threading.Lock()
-        self._round = self.index.read_round()
+        self._round = self.index.read_round()  # the value page writes and commits check
         self._round_moves = 0
+        # The value at which what the batch names is known safe to name: the round read before
+        # the batch looked at anything, or one at which it was all read again (_check_references).
+        self._batch_round = self._round
+        self._checked_at = self._round
+        self._checked_by_reading = False
+        self._written_page_ids: set[bytes] = set()
         self._named_pages: set[bytes] = set()
         self._named_packs: set[bytes] = set()
         self._new_page_ids: set[bytes] = set()
@@ -324,7 +332,7 @@ class PackedWriter(Writer):
             for page_id, body, segment_number in fresh:
                 new_pages.setdefault(page_id, NewPage(page_id, body, digest, segment_number))
         self._name_references(new_pages.values())
-        self._validate(self._round)
+        self._check_references(self._round)
         self._write_pages(list(new_pages.values()))
         # Hints, written after their pages so that one never leads to a page not yet written; a
         # content kept inline has no page item to lead to.
@@ -339,6 +347,7 @@ class PackedWriter(Writer):
         self._named_pages.clear()
         self._named_packs.clear()
         self._new_page_ids.clear()
+        self._written_page_ids.clear()
         for pending in self._pending:
             recipe_pages = pending.version.pages
             entries = root_entries(recipe_pages)
@@ -350,19 +359,37 @@ class PackedWriter(Writer):
             self._new_page_ids.add(page.page_id)
             self._named_packs.update(run.pack_id for run in pages.parse_page(page.body).runs)
 
-    def _validate(self, gc_round: GcRound) -> None:
-        """While gc sweeps, check that every page and pack the batch names is PRESENT (read
-        consistently); in the other phases what was looked at since the round was read is safe
-        to name (docs/design/format-v2.md, Safety argument)."""
-        if gc_round.phase != Phase.SWEEPING:
+    def _check_references(self, gc_round: GcRound) -> None:
+        """Make sure what the batch names may be named in writes that check gc_round.
+
+        What was looked at after the round read (r, idle) stays safe at that value (nothing is
+        doomed before the round moves) and at (r+1, dooming) (a commit checked at that value lands
+        before the sweep, which then sees it); what was looked at at (r, dooming) stays safe at
+        that value. Anything else (the sweeping phase, a round that moved further) needs every
+        page and pack the batch names read again (docs/design/format-v2.md, Safety argument)."""
+        checked = self._checked_at
+        if gc_round == checked and (self._checked_by_reading or checked.phase != Phase.SWEEPING):
             return
+        if checked.phase == Phase.IDLE and (gc_round.number, gc_round.phase) == checked.following():
+            return
+        self._read_references_again()
+        self._checked_at, self._checked_by_reading = gc_round, True
+
+    def _read_references_again(self) -> None:
+        """Read every page and pack the batch names, consistently: each must be PRESENT, else
+        ConcurrentModificationError (nothing of the batch is committed)."""
         gone = [
             page_id
             for page_id, record in zip(
                 self._named_pages, self.pool.map(self.index.get_page, self._named_pages), strict=True
             )
-            # A page the batch writes may not exist yet; one that exists in another state stays so.
-            if (record.state != IndexState.PRESENT if record else page_id not in self._new_page_ids)
+            # A page the batch is to write may not exist yet; one it wrote must, and one that
+            # exists in another state stays so (a write leaves an existing page as it is).
+            if (
+                record.state != IndexState.PRESENT
+                if record
+                else page_id not in self._new_page_ids or page_id in self._written_page_ids
+            )
         ]
         packs = self.index.get_packs(self._named_packs)
         gone += [
@@ -392,7 +419,7 @@ class PackedWriter(Writer):
                         "nothing more was committed, put again"
                     )
                 gc_round = self.index.read_round()
-                self._validate(gc_round)
+                self._check_references(gc_round)
                 self._round = gc_round
             return self._round
 
@@ -402,13 +429,15 @@ class PackedWriter(Writer):
     def _next_batch(self) -> None:
         gc_round = self.index.read_round()
         with self._round_lock:
-            if gc_round != self._round:
-                # Locations and tables were looked at under the old round: what they name may
-                # have been doomed since.
+            if gc_round != self._batch_round:
+                # The cache's locations, tables and pages were looked at under an older round:
+                # what they name may have been collected since.
                 self._locations.clear()
                 self._tables.clear()
                 self._followed.clear()
-            self._round = gc_round
+                self._roots.clear()
+            self._round = self._batch_round = self._checked_at = gc_round
+            self._checked_by_reading = False
             self._round_moves = 0
 
     def _write_pages(self, new_pages: list[NewPage]) -> None:
@@ -429,9 +458,10 @@ class PackedWriter(Writer):
             seen = self.current()
             try:
                 self.index.write_pages(seen, batch)
-                return
+                break
             except RoundMovedError:
                 self.moved(seen)
+        self._written_page_ids.update(page.page_id for page in batch)
 
 
 class _ParentSegments:

@@ -20,7 +20,7 @@ from chunkstore import ChunkerSpec, CompressionSpec, Store
 from chunkstore.backends.packs import PACK_KEY_PREFIX, PackReader
 from chunkstore.core import pages
 from chunkstore.core.config import CONFIG_KEY, StoreConfig
-from chunkstore.errors import ConcurrentModificationError, IntegrityError, InvalidArgumentError
+from chunkstore.errors import ConcurrentModificationError, IntegrityError, InvalidArgumentError, NameNotFoundError
 from chunkstore.operations.contentpages import root_entries
 
 CHUNKER = ChunkerSpec.from_average(avg_size=4096)
@@ -167,6 +167,33 @@ def test_a_hook_that_leads_to_a_collected_page_is_only_a_miss(new_backend, tmp_p
         result = store.put_stream(io.BytesIO(data + b"!"), "second").results[0]
         assert result.new_bytes == len(data) + 1
         assert read(store, "second") == data + b"!"
+        assert store.verify(read_data=True).ok
+
+
+@pytest.mark.also_in_memory
+def test_a_put_whose_pages_a_whole_gc_round_collected_before_its_commit_commits_nothing(new_backend, tmp_path):
+    """The put's pages are written, then a whole gc round runs before its commit: no content names
+    them yet, so the round collects them. The commit finds the round moved on, reads what it
+    names again, and refuses: a commit naming the collected pages would lose the file."""
+    objects = new_backend(tmp_path)
+    data = random_bytes(2_000_000, 31)
+    with init_format_2(objects.url, **objects.init_arguments()) as store:
+        commit = store.catalog.commit
+        collected = []
+
+        def commit_after_a_gc_round(*arguments, **options):
+            store.catalog.commit = commit
+            collected.append(store.gc().pages_deleted)
+            return commit(*arguments, **options)
+
+        store.catalog.commit = commit_after_a_gc_round
+        with pytest.raises(ConcurrentModificationError, match="put again"):
+            store.put_stream(io.BytesIO(data), "file")
+        assert collected[0] > 0
+        with pytest.raises(NameNotFoundError):
+            store.catalog.get_version("file")
+        store.put_stream(io.BytesIO(data), "file")
+        assert read(store, "file") == data
         assert store.verify(read_data=True).ok
 
 
