@@ -64,9 +64,9 @@ TRANSACTION_WRITE_FACTOR = 2
 WRITE_UNITS_PER_COMMIT = 3 * TRANSACTION_WRITE_FACTOR
 # A transaction that writes pages also checks that the gc round has not moved.
 WRITE_UNITS_PER_ROUND_CHECK = TRANSACTION_WRITE_FACTOR
-# Strongly consistent reads of a put per version: the name's counter, the content (whole-file
-# dedup) and the round.
-READ_UNITS_PER_VERSION_PUT = 3
+# Strongly consistent reads of a put per version: the name's latest version and its counter, the
+# content (whole-file dedup) and the round.
+READ_UNITS_PER_VERSION_PUT = 4
 # Reads of a restore per file: its version, its content item and its root pages.
 READ_UNITS_PER_FILE_RESTORED = 3
 # GETs of a restore per pack: its table (one suffix GET), then its records (the whole pack when
@@ -302,7 +302,7 @@ def _format_2_requests(figures: dict) -> tuple[float, float, float]:
     pays its many versions and fragmented pages per GB of what they added; a new store is priced
     as a first put of incompressible data. Not counted: hook items (the design's one per 2 MiB of
     new chunks: put does not write them yet) and what each put command costs whatever its size
-    (session, snapshot, the names it looks up: ~5 write and ~6 read units)."""
+    (session, snapshot, the queries of the names it may update: 5 write and 17 read units)."""
     gb = 1e9
     if figures["unique_bytes"]:
         shape = figures
