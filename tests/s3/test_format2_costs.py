@@ -166,6 +166,39 @@ def test_a_put_pays_per_pack_page_and_file_and_stats_prices_it(format_2_store, s
     assert f"${estimate['ingest_usd_per_gb_new_data']:.6f} to put new data" in stats
 
 
+def test_versions_with_scattered_edits_cost_what_stats_estimates(format_2_store, s3_url):
+    """Each version rewrites 1,000 bytes every 400 KB: new chunks all over the file, so every
+    segment gets a fresh page whose runs alternate between the old packs and the new one."""
+    store = format_2_store
+    data = bytearray(mixed_data(20 * MB, seed=5))
+    versions = []
+    meter = Meter(store)
+    new_bytes = 0
+    for number in range(4):
+        rng = random.Random(number)
+        for offset in range(rng.randrange(400_000), len(data), 400_000) if number else ():
+            data[offset : offset + 1_000] = random_bytes(1_000, rng.getrandbits(32))
+        versions.append(bytes(data))
+        new_bytes += store.put_stream(io.BytesIO(data), "database.bin").results[0].new_bytes
+    put_usd = meter.usd()
+    figures = store.stats()
+    estimate = cost_estimate(figures)
+    assert figures["versions"] == 4 and new_bytes < 2 * len(data)
+    assert 0.5 < estimate["ingest_usd_per_gb_new_data"] / (put_usd / (new_bytes / GB)) < 2
+
+    store.close()
+    with Store.open(s3_url, read_only=True) as reader:
+        meter = Meter(reader)
+        for number, expected in enumerate(versions, 1):
+            out = io.BytesIO()
+            reader.get("database.bin", out, version=number)
+            assert out.getvalue() == expected
+        # Version n names the first put's pack and the pack of each version since (their edits
+        # stay), and takes more than half of each: a table GET and a whole-pack GET per pack.
+        assert figures["packs"] == len(versions)
+        assert meter.gets == aws.GETS_PER_PACK_RESTORED * sum(range(1, len(versions) + 1))
+
+
 def test_an_unchanged_put_makes_no_s3_put(format_2_store, tmp_path):
     store = format_2_store
     source = tmp_path / "data.bin"
