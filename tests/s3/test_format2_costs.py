@@ -214,6 +214,39 @@ def test_an_unchanged_put_makes_no_s3_put(format_2_store, tmp_path):
     assert s3_puts(store) == puts
 
 
+def test_the_bill_follows_dynamodb_billing_rules(clients, table):
+    clients.dynamodb.create_table(
+        TableName=table,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+    )
+    bill = DynamoDBBill()
+    bill.listen(clients.dynamodb)
+
+    def key(name: str) -> dict:
+        return {"pk": {"S": name}, "sk": {"S": "s"}}
+
+    def item(name: str, size: int) -> dict:
+        # "pk" and a 2-letter name, "sk" and "s", "data" and its bytes: 4 + 3 + 4 + (size - 11).
+        return {**key(name), "data": {"B": bytes(size - 11)}}
+
+    clients.dynamodb.put_item(TableName=table, Item=item("aa", 1_024))
+    assert bill.write_units == 1
+    clients.dynamodb.put_item(TableName=table, Item=item("bb", 1_025))
+    assert bill.write_units == 1 + 2
+    clients.dynamodb.transact_write_items(TransactItems=[{"Put": {"TableName": table, "Item": item("cc", 4_097)}}])
+    assert bill.write_units == 3 + 2 * 5
+    clients.dynamodb.get_item(TableName=table, Key=key("cc"), ConsistentRead=True)
+    assert bill.read_units == 2
+    clients.dynamodb.get_item(TableName=table, Key=key("aa"))
+    clients.dynamodb.get_item(TableName=table, Key=key("no"))
+    assert bill.read_units == 2 + 0.5 + 0.5
+
+
 def test_cost_estimate_of_format_2_figures():
     figures = {
         "storage_format": 2,
