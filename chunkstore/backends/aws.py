@@ -13,11 +13,14 @@ a command can report what it cost at list prices.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from chunkstore.backends.packs import PACK_TARGET_SIZE
+from chunkstore.core import pages
 from chunkstore.errors import AccessDeniedError, AwsError, ChunkstoreError, ResourceNotFoundError
 
 INSTALL_HINT = "pip install 'chunkstore[s3]'"
@@ -46,6 +49,35 @@ _DYNAMODB_READS = {"GetItem", "BatchGetItem", "Query", "Scan", "TransactGetItems
 WRITE_UNITS_PER_NEW_CHUNK = 6
 # Reads of a chunk's row by put (the claim and the pre-commit check, strongly consistent).
 READ_UNITS_PER_NEW_CHUNK = 2
+
+# Storage format 2 (docs/design/format-v2.md, "Cost per operation"): requests go by pack, page and
+# version, not by chunk. A pack item is created PENDING before the upload and turned PRESENT after
+# it: two single writes of a ~200-byte item.
+WRITE_UNITS_PER_PACK = 2
+# A page or root page item holds the page's bytes plus its key and attributes (136 bytes for a
+# page item, fewer for a root page), billed per started KB.
+INDEX_ITEM_EXTRA_BYTES = 136
+# A write inside a transaction (TransactWriteItems) is billed twice.
+TRANSACTION_WRITE_FACTOR = 2
+# A commit is one transaction of three items under 1 KB (content, version, name counter); root
+# pages join it at 2 units per started KB.
+WRITE_UNITS_PER_COMMIT = 3 * TRANSACTION_WRITE_FACTOR
+# A transaction that writes pages also checks that the gc round has not moved.
+WRITE_UNITS_PER_ROUND_CHECK = TRANSACTION_WRITE_FACTOR
+# Strongly consistent reads of a put per version: the name's latest version and its counter, the
+# content (whole-file dedup) and the round.
+READ_UNITS_PER_VERSION_PUT = 4
+# Reads of a restore per file: its version, its content item and its root pages.
+READ_UNITS_PER_FILE_RESTORED = 3
+# GETs of a restore per pack: its table (one suffix GET), then its records (the whole pack when
+# they cover half of it, as a version's own new data does). A version that takes less than half of
+# an older pack's records, between runs of its own, makes more: a ranged read extends only over
+# consecutive locations of one pack (PackReader.read_chunks), so about one GET per two changes of
+# pack in its pages (10 Django releases put in order: 759-1,241 GETs a release of 59 MB).
+GETS_PER_PACK_RESTORED = 2
+# A format 2 store with no data yet is priced as a first put of one GB file of incompressible
+# data: full packs, one page per 16 MiB segment holding 14 runs (a first put's pages hold 13-14).
+ASSUMED_PAGE_BYTES = pages.PAGE_HEADER.size + 14 * pages.RUN.size
 
 
 _ACCESS_DENIED_CODES = {
@@ -224,21 +256,25 @@ class AwsClients:
 def cost_estimate(figures: dict) -> dict:
     """What a store with these stats (maintenance.stats) costs at AWS list prices.
 
-    Chunk size drives the request costs: every new chunk is one S3 PUT and a few
-    DynamoDB writes, every chunk restored one S3 GET. The per-GB figures use this
-    store's own average chunk sizes, so they show what its chunker settings cost."""
+    In storage format 1 the chunk size drives the request costs: every new chunk is one S3 PUT
+    and a few DynamoDB writes, every chunk restored one S3 GET. A format 2 store pays per pack,
+    recipe page and version instead (_format_2_requests). The per-GB figures use this store's own
+    average sizes, so they show what its settings and its data cost."""
     gb = 1e9
     chunks = figures["chunks"]
     unique, stored, logical = figures["unique_bytes"], figures["stored_bytes"], figures["logical_bytes"]
     average_chunk = unique / chunks if chunks else figures["chunker"]["avg_size"]
-    chunks_per_gb = gb / average_chunk
-    ingest_per_gb = chunks_per_gb * (
-        S3_PUT_PER_1000 / 1000
-        + WRITE_UNITS_PER_NEW_CHUNK * DYNAMODB_WRITE_UNIT_PER_MILLION / 1e6
-        + READ_UNITS_PER_NEW_CHUNK * DYNAMODB_READ_UNIT_PER_MILLION / 1e6
-    )
-    # A restore reads the recipe (a 36-byte entry per chunk, in 4 KB read units) and GETs every chunk.
-    restore_per_gb = chunks_per_gb * (S3_GET_PER_1000 / 1000 + 36 / 4096 * DYNAMODB_READ_UNIT_PER_MILLION / 1e6)
+    if figures.get("storage_format") == 2:
+        objects_per_gb, ingest_per_gb, restore_per_gb = _format_2_requests(figures)
+    else:
+        objects_per_gb = gb / average_chunk
+        ingest_per_gb = objects_per_gb * (
+            S3_PUT_PER_1000 / 1000
+            + WRITE_UNITS_PER_NEW_CHUNK * DYNAMODB_WRITE_UNIT_PER_MILLION / 1e6
+            + READ_UNITS_PER_NEW_CHUNK * DYNAMODB_READ_UNIT_PER_MILLION / 1e6
+        )
+        # A restore reads the recipe (a 36-byte entry per chunk, in 4 KB read units) and GETs every chunk.
+        restore_per_gb = objects_per_gb * (S3_GET_PER_1000 / 1000 + 36 / 4096 * DYNAMODB_READ_UNIT_PER_MILLION / 1e6)
     storage_per_month = stored / gb * S3_STORAGE_PER_GB_MONTH
     return {
         "prices": {
@@ -250,10 +286,64 @@ def cost_estimate(figures: dict) -> dict:
             "dynamodb_read_unit_per_million_usd": DYNAMODB_READ_UNIT_PER_MILLION,
         },
         "average_chunk_bytes": round(average_chunk),
-        "chunk_objects_per_gb": round(chunks_per_gb),
+        # The S3 objects a GB of new data makes: chunk objects in format 1, packs in format 2.
+        "chunk_objects_per_gb": round(objects_per_gb),
         "ingest_usd_per_gb_new_data": round(ingest_per_gb, 6),
         "restore_usd_per_gb": round(restore_per_gb, 6),
         "storage_usd_per_month": round(storage_per_month, 6),
         # What keeping one GB of the files put costs, after dedup and compression.
         "storage_usd_per_logical_gb_month": round(stored / logical * S3_STORAGE_PER_GB_MONTH, 6) if logical else None,
     }
+
+
+def _format_2_requests(figures: dict) -> tuple[float, float, float]:
+    """Packs per GB of new data, and the request costs of putting and of restoring a GB, for a
+    format 2 store (docs/design/format-v2.md, "Cost per operation").
+
+    Each count per GB is the store's own: its packs, recipe pages, root pages and versions per GB
+    of its unique data, its pages' mean size. So a store of versions that each change a little
+    pays its many versions and fragmented pages per GB of what they added; a new store is priced
+    as a first put of incompressible data. Not counted: hook items (the design's one per 2 MiB of
+    new chunks: put does not write them yet), the GETs of the previous version's pack tables (one
+    per pack it names) and what each put command costs whatever its size (session, snapshot, the
+    queries of the names it may update: 5 write and 17 read units)."""
+    gb = 1e9
+    if figures["unique_bytes"]:
+        shape = figures
+    else:
+        segments = gb / pages.PAGE_TARGET_BYTES
+        shape = {
+            "unique_bytes": gb,
+            "logical_bytes": gb,
+            "versions": 1,
+            "packs": gb / PACK_TARGET_SIZE,
+            "pages": segments,
+            "page_bytes": segments * ASSUMED_PAGE_BYTES,
+            "root_pages": 1,
+            "root_bytes": pages.ROOT_HEADER.size + segments * pages.ROOT_ENTRY.size,
+        }
+    per_gb = gb / shape["unique_bytes"]
+    packs, recipe_pages, root_pages, versions = (
+        shape[name] * per_gb for name in ("packs", "pages", "root_pages", "versions")
+    )
+    page_item_bytes = INDEX_ITEM_EXTRA_BYTES + (shape["page_bytes"] / shape["pages"] if shape["pages"] else 0)
+    root_item_bytes = INDEX_ITEM_EXTRA_BYTES + (shape["root_bytes"] / shape["root_pages"] if shape["root_pages"] else 0)
+    write_units = (
+        packs * WRITE_UNITS_PER_PACK
+        + recipe_pages * TRANSACTION_WRITE_FACTOR * math.ceil(page_item_bytes / 1024)
+        # Each content with a root writes its new pages in a transaction with a round check.
+        + root_pages * (TRANSACTION_WRITE_FACTOR * math.ceil(root_item_bytes / 1024) + WRITE_UNITS_PER_ROUND_CHECK)
+        + versions * WRITE_UNITS_PER_COMMIT
+    )
+    ingest = (
+        packs * S3_PUT_PER_1000 / 1000
+        + write_units * DYNAMODB_WRITE_UNIT_PER_MILLION / 1e6
+        + versions * READ_UNITS_PER_VERSION_PUT * DYNAMODB_READ_UNIT_PER_MILLION / 1e6
+    )
+    # A restore reads pages eventually consistent: half a unit per started 4 KB.
+    files_restored = shape["versions"] * gb / shape["logical_bytes"]
+    read_units = recipe_pages * 0.5 * math.ceil(page_item_bytes / 4096) + files_restored * READ_UNITS_PER_FILE_RESTORED
+    restore = (
+        packs * GETS_PER_PACK_RESTORED * S3_GET_PER_1000 / 1000 + read_units * DYNAMODB_READ_UNIT_PER_MILLION / 1e6
+    )
+    return packs, ingest, restore

@@ -328,7 +328,8 @@ def packed_stats(catalog: Catalog) -> dict:
     chunks and stored_bytes are the entries and bytes of the PRESENT packs (dead ones included
     until gc collects them, as format 1 counts unreferenced chunks). Pack items record no
     plaintext, so unique_bytes is the plaintext of the distinct pack entries that the contents'
-    pages select (referenced_chunks of them), from the runs' byte counts (distinct_entries)."""
+    pages select (referenced_chunks of them), from the runs' byte counts (distinct_entries).
+    page_bytes, root_pages and root_bytes size the recipe items, for the cost estimate."""
     packs = [pack for pack in catalog.pack_index.iter_packs() if pack.state == IndexState.PRESENT]
     by_size = {name: {"packs": 0, "bytes": 0} for name, _ in PACK_SIZE_CLASSES}
     for pack in packs:
@@ -337,16 +338,21 @@ def packed_stats(catalog: Catalog) -> dict:
         by_size[name]["bytes"] += pack.stored_bytes
     runs_by_pack: dict[bytes, set[pages.Run]] = defaultdict(set)
     named_pages: set[bytes] = set()
-    inline_pages = 0
+    inline_pages = root_pages = root_bytes = 0
     for _, recipe in _readable_recipes(catalog):
         if recipe.inline_page is not None:
             inline_pages += 1
             _add_runs(runs_by_pack, recipe.inline_page)
         named_pages.update(segment.page_id for segment in recipe.segments)
-    pages_found = 0
+        if recipe.segments:
+            content_root_pages = -(-len(recipe.segments) // pages.ROOT_PAGE_ENTRIES)
+            root_pages += content_root_pages
+            root_bytes += content_root_pages * pages.ROOT_HEADER.size + len(recipe.segments) * pages.ROOT_ENTRY.size
+    pages_found = page_bytes = 0
     for page in catalog.pack_index.iter_pages():
         if page.page_id in named_pages:
             pages_found += 1
+            page_bytes += len(page.body)
             _add_runs(runs_by_pack, page.body)
     referenced = unique = 0
     for runs in runs_by_pack.values():
@@ -361,7 +367,10 @@ def packed_stats(catalog: Catalog) -> dict:
         "packs": len(packs),
         "packs_by_size": by_size,
         "pages": pages_found,
+        "page_bytes": page_bytes,
         "inline_pages": inline_pages,
+        "root_pages": root_pages,
+        "root_bytes": root_bytes,
     }
 
 

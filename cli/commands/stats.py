@@ -56,12 +56,13 @@ def stats(context, as_json: bool) -> int:
         fields.append(("packs", f"{figures['packs']} ({classes}); {pages}"))
     if requests is not None:
         cost = figures["cost_estimate"]
+        objects = "pack" if "packs" in figures else "chunk"
         fields += [
             (
                 "cost",
                 f"${cost['storage_usd_per_month']:.4f}/month stored; per GB: "
-                f"${cost['ingest_usd_per_gb_new_data']:.4f} to put new data, ${cost['restore_usd_per_gb']:.4f} "
-                f"to restore ({cost['chunk_objects_per_gb']:,} chunk objects/GB; {cost['prices']['source']})",
+                f"${cost['ingest_usd_per_gb_new_data']:.6f} to put new data, ${cost['restore_usd_per_gb']:.6f} "
+                f"to restore ({cost['chunk_objects_per_gb']:,} {objects} objects/GB; {cost['prices']['source']})",
             ),
             (
                 "requests",
