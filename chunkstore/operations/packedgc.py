@@ -36,7 +36,7 @@ from chunkstore.backends.packs import pack_key
 from chunkstore.core import pages
 from chunkstore.errors import CorruptObjectError, IntegrityError, NotFoundError
 from chunkstore.operations.context import StoreContext
-from chunkstore.operations.packedcheck import pack_ids_of, pack_objects, read_recipe
+from chunkstore.operations.packedcheck import ContentRecipe, pack_ids_of, pack_objects, read_recipe
 
 # Items doomed, spared or moved to DELETING per call, and objects deleted between two reports of
 # progress: the index writes these in transactions of up to 99 items.
@@ -84,17 +84,31 @@ def _mark(catalog: Catalog) -> _Marks:
     named_pages: set[bytes] = set()
     inline_packs: set[bytes] = set()
     for content in catalog.iter_contents():
-        try:
-            recipe = read_recipe(catalog, content.digest)
-            if recipe.inline_page is not None:
-                inline_packs |= pack_ids_of(pages.parse_page(recipe.inline_page))
-        except NotFoundError:
+        recipe = _recipe_of(catalog, content.digest)
+        if recipe is None:
             continue  # removed since it was listed
-        except IntegrityError as error:
-            raise _unknown_references(catalog, content.digest, error) from None
+        if recipe.inline_page is not None:
+            try:
+                inline_packs |= pack_ids_of(pages.parse_page(recipe.inline_page))
+            except CorruptObjectError as error:
+                raise _unknown_references(catalog, content.digest, error) from None
         named_pages.update(segment.page_id for segment in recipe.segments)
     index = catalog.pack_index
     return _Marks(list(index.iter_pages()), list(index.iter_packs()), named_pages, inline_packs)
+
+
+def _recipe_of(catalog: Catalog, digest: bytes, *, again: bool = True) -> ContentRecipe | None:
+    """The content's recipe, or None if it no longer exists. A content and its root pages are
+    read one after the other: an rm between the two leaves a content whose pages are gone, so
+    a recipe that does not read is read again once before it counts as damage."""
+    try:
+        return read_recipe(catalog, digest)
+    except NotFoundError:
+        return None
+    except IntegrityError as error:
+        if again:
+            return _recipe_of(catalog, digest, again=False)
+        raise _unknown_references(catalog, digest, error) from None
 
 
 def find_garbage(store: StoreContext) -> Garbage:
