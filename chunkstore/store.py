@@ -206,8 +206,10 @@ class Store(StoreContext):
     def remove(self, names, *, version: int | None = None, recursive: bool = False):
         return maintenance.remove(self, names, version=version, recursive=recursive)
 
-    def gc(self, *, dry_run: bool = False, on_progress=None) -> maintenance.GcReport:
-        return maintenance.gc(self, dry_run=dry_run, on_progress=on_progress)
+    def gc(self, *, dry_run: bool = False, on_progress=None, max_repack: int | None = None) -> maintenance.GcReport:
+        """max_repack bounds the live bytes a format 2 store's gc rewrites out of packs it repacks
+        (None: no bound; 0: no repack)."""
+        return maintenance.gc(self, dry_run=dry_run, on_progress=on_progress, max_repack=max_repack)
 
     def verify(
         self, *, read_data: bool = False, subset_percent: float = 100.0, repair: bool = False, on_progress=None

@@ -269,6 +269,13 @@ class Catalog(ABC):
         """The content's recipe pages in order. Raises NotFoundError if it has none."""
 
     @abstractmethod
+    def replace_inline_page(self, digest: bytes, old: bytes, new: bytes) -> bool:
+        """Replace a storage format 2 content's inline page (the one page of its recipe) with
+        new, if it is still old: gc's repack moved the chunks its runs select to other packs. The
+        page names the same chunks, so the content does not change. False, and nothing changed,
+        if the content has no such page (it changed, or is gone)."""
+
+    @abstractmethod
     def iter_contents(self) -> Iterator[ContentRecord]:
         """Every stored content."""
 

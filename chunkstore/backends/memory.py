@@ -48,6 +48,7 @@ from chunkstore.backends.packindex import (
     check_doom_round,
     check_new_pack,
     check_new_pages,
+    check_page_body,
     delete_step,
     doom_step,
     new_generation,
@@ -449,6 +450,14 @@ class MemoryCatalog(Catalog):
             raise NotFoundError(f"no recipe for content {digest.hex()}")
         return iter(pages)
 
+    def replace_inline_page(self, digest: bytes, old: bytes, new: bytes) -> bool:
+        with self._writing() as state:
+            content = state.contents.get(digest)
+            if content is None or content.pages != [old]:
+                return False
+            content.pages = [new]
+            return True
+
     def iter_contents(self) -> Iterator[ContentRecord]:
         with self._reading() as state:
             return iter([content.record(digest) for digest, content in sorted(state.contents.items())])
@@ -701,6 +710,15 @@ class MemoryPackIndex:
     def iter_pages(self) -> Iterator[PageRecord]:
         with self._catalog._reading() as state:
             return iter(list(state.pages.values()))
+
+    def switch_page(self, page: PageRecord, body: bytes) -> PageRecord | None:
+        check_page_body(page.page_id, body)
+        with self._catalog._writing() as state:
+            current = state.pages.get(page.page_id)
+            if current is None or (current.state, current.generation) != (IndexState.PRESENT, page.generation):
+                return None
+            state.pages[page.page_id] = replace(current, body=body, generation=new_generation())
+            return state.pages[page.page_id]
 
     def put_hooks(self, hooks: Mapping[bytes, bytes]) -> None:
         with self._catalog._writing() as state:

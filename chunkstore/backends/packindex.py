@@ -219,6 +219,12 @@ class PackIndex(Protocol):
         """Every page item, in any state (a consistent scan)."""
         ...
 
+    def switch_page(self, page: PageRecord, body: bytes) -> PageRecord | None:
+        """Give a PRESENT page new bytes (repack moved the chunks its runs select to other packs;
+        its ID, the hash of its chunk IDs, stays), conditional on the page being PRESENT at the
+        record's generation; return the new record (a new generation), or None if it changed."""
+        ...
+
     # ---- hooks -------------------------------------------------------------------------
 
     def put_hooks(self, hooks: Mapping[bytes, bytes]) -> None:
@@ -399,13 +405,18 @@ def check_new_pages(pages: Sequence[NewPage]) -> None:
     for page in pages:
         _check_id(page.page_id, PAGE_ID_SIZE, "a page ID")
         _check_id(page.origin, PAGE_ID_SIZE, "a page's origin (a content digest)")
-        if not 0 < len(page.body) <= MAX_PAGE_BYTES:
-            raise InvalidArgumentError(f"page {page.page_id.hex()} is {len(page.body)} bytes; 1 to {MAX_PAGE_BYTES}")
+        check_page_body(page.page_id, page.body)
         if page.origin_segment < 0:
             raise InvalidArgumentError(f"page {page.page_id.hex()} has segment number {page.origin_segment}")
         total += len(page.body)
     if total > PAGE_WRITE_BYTES:
         raise InvalidArgumentError(f"{total} bytes of pages to write at once; at most {PAGE_WRITE_BYTES}")
+
+
+def check_page_body(page_id: bytes, body: bytes) -> None:
+    """What switch_page refuses, raised as InvalidArgumentError: a body no page can have."""
+    if not 0 < len(body) <= MAX_PAGE_BYTES:
+        raise InvalidArgumentError(f"page {page_id.hex()} is {len(body)} bytes; 1 to {MAX_PAGE_BYTES}")
 
 
 def _check_id(value: bytes, size: int, what: str) -> bytes:

@@ -64,6 +64,7 @@ from chunkstore.backends.packindex import (
     check_index_item,
     check_new_pack,
     check_new_pages,
+    check_page_body,
     delete_step,
     doom_step,
     new_generation,
@@ -851,6 +852,15 @@ class SQLiteCatalog(Catalog):
                 raise CorruptObjectError(f"recipe of content {digest.hex()} is missing page {page_number}")
             yield _page_from_row(row)
 
+    def replace_inline_page(self, digest: bytes, old: bytes, new: bytes) -> bool:
+        with self._write(durable=True) as db:
+            cursor = db.execute(
+                "UPDATE recipe_pages SET data = ? WHERE digest = ? AND page = 0 AND data = ? "
+                "AND (SELECT page_count FROM contents WHERE digest = ?) = 1",
+                (new, digest, old, digest),
+            )
+        return cursor.rowcount == 1
+
     def iter_contents(self) -> Iterator[ContentRecord]:
         for row in self._connection().execute(f"SELECT {_CONTENT_COLUMNS} FROM contents ORDER BY digest"):
             yield _content_from_row(row)
@@ -1180,6 +1190,18 @@ class SQLitePackIndex:
     def iter_pages(self) -> Iterator[PageRecord]:
         for row in self._catalog._connection().execute(f"SELECT {_PAGE_COLUMNS} FROM pages ORDER BY id"):
             yield _index_page_from_row(row)
+
+    def switch_page(self, page: PageRecord, body: bytes) -> PageRecord | None:
+        check_page_body(page.page_id, body)
+        generation = new_generation()
+        with self._catalog._write(durable=True) as db:
+            cursor = db.execute(
+                "UPDATE pages SET body = ?, gen = ? WHERE id = ? AND state = ? AND gen = ?",
+                (body, generation, page.page_id, int(IndexState.PRESENT), page.generation),
+            )
+        if cursor.rowcount == 0:
+            return None
+        return replace(page, body=body, state=IndexState.PRESENT, generation=generation)
 
     # ---- hooks ---------------------------------------------------------------------------
 

@@ -79,13 +79,22 @@ class GcReport:
     packs_deleted: int | None = None
     pages_deleted: int | None = None
     page_bytes_freed: int | None = None
+    # Repack (format 2): packs rewritten, the stored bytes read from them and written again
+    # (their live records; a dry run estimates it). bytes_freed counts the old packs' bytes.
+    packs_repacked: int | None = None
+    repack_bytes_read: int | None = None
+    repack_bytes_written: int | None = None
 
     def to_json(self) -> dict:
         return {key: value for key, value in self.__dict__.items() if value is not None}
 
 
 def gc(
-    store: StoreContext, *, dry_run: bool = False, on_progress: Callable[[GcReport], None] | None = None
+    store: StoreContext,
+    *,
+    dry_run: bool = False,
+    on_progress: Callable[[GcReport], None] | None = None,
+    max_repack: int | None = None,
 ) -> GcReport:
     """Delete the objects of chunks no version references any more.
 
@@ -93,7 +102,7 @@ def gc(
     Refuses (IntegrityError, nothing deleted) while a chunk counted as unreferenced is still
     in a stored recipe: its count is wrong, and the count is all collection looks at."""
     if store.storage_format == 2:
-        return _packed_gc(store, dry_run, on_progress)
+        return _packed_gc(store, dry_run, on_progress, max_repack)
     report = GcReport(dry_run)
     catalog = store.catalog
     if dry_run:
@@ -144,11 +153,14 @@ def gc(
     return report
 
 
-def _packed_gc(store: StoreContext, dry_run: bool, on_progress: Callable[[GcReport], None] | None) -> GcReport:
-    """A format 2 store: a round of mark, doom, sweep and delete (operations/packedgc.py); the dry
-    run is its mark pass alone."""
+def _packed_gc(
+    store: StoreContext, dry_run: bool, on_progress: Callable[[GcReport], None] | None, max_repack: int | None
+) -> GcReport:
+    """A format 2 store: a round of mark, doom (with repack of at most max_repack bytes of live
+    records, None for no bound), sweep and delete (operations/packedgc.py); the dry run is its
+    mark pass alone."""
     if dry_run:
-        return _packed_report(True, packedgc.find_garbage(store))
+        return _packed_report(True, packedgc.find_garbage(store, max_repack))
     catalog = store.catalog
     session = catalog.open_session("gc")
     try:
@@ -156,7 +168,11 @@ def _packed_gc(store: StoreContext, dry_run: bool, on_progress: Callable[[GcRepo
         temporaries = store.blobs.remove_stale_temporaries(catalog.lease_seconds)
         with ThreadPoolExecutor(max(8, store.workers), thread_name_prefix="chunkstore-gc") as pool:
             garbage = packedgc.collect(
-                store, session, pool, on_progress and (lambda done: on_progress(_packed_report(False, done)))
+                store,
+                session,
+                pool,
+                on_progress and (lambda done: on_progress(_packed_report(False, done))),
+                max_repack,
             )
     finally:
         try:
@@ -177,6 +193,9 @@ def _packed_report(dry_run: bool, garbage: packedgc.Garbage) -> GcReport:
         packs_deleted=garbage.packs,
         pages_deleted=garbage.pages,
         page_bytes_freed=garbage.page_bytes,
+        packs_repacked=garbage.repacked,
+        repack_bytes_read=garbage.repack_read,
+        repack_bytes_written=garbage.repack_written,
     )
 
 

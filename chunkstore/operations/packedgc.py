@@ -20,8 +20,9 @@ write their pages and commits (packedput.PackedWriter). A round:
 A gc that dies leaves the round in dooming or sweeping and its items DOOMED or DELETING; the next
 gc takes the lock over and goes on from G4 (dooming) or G5 (sweeping).
 
-Packs whose live share fell but is not zero stay as they are: repack (copying their live records
-into new packs) is not part of this version.
+Packs whose dead share reached a threshold, and small packs once there are enough of them, are
+rewritten in G3 (operations/repack.py): their live records are copied to new packs, the pages
+naming them switched, and the old packs doomed with the other candidates.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from chunkstore.backends.packindex import GcRound, IndexState, PackIndex, PackRe
 from chunkstore.backends.packs import pack_key
 from chunkstore.core import pages
 from chunkstore.errors import CorruptObjectError, IntegrityError, NotFoundError
+from chunkstore.operations import repack
 from chunkstore.operations.context import StoreContext
 from chunkstore.operations.packedcheck import ContentRecipe, pack_ids_of, pack_objects, read_recipe
 
@@ -55,6 +57,11 @@ class Garbage:
     pack_entries: int = 0
     orphans: int = 0
     orphan_bytes: int = 0
+    # Repack: packs rewritten, their stored bytes, and their live records' bytes as stored again
+    # (a dry run estimates these from the share of live entries).
+    repacked: int = 0
+    repack_read: int = 0
+    repack_written: int = 0
 
 
 @dataclass
@@ -65,6 +72,7 @@ class _Marks:
     packs: list[PackRecord]
     named_pages: set[bytes] = field(default_factory=set)  # by a content
     inline_packs: set[bytes] = field(default_factory=set)  # by a content's inline page
+    inline_pages: dict[bytes, bytes] = field(default_factory=dict)  # content digest -> its inline page
 
     def packs_named_by(self, kept_pages: Iterable[PageRecord], catalog: Catalog) -> set[bytes]:
         named = set(self.inline_packs)
@@ -83,6 +91,7 @@ def _mark(catalog: Catalog) -> _Marks:
     unknown, so nothing could be called garbage."""
     named_pages: set[bytes] = set()
     inline_packs: set[bytes] = set()
+    inline_pages: dict[bytes, bytes] = {}
     for content in catalog.iter_contents():
         recipe = _recipe_of(catalog, content.digest)
         if recipe is None:
@@ -90,11 +99,12 @@ def _mark(catalog: Catalog) -> _Marks:
         if recipe.inline_page is not None:
             try:
                 inline_packs |= pack_ids_of(pages.parse_page(recipe.inline_page))
+                inline_pages[content.digest] = recipe.inline_page
             except CorruptObjectError as error:
                 raise _unknown_references(catalog, content.digest, error) from None
         named_pages.update(segment.page_id for segment in recipe.segments)
     index = catalog.pack_index
-    return _Marks(list(index.iter_pages()), list(index.iter_packs()), named_pages, inline_packs)
+    return _Marks(list(index.iter_pages()), list(index.iter_packs()), named_pages, inline_packs, inline_pages)
 
 
 def _recipe_of(catalog: Catalog, digest: bytes, *, again: bool = True) -> ContentRecipe | None:
@@ -111,7 +121,16 @@ def _recipe_of(catalog: Catalog, digest: bytes, *, again: bool = True) -> Conten
         raise _unknown_references(catalog, digest, error) from None
 
 
-def find_garbage(store: StoreContext) -> Garbage:
+def _kept_pages(marks: _Marks) -> list[PageRecord]:
+    return [page for page in marks.pages if page.page_id in marks.named_pages and page.state == IndexState.PRESENT]
+
+
+def _repack_plan(marks: _Marks, max_repack: int | None) -> tuple[dict[bytes, set[int]], list[PackRecord]]:
+    live = repack.live_entries([page.body for page in _kept_pages(marks)] + list(marks.inline_pages.values()))
+    return live, repack.plan(marks.packs, live, max_repack)
+
+
+def find_garbage(store: StoreContext, max_repack: int | None = None) -> Garbage:
     """The mark pass (G1) alone, deleting nothing: what gc would collect now.
 
     Pack objects are listed first: a pack's item is created before its object is uploaded, so an
@@ -135,28 +154,46 @@ def find_garbage(store: StoreContext) -> Garbage:
     orphans = objects.keys() - {pack.pack_id for pack in marks.packs}
     garbage.orphans = len(orphans)
     garbage.orphan_bytes = sum(objects[pack_id] for pack_id in orphans)
+    live, planned = _repack_plan(marks, max_repack)
+    for pack in planned:
+        garbage.repacked += 1
+        garbage.repack_read += pack.stored_bytes
+        garbage.repack_written += round(pack.stored_bytes * len(live[pack.pack_id]) / pack.entries)
     return garbage
 
 
 def collect(
-    store: StoreContext, session: str, pool: ThreadPoolExecutor, on_progress: Callable[[Garbage], None] | None = None
+    store: StoreContext,
+    session: str,
+    pool: ThreadPoolExecutor,
+    on_progress: Callable[[Garbage], None] | None = None,
+    max_repack: int | None = None,
 ) -> Garbage:
-    """Run one gc round (or finish the one a dead gc left) under the gc lock that session holds;
-    return what it deleted."""
-    catalog = store.catalog
-    index = catalog.pack_index
+    """Run one gc round (or finish the one a dead gc left) under the gc lock that session holds,
+    repacking at most max_repack bytes of live records (None: no bound); return what it did."""
+    index = store.catalog.pack_index
     gc_round = index.read_round()
+    repacked = repack.RepackReport()
     if gc_round.phase == Phase.IDLE:
-        gc_round = _doom(catalog, index, session, gc_round)
+        gc_round, repacked = _doom(store, session, gc_round, max_repack)
     if gc_round.phase == Phase.DOOMING:
         gc_round = index.advance_round(session, gc_round)
     garbage = _sweep_and_delete(store, pool, on_progress)
     index.advance_round(session, gc_round)
+    garbage.repacked, garbage.repack_read, garbage.repack_written = (
+        repacked.packs,
+        repacked.bytes_read,
+        repacked.bytes_written,
+    )
     return garbage
 
 
-def _doom(catalog: Catalog, index: PackIndex, session: str, idle: GcRound) -> GcRound:
-    """G1-G3; returns the round, now dooming."""
+def _doom(
+    store: StoreContext, session: str, idle: GcRound, max_repack: int | None
+) -> tuple[GcRound, repack.RepackReport]:
+    """G1-G3 with repack; returns the round, now dooming."""
+    catalog = store.catalog
+    index = catalog.pack_index
     alive = index.expire_sessions(session)
     marks = _mark(catalog)
     page_candidates = [
@@ -176,11 +213,14 @@ def _doom(catalog: Catalog, index: PackIndex, session: str, idle: GcRound) -> Gc
         and pack.owner not in alive
     ]
     dooming = index.advance_round(session, idle)
+    live, planned = _repack_plan(marks, max_repack)
+    repacked = repack.repack(store, session, planned, live, _kept_pages(marks), marks.inline_pages)
+    pack_candidates += [pack for pack in planned if pack.pack_id in repacked.retired]
     for batch in _batches(page_candidates):
         index.doom(dooming, batch)
     for batch in _batches(pack_candidates):
         index.doom(dooming, batch)
-    return dooming
+    return dooming, repacked
 
 
 def _sweep_and_delete(

@@ -245,7 +245,9 @@ class PackedWriter(Writer):
         return _ParentSegments(self, entries)
 
     def load_segment(self, page_id: bytes) -> None:
-        record = self.index.get_page(page_id, consistent=False)
+        # Consistent: repack switches a page to new packs and then deletes the old ones, and a
+        # stale page would lead to them.
+        record = self.index.get_page(page_id)
         if record is not None:
             self._load_page(page_id, record.body)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from ..exits import EXIT_OK
+from ..options import size_option
 from ..output import echo_json, human_bytes, with_requests
 from ..progress import ProgressDisplay
 
@@ -12,8 +13,13 @@ from ..progress import ProgressDisplay
 @click.command()
 @click.option("--dry-run", "-n", is_flag=True, help="Only report what would be freed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@size_option(
+    "--max-repack",
+    help="Format 2 stores: rewrite at most BYTES of live chunks out of packs that are 30% dead or more, "
+    "or small (e.g. 1G; 0 repacks nothing; default: no bound).",
+)
 @click.pass_obj
-def gc(context, dry_run: bool, as_json: bool) -> int:
+def gc(context, dry_run: bool, as_json: bool, max_repack: int | None) -> int:
     """Delete what no stored version references. Safe while puts run.
 
     `rm` and `forget` only drop references; gc is what gives the space back: chunk objects in a
@@ -25,6 +31,7 @@ def gc(context, dry_run: bool, as_json: bool) -> int:
         try:
             report = store.gc(
                 dry_run=dry_run,
+                max_repack=max_repack,
                 on_progress=lambda state: progress.update(
                     state.chunks_deleted, None, f"{human_bytes(state.bytes_freed)} freed"
                 ),
@@ -46,4 +53,10 @@ def gc(context, dry_run: bool, as_json: bool) -> int:
                 f"{report.orphans_deleted} orphaned packs, freeing {human_bytes(report.bytes_freed)} "
                 f"(and {human_bytes(report.page_bytes_freed or 0)} of catalog)"
             )
+            if report.packs_repacked:
+                click.echo(
+                    f"{'would rewrite' if dry_run else 'rewrote'} {report.packs_repacked} packs: "
+                    f"{human_bytes(report.repack_bytes_read or 0)} read, "
+                    f"{human_bytes(report.repack_bytes_written or 0)} written"
+                )
     return EXIT_OK

@@ -151,6 +151,25 @@ def test_gc_frees_the_packs_of_a_removed_file_and_keeps_the_others(uninitialized
     assert_one_error(uninitialized("get", "removed.bin", expect=3), "removed.bin")
 
 
+def test_gc_repacks_a_pack_whose_other_file_was_removed(uninitialized):
+    uninitialized("init", "--format", "2", "--avg-size", "4K")
+    removed, kept = random_bytes(300_000, seed=9), random_bytes(100_000, seed=10)
+    write(uninitialized.workdir / "both" / "removed.bin", removed)
+    write(uninitialized.workdir / "both" / "kept.bin", kept)
+    uninitialized("put", "both")
+    (shared,) = uninitialized.backend.keys(PACKS)
+    uninitialized("rm", "both/removed.bin")
+    assert "rewrite" not in uninitialized("gc", "--max-repack", "0").out
+    assert uninitialized.backend.keys(PACKS) == {shared}
+    assert "would rewrite 1 packs" in uninitialized("gc", "--dry-run").out
+    assert "rewrote 1 packs" in uninitialized("gc").out
+    (moved,) = uninitialized.backend.keys(PACKS)
+    assert moved != shared
+    assert uninitialized("get", "both/kept.bin").stdout == kept
+    uninitialized("verify", "--read-data")
+    assert_usage_error(uninitialized("gc", "--max-repack", "lots", expect=2), "--max-repack")
+
+
 @pytest.mark.local_only("the error does not depend on where the store is")
 def test_a_missing_pack_is_an_integrity_error_for_get_and_restore(uninitialized):
     uninitialized("init", "--format", "2", "--avg-size", "4K")

@@ -3,8 +3,8 @@
 Each writer puts version after version of a few names, each an edit of the one before, so every
 put deduplicates against the pages and packs of the name's previous version, while a remover
 removes old versions and runs gc, and a second process runs gc round after round: a writer keeps
-naming pages and packs that a round has just found unnamed. Segments of 8-64 chunks of ~1 KiB
-give files of several recipe pages. Afterwards every version committed and not removed reads back
+naming pages and packs that a round has just found unnamed, or is repacking. Segments of 8-64
+chunks of ~1 KiB give files of several recipe pages. Afterwards every version committed and not removed reads back
 byte for byte, verify reads everything, and a last gc leaves nothing that nothing names.
 """
 
@@ -73,20 +73,22 @@ def writer_main(store_url: str, writer: int, workdir: str, results: str) -> None
     Path(results).write_text(json.dumps({"committed": committed, "retries": retries}))
 
 
-def collect(store: Store) -> int:
+def collect(store: Store) -> tuple[int, int]:
+    """A gc round: the packs it deleted and those it repacked."""
     try:
-        return store.gc().packs_deleted or 0
+        report = store.gc()
     except ConcurrentModificationError as error:
         if "another gc is running" not in str(error):
             raise
-        return 0
+        return 0, 0
+    return report.packs_deleted or 0, report.packs_repacked or 0
 
 
 def remover_main(store_url: str, writers_done, results: str) -> None:
     """While the writers run: remove a random old version (never a name's latest), then gc."""
     rng = random.Random("remover")
     removed: list[list] = []
-    packs_deleted = 0
+    packs_deleted = packs_repacked = 0
     with Store.open(store_url) as store:
         while not writers_done.is_set():
             old = [
@@ -101,18 +103,24 @@ def remover_main(store_url: str, writers_done, results: str) -> None:
                     removed.append([record.name, record.version])
                 except NotFoundError:
                     pass
-            packs_deleted += collect(store)
+            deleted, repacked = collect(store)
+            packs_deleted, packs_repacked = packs_deleted + deleted, packs_repacked + repacked
             time.sleep(0.01)
-    Path(results).write_text(json.dumps({"removed": removed, "packs_deleted": packs_deleted}))
+    Path(results).write_text(
+        json.dumps({"removed": removed, "packs_deleted": packs_deleted, "packs_repacked": packs_repacked})
+    )
 
 
 def collector_main(store_url: str, writers_done, results: str) -> None:
-    rounds = packs_deleted = 0
+    rounds = packs_deleted = packs_repacked = 0
     with Store.open(store_url) as store:
         while not writers_done.is_set():
-            packs_deleted += collect(store)
+            deleted, repacked = collect(store)
+            packs_deleted, packs_repacked = packs_deleted + deleted, packs_repacked + repacked
             rounds += 1
-    Path(results).write_text(json.dumps({"rounds": rounds, "packs_deleted": packs_deleted}))
+    Path(results).write_text(
+        json.dumps({"rounds": rounds, "packs_deleted": packs_deleted, "packs_repacked": packs_repacked})
+    )
 
 
 def test_put_racing_rm_and_gc_rounds_loses_no_committed_version(tmp_path):
@@ -154,6 +162,7 @@ def test_put_racing_rm_and_gc_rounds_loses_no_committed_version(tmp_path):
     # The race happened: rounds ran while writers wrote, and collected what removals freed.
     assert collector["rounds"] > 0 and removed
     assert remover["packs_deleted"] + collector["packs_deleted"] > 0
+    assert remover["packs_repacked"] + collector["packs_repacked"] > 0
     with Store.open(store_url) as store:
         for report in reports:
             for entry in report["committed"]:

@@ -21,6 +21,7 @@ from chunkstore.backends.packs import PackReader, pack_key
 from chunkstore.core import pages
 from chunkstore.core.pages import SegmentSpec
 from chunkstore.errors import ConcurrentModificationError, IntegrityError, UnsupportedFormatError
+from chunkstore.operations import repack
 from chunkstore.operations.packedcheck import distinct_entries, pack_objects, read_recipe
 from support.s3helpers import unique_name
 from support.storechecks import CHUNKSTORE, get_bytes
@@ -346,6 +347,59 @@ def test_gc_deletes_what_nothing_names_and_its_dry_run_says_so_first(store):
     assert store.verify(read_data=True).ok
     again = store.gc()
     assert (again.packs_deleted, again.pages_deleted, again.orphans_deleted, again.bytes_freed) == (0, 0, 0, 0)
+
+
+def put_bytes(store: Store, folder: Path, files: dict[str, bytes]) -> None:
+    """One put of files (name -> bytes), so their new chunks share packs."""
+    folder.mkdir(exist_ok=True)
+    for name, data in files.items():
+        (folder / name.replace("/", "_")).write_bytes(data)
+    store.put([(folder / name.replace("/", "_"), name) for name in files])
+
+
+def test_gc_repacks_a_pack_whose_chunks_are_mostly_dead(store, tmp_path):
+    gone, kept = random.Random(41).randbytes(400_000), random.Random(42).randbytes(200_000)
+    put_bytes(store, tmp_path / "both", {"repack/gone.bin": gone, "repack/kept.bin": kept})
+    (shared,) = packs_of(store, digest_of(store, "repack/kept.bin"))
+    assert packs_of(store, digest_of(store, "repack/gone.bin")) == {shared}
+    store.remove(["repack/gone.bin"])
+    assert store.gc(max_repack=0).packs_repacked == 0  # a bound of 0 rewrites nothing
+    assert shared in pack_objects(store.blobs)
+    dry = store.gc(dry_run=True)
+    assert dry.packs_repacked == 1 and dry.repack_bytes_read == pack_objects(store.blobs)[shared]
+    report = store.gc()
+    assert (report.packs_repacked, report.repack_bytes_read) == (1, dry.repack_bytes_read)
+    assert 0 < report.repack_bytes_written < report.repack_bytes_read / 2
+    (moved,) = packs_of(store, digest_of(store, "repack/kept.bin"))
+    assert moved != shared and shared not in pack_objects(store.blobs)
+    assert pack_objects(store.blobs)[moved] < report.repack_bytes_read / 2
+    assert get_bytes(store, "repack/kept.bin") == kept
+    assert store.verify(read_data=True).ok
+    assert store.gc(dry_run=True).packs_repacked == 0
+
+
+def test_gc_merges_small_packs_and_switches_inline_pages(store, tmp_path, monkeypatch):
+    monkeypatch.setattr(repack, "SMALL_PACK_BYTES", 64 * 1024)
+    small = {f"small/{number}.bin": random.Random(1000 + number).randbytes(6_000) for number in range(6)}
+    # Two small files sharing their first 4 KB: kept inline, no hook leads to them, so the second
+    # put stores the shared chunks again, and the merge meets them in two packs.
+    shared = random.Random(3000).randbytes(4_000)
+    small |= {"small/6.bin": shared + b"six" * 500, "small/7.bin": shared + b"seven" * 300}
+    large = {f"small/large-{number}.bin": random.Random(2000 + number).randbytes(20_000) for number in range(4)}
+    for name, data in {**small, **large}.items():
+        put_bytes(store, tmp_path / "one", {name: data})
+    assert all(read_recipe(store.catalog, digest_of(store, name)).inline_page for name in small)
+    before = {name: packs_of(store, digest_of(store, name)) for name in {**small, **large}}
+    assert len(set().union(*before.values())) == 12  # a pack a put
+    report = store.gc()
+    assert report.packs_repacked >= 12
+    after = {name: packs_of(store, digest_of(store, name)) for name in {**small, **large}}
+    assert (
+        len(set().union(*after.values())) == 1 and not set().union(*before.values()) & pack_objects(store.blobs).keys()
+    )
+    for name, data in {**small, **large}.items():
+        assert get_bytes(store, name) == data
+    assert store.verify(read_data=True).ok
 
 
 def doom_as_a_gc_that_dies(store: Store, pages_too: bool) -> tuple[list, list]:

@@ -586,6 +586,19 @@ class CatalogConformance:
 
     # ---- history -----------------------------------------------------------------------
 
+    def test_an_inline_page_is_replaced_only_while_it_is_the_one_page_it_was(self, catalog, make_catalog):
+        one = new_version("one", [1, 2])
+        three = new_version("three", [3, 4, 5], page_entries=1)
+        put(catalog, one, three)
+        [old] = list(catalog.recipe_pages(one.digest))
+        assert catalog.replace_inline_page(one.digest, old, b"moved")
+        assert list(make_catalog().recipe_pages(one.digest)) == [b"moved"]
+        assert not catalog.replace_inline_page(one.digest, old, b"stale")
+        first = next(iter(catalog.recipe_pages(three.digest)))
+        assert not catalog.replace_inline_page(three.digest, first, b"not the only page")
+        assert next(iter(catalog.recipe_pages(three.digest))) == first
+        assert not catalog.replace_inline_page(bytes(32), old, b"no such content")
+
     def test_commit_records_the_time_it_is_given(self, catalog):
         put(catalog, new_version("file", [1]), new_version("other", [2]), at_ns=T2)
         assert [record.stored_at_ns for record in catalog.list_versions()] == [T2, T2]

@@ -330,6 +330,22 @@ class PackIndexConformance:
                 index.write_pages(seen, [new_page(100 + number)])
         assert {record.page_id for record in index.iter_pages()} == {new_page(number).page_id for number in range(4)}
 
+    def test_a_present_page_is_switched_to_new_bytes_at_its_generation(self, make_catalog, index, gc):
+        index.write_pages(index.read_round(), [new_page(1)])
+        page = index.get_page(new_page(1).page_id)
+        switched = index.switch_page(page, b"CSRP moved")
+        assert switched is not None and switched.body == b"CSRP moved"
+        assert (switched.page_id, switched.origin, switched.state) == (page.page_id, page.origin, IndexState.PRESENT)
+        assert switched.generation != page.generation
+        assert index_of(make_catalog()).get_page(page.page_id) == switched
+        assert index.switch_page(page, b"CSRP stale") is None  # the generation it was read at is gone
+        with pytest.raises(InvalidArgumentError):
+            index.switch_page(switched, b"")
+        gc_round = self.advance_to(index, gc, Phase.DOOMING)
+        assert index.doom(gc_round, [switched]) == []
+        assert index.switch_page(index.get_page(page.page_id), b"CSRP doomed") is None
+        assert index.get_page(page.page_id).body == b"CSRP moved"
+
     @pytest.mark.parametrize(
         "pages",
         [

@@ -49,6 +49,7 @@ from chunkstore.backends.dynamodb.items import (
     chunk_record,
     chunk_state,
     content_key,
+    content_pk,
     content_record,
     content_state,
     counted_limit,
@@ -58,6 +59,7 @@ from chunkstore.backends.dynamodb.items import (
     n,
     name_pk,
     number,
+    page_sk,
     pins,
     prefix_conditions,
     s,
@@ -491,6 +493,22 @@ class DynamoDBCatalog(Catalog):
         if item is None:
             raise NotFoundError(f"no recipe for content {digest.hex()}")
         yield from commits.stored_pages(self.table, digest, number(item, "pg"))
+
+    @translated
+    def replace_inline_page(self, digest: bytes, old: bytes, new: bytes) -> bool:
+        content = self._live_content(digest)
+        if content is None or number(content, "pg") != 1:
+            return False
+        return (
+            self.table.update(
+                key(content_pk(digest), page_sk(0)),
+                "SET #data = :new",
+                {":new": {"B": new}, ":old": {"B": old}},
+                "#data = :old",
+                ExpressionAttributeNames={"#data": "data"},
+            )
+            is not None
+        )
 
     @translated
     def iter_contents(self) -> Iterator[ContentRecord]:

@@ -24,6 +24,7 @@ and doomed again.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from typing import TypeVar
 
 from chunkstore.backends.dynamodb.items import (
@@ -61,6 +62,7 @@ from chunkstore.backends.packindex import (
     check_doom_round,
     check_new_pack,
     check_new_pages,
+    check_page_body,
     new_generation,
     not_pending,
     pack_exists,
@@ -210,6 +212,16 @@ class DynamoDBPackIndex:
     def iter_pages(self) -> Iterator[PageRecord]:
         yield from map(index_page_record, self.table.scan("sk = :sk", {":sk": s(INDEX_PAGE_SK)}))
 
+    @translated
+    def switch_page(self, page: PageRecord, body: bytes) -> PageRecord | None:
+        check_page_body(page.page_id, body)
+        generation = new_generation()
+        condition = _at(page, IndexState.PRESENT)
+        condition["ExpressionAttributeValues"].update({":body": {"B": body}, ":new": n(generation)})
+        if not self._update(page, "SET #data = :body, gen = :new", condition, names={"#data": "data"}):
+            return None
+        return replace(page, body=body, state=IndexState.PRESENT, generation=generation)
+
     # ---- hooks ---------------------------------------------------------------------------
 
     @translated
@@ -298,12 +310,13 @@ class DynamoDBPackIndex:
 
         self._each(items, delete)
 
-    def _update(self, item: IndexItem, expression: str, condition: dict) -> bool:
+    def _update(self, item: IndexItem, expression: str, condition: dict, names: dict[str, str] | None = None) -> bool:
         updated = self.table.update(
             index_item_key(item),
             expression,
             condition["ExpressionAttributeValues"],
             condition["ConditionExpression"],
+            **({"ExpressionAttributeNames": names} if names else {}),
         )
         return updated is not None
 
