@@ -151,6 +151,12 @@ def test_gc_frees_the_packs_of_a_removed_file_and_keeps_the_others(uninitialized
     assert_one_error(uninitialized("get", "removed.bin", expect=3), "removed.bin")
 
 
+@pytest.mark.local_only("the default does not depend on where the store is")
+def test_a_format_2_store_cuts_8k_chunks_unless_told_otherwise(uninitialized):
+    assert "fastcdc2020 2048/8192/32768" in uninitialized("init", "--format", "2").out
+    assert json.loads(uninitialized("stats", "--json").out)["chunker"]["avg_size"] == 8192
+
+
 def test_gc_repacks_a_pack_whose_other_file_was_removed(uninitialized):
     uninitialized("init", "--format", "2", "--avg-size", "4K")
     removed, kept = random_bytes(300_000, seed=9), random_bytes(100_000, seed=10)
