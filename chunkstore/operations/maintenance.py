@@ -19,7 +19,6 @@ from chunkstore.errors import (
     InvalidArgumentError,
     NameNotFoundError,
     NotFoundError,
-    UnsupportedFormatError,
 )
 from chunkstore.operations import packedcheck, packedgc
 from chunkstore.operations.context import StoreContext
@@ -278,23 +277,23 @@ def verify(
     deleted on the strength of a count it is rewriting.
 
     A format 2 store (chunkstore/operations/packedcheck.py) keeps no chunk counts; with
-    read_data and a subset, it reads that share of its contents whole. Repair of a format 2
-    store is refused: its only counts are the contents' counts of versions, which no catalog
-    can rewrite yet."""
+    read_data and a subset, it reads that share of its contents whole. Its repair rebuilds,
+    from the packs themselves, the pack items that the index lost while pages still name the
+    packs (packedgc.rebuild_pack_items; pack_items_rebuilt in the report); the contents' counts of
+    versions are reported, not rewritten."""
     if not 0 < subset_percent <= 100:
         raise InvalidArgumentError(f"--subset must be within (0, 100], got {subset_percent}")
-    if repair and store.storage_format == 2:
-        raise UnsupportedFormatError(
-            "verify --repair: a storage format 2 store keeps no chunk reference counts to rewrite, and this "
-            "version of chunkstore cannot rewrite content counts; nothing was changed (run verify without "
-            "--repair to list the problems)"
-        )
     if not repair:
         return _check(store, read_data, subset_percent, on_progress)
     catalog = store.catalog
     session = catalog.open_session("repair")
     try:
         catalog.acquire_gc_lock(session)
+        if store.storage_format == 2:
+            rebuilt = packedgc.rebuild_pack_items(store, session)
+            report = _check(store, read_data, subset_percent, on_progress)
+            report.pack_items_rebuilt = len(rebuilt)
+            return report
         repaired = 0
         for _ in range(REPAIR_ATTEMPTS):
             report = _check(store, read_data, subset_percent, on_progress)

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from chunkstore.backends.catalog import Catalog
 from chunkstore.backends.packindex import GcRound, IndexState, PackIndex, PackRecord, PageRecord, Phase
-from chunkstore.backends.packs import pack_key
+from chunkstore.backends.packs import PackReader, pack_key
 from chunkstore.core import pages
 from chunkstore.errors import CorruptObjectError, IntegrityError, NotFoundError
 from chunkstore.operations import repack
@@ -151,7 +151,7 @@ def find_garbage(store: StoreContext, max_repack: int | None = None) -> Garbage:
             garbage.packs += 1
             garbage.pack_bytes += pack.stored_bytes
             garbage.pack_entries += pack.entries
-    orphans = objects.keys() - {pack.pack_id for pack in marks.packs}
+    orphans = objects.keys() - {pack.pack_id for pack in marks.packs} - live_packs
     garbage.orphans = len(orphans)
     garbage.orphan_bytes = sum(objects[pack_id] for pack_id in orphans)
     live, planned = _repack_plan(marks, max_repack)
@@ -265,8 +265,9 @@ def _sweep_and_delete(
         garbage.page_bytes += sum(len(page.body) for page in batch)
     # Pack IDs are random and an item is created before its object is uploaded: an object listed
     # before the scan whose item the scan did not find belongs to a pack gc forgot (its writer,
-    # taken for dead, lost the pack and names it nowhere), or to no pack at all.
-    orphans = sorted(objects.keys() - {pack.pack_id for pack in marks.packs})
+    # taken for dead, lost the pack and names it nowhere), or to no pack at all. One that a page
+    # names lost its item to damage: it is kept (verify reports it, verify --repair rebuilds it).
+    orphans = sorted(objects.keys() - {pack.pack_id for pack in marks.packs} - live_packs)
     for batch in _batches(orphans):
         list(pool.map(store.blobs.delete, map(pack_key, batch)))
         garbage.orphans += len(batch)
@@ -274,6 +275,28 @@ def _sweep_and_delete(
         if on_progress:
             on_progress(garbage)
     return garbage
+
+
+def rebuild_pack_items(store: StoreContext, session: str) -> list[bytes]:
+    """Give back an item to each pack object that a stored content's pages name but the pack
+    index lost (damage, or an edit of the catalog): its size and entries from the pack itself,
+    whose table is read and checked; PRESENT, recorded by session. Returns the packs rebuilt.
+    The caller holds the gc lock, so no round decides about these packs meanwhile."""
+    index = store.catalog.pack_index
+    objects = pack_objects(store.blobs)
+    marks = _mark(store.catalog)
+    live_packs = marks.packs_named_by(
+        (page for page in marks.pages if page.page_id in marks.named_pages), store.catalog
+    )
+    lost = sorted((live_packs & objects.keys()) - {pack.pack_id for pack in marks.packs})
+    reader = PackReader(store.blobs, store.packs)
+    try:
+        for pack_id in lost:
+            entries = len(reader.read_table(pack_id, objects[pack_id]))
+            index.pack_stored(index.create_pack(session, pack_id, objects[pack_id], entries))
+    finally:
+        reader.close()
+    return lost
 
 
 def _start_deleting(index: PackIndex, items: list) -> list:

@@ -29,6 +29,7 @@ class VerifyReport:
     chunks_read: int = 0
     bytes_read: int = 0
     counts_repaired: int = 0  # chunk reference counts verify --repair rewrote
+    pack_items_rebuilt: int | None = None  # format 2: pack items verify --repair rebuilt from the packs
     # Storage format 2 only (None in a format 1 store): the packs and the recipe page items that
     # the stored contents name.
     packs: int | None = None
@@ -82,6 +83,8 @@ class VerifyReport:
         if self.packs is not None:
             figures["packs"] = self.packs
             figures["pages"] = self.pages
+        if self.pack_items_rebuilt is not None:
+            figures["pack_items_rebuilt"] = self.pack_items_rebuilt
         return {
             **figures,
             "damaged_names": self.damaged_names,

@@ -61,7 +61,9 @@ def verify(context, read_data: bool, subset: float | None, repair: bool, as_json
     elif not context.quiet or not report.ok:
         read = f", read {report.chunks_read} chunks ({human_bytes(report.bytes_read)})" if read_data else ""
         checked = f"{report.versions} versions, {report.contents} contents, {report.chunks} chunks checked{read}"
-        if repair:
+        if repair and report.pack_items_rebuilt is not None:
+            click.echo(f"rebuilt {report.pack_items_rebuilt} pack index items from their packs")
+        elif repair:
             click.echo(f"repaired {report.counts_repaired} reference counts")
             if report.damaged_names:
                 warn(f"cannot be recovered: {', '.join(report.damaged_names)}")
