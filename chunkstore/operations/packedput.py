@@ -151,6 +151,10 @@ class PackedWriter(Writer):
 
     def discard(self, result: FileResult) -> None:
         self._fresh_pages = [item for item in self._fresh_pages if item[0] is not result]
+        # Chunks of the file still held back are not stored at all.
+        self._held = deque(item for item in self._held if item[2] is not result)
+        self._held_ids = {chunk_id for chunk_id, _, _ in self._held}
+        self._held_bytes = sum(len(chunk) for _, chunk, _ in self._held)
 
     # ---- chunks ----------------------------------------------------------------------
 
