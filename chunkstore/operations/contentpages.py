@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 
 from chunkstore.backends.catalog import Catalog
 from chunkstore.core import pages
-from chunkstore.errors import CorruptObjectError, MissingChunkError
+from chunkstore.errors import CorruptObjectError, MissingChunkError, NotFoundError
 from chunkstore.operations.pageread import StoredPage
 
 
@@ -36,7 +36,7 @@ def stored_pages(catalog: Catalog, digest: bytes, *, consistent: bool = False) -
     entries = root_entries(recipe_pages)
     if entries is None:
         if recipe_pages:
-            yield StoredPage(None, recipe_pages[0])
+            yield StoredPage(None, recipe_pages[0], digest)
         return
     for number, entry in enumerate(entries):
         yield segment_page(catalog, digest, number, entry, consistent=consistent)
@@ -52,3 +52,19 @@ def segment_page(
             f"content {digest.hex()}: page {entry.page_id.hex()} (segment {number}) is missing from the catalog"
         )
     return StoredPage(entry.page_id, record.body)
+
+
+def reread_page(catalog: Catalog, stored: StoredPage) -> bytes | None:
+    """A page read again, consistently, after a pack it named was found missing (repack may have
+    moved its chunks since it was read): a page item by its ID, an inline page by its content's
+    digest; None if it is gone."""
+    if stored.page_id is not None:
+        record = catalog.pack_index.get_page(stored.page_id, consistent=True)
+        return record.body if record is not None else None
+    if stored.digest is None:
+        return None
+    try:
+        recipe_pages = list(catalog.recipe_pages(stored.digest))
+    except NotFoundError:
+        return None
+    return recipe_pages[0] if len(recipe_pages) == 1 and root_entries(recipe_pages) is None else None

@@ -12,7 +12,7 @@ the reader looks ahead of the GETs, so memory is bounded whatever the content's 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from chunkstore.backends.packs import ChunkLocation, PackReader, StoredPack
 from chunkstore.core.hashing import Hasher
@@ -39,6 +39,7 @@ class StoredPage:
 
     page_id: bytes | None
     page: bytes
+    digest: bytes | None = None  # of the content whose inline page it is, to read it again by
 
     @property
     def name(self) -> str:
@@ -54,16 +55,16 @@ class PageReader:
         chunk_id_key: bytes | None = None,
         pack_sizes: Mapping[bytes, int] | None = None,
         *,
-        reread_page: Callable[[bytes], bytes | None] | None = None,
+        reread_page: Callable[[StoredPage], bytes | None] | None = None,
     ):
         """chunk_id_key keys page IDs as chunk IDs are (an encrypted store); pack_sizes, the sizes
         the catalog recorded, save a stat per pack before its table is read.
 
-        reread_page(page_id) reads a page again, consistently, and returns its bytes, or None if
-        it is gone. When a page names a missing pack (repack may have moved its chunks since the
-        page was read), the page is read again once and resolved anew; without reread_page, or
-        if the page is gone or names a missing pack again, PagePackMissingError is raised. A
-        content's inline page has no ID to read it again by: its missing pack is final here."""
+        reread_page(stored) reads a page again, consistently (a page item by its ID, an inline page
+        by its content's digest), and returns its bytes, or None if it is gone. When a page names
+        a missing pack (repack may have moved its chunks since the page was read), the page is
+        read again once and resolved anew; without reread_page, or if the page is gone or names a
+        missing pack again, PagePackMissingError is raised."""
         self._packs = packs
         self._chunk_id_key = chunk_id_key
         self._pack_sizes = pack_sizes or {}
@@ -80,12 +81,12 @@ class PageReader:
             try:
                 locations = self._resolve(stored)
             except PagePackMissingError:
-                if stored.page_id is None or self._reread_page is None:
+                if self._reread_page is None:
                     raise
-                page = self._reread_page(stored.page_id)
+                page = self._reread_page(stored)
                 if page is None:
                     raise
-                locations = self._resolve(StoredPage(stored.page_id, page))
+                locations = self._resolve(replace(stored, page=page))
             yield from locations
 
     def _resolve(self, stored: StoredPage) -> list[ChunkLocation]:

@@ -40,7 +40,7 @@ from chunkstore.errors import (
     NotFoundError,
     UnsafePathError,
 )
-from chunkstore.operations.contentpages import stored_pages
+from chunkstore.operations.contentpages import reread_page, stored_pages
 from chunkstore.operations.context import StoreContext
 from chunkstore.operations.pageread import PageReader
 
@@ -106,7 +106,7 @@ class ChunkFetcher:
         # fetcher's life: a restore of many files reads each table once.
         self._pack_reader = PackReader(store.blobs, store.packs) if store.storage_format == 2 else None
         self._pages = (
-            PageReader(self._pack_reader, store.chunk_id_key, reread_page=self._reread_page)
+            PageReader(self._pack_reader, store.chunk_id_key, reread_page=partial(reread_page, store.catalog))
             if self._pack_reader
             else None
         )
@@ -119,12 +119,6 @@ class ChunkFetcher:
         self.digester.shutdown(wait=True)
         if self._pack_reader is not None:
             self._pack_reader.close()
-
-    def _reread_page(self, page_id: bytes) -> bytes | None:
-        """A page read again, consistently, after a pack it named was found missing (repack
-        may have moved its chunks since it was read); None if it is gone."""
-        record = self.store.catalog.pack_index.get_page(page_id, consistent=True)
-        return record.body if record is not None else None
 
     def content_chunks(self, digest: bytes) -> Iterator[bytes]:
         """The content's chunks in order, each checked against its ID, fetched ahead of the

@@ -215,9 +215,10 @@ def test_a_page_whose_pack_was_moved_is_read_again_once_and_the_content_comes_ba
     assert 0 < len(naming_the_moved_pack) < len(stored)
     reread: list[bytes] = []
 
-    def reread_page(page_id: bytes) -> bytes | None:
-        reread.append(page_id)
-        return rewritten[page_id]
+    def reread_page(stored_page: StoredPage) -> bytes | None:
+        assert stored_page.page_id is not None
+        reread.append(stored_page.page_id)
+        return rewritten[stored_page.page_id]
 
     with PackReader(blobs, packs) as reader:
         assert b"".join(PageReader(reader, KEYS.chunk_id, reread_page=reread_page).read(stored)) == data
@@ -241,8 +242,9 @@ def test_a_page_whose_pack_is_still_missing_after_one_reread_is_refused(blobs, p
     }[page_read_again]
     reread: list[bytes] = []
 
-    def reread_page(page_id: bytes) -> bytes | None:
-        reread.append(page_id)
+    def reread_page(stored_page: StoredPage) -> bytes | None:
+        assert stored_page.page_id is not None
+        reread.append(stored_page.page_id)
         return answer
 
     with PackReader(blobs, packs) as reader, pytest.raises(PagePackMissingError) as raised:
@@ -253,20 +255,29 @@ def test_a_page_whose_pack_is_still_missing_after_one_reread_is_refused(blobs, p
     assert victim.page_id.hex() in str(raised.value) and missing.hex() in str(raised.value)
 
 
-def test_an_inline_page_is_not_read_again(blobs):
-    """A content's inline page has no page ID to read it again by."""
+def test_an_inline_page_is_read_again_by_its_content(blobs):
+    """A content's inline page has no page ID: it is read again through its content's digest."""
     packs = pack_format()
-    stored = store_content(blobs, packs, content(20 * 1024), None)
-    (page,) = stored
-    pack_id = parse(page).runs[0].pack_id
-    blobs.inner.delete(pack_key(pack_id))
+    data = content(20 * 1024)
+    (page,) = store_content(blobs, packs, data, None)
+    moved = repack(blobs, packs, [page], {parse(page).runs[0].pack_id})
+    digest = bytes(range(32))
+    asked: list[StoredPage] = []
 
-    def reread_page(page_id: bytes) -> bytes | None:
-        raise AssertionError("an inline page was read again")
+    def reread_page(stored_page: StoredPage) -> bytes | None:
+        asked.append(stored_page)
+        return moved[page.page_id]
 
-    with PackReader(blobs, packs) as reader, pytest.raises(PagePackMissingError, match="inline page") as raised:
-        list(PageReader(reader, reread_page=reread_page).read([StoredPage(None, page.page)]))
-    assert raised.value.pack_id == pack_id
+    inline = StoredPage(None, page.page, digest)
+    with PackReader(blobs, packs) as reader:
+        assert b"".join(PageReader(reader, reread_page=reread_page).read([inline])) == data
+    assert asked == [inline]
+
+    def gone(stored_page: StoredPage) -> bytes | None:
+        return None
+
+    with PackReader(blobs, packs) as reader, pytest.raises(PagePackMissingError, match="inline page"):
+        list(PageReader(reader, reread_page=gone).read([inline]))
 
 
 def test_memory_does_not_grow_with_the_content():

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import re
 import threading
 from collections.abc import AsyncIterator, Generator, Iterable, Iterator
@@ -29,7 +30,7 @@ from chunkstore.backends.catalog import VersionRecord
 from chunkstore.backends.packs import ChunkLocation, PackFormat, PackReader
 from chunkstore.core.recipes import RecipeEntry
 from chunkstore.errors import CorruptObjectError, DigestMismatchError, InvalidArgumentError
-from chunkstore.operations.contentpages import root_entries, segment_page
+from chunkstore.operations.contentpages import reread_page, root_entries, segment_page
 from chunkstore.operations.context import StoreContext
 from chunkstore.operations.pageread import PageReader, StoredPage
 from chunkstore.operations.read import check_whole, fetch_in_order, iter_recipe, naming_errors, read_chunk
@@ -229,7 +230,8 @@ def _packed_chunks(store: StoreContext, record: VersionRecord, wanted: ByteRange
     )
     with packs:
         offset = None
-        for data in PageReader(packs, store.chunk_id_key).read(pages):
+        reader = PageReader(packs, store.chunk_id_key, reread_page=functools.partial(reread_page, store.catalog))
+        for data in reader.read(pages):
             if offset is None:
                 offset = segments_start + packs.first_chunk_start
             yield offset, data
@@ -242,7 +244,7 @@ def _pages_holding(store: StoreContext, record: VersionRecord, wanted: ByteRange
     recipe_pages = list(store.catalog.recipe_pages(record.digest))
     entries = root_entries(recipe_pages)
     if entries is None:
-        return 0, iter([StoredPage(None, page) for page in recipe_pages])
+        return 0, iter([StoredPage(None, page, record.digest) for page in recipe_pages])
     total = sum(entry.plaintext_bytes for entry in entries)
     if total != record.size:
         raise CorruptObjectError(f"the content's root holds {total} bytes, the file has {record.size}")
