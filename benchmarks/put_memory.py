@@ -276,7 +276,10 @@ def main(argv: list[str] | None = None) -> int:
     print(
         _table(
             [
-                ("entries in the pack index", f"{fill.entries:,} ({fill.hooks:,} hooks, {fill.pages:,} pages + packs)"),
+                (
+                    "entries in the pack index",
+                    f"{fill.entries:,} ({fill.hooks:,} hooks, {fill.pages:,} pages, {fill.packs:,} packs)",
+                ),
                 ("index fill time", f"{fill.seconds:.0f} s ({fill.entries / fill.seconds:,.0f} rows/s)"),
                 ("catalog file", f"{fill.catalog_bytes / 1e9:.2f} GB"),
                 ("put MB/s, filled / empty store", f"{on_big.mb_per_second:.1f} / {on_empty.mb_per_second:.1f}"),
@@ -286,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
                 ("store ratio, filled store", f"{on_big.store_ratio:.2f}"),
                 ("store ratio, empty store", f"{on_empty.store_ratio:.2f}"),
                 ("store ratio, format 1 exact index", f"{on_exact.store_ratio:.2f}"),
+                ("store ratio, filled store / exact index", f"{on_big.store_ratio / on_exact.store_ratio:.1%}"),
                 (
                     "share of exact dedup (bytes saved)",
                     f"{(on_big.logical_bytes - on_big.stored_bytes) / exact_saved:.1%}",
