@@ -94,6 +94,11 @@ CACHED_ROOTS = 4
 ROUND_MOVES_PER_BATCH = 6
 
 
+def hook_threshold(segments: pages.SegmentSpec) -> int:
+    """A chunk is a hook when its ID's first 4 bytes, read as a big-endian number, are below this."""
+    return 1 << (32 - max(0, segments.boundary_bits - HOOKS_PER_SEGMENT_BITS))
+
+
 class PackedWriter(Writer):
     """A format 2 put session: a pack writer, the chunk-location cache, and the pages of queued
     versions, written before their commit."""
@@ -114,8 +119,7 @@ class PackedWriter(Writer):
         self._held: deque[tuple[bytes, bytes, FileResult]] = deque()
         self._held_ids: set[bytes] = set()
         self._held_bytes = 0
-        # A chunk is a hook when its ID's first 4 bytes, read as a number, are below this.
-        self._hook_below = 1 << (32 - max(0, self.segments.boundary_bits - HOOKS_PER_SEGMENT_BITS))
+        self._hook_below = hook_threshold(self.segments)
         self._new_hooks: set[bytes] = set()  # hooks this put stores, until their page is known
         self._hooks_to_write: dict[bytes, bytes] = {}  # chunk ID -> page ID
         self._followed: OrderedDict[bytes, None] = OrderedDict()
