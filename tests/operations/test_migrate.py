@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 
 from chunkstore import ChunkerSpec, CompressionSpec, Store
-from chunkstore.errors import InvalidArgumentError
+from chunkstore.core.config import chunk_key
+from chunkstore.errors import InvalidArgumentError, MissingChunkError
 from chunkstore.operations.migrate import FILLER_CONTENTS
+from chunkstore.operations.read import iter_recipe
 from support.storechecks import assert_verify_clean, get_bytes
 
 CHUNKER = ChunkerSpec.from_average(avg_size=4096)
@@ -33,12 +35,14 @@ def write(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
-def make_format_1_store(url: str, work: Path, *, passphrase: bytes | None = None) -> dict[tuple[str, int], bytes]:
-    """A format 1 store with a history of every kind, made by put, put --sync, put_stream and rm;
-    returns the bytes of every version with content, by (name, version)."""
+def make_store(
+    url: str, work: Path, *, passphrase: bytes | None = None, storage_format: int = 1
+) -> dict[tuple[str, int], bytes]:
+    """A store (format 1 unless told) with a history of every kind, made by put, put --sync,
+    put_stream and rm; returns the bytes of every version with content, by (name, version)."""
     tree = work / "tree"
     big = random_bytes(600_000, 1)
-    with Store.init(url, CHUNKER, ZSTD, passphrase=passphrase) as store:
+    with Store.init(url, CHUNKER, ZSTD, passphrase=passphrase, storage_format=storage_format) as store:
         # Day 0: a folder tree with an empty file, a symlink and a nested file.
         write(tree / "a.txt", b"first text\n" * 100)
         write(tree / "empty", b"")
@@ -87,16 +91,14 @@ def history(store: Store, *, digests: bool = True) -> list[tuple]:
     ]
 
 
-def init_format_2(url: str, *, passphrase: bytes | None = None, **arguments) -> Store:
-    return Store.init(
-        url, ChunkerSpec.from_average(avg_size=8192), ZSTD, storage_format=2, passphrase=passphrase, **arguments
-    )
+def init_format_2(url: str, *, passphrase: bytes | None = None) -> Store:
+    return Store.init(url, ChunkerSpec.from_average(avg_size=8192), ZSTD, storage_format=2, passphrase=passphrase)
 
 
 @pytest.fixture
 def format_1_store(tmp_path) -> tuple[str, dict[tuple[str, int], bytes]]:
     url = str(tmp_path / "v1")
-    return url, make_format_1_store(url, tmp_path)
+    return url, make_store(url, tmp_path)
 
 
 def assert_same_store(source: Store, dest: Store, contents: dict[tuple[str, int], bytes], *, digests: bool = True):
@@ -131,15 +133,9 @@ def test_every_version_is_copied_with_its_number_stat_time_and_markers(format_1_
         assert report.logical_bytes == sum(len(data) for data in contents.values())
         assert 0 < report.stored_new_bytes < report.logical_bytes
         last = progress[-1]
-        assert (
-            (last.versions_done, last.bytes_done)
-            == (last.versions_total, last.bytes_total)
-            == (
-                versions,
-                report.logical_bytes,
-            )
-        )
-        # A folder restored from DEST as of the first snapshot is the first put's tree.
+        assert (last.versions_done, last.versions_total) == (versions, versions)
+        assert (last.bytes_done, last.bytes_total) == (report.logical_bytes, report.logical_bytes)
+        # DEST as of the first snapshot holds what the first put stored.
         first = dest.catalog.list_snapshots()[0]
         as_of = {record.name for record in dest.catalog.list_versions("", as_of_ns=first.at_ns)}
         assert as_of == {
@@ -149,7 +145,7 @@ def test_every_version_is_copied_with_its_number_stat_time_and_markers(format_1_
             "project/deep/nested/big.bin",
             "project/link",
         }
-        # The fillers of the gaps are gone, and nothing else but the packs of the versions was written.
+        # The fillers of the gaps are gone (a mode of 0 is theirs).
         assert not [record for record in dest.catalog.list_versions("", all_versions=True) if record.stat.mode == 0]
         assert dest.stats()["storage_format"] == 2
 
@@ -207,12 +203,13 @@ def test_fillers_left_by_a_run_that_died_are_removed(format_1_store, tmp_path, m
         assert_same_store(source, dest, contents)
 
 
-def test_encrypted_stores_are_migrated_with_their_own_keys(tmp_path):
+@pytest.mark.parametrize("dest_passphrase", [b"dest secret", None])
+def test_encrypted_stores_are_migrated_with_their_own_keys(tmp_path, dest_passphrase):
     url = str(tmp_path / "v1")
-    contents = make_format_1_store(url, tmp_path, passphrase=b"source secret")
+    contents = make_store(url, tmp_path, passphrase=b"source secret")
     with (
         Store.open(url, passphrase=b"source secret") as source,
-        init_format_2(str(tmp_path / "v2"), passphrase=b"dest secret") as dest,
+        init_format_2(str(tmp_path / "v2"), passphrase=dest_passphrase) as dest,
     ):
         source.migrate_to(dest)
         # Keyed digests differ between the stores; all else is the same.
@@ -237,3 +234,26 @@ def test_a_destination_that_is_not_a_new_format_2_store_is_refused(format_1_stor
                 source.migrate_to(used)
             # Nothing of that name was written.
             assert [record.version for record in used.list("project/a.txt", all_versions=True)] == [1]
+
+
+def test_a_damaged_version_stops_the_migrate_until_it_is_removed_from_the_source(format_1_store, tmp_path):
+    url, contents = format_1_store
+    with Store.open(url) as source, init_format_2(str(tmp_path / "v2")) as dest:
+        damaged = source.catalog.get_version("streams/s.bin")
+        for entry in iter_recipe(source, damaged.digest):
+            source.blobs.delete(chunk_key(entry.chunk_id))
+        with pytest.raises(MissingChunkError, match=r"streams/s.bin \(version 2\)"):
+            source.migrate_to(dest)
+        source.remove(["streams/s.bin"])
+        source.migrate_to(dest)
+        del contents[("streams/s.bin", 2)]
+        assert_same_store(source, dest, contents)
+
+
+def test_a_format_2_store_is_copied_into_another_with_other_chunks(tmp_path):
+    url = str(tmp_path / "source-v2")
+    contents = make_store(url, tmp_path, storage_format=2)
+    with Store.open(url) as source, init_format_2(str(tmp_path / "v2")) as dest:
+        source.migrate_to(dest)
+        assert_same_store(source, dest, contents)
+        assert dest.config.chunker.avg_size != source.config.chunker.avg_size
