@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from chunkstore import Store
 from support.clirunner import Chunkstore, assert_one_error, assert_usage_error, random_bytes, text_bytes, write
+from support.storechecks import get_bytes
 
 DAY = "2026-11-0{}T03:00Z"
 
@@ -54,18 +56,25 @@ def test_a_format_1_store_is_copied_with_its_history(source, uninitialized):
     assert (report["versions"], report["markers"], report["skipped"]) == (len(versions) - markers, markers, 0)
     assert report["snapshots"] == 5
     assert dest.json("snapshots", "--json") == source.json("snapshots", "--json")
-    for entry in versions:
-        if not entry["deleted"]:
-            arguments = ("get", entry["name"], "--version", entry["version"])
-            assert dest(*arguments).stdout == source(*arguments).stdout, entry
+    # Every version reads back the same (read in this process: a `get` each costs a process start).
+    with Store.open(str(source.store)) as old, Store.open(str(dest.store)) as new:
+        assert new.storage_format == 2
+        for entry in versions:
+            if not entry["deleted"]:
+                assert get_bytes(new, entry["name"], entry["version"]) == get_bytes(
+                    old, entry["name"], entry["version"]
+                )
+    dest("restore", "project", "-o", "restored")
+    assert (dest.workdir / "restored/project/deep/nested/big.bin").read_bytes() == (
+        source.workdir / "project/deep/nested/big.bin"
+    ).read_bytes()
+    assert os.readlink(dest.workdir / "restored/project/link") == "notes.txt"
     assert dest("verify", "--read-data").out.startswith("ok: ")
-    assert dest.json("stats", "--json")["storage_format"] == 2
 
     again = dest("migrate", source.store, dest.store).out.splitlines()
     assert again[0] == (
         f"0 versions and 0 deletion markers copied, {len(versions)} already in DEST; 0 snapshots copied (5 names)"
     )
-    assert history(dest, dest.store) == versions
 
 
 @pytest.mark.local_only("refusals are found before anything is written")
