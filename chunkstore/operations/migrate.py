@@ -35,7 +35,7 @@ from __future__ import annotations
 import io
 import itertools
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -140,7 +140,7 @@ def migrate(
             else ((record, None) for record in listing)
         )
         for name, items in itertools.groupby(listed, key=lambda item: item[0].name):
-            copier.copy_name(name, list(items))
+            copier.copy_name(name, items)
         copier.commit()
     present = {snapshot.snapshot_id for snapshot in dest.catalog.list_snapshots()}
     for snapshot in source.catalog.list_snapshots():
@@ -233,9 +233,16 @@ class _Copier:
 
     # ---- one name ----------------------------------------------------------------------
 
-    def copy_name(self, name: str, items: Sequence[tuple[VersionRecord, Future[bytes] | None]]) -> None:
-        """Copy name's versions; each comes with its content when it was read ahead."""
-        existing = self._existing_in_dest(name, [record for record, _ in items])
+    def copy_name(self, name: str, items: Iterable[tuple[VersionRecord, Future[bytes] | None]]) -> None:
+        """Copy name's versions, in order; each comes with its content when it was read ahead
+        (taken one at a time: a name's versions are as many as the read-ahead holds at most)."""
+        self._latest_number, self._latest_digest = 0, b""
+        self._parent = self._queued_parent = None
+        existing: dict[int, VersionRecord] = {}
+        if not self.dest_was_empty:
+            # Nothing is read ahead for a DEST that held versions (see migrate): the name's records alone.
+            items = list(items)
+            existing = self._existing_in_dest(name, [record for record, _ in items])
         self._report.names += 1
         for record, content in items:
             self._progress.start(name)
@@ -266,10 +273,6 @@ class _Copier:
     def _existing_in_dest(self, name: str, records: Sequence[VersionRecord]) -> dict[int, VersionRecord]:
         """DEST's versions of name, checked against SOURCE's; sets the name's latest number, digest
         and parent from them, and queues the removal of fillers an interrupted run left."""
-        self._latest_number, self._latest_digest = 0, b""
-        self._parent = self._queued_parent = None
-        if self.dest_was_empty:
-            return {}
         held = {
             record.version: record
             for record in self._dest.catalog.list_versions(name, all_versions=True, deleted=True)

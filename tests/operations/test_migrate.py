@@ -16,7 +16,7 @@ from chunkstore import ChunkerSpec, CompressionSpec, Store
 from chunkstore.core.config import chunk_key
 from chunkstore.errors import InvalidArgumentError, MissingChunkError
 from chunkstore.operations.migrate import FILLER_CONTENTS
-from chunkstore.operations.read import iter_recipe
+from chunkstore.operations.read import FILES_AHEAD, ChunkFetcher, iter_recipe
 from support.storechecks import assert_verify_clean, get_bytes
 
 CHUNKER = ChunkerSpec.from_average(avg_size=4096)
@@ -257,3 +257,24 @@ def test_a_format_2_store_is_copied_into_another_with_other_chunks(tmp_path):
         source.migrate_to(dest)
         assert_same_store(source, dest, contents)
         assert dest.config.chunker.avg_size != source.config.chunker.avg_size
+
+
+def test_a_name_of_many_small_versions_is_read_ahead_a_bounded_number_of_versions(tmp_path, monkeypatch):
+    url = str(tmp_path / "v1")
+    with Store.init(url, CHUNKER, ZSTD) as store:
+        for number in range(100):
+            store.put_stream(io.BytesIO(b"version %d" % number), "one/name", at_ns=T0 + number)
+    requested = []
+    read_whole = ChunkFetcher.read_whole
+
+    def counted(fetcher, record):
+        requested.append(record.version)
+        return read_whole(fetcher, record)
+
+    monkeypatch.setattr(ChunkFetcher, "read_whole", counted)
+    ahead = []
+    with Store.open(url) as source, init_format_2(str(tmp_path / "v2")) as dest:
+        source.migrate_to(dest, on_progress=lambda progress: ahead.append(len(requested) - progress.versions_done))
+        assert [record.version for record in dest.list("one/name", all_versions=True)] == list(range(1, 101))
+        assert sorted(requested) == list(range(1, 101))
+        assert max(ahead) <= max(FILES_AHEAD, source.workers) + 1
