@@ -17,23 +17,22 @@ SOURCE_PASSPHRASE_VARIABLE = "CHUNKSTORE_SOURCE_PASSPHRASE"
 DEST_PASSPHRASE_VARIABLE = "CHUNKSTORE_DEST_PASSPHRASE"
 
 
+def _passphrase_file_option(role: str, variable: str):
+    """--source-passphrase-file or --dest-passphrase-file."""
+    return click.option(
+        f"--{role.lower()}-passphrase-file",
+        type=click.Path(exists=True, dir_okay=False),
+        metavar="PATH",
+        help=f"{role}'s passphrase (or key file), if it is encrypted. Default: ${variable}, "
+        f"else --passphrase-file or ${PASSPHRASE_VARIABLE}, else a prompt.",
+    )
+
+
 @click.command()
 @click.argument("source", metavar="SOURCE")
 @click.argument("dest", metavar="DEST")
-@click.option(
-    "--source-passphrase-file",
-    type=click.Path(exists=True, dir_okay=False),
-    metavar="PATH",
-    help=f"SOURCE's passphrase (or key file), if it is encrypted. Default: ${SOURCE_PASSPHRASE_VARIABLE}, "
-    f"else --passphrase-file or ${PASSPHRASE_VARIABLE}, else a prompt.",
-)
-@click.option(
-    "--dest-passphrase-file",
-    type=click.Path(exists=True, dir_okay=False),
-    metavar="PATH",
-    help=f"DEST's passphrase (or key file), if it is encrypted. Default: ${DEST_PASSPHRASE_VARIABLE}, "
-    f"else --passphrase-file or ${PASSPHRASE_VARIABLE}, else a prompt.",
-)
+@_passphrase_file_option("SOURCE", SOURCE_PASSPHRASE_VARIABLE)
+@_passphrase_file_option("DEST", DEST_PASSPHRASE_VARIABLE)
 @click.option("--json", "as_json", is_flag=True, help="Print what was copied as JSON.")
 @click.pass_obj
 def migrate(context, source: str, dest: str, source_passphrase_file, dest_passphrase_file, as_json: bool) -> int:
