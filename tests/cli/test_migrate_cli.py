@@ -55,6 +55,8 @@ def test_a_format_1_store_is_copied_with_its_history(source, uninitialized):
     markers = sum(entry["deleted"] for entry in versions)
     assert (report["versions"], report["markers"], report["skipped"]) == (len(versions) - markers, markers, 0)
     assert report["snapshots"] == 5
+    # The requests are counted where they cost: on s3:// (here DEST's only).
+    assert set(report.get("requests", {})) == ({"dest"} if str(dest.store).startswith("s3://") else set())
     assert dest.json("snapshots", "--json") == source.json("snapshots", "--json")
     # Every version reads back the same (read in this process: a `get` each costs a process start).
     with Store.open(str(source.store)) as old, Store.open(str(dest.store)) as new:
