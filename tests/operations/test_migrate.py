@@ -234,6 +234,12 @@ def test_a_destination_that_is_not_a_new_format_2_store_is_refused(format_1_stor
                 source.migrate_to(used)
             # Nothing of that name was written.
             assert [record.version for record in used.list("project/a.txt", all_versions=True)] == [1]
+        with init_format_2(str(tmp_path / "copied")) as copied:
+            source.migrate_to(copied)
+            # A version removed from DEST after it was copied cannot get its number again.
+            copied.remove(["project/deep/nested/big.bin"], version=1)
+            with pytest.raises(InvalidArgumentError, match="cannot be copied with its number"):
+                source.migrate_to(copied)
 
 
 def test_a_damaged_version_stops_the_migrate_until_it_is_removed_from_the_source(format_1_store, tmp_path):
