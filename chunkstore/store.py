@@ -28,7 +28,7 @@ from chunkstore.errors import (
     StoreExistsError,
     StoreNotFoundError,
 )
-from chunkstore.operations import maintenance, put, read
+from chunkstore.operations import maintenance, migrate, put, read
 from chunkstore.operations.context import StoreContext
 from chunkstore.operations.results import FileResult, Progress, PutSummary
 from chunkstore.operations.walk import PathArgument
@@ -220,3 +220,11 @@ class Store(StoreContext):
 
     def stats(self) -> dict:
         return maintenance.stats(self)
+
+    def migrate_to(
+        self, dest: Store, *, on_progress: Callable[[migrate.MigrateProgress], None] | None = None
+    ) -> migrate.MigrateReport:
+        """Copy every version of this store, with its number, stat, stored-at time, deletion markers
+        and snapshots, into dest: a new storage format 2 store, or one a migrate of this store left
+        unfinished (see operations.migrate)."""
+        return migrate.migrate(self, dest, on_progress=on_progress)

@@ -21,6 +21,7 @@ from .commands.ingest import ingest
 from .commands.init import init
 from .commands.key import key
 from .commands.ls import list_command
+from .commands.migrate import migrate
 from .commands.put import put
 from .commands.rm import rm
 from .commands.scan import scan
@@ -101,6 +102,7 @@ for command in (
     serve_token,
     ingest,
     scan,
+    migrate,
 ):
     cli.add_command(command)
 

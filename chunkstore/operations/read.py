@@ -374,7 +374,7 @@ def restore(
     root = destination.resolve()
     summary = RestoreSummary()
     with ChunkFetcher(store) as fetcher, _RestoreFolders(root) as folders:
-        for record, content in _with_small_contents_ahead(fetcher, records):
+        for record, content in with_small_contents_ahead(fetcher, records):
             result = RestoreResult(record.name, str(root / record.name), record.size, record.version)
             try:
                 _check_safe(record.name)
@@ -405,8 +405,8 @@ def restore(
     return summary
 
 
-def _with_small_contents_ahead(
-    fetcher: ChunkFetcher, records: list[VersionRecord]
+def with_small_contents_ahead(
+    fetcher: ChunkFetcher, records: Iterable[VersionRecord]
 ) -> Iterator[tuple[VersionRecord, Future | None]]:
     """Each record with, for a small regular file, the future of its verified content,
     requested FILES_AHEAD files (or one per worker) before the record's turn. A content

@@ -9,6 +9,7 @@ and writes the new ones; pyfastcdc, blake3 and zstd all release the GIL, so ever
 from __future__ import annotations
 
 import contextlib
+import itertools
 import stat as stat_module
 import threading
 import time
@@ -54,6 +55,9 @@ class ChangedWhileReading(Exception):
 class PendingFile:
     result: FileResult
     version: NewVersion
+    # The time (UTC ns) the version is recorded at when it is not the writer's own (a migrated
+    # version keeps the time it was stored at in its first store).
+    at_ns: int | None = None
 
 
 class Recipe(Protocol):
@@ -205,9 +209,14 @@ class Writer(ABC):
         self._last_commit = time.monotonic()
         if not pending:
             return []
-        outcomes = self.catalog.commit(
-            self.session, [item.version for item in pending], at_ns=self.at_ns, round_guard=self._round_guard()
-        )
+        outcomes = []
+        # One catalog commit per run of versions recorded at one time, all after one flush of the packs.
+        for at_ns, group in itertools.groupby(
+            pending, key=lambda item: self.at_ns if item.at_ns is None else item.at_ns
+        ):
+            outcomes += self.catalog.commit(
+                self.session, [item.version for item in group], at_ns=at_ns, round_guard=self._round_guard()
+            )
         self._next_batch()
         results = []
         for item, outcome in zip(pending, outcomes, strict=True):
