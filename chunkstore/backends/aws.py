@@ -303,10 +303,10 @@ def _format_2_requests(figures: dict) -> tuple[float, float, float]:
     Each count per GB is the store's own: its packs, recipe pages, root pages and versions per GB
     of its unique data, its pages' mean size. So a store of versions that each change a little
     pays its many versions and fragmented pages per GB of what they added; a new store is priced
-    as a first put of incompressible data. Not counted: hook items (the design's one per 2 MiB of
-    new chunks: put does not write them yet), the GETs of the previous version's pack tables (one
-    per pack it names) and what each put command costs whatever its size (session, snapshot, the
-    queries of the names it may update: 5 write and 17 read units)."""
+    as a first put of incompressible data. Hooks, about 8 a new recipe page, cost a write unit
+    each and half a read unit to look up. Not counted: the GETs of the previous version's pack
+    tables (one per pack it names) and what each put command costs whatever its size (session,
+    snapshot, the queries of the names it may update: 5 write and 17 read units)."""
     gb = 1e9
     if figures["unique_bytes"]:
         shape = figures
@@ -328,8 +328,10 @@ def _format_2_requests(figures: dict) -> tuple[float, float, float]:
     )
     page_item_bytes = INDEX_ITEM_EXTRA_BYTES + (shape["page_bytes"] / shape["pages"] if shape["pages"] else 0)
     root_item_bytes = INDEX_ITEM_EXTRA_BYTES + (shape["root_bytes"] / shape["root_pages"] if shape["root_pages"] else 0)
+    hooks = recipe_pages * 2**pages.HOOKS_PER_SEGMENT_BITS
     write_units = (
-        packs * WRITE_UNITS_PER_PACK
+        hooks
+        + packs * WRITE_UNITS_PER_PACK
         + recipe_pages * TRANSACTION_WRITE_FACTOR * math.ceil(page_item_bytes / 1024)
         # Each content with a root writes its new pages in a transaction with a round check.
         + root_pages * (TRANSACTION_WRITE_FACTOR * math.ceil(root_item_bytes / 1024) + WRITE_UNITS_PER_ROUND_CHECK)
@@ -338,7 +340,7 @@ def _format_2_requests(figures: dict) -> tuple[float, float, float]:
     ingest = (
         packs * S3_PUT_PER_1000 / 1000
         + write_units * DYNAMODB_WRITE_UNIT_PER_MILLION / 1e6
-        + versions * READ_UNITS_PER_VERSION_PUT * DYNAMODB_READ_UNIT_PER_MILLION / 1e6
+        + (versions * READ_UNITS_PER_VERSION_PUT + hooks * 0.5) * DYNAMODB_READ_UNIT_PER_MILLION / 1e6
     )
     # A restore reads pages eventually consistent: half a unit per started 4 KB.
     files_restored = shape["versions"] * gb / shape["logical_bytes"]

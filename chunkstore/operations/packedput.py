@@ -76,9 +76,6 @@ PARENT_LOOKAHEAD_BYTES = 64 * 1024 * 1024
 # Pack tables kept while loading a previous version's pages (one is ~1.4 MB of entries at 8,192
 # chunks); consecutive segments mostly name the same few packs.
 CACHED_TABLES = 8
-# Hooks: one chunk in 2**(boundary_bits - 3) of a segment, about 8 a segment (one per 2 MiB of
-# a 16 MiB segment, the rate the design's curve measured at 97% of exact dedup on 30 releases).
-HOOKS_PER_SEGMENT_BITS = 3
 # New chunks held back before they are encoded: a hook found within this many bytes after them
 # still deduplicates them (hooks are ~2 MiB apart).
 HELD_BYTES = 4 * 1024 * 1024
@@ -96,7 +93,7 @@ ROUND_MOVES_PER_BATCH = 6
 
 def hook_threshold(segments: pages.SegmentSpec) -> int:
     """A chunk is a hook when its ID's first 4 bytes, read as a big-endian number, are below this."""
-    return 1 << (32 - max(0, segments.boundary_bits - HOOKS_PER_SEGMENT_BITS))
+    return 1 << (32 - max(0, segments.boundary_bits - pages.HOOKS_PER_SEGMENT_BITS))
 
 
 class PackedWriter(Writer):

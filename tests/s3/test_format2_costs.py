@@ -30,6 +30,8 @@ FIXED_WRITE_REQUESTS = 5
 WRITE_REQUESTS_PER_PACK = 2
 # One transaction writes the file's pages, one commits it.
 WRITE_REQUESTS_PER_FILE = 2
+# Hook items go in batch writes of up to 25.
+HOOKS_PER_WRITE_REQUEST = 25
 DYNAMODB_WRITES = ("PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems")
 
 
@@ -61,6 +63,19 @@ def s3_puts(store: Store) -> int:
 
 def dynamodb_writes(store: Store) -> int:
     return sum(request_counts(store, "dynamodb").get(operation, 0) for operation in DYNAMODB_WRITES)
+
+
+def hook_items(store: Store) -> int:
+    """The hook items in the store's table (a consistent scan)."""
+    catalog = store.catalog
+    scans = catalog.clients.dynamodb.get_paginator("scan").paginate(
+        TableName=catalog.table.name,
+        FilterExpression="begins_with(pk, :hook)",
+        ExpressionAttributeValues={":hook": {"S": "h#"}},
+        Select="COUNT",
+        ConsistentRead=True,
+    )
+    return sum(page["Count"] for page in scans)
 
 
 class Meter:
@@ -136,7 +151,14 @@ def test_a_put_pays_per_pack_page_and_file_and_stats_prices_it(format_2_store, s
     assert all(size >= PACK_TARGET_SIZE for size in packs[1:])
     # DynamoDB: per pack and per file, nothing per chunk.
     assert figures["chunks"] > 2_000
-    assert write_requests == FIXED_WRITE_REQUESTS + WRITE_REQUESTS_PER_PACK * len(packs) + WRITE_REQUESTS_PER_FILE
+    hooks = hook_items(store)
+    assert 0 < hooks < figures["chunks"] / 10
+    assert write_requests == (
+        FIXED_WRITE_REQUESTS
+        + WRITE_REQUESTS_PER_PACK * len(packs)
+        + WRITE_REQUESTS_PER_FILE
+        + math.ceil(hooks / HOOKS_PER_WRITE_REQUEST)
+    )
     assert write_requests < figures["chunks"] / 100
 
     # The estimate per GB of new data, from the store's own packs and pages, is within a factor of
@@ -266,10 +288,10 @@ def test_cost_estimate_of_format_2_figures():
     }
     estimate = cost_estimate(figures)
     # Per GB, ten times the counts of 0.1 GB. Put: 300 PUTs; 300 packs x 2 + 600 pages x 2 x 1 +
-    # 40 root pages x (2 x 2 + 2 for the round check) + 60 commits x 6 = 2,400 write units;
-    # 60 versions x 4 = 240 read units.
+    # 40 root pages x (2 x 2 + 2 for the round check) + 60 commits x 6 = 2,400 write units, and
+    # 8 hooks a page: 4,800 more; 60 versions x 4 + 4,800 hook lookups x 0.5 = 2,640 read units.
     assert estimate["ingest_usd_per_gb_new_data"] == pytest.approx(
-        300 * 0.005 / 1000 + 2_400 * 0.625 / 1e6 + 240 * 0.125 / 1e6, rel=1e-3
+        300 * 0.005 / 1000 + (2_400 + 4_800) * 0.625 / 1e6 + (240 + 2_400) * 0.125 / 1e6, rel=1e-3
     )
     # Restore: 300 packs x 2 GETs; 600 pages x 0.5 + 20 files per GB (6 in 0.3 GB) x 3 = 360 read units.
     assert estimate["restore_usd_per_gb"] == pytest.approx(600 * 0.0004 / 1000 + 360 * 0.125 / 1e6, rel=1e-3)
