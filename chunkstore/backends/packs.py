@@ -252,18 +252,16 @@ class _Read:
 
 class _Selection:
     """The records that locations select from one pack: by offset, each entry and how many of the
-    locations select it (a chunk may repeat), and their bytes, each record counted once."""
+    locations select it (a chunk may repeat)."""
 
     def __init__(self) -> None:
         self.entries: dict[int, PackEntry] = {}
         self.counts: dict[int, int] = {}
-        self.size = 0
 
     def add(self, entry: PackEntry) -> None:
         count = self.counts.get(entry.offset, 0)
         if not count:
             self.entries[entry.offset] = entry
-            self.size += entry.length
         self.counts[entry.offset] = count + 1
 
     def remove(self, entry: PackEntry) -> None:
@@ -272,7 +270,6 @@ class _Selection:
             self.counts[entry.offset] = count
         else:
             del self.counts[entry.offset], self.entries[entry.offset]
-            self.size -= entry.length
 
 
 class _LookAhead:
@@ -471,12 +468,13 @@ class PackReader:
         Reads are planned per pack over the next LOOK_AHEAD_LOCATIONS locations, however their
         runs interleave packs: when a location's record is held by no read, the records those
         locations select from its pack and no read holds are taken by offset. If they add up to
-        at least WHOLE_PACK_SHARE of a pack whose size the locations carry and the pack fits in
-        the room left, it is read whole with one GET; otherwise they are cut into runs wherever
-        two lie the gap or more apart or a run would pass max_read_size bytes, and the run that
-        holds the location's record is read with one GET. A read holds its records until the last
-        location planned or ahead that selects each is handed out, so a pack's records in the
-        look-ahead cost one GET per run, not one per switch of pack (a repeated chunk costs none).
+        at least WHOLE_PACK_SHARE of a pack whose size the locations carry, and the pack fits in
+        the room the reads held will leave once the chunks planned are handed out, it is read
+        whole with one GET; otherwise they are cut into runs wherever two lie the gap or more
+        apart or a run would pass max_read_size bytes, and the run that holds the location's
+        record is read with one GET. A read holds its records until the last location planned or
+        ahead that selects each is handed out, so a pack's records in the look-ahead cost one GET
+        per run, not one per switch of pack (a repeated chunk costs none).
 
         Memory: GETs and decoding run in the reader's threads. At most gets_in_flight reads are
         planned ahead of the consumer (submitted, their chunks not yet waited for), and the reads
