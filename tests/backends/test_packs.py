@@ -11,7 +11,6 @@ import threading
 import tracemalloc
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from itertools import cycle
 from pathlib import Path
 
 import blake3
@@ -299,22 +298,21 @@ def test_no_pack_is_read_whole_twice(tmp_path, max_read_size, gets_in_flight):
 
 
 def interleave_runs(stored: list[StoredPack], run_length: int, with_sizes: bool) -> list[ChunkLocation]:
-    """A later version's recipe over three packs A, B, C: each pack's entries but every fourth,
-    in runs of run_length, taken run by run in the order A B A C (A0 B0 A1 C0 A2 B1 ...) until
-    every pack's runs are used. Locations carry the packs' sizes only if with_sizes."""
+    """A later version's recipe over three packs A, B, C: each pack's entries but one in every
+    run_length + 1, in runs of run_length, taken run by run in the order A B A C (A0 B0 A1 C0 A2
+    B1 ...) until every pack's runs are used. Locations carry the packs' sizes only if with_sizes."""
     runs = {}
     for pack in stored:
         kept = [entry for number, entry in enumerate(pack.entries) if number % (run_length + 1) < run_length]
         runs[pack.pack_id] = deque(kept[start : start + run_length] for start in range(0, len(kept), run_length))
     first, second, third = (pack.pack_id for pack in stored)
     sizes = {pack.pack_id: pack.size if with_sizes else None for pack in stored}
-    locations = []
-    for pack_id in cycle([first, second, first, third]):
-        if not any(runs.values()):
-            return locations
-        if runs[pack_id]:
-            locations += [ChunkLocation(pack_id, entry, sizes[pack_id]) for entry in runs[pack_id].popleft()]
-    raise AssertionError("unreachable")
+    locations: list[ChunkLocation] = []
+    while any(runs.values()):
+        for pack_id in (first, second, first, third):
+            if runs[pack_id]:
+                locations += [ChunkLocation(pack_id, entry, sizes[pack_id]) for entry in runs[pack_id].popleft()]
+    return locations
 
 
 @pytest.mark.parametrize("with_sizes", [False, True], ids=["ranges", "whole"])
