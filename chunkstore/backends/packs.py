@@ -317,10 +317,13 @@ class _LookAhead:
 
 class _HeldRead:
     """A read submitted whose records are not all handed out: for each record it still holds (by
-    offset), how many planned locations wait for it."""
+    offset), how many planned locations wait for it. A read past the byte budget (one record cut
+    to less room than it takes) keeps none for the locations ahead, so it is held no longer than
+    the locations planned for it."""
 
-    def __init__(self, read: _Read, decoding: Future[dict[int, bytes]]):
+    def __init__(self, read: _Read, decoding: Future[dict[int, bytes]], *, past_budget: bool = False):
         self.read = read
+        self._keeps_for_ahead = not past_budget
         self.waiting = dict.fromkeys((entry.offset for entry in read.entries), 0)
         self._record_bytes = sum(entry.length for entry in read.entries)
         self._decoding = decoding
@@ -340,11 +343,11 @@ class _HeldRead:
     def hand_out(self, entry: PackEntry, selected_ahead: bool) -> bytes:
         """The entry's plaintext for one planned location (the read's error if it failed). The
         record is dropped, its chunk freed, when no other planned location waits for it and no
-        location ahead selects it."""
+        location ahead selects it (or the read is past the budget)."""
         if self._chunks is None:
             self._chunks = self._decoding.result()
         waiting = self.waiting[entry.offset] - 1
-        if waiting or selected_ahead:
+        if waiting or (selected_ahead and self._keeps_for_ahead):
             self.waiting[entry.offset] = waiting
             return self._chunks[entry.offset]
         del self.waiting[entry.offset]
@@ -507,7 +510,8 @@ class PackReader:
                             if planned:
                                 break  # handing out the chunks planned starts reads and makes room
                             next_read = self._run_read(location, self._wanted(ahead, location, held), room)
-                        holder = _HeldRead(next_read, self._pool.submit(self._fetch, next_read))
+                        decoding = self._pool.submit(self._fetch, next_read)
+                        holder = _HeldRead(next_read, decoding, past_budget=next_read.size > room)
                         held.add(holder)
                         next_read = None
                     ahead.pop()

@@ -115,6 +115,37 @@ def test_chunks_come_back_in_the_order_asked_whatever_the_layout(blobs):
     assert all(data == chunks[location.entry.chunk_id] for location, data in read)
 
 
+def test_chunks_come_back_in_order_whatever_the_plan_and_the_budget(monkeypatch):
+    """Random recipes (runs of 1-6 records from random packs, so chunks repeat near and far; the
+    packs' sizes known or not) read with budgets from less than a record to all of it, with gaps
+    and look-aheads of every scale: every chunk comes back, in order, and planning never waits for
+    room that handing out cannot make."""
+    blobs = MemoryBlobStore()
+    blobs.create()
+    packs = pack_format()
+    chunks, stored = write_chunks(blobs, packs, 400, target=40 * 1024)
+    generator = random.Random(5)
+    for _ in range(40):
+        chosen = generator.sample(stored, generator.randint(1, len(stored)))
+        locations = []
+        for _ in range(generator.randint(1, 400)):
+            pack = generator.choice(chosen)
+            start = generator.randrange(len(pack.entries))
+            size = pack.size if generator.random() < 0.7 else None
+            locations += [ChunkLocation(pack.pack_id, entry, size) for entry in pack.entries[start : start + 6]]
+        monkeypatch.setattr(packs_module, "LOOK_AHEAD_LOCATIONS", generator.choice([1, 5, 64, 8192]))
+        with PackReader(
+            blobs,
+            packs,
+            gap=generator.choice([1, 4096, 256 * 1024]),
+            max_read_size=generator.choice([512, 8 * 1024, 64 * 1024, 1 << 20]),
+            gets_in_flight=generator.choice([1, 2, 8]),
+        ) as reader:
+            read = list(reader.read_chunks(locations))
+        assert [location for location, _ in read] == locations
+        assert all(data == chunks[location.entry.chunk_id] for location, data in read)
+
+
 def test_the_upload_of_one_pack_overlaps_the_filling_of_the_next(tmp_path, monkeypatch):
     """The second pack fills while the first is uploading; the third waits for that upload."""
     monkeypatch.setattr("chunkstore.core.packformat.MAX_ENTRIES", 10)
