@@ -486,9 +486,10 @@ class PackReader:
         consumer has waited for it, then the records it still holds. A read with no place waits
         while the chunks planned before it are handed out; once none is left (every read held is
         then started) and its bytes still do not fit, it is cut to the room left, one record at
-        least. So at most gets_in_flight x max_read_size stored bytes plus one record are held,
-        which take their plaintext size once decoded (up to the compression ratio more), and ~100
-        bytes for each of the up to 2 x LOOK_AHEAD_LOCATIONS locations planned and ahead.
+        least (a record past the room is not kept for locations further ahead). So at most
+        gets_in_flight x max_read_size stored bytes plus one record are held, which take their
+        plaintext size once decoded (up to the compression ratio more), and ~100 bytes for each
+        of the up to 2 x LOOK_AHEAD_LOCATIONS locations planned and ahead.
 
         An error of the locations' iterable is raised when the look-ahead reaches it, before the
         chunks just ahead of it."""
