@@ -321,7 +321,8 @@ def test_packs_interleaved_beyond_the_byte_limit_keep_the_packs_read_whole(tmp_p
 
 @pytest.mark.parametrize("max_read_size, gets_in_flight", [(16 * 1024, 8), (64 * 1024, 2), (64 * 1024, 1)])
 def test_no_pack_is_read_whole_twice(tmp_path, max_read_size, gets_in_flight):
-    """With 2 or 1 reads in flight, a read held ends whenever the next must wait for room."""
+    """With 2 or 1 reads planned ahead, or room for one pack, reads wait for room at almost every
+    chunk: a pack read whole still holds its records until their chunks are due."""
     stored, interleaved, gets = read_interleaved(tmp_path, max_read_size, gets_in_flight)
     whole = [key for key, offset, length in gets if (offset, length) == (0, None)]
     assert len(whole) == len(set(whole))
