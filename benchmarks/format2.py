@@ -21,7 +21,8 @@ Figures per layout, all stores filled in this one process one after the other: b
 (objects and catalog), object files, put and restore seconds (every version restored and
 compared byte for byte), and their ratios to format 1 at 64 KiB. Then the first --s3-versions
 releases are put into an s3:// store of each layout on a local moto server, counting the S3 and
-DynamoDB requests chunkstore makes and what they cost at AWS list prices per TB put.
+DynamoDB requests chunkstore makes and what they cost at AWS list prices per TB put, and each
+version is restored from the store opened again: the S3 GETs each restore makes, and their seconds.
 
 --changed-mb N (0: skipped) measures the nightly-backup case on an s3:// store: a file of N MB
 made of the releases one after the other (real bytes) is put, then a version of it in which 1%
@@ -131,10 +132,27 @@ def _put(store: Store, path: Path, name: str) -> tuple[dict, int]:
     return requests_since(before, store.request_counts()), result.new_bytes
 
 
+def _restore_gets(store: Store, version: int, release: Path) -> tuple[int, float]:
+    """The S3 GETs and the seconds that restoring one version takes, its bytes checked."""
+    before = store.request_counts() or {}
+    out = io.BytesIO()
+    started = time.perf_counter()
+    store.get(NAME, out, version=version)
+    seconds = time.perf_counter() - started
+    after = store.request_counts() or {}
+    if out.getvalue() != release.read_bytes():
+        raise RuntimeError(f"version {version} restored different bytes")
+    gets = after.get("s3", {}).get("GetObject", 0) - before.get("s3", {}).get("GetObject", 0)
+    return gets, seconds
+
+
 def measure_s3(layout: Layout, releases: list[Path]) -> dict:
     name = f"f2-{layout.storage_format}-{layout.avg_size // KIB}k"
-    with layout.init(f"s3://{name}/store", table=name, create=True) as store:
+    url = f"s3://{name}/store"
+    with layout.init(url, table=name, create=True) as store:
         costs = [_put(store, release, NAME)[0] for release in releases]
+    with Store.open(url, read_only=True) as store:
+        restores = [_restore_gets(store, version, release) for version, release in enumerate(releases, 1)]
     logical = sum(release.stat().st_size for release in releases)
     first = releases[0].stat().st_size
     later_usd = sum(cost["usd"] for cost in costs[1:])
@@ -145,6 +163,8 @@ def measure_s3(layout: Layout, releases: list[Path]) -> dict:
         "usd_per_tb_put": (costs[0]["usd"] + later_usd) / logical * TB,
         "first_release_usd_per_tb": costs[0]["usd"] / first * TB,
         "later_releases_usd_per_tb": later_usd / (logical - first) * TB if logical > first else 0.0,
+        "restore_gets": ", ".join(f"{gets:,}" for gets, _ in restores),
+        "restore_seconds": sum(seconds for _, seconds in restores),
     }
 
 
@@ -266,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
                     ("usd_per_tb_put", "$ per TB put", ".2f"),
                     ("first_release_usd_per_tb", "$ per TB, first release", ".2f"),
                     ("later_releases_usd_per_tb", "$ per TB, later releases", ".2f"),
+                    ("restore_gets", "restore GETs per version", "s"),
+                    ("restore_seconds", "restore s", ".1f"),
                 ],
             )
         )

@@ -21,7 +21,6 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from itertools import islice
 
 from chunkstore.backends.blobstore import BlobStore
 from chunkstore.backends.packindex import PackIndex, PackRecord
@@ -253,18 +252,16 @@ class _Read:
 
 class _Selection:
     """The records that locations select from one pack: by offset, each entry and how many of the
-    locations select it (a chunk may repeat), and their bytes, each record counted once."""
+    locations select it (a chunk may repeat)."""
 
     def __init__(self) -> None:
         self.entries: dict[int, PackEntry] = {}
         self.counts: dict[int, int] = {}
-        self.size = 0
 
     def add(self, entry: PackEntry) -> None:
         count = self.counts.get(entry.offset, 0)
         if not count:
             self.entries[entry.offset] = entry
-            self.size += entry.length
         self.counts[entry.offset] = count + 1
 
     def remove(self, entry: PackEntry) -> None:
@@ -273,12 +270,11 @@ class _Selection:
             self.counts[entry.offset] = count
         else:
             del self.counts[entry.offset], self.entries[entry.offset]
-            self.size -= entry.length
 
 
 class _LookAhead:
-    """The next locations of a read_chunks call that no read serves yet, at most limit of them,
-    with what they select from each pack: what the whole-pack rule weighs."""
+    """The next locations of a read_chunks call that no read is planned for yet, at most limit of
+    them, with what they select from each pack: what reads are planned from."""
 
     def __init__(self, locations: Iterable[ChunkLocation], limit: int):
         self._input = iter(locations)
@@ -286,9 +282,6 @@ class _LookAhead:
         self._locations: deque[ChunkLocation] = deque()
         self._selections: dict[bytes, _Selection] = {}
         self._fill()
-
-    def __iter__(self) -> Iterator[ChunkLocation]:
-        return iter(self._locations)
 
     def head(self) -> ChunkLocation | None:
         return self._locations[0] if self._locations else None
@@ -301,8 +294,14 @@ class _LookAhead:
             del self._selections[location.pack_id]
         self._fill()
 
-    def selection(self, pack_id: bytes) -> _Selection | None:
-        return self._selections.get(pack_id)
+    def selection(self, pack_id: bytes) -> _Selection:
+        """What the locations ahead select from a pack that one of them names."""
+        return self._selections[pack_id]
+
+    def selects(self, pack_id: bytes, offset: int) -> bool:
+        """Whether a location ahead selects the record at offset in the pack."""
+        selection = self._selections.get(pack_id)
+        return selection is not None and offset in selection.counts
 
     def _fill(self) -> None:
         while len(self._locations) < self._limit:
@@ -317,31 +316,94 @@ class _LookAhead:
 
 
 class _HeldRead:
-    """A read submitted and not yet consumed: its chunks to come (by record offset) and how many
-    planned locations still wait for one of them."""
+    """A read submitted whose records are not all handed out: for each record it still holds (by
+    offset), how many planned locations wait for it. A read past the byte budget (one record cut
+    to less room than it takes) keeps none for the locations ahead, so it is held no longer than
+    the locations planned for it."""
 
-    def __init__(self, read: _Read, decoding: Future[dict[int, bytes]]):
+    def __init__(self, read: _Read, decoding: Future[dict[int, bytes]], *, past_budget: bool = False):
         self.read = read
-        self.offsets = frozenset(entry.offset for entry in read.entries)
-        self.waiting = 0
+        self._keeps_for_ahead = not past_budget
+        self.waiting = dict.fromkeys((entry.offset for entry in read.entries), 0)
+        self._record_bytes = sum(entry.length for entry in read.entries)
         self._decoding = decoding
         self._chunks: dict[int, bytes] | None = None
 
-    def serves(self, location: ChunkLocation) -> bool:
-        return location.pack_id == self.read.pack_id and location.entry.offset in self.offsets
+    @property
+    def started(self) -> bool:
+        """Whether the consumer has waited for its decoded chunks (the range's bytes are then freed)."""
+        return self._chunks is not None
 
-    def serves_any_of(self, ahead: _LookAhead) -> bool:
-        selection = ahead.selection(self.read.pack_id)
-        return selection is not None and not self.offsets.isdisjoint(selection.counts)
+    @property
+    def held_bytes(self) -> int:
+        """The stored bytes it counts against the reader's budget: its whole range until it is
+        started, then the records it still holds."""
+        return self._record_bytes if self.started else self.read.size
 
-    def chunk(self, entry: PackEntry) -> bytes:
-        """The entry's plaintext, once the read is done (its error if it failed)."""
+    def hand_out(self, entry: PackEntry, selected_ahead: bool) -> bytes:
+        """The entry's plaintext for one planned location (the read's error if it failed). The
+        record is dropped, its chunk freed, when no other planned location waits for it and no
+        location ahead selects it (or the read is past the budget)."""
         if self._chunks is None:
             self._chunks = self._decoding.result()
-        return self._chunks[entry.offset]
+        waiting = self.waiting[entry.offset] - 1
+        if waiting or (selected_ahead and self._keeps_for_ahead):
+            self.waiting[entry.offset] = waiting
+            return self._chunks[entry.offset]
+        del self.waiting[entry.offset]
+        self._record_bytes -= entry.length
+        return self._chunks.pop(entry.offset)
 
     def cancel(self) -> None:
         self._decoding.cancel()
+
+
+class _HeldReads:
+    """The reads of a read_chunks call that hold records not yet handed out, found by record: no
+    record is held by two reads."""
+
+    def __init__(self) -> None:
+        self._by_record: dict[tuple[bytes, int], _HeldRead] = {}
+        self._reads: list[_HeldRead] = []
+
+    def holder(self, location: ChunkLocation) -> _HeldRead | None:
+        return self._by_record.get((location.pack_id, location.entry.offset))
+
+    def holds(self, pack_id: bytes, offset: int) -> bool:
+        return (pack_id, offset) in self._by_record
+
+    def held_bytes(self) -> int:
+        return sum(read.held_bytes for read in self._reads)
+
+    def not_started(self) -> int:
+        return sum(not read.started for read in self._reads)
+
+    def kept_bytes(self, ahead: _LookAhead) -> int:
+        """The stored bytes of the records held that locations ahead select: what stays held once
+        every chunk planned is handed out."""
+        return sum(
+            entry.length
+            for read in self._reads
+            for entry in read.read.entries
+            if entry.offset in read.waiting and ahead.selects(read.read.pack_id, entry.offset)
+        )
+
+    def add(self, read: _HeldRead) -> None:
+        self._reads.append(read)
+        for entry in read.read.entries:
+            self._by_record[read.read.pack_id, entry.offset] = read
+
+    def hand_out(self, location: ChunkLocation, read: _HeldRead, selected_ahead: bool) -> bytes:
+        chunk = read.hand_out(location.entry, selected_ahead)
+        if location.entry.offset not in read.waiting:
+            del self._by_record[location.pack_id, location.entry.offset]
+            if not read.waiting:
+                self._reads.remove(read)
+        return chunk
+
+    def cancel(self) -> None:
+        for read in self._reads:
+            read.cancel()
 
 
 class PackReader:
@@ -406,106 +468,100 @@ class PackReader:
     def read_chunks(self, locations: Iterable[ChunkLocation]) -> Iterator[tuple[ChunkLocation, bytes]]:
         """Each location with its chunk's plaintext, in the order given.
 
-        The reader looks LOOK_AHEAD_LOCATIONS locations ahead. When those select at least
-        WHOLE_PACK_SHARE of a pack whose size they carry, the pack is read whole with one GET (once
-        a call at most, and not while that would make a read held end early); otherwise
-        neighbouring records of one pack (in ascending order, less than the gap apart) are read
-        with one GET of at most max_read_size bytes. A location whose record a read still held has
-        decoded (a repeated chunk) is served by it. GETs and decoding run in the reader's threads,
-        at most gets_in_flight reads held ahead of the consumer and at most gets_in_flight x
-        max_read_size bytes among them, a whole pack counting its size: memory stays bounded by
-        that plus the decoded chunks of those reads. An error of the locations' iterable is raised
-        when the look-ahead reaches it, before the chunks just ahead of it."""
+        Reads are planned per pack over the next LOOK_AHEAD_LOCATIONS locations, however their
+        runs interleave packs: when a location's record is held by no read, the records those
+        locations select from its pack and no read holds are taken by offset. If they add up to
+        at least WHOLE_PACK_SHARE of a pack whose size the locations carry, and the pack fits in
+        the room the reads held will leave once the chunks planned are handed out, it is read
+        whole with one GET; otherwise they are cut into runs wherever two lie the gap or more
+        apart or a run would pass max_read_size bytes, and the run that holds the location's
+        record is read with one GET. A read holds its records until the last location planned or
+        ahead that selects each is handed out, so a pack's records in the look-ahead cost one GET
+        per run, not one per switch of pack (a repeated chunk costs none).
+
+        Memory: GETs and decoding run in the reader's threads. At most gets_in_flight reads are
+        planned ahead of the consumer (submitted, their chunks not yet waited for), and the reads
+        held count their stored bytes against gets_in_flight x max_read_size (64 MiB at the
+        defaults): a read its whole range (gaps and a whole pack's table included) until the
+        consumer has waited for it, then the records it still holds. A read with no place waits
+        while the chunks planned before it are handed out; once none is left (every read held is
+        then started) and its bytes still do not fit, it is cut to the room left, one record at
+        least (a record past the room is not kept for locations further ahead). So at most
+        gets_in_flight x max_read_size stored bytes plus one record are held, which take their
+        plaintext size once decoded (up to the compression ratio more), and ~100 bytes for each
+        of the up to 2 x LOOK_AHEAD_LOCATIONS locations planned and ahead.
+
+        An error of the locations' iterable is raised when the look-ahead reaches it, before the
+        chunks just ahead of it."""
         ahead = _LookAhead(locations, LOOK_AHEAD_LOCATIONS)
         planned: deque[tuple[ChunkLocation, _HeldRead]] = deque()
-        held: list[_HeldRead] = []
-        # A read ends once its planned locations are consumed, even if the look-ahead holds more
-        # of its records (planning waited for room): those come in ranges, so no pack is read
-        # whole twice.
-        read_whole: set[bytes] = set()
-        # The read the next location ahead needs, while the reads held leave no room for it.
+        held = _HeldReads()
+        # The read the next location ahead needs, kept while the reads held leave no room for it:
+        # while planning waits, no record is taken from ahead or held anew, so it stays right.
         next_read: _Read | None = None
-        serving: _HeldRead | None = None
         try:
             while True:
                 while len(planned) < LOOK_AHEAD_LOCATIONS and (location := ahead.head()) is not None:
-                    # Most locations are served by the read that served the one before.
-                    if serving is None or not serving.serves(location):
-                        serving = next((read for read in held if read.serves(location)), None)
-                    if serving is None:
+                    holder = held.holder(location)
+                    if holder is None:
                         if next_read is None:
-                            next_read = self._read_for(ahead, location, held, location.pack_id not in read_whole)
-                        if not self._room_for(next_read, held):
-                            break
-                        serving = _HeldRead(next_read, self._pool.submit(self._fetch, next_read))
-                        held.append(serving)
-                        if next_read.whole:
-                            read_whole.add(next_read.pack_id)
+                            next_read = self._next_read(ahead, location, held)
+                        room = self._held_bytes_limit - held.held_bytes()
+                        if held.not_started() >= self._gets_in_flight or next_read.size > room:
+                            if planned:
+                                break  # handing out the chunks planned starts reads and makes room
+                            next_read = self._run_read(location, self._wanted(ahead, location, held), room)
+                        decoding = self._pool.submit(self._fetch, next_read)
+                        holder = _HeldRead(next_read, decoding, past_budget=next_read.size > room)
+                        held.add(holder)
                         next_read = None
                     ahead.pop()
-                    planned.append((location, serving))
-                    serving.waiting += 1
+                    planned.append((location, holder))
+                    holder.waiting[location.entry.offset] += 1
                 if not planned:
                     return
-                location, read = planned.popleft()
-                chunk = read.chunk(location.entry)
-                read.waiting -= 1
-                if not read.waiting:
-                    held.remove(read)
-                    if serving is read:
-                        serving = None
+                location, holder = planned.popleft()
+                chunk = held.hand_out(location, holder, ahead.selects(location.pack_id, location.entry.offset))
                 yield location, chunk
         finally:
-            for read in held:
-                read.cancel()
+            held.cancel()
 
-    def _room_for(self, read: _Read, held: list[_HeldRead]) -> bool:
-        """Whether read may start beside the reads held; the first one always may."""
-        return not held or (
-            len(held) < self._gets_in_flight
-            and sum(other.read.size for other in held) + read.size <= self._held_bytes_limit
-        )
-
-    def _read_for(self, ahead: _LookAhead, first: ChunkLocation, held: list[_HeldRead], may_read_whole: bool) -> _Read:
-        """The read that serves first, the next location ahead, beside the reads held."""
-        read = self._next_read(ahead, first, may_read_whole)
-        if read.whole and not self._room_for(read, held) and any(other.serves_any_of(ahead) for other in held):
-            # Waiting for room would end a read held before the locations ahead that it serves
-            # are planned (packs interleaved chunk by chunk): this pack comes in ranges instead.
-            # While planning waits nothing ahead moves, so the choice holds until room is made.
-            return self._next_read(ahead, first, may_read_whole=False)
-        return read
-
-    def _next_read(self, ahead: _LookAhead, first: ChunkLocation, may_read_whole: bool) -> _Read:
-        """The read that serves first, the next location ahead: its whole pack, or a run of records
-        from first on."""
-        pack_id = first.pack_id
+    def _next_read(self, ahead: _LookAhead, first: ChunkLocation, held: _HeldReads) -> _Read:
+        """The read that serves first, the next location ahead: its whole pack, or a run of the
+        records ahead of that pack."""
+        wanted = self._wanted(ahead, first, held)
         size = first.pack_size
-        # A pack larger than the bytes all reads may hold (none at the defaults: 64 MiB against
-        # packs of 16 MiB) is never read whole, so the bound holds whatever a pack's size.
+        # A pack is read whole only if it fits once the chunks planned are handed out: else
+        # planning would wait for room that the records held for locations ahead keep taken
+        # (packs interleaved chunk by chunk), and its records come in ranges instead. A pack
+        # larger than the bytes all reads may hold (none at the defaults: 64 MiB against packs of
+        # 16 MiB) is never read whole, so the bound holds whatever a pack's size.
         if (
-            may_read_whole
-            and size is not None
-            and size <= self._held_bytes_limit
-            and (selection := ahead.selection(pack_id)) is not None
-            and selection.size >= WHOLE_PACK_SHARE * size
+            size is not None
+            and sum(entry.length for entry in wanted) >= WHOLE_PACK_SHARE * size
+            and size <= self._held_bytes_limit - held.kept_bytes(ahead)
         ):
-            return _Read(
-                pack_id, 0, size, [selection.entries[offset] for offset in sorted(selection.entries)], whole=True
-            )
-        read = _Read(pack_id, first.entry.offset, first.entry.end, [first.entry])
-        for location in islice(ahead, 1, None):
-            entry = location.entry
-            if (
-                location.pack_id != pack_id
-                or entry.offset < read.end
-                or entry.offset - read.end >= self._gap
-                or entry.end - read.start > self._max_read_size
-            ):
-                break
-            read.entries.append(entry)
-            read.end = entry.end
-        return read
+            return _Read(first.pack_id, 0, size, wanted, whole=True)
+        return self._run_read(first, wanted, self._max_read_size)
+
+    def _wanted(self, ahead: _LookAhead, first: ChunkLocation, held: _HeldReads) -> list[PackEntry]:
+        """The records that the locations ahead select from first's pack and no read holds, by offset."""
+        selection = ahead.selection(first.pack_id)
+        return [
+            selection.entries[offset] for offset in sorted(selection.entries) if not held.holds(first.pack_id, offset)
+        ]
+
+    def _run_read(self, first: ChunkLocation, wanted: list[PackEntry], limit: int) -> _Read:
+        """Of the records wanted, cut into runs wherever two lie the gap or more apart or a run
+        would pass limit bytes (a record alone may), the run that holds first's record."""
+        run: list[PackEntry] = []
+        for entry in wanted:
+            if run and (entry.offset - run[-1].end >= self._gap or entry.end - run[0].offset > limit):
+                if run[-1].offset >= first.entry.offset:
+                    break
+                run = []
+            run.append(entry)
+        return _Read(first.pack_id, run[0].offset, run[-1].end, run)
 
     def _fetch(self, read: _Read) -> dict[int, bytes]:
         data = self._get(read.pack_id, read.start, None if read.whole else read.size)
