@@ -35,7 +35,7 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from pathlib import Path
 
-from chunkstore.core.chunking import CHUNKERS, DEFAULT_AVG_SIZE, DEFAULT_CHUNKER, ChunkerSpec
+from chunkstore.core.chunking import CHUNKERS, DEFAULT_AVG_SIZE, DEFAULT_CHUNKER, FORMAT_2_AVG_SIZE, ChunkerSpec
 from chunkstore.core.compression import DEFAULT_ZSTD_LEVEL, CompressionSpec
 
 from . import datasets, micro
@@ -130,13 +130,20 @@ def measure_grid(files: list[Path], sizes: tuple[int, ...]) -> list[dict]:
     return rows
 
 
-def measure_dataset(dataset: datasets.Dataset, tools: list, work: Path, preset: str, runs: int) -> dict:
+def default_avg_size(storage_format: int | None) -> int:
+    """The average chunk size `chunkstore init` picks for the format."""
+    return FORMAT_2_AVG_SIZE if storage_format == 2 else DEFAULT_AVG_SIZE
+
+
+def measure_dataset(
+    dataset: datasets.Dataset, tools: list, work: Path, preset: str, runs: int, avg_size: int = DEFAULT_AVG_SIZE
+) -> dict:
     kind = dataset.spec.kind
     files = [path for _, path in datasets.files_in(dataset.root)]
     grid = measure_grid(files, GRID_SIZES[preset])
     default = next(
-        (row for row in grid if row["chunker"] == DEFAULT_CHUNKER and row["avg_size"] == DEFAULT_AVG_SIZE), None
-    ) or micro.measure(files, ChunkerSpec.from_average(), [DEFAULT_ZSTD_LEVEL])
+        (row for row in grid if row["chunker"] == DEFAULT_CHUNKER and row["avg_size"] == avg_size), None
+    ) or micro.measure(files, ChunkerSpec.from_average(DEFAULT_CHUNKER, avg_size), [DEFAULT_ZSTD_LEVEL])
     results = run_tools(tools, dataset, work / "runs" / kind, runs)
     tool_medians = {name: medians(tool_runs) for name, tool_runs in results.items()}
     figures = compute_figures(tool_medians, dataset.logical_bytes, SUITE_FIGURES)
@@ -430,12 +437,12 @@ def target_lines(results: dict[str, dict]) -> list[str]:
 def headline(document: dict) -> str:
     kind = HEADLINE_DATASET if HEADLINE_DATASET in document["datasets"] else next(iter(document["datasets"]))
     result = document["datasets"][kind]
-    dataset, env = result["dataset"], document["environment"]
+    dataset, env, defaults = result["dataset"], document["environment"], document["defaults"]
     return "\n".join(
         [
             (
-                f"## Headline: {kind}, default settings ({DEFAULT_CHUNKER}, {_size_text(DEFAULT_AVG_SIZE)}, "
-                f"zstd {DEFAULT_ZSTD_LEVEL})"
+                f"## Headline: {kind}, default settings (format {defaults['storage_format']}, "
+                f"{defaults['chunker']}, {_size_text(defaults['avg_size'])}, zstd {defaults['zstd_level']})"
             ),
             "",
             (
@@ -514,6 +521,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--runs", type=int, help="runs per tool and dataset; figures are medians (default 3, 1 with --quick or --smoke)"
     )
+    parser.add_argument(
+        "--format",
+        dest="storage_format",
+        type=int,
+        choices=(1, 2),
+        help="measure a store made with `chunkstore init --format N` (default: init's default, 1); "
+        "the s3:// rows stay format 1",
+    )
     parser.add_argument("--no-s3", dest="s3", action="store_false", help="skip the s3:// store on a moto server")
     parser.add_argument("--out", type=Path, default=Path("bench-report"), help="report folder (default bench-report/)")
     parser.add_argument(
@@ -528,7 +543,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--runs must be at least 1")
     started = environment()
 
-    tools = select_tools(args.peers)
+    tools = select_tools(args.peers, args.storage_format)
+    avg_size = default_avg_size(args.storage_format)
     results, materialized = {}, {}
     for kind in args.dataset:
         dataset = datasets.materialize(datasets.spec_from_arguments(args, kind), args.work / "datasets")
@@ -537,7 +553,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{kind}: {dataset.versions} versions, {dataset.logical_bytes / MB:.1f} MB in {dataset.root}",
             file=sys.stderr,
         )
-        results[kind] = measure_dataset(dataset, tools, args.work, args.preset, runs)
+        results[kind] = measure_dataset(dataset, tools, args.work, args.preset, runs, avg_size)
     s3_dataset = materialized.get(HEADLINE_DATASET) or next(iter(materialized.values()))
     s3 = measure_s3_in_child(s3_dataset, args.preset, args.work) if args.s3 else {"skipped": "--no-s3"}
     document = {
@@ -545,7 +561,12 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_end": os.getloadavg()[0],
         "preset": args.preset,
         "runs": runs,
-        "defaults": {"chunker": DEFAULT_CHUNKER, "avg_size": DEFAULT_AVG_SIZE, "zstd_level": DEFAULT_ZSTD_LEVEL},
+        "defaults": {
+            "storage_format": args.storage_format or 1,
+            "chunker": DEFAULT_CHUNKER,
+            "avg_size": avg_size,
+            "zstd_level": DEFAULT_ZSTD_LEVEL,
+        },
         "tools": {tool.name: {"version": tool.version(), "settings": tool.describe_settings()} for tool in tools},
         "datasets": results,
         "s3": s3,
