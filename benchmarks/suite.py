@@ -27,6 +27,7 @@ import argparse
 import importlib.util
 import multiprocessing
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -79,8 +80,11 @@ S3_SIZES = {
 S3_SAMPLE_BYTES = {"full": 150_000_000, "quick": 40_000_000, "smoke": 3_000_000}
 DEFAULT_RUNS = {"full": 3, "quick": 1, "smoke": 1}
 HEADLINE_DATASET = datasets.VERSIONED_ARCHIVES
+# Real releases of one project, uncompressed, as `python -m benchmarks.chunk_size_curve` caches them.
+RELEASES = "releases"
+DEFAULT_RELEASES = 10
 # The store-ratio target is set for the data where chunk-level dedup has most to find.
-STORE_RATIO_TARGET_DATASETS = (datasets.VERSIONED_ARCHIVES, datasets.DATABASE_FILE)
+STORE_RATIO_TARGET_DATASETS = (datasets.VERSIONED_ARCHIVES, datasets.DATABASE_FILE, RELEASES)
 MOTO_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -501,6 +505,26 @@ def build_markdown(document: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def release_key(path: Path) -> tuple:
+    """Django-4.2.10.tar after Django-4.2.9.tar: release order, not name order."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name))
+
+
+def releases_dataset(folder: Path, count: int, cache: Path) -> datasets.Dataset:
+    """The first count release tars of folder, in release order, linked into cache as one version each
+    (named so that name order is release order)."""
+    tars = sorted(folder.glob("*.tar"), key=release_key)[:count]
+    if not tars:
+        raise SystemExit(f"no release tars (*.tar) in {folder}")
+    root = cache / RELEASES / RELEASES
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    for number, tar in enumerate(tars, 1):
+        os.link(tar, root / f"v{number:03d}-{tar.name}")
+    return datasets.describe(datasets.DatasetSpec(RELEASES, seed=0, total_bytes=0, corpus_bytes=None), root)
+
+
 def chosen_kinds(text: str) -> list[str]:
     if text == "all":
         return list(datasets.KINDS)
@@ -529,6 +553,20 @@ def main(argv: list[str] | None = None) -> int:
         help="measure a store made with `chunkstore init --format N` (default: init's default, 1); "
         "the s3:// rows stay format 1",
     )
+    parser.add_argument(
+        "--releases",
+        type=Path,
+        metavar="FOLDER",
+        help="also measure real releases: the uncompressed *.tar of one project in FOLDER "
+        "(e.g. ~/.cache/chunkstore-bench/Django, filled by `python -m benchmarks.chunk_size_curve`)",
+    )
+    parser.add_argument(
+        "--releases-count",
+        type=int,
+        default=DEFAULT_RELEASES,
+        metavar="N",
+        help=f"the first N releases of --releases (default {DEFAULT_RELEASES})",
+    )
     parser.add_argument("--no-s3", dest="s3", action="store_false", help="skip the s3:// store on a moto server")
     parser.add_argument("--out", type=Path, default=Path("bench-report"), help="report folder (default bench-report/)")
     parser.add_argument(
@@ -546,9 +584,11 @@ def main(argv: list[str] | None = None) -> int:
     tools = select_tools(args.peers, args.storage_format)
     avg_size = default_avg_size(args.storage_format)
     results, materialized = {}, {}
+    if args.releases:
+        materialized[RELEASES] = releases_dataset(args.releases, args.releases_count, args.work / "datasets")
     for kind in args.dataset:
-        dataset = datasets.materialize(datasets.spec_from_arguments(args, kind), args.work / "datasets")
-        materialized[kind] = dataset
+        materialized[kind] = datasets.materialize(datasets.spec_from_arguments(args, kind), args.work / "datasets")
+    for kind, dataset in materialized.items():
         print(
             f"{kind}: {dataset.versions} versions, {dataset.logical_bytes / MB:.1f} MB in {dataset.root}",
             file=sys.stderr,
