@@ -1,8 +1,10 @@
 """The whole benchmark suite: every dataset, every chunker and chunk size, peers, the s3:// store, charts.
 
     python -m benchmarks [--quick|--smoke] [--dataset NAME|all] [--peers restic,borg] [--out DIR]
+                         [--format 1|2] [--releases FOLDER [--releases-count N]]
 
-For each dataset (see benchmarks/datasets.py):
+For each dataset (see benchmarks/datasets.py, and with --releases the first release tars of a
+project, in release order):
 
 - every chunker at every average chunk size, in memory (benchmarks.micro): dedup,
   compression and store ratio, chunk-size distribution, and the stage speeds;
