@@ -96,9 +96,9 @@ def run_tool(tool: Tool, dataset: datasets.Dataset, workspace: Path) -> dict:
     }
 
 
-def select_tools(peers: list[str]) -> list[Tool]:
-    """chunkstore and those of the named peers that are installed."""
-    tools: list[Tool] = [Chunkstore()]
+def select_tools(peers: list[str], storage_format: int | None = None) -> list[Tool]:
+    """chunkstore (with `init --format storage_format`, if given) and those of the named peers that are installed."""
+    tools: list[Tool] = [Chunkstore(storage_format)]
     for name in peers:
         tool = TOOLS[name]()
         if tool.available():

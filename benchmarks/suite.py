@@ -1,8 +1,10 @@
 """The whole benchmark suite: every dataset, every chunker and chunk size, peers, the s3:// store, charts.
 
     python -m benchmarks [--quick|--smoke] [--dataset NAME|all] [--peers restic,borg] [--out DIR]
+                         [--format 1|2] [--releases FOLDER [--releases-count N]]
 
-For each dataset (see benchmarks/datasets.py):
+For each dataset (see benchmarks/datasets.py, and with --releases the first release tars of a
+project, in release order):
 
 - every chunker at every average chunk size, in memory (benchmarks.micro): dedup,
   compression and store ratio, chunk-size distribution, and the stage speeds;
@@ -27,6 +29,7 @@ import argparse
 import importlib.util
 import multiprocessing
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -35,7 +38,7 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from pathlib import Path
 
-from chunkstore.core.chunking import CHUNKERS, DEFAULT_AVG_SIZE, DEFAULT_CHUNKER, ChunkerSpec
+from chunkstore.core.chunking import CHUNKERS, DEFAULT_AVG_SIZE, DEFAULT_CHUNKER, FORMAT_2_AVG_SIZE, ChunkerSpec
 from chunkstore.core.compression import DEFAULT_ZSTD_LEVEL, CompressionSpec
 
 from . import datasets, micro
@@ -79,8 +82,11 @@ S3_SIZES = {
 S3_SAMPLE_BYTES = {"full": 150_000_000, "quick": 40_000_000, "smoke": 3_000_000}
 DEFAULT_RUNS = {"full": 3, "quick": 1, "smoke": 1}
 HEADLINE_DATASET = datasets.VERSIONED_ARCHIVES
+# Real releases of one project, uncompressed, as `python -m benchmarks.chunk_size_curve` caches them.
+RELEASES = "releases"
+DEFAULT_RELEASES = 10
 # The store-ratio target is set for the data where chunk-level dedup has most to find.
-STORE_RATIO_TARGET_DATASETS = (datasets.VERSIONED_ARCHIVES, datasets.DATABASE_FILE)
+STORE_RATIO_TARGET_DATASETS = (datasets.VERSIONED_ARCHIVES, datasets.DATABASE_FILE, RELEASES)
 MOTO_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -130,13 +136,20 @@ def measure_grid(files: list[Path], sizes: tuple[int, ...]) -> list[dict]:
     return rows
 
 
-def measure_dataset(dataset: datasets.Dataset, tools: list, work: Path, preset: str, runs: int) -> dict:
+def default_avg_size(storage_format: int | None) -> int:
+    """The average chunk size `chunkstore init` picks for the format."""
+    return FORMAT_2_AVG_SIZE if storage_format == 2 else DEFAULT_AVG_SIZE
+
+
+def measure_dataset(
+    dataset: datasets.Dataset, tools: list, work: Path, preset: str, runs: int, avg_size: int = DEFAULT_AVG_SIZE
+) -> dict:
     kind = dataset.spec.kind
     files = [path for _, path in datasets.files_in(dataset.root)]
     grid = measure_grid(files, GRID_SIZES[preset])
     default = next(
-        (row for row in grid if row["chunker"] == DEFAULT_CHUNKER and row["avg_size"] == DEFAULT_AVG_SIZE), None
-    ) or micro.measure(files, ChunkerSpec.from_average(), [DEFAULT_ZSTD_LEVEL])
+        (row for row in grid if row["chunker"] == DEFAULT_CHUNKER and row["avg_size"] == avg_size), None
+    ) or micro.measure(files, ChunkerSpec.from_average(DEFAULT_CHUNKER, avg_size), [DEFAULT_ZSTD_LEVEL])
     results = run_tools(tools, dataset, work / "runs" / kind, runs)
     tool_medians = {name: medians(tool_runs) for name, tool_runs in results.items()}
     figures = compute_figures(tool_medians, dataset.logical_bytes, SUITE_FIGURES)
@@ -430,12 +443,12 @@ def target_lines(results: dict[str, dict]) -> list[str]:
 def headline(document: dict) -> str:
     kind = HEADLINE_DATASET if HEADLINE_DATASET in document["datasets"] else next(iter(document["datasets"]))
     result = document["datasets"][kind]
-    dataset, env = result["dataset"], document["environment"]
+    dataset, env, defaults = result["dataset"], document["environment"], document["defaults"]
     return "\n".join(
         [
             (
-                f"## Headline: {kind}, default settings ({DEFAULT_CHUNKER}, {_size_text(DEFAULT_AVG_SIZE)}, "
-                f"zstd {DEFAULT_ZSTD_LEVEL})"
+                f"## Headline: {kind}, default settings (format {defaults['storage_format']}, "
+                f"{defaults['chunker']}, {_size_text(defaults['avg_size'])}, zstd {defaults['zstd_level']})"
             ),
             "",
             (
@@ -494,6 +507,26 @@ def build_markdown(document: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def release_key(path: Path) -> tuple:
+    """Django-4.2.10.tar after Django-4.2.9.tar: release order, not name order."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name))
+
+
+def releases_dataset(folder: Path, count: int, cache: Path) -> datasets.Dataset:
+    """The first count release tars of folder, in release order, linked into cache as one version each
+    (named so that name order is release order)."""
+    tars = sorted(folder.glob("*.tar"), key=release_key)[:count]
+    if not tars:
+        raise SystemExit(f"no release tars (*.tar) in {folder}")
+    root = cache / RELEASES / RELEASES
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    for number, tar in enumerate(tars, 1):
+        os.link(tar, root / f"v{number:03d}-{tar.name}")
+    return datasets.describe(datasets.DatasetSpec(RELEASES, seed=0, total_bytes=0, corpus_bytes=None), root)
+
+
 def chosen_kinds(text: str) -> list[str]:
     if text == "all":
         return list(datasets.KINDS)
@@ -514,6 +547,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--runs", type=int, help="runs per tool and dataset; figures are medians (default 3, 1 with --quick or --smoke)"
     )
+    parser.add_argument(
+        "--format",
+        dest="storage_format",
+        type=int,
+        choices=(1, 2),
+        help="measure a store made with `chunkstore init --format N` (default: init's default, 1); "
+        "the s3:// rows stay format 1",
+    )
+    parser.add_argument(
+        "--releases",
+        type=Path,
+        metavar="FOLDER",
+        help="also measure real releases: the uncompressed *.tar of one project in FOLDER "
+        "(e.g. ~/.cache/chunkstore-bench/Django, filled by `python -m benchmarks.chunk_size_curve`)",
+    )
+    parser.add_argument(
+        "--releases-count",
+        type=int,
+        default=DEFAULT_RELEASES,
+        metavar="N",
+        help=f"the first N releases of --releases (default {DEFAULT_RELEASES})",
+    )
     parser.add_argument("--no-s3", dest="s3", action="store_false", help="skip the s3:// store on a moto server")
     parser.add_argument("--out", type=Path, default=Path("bench-report"), help="report folder (default bench-report/)")
     parser.add_argument(
@@ -528,16 +583,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--runs must be at least 1")
     started = environment()
 
-    tools = select_tools(args.peers)
+    tools = select_tools(args.peers, args.storage_format)
+    avg_size = default_avg_size(args.storage_format)
     results, materialized = {}, {}
+    if args.releases:
+        materialized[RELEASES] = releases_dataset(args.releases, args.releases_count, args.work / "datasets")
     for kind in args.dataset:
-        dataset = datasets.materialize(datasets.spec_from_arguments(args, kind), args.work / "datasets")
-        materialized[kind] = dataset
+        materialized[kind] = datasets.materialize(datasets.spec_from_arguments(args, kind), args.work / "datasets")
+    for kind, dataset in materialized.items():
         print(
             f"{kind}: {dataset.versions} versions, {dataset.logical_bytes / MB:.1f} MB in {dataset.root}",
             file=sys.stderr,
         )
-        results[kind] = measure_dataset(dataset, tools, args.work, args.preset, runs)
+        results[kind] = measure_dataset(dataset, tools, args.work, args.preset, runs, avg_size)
     s3_dataset = materialized.get(HEADLINE_DATASET) or next(iter(materialized.values()))
     s3 = measure_s3_in_child(s3_dataset, args.preset, args.work) if args.s3 else {"skipped": "--no-s3"}
     document = {
@@ -545,7 +603,12 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_end": os.getloadavg()[0],
         "preset": args.preset,
         "runs": runs,
-        "defaults": {"chunker": DEFAULT_CHUNKER, "avg_size": DEFAULT_AVG_SIZE, "zstd_level": DEFAULT_ZSTD_LEVEL},
+        "defaults": {
+            "storage_format": args.storage_format or 1,
+            "chunker": DEFAULT_CHUNKER,
+            "avg_size": avg_size,
+            "zstd_level": DEFAULT_ZSTD_LEVEL,
+        },
         "tools": {tool.name: {"version": tool.version(), "settings": tool.describe_settings()} for tool in tools},
         "datasets": results,
         "s3": s3,

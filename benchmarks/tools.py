@@ -156,7 +156,9 @@ class Tool(ABC):
 class Chunkstore(Tool):
     name = "chunkstore"
 
-    def __init__(self) -> None:
+    def __init__(self, storage_format: int | None = None) -> None:
+        """storage_format: the `init --format` to measure; None leaves init's default."""
+        self.init_options = [] if storage_format is None else ["--format", str(storage_format)]
         _compile_bytecode(("chunkstore", "chunkstore_cli"))
         # The console script installed next to this interpreter, as `pip install` makes it.
         script = Path(sys.executable).with_name("chunkstore")
@@ -175,13 +177,13 @@ class Chunkstore(Tool):
         return run_text([*self.argv, "--version"])
 
     def describe_settings(self) -> str:
-        return "defaults of `chunkstore init`"
+        return f"defaults of `{' '.join(['chunkstore init', *self.init_options])}`"
 
     def _store(self, workspace: Path) -> list[str]:
         return [*self.argv, "--store", str(self.repository(workspace))]
 
     def init(self, workspace: Path) -> Command:
-        return Command([*self._store(workspace), "init"])
+        return Command([*self._store(workspace), "init", *self.init_options])
 
     def backup(self, workspace: Path, source: Path, label: str) -> Command:
         return Command([*self._store(workspace), "put", source.name], cwd=source.parent)
