@@ -18,7 +18,9 @@ write their pages and commits (packedput.PackedWriter). A round:
     G7          round -> (r+1, idle)
 
 A gc that dies leaves the round in dooming or sweeping and its items DOOMED or DELETING; the next
-gc takes the lock over and goes on from G4 (dooming) or G5 (sweeping).
+gc takes the lock over and goes on from G4 (dooming) or G5 (sweeping), then runs a round of its
+own: the dead round collects only what it had doomed, so garbage it had not reached (or that a
+failed doom left PRESENT) would otherwise wait for one more gc.
 
 Packs whose live share fell but is not zero stay as they are: repack (copying their live records
 into new packs) is not part of this version.
@@ -127,18 +129,33 @@ def find_garbage(store: StoreContext) -> Garbage:
 def collect(
     store: StoreContext, session: str, pool: ThreadPoolExecutor, on_progress: Callable[[Garbage], None] | None = None
 ) -> Garbage:
-    """Run one gc round (or finish the one a dead gc left) under the gc lock that session holds;
-    return what it deleted."""
-    catalog = store.catalog
-    index = catalog.pack_index
+    """Finish the round a dead gc left, if any, then run one round, under the gc lock that session
+    holds; return what they deleted."""
+    index = store.catalog.pack_index
+    garbage = Garbage()
     gc_round = index.read_round()
-    if gc_round.phase == Phase.IDLE:
-        gc_round = _doom(catalog, index, session, gc_round)
+    if gc_round.phase != Phase.IDLE:
+        _finish_round(store, session, pool, gc_round, garbage, on_progress)
+        gc_round = index.read_round()
+    dooming = _doom(store.catalog, index, session, gc_round)
+    _finish_round(store, session, pool, dooming, garbage, on_progress)
+    return garbage
+
+
+def _finish_round(
+    store: StoreContext,
+    session: str,
+    pool: ThreadPoolExecutor,
+    gc_round: GcRound,
+    garbage: Garbage,
+    on_progress: Callable[[Garbage], None] | None,
+) -> None:
+    """G4-G7 of a round in its dooming or sweeping phase; adds what it deleted to garbage."""
+    index = store.catalog.pack_index
     if gc_round.phase == Phase.DOOMING:
         gc_round = index.advance_round(session, gc_round)
-    garbage = _sweep_and_delete(store, pool, on_progress)
+    _sweep_and_delete(store, pool, garbage, on_progress)
     index.advance_round(session, gc_round)
-    return garbage
 
 
 def _doom(catalog: Catalog, index: PackIndex, session: str, idle: GcRound) -> GcRound:
@@ -170,9 +187,9 @@ def _doom(catalog: Catalog, index: PackIndex, session: str, idle: GcRound) -> Gc
 
 
 def _sweep_and_delete(
-    store: StoreContext, pool: ThreadPoolExecutor, on_progress: Callable[[Garbage], None] | None
-) -> Garbage:
-    """G5 and G6, in the sweeping phase."""
+    store: StoreContext, pool: ThreadPoolExecutor, garbage: Garbage, on_progress: Callable[[Garbage], None] | None
+) -> None:
+    """G5 and G6, in the sweeping phase; adds what they deleted to garbage."""
     catalog = store.catalog
     index = catalog.pack_index
     objects = pack_objects(store.blobs)  # before the scan: see find_garbage
@@ -196,7 +213,6 @@ def _sweep_and_delete(
     deleting_packs = _start_deleting(index, [pack for pack in doomed_packs if pack.pack_id not in live_packs])
     deleting_packs += [pack for pack in marks.packs if pack.state == IndexState.DELETING]
 
-    garbage = Garbage()
     for batch in _batches(deleting_packs):
         list(pool.map(store.blobs.delete, (pack_key(pack.pack_id) for pack in batch)))
         index.forget(batch)
@@ -219,7 +235,6 @@ def _sweep_and_delete(
         garbage.orphan_bytes += sum(objects[pack_id] for pack_id in batch)
         if on_progress:
             on_progress(garbage)
-    return garbage
 
 
 def _start_deleting(index: PackIndex, items: list) -> list:
