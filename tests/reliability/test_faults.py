@@ -44,48 +44,39 @@ def storage_format(request) -> int:
     return request.param
 
 
-def _scenario(storage_format, blob_faults, catalog_faults, seed, id):
-    return pytest.param(
-        storage_format,
-        blob_faults,
-        catalog_faults,
-        seed,
-        id=f"format{storage_format}-{id}",
-        marks=[] if id in QUICK_ON_S3 else [pytest.mark.slow_on_s3],
-    )
-
-
 def _scenarios():
     for storage_format in STORAGE_FORMATS:
-        yield from _scenarios_of(storage_format)
+        for blob_faults, catalog_faults, seed, name in _faults_of(storage_format):
+            yield pytest.param(
+                storage_format,
+                blob_faults,
+                catalog_faults,
+                seed,
+                id=f"format{storage_format}-{name}",
+                marks=[] if name in QUICK_ON_S3 else [pytest.mark.slow_on_s3],
+            )
 
 
-def _scenarios_of(storage_format):
-    def scenario(blob_faults, catalog_faults, seed, id):
-        return _scenario(storage_format, blob_faults, catalog_faults, seed, id)
-
-    data_prefix = data_key_prefix(storage_format)
+def _faults_of(storage_format):
+    """(blob faults, catalog faults, seed, name) of each scenario on a store of storage_format."""
     for method in BLOB_METHODS_THAT_WRITE + BLOB_METHODS_THAT_READ:
-        yield scenario([Fault(method, "error")], [], 0, id=f"blob-{method}-error")
-        yield scenario([Fault(method, "error", after=1, times=None)], [], 0, id=f"blob-{method}-error-from-2nd")
+        yield [Fault(method, "error")], [], 0, f"blob-{method}-error"
+        yield [Fault(method, "error", after=1, times=None)], [], 0, f"blob-{method}-error-from-2nd"
     for method in BLOB_METHODS_THAT_WRITE:
-        yield scenario([Fault(method, "lost_reply", times=3)], [], 0, id=f"blob-{method}-lost-reply")
-    yield scenario([Fault("get", "truncate", times=None, key_prefix=data_prefix)], [], 0, id="blob-get-truncated")
-    yield scenario([Fault("get", "truncate", probability=0.3, times=None)], [], 0, id="blob-get-truncated-30pct")
-    yield scenario(
-        [
-            Fault(method, "slow", times=None, probability=0.2, delay=0.002)
-            for method in BLOB_METHODS_THAT_WRITE + BLOB_METHODS_THAT_READ
-        ],
-        [],
-        0,
-        id="blob-slow-everything",
-    )
+        yield [Fault(method, "lost_reply", times=3)], [], 0, f"blob-{method}-lost-reply"
+    truncated = Fault("get", "truncate", times=None, key_prefix=data_key_prefix(storage_format))
+    yield [truncated], [], 0, "blob-get-truncated"
+    yield [Fault("get", "truncate", probability=0.3, times=None)], [], 0, "blob-get-truncated-30pct"
+    slow = [
+        Fault(method, "slow", times=None, probability=0.2, delay=0.002)
+        for method in BLOB_METHODS_THAT_WRITE + BLOB_METHODS_THAT_READ
+    ]
+    yield slow, [], 0, "blob-slow-everything"
     for method in CATALOG_METHODS[storage_format]:
-        yield scenario([], [Fault(method, "error")], 0, id=f"catalog-{method}-error")
-        yield scenario([], [Fault(method, "lost_reply")], 0, id=f"catalog-{method}-lost-reply")
+        yield [], [Fault(method, "error")], 0, f"catalog-{method}-error"
+        yield [], [Fault(method, "lost_reply")], 0, f"catalog-{method}-lost-reply"
     for seed in range(4):
-        yield scenario(*random_mix(0.05, storage_format), seed, id=f"random-mix-seed-{seed}")
+        yield *random_mix(0.05, storage_format), seed, f"random-mix-seed-{seed}"
 
 
 @pytest.fixture
