@@ -26,10 +26,11 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from chunkstore.backends.blobstore import BlobInfo, BlobStore, BlobStoreWrapper
 from chunkstore.backends.catalog import Catalog
+from chunkstore.backends.packindex import PACK_INDEX_CALLS, PackIndex
 
 FAULT_KINDS = ("error", "slow", "lost_reply", "truncate", "crash")
 
@@ -159,14 +160,15 @@ class FaultyBlobStore(BlobStoreWrapper):
 
 
 class FaultyCatalog(Catalog):
-    """inner, with the faults of plan injected into every method of the Catalog contract (rules
-    are keyed by method name); its capabilities (lease_seconds, integrity_problems,
-    storage_bytes), its pack index and close pass through unfaulted."""
+    """inner, with the faults of plan injected into every method of the Catalog contract and of
+    its pack index (rules are keyed by method name: no name is in both); its capabilities
+    (lease_seconds, integrity_problems, storage_bytes) and close pass through unfaulted."""
 
     def __init__(self, inner: Catalog, plan: FaultPlan):
         self.inner = inner
         self.plan = plan
-        self.pack_index = inner.pack_index
+        # A PackIndex by the methods set on FaultyPackIndex below, which a type checker does not see.
+        self.pack_index = cast(PackIndex, FaultyPackIndex(inner.pack_index, plan))
 
     @property
     def lease_seconds(self) -> float:
@@ -186,17 +188,28 @@ class FaultyCatalog(Catalog):
         self.inner.close()
 
 
-def _faulted(method: str):
-    def call(self: FaultyCatalog, *args, **kwargs):
+class FaultyPackIndex:
+    """A catalog's pack index, with the faults of plan injected into every call of the PackIndex
+    contract; FaultyCatalog makes one over the pack index of the catalog it wraps."""
+
+    def __init__(self, inner: PackIndex, plan: FaultPlan):
+        self.inner = inner
+        self.plan = plan
+
+
+def _faulted(method: str, contract: type):
+    def call(self: FaultyCatalog | FaultyPackIndex, *args, **kwargs):
         return run_with_fault(self.plan, method, "", lambda: getattr(self.inner, method)(*args, **kwargs))
 
     call.__name__ = method
-    call.__doc__ = getattr(Catalog, method).__doc__
+    call.__doc__ = getattr(contract, method).__doc__
     return call
 
 
-# Every method of the contract, so a method added to Catalog is faultable without a change here.
+# Every method of both contracts, so a method added to either is faultable without a change here.
 for _method in sorted(Catalog.__abstractmethods__):
-    setattr(FaultyCatalog, _method, _faulted(_method))
+    setattr(FaultyCatalog, _method, _faulted(_method, Catalog))
 FaultyCatalog.__abstractmethods__ = frozenset()
+for _method in PACK_INDEX_CALLS:
+    setattr(FaultyPackIndex, _method, _faulted(_method, PackIndex))
 del _method

@@ -18,7 +18,9 @@ write their pages and commits (packedput.PackedWriter). A round:
     G7          round -> (r+1, idle)
 
 A gc that dies leaves the round in dooming or sweeping and its items DOOMED or DELETING; the next
-gc takes the lock over and goes on from G4 (dooming) or G5 (sweeping).
+gc takes the lock over and goes on from G4 (dooming) or G5 (sweeping), then runs a round of its
+own: the dead round collects only what it had doomed, so garbage it had not reached (or that a
+failed doom left PRESENT) would otherwise wait for one more gc.
 
 Packs whose dead share reached a threshold, and small packs once there are enough of them, are
 rewritten in G3 (operations/repack.py): their live records are copied to new packs, the pages
@@ -169,23 +171,39 @@ def collect(
     on_progress: Callable[[Garbage], None] | None = None,
     max_repack: int | None = None,
 ) -> Garbage:
-    """Run one gc round (or finish the one a dead gc left) under the gc lock that session holds,
-    repacking at most max_repack bytes of live records (None: no bound); return what it did."""
+    """Finish the round a dead gc left, if any, then run one round, under the gc lock that session
+    holds, repacking at most max_repack bytes of live records (None: no bound); return what they
+    deleted and rewrote."""
     index = store.catalog.pack_index
+    garbage = Garbage()
     gc_round = index.read_round()
-    repacked = repack.RepackReport()
-    if gc_round.phase == Phase.IDLE:
-        gc_round, repacked = _doom(store, session, gc_round, max_repack)
-    if gc_round.phase == Phase.DOOMING:
-        gc_round = index.advance_round(session, gc_round)
-    garbage = _sweep_and_delete(store, pool, on_progress)
-    index.advance_round(session, gc_round)
+    if gc_round.phase != Phase.IDLE:
+        _finish_round(store, session, pool, gc_round, garbage, on_progress)
+        gc_round = index.read_round()
+    dooming, repacked = _doom(store, session, gc_round, max_repack)
+    _finish_round(store, session, pool, dooming, garbage, on_progress)
     garbage.repacked, garbage.repack_read, garbage.repack_written = (
         repacked.packs,
         repacked.bytes_read,
         repacked.bytes_written,
     )
     return garbage
+
+
+def _finish_round(
+    store: StoreContext,
+    session: str,
+    pool: ThreadPoolExecutor,
+    gc_round: GcRound,
+    garbage: Garbage,
+    on_progress: Callable[[Garbage], None] | None,
+) -> None:
+    """G4-G7 of a round in its dooming or sweeping phase; adds what it deleted to garbage."""
+    index = store.catalog.pack_index
+    if gc_round.phase == Phase.DOOMING:
+        gc_round = index.advance_round(session, gc_round)
+    _sweep_and_delete(store, pool, garbage, on_progress)
+    index.advance_round(session, gc_round)
 
 
 def _doom(
@@ -224,9 +242,9 @@ def _doom(
 
 
 def _sweep_and_delete(
-    store: StoreContext, pool: ThreadPoolExecutor, on_progress: Callable[[Garbage], None] | None
-) -> Garbage:
-    """G5 and G6, in the sweeping phase."""
+    store: StoreContext, pool: ThreadPoolExecutor, garbage: Garbage, on_progress: Callable[[Garbage], None] | None
+) -> None:
+    """G5 and G6, in the sweeping phase; adds what they deleted to garbage."""
     catalog = store.catalog
     index = catalog.pack_index
     objects = pack_objects(store.blobs)  # before the scan: see find_garbage
@@ -250,7 +268,6 @@ def _sweep_and_delete(
     deleting_packs = _start_deleting(index, [pack for pack in doomed_packs if pack.pack_id not in live_packs])
     deleting_packs += [pack for pack in marks.packs if pack.state == IndexState.DELETING]
 
-    garbage = Garbage()
     for batch in _batches(deleting_packs):
         list(pool.map(store.blobs.delete, (pack_key(pack.pack_id) for pack in batch)))
         index.forget(batch)
@@ -274,7 +291,6 @@ def _sweep_and_delete(
         garbage.orphan_bytes += sum(objects[pack_id] for pack_id in batch)
         if on_progress:
             on_progress(garbage)
-    return garbage
 
 
 def rebuild_pack_items(store: StoreContext, session: str) -> list[bytes]:

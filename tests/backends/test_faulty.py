@@ -36,6 +36,7 @@ from support.catalog_conformance import (
     stored_size,
     upload,
 )
+from support.packindex_conformance import PackIndexConformance, new_page
 
 # ---- transparent with an empty plan ------------------------------------------------------
 
@@ -49,6 +50,16 @@ class TestFaultyBlobStoreWithoutFaults(BlobStoreConformance):
 
 
 class TestFaultyCatalogWithoutFaults(CatalogConformance):
+    @pytest.fixture
+    def make_catalog(self):
+        state, plan = CatalogState(), FaultPlan([])
+        yield lambda lease_seconds=DEFAULT_LEASE_SECONDS: FaultyCatalog(
+            MemoryCatalog(state, lease_seconds=lease_seconds), plan
+        )
+        assert plan.injected == 0
+
+
+class TestFaultyPackIndexWithoutFaults(PackIndexConformance):
     @pytest.fixture
     def make_catalog(self):
         state, plan = CatalogState(), FaultPlan([])
@@ -233,6 +244,20 @@ def test_a_writer_that_crashes_before_its_commit_leaves_only_garbage_gc_collects
     time.sleep(DEAD_AFTER)
     assert collect_all(impatient, gc) == {chunk_id(1), chunk_id(2)}
     assert list(impatient.iter_chunks()) == []
+
+
+@pytest.mark.parametrize("kind", ["error", "lost_reply"])
+def test_a_page_write_that_fails_is_wholly_written_or_not_at_all(inner, kind):
+    index = faulty_catalog(inner, Fault("write_pages", kind)).pack_index
+    pages = [new_page(1), new_page(2)]
+    seen = index.read_round()
+    with pytest.raises(InjectedFault):
+        index.write_pages(seen, pages)
+    written = kind == "lost_reply"
+    assert [inner.pack_index.get_page(page.page_id) is not None for page in pages] == [written, written]
+    # Written again, the pages a lost reply left are reported as already there, and kept.
+    assert index.write_pages(seen, pages) == ([page.page_id for page in pages] if written else [])
+    assert [inner.pack_index.get_page(page.page_id).body for page in pages] == [page.body for page in pages]
 
 
 @pytest.mark.parametrize("kind", ["error", "lost_reply"])

@@ -5,7 +5,9 @@ reference counts from the recipes, deletes nothing a recipe references, and list
 Damage to objects and counts is done on a local store and on an s3:// store (objects in S3,
 counts on DynamoDB items); damage to the SQLite file and the config is local. (Flipped,
 truncated and deleted objects through every command are also covered in
-tests/cli/test_cli_integrity.py.)"""
+tests/cli/test_cli_integrity.py.) A store of storage format 2 gets the same checks for damage to
+its packs (records, table, length, the whole object), recipe page items and content roots; what
+verify alone reports of such damage, and gc's refusal, is in tests/operations/test_packed_maintenance.py."""
 
 from __future__ import annotations
 
@@ -14,36 +16,58 @@ import json
 import os
 import random
 import sqlite3
+from pathlib import Path
 
 import pytest
 
 from chunkstore import ChunkerSpec, CompressionSpec, Store
+from chunkstore.backends.packs import pack_key
+from chunkstore.core import packformat, pages
 from chunkstore.core.config import CONFIG_KEY, chunk_key
 from chunkstore.core.objectformat import HEADER_SIZE
 from chunkstore.errors import CorruptObjectError, IntegrityError
+from chunkstore.operations.packedcheck import pack_ids_of, read_recipe
 from chunkstore.operations.read import iter_recipe
 from support.clihelpers import run_cli
+from support.faultkit import use_small_segments
 from support.storechecks import assert_no_garbage, assert_verify_clean
 
 CONTENTS = {f"data/{name}": random.Random(name).randbytes(60_000) for name in ("good", "bad", "other")}
+
+
+def store_contents(objects, source: Path, storage_format: int) -> None:
+    """Create a store of storage_format where objects says and put CONTENTS, a file at a time."""
+    Store.init(
+        objects.url,
+        ChunkerSpec.from_average(avg_size=4096),
+        CompressionSpec.parse("zstd:3"),
+        storage_format=storage_format,
+        **objects.init_arguments(),
+    ).close()
+    if storage_format == 2:
+        use_small_segments(objects.url)
+    source.mkdir()
+    with Store.open(objects.url) as store:
+        for name, data in CONTENTS.items():
+            path = source / name.replace("/", "-")
+            path.write_bytes(data)
+            store.put([(path, name)])
 
 
 @pytest.fixture
 def stored(new_backend, tmp_path):
     """A new store holding CONTENTS, on this test's backend; returns its objects (storeobjects)."""
     objects = new_backend(tmp_path)
-    source = tmp_path / "source"
-    source.mkdir()
-    with Store.init(
-        objects.url,
-        ChunkerSpec.from_average(avg_size=4096),
-        CompressionSpec.parse("zstd:3"),
-        **objects.init_arguments(),
-    ) as store:
-        for name, data in CONTENTS.items():
-            path = source / name.replace("/", "-")
-            path.write_bytes(data)
-            store.put([(path, name)])
+    store_contents(objects, tmp_path / "source", storage_format=1)
+    return objects
+
+
+@pytest.fixture
+def stored_format_2(new_backend, tmp_path):
+    """The same of storage format 2, with segments of a few chunks: each file (random bytes, put on
+    its own) has a pack of its own, and a root naming a few recipe page items."""
+    objects = new_backend(tmp_path)
+    store_contents(objects, tmp_path / "source", storage_format=2)
     return objects
 
 
@@ -159,6 +183,76 @@ def test_a_bit_flip_anywhere_in_an_object_is_detected(stored, position):
         assert CONTENTS["data/bad"].startswith(output.getvalue())
         report = store.verify(read_data=True)
         assert report.damaged_names == ["data/bad@1"]
+
+
+def own_pack_and_pages(objects, name: str) -> tuple[bytes, list[bytes], bytes]:
+    """The pack of a file of a format 2 store, the page IDs of its root, and its content digest."""
+    with Store.open(objects.url) as store:
+        digest = store.catalog.get_version(name).digest
+        page_ids = [segment.page_id for segment in read_recipe(store.catalog, digest).segments]
+        (pack_id,) = {
+            pack_id
+            for page_id in page_ids
+            for pack_id in pack_ids_of(pages.parse_page(store.catalog.pack_index.get_page(page_id).body))
+        }
+    return pack_id, page_ids, digest
+
+
+def damage_bad_pack(operation):
+    """A damage done to the pack of data/bad, by operation(objects, key, trailer of the pack)."""
+
+    def damage(objects) -> set[str]:
+        pack_id, _, _ = own_pack_and_pages(objects, "data/bad")
+        key = pack_key(pack_id)
+        pack = objects.read(key)
+        operation(objects, key, packformat.parse_trailer(pack, len(pack), sealed=False))
+        return {"data/bad"}
+
+    return damage
+
+
+def garble_bad_page(objects) -> set[str]:
+    _, page_ids, _ = own_pack_and_pages(objects, "data/bad")
+    assert len(page_ids) > 1, "data/bad has an inline page: there is no page item to damage"
+    objects.garble_page(page_ids[len(page_ids) // 2])
+    return {"data/bad"}
+
+
+def garble_bad_root(objects) -> set[str]:
+    _, _, digest = own_pack_and_pages(objects, "data/bad")
+    objects.garble_recipe(digest)
+    return {"data/bad"}
+
+
+# Each damages a format 2 store and says which files it damaged: a bit of a chunk record (in the
+# middle of the records), of the pack's table (an entry's chunk ID), the last bytes of the pack,
+# the whole pack, a recipe page item, a content's root.
+FORMAT_2_DAMAGE = {
+    "pack-record-bit-flip": damage_bad_pack(
+        lambda objects, key, trailer: flip_bit(objects, key, trailer.table_offset // 2, bit=5)
+    ),
+    "pack-table-bit-flip": damage_bad_pack(
+        lambda objects, key, trailer: flip_bit(objects, key, trailer.table_offset + 12, bit=1)
+    ),
+    "pack-truncated": damage_bad_pack(lambda objects, key, trailer: objects.write(key, objects.read(key)[:-7])),
+    "pack-deleted": damage_bad_pack(lambda objects, key, trailer: objects.delete(key)),
+    "page-item-garbled": garble_bad_page,
+    "root-garbled": garble_bad_root,
+}
+# On s3, one damage to a pack object and one to a DynamoDB item run by default.
+FORMAT_2_QUICK_ON_S3 = {"pack-table-bit-flip", "page-item-garbled"}
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(damage, marks=[] if damage in FORMAT_2_QUICK_ON_S3 else [pytest.mark.slow_on_s3])
+        for damage in FORMAT_2_DAMAGE
+    ],
+)
+def test_damaged_packs_pages_and_roots_are_detected_and_the_files_named(stored_format_2, tmp_path, damage):
+    damaged_names = FORMAT_2_DAMAGE[damage](stored_format_2)
+    assert_detected_everywhere(stored_format_2, tmp_path, damaged_names)
 
 
 CONFIG_DAMAGE = {

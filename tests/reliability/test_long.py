@@ -20,6 +20,7 @@ from support.faultkit import (
     random_mix,
     report_figures,
     run_operations_under_faults,
+    use_small_segments,
 )
 from support.peakrss import PEAK_RSS_LIMIT, run_measuring_peak_rss
 
@@ -34,7 +35,8 @@ TINY_CHUNKS = ["--avg-size", "256"]
 MILLION_CHUNK_BYTES = 320 * 1024 * 1024
 
 
-def test_fault_soak_over_a_growing_store(new_backend, tmp_path):
+@pytest.mark.parametrize("storage_format", [1, 2], ids=lambda storage_format: f"format{storage_format}")
+def test_fault_soak_over_a_growing_store(new_backend, tmp_path, storage_format):
     """Each iteration adds and changes files, then runs put, get, restore, rm, gc and verify under
     a fresh random mix of faults; once the faults are gone every committed version must restore
     exactly, verify must be clean and gc must leave no garbage."""
@@ -45,16 +47,23 @@ def test_fault_soak_over_a_growing_store(new_backend, tmp_path):
     rng = random.Random("soak")
     for letter in "abcde":
         corpus.write(f"data/{letter}.bin")
-    with Store.init(
-        url, ChunkerSpec.from_average(avg_size=1024), CompressionSpec.parse("zstd:3"), **objects.init_arguments()
-    ) as store:
+    Store.init(
+        url,
+        ChunkerSpec.from_average(avg_size=1024),
+        CompressionSpec.parse("zstd:3"),
+        storage_format=storage_format,
+        **objects.init_arguments(),
+    ).close()
+    if storage_format == 2:
+        use_small_segments(url)
+    with Store.open(url) as store:
         store.put([(corpus.root / "data", "data")])
     injected = Counter()
     versions_checked = 0
     for iteration in range(iterations):
         for letter in rng.sample("abcdefgh", 3):
             corpus.write(f"data/{letter}.bin")
-        blob_faults, catalog_faults = random_mix(rng.uniform(0.002, 0.04))
+        blob_faults, catalog_faults = random_mix(rng.uniform(0.002, 0.04), storage_format)
         iteration_dir = tmp_path / f"iteration-{iteration}"
         iteration_dir.mkdir()
         with Store.open(url) as store:
@@ -67,6 +76,7 @@ def test_fault_soak_over_a_growing_store(new_backend, tmp_path):
         "fault soak",
         {
             "backend": backend_of(url),
+            "storage_format": storage_format,
             "iterations": iterations,
             "faults_injected": injected["faults"],
             "versions_checked": versions_checked,

@@ -3,6 +3,7 @@ whose expected bytes are known, and the checks that must hold once the faults ar
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -14,12 +15,32 @@ from pathlib import Path
 
 from chunkstore import ChunkstoreError, Store
 from chunkstore.backends.faulty import Fault, FaultPlan, FaultyBlobStore, FaultyCatalog
+from chunkstore.backends.packs import PACK_KEY_PREFIX
+from chunkstore.core.config import CHUNK_KEY_PREFIX, CONFIG_KEY
+from chunkstore.core.pages import SegmentSpec
 
 from .storechecks import assert_no_garbage, assert_verify_clean
 
 # A lease this short makes every session left open by a failed close dead at once, as the
 # session of a process that exited is; the checks then see what a later gc would see.
 CHECK_LEASE_SECONDS = 0.05
+
+# Segments of 4 to 16 chunks: a file of the corpus below (~12 chunks at 4 KiB, ~50 at 1 KiB) is
+# cut into one to a dozen recipe pages, so a put of a format 2 store writes page items and root
+# pages, not only inline pages, and gc has pages to collect.
+SMALL_SEGMENTS = SegmentSpec(boundary_bits=2, min_chunks=4, max_chunks=16)
+
+
+def use_small_segments(url: str) -> None:
+    """Give the format 2 store at url SMALL_SEGMENTS: its later puts cut files into them."""
+    with Store.open(url) as store:
+        store.blobs.put(CONFIG_KEY, dataclasses.replace(store.config, segments=SMALL_SEGMENTS).to_bytes())
+        store.blobs.sync()
+
+
+def data_key_prefix(storage_format: int) -> str:
+    """Where a store of this storage format keeps its chunks: chunk objects, or packs."""
+    return CHUNK_KEY_PREFIX if storage_format == 1 else PACK_KEY_PREFIX
 
 
 @dataclass
@@ -128,29 +149,38 @@ def check_store_after_faults(url: str, corpus: Corpus) -> int:
 
 BLOB_METHODS_THAT_WRITE = ("put", "delete", "sync")
 BLOB_METHODS_THAT_READ = ("get", "list")
-# Catalog methods an operation of the scenario below calls; each is faulted on its own.
-CATALOG_METHODS = (
+_CALLED_BY_BOTH = (
     "open_session",
-    "claim_chunks",
-    "chunks_stored",
     "commit",
     "close_session",
     "get_version",
     "list_versions",
     "recipe_pages",
     "iter_contents",
-    "iter_chunks",
-    "get_chunks",
     "remove_versions",
     "acquire_gc_lock",
-    "collect_candidates",
-    "claim_orphans",
-    "forget_chunks",
     "release_gc_lock",
 )
+# Catalog methods (and, in format 2, pack index calls: FaultyCatalog faults both) an operation of
+# the scenario below calls on a store of each storage format; each is faulted on its own.
+CATALOG_METHODS = {
+    1: _CALLED_BY_BOTH
+    + (
+        "claim_chunks",
+        "chunks_stored",
+        "iter_chunks",
+        "get_chunks",
+        "collect_candidates",
+        "claim_orphans",
+        "forget_chunks",
+    ),
+    2: _CALLED_BY_BOTH
+    + ("read_round", "advance_round", "expire_sessions", "create_pack", "pack_stored", "get_packs", "iter_packs")
+    + ("write_pages", "get_page", "iter_pages", "doom", "start_deleting", "forget"),
+}
 
 
-def random_mix(probability: float) -> tuple[list[Fault], list[Fault]]:
+def random_mix(probability: float, storage_format: int) -> tuple[list[Fault], list[Fault]]:
     """Every write of the blob store and every catalog call may fail or lose its reply, and
     every read may come back truncated, each with the given probability."""
     blob = [
@@ -161,15 +191,15 @@ def random_mix(probability: float) -> tuple[list[Fault], list[Fault]]:
     blob.append(Fault("get", "truncate", times=None, probability=probability))
     catalog = [
         Fault(method, kind, times=None, probability=probability)
-        for method in CATALOG_METHODS
+        for method in CATALOG_METHODS[storage_format]
         for kind in ("error", "lost_reply")
     ]
     return blob, catalog
 
 
 def run_operations_under_faults(store: Store, corpus: Corpus, tmp_path, blob_faults, catalog_faults, seed=0) -> int:
-    """put (the data folder, whatever changed in it, and a new folder), get, restore, rm, gc and
-    verify with the faults installed; return how many faults fired."""
+    """put (the data folder, whatever changed in it, and a new folder), get, restore, rm (of three
+    files), gc and verify with the faults installed; return how many faults fired."""
     corpus.write("data/a.bin")  # a new version of a committed name
     for index in range(3):
         corpus.write(f"new/{index}.bin")
@@ -183,7 +213,10 @@ def run_operations_under_faults(store: Store, corpus: Corpus, tmp_path, blob_fau
         summary, _ = attempt(store.restore, "data", destination)
         if summary is not None:
             check_restored_folder(corpus, destination, summary)
-        attempt(store.remove, ["data/c.bin"])
+        # One at a time: an rm that names one missing file removes none. In format 2, files put on
+        # their own have packs of their own, which gc deletes once nothing names them.
+        for name in ("data/c.bin", "data/d.bin", "data/e.bin"):
+            attempt(store.remove, [name])
         attempt(store.gc)
         report, _ = attempt(store.verify, read_data=True)
         if report is not None and plans.injected == 0:

@@ -91,6 +91,10 @@ class LocalObjects:
         """Replace the first page of a content's recipe by bytes that are no page."""
         self._catalog("UPDATE recipe_pages SET data = ? WHERE digest = ? AND page = 0", (GARBLED_PAGE, digest))
 
+    def garble_page(self, page_id: bytes) -> None:
+        """Replace the body of a format 2 recipe page item by bytes that are no page."""
+        self._catalog("UPDATE pages SET body = ? WHERE id = ?", (GARBLED_PAGE, page_id))
+
 
 def _attribute_bytes(value: dict) -> bytes:
     """A DynamoDB attribute value as the bytes a reader of the table gets: strings as UTF-8,
@@ -220,6 +224,12 @@ class S3Objects:
             "SET #data = :garbage",
             {":garbage": {"B": GARBLED_PAGE}},
             **{"#data": "data"},
+        )
+
+    def garble_page(self, page_id: bytes) -> None:
+        """Replace the body (`data`) of a format 2 recipe page item by bytes that are no page."""
+        self._update_item(
+            f"g#{page_id.hex()}", "g", "SET #data = :garbage", {":garbage": {"B": GARBLED_PAGE}}, **{"#data": "data"}
         )
 
 
