@@ -407,7 +407,8 @@ class PackedWriter(Writer):
         if gone:
             raise ConcurrentModificationError(
                 f"a concurrent gc collected {len(gone)} recipe page(s) or pack(s) this put deduplicated against "
-                f"(first {gone[0].hex()}); nothing was committed, put again"
+                f"(first {gone[0].hex()}); nothing was committed, put again (if no gc is running, one that stopped "
+                "left its round unfinished: run `chunkstore gc` first)"
             )
 
     # RoundGuard, for the catalog's commit and for the writes of pages.

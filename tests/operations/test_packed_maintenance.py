@@ -450,7 +450,7 @@ def test_a_put_that_names_a_page_doomed_while_gc_sweeps_commits_nothing(store, t
     store.catalog.close_session(session)
     edited_again = EDITED[:1000] + b"a second edit" + EDITED[1000:]
     (tmp_path / "big.bin").write_bytes(edited_again)
-    with pytest.raises(ConcurrentModificationError, match="put again"):
+    with pytest.raises(ConcurrentModificationError, match="its round unfinished: run `chunkstore gc` first"):
         store.put([(tmp_path / "big.bin", "docs/big.bin")])
     assert [record.version for record in store.catalog.list_versions("docs/big.bin", all_versions=True)] == [1, 2]
     store.gc()
