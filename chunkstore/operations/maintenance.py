@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import random
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
-from chunkstore.backends.catalog import ChunkState, VersionRecord
+from chunkstore.backends.catalog import Catalog, ChunkState, VersionRecord
 from chunkstore.core import recipes
 from chunkstore.core.config import CHUNK_KEY_PREFIX, chunk_id_from_key, chunk_key
 from chunkstore.core.names import normalize_name
@@ -111,9 +112,7 @@ def gc(
                 report.chunks_deleted += 1
                 report.bytes_freed += chunk.stored_size
         return report
-    session = catalog.open_session("gc")
-    try:
-        catalog.acquire_gc_lock(session)
+    with holding_gc_lock(catalog, "gc") as session:
         # Under the lock: no other gc marks chunks while this one looks at the counts.
         _refuse_live_chunks_counted_unreferenced(store)
         report.temporaries_removed = store.blobs.remove_stale_temporaries(catalog.lease_seconds)
@@ -142,6 +141,17 @@ def gc(
                     catalog.forget_chunks(session, orphans)
                     report.orphans_deleted += len(orphans)
                     report.bytes_freed += sum(sizes[chunk_id] for chunk_id in orphans)
+    return report
+
+
+@contextmanager
+def holding_gc_lock(catalog: Catalog, kind: str) -> Iterator[str]:
+    """A session of kind that holds the catalog's gc lock for the block; released (and the session
+    closed) however the block ends."""
+    session = catalog.open_session(kind)
+    try:
+        catalog.acquire_gc_lock(session)
+        yield session
     finally:
         try:
             catalog.release_gc_lock(session)
@@ -149,7 +159,6 @@ def gc(
             # Even when releasing fails: a session left open would pin its lock (and block
             # every later gc) for the whole lease in a process that keeps running.
             catalog.close_session(session)
-    return report
 
 
 def _packed_gc(
@@ -160,24 +169,18 @@ def _packed_gc(
     mark pass alone."""
     if dry_run:
         return _packed_report(True, packedgc.find_garbage(store, max_repack))
-    catalog = store.catalog
-    session = catalog.open_session("gc")
-    try:
-        catalog.acquire_gc_lock(session)
-        temporaries = store.blobs.remove_stale_temporaries(catalog.lease_seconds)
-        with ThreadPoolExecutor(max(8, store.workers), thread_name_prefix="chunkstore-gc") as pool:
-            garbage = packedgc.collect(
-                store,
-                session,
-                pool,
-                on_progress and (lambda done: on_progress(_packed_report(False, done))),
-                max_repack,
-            )
-    finally:
-        try:
-            catalog.release_gc_lock(session)
-        finally:
-            catalog.close_session(session)
+    with (
+        holding_gc_lock(store.catalog, "gc") as session,
+        ThreadPoolExecutor(max(8, store.workers), thread_name_prefix="chunkstore-gc") as pool,
+    ):
+        temporaries = store.blobs.remove_stale_temporaries(store.catalog.lease_seconds)
+        garbage = packedgc.collect(
+            store,
+            session,
+            pool,
+            on_progress and (lambda done: on_progress(_packed_report(False, done))),
+            max_repack,
+        )
     report = _packed_report(False, garbage)
     report.temporaries_removed = temporaries
     return report
@@ -286,9 +289,7 @@ def verify(
     if not repair:
         return _check(store, read_data, subset_percent, on_progress)
     catalog = store.catalog
-    session = catalog.open_session("repair")
-    try:
-        catalog.acquire_gc_lock(session)
+    with holding_gc_lock(catalog, "repair") as session:
         if store.storage_format == 2:
             rebuilt = packedgc.rebuild_pack_items(store, session)
             report = _check(store, read_data, subset_percent, on_progress)
@@ -308,11 +309,6 @@ def verify(
         raise ConcurrentModificationError(
             "reference counts kept changing while verify --repair ran; run it again when no put is running"
         )
-    finally:
-        try:
-            catalog.release_gc_lock(session)
-        finally:
-            catalog.close_session(session)
 
 
 def _refcount_fixes(report: VerifyReport) -> dict[bytes, tuple[int, int]]:

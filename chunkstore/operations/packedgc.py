@@ -76,6 +76,10 @@ class _Marks:
     inline_packs: set[bytes] = field(default_factory=set)  # by a content's inline page
     inline_pages: dict[bytes, bytes] = field(default_factory=dict)  # content digest -> its inline page
 
+    def named_packs(self, catalog: Catalog) -> set[bytes]:
+        """The packs named by the pages the contents name, and by their inline pages."""
+        return self.packs_named_by((page for page in self.pages if page.page_id in self.named_pages), catalog)
+
     def packs_named_by(self, kept_pages: Iterable[PageRecord], catalog: Catalog) -> set[bytes]:
         named = set(self.inline_packs)
         for page in kept_pages:
@@ -145,9 +149,7 @@ def find_garbage(store: StoreContext, max_repack: int | None = None) -> Garbage:
         if page.page_id not in marks.named_pages and page.state == IndexState.PRESENT:
             garbage.pages += 1
             garbage.page_bytes += len(page.body)
-    live_packs = marks.packs_named_by(
-        (page for page in marks.pages if page.page_id in marks.named_pages), store.catalog
-    )
+    live_packs = marks.named_packs(store.catalog)
     for pack in marks.packs:
         if pack.pack_id not in live_packs and pack.state == IndexState.PRESENT:
             garbage.packs += 1
@@ -160,7 +162,7 @@ def find_garbage(store: StoreContext, max_repack: int | None = None) -> Garbage:
     for pack in planned:
         garbage.repacked += 1
         garbage.repack_read += pack.stored_bytes
-        garbage.repack_written += round(pack.stored_bytes * len(live[pack.pack_id]) / pack.entries)
+        garbage.repack_written += repack.estimated_live_bytes(pack, live)
     return garbage
 
 
@@ -301,17 +303,11 @@ def rebuild_pack_items(store: StoreContext, session: str) -> list[bytes]:
     index = store.catalog.pack_index
     objects = pack_objects(store.blobs)
     marks = _mark(store.catalog)
-    live_packs = marks.packs_named_by(
-        (page for page in marks.pages if page.page_id in marks.named_pages), store.catalog
-    )
-    lost = sorted((live_packs & objects.keys()) - {pack.pack_id for pack in marks.packs})
-    reader = PackReader(store.blobs, store.packs)
-    try:
+    lost = sorted((marks.named_packs(store.catalog) & objects.keys()) - {pack.pack_id for pack in marks.packs})
+    with PackReader(store.blobs, store.packs) as reader:
         for pack_id in lost:
             entries = len(reader.read_table(pack_id, objects[pack_id]))
             index.pack_stored(index.create_pack(session, pack_id, objects[pack_id], entries))
-    finally:
-        reader.close()
     return lost
 
 

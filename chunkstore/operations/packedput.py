@@ -9,7 +9,7 @@ short segment keeps that page inline; any other keeps root pages naming its page
 The cache holds what this put stored, the chunks of the name's previous version near the
 position being read (its pages and their packs' tables are read as the put advances), and the
 chunks of the pages that hooks lead to (the design's sparse index, "Memory bound of put"): a
-sample of the chunk IDs (HOOKS_PER_SEGMENT a segment) are hooks, and a new chunk that is a hook
+sample of the chunk IDs (2**pages.HOOKS_PER_SEGMENT_BITS a segment) are hooks, and a new chunk that is a hook
 is looked up in the catalog's hooks; the page it leads to, and the pages that follow it in the
 content it was written for, are loaded into the cache. Chunks not found are held back, up to
 HELD_BYTES, before they are encoded, so that a hook found a little later in the stream still
@@ -303,7 +303,8 @@ class PackedWriter(Writer):
     def _load_page(self, page_id: bytes | None, body: bytes) -> None:
         try:
             page = pages.parse_page(body)
-            tables = {run.pack_id: self._table(run.pack_id) for run in page.runs}
+            # Each pack once: a page may name more packs than CACHED_TABLES, in turns.
+            tables = {pack_id: self._table(pack_id) for pack_id in dict.fromkeys(run.pack_id for run in page.runs)}
             entries = iter(pages.resolve_page(page_id, page, tables, self.store.chunk_id_key))
         except IntegrityError:
             return

@@ -27,7 +27,7 @@ from chunkstore.backends.packindex import IndexState, PackRecord, PageRecord
 from chunkstore.backends.packs import ChunkLocation, PackReader, PackWriter
 from chunkstore.core import pages
 from chunkstore.operations.context import StoreContext
-from chunkstore.operations.packedcheck import SMALL_PACK_BYTES
+from chunkstore.operations.packedcheck import SMALL_PACK_BYTES, pack_ids_of
 
 # The dead share from which a pack is rewritten (the design's threshold): rewriting a pack
 # that is 30% dead reads 1.43 bytes per byte kept.
@@ -42,7 +42,6 @@ class RepackReport:
     packs: int = 0  # packs rewritten
     bytes_read: int = 0  # their stored bytes
     bytes_written: int = 0  # the live records' bytes as stored again
-    bytes_reclaimed: int = 0  # stored bytes the round frees by deleting them
     retired: set[bytes] = field(default_factory=set)  # old packs no page switched away from them names
 
 
@@ -55,6 +54,11 @@ def live_entries(bodies: Iterable[bytes]) -> dict[bytes, set[int]]:
     return live
 
 
+def estimated_live_bytes(pack: PackRecord, live: dict[bytes, set[int]]) -> int:
+    """The stored bytes of a pack's live records, estimated from its share of live entries."""
+    return round(pack.stored_bytes * len(live[pack.pack_id]) / pack.entries)
+
+
 def plan(packs: Iterable[PackRecord], live: dict[bytes, set[int]], max_bytes: int | None) -> list[PackRecord]:
     """The PRESENT packs to rewrite, in order, within max_bytes of estimated live bytes (None: no bound)."""
     named = [pack for pack in packs if pack.state == IndexState.PRESENT and live.get(pack.pack_id)]
@@ -63,7 +67,9 @@ def plan(packs: Iterable[PackRecord], live: dict[bytes, set[int]], max_bytes: in
         return len(live[pack.pack_id]) / pack.entries
 
     chosen = [pack for pack in named if 1 - live_share(pack) >= REPACK_DEAD_SHARE]
-    small = [pack for pack in named if pack.stored_bytes < SMALL_PACK_BYTES and pack not in chosen]
+    small = [
+        pack for pack in named if pack.stored_bytes < SMALL_PACK_BYTES and 1 - live_share(pack) < REPACK_DEAD_SHARE
+    ]
     if sum(pack.stored_bytes for pack in small) >= SMALL_PACK_BYTES:
         chosen += small
     chosen.sort(key=lambda pack: (1 - live_share(pack)) / live_share(pack), reverse=True)
@@ -71,7 +77,7 @@ def plan(packs: Iterable[PackRecord], live: dict[bytes, set[int]], max_bytes: in
         return chosen
     planned, budget = [], max_bytes
     for pack in chosen:
-        estimate = round(pack.stored_bytes * live_share(pack))
+        estimate = estimated_live_bytes(pack, live)
         if estimate > budget:
             continue
         planned.append(pack)
@@ -93,8 +99,7 @@ def repack(
     index = store.catalog.pack_index
     current = {page.page_id: page for page in kept_pages}
     inline = dict(inline_pages)
-    reader = PackReader(store.blobs, store.packs)
-    try:
+    with PackReader(store.blobs, store.packs) as reader:
         for start in range(0, len(planned), PACKS_PER_GROUP):
             group = planned[start : start + PACKS_PER_GROUP]
             moved = _copy(store, session, reader, group, live, report)
@@ -106,7 +111,7 @@ def repack(
                     continue
                 switched = index.switch_page(page, body)
                 if switched is None:  # it changed since the mark: leave its packs
-                    still_named |= _pack_ids(page.body) & group_ids
+                    still_named |= pack_ids_of(pages.parse_page(page.body)) & group_ids
                     del current[page_id]
                 else:
                     current[page_id] = switched
@@ -117,14 +122,11 @@ def repack(
                 if store.catalog.replace_inline_page(digest, old, body):
                     inline[digest] = body
                 else:
-                    still_named |= _pack_ids(old) & group_ids
+                    still_named |= pack_ids_of(pages.parse_page(old)) & group_ids
                     del inline[digest]
             for pack in group:
                 if pack.pack_id not in still_named:
                     report.retired.add(pack.pack_id)
-                    report.bytes_reclaimed += pack.stored_bytes
-    finally:
-        reader.close()
     return report
 
 
@@ -155,10 +157,6 @@ def _copy(
             report.packs += 1
             report.bytes_read += pack.stored_bytes
     return moved
-
-
-def _pack_ids(body: bytes) -> set[bytes]:
-    return {run.pack_id for run in pages.parse_page(body).runs}
 
 
 def _switched(body: bytes, moved: dict[tuple[bytes, int], pages.ChunkLocation], packs: set[bytes]) -> bytes | None:
