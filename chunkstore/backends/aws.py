@@ -70,10 +70,10 @@ READ_UNITS_PER_VERSION_PUT = 4
 # Reads of a restore per file: its version, its content item and its root pages.
 READ_UNITS_PER_FILE_RESTORED = 3
 # GETs of a restore per pack: its table (one suffix GET), then its records (the whole pack when
-# they cover half of it, as a version's own new data does). A version that takes less than half of
-# an older pack's records, between runs of its own, makes more: a ranged read extends only over
-# consecutive locations of one pack (PackReader.read_chunks), so about one GET per two changes of
-# pack in its pages (10 Django releases put in order: 759-1,241 GETs a release of 59 MB).
+# they cover half of it, as a version's own new data does; else ranges, planned per pack over the
+# look-ahead by PackReader.read_chunks). A version that takes a few scattered percent of an older
+# pack makes one GET per place 256 KiB or more from the next (5 Django releases put in order and
+# restored from s3://: 2-36 GETs a release of 59 MB, for 1-5 packs).
 GETS_PER_PACK_RESTORED = 2
 # A format 2 store with no data yet is priced as a first put of one GB file of incompressible
 # data: full packs, one page per 16 MiB segment holding 14 runs (a first put's pages hold 13-14).
