@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from chunkstore import ChunkerSpec, CompressionSpec, Store
+from chunkstore import Store
 from chunkstore.backends.packs import pack_key
 from chunkstore.core import packformat, pages
 from chunkstore.core.config import CONFIG_KEY, chunk_key
@@ -29,7 +29,7 @@ from chunkstore.errors import CorruptObjectError, IntegrityError
 from chunkstore.operations.packedcheck import pack_ids_of, read_recipe
 from chunkstore.operations.read import iter_recipe
 from support.clihelpers import run_cli
-from support.faultkit import use_small_segments
+from support.faultkit import init_store
 from support.storechecks import assert_no_garbage, assert_verify_clean
 
 CONTENTS = {f"data/{name}": random.Random(name).randbytes(60_000) for name in ("good", "bad", "other")}
@@ -37,15 +37,7 @@ CONTENTS = {f"data/{name}": random.Random(name).randbytes(60_000) for name in ("
 
 def store_contents(objects, source: Path, storage_format: int) -> None:
     """Create a store of storage_format where objects says and put CONTENTS, a file at a time."""
-    Store.init(
-        objects.url,
-        ChunkerSpec.from_average(avg_size=4096),
-        CompressionSpec.parse("zstd:3"),
-        storage_format=storage_format,
-        **objects.init_arguments(),
-    ).close()
-    if storage_format == 2:
-        use_small_segments(objects.url)
+    init_store(objects, storage_format, avg_size=4096)
     source.mkdir()
     with Store.open(objects.url) as store:
         for name, data in CONTENTS.items():

@@ -25,10 +25,10 @@ from support.faultkit import (
     check_store_after_faults,
     data_key_prefix,
     faults_installed,
+    init_store,
     random_mix,
     report_figures,
     run_operations_under_faults,
-    use_small_segments,
 )
 from support.storechecks import assert_no_garbage
 
@@ -90,15 +90,7 @@ def stocked(new_backend, tmp_path, storage_format):
     corpus = Corpus.create(tmp_path / "source", seed="faults")
     for letter in "abcde":
         corpus.write(f"data/{letter}.bin")
-    Store.init(
-        url,
-        ChunkerSpec.from_average(avg_size=1024),
-        CompressionSpec.parse("zstd:3"),
-        storage_format=storage_format,
-        **objects.init_arguments(),
-    ).close()
-    if storage_format == 2:
-        use_small_segments(url)
+    init_store(objects, storage_format, avg_size=1024)
     store = Store.open(url)
     for letter in "abcde":
         summary = store.put([(corpus.root / f"data/{letter}.bin", f"data/{letter}.bin")])

@@ -11,16 +11,16 @@ from collections import Counter
 import blake3
 import pytest
 
-from chunkstore import ChunkerSpec, CompressionSpec, Store
+from chunkstore import Store
 from support.clihelpers import run_cli
 from support.faultkit import (
     Corpus,
     backend_of,
     check_store_after_faults,
+    init_store,
     random_mix,
     report_figures,
     run_operations_under_faults,
-    use_small_segments,
 )
 from support.peakrss import PEAK_RSS_LIMIT, run_measuring_peak_rss
 
@@ -47,15 +47,7 @@ def test_fault_soak_over_a_growing_store(new_backend, tmp_path, storage_format):
     rng = random.Random("soak")
     for letter in "abcde":
         corpus.write(f"data/{letter}.bin")
-    Store.init(
-        url,
-        ChunkerSpec.from_average(avg_size=1024),
-        CompressionSpec.parse("zstd:3"),
-        storage_format=storage_format,
-        **objects.init_arguments(),
-    ).close()
-    if storage_format == 2:
-        use_small_segments(url)
+    init_store(objects, storage_format, avg_size=1024)
     with Store.open(url) as store:
         store.put([(corpus.root / "data", "data")])
     injected = Counter()

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from chunkstore import ChunkstoreError, Store
+from chunkstore import ChunkerSpec, ChunkstoreError, CompressionSpec, Store
 from chunkstore.backends.faulty import Fault, FaultPlan, FaultyBlobStore, FaultyCatalog
 from chunkstore.backends.packs import PACK_KEY_PREFIX
 from chunkstore.core.config import CHUNK_KEY_PREFIX, CONFIG_KEY
@@ -36,6 +36,20 @@ def use_small_segments(url: str) -> None:
     with Store.open(url) as store:
         store.blobs.put(CONFIG_KEY, dataclasses.replace(store.config, segments=SMALL_SEGMENTS).to_bytes())
         store.blobs.sync()
+
+
+def init_store(objects, storage_format: int, avg_size: int) -> None:
+    """Create a store where objects (a new_backend) says: FastCDC at avg_size, zstd 3, of
+    storage_format; a format 2 store with SMALL_SEGMENTS, so files span several recipe pages."""
+    Store.init(
+        objects.url,
+        ChunkerSpec.from_average(avg_size=avg_size),
+        CompressionSpec.parse("zstd:3"),
+        storage_format=storage_format,
+        **objects.init_arguments(),
+    ).close()
+    if storage_format == 2:
+        use_small_segments(objects.url)
 
 
 def data_key_prefix(storage_format: int) -> str:
