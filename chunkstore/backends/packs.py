@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from chunkstore.backends.blobstore import BlobStore
 from chunkstore.backends.packindex import PackIndex, PackRecord
 from chunkstore.core import packformat, pages
+from chunkstore.core.chunkcache import ChunkCache
 from chunkstore.core.crypto import Sealer
 from chunkstore.core.hashing import Hasher
 from chunkstore.core.objectformat import ObjectCodec
@@ -418,8 +419,12 @@ class PackReader:
         gap: int = COALESCE_GAP,
         max_read_size: int = MAX_READ_SIZE,
         gets_in_flight: int = GETS_IN_FLIGHT,
+        cache: ChunkCache | None = None,
     ):
+        """cache, if given, keeps the chunks read_chunks hands out, and read_chunks reads no record
+        whose chunk it holds (a restore of many versions decodes each shared chunk once)."""
         self._blobs = blobs
+        self._cache = cache
         self._packs = packs
         self._gap = gap
         self._max_read_size = max_read_size
@@ -494,7 +499,9 @@ class PackReader:
         An error of the locations' iterable is raised when the look-ahead reaches it, before the
         chunks just ahead of it."""
         ahead = _LookAhead(locations, LOOK_AHEAD_LOCATIONS)
-        planned: deque[tuple[ChunkLocation, _HeldRead]] = deque()
+        # A location is planned with the read that holds its record, or with its chunk if the
+        # cache held that when it was planned (an eviction after that costs nothing).
+        planned: deque[tuple[ChunkLocation, _HeldRead | bytes]] = deque()
         held = _HeldReads()
         # The read the next location ahead needs, kept while the reads held leave no room for it:
         # while planning waits, no record is taken from ahead or held anew, so it stays right.
@@ -502,7 +509,9 @@ class PackReader:
         try:
             while True:
                 while len(planned) < LOOK_AHEAD_LOCATIONS and (location := ahead.head()) is not None:
-                    holder = held.holder(location)
+                    holder: _HeldRead | bytes | None = held.holder(location)
+                    if holder is None and self._cache is not None:
+                        holder = self._cache.get(location.entry.chunk_id)
                     if holder is None:
                         if next_read is None:
                             next_read = self._next_read(ahead, location, held)
@@ -517,11 +526,17 @@ class PackReader:
                         next_read = None
                     ahead.pop()
                     planned.append((location, holder))
-                    holder.waiting[location.entry.offset] += 1
+                    if isinstance(holder, _HeldRead):
+                        holder.waiting[location.entry.offset] += 1
                 if not planned:
                     return
                 location, holder = planned.popleft()
+                if isinstance(holder, bytes):
+                    yield location, holder
+                    continue
                 chunk = held.hand_out(location, holder, ahead.selects(location.pack_id, location.entry.offset))
+                if self._cache is not None:
+                    self._cache.add(location.entry.chunk_id, chunk)
                 yield location, chunk
         finally:
             held.cancel()
@@ -545,11 +560,17 @@ class PackReader:
         return self._run_read(first, wanted, self._max_read_size)
 
     def _wanted(self, ahead: _LookAhead, first: ChunkLocation, held: _HeldReads) -> list[PackEntry]:
-        """The records that the locations ahead select from first's pack and no read holds, by offset."""
+        """The records that the locations ahead select from first's pack, no read holds, and whose
+        chunks the cache does not hold (first's always: another thread may have cached it since), by offset."""
         selection = ahead.selection(first.pack_id)
         return [
-            selection.entries[offset] for offset in sorted(selection.entries) if not held.holds(first.pack_id, offset)
+            entry
+            for offset, entry in sorted(selection.entries.items())
+            if offset == first.entry.offset or not (held.holds(first.pack_id, offset) or self._cached(entry))
         ]
+
+    def _cached(self, entry: PackEntry) -> bool:
+        return self._cache is not None and entry.chunk_id in self._cache
 
     def _run_read(self, first: ChunkLocation, wanted: list[PackEntry], limit: int) -> _Read:
         """Of the records wanted, cut into runs wherever two lie the gap or more apart or a run

@@ -30,6 +30,7 @@ from chunkstore.backends.packs import (
     pack_key,
 )
 from chunkstore.backends.s3 import S3BlobStore
+from chunkstore.core.chunkcache import ChunkCache
 from chunkstore.core.crypto import Keys
 from chunkstore.core.packformat import HEADER_SIZE, TRAILER_SIZE, PackBuilder
 from chunkstore.errors import (
@@ -221,6 +222,34 @@ def test_a_read_never_exceeds_its_size_limit(tmp_path):
     assert max(length for _, _, length in blobs.gets) <= 16 * 1024
     assert sum(length for _, _, length in blobs.gets) == pack.entries[-1].end - HEADER_SIZE
     assert 1 < len(blobs.gets) < len(pack.entries)
+
+
+def test_chunks_in_the_cache_are_not_read_again(tmp_path):
+    """A second read of the same records through a reader with a cache makes no GET; a read that
+    wants cached and uncached records reads only the uncached ones' runs; evicted chunks are read."""
+    blobs = CountingBlobStore(LocalBlobStore(tmp_path / "blobs"))
+    packs = pack_format()
+    chunks, stored = write_chunks(blobs, packs, 60, target=1 << 30)
+    (pack,) = stored
+    locations = [ChunkLocation(pack.pack_id, entry) for entry in pack.entries]
+    cache = ChunkCache()
+    with PackReader(blobs, packs, gap=1, cache=cache) as reader:
+        first = [data for _, data in reader.read_chunks(locations[:30])]
+        blobs.gets.clear()
+        again = [data for _, data in reader.read_chunks(locations[:30])]
+        assert blobs.gets == []
+        more = [data for _, data in reader.read_chunks(locations[20:40])]
+    assert first == again == [chunks[entry.chunk_id] for entry in pack.entries[:30]]
+    assert more == [chunks[entry.chunk_id] for entry in pack.entries[20:40]]
+    run = pack.entries[30:40]
+    assert blobs.gets == [(pack_key(pack.pack_id), run[0].offset, run[-1].end - run[0].offset)]
+
+    small = ChunkCache(limit=len(chunks[pack.entries[0].chunk_id]) * 5)
+    blobs.gets.clear()
+    with PackReader(blobs, packs, gap=1, cache=small) as reader:
+        for _ in range(2):
+            assert [data for _, data in reader.read_chunks(locations)] == [chunks[e.chunk_id] for e in pack.entries]
+    assert len(blobs.gets) == 2  # only the last few chunks stay cached: the whole run is read twice
 
 
 def runs_of_consecutive(entries):
