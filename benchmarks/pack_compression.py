@@ -130,10 +130,11 @@ class Encoded:
 
 def _plain_compressor(level: int, **parameters) -> zstandard.ZstdCompressor:
     # As chunkstore's Compressor: no content size or checksum in the frame (the record header
-    # carries the length and the chunk ID checks the content).
-    params = zstandard.ZstdCompressionParameters.from_level(
-        level, write_content_size=0, write_checksum=0, write_dict_id=0, **parameters
-    )
+    # carries the length and the chunk ID checks the content). A level alone lets zstd fit its
+    # tables to each input's size, as Compressor does; explicit parameters would not.
+    if not parameters:
+        return zstandard.ZstdCompressor(level=level, write_content_size=False, write_checksum=False)
+    params = zstandard.ZstdCompressionParameters.from_level(level, write_content_size=0, write_checksum=0, **parameters)
     return zstandard.ZstdCompressor(compression_params=params)
 
 
