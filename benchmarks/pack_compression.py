@@ -83,9 +83,10 @@ class NewChunks:
         return sum(map(len, self.chunks))
 
 
-def collect(label: str, paths: list[Path]) -> NewChunks:
-    """Cut paths in order with format 2's chunker; keep each chunk the first time its ID is met."""
-    chunker = make_chunker(ChunkerSpec.from_average(avg_size=FORMAT_2_AVG_SIZE))
+def collect(label: str, paths: list[Path], avg_size: int = FORMAT_2_AVG_SIZE) -> NewChunks:
+    """Cut paths in order with format 2's chunker (at another average size if asked); keep each
+    chunk the first time its ID is met."""
+    chunker = make_chunker(ChunkerSpec.from_average(avg_size=avg_size))
     hasher = Hasher()
     seen: set[bytes] = set()
     chunks: list[bytes] = []
@@ -468,7 +469,8 @@ def build_markdown(new: NewChunks, results: list[SchemeResult], borg: dict | Non
     lines = [
         f"## {new.label}: {len(new.paths)} files, {title}",
         "",
-        f"{new.input_bytes / MB:.1f} MB in, {new.chunk_count:,} chunks, {len(new.chunks):,} new "
+        f"{new.input_bytes / MB:.1f} MB in, {new.chunk_count:,} chunks (mean "
+        f"{new.input_bytes / max(new.chunk_count, 1) / 1024:.1f} KiB), {len(new.chunks):,} new "
         f"({new_mb:.1f} MB, dedup {new.input_bytes / new.new_bytes:.2f}x).",
     ]
     if borg:
@@ -488,6 +490,11 @@ def _size(value: int) -> str:
         if value % factor == 0:
             return f"{value // factor}{unit}"
     return str(value)
+
+
+def _one_size(text: str) -> int:
+    (value,) = _sizes(text)
+    return value
 
 
 def _sizes(text: str) -> list[int]:
@@ -549,6 +556,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--frames", type=_sizes, default=_sizes("32K,64K,128K,256K,16M"), help="frame sizes")
     parser.add_argument("--ldm-frames", type=_sizes, default=_sizes("256K,16M"), help="frame sizes with ldm")
+    parser.add_argument(
+        "--avg-size", type=_one_size, default=FORMAT_2_AVG_SIZE, help="average chunk size (default: format 2's, 8K)"
+    )
     parser.add_argument("--peers", choices=["borg"], nargs="?", const="borg", help="also run borg on the inputs")
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="scratch folder for datasets and borg")
     parser.add_argument("--json", type=Path, help="write every figure to this file")
@@ -564,7 +574,7 @@ def main(argv: list[str] | None = None) -> int:
     for label, paths in inputs(args):
         if not paths:
             parser.error(f"no input files for {label}")
-        new = collect(label, paths)
+        new = collect(label, paths, args.avg_size)
         borg = run_borg(new, args.work / "pack-compression") if args.peers == "borg" else None
         # The first scheme measured runs slower (memory the process has not touched yet): zstd 3,
         # the reference, is run once before it is measured.
@@ -579,6 +589,7 @@ def main(argv: list[str] | None = None) -> int:
                 "label": label,
                 "paths": [str(path) for path in paths],
                 "input_bytes": new.input_bytes,
+                "avg_size": args.avg_size,
                 "chunks": new.chunk_count,
                 "new_chunks": len(new.chunks),
                 "new_bytes": new.new_bytes,
