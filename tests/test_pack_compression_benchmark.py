@@ -105,3 +105,15 @@ def test_the_other_schemes_agree_with_how_they_are_built(figures):
         + pack_compression.PACK_FIXED_BYTES
     )
     assert schemes["zstd 19"]["payload_bytes"] < zstd_3["payload_bytes"] < schemes["zstd 1"]["payload_bytes"]
+
+
+def test_a_smaller_average_chunk_size_cuts_more_chunks(versions, figures, tmp_path):
+    out = tmp_path / "small.json"
+    arguments = ["--files", *map(str, versions), "--levels", "", "--dict-sizes", "", "--frames", ""]
+    arguments += ["--ldm-frames", "", "--avg-size", "2K", "--json", str(out)]
+    assert pack_compression.main(arguments) == 0
+    (small,) = json.loads(out.read_text())
+    assert small["avg_size"] == 2048
+    assert figures["avg_size"] == FORMAT_2_AVG_SIZE
+    assert small["input_bytes"] == figures["input_bytes"]
+    assert small["chunks"] > figures["chunks"]
