@@ -75,6 +75,7 @@ from chunkstore.backends.packindex import (
 )
 from chunkstore.backends.sessions import DEFAULT_LEASE_SECONDS, HOST, new_session_id, now_ns, session_is_dead
 from chunkstore.core import recipes
+from chunkstore.core.batching import batched
 from chunkstore.core.names import normalize_name
 from chunkstore.core.packformat import PACK_ID_SIZE
 from chunkstore.errors import (
@@ -451,11 +452,6 @@ def _page_values(record: PageRecord) -> tuple:
     )
 
 
-def _batches(items: Sequence, size: int = _IN_BATCH) -> Iterator[Sequence]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
@@ -643,7 +639,7 @@ class SQLiteCatalog(Catalog):
 
     def _states(self, db, chunk_ids: Sequence[bytes]) -> dict[bytes, ChunkState]:
         states: dict[bytes, ChunkState] = {}
-        for batch in _batches(list(chunk_ids)):
+        for batch in batched(chunk_ids, _IN_BATCH):
             marks = ",".join("?" * len(batch))
             for chunk_id, state in db.execute(f"SELECT id, state FROM chunks WHERE id IN ({marks})", batch):
                 states[chunk_id] = ChunkState(_checked("chunks", (_CHUNK_STATE,), (state,))[0])
@@ -874,7 +870,7 @@ class SQLiteCatalog(Catalog):
     def get_chunks(self, chunk_ids: Iterable[bytes]) -> dict[bytes, ChunkRecord]:
         db = self._connection()
         found: dict[bytes, ChunkRecord] = {}
-        for batch in _batches(list(chunk_ids)):
+        for batch in batched(chunk_ids, _IN_BATCH):
             marks = ",".join("?" * len(batch))
             for row in db.execute(
                 f"SELECT id, size, stored_size, refcount, state, location FROM chunks WHERE id IN ({marks})", batch
@@ -1158,7 +1154,7 @@ class SQLitePackIndex:
 
     def _select(self, table: str, columns: str, ids: Iterable[bytes], key: str = "id") -> Iterator[Sequence]:
         db = self._catalog._connection()
-        for batch in _batches(list(ids)):
+        for batch in batched(ids, _IN_BATCH):
             yield from db.execute(f"SELECT {columns} FROM {table} WHERE {key} IN ({_marks(len(batch))})", batch)
 
     # ---- pages ---------------------------------------------------------------------------

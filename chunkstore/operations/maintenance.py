@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from chunkstore.backends.catalog import Catalog, ChunkState, VersionRecord
 from chunkstore.core import recipes
+from chunkstore.core.batching import batched
 from chunkstore.core.config import CHUNK_KEY_PREFIX, chunk_id_from_key, chunk_key
 from chunkstore.core.names import normalize_name
 from chunkstore.errors import (
@@ -128,7 +129,7 @@ def gc(
                 report.bytes_freed += sum(chunk.stored_size for chunk in candidates)
                 if on_progress:
                     on_progress(report)
-            for batch in _batched(store.blobs.list(CHUNK_KEY_PREFIX), GC_BATCH):
+            for batch in batched(store.blobs.list(CHUNK_KEY_PREFIX), GC_BATCH):
                 sizes = {}
                 for info in batch:
                     chunk_id = chunk_id_from_key(info.key)
@@ -242,17 +243,6 @@ def _refuse_live_chunks_counted_unreferenced(store: StoreContext) -> None:
             f"(chunk {chunk_id.hex()}, of {name or 'content ' + digest.hex()}); "
             "run `chunkstore verify --repair` to recount references from the recipes, then gc again"
         )
-
-
-def _batched(items: Iterable, size: int):
-    batch = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 # ---- verify --------------------------------------------------------------------------

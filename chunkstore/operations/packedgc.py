@@ -37,6 +37,7 @@ from chunkstore.backends.catalog import Catalog
 from chunkstore.backends.packindex import GcRound, IndexState, PackIndex, PackRecord, PageRecord, Phase
 from chunkstore.backends.packs import PackReader, pack_key
 from chunkstore.core import pages
+from chunkstore.core.batching import batched
 from chunkstore.errors import CorruptObjectError, IntegrityError, NotFoundError
 from chunkstore.operations import repack
 from chunkstore.operations.context import StoreContext
@@ -236,10 +237,10 @@ def _doom(
     live, planned = _repack_plan(marks, max_repack)
     repacked = repack.repack(store, session, planned, live, _kept_pages(marks), marks.inline_pages)
     pack_candidates += [pack for pack in planned if pack.pack_id in repacked.retired]
-    for batch in _batches(page_candidates):
-        index.doom(dooming, batch)
-    for batch in _batches(pack_candidates):
-        index.doom(dooming, batch)
+    for page_batch in batched(page_candidates, BATCH):
+        index.doom(dooming, page_batch)
+    for pack_batch in batched(pack_candidates, BATCH):
+        index.doom(dooming, pack_batch)
     return dooming, repacked
 
 
@@ -260,37 +261,37 @@ def _sweep_and_delete(
         catalog,
     )
     doomed_packs = [pack for pack in marks.packs if pack.state == IndexState.DOOMED]
-    for batch in _batches(spared_pages):
-        index.spare(batch)
-    for batch in _batches([pack for pack in doomed_packs if pack.pack_id in live_packs]):
-        index.spare(batch)
+    for page_batch in batched(spared_pages, BATCH):
+        index.spare(page_batch)
+    for pack_batch in batched([pack for pack in doomed_packs if pack.pack_id in live_packs], BATCH):
+        index.spare(pack_batch)
     # An item that changed since the scan (only gc changes DOOMED items) is left for the next round.
     deleting_pages = _start_deleting(index, dropped_pages)
     deleting_pages += [page for page in marks.pages if page.state == IndexState.DELETING]
     deleting_packs = _start_deleting(index, [pack for pack in doomed_packs if pack.pack_id not in live_packs])
     deleting_packs += [pack for pack in marks.packs if pack.state == IndexState.DELETING]
 
-    for batch in _batches(deleting_packs):
-        list(pool.map(store.blobs.delete, (pack_key(pack.pack_id) for pack in batch)))
-        index.forget(batch)
-        garbage.packs += len(batch)
-        garbage.pack_bytes += sum(pack.stored_bytes for pack in batch)
-        garbage.pack_entries += sum(pack.entries for pack in batch)
+    for pack_batch in batched(deleting_packs, BATCH):
+        list(pool.map(store.blobs.delete, (pack_key(pack.pack_id) for pack in pack_batch)))
+        index.forget(pack_batch)
+        garbage.packs += len(pack_batch)
+        garbage.pack_bytes += sum(pack.stored_bytes for pack in pack_batch)
+        garbage.pack_entries += sum(pack.entries for pack in pack_batch)
         if on_progress:
             on_progress(garbage)
-    for batch in _batches(deleting_pages):
-        index.forget(batch)
-        garbage.pages += len(batch)
-        garbage.page_bytes += sum(len(page.body) for page in batch)
+    for page_batch in batched(deleting_pages, BATCH):
+        index.forget(page_batch)
+        garbage.pages += len(page_batch)
+        garbage.page_bytes += sum(len(page.body) for page in page_batch)
     # Pack IDs are random and an item is created before its object is uploaded: an object listed
     # before the scan whose item the scan did not find belongs to a pack gc forgot (its writer,
     # taken for dead, lost the pack and names it nowhere), or to no pack at all. One that a page
     # names lost its item to damage: it is kept (verify reports it, verify --repair rebuilds it).
     orphans = sorted(objects.keys() - {pack.pack_id for pack in marks.packs} - live_packs)
-    for batch in _batches(orphans):
-        list(pool.map(store.blobs.delete, map(pack_key, batch)))
-        garbage.orphans += len(batch)
-        garbage.orphan_bytes += sum(objects[pack_id] for pack_id in batch)
+    for pack_ids in batched(orphans, BATCH):
+        list(pool.map(store.blobs.delete, map(pack_key, pack_ids)))
+        garbage.orphans += len(pack_ids)
+        garbage.orphan_bytes += sum(objects[pack_id] for pack_id in pack_ids)
         if on_progress:
             on_progress(garbage)
 
@@ -313,15 +314,10 @@ def rebuild_pack_items(store: StoreContext, session: str) -> list[bytes]:
 
 def _start_deleting(index: PackIndex, items: list) -> list:
     moved = []
-    for batch in _batches(items):
+    for batch in batched(items, BATCH):
         refused = {item.item_id for item in index.start_deleting(batch)}
         moved += [item for item in batch if item.item_id not in refused]
     return moved
-
-
-def _batches(items: list) -> Iterable[list]:
-    for start in range(0, len(items), BATCH):
-        yield items[start : start + BATCH]
 
 
 def _unknown_references(catalog: Catalog, digest: bytes, error: object) -> IntegrityError:

@@ -33,6 +33,7 @@ from chunkstore.backends.dynamodb.items import (
     table_schema,
     text,
 )
+from chunkstore.core.batching import batched
 from chunkstore.errors import (
     CatalogOfAnotherStoreError,
     InvalidArgumentError,
@@ -78,11 +79,6 @@ class Cancelled(Exception):
 _Item = TypeVar("_Item")
 _Argument = TypeVar("_Argument")
 _Result = TypeVar("_Result")
-
-
-def _batches(items: Sequence[_Item], size: int) -> Iterator[Sequence[_Item]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def _back_off(attempt: int) -> int:
@@ -207,7 +203,7 @@ class Table:
 
     def get_many(self, keys: Sequence[dict], consistent: bool = True) -> list[dict]:
         """Items of keys that exist (strongly consistent unless asked not to be: half the read units), in any order."""
-        batches = _batches(keys, _BATCH_GET_KEYS)
+        batches = batched(keys, _BATCH_GET_KEYS)
         return [item for found in self._pool.map(self._get_batch, batches, repeat(consistent)) for item in found]
 
     def _get_batch(self, keys: Sequence[dict], consistent: bool) -> list[dict]:
@@ -314,7 +310,7 @@ class Table:
 
     def write_many(self, requests: Sequence[dict]) -> None:
         """BatchWriteItem (PutRequest / DeleteRequest items), resubmitting what DynamoDB left unprocessed."""
-        for batch in _batches(requests, _BATCH_WRITE_ITEMS):
+        for batch in batched(requests, _BATCH_WRITE_ITEMS):
             pending = {self.name: list(batch)}
             attempt = 0
             while pending:
@@ -362,4 +358,4 @@ class Table:
                     batch = [item for index, item in enumerate(batch) if not cancelled.failed(index)]
             return failed
 
-        return [item for failed in self._pool.map(run, _batches(items, TRANSACTION_ACTIONS)) for item in failed]
+        return [item for failed in self._pool.map(run, batched(items, TRANSACTION_ACTIONS)) for item in failed]
