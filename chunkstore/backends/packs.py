@@ -55,9 +55,9 @@ GETS_IN_FLIGHT = 8
 # What a reader holds: the stored bytes of its reads until they are decoded, and the plaintext of
 # the chunks decoded and not yet handed out (design, Restore). Counted in stored bytes (8 x 8 MiB)
 # instead, the 10 Django 4.2.1-4.2.10 sdists, whose records decode to ~4x their size, peaked at
-# 362 MB RSS restoring (~250 MB of it decoded chunks); restic peaks at 72 MiB. A restore adds the
-# chunk cache's 64 MiB and ~54 MB of interpreter and libraries; bound to 16 MiB, it peaked at
-# 149 MB, to 24 MiB at 158 MB (`chunkstore restore`, 2 cores).
+# 307-408 MiB RSS restoring (~250 MB of it decoded chunks); restic peaks at 72 MiB. A restore adds
+# the chunk cache's 64 MiB and ~50 MiB of interpreter and libraries; bound to 16 MiB, it peaked at
+# 146-148 MiB, to 24 MiB at 154 MiB (`chunkstore restore`, 2 cores).
 HELD_BYTES = 16 * 1024 * 1024
 DECODE_THREADS = os.cpu_count() or 1
 # A pack whose records the locations ahead select to at least this share of its size is read
@@ -464,8 +464,8 @@ class PackReader:
         self._pool = ThreadPoolExecutor(gets_in_flight, thread_name_prefix="chunkstore-pack-read")
         # Chunks are decoded in threads of their own, one a core: decoded in the GET threads (8),
         # the chunks handed out and kept by the chunk cache lay in 8 malloc arenas that freed
-        # chunks fragment. Restoring the 10 Django sdists with a bound of 32 MiB peaked at 208 MB
-        # RSS so, at 172-180 MB with 2 decoding threads (2 cores).
+        # chunks fragment. Restoring the 10 Django sdists with a bound of 32 MiB peaked at 203 MiB
+        # RSS so, at 168-176 MiB with 2 decoding threads (2 cores).
         self._decoders = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="chunkstore-pack-decode")
         self._gets_in_flight = gets_in_flight
         self._held_bytes_limit = min(held_bytes, gets_in_flight * max_read_size)
@@ -529,7 +529,7 @@ class PackReader:
 
         Memory: GETs and decoding run in the reader's threads. At most gets_in_flight reads are
         planned ahead of the consumer (submitted, their chunks not yet waited for), and the reads
-        held count against the reader's bound (held_bytes, 32 MiB at the defaults): a read its
+        held count against the reader's bound (held_bytes, 16 MiB at the defaults): a read its
         whole range (gaps and a whole pack's table included) until the consumer has waited for
         it, and the plaintext of the chunks it still holds, from the table's plaintext lengths,
         from the moment it is planned. A read is cut wherever it would take more than its share
