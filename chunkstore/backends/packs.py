@@ -481,6 +481,7 @@ class PackReader:
         self.close()
 
     def close(self) -> None:
+        # The GET threads first: a GET that finishes hands its bytes to the decoding threads.
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._decoders.shutdown(wait=True, cancel_futures=True)
 
