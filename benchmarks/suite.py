@@ -114,17 +114,25 @@ STORE_RATIO_TARGET = Target(
     lambda ours, theirs: ours >= 1.5 * max(theirs),
 )
 SPEED_TARGETS = [target for target in TARGETS if target.figure != "store_ratio"]
-RSS_TARGET = Target(
-    "peak_rss_mib",
-    "<= 2x restic",
-    "peak RSS no more than 2x restic's",
-    ("restic",),
-    lambda ours, theirs: ours <= 2 * max(theirs),
-)
+
+
+def _rss_target(figure: str, what: str) -> Target:
+    return Target(
+        figure,
+        "<= 2x restic",
+        f"{what} no more than 2x restic's",
+        ("restic",),
+        lambda ours, theirs: ours <= 2 * max(theirs),
+    )
+
+
+# Restore on its own too: its peak is set by the pack reader's bound and the chunk cache, not
+# put's (format 2 restore peaked at 362 MB on the Django sdists while put's 173 MiB met the target).
+RSS_TARGETS = [_rss_target("peak_rss_mib", "peak RSS"), _rss_target("restore_peak_rss_mib", "peak RSS of restore")]
 
 
 def targets_for(kind: str) -> list[Target]:
-    return [*([STORE_RATIO_TARGET] if kind in STORE_RATIO_TARGET_DATASETS else []), *SPEED_TARGETS, RSS_TARGET]
+    return [*([STORE_RATIO_TARGET] if kind in STORE_RATIO_TARGET_DATASETS else []), *SPEED_TARGETS, *RSS_TARGETS]
 
 
 def measure_grid(files: list[Path], sizes: tuple[int, ...]) -> list[dict]:

@@ -19,7 +19,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from chunkstore.backends.packs import PACK_TARGET_SIZE
+from chunkstore.backends.packs import GETS_IN_FLIGHT, HELD_BYTES, PACK_TARGET_SIZE
 from chunkstore.core import pages
 from chunkstore.errors import AccessDeniedError, AwsError, ChunkstoreError, ResourceNotFoundError
 
@@ -69,12 +69,13 @@ WRITE_UNITS_PER_ROUND_CHECK = TRANSACTION_WRITE_FACTOR
 READ_UNITS_PER_VERSION_PUT = 4
 # Reads of a restore per file: its version, its content item and its root pages.
 READ_UNITS_PER_FILE_RESTORED = 3
-# GETs of a restore per pack: its table (one suffix GET), then its records (the whole pack when
-# they cover half of it, as a version's own new data does; else ranges, planned per pack over the
-# look-ahead by PackReader.read_chunks). A version that takes a few scattered percent of an older
-# pack makes one GET per place 256 KiB or more from the next (5 Django releases put in order and
-# restored from s3://: 2-36 GETs a release of 59 MB, for 1-5 packs).
-GETS_PER_PACK_RESTORED = 2
+# GETs of a restore: each pack's table (one suffix GET), then its records in reads that take at
+# most this much of bytes read and chunks decoded (PackReader.read_chunks: its bound over its GETs
+# in flight; a pack that fits the bound with its chunks, 8 MiB of incompressible records or less,
+# may come whole). A pack read to the end costs (its bytes + their plaintext) / 2 MiB GETs: ~40
+# for a 16 MiB pack of records compressed 4:1. A version that takes a few scattered percent of an
+# older pack makes one GET per place 256 KiB or more from the next.
+RESTORE_READ_BYTES = HELD_BYTES / GETS_IN_FLIGHT
 # A format 2 store with no data yet is priced as a first put of one GB file of incompressible
 # data: full packs, one page per 16 MiB segment holding 14 runs (a first put's pages hold 13-14).
 ASSUMED_PAGE_BYTES = pages.PAGE_HEADER.size + 14 * pages.RUN.size
@@ -314,6 +315,7 @@ def _format_2_requests(figures: dict) -> tuple[float, float, float]:
         segments = gb / pages.PAGE_TARGET_BYTES
         shape = {
             "unique_bytes": gb,
+            "stored_bytes": gb,
             "logical_bytes": gb,
             "versions": 1,
             "packs": gb / PACK_TARGET_SIZE,
@@ -345,7 +347,6 @@ def _format_2_requests(figures: dict) -> tuple[float, float, float]:
     # A restore reads pages eventually consistent: half a unit per started 4 KB.
     files_restored = shape["versions"] * gb / shape["logical_bytes"]
     read_units = recipe_pages * 0.5 * math.ceil(page_item_bytes / 4096) + files_restored * READ_UNITS_PER_FILE_RESTORED
-    restore = (
-        packs * GETS_PER_PACK_RESTORED * S3_GET_PER_1000 / 1000 + read_units * DYNAMODB_READ_UNIT_PER_MILLION / 1e6
-    )
+    restore_gets = packs + (shape["stored_bytes"] * per_gb + gb) / RESTORE_READ_BYTES
+    restore = restore_gets * S3_GET_PER_1000 / 1000 + read_units * DYNAMODB_READ_UNIT_PER_MILLION / 1e6
     return packs, ingest, restore

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 
 from chunkstore.backends.blobstore import BlobStore
 from chunkstore.backends.packindex import PackIndex, PackRecord
@@ -48,9 +49,17 @@ PACK_TARGET_SIZE = 16 * 1024 * 1024
 # 100 MB/s, about one S3 request's latency, and restic-like packs of 16 MiB hold 64 such gaps.
 COALESCE_GAP = 256 * 1024
 # One GET reads at most this many bytes (unless a single record is larger), and at most
-# GETS_IN_FLIGHT run at once: a reader holds at most 8 x 8 MiB of stored bytes (design, Restore).
+# GETS_IN_FLIGHT run at once.
 MAX_READ_SIZE = 8 * 1024 * 1024
 GETS_IN_FLIGHT = 8
+# What a reader holds: the stored bytes of its reads until they are decoded, and the plaintext of
+# the chunks decoded and not yet handed out (design, Restore). Counted in stored bytes (8 x 8 MiB)
+# instead, the 10 Django 4.2.1-4.2.10 sdists, whose records decode to ~4x their size, peaked at
+# 307-408 MiB RSS restoring (~250 MB of it decoded chunks); restic peaks at 72 MiB. A restore adds
+# the chunk cache's 64 MiB and ~50 MiB of interpreter and libraries; bound to 16 MiB, it peaked at
+# 146-148 MiB, to 24 MiB at 154 MiB (`chunkstore restore`, 2 cores).
+HELD_BYTES = 16 * 1024 * 1024
+DECODE_THREADS = os.cpu_count() or 1
 # A pack whose records the locations ahead select to at least this share of its size is read
 # whole, with one GET (design, Restore): the GET moves at most twice the bytes the records take,
 # where ranges need a GET per 8 MiB and per gap of 256 KiB or more. benchmarks/packs.py, 9 packs
@@ -250,6 +259,11 @@ class _Read:
     def size(self) -> int:
         return self.end - self.start
 
+    @cached_property  # planning asks again at every chunk handed out while it waits for room
+    def cost(self) -> int:
+        """What it takes of the reader's bound at its peak: its range, then its chunks decoded."""
+        return self.size + sum(entry.plaintext_length for entry in self.entries)
+
 
 class _Selection:
     """The records that locations select from one pack: by offset, each entry and how many of the
@@ -318,15 +332,15 @@ class _LookAhead:
 
 class _HeldRead:
     """A read submitted whose records are not all handed out: for each record it still holds (by
-    offset), how many planned locations wait for it. A read past the byte budget (one record cut
-    to less room than it takes) keeps none for the locations ahead, so it is held no longer than
-    the locations planned for it."""
+    offset), how many planned locations wait for it. A read past the reader's bound (one record
+    cut to less room than it takes) keeps none for the locations ahead, so it is held no longer
+    than the locations planned for it."""
 
-    def __init__(self, read: _Read, decoding: Future[dict[int, bytes]], *, past_budget: bool = False):
+    def __init__(self, read: _Read, decoding: Future[Future[dict[int, bytes]]], *, past_budget: bool = False):
         self.read = read
         self._keeps_for_ahead = not past_budget
         self.waiting = dict.fromkeys((entry.offset for entry in read.entries), 0)
-        self._record_bytes = sum(entry.length for entry in read.entries)
+        self._plaintext_bytes = sum(entry.plaintext_length for entry in read.entries)
         self._decoding = decoding
         self._chunks: dict[int, bytes] | None = None
 
@@ -337,26 +351,28 @@ class _HeldRead:
 
     @property
     def held_bytes(self) -> int:
-        """The stored bytes it counts against the reader's budget: its whole range until it is
-        started, then the records it still holds."""
-        return self._record_bytes if self.started else self.read.size
+        """What it counts against the reader's bound: the plaintext of the chunks it holds (all
+        of them reserved as soon as it is planned, as the pool decodes them unasked), and its
+        whole range until it is started."""
+        return self._plaintext_bytes + (0 if self.started else self.read.size)
 
     def hand_out(self, entry: PackEntry, selected_ahead: bool) -> bytes:
         """The entry's plaintext for one planned location (the read's error if it failed). The
         record is dropped, its chunk freed, when no other planned location waits for it and no
         location ahead selects it (or the read is past the budget)."""
         if self._chunks is None:
-            self._chunks = self._decoding.result()
+            self._chunks = self._decoding.result().result()
         waiting = self.waiting[entry.offset] - 1
         if waiting or (selected_ahead and self._keeps_for_ahead):
             self.waiting[entry.offset] = waiting
             return self._chunks[entry.offset]
         del self.waiting[entry.offset]
-        self._record_bytes -= entry.length
+        self._plaintext_bytes -= entry.plaintext_length
         return self._chunks.pop(entry.offset)
 
     def cancel(self) -> None:
-        self._decoding.cancel()
+        if not self._decoding.cancel() and self._decoding.done() and self._decoding.exception() is None:
+            self._decoding.result().cancel()
 
 
 class _HeldReads:
@@ -364,26 +380,31 @@ class _HeldReads:
     record is held by two reads."""
 
     def __init__(self) -> None:
-        self._by_record: dict[tuple[bytes, int], _HeldRead] = {}
+        self._by_pack: dict[bytes, dict[int, _HeldRead]] = {}
         self._reads: list[_HeldRead] = []
+        # Kept as reads come and go: summed over the reads at every location planned, they took
+        # ~1.5 s of a 7 s profiled restore of the Django sdists.
+        self._held_bytes = 0
+        self._not_started = 0
 
     def holder(self, location: ChunkLocation) -> _HeldRead | None:
-        return self._by_record.get((location.pack_id, location.entry.offset))
+        return self._by_pack.get(location.pack_id, {}).get(location.entry.offset)
 
-    def holds(self, pack_id: bytes, offset: int) -> bool:
-        return (pack_id, offset) in self._by_record
+    def offsets(self, pack_id: bytes) -> Container[int]:
+        """The offsets of the records held in a pack."""
+        return self._by_pack.get(pack_id, {})
 
     def held_bytes(self) -> int:
-        return sum(read.held_bytes for read in self._reads)
+        return self._held_bytes
 
     def not_started(self) -> int:
-        return sum(not read.started for read in self._reads)
+        return self._not_started
 
     def kept_bytes(self, ahead: _LookAhead) -> int:
-        """The stored bytes of the records held that locations ahead select: what stays held once
+        """The plaintext of the chunks held that locations ahead select: what stays held once
         every chunk planned is handed out."""
         return sum(
-            entry.length
+            entry.plaintext_length
             for read in self._reads
             for entry in read.read.entries
             if entry.offset in read.waiting and ahead.selects(read.read.pack_id, entry.offset)
@@ -391,13 +412,22 @@ class _HeldReads:
 
     def add(self, read: _HeldRead) -> None:
         self._reads.append(read)
+        held = self._by_pack.setdefault(read.read.pack_id, {})
         for entry in read.read.entries:
-            self._by_record[read.read.pack_id, entry.offset] = read
+            held[entry.offset] = read
+        self._held_bytes += read.held_bytes
+        self._not_started += 1
 
     def hand_out(self, location: ChunkLocation, read: _HeldRead, selected_ahead: bool) -> bytes:
+        held_before, started_before = read.held_bytes, read.started
         chunk = read.hand_out(location.entry, selected_ahead)
+        self._held_bytes += read.held_bytes - held_before
+        self._not_started -= not started_before
         if location.entry.offset not in read.waiting:
-            del self._by_record[location.pack_id, location.entry.offset]
+            held = self._by_pack[location.pack_id]
+            del held[location.entry.offset]
+            if not held:
+                del self._by_pack[location.pack_id]
             if not read.waiting:
                 self._reads.remove(read)
         return chunk
@@ -419,18 +449,30 @@ class PackReader:
         gap: int = COALESCE_GAP,
         max_read_size: int = MAX_READ_SIZE,
         gets_in_flight: int = GETS_IN_FLIGHT,
+        held_bytes: int = HELD_BYTES,
         cache: ChunkCache | None = None,
     ):
-        """cache, if given, keeps the chunks read_chunks hands out, and read_chunks reads no record
-        whose chunk it holds (a restore of many versions decodes each shared chunk once)."""
+        """read_chunks holds at most held_bytes, or gets_in_flight x max_read_size if that is less,
+        of reads and decoded chunks (see there). cache, if given, keeps the chunks read_chunks
+        hands out, and read_chunks reads no record whose chunk it holds (a restore of many
+        versions decodes each shared chunk once)."""
         self._blobs = blobs
         self._cache = cache
         self._packs = packs
         self._gap = gap
         self._max_read_size = max_read_size
         self._pool = ThreadPoolExecutor(gets_in_flight, thread_name_prefix="chunkstore-pack-read")
+        # Chunks are decoded in threads of their own, one a core: decoded in the GET threads (8),
+        # the chunks handed out and kept by the chunk cache lay in 8 malloc arenas that freed
+        # chunks fragment. Restoring the 10 Django sdists with a bound of 32 MiB peaked at 203 MiB
+        # RSS so, at 168-176 MiB with 2 decoding threads (2 cores).
+        self._decoders = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="chunkstore-pack-decode")
         self._gets_in_flight = gets_in_flight
-        self._held_bytes_limit = gets_in_flight * max_read_size
+        self._held_bytes_limit = min(held_bytes, gets_in_flight * max_read_size)
+        # A read takes at most its share of the bound, so that gets_in_flight of them run and
+        # decode at once: a whole 16 MiB pack of the Django sdists decoded by one thread while the
+        # consumer waited for it took ~40% of a restore (cProfile).
+        self._read_cost_limit = max(1, self._held_bytes_limit // gets_in_flight)
 
     def __enter__(self) -> PackReader:
         return self
@@ -439,7 +481,9 @@ class PackReader:
         self.close()
 
     def close(self) -> None:
+        # The GET threads first: a GET that finishes hands its bytes to the decoding threads.
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._decoders.shutdown(wait=True, cancel_futures=True)
 
     def _get(self, pack_id: bytes, offset: int, length: int | None = None) -> bytes:
         try:
@@ -486,14 +530,16 @@ class PackReader:
 
         Memory: GETs and decoding run in the reader's threads. At most gets_in_flight reads are
         planned ahead of the consumer (submitted, their chunks not yet waited for), and the reads
-        held count their stored bytes against gets_in_flight x max_read_size (64 MiB at the
-        defaults): a read its whole range (gaps and a whole pack's table included) until the
-        consumer has waited for it, then the records it still holds. A read with no place waits
-        while the chunks planned before it are handed out; once none is left (every read held is
-        then started) and its bytes still do not fit, it is cut to the room left, one record at
-        least (a record past the room is not kept for locations further ahead). So at most
-        gets_in_flight x max_read_size stored bytes plus one record are held, which take their
-        plaintext size once decoded (up to the compression ratio more), and ~100 bytes for each
+        held count against the reader's bound (held_bytes, 16 MiB at the defaults): a read its
+        whole range (gaps and a whole pack's table included) until the consumer has waited for
+        it, and the plaintext of the chunks it still holds, from the table's plaintext lengths,
+        from the moment it is planned. A read is cut wherever it would take more than its share
+        of the bound (the bound / gets_in_flight), so that that many decode at once; a whole pack
+        must fit in what the reads held leave. A read with no place waits while the chunks
+        planned before it are handed out; once none is left (every read held is then started)
+        and it still does not fit, it is cut to the room left, one record at least (a record past
+        the room is not kept for locations further ahead). So at most the bound plus one record
+        and its chunk are held, whatever the records' compression ratio, and ~100 bytes for each
         of the up to 2 x LOOK_AHEAD_LOCATIONS locations planned and ahead.
 
         An error of the locations' iterable is raised when the look-ahead reaches it, before the
@@ -516,12 +562,14 @@ class PackReader:
                         if next_read is None:
                             next_read = self._next_read(ahead, location, held)
                         room = self._held_bytes_limit - held.held_bytes()
-                        if held.not_started() >= self._gets_in_flight or next_read.size > room:
+                        if held.not_started() >= self._gets_in_flight or next_read.cost > room:
                             if planned:
                                 break  # handing out the chunks planned starts reads and makes room
-                            next_read = self._run_read(location, self._wanted(ahead, location, held), room)
+                            next_read = self._run_read(
+                                location, self._wanted(ahead, location, held), min(room, self._read_cost_limit)
+                            )
                         decoding = self._pool.submit(self._fetch, next_read)
-                        holder = _HeldRead(next_read, decoding, past_budget=next_read.size > room)
+                        holder = _HeldRead(next_read, decoding, past_budget=next_read.cost > room)
                         held.add(holder)
                         next_read = None
                     ahead.pop()
@@ -546,45 +594,58 @@ class PackReader:
         records ahead of that pack."""
         wanted = self._wanted(ahead, first, held)
         size = first.pack_size
-        # A pack is read whole only if it fits once the chunks planned are handed out: else
-        # planning would wait for room that the records held for locations ahead keep taken
-        # (packs interleaved chunk by chunk), and its records come in ranges instead. A pack
-        # larger than the bytes all reads may hold (none at the defaults: 64 MiB against packs of
-        # 16 MiB) is never read whole, so the bound holds whatever a pack's size.
+        # A pack is read whole only if it and its chunks decoded fit once the chunks planned are
+        # handed out: else planning would wait for room that the chunks held for locations ahead
+        # keep taken (packs interleaved chunk by chunk), and its records come in ranges instead.
+        # A pack that takes more than the bound with its chunks decoded (at the defaults, any
+        # above 8 MiB: full 16 MiB packs come in ranges) is never read whole, so the bound holds
+        # whatever a pack's size; one no smaller than the bound is not weighed at all.
         if (
             size is not None
+            and size < self._held_bytes_limit
             and sum(entry.length for entry in wanted) >= WHOLE_PACK_SHARE * size
-            and size <= self._held_bytes_limit - held.kept_bytes(ahead)
         ):
-            return _Read(first.pack_id, 0, size, wanted, whole=True)
-        return self._run_read(first, wanted, self._max_read_size)
+            whole = _Read(first.pack_id, 0, size, wanted, whole=True)
+            if whole.cost <= self._held_bytes_limit - held.kept_bytes(ahead):
+                return whole
+        return self._run_read(first, wanted, self._read_cost_limit)
 
     def _wanted(self, ahead: _LookAhead, first: ChunkLocation, held: _HeldReads) -> list[PackEntry]:
         """The records that the locations ahead select from first's pack, no read holds, and whose
         chunks the cache does not hold (first's always: another thread may have cached it since), by offset."""
         selection = ahead.selection(first.pack_id)
+        held_offsets = held.offsets(first.pack_id)
+        cache = self._cache
         return [
             entry
             for offset, entry in sorted(selection.entries.items())
-            if offset == first.entry.offset or not (held.holds(first.pack_id, offset) or self._cached(entry))
+            if offset == first.entry.offset
+            or (offset not in held_offsets and (cache is None or entry.chunk_id not in cache))
         ]
 
-    def _cached(self, entry: PackEntry) -> bool:
-        return self._cache is not None and entry.chunk_id in self._cache
-
-    def _run_read(self, first: ChunkLocation, wanted: list[PackEntry], limit: int) -> _Read:
-        """Of the records wanted, cut into runs wherever two lie the gap or more apart or a run
-        would pass limit bytes (a record alone may), the run that holds first's record."""
+    def _run_read(self, first: ChunkLocation, wanted: list[PackEntry], cost_limit: int) -> _Read:
+        """Of the records wanted, cut into runs wherever two lie the gap or more apart, or a run
+        would pass max_read_size bytes or cost more than cost_limit (its bytes and its chunks
+        decoded; a record alone may), the run that holds first's record."""
         run: list[PackEntry] = []
+        plaintext = 0
         for entry in wanted:
-            if run and (entry.offset - run[-1].end >= self._gap or entry.end - run[0].offset > limit):
-                if run[-1].offset >= first.entry.offset:
-                    break
-                run = []
+            if run:
+                size = entry.end - run[0].offset
+                if (
+                    entry.offset - run[-1].end >= self._gap
+                    or size > self._max_read_size
+                    or size + plaintext + entry.plaintext_length > cost_limit
+                ):
+                    if run[-1].offset >= first.entry.offset:
+                        break
+                    run, plaintext = [], 0
             run.append(entry)
+            plaintext += entry.plaintext_length
         return _Read(first.pack_id, run[0].offset, run[-1].end, run)
 
-    def _fetch(self, read: _Read) -> dict[int, bytes]:
+    def _fetch(self, read: _Read) -> Future[dict[int, bytes]]:
+        """GETs the read's bytes (in a GET thread) and hands them to the decoding threads."""
         data = self._get(read.pack_id, read.start, None if read.whole else read.size)
         if len(data) != read.size:
             what = "the pack" if read.whole else f"bytes {read.start}..{read.end}"
@@ -592,6 +653,9 @@ class PackReader:
                 f"pack {read.pack_id.hex()} is damaged: {len(data)} bytes came back for {what}, "
                 f"{read.size} were expected"
             )
+        return self._decoders.submit(self._decode, read, data)
+
+    def _decode(self, read: _Read, data: bytes) -> dict[int, bytes]:
         view = memoryview(data)
         return {
             entry.offset: _decode_checked(
