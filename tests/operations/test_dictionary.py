@@ -116,7 +116,7 @@ def test_a_dictionary_stores_less_than_plain_zstd(tmp_path):
             store.put([(tmp_path / "src", "src")])
             stored[size] = sum(len(record) for record in records(store))
             assert bool(dictionary_keys(store)) == bool(size)
-    # 1.16x here (the dictionary object itself, 16 KiB, not counted); chunks before training are the same.
+    # 1.23x here (the 16 KiB dictionary object not counted), though the chunks before training are the same.
     assert stored[DICTIONARY_SIZE] * 1.1 < stored[0]
 
 
@@ -147,9 +147,8 @@ def test_two_writers_that_both_train_leave_two_dictionaries_that_both_read(tmp_p
     # Two first puts that race: the second listed `dicts/` before the first stored its dictionary.
     with Store.open(url) as one, Store.open(url) as other:
         monkeypatch.setattr(other.dictionaries, "stored_ids", lambda: [])
-        one_writer = one.put([(tmp_path / "first", "first")])
-        other_writer = other.put([(tmp_path / "second", "second")])
-        assert one_writer.results and other_writer.results
+        one.put([(tmp_path / "first", "first")])
+        other.put([(tmp_path / "second", "second")])
     with Store.open(url) as store:
         keys = dictionary_keys(store)
         assert len(keys) == 2
@@ -219,8 +218,8 @@ def test_gc_leaves_dictionaries_alone(tmp_path):
         store.put([(tmp_path / "src", "src")])
         keys = dictionary_keys(store)
         store.remove(["src"], recursive=True)
-        report = store.gc()
-        assert report is not None
+        store.gc()
+        # Everything else went: the packs.
         assert not list(store.blobs.list(PACK_KEY_PREFIX))
         assert dictionary_keys(store) == keys
 
