@@ -275,3 +275,23 @@ def test_init_sizes_the_dictionary_or_turns_it_off(tmp_path):
         completed = run_cli(tmp_path / "refused", "init", *options, cwd=tmp_path, expect=2)
         assert "dictionary" in completed.stderr.decode()
         assert not (tmp_path / "refused" / CONFIG_KEY).exists()
+
+
+def test_repack_compresses_the_records_it_copies_with_the_stored_dictionary(tmp_path):
+    url = str(tmp_path / "store")
+    first = source_files(tmp_path / "first", 40, seed=1)
+    source_files(tmp_path / "second", 40, seed=2)
+    with init(url) as store:
+        store.put([(tmp_path / "first", "first"), (tmp_path / "second", "second")])
+        (pack_before,) = (info.key for info in store.blobs.list(PACK_KEY_PREFIX))
+        assert compression_ids(store)[compression.ZSTD_ID] > 0
+        store.remove(["second"], recursive=True)
+    # A new process: gc's repack finds the dictionary in the store, it did not train it.
+    with Store.open(url) as store:
+        store.gc()
+        assert [info.key for info in store.blobs.list(PACK_KEY_PREFIX)] != [pack_before]
+        ids = compression_ids(store)
+        # Every record compressed again with it (a chunk that does not shrink, such as a file's
+        # short last one, is stored raw as ever).
+        assert ids[compression.ZSTD_ID] == 0 and ids[compression.ZSTD_DICT_ID] > ids[compression.NONE_ID]
+        assert_reads_back(store, first, "first")
