@@ -204,7 +204,7 @@ class PackedWriter(Writer):
     def _train_on(self, training: list[bytes], chunk: bytes) -> None:
         """Collect a new chunk; once there are the config's training bytes, train the dictionary,
         store it and compress with it from then on. It is stored before any record that names it
-        is encoded, so before any pack that holds one is uploaded (format-v2.md, Dictionary)."""
+        is encoded, so before any pack that holds one is uploaded (format-v2.md, Dictionary object)."""
         training.append(chunk)
         self._training_bytes += len(chunk)
         spec = self.store.config.compression

@@ -45,7 +45,7 @@ from ..secrets import read_secret_file
 @size_option(
     "--dictionary-size",
     help="--format 2 with zstd: the size of the store's zstd dictionary, trained by the first put "
-    "on its first --dictionary-training bytes of new chunks; 0 for none. 112K stored 1.13-1.20x "
+    "on its first --dictionary-training bytes of new chunks; 0 for none. 112K stored 1.15-1.16x "
     "less than none on source releases and a database (docs/performance.md). [default: 112K]",
 )
 @size_option(
