@@ -17,7 +17,7 @@ from chunkstore.backends.registry import open_backend
 from chunkstore.backends.sessions import DEFAULT_LEASE_SECONDS
 from chunkstore.core import crypto
 from chunkstore.core.chunking import ChunkerSpec, Readable
-from chunkstore.core.compression import CompressionSpec
+from chunkstore.core.compression import DEFAULT_DICTIONARY_SIZE, DEFAULT_TRAINING_BYTES, CompressionSpec
 from chunkstore.core.config import CONFIG_KEY, StoreConfig
 from chunkstore.core.crypto import Keys
 from chunkstore.core.names import normalize_prefix
@@ -63,14 +63,23 @@ class Store(StoreContext):
         passphrase: bytes | None = None,
         concurrency: int | None = None,
         storage_format: int = 1,
+        dictionary_size: int | None = None,
+        training_bytes: int = DEFAULT_TRAINING_BYTES,
     ) -> Store:
         """Create a store. For s3:// URLs, table names the DynamoDB table of its catalog, and
         create makes the bucket and the table if they do not exist. storage_format 2 stores
-        chunks in packs and recipes as pages (docs/design/format-v2.md)."""
+        chunks in packs and recipes as pages (docs/design/format-v2.md); with zstd it compresses
+        them with a store dictionary of dictionary_size bytes (None: 112 KiB; 0: none) trained on
+        the first training_bytes of new chunks."""
         if storage_format not in STORAGE_FORMATS:
             raise InvalidArgumentError(
                 f"storage format {storage_format!r} does not exist (choose {' or '.join(map(str, STORAGE_FORMATS))})"
             )
+        if storage_format == 1 and dictionary_size:
+            raise InvalidArgumentError("a zstd dictionary needs storage format 2")
+        if dictionary_size is None:
+            dictionary_size = DEFAULT_DICTIONARY_SIZE if storage_format == 2 and compression.name == "zstd" else 0
+        compression = compression.with_dictionary(dictionary_size, training_bytes)
         backend = open_backend(url, concurrency=concurrency)
         catalog_section = backend.new_catalog_section(table, create)
         if create:

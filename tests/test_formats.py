@@ -8,6 +8,7 @@ from pathlib import Path
 
 import blake3
 import pytest
+import zstandard
 
 from chunkstore.core import compression, objectformat, recipes
 from chunkstore.core.chunking import ChunkerSpec
@@ -57,7 +58,7 @@ def packed_header(magic=MAGIC, version=1, compression_id=1, cipher_id=0, flags=0
         packed_header(magic=b"csob"),
         packed_header(version=0),
         packed_header(version=2),
-        packed_header(compression_id=2),
+        packed_header(compression_id=3),
         packed_header(compression_id=255),
         packed_header(cipher_id=2),
         packed_header(flags=1),
@@ -126,6 +127,38 @@ def test_payload_of_the_wrong_length_is_refused(codec, compression_id, payload, 
     blob = ObjectHeader(compression_id, 0, claimed_length).pack() + payload
     with pytest.raises(CorruptObjectError):
         codec.decode(b"\0" * 32, blob)
+
+
+def test_dictionary_records_round_trip_and_name_their_dictionary():
+    samples = [COMPRESSIBLE[i : i + 4096] + bytes([i % 251]) * 64 for i in range(0, len(COMPRESSIBLE) - 4096, 512)]
+    dictionary = compression.train_dictionary(4096, samples * 4, 3)
+    assert dictionary is not None
+    compressor = Compressor(CompressionSpec("zstd", 3).with_dictionary(4096, 8192))
+    compressor.use_dictionary(b"12345678", dictionary)
+    loaded = []
+
+    def source(dictionary_id: bytes) -> bytes:
+        loaded.append(dictionary_id)
+        return dictionary
+
+    codec = ObjectCodec(compressor, MAX_CHUNK, dictionaries=source)
+    blob = codec.encode(bytes(32), COMPRESSIBLE)
+    assert parse_header(blob, MAX_CHUNK).compression_id == compression.ZSTD_DICT_ID
+    assert blob[HEADER_SIZE : HEADER_SIZE + 8] == b"12345678"
+    assert codec.decode(bytes(32), blob) == COMPRESSIBLE
+    assert loaded in ([b"12345678"], [])  # [] when this thread decoded with that ID before
+    # The frame itself does not name the dictionary, and without the dictionary it is refused.
+    with pytest.raises(CorruptObjectError):
+        compression.decompress(compression.ZSTD_DICT_ID, blob[HEADER_SIZE:], len(COMPRESSIBLE))
+    with pytest.raises(CorruptObjectError):
+        compression.decompress(compression.ZSTD_DICT_ID, b"1234567", 100, source)
+
+
+def test_dictionary_frames_keep_the_allocation_bound():
+    """A frame that declares a size other than the header's is refused before decoding."""
+    frame = zstandard.ZstdCompressor(write_content_size=True).compress(b"x" * 10_000)
+    with pytest.raises(CorruptObjectError, match="declares"):
+        compression.decompress(compression.ZSTD_DICT_ID, b"87654321" + frame, 100, lambda _: b"d" * 2048)
 
 
 def test_decompress_refuses_an_unknown_compression_id():
@@ -313,6 +346,13 @@ def test_config_with_a_field_of_the_wrong_shape_is_corrupt(changes):
         {"chunker": {"name": "rabin", "min_size": 4096, "avg_size": 16384, "max_size": 65536}},
         {"compression": {"name": "lz4", "level": 1}},
         {"compression": {"name": "zstd", "level": 99}},
+        {"compression": {"name": "zstd", "level": 3, "dictionary_size": 0, "training_bytes": 16 << 20}},
+        {"compression": {"name": "zstd", "level": 3, "dictionary_size": 2 << 20, "training_bytes": 16 << 20}},
+        {"compression": {"name": "zstd", "level": 3, "dictionary_size": 112 << 10, "training_bytes": 100_000}},
+        {"compression": {"name": "zstd", "level": 3, "dictionary_size": 112 << 10, "training_bytes": 1 << 30}},
+        {"compression": {"name": "zstd", "level": 3, "dictionary_size": "112K", "training_bytes": 16 << 20}},
+        {"compression": {"name": "zstd", "level": 3, "dictionary_size": 112 << 10}},
+        {"compression": {"name": "none", "level": 0, "dictionary_size": 112 << 10, "training_bytes": 16 << 20}},
         {"chunk_id": "sha256"},
         {"file_digest": "md5"},
         {"object_format": 2},

@@ -3,7 +3,8 @@
     offset size field
     0      4    magic b"CSOB"
     4      1    object format version (1)
-    5      1    compression ID (compression.py)
+    5      1    compression ID (compression.py: 0 none, 1 zstd, 2 zstd with a store dictionary,
+                whose payload starts with the dictionary's 8-byte ID)
     6      1    cipher ID (0 none, 1 AES-256-GCM with a per-object derived key, crypto.py)
     7      1    flags, must be 0
     8      8    plaintext length, big-endian
@@ -53,7 +54,7 @@ def parse_header(blob: bytes, max_plaintext_length: int) -> ObjectHeader:
         raise CorruptObjectError(f"object does not start with {MAGIC!r} (found {magic!r})")
     if version != VERSION:
         raise CorruptObjectError(f"object format version {version} is not supported (this chunkstore reads {VERSION})")
-    if compression_id not in (compression.NONE_ID, compression.ZSTD_ID):
+    if compression_id not in compression.KNOWN_IDS:
         raise CorruptObjectError(f"object uses unknown compression ID {compression_id}")
     if cipher_id not in KNOWN_CIPHERS:
         raise CorruptObjectError(f"object uses unknown cipher ID {cipher_id}")
@@ -67,16 +68,24 @@ def parse_header(blob: bytes, max_plaintext_length: int) -> ObjectHeader:
 
 
 class ObjectCodec:
-    """Turns a plaintext chunk into the bytes stored for it, and back."""
+    """Turns a plaintext chunk into the bytes stored for it, and back. A record compressed with a
+    dictionary is decoded with the one dictionaries gives for its ID."""
 
-    def __init__(self, compressor: compression.Compressor, max_chunk_size: int, sealer: Sealer | None = None):
-        self._compressor = compressor
+    def __init__(
+        self,
+        compressor: compression.Compressor,
+        max_chunk_size: int,
+        sealer: Sealer | None = None,
+        dictionaries: compression.DictionarySource | None = None,
+    ):
+        self.compressor = compressor
         self._max_chunk_size = max_chunk_size
         self._sealer = sealer
+        self._dictionaries = dictionaries
         self._cipher_id = CIPHER_NONE if sealer is None else CIPHER_AES_GCM_DERIVED
 
     def encode(self, chunk_id: bytes, plaintext: bytes) -> bytes:
-        compression_id, payload = self._compressor.compress(plaintext)
+        compression_id, payload = self.compressor.compress(plaintext)
         header = ObjectHeader(compression_id, self._cipher_id, len(plaintext)).pack()
         if self._sealer is not None:
             payload = self._sealer.seal(payload, header + chunk_id)
@@ -93,4 +102,4 @@ class ObjectCodec:
         payload: bytes | memoryview = memoryview(blob)[HEADER_SIZE:]
         if self._sealer is not None:
             payload = self._sealer.open(payload, bytes(blob[:HEADER_SIZE]) + chunk_id)
-        return compression.decompress(header.compression_id, payload, header.plaintext_length)
+        return compression.decompress(header.compression_id, payload, header.plaintext_length, self._dictionaries)

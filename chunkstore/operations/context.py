@@ -7,6 +7,7 @@ import os
 
 from chunkstore.backends.blobstore import BlobStore
 from chunkstore.backends.catalog import Catalog
+from chunkstore.backends.dictionaries import Dictionaries
 from chunkstore.backends.packs import PackFormat
 from chunkstore.core.chunking import make_chunker
 from chunkstore.core.compression import Compressor
@@ -36,16 +37,34 @@ class StoreContext:
             self.hasher = Hasher(keys.chunk_id, keys.file_digest)
             if chunker.name == "fastcdc2020":
                 chunker = dataclasses.replace(chunker, seed=keys.chunker_seed)
+        # A store's zstd dictionaries (format 2), loaded when a record names one; writers train
+        # or find the one they compress with (operations/packedput.py).
+        self.dictionaries = Dictionaries(blobs, self.hasher, keys.objects if keys else None)
         self.codec = ObjectCodec(
             Compressor(config.compression),
             max_chunk_size=config.chunker.max_size,
             sealer=keys.objects if keys else None,
+            dictionaries=self.dictionaries,
         )
         self.chunker = make_chunker(chunker)
         # Storage format 2: what packs are written and read with, and what page IDs are keyed
         # with (the chunk-ID key: equal chunk sequences give equal page IDs only within a store).
         self.packs = PackFormat(self.codec, self.hasher, config.chunker.max_size, keys.pack_tables if keys else None)
         self.chunk_id_key = keys.chunk_id if keys else None
+
+    def use_stored_dictionary(self) -> bool:
+        """Make the codec compress with the store's dictionary where its config asks for one and
+        one is stored (the lowest ID: first writers that raced each stored one); True when the
+        config asks for one and none is stored, so a writer should train it. One LIST of `dicts/`,
+        once per open store."""
+        compressor = self.codec.compressor
+        if not self.config.compression.dictionary_size or compressor.dictionary_id is not None:
+            return False
+        stored = self.dictionaries.stored_ids()
+        if not stored:
+            return True
+        compressor.use_dictionary(stored[0], self.dictionaries(stored[0]))
+        return False
 
     @property
     def storage_format(self) -> int:

@@ -8,7 +8,8 @@ passes follow those names from the catalog's contents down to the pack objects:
 - verify: each content's recipe parses, its pages exist and agree with the segments its root
   claims, the segments add up to the content; each pack a page names has a PRESENT item and
   an object of the size the item records (one LIST of `packs/`); with read_data, contents are
-  read back through the page reader and checked against their digests.
+  read back through the page reader and checked against their digests (records compressed
+  with a dictionary decoded with it); each dictionary under `dicts/` decodes and matches its ID.
 - stats: chunks and stored bytes from the PRESENT pack items, unique bytes from the distinct
   segments the contents name, packs by size class.
 gc's mark pass and rounds (operations/packedgc.py) use its reading of recipes and of `packs/`.
@@ -139,6 +140,7 @@ def verify_packed(
         if plan is not None:
             plans.append(plan)
     report.check_versions_have_contents(names_by_digest, contents_seen)
+    report.problems.extend(_check_dictionaries(store))
     report.pages = len(checked_pages)
     report.chunks += sum(page.chunk_count for page in checked_pages.values() if isinstance(page, _CheckedPage))
     for problem in checked_pages.values():
@@ -158,6 +160,19 @@ def verify_packed(
         if subset_percent < 100 and to_read:
             to_read = random.sample(to_read, max(1, round(len(to_read) * subset_percent / 100)))
         _read_contents(store, to_read, report, on_progress)
+
+
+def _check_dictionaries(store: StoreContext) -> list[Problem]:
+    """Each dictionary object must decode and hash to its ID (one LIST of `dicts/`, a GET each).
+    Which records name one is seen only by reading them (read_data): a missing dictionary makes
+    them fail to decode, naming it."""
+    problems = []
+    for dictionary_id in store.dictionaries.stored_ids():
+        try:
+            store.dictionaries.fetch(dictionary_id)
+        except CorruptObjectError as error:
+            problems.append(Problem("corrupt-object", str(error)))
+    return problems
 
 
 def _check_recipe(

@@ -51,7 +51,7 @@ from chunkstore.backends.packindex import (
     RoundGuard,
 )
 from chunkstore.backends.packs import PackReader, PackWriter
-from chunkstore.core import pages
+from chunkstore.core import compression, pages
 from chunkstore.core.packformat import PackEntry
 from chunkstore.errors import (
     ConcurrentModificationError,
@@ -136,6 +136,10 @@ class PackedWriter(Writer):
         self._named_pages: set[bytes] = set()
         self._named_packs: set[bytes] = set()
         self._new_page_ids: set[bytes] = set()
+        # New chunks' plaintext, collected until there is enough to train the store's dictionary
+        # on, where its config asks for one and none is stored yet (None: not training).
+        self._training: list[bytes] | None = [] if store.use_stored_dictionary() else None
+        self._training_bytes = 0
 
     def _new_recipe(self, result: FileResult, parent: VersionRecord | None) -> _PackedRecipe:
         return _PackedRecipe(self, result, self._parent_segments(parent))
@@ -189,11 +193,28 @@ class PackedWriter(Writer):
                 self._locations.move_to_end(chunk_id)
                 continue
             self._wait_encoding(MAX_UPLOAD_BYTES_IN_FLIGHT - len(chunk), self._max_uploads_in_flight - 1)
+            if self._training is not None:
+                self._train_on(self._training, chunk)
             future = self.pool.submit(self.store.codec.encode, chunk_id, chunk)
             self._encoding.append((chunk_id, future, len(chunk), result))
             self._encoding_ids.add(chunk_id)
             self._encoding_bytes += len(chunk)
             result.new_bytes += len(chunk)
+
+    def _train_on(self, training: list[bytes], chunk: bytes) -> None:
+        """Collect a new chunk; once there are the config's training bytes, train the dictionary,
+        store it and compress with it from then on. It is stored before any record that names it
+        is encoded, so before any pack that holds one is uploaded (format-v2.md, Dictionary object)."""
+        training.append(chunk)
+        self._training_bytes += len(chunk)
+        spec = self.store.config.compression
+        if self._training_bytes < spec.training_bytes:
+            return
+        self._training = None
+        data = compression.train_dictionary(spec.dictionary_size, training, spec.level)
+        if data is None:
+            return  # nothing to train on (chunks that do not repeat): plain zstd, as without one
+        self.store.codec.compressor.use_dictionary(self.store.dictionaries.store(data), data)
 
     def _wait_encoding(self, max_bytes: int, max_count: int = 0) -> None:
         while self._encoding and (self._encoding_bytes > max_bytes or len(self._encoding) > max_count):

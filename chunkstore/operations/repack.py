@@ -142,6 +142,8 @@ def _copy(
     moved: dict[tuple[bytes, int], pages.ChunkLocation] = {}
     # A chunk stored in two of the group's packs (a put that missed the first) is copied once.
     copied: dict[bytes, pages.ChunkLocation] = {}
+    # Records are compressed again, with the store's dictionary if it has one (repack never trains).
+    store.use_stored_dictionary()
     with PackWriter(store.blobs, store.packs, index=store.catalog.pack_index, session=session) as writer:
         for pack in group:
             table = reader.read_table(pack.pack_id, pack.stored_bytes)
