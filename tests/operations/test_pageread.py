@@ -293,10 +293,11 @@ def test_memory_does_not_grow_with_the_content():
         peaks.append(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
         assert read == megabytes * 1024 * 1024
-    # Measured: 0.9 MB for 2 MB, 1.05 MB for 8 MB. The cached tables grow with the content's
-    # packs (~100 bytes a chunk); the chunks in flight do not.
+    # Measured: 0.49-0.9 MB for 2 MB (as far as the decoding threads run ahead), 1.02-1.08 MB for
+    # 8 MB. The cached tables grow with the content's packs; the chunks in flight do not: held in
+    # proportion to the content, 6 MB more would take 6 MB more.
     assert peaks[1] < 2 * 1024 * 1024
-    assert peaks[1] < 2 * peaks[0]
+    assert peaks[1] - peaks[0] < 6 * 1024 * 1024 / 8
 
 
 def test_memory_stays_within_the_byte_limit_when_packs_are_read_whole():
