@@ -45,6 +45,7 @@ from pathlib import Path
 from chunkstore import Store
 from chunkstore.backends.packindex import CHUNK_ID_SIZE, PAGE_ID_SIZE, IndexState
 from chunkstore.backends.registry import LOCAL_CATALOG_FILE
+from chunkstore.core.batching import batched
 from chunkstore.core.chunking import DEFAULT_CHUNKER, ChunkerSpec
 from chunkstore.core.compression import CompressionSpec
 from chunkstore.core.packformat import PACK_ID_SIZE
@@ -145,17 +146,6 @@ def _evenly_spread_key(number: int, count: int, size: int, tail: bytes) -> bytes
     return (number * (1 << 8 * PREFIX_BYTES) // count).to_bytes(PREFIX_BYTES, "big") + tail[: size - PREFIX_BYTES]
 
 
-def _batches(rows: Iterator[tuple], size: int = BATCH_ROWS) -> Iterator[list[tuple]]:
-    batch: list[tuple] = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 def fill_index(store_folder: Path, hooks: int) -> Fill:
     """Write hooks synthetic hook items, and one page item and one pack item per HOOKS_PER_PAGE
     of them, into the format 2 folder store's SQLite catalog (no other process may have it open)."""
@@ -179,8 +169,8 @@ def fill_index(store_folder: Path, hooks: int) -> Fill:
             (chunk_id, _evenly_spread_key(number * 7 % page_count, page_count, PAGE_ID_SIZE, page_tail))
             for number, chunk_id in enumerate(_sorted_keys(hooks, CHUNK_ID_SIZE, hook_threshold(segments)))
         )
-        for batch in _batches(hook_rows):
-            db.executemany("INSERT INTO hooks (chunk, page) VALUES (?, ?)", batch)
+        for hooks_batch in batched(hook_rows, BATCH_ROWS):
+            db.executemany("INSERT INTO hooks (chunk, page) VALUES (?, ?)", hooks_batch)
         present = int(IndexState.PRESENT)
         page_rows = (
             (
@@ -193,21 +183,21 @@ def fill_index(store_folder: Path, hooks: int) -> Fill:
             )
             for number in range(page_count)
         )
-        for batch in _batches(page_rows):
+        for pages_batch in batched(page_rows, BATCH_ROWS):
             db.executemany(
                 "INSERT INTO pages (id, body, state, gen, origin, origin_segment, round)"
                 " VALUES (?, ?, ?, ?, ?, ?, NULL)",
-                batch,
+                pages_batch,
             )
         pack_rows = (
             (_evenly_spread_key(number, page_count, PACK_ID_SIZE, pack_tail), present, number, SYNTHETIC_OWNER)
             for number in range(page_count)
         )
-        for batch in _batches(pack_rows):
+        for packs_batch in batched(pack_rows, BATCH_ROWS):
             db.executemany(
                 "INSERT INTO packs (id, state, gen, owner, stored, entries, live, round, was)"
                 " VALUES (?, ?, ?, ?, 16777216, 2048, NULL, NULL, NULL)",
-                batch,
+                packs_batch,
             )
         db.execute("COMMIT")
         db.execute("PRAGMA journal_mode = WAL")
