@@ -16,12 +16,15 @@ import threading
 from chunkstore.backends.blobstore import BlobStore
 from chunkstore.core import compression
 from chunkstore.core.compression import DICTIONARY_ID_SIZE, CompressionSpec, Compressor
-from chunkstore.core.crypto import Sealer
+from chunkstore.core.crypto import NONCE_SIZE, TAG_SIZE, Sealer
 from chunkstore.core.hashing import Hasher
-from chunkstore.core.objectformat import ObjectCodec
+from chunkstore.core.objectformat import HEADER_SIZE, ObjectCodec
 from chunkstore.errors import BlobNotFoundError, CorruptObjectError
 
 DICTIONARY_KEY_PREFIX = "dicts/"
+# The largest object a dictionary is stored as (the largest dictionary, sealed): a reader reads no
+# more than one byte past it, whatever an object under dicts/ has been made to hold.
+MAX_OBJECT_BYTES = HEADER_SIZE + NONCE_SIZE + TAG_SIZE + compression.DICTIONARY_SIZES.stop - 1
 
 
 def dictionary_key(dictionary_id: bytes) -> str:
@@ -79,11 +82,15 @@ class Dictionaries:
         """The dictionary's bytes read from the store now (verify's check), as __call__ checks them."""
         key = dictionary_key(dictionary_id)
         try:
-            blob = self._blobs.get(key)
+            blob = self._blobs.get(key, 0, MAX_OBJECT_BYTES + 1)
         except BlobNotFoundError:
             raise CorruptObjectError(
                 f"dictionary {key} is missing: the records compressed with it cannot be read"
             ) from None
+        if len(blob) > MAX_OBJECT_BYTES:
+            raise CorruptObjectError(
+                f"dictionary {key} is corrupt: larger than any dictionary's {MAX_OBJECT_BYTES} bytes"
+            )
         try:
             data = self._codec.decode(dictionary_id, blob)
         except CorruptObjectError as error:

@@ -13,7 +13,7 @@ import blake3
 import pytest
 
 from chunkstore import ChunkerSpec, CompressionSpec, Store
-from chunkstore.backends.dictionaries import DICTIONARY_KEY_PREFIX
+from chunkstore.backends.dictionaries import DICTIONARY_KEY_PREFIX, MAX_OBJECT_BYTES
 from chunkstore.backends.packs import PACK_KEY_PREFIX, PackReader
 from chunkstore.core import compression
 from chunkstore.core.config import CONFIG_KEY, StoreConfig
@@ -160,7 +160,7 @@ def test_two_writers_that_both_train_leave_two_dictionaries_that_both_read(tmp_p
         assert store.codec.compressor.dictionary_id == bytes.fromhex(keys[0].removeprefix(DICTIONARY_KEY_PREFIX))
 
 
-@pytest.mark.parametrize("damage", ["delete", "alter"])
+@pytest.mark.parametrize("damage", ["delete", "alter", "oversize"])
 def test_a_missing_or_altered_dictionary_is_a_clear_integrity_error(tmp_path, damage):
     objects = LocalObjects(tmp_path / "store")
     source_files(tmp_path / "src", 40, seed=1)
@@ -169,21 +169,25 @@ def test_a_missing_or_altered_dictionary_is_a_clear_integrity_error(tmp_path, da
         (key,) = dictionary_keys(store)
     if damage == "delete":
         objects.delete(PurePosixPath(key))
-    else:
+    elif damage == "alter":
         blob = bytearray(objects.read(PurePosixPath(key)))
         blob[-100] ^= 1
         objects.write(PurePosixPath(key), bytes(blob))
+    else:  # read no further than the largest dictionary could take
+        objects.write(PurePosixPath(key), objects.read(PurePosixPath(key)) + bytes(MAX_OBJECT_BYTES))
     with Store.open(objects.url) as store:
-        with pytest.raises(CorruptObjectError, match=key):
+        with pytest.raises(CorruptObjectError, match=key) as raised:
             store.get("src/f1-39.py", io.BytesIO())
+        if damage == "oversize":
+            assert "larger than any dictionary" in str(raised.value)
         errors = store.restore("", tmp_path / "out").errors
         assert errors and all(key in result.error for result in errors)
         # Only reading the records finds that a dictionary is missing; one that is there is checked.
-        for read_data in (True, False) if damage == "alter" else (True,):
+        for read_data in (True, False) if damage != "delete" else (True,):
             problems = store.verify(read_data=read_data).problems
             assert any(key in problem.message for problem in problems), problems
         # A writer will not compress with a dictionary it cannot read; finding none, it trains one.
-        if damage == "alter":
+        if damage != "delete":
             with pytest.raises(CorruptObjectError, match=key):
                 store.use_stored_dictionary()
         else:
