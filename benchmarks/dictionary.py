@@ -24,22 +24,14 @@ from chunkstore import ChunkerSpec, CompressionSpec, Store
 from chunkstore.backends.dictionaries import DICTIONARY_KEY_PREFIX
 from chunkstore.backends.packs import PACK_KEY_PREFIX
 from chunkstore.core import compression
-from chunkstore.core.chunking import FORMAT_2_AVG_SIZE, make_chunker
+from chunkstore.core.chunking import FORMAT_2_AVG_SIZE
 from chunkstore.core.compression import Compressor
+
+from .pack_compression import collect
+from .suite import release_key
 
 MB = 1e6
 ROUNDS = 3
-
-
-def release_order(path: Path) -> list[int]:
-    """Django-4.2.10.tar after Django-4.2.9.tar."""
-    return [int(part) if part.isdigit() else 0 for part in path.stem.split("-")[-1].split(".")]
-
-
-def new_chunks(tar: Path) -> list[bytes]:
-    chunker = make_chunker(ChunkerSpec.from_average(avg_size=FORMAT_2_AVG_SIZE))
-    with open(tar, "rb") as stream:
-        return list(dict.fromkeys(bytes(chunk) for chunk in chunker(stream)))
 
 
 def measure_records(chunks: list[bytes]) -> None:
@@ -110,10 +102,10 @@ def main() -> None:
     parser.add_argument("--releases", type=Path, default=Path.home() / ".cache/chunkstore-bench/Django")
     parser.add_argument("--count", type=int, default=3, help="releases to put (default 3)")
     args = parser.parse_args()
-    tars = sorted(args.releases.glob("*.tar"), key=release_order)[: args.count]
+    tars = sorted(args.releases.glob("*.tar"), key=release_key)[: args.count]
     if not tars:
         raise SystemExit(f"no *.tar in {args.releases} (python -m benchmarks.chunk_size_curve fills it)")
-    measure_records(new_chunks(tars[0]))
+    measure_records(collect(tars[0].name, tars[:1]).chunks)
     work = Path(tempfile.mkdtemp(prefix="chunkstore-dictionary-"))
     try:
         measure_put(tars, work)

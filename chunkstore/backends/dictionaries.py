@@ -72,6 +72,11 @@ class Dictionaries:
     def __call__(self, dictionary_id: bytes) -> bytes:
         """The dictionary's bytes, checked against its ID; CorruptObjectError naming its key when it
         is missing, does not decode or does not match."""
+        # Asked at every record decoded with a dictionary: a dictionary once loaded is returned
+        # without the lock (one dict lookup, atomic in CPython).
+        data = self._loaded.get(dictionary_id)
+        if data is not None:
+            return data
         with self._lock:
             data = self._loaded.get(dictionary_id)
             if data is None:

@@ -30,7 +30,7 @@ DEFAULT_ZSTD_LEVEL = 3
 _ZSTD_LEVELS = range(1, 23)
 
 # A format 2 store's dictionary: 112 KiB trained once on the first 16 MiB of new chunks.
-# docs/design/pack-compression.md (branch ratio, `python -m benchmarks.pack_compression`):
+# docs/design/pack-compression.md (`python -m benchmarks.pack_compression`):
 # Django 4.2.1-4.2.10 6.39x -> 7.64x, a SQLite database 2.80x -> 3.36x at the same speed; 16 KiB
 # gave 7.23x / 3.10x and 64 KiB 7.53x / 3.30x, the gain flattening by 112 KiB.
 DEFAULT_DICTIONARY_SIZE = 112 * 1024
@@ -234,14 +234,14 @@ def decompress(
     if compression_id == NONE_ID:
         data = bytes(payload)
     elif compression_id == ZSTD_ID:
-        data = _zstd_decompress(_decompressor(None, None), payload, plaintext_length)
+        data = _zstd_decompress(_plain_decompressor(), payload, plaintext_length)
     elif compression_id == ZSTD_DICT_ID:
         if len(payload) < DICTIONARY_ID_SIZE:
             raise CorruptObjectError(f"zstd dictionary payload is {len(payload)} bytes, shorter than its dictionary ID")
         if dictionaries is None:
             raise CorruptObjectError("the payload was compressed with a dictionary, and this store has none")
         dictionary_id = bytes(payload[:DICTIONARY_ID_SIZE])
-        decompressor = _decompressor(dictionary_id, dictionaries)
+        decompressor = _dictionary_decompressor(dictionary_id, dictionaries(dictionary_id))
         data = _zstd_decompress(decompressor, payload[DICTIONARY_ID_SIZE:], plaintext_length)
     else:
         raise CorruptObjectError(f"unknown compression ID {compression_id}")
@@ -250,28 +250,31 @@ def decompress(
     return data
 
 
-# Per thread (a ZstdDecompressor is not thread-safe), the plain decompressor and those of the
-# dictionaries the thread has used: a store has one dictionary, or a few after racing first puts.
+# Per thread (a ZstdDecompressor is not thread-safe), the decompressors of the dictionaries the
+# thread has used: a store has one dictionary, or a few after racing first puts.
 _DICTIONARY_DECOMPRESSORS = 4
 
 
-def _decompressor(dictionary_id: bytes | None, dictionaries: DictionarySource | None) -> zstandard.ZstdDecompressor:
-    cache: dict[bytes | None, tuple[bytes, zstandard.ZstdDecompressor]] | None = getattr(_decompressors, "by_id", None)
+def _plain_decompressor() -> zstandard.ZstdDecompressor:
+    decompressor = getattr(_decompressors, "zstd", None)
+    if decompressor is None:
+        decompressor = _decompressors.zstd = zstandard.ZstdDecompressor()
+    return decompressor
+
+
+def _dictionary_decompressor(dictionary_id: bytes, data: bytes) -> zstandard.ZstdDecompressor:
+    """The thread's decompressor for the dictionary data, which the store's source gave for
+    dictionary_id (so each store loads and checks its own); one made for the same bytes object
+    serves again."""
+    cache: dict[bytes, tuple[bytes, zstandard.ZstdDecompressor]] | None = getattr(_decompressors, "by_id", None)
     if cache is None:
         cache = _decompressors.by_id = {}
-    # The source is asked every time (a store's source answers from memory once it has the
-    # dictionary), so each store loads and checks its own, and a decompressor made for the same
-    # bytes object serves again.
-    data = b"" if dictionary_id is None or dictionaries is None else dictionaries(dictionary_id)
     held = cache.get(dictionary_id)
     if held is not None and held[0] is data:
         return held[1]
-    if dictionary_id is None:
-        decompressor = zstandard.ZstdDecompressor()
-    else:
-        if len(cache) > _DICTIONARY_DECOMPRESSORS:
-            cache.clear()
-        decompressor = zstandard.ZstdDecompressor(dict_data=zstandard.ZstdCompressionDict(data))
+    if len(cache) >= _DICTIONARY_DECOMPRESSORS:
+        cache.clear()
+    decompressor = zstandard.ZstdDecompressor(dict_data=zstandard.ZstdCompressionDict(data))
     cache[dictionary_id] = (data, decompressor)
     return decompressor
 

@@ -96,6 +96,10 @@ def repack(
     """Rewrite the planned packs and switch kept_pages and inline_pages (content digest -> page
     bytes) away from them; the report's retired packs are named by none of those any more."""
     report = RepackReport()
+    if planned:
+        # Records are compressed again, with the store's dictionary if it has one (repack never
+        # trains): one LIST of dicts/ a gc that repacks, not one a group.
+        store.use_stored_dictionary()
     index = store.catalog.pack_index
     current = {page.page_id: page for page in kept_pages}
     inline = dict(inline_pages)
@@ -142,8 +146,6 @@ def _copy(
     moved: dict[tuple[bytes, int], pages.ChunkLocation] = {}
     # A chunk stored in two of the group's packs (a put that missed the first) is copied once.
     copied: dict[bytes, pages.ChunkLocation] = {}
-    # Records are compressed again, with the store's dictionary if it has one (repack never trains).
-    store.use_stored_dictionary()
     with PackWriter(store.blobs, store.packs, index=store.catalog.pack_index, session=session) as writer:
         for pack in group:
             table = reader.read_table(pack.pack_id, pack.stored_bytes)
