@@ -16,12 +16,17 @@ and PRESENT once flush() has made it durable. Either way it says where each chun
 
 from __future__ import annotations
 
+import itertools
 import os
+from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Container, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
+from operator import attrgetter
+from types import MappingProxyType
+from typing import NamedTuple
 
 from chunkstore.backends.blobstore import BlobStore
 from chunkstore.backends.packindex import PackIndex, PackRecord
@@ -69,6 +74,9 @@ WHOLE_PACK_SHARE = 0.5
 # from end to end is weighed whole when its first chunk is due. ~100 bytes a location (measured):
 # with as many planned behind them, < 2 MB.
 LOOK_AHEAD_LOCATIONS = packformat.MAX_ENTRIES
+# An empty mapping to look things up in where there are none (not a new dict each time).
+_NONE_HELD: MappingProxyType = MappingProxyType({})
+_entry_offset = attrgetter("offset")
 
 
 def pack_key(pack_id: bytes) -> str:
@@ -88,10 +96,11 @@ class PackFormat:
     table_sealer: Sealer | None = None
 
 
-@dataclass(frozen=True)
-class ChunkLocation:
+class ChunkLocation(NamedTuple):
     """Where one chunk's record lies: in which pack, at which bytes; and the pack's size as
-    stored when known, without which the pack is never read whole."""
+    stored when known, without which the pack is never read whole. A tuple: a restore makes one
+    for every chunk of every file, and a frozen dataclass's __init__ took ~3% of the GIL's time
+    restoring the 10 Django sdists (py-spy)."""
 
     pack_id: bytes
     entry: PackEntry
@@ -388,11 +397,11 @@ class _HeldReads:
         self._not_started = 0
 
     def holder(self, location: ChunkLocation) -> _HeldRead | None:
-        return self._by_pack.get(location.pack_id, {}).get(location.entry.offset)
+        return self._by_pack.get(location.pack_id, _NONE_HELD).get(location.entry.offset)
 
     def offsets(self, pack_id: bytes) -> Container[int]:
         """The offsets of the records held in a pack."""
-        return self._by_pack.get(pack_id, {})
+        return self._by_pack.get(pack_id, _NONE_HELD)
 
     def held_bytes(self) -> int:
         return self._held_bytes
@@ -565,8 +574,9 @@ class PackReader:
                         if held.not_started() >= self._gets_in_flight or next_read.cost > room:
                             if planned:
                                 break  # handing out the chunks planned starts reads and makes room
+                            cost_limit = min(room, self._read_cost_limit)
                             next_read = self._run_read(
-                                location, self._wanted(ahead, location, held), min(room, self._read_cost_limit)
+                                location, self._wanted(ahead, location, held, self._run_reach(cost_limit)), cost_limit
                             )
                         decoding = self._pool.submit(self._fetch, next_read)
                         holder = _HeldRead(next_read, decoding, past_budget=next_read.cost > room)
@@ -592,7 +602,6 @@ class PackReader:
     def _next_read(self, ahead: _LookAhead, first: ChunkLocation, held: _HeldReads) -> _Read:
         """The read that serves first, the next location ahead: its whole pack, or a run of the
         records ahead of that pack."""
-        wanted = self._wanted(ahead, first, held)
         size = first.pack_size
         # A pack is read whole only if it and its chunks decoded fit once the chunks planned are
         # handed out: else planning would wait for room that the chunks held for locations ahead
@@ -600,36 +609,53 @@ class PackReader:
         # A pack that takes more than the bound with its chunks decoded (at the defaults, any
         # above 8 MiB: full 16 MiB packs come in ranges) is never read whole, so the bound holds
         # whatever a pack's size; one no smaller than the bound is not weighed at all.
-        if (
-            size is not None
-            and size < self._held_bytes_limit
-            and sum(entry.length for entry in wanted) >= WHOLE_PACK_SHARE * size
-        ):
-            whole = _Read(first.pack_id, 0, size, wanted, whole=True)
-            if whole.cost <= self._held_bytes_limit - held.kept_bytes(ahead):
-                return whole
-        return self._run_read(first, wanted, self._read_cost_limit)
+        if size is not None and size < self._held_bytes_limit:
+            wanted = self._wanted(ahead, first, held)
+            if sum(entry.length for entry in wanted) >= WHOLE_PACK_SHARE * size:
+                whole = _Read(first.pack_id, 0, size, wanted, whole=True)
+                if whole.cost <= self._held_bytes_limit - held.kept_bytes(ahead):
+                    return whole
+            return self._run_read(first, wanted, self._read_cost_limit)
+        return self._run_read(
+            first, self._wanted(ahead, first, held, self._run_reach(self._read_cost_limit)), self._read_cost_limit
+        )
 
-    def _wanted(self, ahead: _LookAhead, first: ChunkLocation, held: _HeldReads) -> list[PackEntry]:
+    def _wanted(
+        self, ahead: _LookAhead, first: ChunkLocation, held: _HeldReads, reach: int | None = None
+    ) -> list[PackEntry]:
         """The records that the locations ahead select from first's pack, no read holds, and whose
-        chunks the cache does not hold (first's always: another thread may have cached it since), by offset."""
-        selection = ahead.selection(first.pack_id)
+        chunks the cache does not hold (first's always: another thread may have cached it since), by
+        offset; with reach, only those that start within reach bytes of first's record either way."""
+        entries = ahead.selection(first.pack_id).entries
         held_offsets = held.offsets(first.pack_id)
-        cache = self._cache
+        cached = self._cache.chunk_ids() if self._cache is not None else _NONE_HELD
+        first_offset = first.entry.offset
+        offsets = sorted(entries)
+        if reach is not None:
+            # Planning every read scanned every record the look-ahead selects in the pack (thousands
+            # for the ~80 a read takes): 8% of the GIL's time restoring the 10 Django sdists (py-spy).
+            offsets = offsets[bisect_left(offsets, first_offset - reach) : bisect_right(offsets, first_offset + reach)]
         return [
-            entry
-            for offset, entry in sorted(selection.entries.items())
-            if offset == first.entry.offset
-            or (offset not in held_offsets and (cache is None or entry.chunk_id not in cache))
+            entries[offset]
+            for offset in offsets
+            if offset == first_offset or (offset not in held_offsets and entries[offset].chunk_id not in cached)
         ]
 
+    def _run_reach(self, cost_limit: int) -> int:
+        """How far from first's record the records of a run that holds it can start (a run past
+        the bound is first's record alone)."""
+        return max(0, min(self._max_read_size, cost_limit))
+
     def _run_read(self, first: ChunkLocation, wanted: list[PackEntry], cost_limit: int) -> _Read:
-        """Of the records wanted, cut into runs wherever two lie the gap or more apart, or a run
-        would pass max_read_size bytes or cost more than cost_limit (its bytes and its chunks
-        decoded; a record alone may), the run that holds first's record."""
+        """Of the records wanted that start within reach of first's (_run_reach), cut into runs
+        from the first of them wherever two lie the gap or more apart, or a run would pass
+        max_read_size bytes or cost more than cost_limit (its bytes and its chunks decoded; a
+        record alone may), the run that holds first's record."""
+        reach = self._run_reach(cost_limit)
+        start = bisect_left(wanted, first.entry.offset - reach, key=_entry_offset)
         run: list[PackEntry] = []
         plaintext = 0
-        for entry in wanted:
+        for entry in itertools.islice(wanted, start, None):
             if run:
                 size = entry.end - run[0].offset
                 if (
