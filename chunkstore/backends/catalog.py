@@ -358,6 +358,16 @@ class Catalog(ABC):
         expected. Returns the chunks whose count had changed (or that are gone): a put or rm
         that ran after the recount read them; they are left as they are, to be recounted."""
 
+    @abstractmethod
+    def set_content_refcounts(self, counts: dict[bytes, tuple[int, int]]) -> set[bytes]:
+        """Compare and set contents' counts of versions (verify --repair, from a recount of the
+        versions that name each content): counts maps a content digest to (expected, new), and
+        its count becomes new only if it is still expected. A content set to 0 is released as
+        remove_versions releases one whose last version goes: its recipe is deleted and (format 1)
+        its chunks' counts are decremented, for gc to collect. Returns the contents whose count
+        had changed (or that are gone): a put or rm that ran after the recount read them; they are
+        left as they are, to be recounted."""
+
     # ---- capabilities with a default ---------------------------------------------------
 
     def integrity_problems(self) -> list[str]:

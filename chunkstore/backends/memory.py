@@ -550,9 +550,13 @@ class MemoryCatalog(Catalog):
             del state.holders[record.digest]
         content = state.contents[record.digest]
         content.refcount -= 1
-        if content.refcount > 0:
-            return
-        del state.contents[record.digest]
+        if content.refcount == 0:
+            MemoryCatalog._drop_content(state, record.digest)
+
+    @staticmethod
+    def _drop_content(state: CatalogState, digest: bytes) -> None:
+        """Delete a content no version counts any more, and give back its chunks' counts."""
+        content = state.contents.pop(digest)
         for chunk_id in _chunk_ids(content.pages):
             row = state.chunks.get(chunk_id)
             if row is not None and row.refcount > 0:
@@ -630,6 +634,19 @@ class MemoryCatalog(Catalog):
                     moved.add(chunk_id)
                 else:
                     row.refcount = new
+        return moved
+
+    def set_content_refcounts(self, counts: dict[bytes, tuple[int, int]]) -> set[bytes]:
+        moved = set()
+        with self._writing() as state:
+            for digest, (expected, new) in counts.items():
+                content = state.contents.get(digest)
+                if content is None or content.refcount != expected:
+                    moved.add(digest)
+                elif new == 0:
+                    self._drop_content(state, digest)
+                else:
+                    content.refcount = new
         return moved
 
 

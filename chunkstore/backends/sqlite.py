@@ -958,8 +958,12 @@ class SQLiteCatalog(Catalog):
     def _release_content(self, db, digest: bytes) -> None:
         db.execute("UPDATE contents SET refcount = refcount - 1 WHERE digest = ?", (digest,))
         row = db.execute(f"SELECT {_CONTENT_COLUMNS} FROM contents WHERE digest = ?", (digest,)).fetchone()
-        if row is None or _content_from_row(row).refcount > 0:
-            return
+        if row is not None and _content_from_row(row).refcount == 0:
+            self._drop_content(db, digest)
+
+    @staticmethod
+    def _drop_content(db, digest: bytes) -> None:
+        """Delete a content no version counts any more, and give back its chunks' counts."""
         rows = db.execute("SELECT data FROM recipe_pages WHERE digest = ? ORDER BY page", (digest,)).fetchall()
         db.executemany(
             "UPDATE chunks SET refcount = refcount - 1 WHERE id = ? AND refcount > 0",
@@ -1065,6 +1069,19 @@ class SQLiteCatalog(Catalog):
                 )
                 if cursor.rowcount == 0:
                     moved.add(chunk_id)
+        return moved
+
+    def set_content_refcounts(self, counts: dict[bytes, tuple[int, int]]) -> set[bytes]:
+        moved = set()
+        with self._write(durable=True) as db:
+            for digest, (expected, new) in counts.items():
+                cursor = db.execute(
+                    "UPDATE contents SET refcount = ? WHERE digest = ? AND refcount = ?", (new, digest, expected)
+                )
+                if cursor.rowcount == 0:
+                    moved.add(digest)
+                elif new == 0:
+                    self._drop_content(db, digest)
         return moved
 
 

@@ -742,3 +742,35 @@ class CatalogConformance:
         moved = catalog.set_refcounts({chunk_id(1): (1, 3), chunk_id(2): (1, 0), chunk_id(9): (0, 1)})
         assert moved == {chunk_id(2), chunk_id(9)}  # 9 does not exist at all
         assert refcounts(catalog, [1, 2, 9]) == [3, 2, None]
+
+    def test_set_content_refcounts_overwrites_counts_that_still_hold_their_expected_value(self, catalog):
+        shared = new_version("first", [1, 2])
+        put(catalog, shared, new_version("second", [1, 2]))
+        assert catalog.get_content(shared.digest).refcount == 2
+        assert catalog.set_content_refcounts({shared.digest: (2, 5)}) == set()
+        assert catalog.get_content(shared.digest).refcount == 5
+        assert catalog.set_content_refcounts({shared.digest: (5, 1)}) == set()
+        assert catalog.get_content(shared.digest).refcount == 1
+        assert refcounts(catalog, [1, 2]) == [1, 1]  # a content holds its chunks once, whatever its count
+
+    def test_set_content_refcounts_leaves_a_count_that_moved_since_it_was_read(self, catalog):
+        kept, moved_on = new_version("kept", [1]), new_version("moved", [2])
+        put(catalog, kept, moved_on)
+        put(catalog, new_version("again", [2]))  # its count went from 1 to 2 after a "read" of 1
+        gone = new_version("gone", [3]).digest
+        moved = catalog.set_content_refcounts({kept.digest: (1, 3), moved_on.digest: (1, 0), gone: (1, 0)})
+        assert moved == {moved_on.digest, gone}
+        assert [catalog.get_content(each.digest).refcount for each in (kept, moved_on)] == [3, 2]
+        assert catalog.get_content(gone) is None
+        assert refcounts(catalog, [1, 2]) == [1, 1]
+
+    def test_a_content_count_set_to_zero_releases_the_content_and_its_chunks(self, catalog, gc_session):
+        orphan, neighbour = new_version("orphan", [1, 2, 1]), new_version("neighbour", [2, 3])
+        put(catalog, orphan, neighbour)
+        assert catalog.set_content_refcounts({orphan.digest: (1, 0)}) == set()
+        assert catalog.get_content(orphan.digest) is None
+        with pytest.raises(NotFoundError):
+            list(catalog.recipe_pages(orphan.digest))
+        assert [content.digest for content in catalog.iter_contents()] == [neighbour.digest]
+        assert refcounts(catalog, [1, 2, 3]) == [0, 1, 1]
+        assert collect_all(catalog, gc_session) == {chunk_id(1)}

@@ -608,8 +608,8 @@ class DynamoDBCatalog(Catalog):
                 expression = "ADD rc :minus"
                 values[":minus"] = n(-1)
             else:
-                expression = "SET rc = :zero, st = :releasing, done = :zero, lim = :limit"
-                values.update({":zero": n(0), ":releasing": s(RELEASING), ":limit": n(counted_limit(content))})
+                expression, releasing = _start_release(content)
+                values.update(releasing)
             try:
                 self.table.transact(
                     [
@@ -733,6 +733,47 @@ class DynamoDBCatalog(Catalog):
             )
             is None
         }
+
+    @translated
+    def set_content_refcounts(self, counts: dict[bytes, tuple[int, int]]) -> set[bytes]:
+        # A content set to 0 is released, which needs its item (the counts its recipe holds).
+        zeroed = [content_key(digest) for digest, (_, new) in counts.items() if new == 0]
+        items = {digest_of(item): item for item in self.table.get_many(zeroed)}
+        gone = {digest for digest, (_, new) in counts.items() if new == 0 and digest not in items}
+
+        def update(digest: bytes) -> dict:
+            expected, new = counts[digest]
+            values = {":live": s(LIVE), ":expected": n(expected)}
+            if new:
+                expression = "SET rc = :new"
+                values[":new"] = n(new)
+            else:
+                expression, releasing = _start_release(items[digest])
+                values.update(releasing)
+            return {
+                "Update": {
+                    "Key": content_key(digest),
+                    "UpdateExpression": expression,
+                    "ConditionExpression": "st = :live AND rc = :expected",
+                    "ExpressionAttributeValues": values,
+                }
+            }
+
+        # Up to 100 conditional updates a transaction; one whose count moved fails alone.
+        moved = gone | set(self.table.transact_each([digest for digest in counts if digest not in gone], update))
+        self.table.in_parallel(
+            functools.partial(commits.release, self.table), [digest for digest in items if digest not in moved]
+        )
+        return moved
+
+
+def _start_release(content: dict) -> tuple[str, dict]:
+    """The update (expression, values) that moves a live content to RELEASING with a count of 0,
+    for commits.release to give back the counts it holds and delete it."""
+    return (
+        "SET rc = :zero, st = :releasing, done = :zero, lim = :limit",
+        {":zero": n(0), ":releasing": s(RELEASING), ":limit": n(counted_limit(content))},
+    )
 
 
 def _select_versions(
