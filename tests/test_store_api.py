@@ -351,6 +351,24 @@ def test_repair_racing_puts_never_leaves_a_count_below_the_references(store, sou
     assert store.verify(repair=True).problems == []
 
 
+def test_repair_releases_a_content_no_version_uses_and_gc_deletes_its_chunks(store, source):
+    own = damage_target(store, source)
+    digest = store.catalog.get_version("src/sub/deeper/c.bin").digest
+    assert store.catalog.set_content_refcounts({digest: (1, 2)}) == set()
+    store.remove(["src/sub/deeper/c.bin"])  # its content, counted twice, outlives its last version
+    assert store.catalog.set_refcounts({own: (1, 4)}) == set()  # and one of its chunks is miscounted
+    assert [problem.kind for problem in store.verify().problems] == ["refcount", "refcount"]
+    assert store.gc().chunks_deleted == 0  # the content holds every chunk of its recipe
+    repaired = store.verify(repair=True)
+    assert repaired.ok, repaired.problems
+    assert (repaired.counts_repaired, repaired.content_counts_repaired) == (1, 1)
+    assert store.catalog.get_content(digest) is None
+    assert store.gc().chunks_deleted > 0
+    assert chunk_key(own) not in chunk_keys(store)
+    assert store.verify(read_data=True).ok
+    assert get_bytes(store, "src/sub/b.bin") == TREE["sub/b.bin"]
+
+
 @pytest.mark.parametrize("damage", ["deleted", "flipped"])
 def test_get_of_a_damaged_file_fails_and_leaves_no_file(store, source, tmp_path, damage):
     chunk = damage_target(store, source)

@@ -263,39 +263,46 @@ def verify(
 ) -> VerifyReport:
     """Check the catalog against itself and the blob store; with read_data, every chunk's bytes too.
 
-    With repair, chunk reference counts that differ from the recount of recipes are rewritten,
-    and the report that is returned is the check after the repair: its damaged_names are the
-    files that cannot be recovered. Repair never lowers a count while a recipe cannot be read
-    (the recount would miss its references), and holds the gc lock throughout, so no chunk is
-    deleted on the strength of a count it is rewriting.
+    With repair, chunk reference counts that differ from the recount of recipes, and contents'
+    counts of versions that differ from the versions that name them, are rewritten, and the
+    report that is returned is the check after the repair: its damaged_names are the files that
+    cannot be recovered. Repair never lowers a chunk count while a recipe cannot be read (the
+    recount would miss its references); a content no version names is released, as rm releases
+    one (its chunks or pages are left to the next gc), unless its recipe cannot be read. It holds
+    the gc lock throughout, so nothing is collected on the strength of a count it is rewriting.
 
     A format 2 store (chunkstore/operations/packedcheck.py) keeps no chunk counts; with
-    read_data and a subset, it reads that share of its contents whole. Its repair rebuilds,
+    read_data and a subset, it reads that share of its contents whole. Its repair first rebuilds,
     from the packs themselves, the pack items that the index lost while pages still name the
-    packs (packedgc.rebuild_pack_items; pack_items_rebuilt in the report); the contents' counts of
-    versions are reported, not rewritten."""
+    packs (packedgc.rebuild_pack_items; pack_items_rebuilt in the report)."""
     if not 0 < subset_percent <= 100:
         raise InvalidArgumentError(f"--subset must be within (0, 100], got {subset_percent}")
     if not repair:
         return _check(store, read_data, subset_percent, on_progress)
     catalog = store.catalog
     with holding_gc_lock(catalog, "repair") as session:
-        if store.storage_format == 2:
-            rebuilt = packedgc.rebuild_pack_items(store, session)
-            report = _check(store, read_data, subset_percent, on_progress)
-            report.pack_items_rebuilt = len(rebuilt)
-            return report
-        repaired = 0
+        rebuilt = packedgc.rebuild_pack_items(store, session) if store.storage_format == 2 else None
+        chunk_counts = content_counts = 0
         for _ in range(REPAIR_ATTEMPTS):
+            # Read before the check lists the versions it recounts: a put or rm of a version in
+            # between moves the count away from what was read, and the compare and set leaves it.
+            recorded = {content.digest: content.refcount for content in catalog.iter_contents()}
             report = _check(store, read_data, subset_percent, on_progress)
             fixes = _refcount_fixes(report)
-            if not fixes:
-                report.counts_repaired = repaired
+            content_fixes = _content_count_fixes(report, recorded)
+            if not fixes and not content_fixes:
+                report.counts_repaired = chunk_counts
+                report.content_counts_repaired = content_counts
+                report.pack_items_rebuilt = None if rebuilt is None else len(rebuilt)
                 return report
             # Compare and set: a count a put or rm changed after this check read it keeps its
             # new value, and the next round recounts it, so a stale recount never lowers it.
-            moved = catalog.set_refcounts(fixes)
-            repaired += len(fixes) - len(moved)
+            # Chunk counts first: a content released next gives back its chunks' counts from
+            # the recount's value.
+            if fixes:
+                chunk_counts += len(fixes) - len(catalog.set_refcounts(fixes))
+            if content_fixes:
+                content_counts += len(content_fixes) - len(catalog.set_content_refcounts(content_fixes))
         raise ConcurrentModificationError(
             "reference counts kept changing while verify --repair ran; run it again when no put is running"
         )
@@ -309,6 +316,18 @@ def _refcount_fixes(report: VerifyReport) -> dict[bytes, tuple[int, int]]:
         counted = report.recount.get(chunk_id, 0)
         if counted != recorded and (report.recount_complete or counted > recorded):
             fixes[chunk_id] = (recorded, counted)
+    return fixes
+
+
+def _content_count_fixes(report: VerifyReport, recorded: dict[bytes, int]) -> dict[bytes, tuple[int, int]]:
+    """The contents' counts of versions to rewrite, as (recorded before the check, versions
+    that name the content); a content that appeared since recorded was read is left to the next
+    round, and one no version names whose recipe cannot be read is not released."""
+    fixes = {}
+    for digest, users in report.content_users.items():
+        before = recorded.get(digest)
+        if before is not None and before != users and (users or digest not in report.unreadable_recipes):
+            fixes[digest] = (before, users)
     return fixes
 
 
@@ -344,6 +363,7 @@ def _check(
         except ChunkstoreError as error:
             report.problems.append(Problem("corrupt-recipe", str(error), names))
             report.recount_complete = False
+            report.unreadable_recipes.add(content.digest)
             continue
         if len(entries) != content.chunk_count or sum(entry.length for entry in entries) != content.size:
             report.problems.append(

@@ -192,6 +192,7 @@ def _check_recipe(
         return None  # removed since it was listed
     except IntegrityError as error:
         report.problems.append(Problem("corrupt-recipe", f"{where}: {error}", names))
+        report.unreadable_recipes.add(content.digest)
         return None
     plan = _ContentPlan(content, names)
     if recipe.inline_page is not None:
@@ -200,6 +201,7 @@ def _check_recipe(
         except CorruptObjectError as error:
             problem = Problem("corrupt-recipe", f"{where}: its inline recipe page is damaged: {error}", names)
             report.problems.append(problem)
+            report.unreadable_recipes.add(content.digest)
             return None
         report.chunks += page.chunk_count
         plan.pack_ids.update(pack_ids_of(page))

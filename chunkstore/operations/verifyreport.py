@@ -29,6 +29,7 @@ class VerifyReport:
     chunks_read: int = 0
     bytes_read: int = 0
     counts_repaired: int = 0  # chunk reference counts verify --repair rewrote
+    content_counts_repaired: int = 0  # contents' counts of versions verify --repair rewrote
     pack_items_rebuilt: int | None = None  # format 2: pack items verify --repair rebuilt from the packs
     # Storage format 2 only (None in a format 1 store): the packs and the recipe page items that
     # the stored contents name.
@@ -39,6 +40,10 @@ class VerifyReport:
     recorded_counts: dict[bytes, int] = field(default_factory=dict, repr=False)
     recount: Counter = field(default_factory=Counter, repr=False)
     recount_complete: bool = True
+    # And each content's versions (its count recomputed), and the contents whose recipe could
+    # not be read (repair does not release one: what it holds is unknown).
+    content_users: dict[bytes, int] = field(default_factory=dict, repr=False)
+    unreadable_recipes: set[bytes] = field(default_factory=set, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -48,6 +53,7 @@ class VerifyReport:
         """Count a stored content, and report it if its count of versions is not the versions
         that name it."""
         self.contents += 1
+        self.content_users[content.digest] = len(names)
         if content.refcount != len(names):
             self.problems.append(
                 Problem(
@@ -79,6 +85,7 @@ class VerifyReport:
             "chunks_read": self.chunks_read,
             "bytes_read": self.bytes_read,
             "counts_repaired": self.counts_repaired,
+            "content_counts_repaired": self.content_counts_repaired,
         }
         if self.packs is not None:
             figures["packs"] = self.packs

@@ -1,4 +1,4 @@
-"""`chunkstore verify`: check the store, and repair reference counts."""
+"""`chunkstore verify`: check the store, and repair reference counts and counts of versions."""
 
 from __future__ import annotations
 
@@ -23,8 +23,9 @@ from ..progress import ProgressDisplay
 @click.option(
     "--repair",
     is_flag=True,
-    help="Rewrite chunk reference counts from the recipes, then list the files that cannot be "
-    "recovered. Deletes nothing; run it when no put is running.",
+    help="Rewrite chunk reference counts from the recipes and contents' counts of versions from "
+    "the versions, then list the files that cannot be recovered. Deletes no object; run it when "
+    "no put is running.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_obj
@@ -33,7 +34,8 @@ def verify(context, read_data: bool, subset: float | None, repair: bool, as_json
     the recipes, and with --read-data that every chunk's bytes match its hash.
 
     Each problem is reported with the files it affects; any problem exits 4.
-    With --repair, wrong reference counts are fixed first and what remains is reported.
+    With --repair, wrong reference counts and counts of versions are fixed first and what
+    remains is reported.
 
     \b
     Example (a tenth of the chunks, for a cheap check of an s3:// store):
@@ -61,11 +63,13 @@ def verify(context, read_data: bool, subset: float | None, repair: bool, as_json
     elif not context.quiet or not report.ok:
         read = f", read {report.chunks_read} chunks ({human_bytes(report.bytes_read)})" if read_data else ""
         checked = f"{report.versions} versions, {report.contents} contents, {report.chunks} chunks checked{read}"
-        if repair and report.pack_items_rebuilt is not None:
-            click.echo(f"rebuilt {report.pack_items_rebuilt} pack index items from their packs")
-        elif repair:
-            click.echo(f"repaired {report.counts_repaired} reference counts")
-            if report.damaged_names:
+        if repair:
+            if report.pack_items_rebuilt is not None:
+                click.echo(f"rebuilt {report.pack_items_rebuilt} pack index items from their packs")
+            else:
+                click.echo(f"repaired {report.counts_repaired} reference counts")
+            click.echo(f"repaired {report.content_counts_repaired} contents' counts of versions")
+            if report.pack_items_rebuilt is None and report.damaged_names:
                 warn(f"cannot be recovered: {', '.join(report.damaged_names)}")
         if report.ok:
             click.echo(f"ok: {checked}")

@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from chunkstore import Store
 from support.clirunner import CHUNKS, assert_usage_error, random_bytes, text_bytes, write
 
 GC_LINE = re.compile(r"^(would delete|deleted) (\d+) chunks and (\d+) orphaned objects, freeing .+$")
@@ -153,3 +154,40 @@ def test_stats_text(two_files_sharing_chunks):
     assert f"files:        2 (2 versions, {figures['chunks']} chunks)" in out
     assert f"(dedup {figures['dedup_ratio']:.2f}x)" in out
     assert "logical:      488.3 KiB" in out  # 500,000 bytes
+
+
+@pytest.mark.parametrize("storage_format", ["1", "2"])
+def test_repair_rewrites_a_content_count_too_low_and_one_too_high(uninitialized, storage_format):
+    """A content counted by fewer versions than use it is freed by the rm of one of them, and gc
+    then deletes what the others restore; one counted by more is never freed. verify names both,
+    --repair rewrites both, and afterwards rm and gc free exactly what they should."""
+    chunkstore = uninitialized
+    chunkstore("init", "--format", storage_format, "--avg-size", "4K")
+    shared, solo = random_bytes(150_000, seed=50), random_bytes(150_000, seed=51)
+    write(chunkstore.workdir / "one.bin", shared)
+    write(chunkstore.workdir / "two.bin", shared)
+    write(chunkstore.workdir / "solo.bin", solo)
+    chunkstore("put", "one.bin", "two.bin", "solo.bin")
+    with Store.open(chunkstore.store) as store:
+        too_low, too_high = (store.catalog.get_version(name).digest for name in ("one.bin", "solo.bin"))
+        assert store.catalog.set_content_refcounts({too_low: (2, 1), too_high: (1, 3)}) == set()
+
+    run = chunkstore("verify", expect=4)
+    assert f"refcount: content {too_low.hex()} counts 1 versions, 2 reference it (affects: one.bin@1, two.bin@1)" in (
+        run.err
+    )
+    assert f"refcount: content {too_high.hex()} counts 3 versions, 1 reference it (affects: solo.bin@1)" in run.err
+    report = chunkstore.json("verify", "--repair", "--json")
+    assert (report["ok"], report["content_counts_repaired"], report["problems"]) == (True, 2, [])
+    assert "repaired 0 contents' counts of versions\nok: " in chunkstore("verify", "--repair").out
+    assert chunkstore("verify").out.startswith("ok: ")
+    with Store.open(chunkstore.store) as store:
+        assert [store.catalog.get_content(digest).refcount for digest in (too_low, too_high)] == [2, 1]
+
+    chunkstore("rm", "one.bin")
+    assert chunkstore.json("gc", "--json")["chunks_deleted"] == 0  # two.bin still holds every chunk
+    assert chunkstore("get", "two.bin").stdout == shared
+    chunkstore("rm", "solo.bin")
+    assert chunkstore.json("gc", "--json")["chunks_deleted"] > 0  # no count of 2 keeps it alive
+    assert chunkstore("verify", "--read-data").out.startswith("ok: 1 versions, 1 contents")
+    assert chunkstore("get", "two.bin").stdout == shared

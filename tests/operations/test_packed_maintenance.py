@@ -22,6 +22,7 @@ from chunkstore.core import pages
 from chunkstore.core.pages import SegmentSpec
 from chunkstore.errors import ConcurrentModificationError, IntegrityError
 from chunkstore.operations import repack
+from chunkstore.operations.maintenance import REPAIR_ATTEMPTS
 from chunkstore.operations.packedcheck import distinct_entries, pack_objects, read_recipe
 from support.s3helpers import unique_name
 from support.storechecks import CHUNKSTORE, get_bytes
@@ -243,7 +244,7 @@ def test_a_deleted_pack_item_is_reported(store):
     assert get_bytes(store, "docs/big.bin", 1) == BIG
 
 
-def test_a_content_count_that_differs_from_its_versions_is_reported_and_not_rewritten(store):
+def test_a_content_count_that_differs_from_its_versions_is_rewritten_by_repair(store):
     digest = digest_of(store, "copy.bin")  # the content of copy.bin@1 and docs/big.bin@1
 
     def recount(state):
@@ -254,8 +255,56 @@ def test_a_content_count_that_differs_from_its_versions_is_reported_and_not_rewr
     assert problems(report) == [("refcount", ["copy.bin@1", "docs/big.bin@1"])]
     assert "counts 5 versions, 2 reference it" in report.problems[0].message
     repaired = store.verify(repair=True)
-    assert problems(repaired) == problems(report) and repaired.pack_items_rebuilt == 0
-    assert store.catalog.get_content(digest).refcount == 5
+    assert repaired.ok, repaired.problems
+    assert (repaired.content_counts_repaired, repaired.pack_items_rebuilt) == (1, 0)
+    assert store.catalog.get_content(digest).refcount == 2
+    assert store.verify(repair=True).content_counts_repaired == 0
+
+
+def test_repair_releases_a_content_no_version_names_and_gc_frees_what_only_it_held(store):
+    digest = digest_of(store, "docs/big.bin", 2)  # the edit: its own pages and pack
+    assert store.gc().packs_deleted == 1  # the pack nothing names (see fill)
+
+    def forget(state):
+        del state.versions["docs/big.bin"][2]
+        del state.holders[digest]
+
+    edit_catalog(store, "DELETE FROM versions WHERE name = ? AND version = 2", ("docs/big.bin",), forget)
+    assert problems(store.verify()) == [("refcount", [])]
+    assert store.gc().packs_deleted == 0  # the content still holds its pages and pack
+    repaired = store.verify(repair=True)
+    assert repaired.ok and repaired.content_counts_repaired == 1
+    assert store.catalog.get_content(digest) is None
+    collected = store.gc()
+    assert collected.pages_deleted > 0 and collected.packs_deleted == 1
+    assert store.verify(read_data=True).ok
+    assert get_bytes(store, "docs/big.bin", 1) == BIG
+
+
+def test_repair_racing_puts_never_leaves_a_content_count_below_its_versions(store, tmp_path, monkeypatch):
+    """A put of the same content between repair's recount and its rewrite raises the count; the
+    stale recount must not be written over it. Here one lands before every rewrite: repair
+    gives up after its rounds, and every count still covers its versions."""
+    digest = digest_of(store, "copy.bin")
+    store.catalog.set_content_refcounts({digest: (2, 5)})
+    (tmp_path / "again.bin").write_bytes(BIG)
+    rewrite = store.catalog.set_content_refcounts
+    puts = 0
+
+    def put_then_rewrite(counts):
+        nonlocal puts
+        puts += 1
+        store.put([(tmp_path / "again.bin", f"again-{puts}.bin")])
+        return rewrite(counts)
+
+    monkeypatch.setattr(store.catalog, "set_content_refcounts", put_then_rewrite)
+    with pytest.raises(ConcurrentModificationError):
+        store.verify(repair=True)
+    monkeypatch.undo()
+    assert puts == REPAIR_ATTEMPTS
+    assert store.catalog.get_content(digest).refcount == 5 + puts  # never lowered below its 2 + puts versions
+    assert store.verify(repair=True).ok
+    assert store.catalog.get_content(digest).refcount == 2 + puts
 
 
 def test_a_subset_reads_whole_contents(store):
@@ -491,7 +540,9 @@ def test_the_command_line_on_a_format_2_store(tmp_path):
     assert json.loads(run(url, "gc", "--dry-run", "--json").stdout)["packs_deleted"] == 0
     completed = run(url, "verify", "--repair")
     assert completed.returncode == 0, completed.stderr
-    assert completed.stdout.startswith("rebuilt 0 pack index items from their packs\nok: ")
+    assert completed.stdout.startswith(
+        "rebuilt 0 pack index items from their packs\nrepaired 0 contents' counts of versions\nok: "
+    )
 
     (Path(url) / pack_key(pack_id)).unlink()
     completed = run(url, "verify")
