@@ -266,6 +266,9 @@ _VERSION_ROW = (
     _Column("mode", f"an integer within 0..{MAX_MODE}", lambda value: _is_integer(value) and 0 <= value <= MAX_MODE),
     *_integers("inode", "ctime_ns", "stored_at_ns", "deleted"),
 )
+# A version row as duplicate_of reads it, and a names row.
+_HOLDER_ROW = (*_integers("stored_at_ns"), _NAME)
+_NAMES_ROW = (_Column("name", "text", lambda value: type(value) is str), *_integers("last_version"))
 _CHUNK_STATE = _Column(
     "state",
     f"one of {[int(state) for state in ChunkState]}",
@@ -695,45 +698,78 @@ class SQLiteCatalog(Catalog):
             round_guard.moved(seen)
 
     def _commit_all(self, db, session: str, versions: Sequence[NewVersion], stamp: int) -> list[CommitOutcome]:
-        outcomes: list[CommitOutcome] = []
+        """The versions in order, worked out in memory from one read per table of what they
+        touch, then written with one statement per table: the per-version statements (seven
+        for a duplicate) were most of the catalog's share of a put of many small files."""
         self._touch_live_session(db, session)
+        names = list(dict.fromkeys(new.name for new in versions))
+        latest = self._latest_versions(db, names)
+        last_numbers = self._last_numbers(db, names)
+        stored = self._stored_digests(db, list(dict.fromkeys(new.digest for new in versions)))
+        # digest -> (stored_at_ns, name) of its oldest version, as duplicate_of names it.
+        oldest = self._oldest_holders(db, stored)
+        refreshed: dict[tuple[str, int], FileStat] = {}
+        inserted: dict[tuple[str, int], VersionRecord] = {}
+        new_contents: list[NewVersion] = []
+        added_references: dict[bytes, int] = {}
+        outcomes: list[CommitOutcome] = []
         for new in versions:
-            latest = db.execute(
-                f"SELECT {_VERSION_COLUMNS} FROM versions WHERE name = ? ORDER BY version DESC LIMIT 1",
-                (new.name,),
-            ).fetchone()
-            latest_record = _version_from_row(latest) if latest else None
-            if latest_record is not None and latest_record.digest == new.digest:
-                db.execute(
-                    "UPDATE versions SET size = ?, mtime_ns = ?, mode = ?, inode = ?, ctime_ns = ? "
-                    "WHERE name = ? AND version = ?",
-                    (*self._stat_values(new.stat), new.name, latest_record.version),
-                )
-                outcomes.append(CommitOutcome(new.name, latest_record.version, "unchanged"))
+            current = latest.get(new.name)
+            if current is not None and current.digest == new.digest:
+                key = (new.name, current.version)
+                if key in inserted:
+                    inserted[key] = replace(inserted[key], stat=new.stat)
+                else:
+                    refreshed[key] = new.stat
+                outcomes.append(CommitOutcome(new.name, current.version, "unchanged"))
                 continue
-            content = db.execute("SELECT refcount FROM contents WHERE digest = ?", (new.digest,)).fetchone()
-            if content is not None:
-                db.execute("UPDATE contents SET refcount = refcount + 1 WHERE digest = ?", (new.digest,))
-                outcome, duplicate_of = "duplicate", self._oldest_name(db, new.digest)
+            holder = oldest.get(new.digest)
+            if new.digest in stored:
+                added_references[new.digest] = added_references.get(new.digest, 0) + 1
+                outcome, duplicate_of = "duplicate", holder[1] if holder else None
             else:
-                self._insert_content(db, new)
+                stored.add(new.digest)
+                new_contents.append(new)
                 outcome, duplicate_of = "stored", None
-            version = self._next_version(db, new.name)
-            self._insert_version(db, VersionRecord(new.name, version, new.digest, new.stat, stamp))
+            # As _next_version numbers them.
+            version = last_numbers[new.name] = last_numbers.get(new.name, 0) + 1
+            latest[new.name] = inserted[(new.name, version)] = VersionRecord(
+                new.name, version, new.digest, new.stat, stamp
+            )
+            if holder is None or (stamp, new.name) < holder:
+                oldest[new.digest] = (stamp, new.name)
             outcomes.append(CommitOutcome(new.name, version, outcome, duplicate_of))
+        db.executemany(
+            "UPDATE versions SET size = ?, mtime_ns = ?, mode = ?, inode = ?, ctime_ns = ? "
+            "WHERE name = ? AND version = ?",
+            [(*self._stat_values(stat), name, version) for (name, version), stat in refreshed.items()],
+        )
+        self._insert_contents(db, new_contents)
+        db.executemany(
+            "UPDATE contents SET refcount = refcount + ? WHERE digest = ?",
+            [(count, digest) for digest, count in added_references.items()],
+        )
+        self._insert_versions(db, inserted.values())
+        db.executemany(
+            "INSERT INTO names VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET last_version = excluded.last_version",
+            [(record.name, last_numbers[record.name]) for record in inserted.values()],
+        )
         return outcomes
 
-    def _insert_version(self, db, record: VersionRecord) -> None:
-        db.execute(
+    def _insert_versions(self, db, records: Iterable[VersionRecord]) -> None:
+        db.executemany(
             f"INSERT INTO versions ({_VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                record.name,
-                record.version,
-                record.digest,
-                *self._stat_values(record.stat),
-                record.stored_at_ns,
-                int(record.deleted),
-            ),
+            [
+                (
+                    record.name,
+                    record.version,
+                    record.digest,
+                    *self._stat_values(record.stat),
+                    record.stored_at_ns,
+                    int(record.deleted),
+                )
+                for record in records
+            ],
         )
 
     @staticmethod
@@ -745,39 +781,100 @@ class SQLiteCatalog(Catalog):
         return db.execute("SELECT last_version FROM names WHERE name = ?", (name,)).fetchone()[0]
 
     @staticmethod
+    def _latest_versions(db, names: Sequence[str]) -> dict[str, VersionRecord]:
+        """Each name's highest-numbered version, for the names that have one."""
+        latest: dict[str, VersionRecord] = {}
+        for batch in batched(names, _IN_BATCH):
+            # SQLite takes the bare columns of a max() aggregate from the row holding the maximum.
+            for row in db.execute(
+                f"SELECT {_VERSION_COLUMNS}, max(version) FROM versions WHERE name IN ({_marks(len(batch))}) "
+                "GROUP BY name",
+                batch,
+            ):
+                record = _version_from_row(row[:-1])
+                latest[record.name] = record
+        return latest
+
+    @staticmethod
+    def _last_numbers(db, names: Sequence[str]) -> dict[str, int]:
+        """The last version number each name was given, removed or not."""
+        numbers: dict[str, int] = {}
+        for batch in batched(names, _IN_BATCH):
+            for row in db.execute(f"SELECT name, last_version FROM names WHERE name IN ({_marks(len(batch))})", batch):
+                name, number = _checked("names", _NAMES_ROW, row)
+                numbers[name] = number
+        return numbers
+
+    @staticmethod
+    def _stored_digests(db, digests: Sequence[bytes]) -> set[bytes]:
+        stored: set[bytes] = set()
+        for batch in batched(digests, _IN_BATCH):
+            query = f"SELECT digest FROM contents WHERE digest IN ({_marks(len(batch))})"
+            stored.update(row[0] for row in db.execute(query, batch))
+        return stored
+
+    @staticmethod
+    def _oldest_holders(db, digests: Iterable[bytes]) -> dict[bytes, tuple[int, str]]:
+        """(stored_at_ns, name) of each digest's oldest version, names breaking ties."""
+        oldest: dict[bytes, tuple[int, str]] = {}
+        for batch in batched(digests, _IN_BATCH):
+            for digest, stored_at_ns, name in db.execute(
+                "SELECT digest, stored_at_ns, name FROM (SELECT digest, stored_at_ns, name, row_number() OVER "
+                "(PARTITION BY digest ORDER BY stored_at_ns, name) AS rank FROM versions "
+                f"WHERE digest IN ({_marks(len(batch))})) WHERE rank = 1",
+                batch,
+            ):
+                oldest[digest] = tuple(_checked("versions", _HOLDER_ROW, (stored_at_ns, name)))
+        return oldest
+
+    @staticmethod
     def _stat_values(stat: FileStat) -> tuple[int, int, int, int, int]:
         return stat.size, stat.mtime_ns, stat.mode, stat.inode, stat.ctime_ns
 
-    @staticmethod
-    def _oldest_name(db, digest: bytes) -> str | None:
-        row = db.execute(
-            "SELECT name FROM versions WHERE digest = ? ORDER BY stored_at_ns, name LIMIT 1", (digest,)
-        ).fetchone()
-        return _checked("versions", (_NAME,), row)[0] if row else None
-
-    def _insert_content(self, db, new: NewVersion) -> None:
-        db.execute(
-            "INSERT INTO contents VALUES (?, ?, ?, ?, 1)", (new.digest, new.stat.size, new.chunk_count, len(new.pages))
-        )
-        for page_number, page in enumerate(new.pages):
-            try:
-                db.execute("INSERT INTO recipe_pages VALUES (?, ?, ?)", (new.digest, page_number, page))
-            except sqlite3.IntegrityError:
+    def _insert_contents(self, db, contents: Sequence[NewVersion]) -> None:
+        """New contents with their recipe pages, and a reference on each chunk their pages count."""
+        for batch in batched([new.digest for new in contents], _IN_BATCH):
+            row = db.execute(
+                f"SELECT digest, page FROM recipe_pages WHERE digest IN ({_marks(len(batch))}) LIMIT 1", batch
+            ).fetchone()
+            if row is not None:
                 # The content row was absent, so its pages should be too: the file was edited or damaged.
                 raise CorruptObjectError(
-                    f"catalog {self.path} is damaged: recipe page {page_number} of content {new.digest.hex()} "
+                    f"catalog {self.path} is damaged: recipe page {row[1]} of content {row[0].hex()} "
                     "exists without its content row; restore the catalog from a backup"
-                ) from None
+                )
+        db.executemany(
+            "INSERT INTO contents VALUES (?, ?, ?, ?, 1)",
+            [(new.digest, new.stat.size, new.chunk_count, len(new.pages)) for new in contents],
+        )
+        db.executemany(
+            "INSERT INTO recipe_pages VALUES (?, ?, ?)",
+            [(new.digest, number, page) for new in contents for number, page in enumerate(new.pages)],
+        )
+        counted = sum(recipes.counted_total(new.chunk_count, new.pages) for new in contents)
+        if not counted:
+            return
         referenced = db.executemany(
             "UPDATE chunks SET refcount = refcount + 1 WHERE id = ? AND state = ?",
-            [(entry.chunk_id, int(ChunkState.PRESENT)) for entry in recipes.counted_entries(new.pages)],
+            [
+                (entry.chunk_id, int(ChunkState.PRESENT))
+                for new in contents
+                for entry in recipes.counted_entries(new.pages)
+            ],
         ).rowcount
-        counted = recipes.counted_total(new.chunk_count, new.pages)
         if referenced != counted:
+            # Some chunk was not PRESENT: name the first content that counts one.
+            new, missing = next((new, missing) for new in contents if (missing := self._missing_chunks(db, new)))
             raise ConcurrentModificationError(
-                f"{counted - referenced} chunk(s) of {new.name!r} were collected by a concurrent gc "
+                f"{missing} chunk(s) of {new.name!r} were collected by a concurrent gc "
                 "while this put was stalled past its session lease; nothing was committed, put again"
             )
+
+    def _missing_chunks(self, db, new: NewVersion) -> int:
+        """How many of the chunk references a new content counts are to chunks not PRESENT."""
+        chunk_ids = [entry.chunk_id for entry in recipes.counted_entries(new.pages)]
+        states = self._states(db, chunk_ids)
+        return sum(1 for chunk_id in chunk_ids if states.get(chunk_id) != ChunkState.PRESENT)
 
     # ---- reading ---------------------------------------------------------------------
 
@@ -825,7 +922,8 @@ class SQLiteCatalog(Catalog):
             yield _version_from_row(row)
 
     def find_name_with_digest(self, digest: bytes) -> str | None:
-        return self._oldest_name(self._connection(), digest)
+        holder = self._oldest_holders(self._connection(), [digest]).get(digest)
+        return holder[1] if holder else None
 
     def get_content(self, digest: bytes) -> ContentRecord | None:
         row = (
@@ -926,7 +1024,7 @@ class SQLiteCatalog(Catalog):
                 if latest != (version, 0):
                     continue
                 marker = deletion_marker(name, self._next_version(db, name), at_ns)
-                self._insert_version(db, marker)
+                self._insert_versions(db, [marker])
                 markers.append(marker)
         return markers
 

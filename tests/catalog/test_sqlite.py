@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from chunkstore.backends.catalog import ChunkState, SnapshotRecord
+from chunkstore.backends.catalog import ChunkState, CommitOutcome, SnapshotRecord
 from chunkstore.backends.sessions import DEFAULT_LEASE_SECONDS
 from chunkstore.backends.sqlite import SQLiteCatalog
 from chunkstore.errors import CorruptObjectError, NotFoundError, UnsupportedFormatError
@@ -44,6 +44,19 @@ class TestSQLiteCatalog(CatalogConformance):
     @pytest.fixture
     def make_catalog(self, open_catalog):
         return open_catalog
+
+
+def test_a_duplicate_names_the_version_stored_first_then_the_smallest_name(open_catalog):
+    """Within a commit too: a version it stored is a holder for the versions after it, and one
+    recorded at an earlier time than the stored ones is the oldest."""
+    catalog = open_catalog()
+    put(catalog, new_version("b", [1]), at_ns=2_000)
+    assert put(catalog, new_version("c", [1]), new_version("a", [1]), at_ns=1_000) == [
+        CommitOutcome("c", 1, "duplicate", "b"),
+        CommitOutcome("a", 1, "duplicate", "c"),
+    ]
+    assert put(catalog, new_version("d", [1]), at_ns=3_000) == [CommitOutcome("d", 1, "duplicate", "a")]
+    assert catalog.find_name_with_digest(new_version("x", [1]).digest) == "a"
 
 
 def test_a_missing_catalog_is_not_created_by_opening(catalog_path):

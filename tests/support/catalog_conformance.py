@@ -264,6 +264,31 @@ class CatalogConformance:
         assert outcomes == [CommitOutcome("one", 1, "stored"), CommitOutcome("two", 1, "duplicate", "one")]
         assert refcounts(catalog, [1]) == [1]
 
+    def test_each_version_of_one_commit_sees_the_ones_before_it(self, catalog):
+        put(catalog, new_version("file", [1], mtime_ns=100))
+        outcomes = put(
+            catalog,
+            new_version("file", [2], mtime_ns=200),  # a new content
+            new_version("file", [2], mtime_ns=300),  # the version just committed: refreshed
+            new_version("copy", [2]),  # its only holder is the version just committed
+            new_version("file", [1], mtime_ns=400),  # back to the older content
+            new_version("copy", [2], mtime_ns=500),
+        )
+        assert outcomes == [
+            CommitOutcome("file", 2, "stored"),
+            CommitOutcome("file", 2, "unchanged"),
+            CommitOutcome("copy", 1, "duplicate", "file"),
+            CommitOutcome("file", 3, "duplicate", "file"),
+            CommitOutcome("copy", 1, "unchanged"),
+        ]
+        assert [catalog.get_version("file", number).stat.mtime_ns for number in (1, 2, 3)] == [100, 300, 400]
+        assert catalog.get_version("copy").stat.mtime_ns == 500
+        assert names(catalog.list_versions(all_versions=True)) == [("copy", 1), ("file", 1), ("file", 2), ("file", 3)]
+        assert catalog.get_content(new_version("f", [1]).digest).refcount == 2
+        assert catalog.get_content(new_version("f", [2]).digest).refcount == 2
+        assert refcounts(catalog, [1, 2]) == [1, 1]
+        assert put(catalog, new_version("file", [3])) == [CommitOutcome("file", 4, "stored")]
+
     def test_same_digest_as_the_latest_version_is_unchanged_and_refreshes_stat(self, catalog):
         put(catalog, new_version("file", [1], mtime_ns=100))
         touched = new_version("file", [1], mtime_ns=200)
