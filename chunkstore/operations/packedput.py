@@ -377,16 +377,21 @@ class PackedWriter(Writer):
         self._named_packs.clear()
         self._new_page_ids.clear()
         self._written_page_ids.clear()
+        # Each page parsed once: the versions of one content (duplicates of a small file, the
+        # same file under the names of many trees) share its inline page.
+        bodies: set[bytes] = set()
         for pending in self._pending:
             recipe_pages = pending.version.pages
             entries = root_entries(recipe_pages)
             if entries is not None:
                 self._named_pages.update(entry.page_id for entry in entries)
             elif recipe_pages:
-                self._named_packs.update(run.pack_id for run in pages.parse_page(recipe_pages[0]).runs)
+                bodies.add(recipe_pages[0])
         for page in new_pages:
             self._new_page_ids.add(page.page_id)
-            self._named_packs.update(run.pack_id for run in pages.parse_page(page.body).runs)
+            bodies.add(page.body)
+        for body in bodies:
+            self._named_packs.update(run.pack_id for run in pages.parse_page(body).runs)
 
     def _check_references(self, gc_round: GcRound) -> None:
         """Make sure what the batch names may be named in writes that check gc_round.
