@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from chunkstore.backends.catalog import Catalog, ChunkState, VersionRecord
+from chunkstore.backends.dictionaries import DICTIONARY_KEY_PREFIX
 from chunkstore.core import recipes
 from chunkstore.core.batching import batched
 from chunkstore.core.config import CHUNK_KEY_PREFIX, chunk_id_from_key, chunk_key
@@ -460,9 +461,17 @@ def _name_damaged_files(store: StoreContext, bad_chunks: dict[bytes, Problem], n
 def stats(store: StoreContext) -> dict:
     """Sizes and ratios. A format 2 store has no chunk rows: its chunks and unique and stored
     bytes come from its pack index and recipes (packedcheck.packed_stats), with its packs and
-    pages added."""
+    pages added; its stored bytes count its dictionary objects too."""
     totals = store.catalog.stats()
     packed = packedcheck.packed_stats(store.catalog) if store.storage_format == 2 else {}
+    if packed:
+        # The store's zstd dictionaries are stored bytes too (112 KiB each, one LIST to find).
+        dictionaries = [info.size for info in store.blobs.list(DICTIONARY_KEY_PREFIX)]
+        packed.update(
+            dictionaries=len(dictionaries),
+            dictionary_bytes=sum(dictionaries),
+            stored_bytes=packed["stored_bytes"] + sum(dictionaries),
+        )
     chunks = packed.get("chunks", totals.chunks)
     unique = packed.get("unique_bytes", totals.unique_bytes)
     stored = packed.get("stored_bytes", totals.stored_bytes)

@@ -54,6 +54,7 @@ def stats(context, as_json: bool) -> int:
         )
         pages = f"{figures['pages']} recipe pages, {figures['inline_pages']} inline"
         fields.append(("packs", f"{figures['packs']} ({classes}); {pages}"))
+        fields.append(("dictionaries", f"{figures['dictionaries']} ({human_bytes(figures['dictionary_bytes'])})"))
     if requests is not None:
         cost = figures["cost_estimate"]
         objects = "pack" if "packs" in figures else "chunk"

@@ -108,6 +108,23 @@ def test_the_first_put_trains_a_dictionary_and_later_chunks_use_it(new_backend, 
         assert named == {bytes.fromhex(key.removeprefix(DICTIONARY_KEY_PREFIX))}
 
 
+def test_stats_counts_the_dictionary_in_the_stored_bytes(tmp_path):
+    url = str(tmp_path / "store")
+    source_files(tmp_path / "src", 40, seed=1)
+    with init(url) as store:
+        empty = store.stats()
+        store.put([(tmp_path / "src", "src")])
+        figures = store.stats()
+        (dictionary,) = store.blobs.list(DICTIONARY_KEY_PREFIX)
+        packs = sum(info.size for info in store.blobs.list(PACK_KEY_PREFIX))
+    assert (empty["dictionaries"], empty["dictionary_bytes"], empty["stored_bytes"]) == (0, 0, 0)
+    assert (figures["dictionaries"], figures["dictionary_bytes"]) == (1, dictionary.size)
+    assert figures["stored_bytes"] == packs + dictionary.size
+    assert figures["store_ratio"] == round(figures["logical_bytes"] / (packs + dictionary.size), 4)
+    text = run_cli(url, "stats", cwd=tmp_path).stdout.decode()
+    assert f"dictionaries: 1 ({dictionary.size / 1024:.1f} KiB)" in " ".join(text.split())
+
+
 def test_a_dictionary_stores_less_than_plain_zstd(tmp_path):
     source_files(tmp_path / "src", 40, seed=1)
     stored = {}
