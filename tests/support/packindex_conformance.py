@@ -41,7 +41,7 @@ from chunkstore.errors import (
     NameNotFoundError,
     RoundMovedError,
 )
-from support.catalog_conformance import DEAD_AFTER, TINY_LEASE, claim_and_store, new_version
+from support.catalog_conformance import claim_and_store, new_version
 from support.threads import run_in_threads
 
 PACK_BYTES, PACK_ENTRIES = 16_000_000, 2_000
@@ -170,8 +170,11 @@ class PackIndexConformance:
 
     def test_expiring_sessions_ends_the_dead_and_returns_the_living(self, catalog, make_catalog, writer, gc):
         stalled = catalog.open_session("put")
-        impatient = make_catalog(lease_seconds=TINY_LEASE)
-        time.sleep(DEAD_AFTER)
+        # The living writer's heartbeat must still be inside the lease when the expiry reads
+        # it: a second leaves room for a slow server, where a lease of 50 ms did not.
+        lease = 1.0
+        impatient = make_catalog(lease_seconds=lease)
+        time.sleep(lease * 1.5)
         catalog.heartbeat(writer)
         assert index_of(impatient).expire_sessions(gc) == {writer, gc}
         pending = index_of(impatient).create_pack(stalled, new_pack_id(), 1, 1)
