@@ -576,7 +576,7 @@ class PackReader:
                                 break  # handing out the chunks planned starts reads and makes room
                             cost_limit = min(room, self._read_cost_limit)
                             next_read = self._run_read(
-                                location, self._wanted(ahead, location, held, self._run_reach(cost_limit)), cost_limit
+                                location, self._wanted(ahead, location, held, cost_limit), cost_limit
                             )
                         decoding = self._pool.submit(self._fetch, next_read)
                         holder = _HeldRead(next_read, decoding, past_budget=next_read.cost > room)
@@ -616,24 +616,25 @@ class PackReader:
                 if whole.cost <= self._held_bytes_limit - held.kept_bytes(ahead):
                     return whole
             return self._run_read(first, wanted, self._read_cost_limit)
-        return self._run_read(
-            first, self._wanted(ahead, first, held, self._run_reach(self._read_cost_limit)), self._read_cost_limit
-        )
+        return self._run_read(first, self._wanted(ahead, first, held, self._read_cost_limit), self._read_cost_limit)
 
     def _wanted(
-        self, ahead: _LookAhead, first: ChunkLocation, held: _HeldReads, reach: int | None = None
+        self, ahead: _LookAhead, first: ChunkLocation, held: _HeldReads, cost_limit: int | None = None
     ) -> list[PackEntry]:
         """The records that the locations ahead select from first's pack, no read holds, and whose
         chunks the cache does not hold (first's always: another thread may have cached it since), by
-        offset; with reach, only those that start within reach bytes of first's record either way."""
+        offset; with cost_limit, only those within reach of first's record (_run_reach) either way."""
         entries = ahead.selection(first.pack_id).entries
         held_offsets = held.offsets(first.pack_id)
         cached = self._cache.chunk_ids() if self._cache is not None else _NONE_HELD
         first_offset = first.entry.offset
+        # Sorting the whole selection and cutting it costs less than filtering it first: the
+        # selection comes mostly in offset order, and 1,200 offsets in order take 23 us against 38 us.
         offsets = sorted(entries)
-        if reach is not None:
+        if cost_limit is not None:
             # Planning every read scanned every record the look-ahead selects in the pack (thousands
             # for the ~80 a read takes): 8% of the GIL's time restoring the 10 Django sdists (py-spy).
+            reach = self._run_reach(cost_limit)
             offsets = offsets[bisect_left(offsets, first_offset - reach) : bisect_right(offsets, first_offset + reach)]
         return [
             entries[offset]
