@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import stat
 
+import pytest
+
 from support.clirunner import (
     assert_one_error,
     assert_usage_error,
@@ -165,3 +167,16 @@ def test_restore_refuses_to_write_through_a_symlinked_folder(chunkstore, tmp_pat
     run = chunkstore("restore", "dir", "-o", destination, expect=2)
     assert "symlink" in run.err and "dir/f" in run.err
     assert list(outside.iterdir()) == []
+
+
+@pytest.mark.parametrize("storage_format", ["1", "2"])
+def test_chunks_larger_than_a_write_batch_come_back_byte_exact(uninitialized, tmp_path, storage_format):
+    # 2 MiB chunks are larger than the 1 MiB batches a restore gathers writes in: written as
+    # they are, between the batches of the smaller chunks around them.
+    uninitialized("init", "--format", storage_format, "--chunker", "fixed", "--avg-size", "2M")
+    data = random_bytes(2 * 2 * 1024 * 1024 + 700_000, seed=33)
+    write(uninitialized.workdir / "big.bin", data)
+    uninitialized("put", "big.bin")
+    assert uninitialized("get", "big.bin").stdout == data
+    uninitialized("restore", "big.bin", "-o", str(tmp_path / "out"))
+    assert (tmp_path / "out" / "big.bin").read_bytes() == data
