@@ -626,27 +626,31 @@ class MemoryCatalog(Catalog):
     # ---- repair ----------------------------------------------------------------------
 
     def set_refcounts(self, counts: dict[bytes, tuple[int, int]]) -> set[bytes]:
-        moved = set()
-        with self._writing() as state:
-            for chunk_id, (expected, new) in counts.items():
-                row = state.chunks.get(chunk_id)
-                if row is None or row.refcount != expected:
-                    moved.add(chunk_id)
-                else:
-                    row.refcount = new
-        return moved
+        return self._compare_and_set_counts(lambda state: state.chunks, counts)
 
     def set_content_refcounts(self, counts: dict[bytes, tuple[int, int]]) -> set[bytes]:
+        return self._compare_and_set_counts(lambda state: state.contents, counts, release=self._drop_content)
+
+    def _compare_and_set_counts(
+        self,
+        rows_of: Callable[[CatalogState], Mapping[bytes, _Chunk | _Content]],
+        counts: dict[bytes, tuple[int, int]],
+        release: Callable[[CatalogState, bytes], None] | None = None,
+    ) -> set[bytes]:
+        """Set the count of each key's row (in rows_of the state) to new where it is still the
+        count expected; return the keys whose row is gone or whose count moved. A row set to 0
+        is released instead when release is given."""
         moved = set()
         with self._writing() as state:
-            for digest, (expected, new) in counts.items():
-                content = state.contents.get(digest)
-                if content is None or content.refcount != expected:
-                    moved.add(digest)
-                elif new == 0:
-                    self._drop_content(state, digest)
+            rows = rows_of(state)
+            for key, (expected, new) in counts.items():
+                row = rows.get(key)
+                if row is None or row.refcount != expected:
+                    moved.add(key)
+                elif new == 0 and release is not None:
+                    release(state, key)
                 else:
-                    content.refcount = new
+                    row.refcount = new
         return moved
 
 

@@ -1159,27 +1159,28 @@ class SQLiteCatalog(Catalog):
         return [] if rows == [("ok",)] else [row[0] for row in rows]
 
     def set_refcounts(self, counts: dict[bytes, tuple[int, int]]) -> set[bytes]:
-        moved = set()
-        with self._write(durable=True) as db:
-            for chunk_id, (expected, new) in counts.items():
-                cursor = db.execute(
-                    "UPDATE chunks SET refcount = ? WHERE id = ? AND refcount = ?", (new, chunk_id, expected)
-                )
-                if cursor.rowcount == 0:
-                    moved.add(chunk_id)
-        return moved
+        return self._compare_and_set_counts("UPDATE chunks SET refcount = ? WHERE id = ? AND refcount = ?", counts)
 
     def set_content_refcounts(self, counts: dict[bytes, tuple[int, int]]) -> set[bytes]:
+        return self._compare_and_set_counts(
+            "UPDATE contents SET refcount = ? WHERE digest = ? AND refcount = ?", counts, release=self._drop_content
+        )
+
+    def _compare_and_set_counts(
+        self,
+        update: str,
+        counts: dict[bytes, tuple[int, int]],
+        release: Callable[[sqlite3.Connection, bytes], None] | None = None,
+    ) -> set[bytes]:
+        """Run update (new count, key, expected count) for each key, in one transaction; return the
+        keys it changed nothing for. release runs for a key whose count was set to 0."""
         moved = set()
         with self._write(durable=True) as db:
-            for digest, (expected, new) in counts.items():
-                cursor = db.execute(
-                    "UPDATE contents SET refcount = ? WHERE digest = ? AND refcount = ?", (new, digest, expected)
-                )
-                if cursor.rowcount == 0:
-                    moved.add(digest)
-                elif new == 0:
-                    self._drop_content(db, digest)
+            for key, (expected, new) in counts.items():
+                if db.execute(update, (new, key, expected)).rowcount == 0:
+                    moved.add(key)
+                elif new == 0 and release is not None:
+                    release(db, key)
         return moved
 
 
