@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chunkstore.backends.catalog import Catalog, FileStat, VersionRecord
-from chunkstore.core.names import normalize_name
+from chunkstore.core.names import normalize_name, normalize_prefix
 from chunkstore.errors import InvalidArgumentError
 from chunkstore.operations.results import FileResult
 
@@ -46,9 +46,13 @@ PathArgument = str | os.PathLike[str] | tuple[str | os.PathLike[str], str | None
 
 def path_and_name(item: PathArgument) -> tuple[Path, str]:
     """The path of a put argument and the name it is stored under (raises InvalidArgumentError
-    for a name that cannot be stored)."""
+    for a name that cannot be stored). A path with no component to name it by (`.`, `/`, `./`)
+    is the root, "": a folder there has its files stored under their paths within it."""
     raw, as_name = item if isinstance(item, tuple) else (item, None)
-    return Path(raw), normalize_name(as_name if as_name is not None else os.fspath(raw))
+    text = os.fspath(raw)
+    if as_name is None and text and not normalize_prefix(text):
+        return Path(raw), ""
+    return Path(raw), normalize_name(as_name if as_name is not None else text)
 
 
 def collect_sources(paths: Iterable[PathArgument]) -> tuple[list[Source], list[FileResult]]:
@@ -74,6 +78,8 @@ def collect_sources(paths: Iterable[PathArgument]) -> tuple[list[Source], list[F
             continue
         if stat_module.S_ISDIR(st.st_mode):
             _walk_folder(path, name, sources, problems)
+        elif not name:
+            problems.append(FileResult(str(path), "error", path=str(path), error=f"no name to store it under: {path}"))
         elif _is_storable(st):
             sources.append(Source(os.fspath(path), name, st))
         else:
@@ -139,7 +145,8 @@ def vanished_names(catalog: Catalog, paths: list[PathArgument], put_names: set[s
         if name is None or folder is None or not _is_folder(folder):
             continue
         for record in catalog.list_versions(name):
-            if record.name not in put_names and _is_gone(folder / record.name[len(name) + 1 :]):
+            within = record.name[len(name) + 1 :] if name else record.name
+            if record.name not in put_names and _is_gone(folder / within):
                 gone.append((record.name, record.version))
     return list(dict.fromkeys(gone))  # folders given twice, or one inside another
 

@@ -86,6 +86,22 @@ def test_names_are_normalised_and_made_relative(chunkstore, tmp_path):
     assert [entry["name"] for entry in chunkstore.json("ls", "--json")] == sorted(["dir/x", expected_name])
 
 
+def test_a_folder_given_as_dot_stores_its_files_under_their_paths_within_it(chunkstore):
+    source = chunkstore.workdir / "src"
+    write(source / "a.txt", b"a")
+    write(source / "sub" / "b.txt", b"b")
+    assert chunkstore("put", ".", "--verbose", cwd=source).out.splitlines()[:2] == [
+        "a.txt: stored",
+        "sub/b.txt: stored",
+    ]
+    assert [entry["name"] for entry in chunkstore.json("ls", "--json")] == ["a.txt", "sub/b.txt"]
+    assert chunkstore("put", "./", cwd=source).out.startswith("2 files: 0 stored, 0 duplicate, 2 unchanged")
+    # --sync from the root marks every stored name whose file is gone from the folder.
+    (source / "a.txt").unlink()
+    assert "1 deleted since the last put" in chunkstore("put", ".", "--sync", cwd=source).out
+    assert [entry["name"] for entry in chunkstore.json("ls", "--json")] == ["sub/b.txt"]
+
+
 def test_put_as_stores_a_file_under_another_name(chunkstore):
     write(chunkstore.workdir / "local.bin", random_bytes(10_000, seed=9))
     assert chunkstore("put", "local.bin", "--as", "remote/name.bin").out == "remote/name.bin: stored\n"
