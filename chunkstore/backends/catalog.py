@@ -144,8 +144,8 @@ class CommitOutcome:
 
 @dataclass(frozen=True, slots=True)
 class SnapshotRecord:
-    """One put run: when (UTC), where, what ran it, the paths it was given (as stored names) and
-    what it did."""
+    """One put run: when (UTC), where, what ran it, the paths it was given (as stored names, ""
+    for a folder put as the root, `put .`) and what it did."""
 
     snapshot_id: str
     at_ns: int

@@ -285,7 +285,7 @@ _SNAPSHOT_ROW = (
     _Column("id", "text", lambda value: type(value) is str),
     *_integers("at_ns"),
     _Column("host", "text", lambda value: type(value) is str),
-    _Column("paths", "a JSON list of stored names", lambda value: _is_name_list(value)),
+    _Column("paths", "a JSON list of stored names ('' for the root)", lambda value: _is_name_list(value)),
     *_integers(*SNAPSHOT_COUNTS),
     _Column("program", "text", lambda value: type(value) is str),
 )
@@ -347,7 +347,7 @@ def _is_name_list(text: object) -> bool:
         paths = json.loads(text) if type(text) is str else None
     except (json.JSONDecodeError, RecursionError):
         return False
-    return isinstance(paths, list) and all(map(_is_stored_name, paths))
+    return isinstance(paths, list) and all(path == "" or _is_stored_name(path) for path in paths)
 
 
 def _session_row_is_dead(row: Sequence, lease_seconds: float, at_ns: int) -> bool:

@@ -53,8 +53,8 @@ def put(
     on_result: Callable[[FileResult], None] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> PutSummary:
-    """Put files and folders and record the run as a snapshot. Every file gets a FileResult;
-    unreadable ones an error result.
+    """Put files and folders and record the run as a snapshot (unless every file failed: then
+    summary.snapshot is None). Every file gets a FileResult; unreadable ones an error result.
 
     program says what ran the put ("chunkstore put", "web upload", ...), for the snapshot.
     With sync, every stored name under a folder of paths that no longer exists there
@@ -127,7 +127,12 @@ def put(
     if sync:
         gone = vanished_names(store.catalog, paths, {result.name for result in summary.results})
         summary.deleted = store.catalog.mark_deleted(gone, at)
-    summary.snapshot = _record_snapshot(store, program, at, [stored_path_and_name(item)[1] for item in paths], summary)
+    # A run in which every file failed records nothing: a snapshot of it would stand among the
+    # backups (and count towards forget's --keep-last) while holding none of its files.
+    failed_entirely = summary.results and summary.count("error") == len(summary.results) and not summary.deleted
+    if not failed_entirely:
+        names = [stored_path_and_name(item)[1] for item in paths]
+        summary.snapshot = _record_snapshot(store, program, at, names, summary)
     summary.seconds = time.monotonic() - started
     return summary
 

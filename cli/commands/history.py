@@ -61,7 +61,7 @@ def snapshots(context, prefix: str, as_json: bool) -> int:
                 str(snapshot.unchanged),
                 str(snapshot.deleted),
                 human_bytes(snapshot.added_stored_bytes),
-                " ".join(map(printable, snapshot.paths)),
+                " ".join(printable(path) or "." for path in snapshot.paths),
             )
             for snapshot in records
         ],

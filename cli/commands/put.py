@@ -62,7 +62,8 @@ def put(
 ) -> int:
     """Store files and folders (recursively); '-' reads stdin (with --as NAME).
 
-    Names are the paths as given, made relative: `put /data/x` stores `data/x`.
+    Names are the paths as given, made relative: `put /data/x` stores `data/x`,
+    and a folder given as `.` has its files stored under their paths within it.
     A file prints its outcome: `stored`, `duplicate of NAME` or `unchanged`
     (size, mtime and inode match its latest version, so it was not read).
     A folder prints a summary. Files that cannot be read, symlinks and special
@@ -135,7 +136,8 @@ def put(
     if sync and not as_json and not context.quiet:
         for marker in summary.deleted if verbose else ():
             click.echo(f"{printable(marker.name)}: deleted")
-        click.echo(f"{len(summary.deleted)} deleted since the last put; snapshot {summary.snapshot.snapshot_id[:8]}")
+        recorded = f"; snapshot {summary.snapshot.snapshot_id[:8]}" if summary.snapshot else ""
+        click.echo(f"{len(summary.deleted)} deleted since the last put{recorded}")
     return EXIT_ERROR if summary.count("error") else EXIT_OK
 
 

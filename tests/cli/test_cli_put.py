@@ -100,6 +100,9 @@ def test_a_folder_given_as_dot_stores_its_files_under_their_paths_within_it(chun
     (source / "a.txt").unlink()
     assert "1 deleted since the last put" in chunkstore("put", ".", "--sync", cwd=source).out
     assert [entry["name"] for entry in chunkstore.json("ls", "--json")] == ["sub/b.txt"]
+    # Its snapshots record the root as "" and show it as ".".
+    assert [snapshot["paths"] for snapshot in chunkstore.json("snapshots", "--json")] == [[""]] * 3
+    assert chunkstore("snapshots").out.splitlines()[-1].endswith(" .")
 
 
 def test_put_as_stores_a_file_under_another_name(chunkstore):
@@ -259,6 +262,18 @@ def test_json_reports_the_skipped_files(chunkstore):
 def test_put_of_a_missing_path_fails_naming_it(chunkstore):
     run = chunkstore("put", "no-such-file", expect=1)
     assert_one_error(run, "no-such-file", "No such file")
+
+
+def test_a_put_in_which_every_file_failed_records_no_snapshot(chunkstore):
+    (chunkstore.workdir / "empty").mkdir()
+    chunkstore("put", "empty")  # an empty folder is a backup of nothing, and recorded
+    assert chunkstore.json("put", "no-such-file", "--json", expect=1)["snapshot"] is None
+    chunkstore("put", "no-such-file", "--sync", expect=1)
+    assert [snapshot["paths"] for snapshot in chunkstore.json("snapshots", "--json")] == [["empty"]]
+    # One file stored among failures is a backup, and recorded.
+    write(chunkstore.workdir / "file", b"kept")
+    chunkstore("put", "file", "no-such-file", expect=1)
+    assert [snapshot["paths"] for snapshot in chunkstore.json("snapshots", "--json")][-1] == ["file", "no-such-file"]
 
 
 def test_put_of_a_fifo_fails_naming_it(chunkstore):
