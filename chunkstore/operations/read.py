@@ -315,10 +315,26 @@ def get_to_path(
     version: int | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> VersionRecord:
-    """Write a stored file to path, atomically: the file appears only once fully verified."""
+    """Write a stored file to path, atomically: the file appears only once fully verified.
+
+    A path that is a device, a FIFO or a socket (/dev/null, /dev/stdout) is written into as a
+    stream is (get_to_stream): a rename over it would replace the device node with a file. A
+    symlink is followed: the file it leads to is replaced, not the link."""
     record = store.catalog.get_version(normalize_name(name), version)
     if path.is_dir():
         raise ChunkstoreError(f"{path} is a folder; give a file path to -o")
+    try:
+        existing = path.stat()
+    except FileNotFoundError:
+        existing = None
+    except OSError as error:
+        raise ChunkstoreError(f"cannot write {path}: {error.strerror}") from None
+    if existing is not None and not stat_module.S_ISREG(existing.st_mode):
+        with open(path, "wb") as output, ChunkFetcher(store) as fetcher:
+            fetcher.write_verified(record, output, on_progress)
+        return record
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
     try:
         folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
     except (FileNotFoundError, NotADirectoryError):

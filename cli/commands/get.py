@@ -23,7 +23,7 @@ from ..progress import ProgressDisplay
     "--output",
     type=click.Path(dir_okay=False, writable=True),
     metavar="FILE",
-    help="Write to FILE (atomically, after verification) instead of stdout.",
+    help="Write to FILE (atomically, after verification; a device or FIFO is written into) instead of stdout.",
 )
 @click.pass_obj
 def get(context, name: str, version: int | None, as_of, output: str | None) -> int:

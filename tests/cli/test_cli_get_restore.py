@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 
 import pytest
 
@@ -39,6 +40,42 @@ def test_get_output_replaces_an_existing_file(chunkstore):
     target = write(chunkstore.workdir / "target", b"old content that is longer")
     chunkstore("get", "f", "--output", target)
     assert target.read_bytes() == b"new content"
+
+
+def test_get_into_a_device_writes_into_it_and_leaves_the_device(chunkstore):
+    write(chunkstore.workdir / "f", b"data")
+    chunkstore("put", "f")
+    # A rename over the device would replace its node with a file (for root): /dev/full, whose
+    # every write fails, shows both that the bytes went into the device and that the node stays.
+    if not stat.S_ISCHR(os.stat("/dev/full").st_mode):
+        pytest.skip("this machine's /dev/full is not a character device")
+    assert_one_error(chunkstore("get", "f", "-o", "/dev/full", expect=1), "No space left on device")
+    assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
+
+
+def test_get_into_a_fifo_streams_into_it(chunkstore, tmp_path):
+    data = random_bytes(300_000, seed=21)
+    write(chunkstore.workdir / "f", data)
+    chunkstore("put", "f")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader.start()
+    chunkstore("get", "f", "-o", str(fifo))
+    reader.join(timeout=60)
+    assert received == [data]
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+def test_get_through_a_symlink_replaces_the_file_it_leads_to(chunkstore, tmp_path):
+    write(chunkstore.workdir / "f", b"new")
+    chunkstore("put", "f")
+    target = write(tmp_path / "target", b"old")
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    chunkstore("get", "f", "-o", str(link))
+    assert link.is_symlink() and target.read_bytes() == b"new"
 
 
 def test_get_version(chunkstore):
