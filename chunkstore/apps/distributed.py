@@ -28,7 +28,7 @@ from typing import Any
 
 from chunkstore.apps.bucket import S3Object, parse_s3_url
 from chunkstore.apps.scan import DuplicateGroup, ScanReport, keep_order
-from chunkstore.backends.aws import RETRY_ATTEMPTS, import_boto3, translate_errors
+from chunkstore.backends.aws import RETRY_ATTEMPTS, import_boto3, session_client, translate_errors
 from chunkstore.errors import CorruptObjectError, InvalidArgumentError, NotFoundError
 
 ACTIONS = ("ingest", "scan")
@@ -47,14 +47,13 @@ LISTED_KEYS = 1000
 
 
 def stepfunctions_client():
-    """A Step Functions client from boto3's usual chain (AWS_PROFILE, AWS_ENDPOINT_URL, ...)."""
-    boto3 = import_boto3()
+    """A Step Functions client from boto3's usual chain (AWS_PROFILE, AWS_ENDPOINT_URL, ...), with
+    AWS_REGION read first as for the store's clients."""
+    import_boto3()
     from botocore.config import Config
 
     with translate_errors("setting up the Step Functions client"):
-        return boto3.client(
-            "stepfunctions", config=Config(retries={"mode": "adaptive", "max_attempts": RETRY_ATTEMPTS})
-        )
+        return session_client("stepfunctions", Config(retries={"mode": "adaptive", "max_attempts": RETRY_ATTEMPTS}))
 
 
 def run_input(action: str, url: str, manifest_url: str | None = None) -> dict:

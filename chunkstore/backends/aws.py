@@ -2,9 +2,9 @@
 
 boto3 is imported only when an s3:// store is opened, so the local store works
 without it. Credentials, region and endpoints come from boto3's standard chain
-(AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_S3,
-AWS_ENDPOINT_URL_DYNAMODB, ...): S3-compatible services and local emulators need
-no option of chunkstore's own.
+(AWS_PROFILE, AWS_DEFAULT_REGION, AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_S3,
+AWS_ENDPOINT_URL_DYNAMODB, ...), and AWS_REGION first, as the AWS CLI reads it:
+S3-compatible services and local emulators need no option of chunkstore's own.
 
 Every HTTP request the clients send is counted per service and operation through
 botocore's event hooks, and DynamoDB calls ask for the capacity they consumed, so
@@ -14,6 +14,7 @@ a command can report what it cost at list prices.
 from __future__ import annotations
 
 import math
+import os
 import threading
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -141,7 +142,9 @@ def translate_errors(what: str, *, missing: str | None = None) -> Iterator[None]
             f"{what}: no AWS credentials found (set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
         ) from None
     except aws.NoRegionError:
-        raise AwsError(f"{what}: no AWS region configured (set AWS_REGION or a region in your AWS profile)") from None
+        raise AwsError(
+            f"{what}: no AWS region configured (set AWS_REGION or AWS_DEFAULT_REGION, or a region in your AWS profile)"
+        ) from None
     except aws.BotoCoreError as error:
         raise AwsError(f"{what}: {error}") from None
 
@@ -203,8 +206,16 @@ def _shared_session():
     so clients are made under _session_lock."""
     global _session
     if _session is None:
-        _session = import_boto3().session.Session()
+        # boto3 reads AWS_DEFAULT_REGION but not AWS_REGION, which the AWS CLI v2 and the other
+        # SDKs read first (and Lambda sets): a user who set only AWS_REGION got "no region".
+        _session = import_boto3().session.Session(region_name=os.environ.get("AWS_REGION") or None)
     return _session
+
+
+def session_client(service: str, config):
+    """A client of the process's one boto3 session."""
+    with _session_lock:
+        return _shared_session().client(service, config=config)
 
 
 class AwsClients:
@@ -220,10 +231,9 @@ class AwsClients:
             retries={"mode": "adaptive", "max_attempts": RETRY_ATTEMPTS}, max_pool_connections=max_pool_connections
         )
         self.requests = RequestCounter()
-        with translate_errors("setting up the AWS clients"), _session_lock:
-            session = _shared_session()
-            self.s3 = session.client("s3", config=config)
-            self.dynamodb = session.client("dynamodb", config=config)
+        with translate_errors("setting up the AWS clients"):
+            self.s3 = session_client("s3", config)
+            self.dynamodb = session_client("dynamodb", config)
         for client in (self.s3, self.dynamodb):
             client.meta.events.register("before-send", self._count_request)
         self.dynamodb.meta.events.register("provide-client-params.dynamodb", self._ask_for_capacity)
