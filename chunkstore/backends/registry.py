@@ -74,8 +74,9 @@ class S3Backend(Backend):
 
     def __init__(self, path: str, concurrency: int | None):
         from chunkstore.backends.aws import MAX_POOL_CONNECTIONS, AwsClients
-        from chunkstore.backends.s3 import S3BlobStore
+        from chunkstore.backends.s3 import S3BlobStore, validate_bucket
 
+        validate_bucket(path.partition("/")[0])  # a bad URL is told as such, before any AWS setting
         self.clients = AwsClients(max_pool_connections=max(MAX_POOL_CONNECTIONS, concurrency or 0))
         blobs = S3BlobStore.from_location(path, self.clients)
         if concurrency is not None:

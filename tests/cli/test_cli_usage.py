@@ -103,6 +103,15 @@ def test_unsupported_store_url_is_a_usage_error(uninitialized):
     assert_one_error(uninitialized("--store", "ftp://host/x", "ls", expect=2), "ftp://host/x")
 
 
+@pytest.mark.parametrize("url", ["s3://", "s3://Bad_Bucket/x", "s3://b", "s3://a..b"])
+def test_an_s3_url_with_a_bad_bucket_name_is_told_before_any_aws_setting(uninitialized, url):
+    # No region: the URL's own mistake comes first.
+    for variable in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        uninitialized.env.pop(variable, None)
+    run = uninitialized("--store", url, "ls", expect=2)
+    assert_one_error(run, "is not a valid S3 bucket name")
+
+
 # Values no catalog can hold or no calendar reaches: each must be refused as a usage error of its
 # option before anything is opened (before, several of them reached SQLite as an OverflowError).
 OUT_OF_RANGE = [
