@@ -754,6 +754,10 @@ class MemoryPackIndex:
             for chunk_id in chunk_ids:
                 state.hooks.pop(chunk_id, None)
 
+    def iter_hooks(self) -> Iterator[tuple[bytes, bytes]]:
+        with self._catalog._reading() as state:
+            return iter(list(state.hooks.items()))
+
     def doom(self, gc_round: GcRound, items: Sequence[IndexItem]) -> list[IndexItem]:
         check_doom_round(gc_round)
         with self._catalog._writing() as state:

@@ -239,6 +239,10 @@ class PackIndex(Protocol):
         """Drop hooks, unconditionally; IDs without a hook are ignored."""
         ...
 
+    def iter_hooks(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every hook, as (chunk ID, page ID) (a consistent scan)."""
+        ...
+
     # ---- gc transitions, for packs and pages alike ---------------------------------------
 
     def doom(self, gc_round: GcRound, items: Sequence[IndexItem]) -> list[IndexItem]:

@@ -1332,6 +1332,11 @@ class SQLitePackIndex:
         with self._catalog._write(durable=False) as db:
             db.executemany("DELETE FROM hooks WHERE chunk = ?", [(chunk_id,) for chunk_id in chunk_ids])
 
+    def iter_hooks(self) -> Iterator[tuple[bytes, bytes]]:
+        for row in self._catalog._connection().execute("SELECT chunk, page FROM hooks ORDER BY chunk"):
+            chunk_id, page_id = _checked("hooks", _HOOK_ROW, row)
+            yield chunk_id, page_id
+
     # ---- gc transitions ------------------------------------------------------------------
 
     def doom(self, gc_round: GcRound, items: Sequence[IndexItem]) -> list[IndexItem]:

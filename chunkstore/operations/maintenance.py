@@ -81,6 +81,7 @@ class GcReport:
     packs_deleted: int | None = None
     pages_deleted: int | None = None
     page_bytes_freed: int | None = None
+    hooks_deleted: int | None = None  # the dedup hints that led to deleted pages
     # Repack (format 2): packs rewritten, the stored bytes read from them and written again
     # (their live records; a dry run estimates it). bytes_freed counts the old packs' bytes.
     packs_repacked: int | None = None
@@ -197,6 +198,7 @@ def _packed_report(dry_run: bool, garbage: packedgc.Garbage) -> GcReport:
         packs_deleted=garbage.packs,
         pages_deleted=garbage.pages,
         page_bytes_freed=garbage.page_bytes,
+        hooks_deleted=None if dry_run else garbage.hooks,  # a dry run does not scan them
         packs_repacked=garbage.repacked,
         repack_bytes_read=garbage.repack_read,
         repack_bytes_written=garbage.repack_written,

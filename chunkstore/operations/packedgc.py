@@ -14,7 +14,8 @@ write their pages and commits (packedput.PackedWriter). A round:
     G5 sweep    scan again: a DOOMED page a content names, or a DOOMED pack a page that stays
                 names, goes back; the others -> DELETING
     G6 delete   DELETING packs: object deleted, then item; DELETING pages: item; pack objects
-                without an item (listed before the scan): deleted
+                without an item (listed before the scan): deleted; once pages were deleted,
+                the hooks naming a page that is gone
     G7          round -> (r+1, idle)
 
 A gc that dies leaves the round in dooming or sweeping and its items DOOMED or DELETING; the next
@@ -60,6 +61,7 @@ class Garbage:
     pack_entries: int = 0
     orphans: int = 0
     orphan_bytes: int = 0
+    hooks: int = 0
     # Repack: packs rewritten, their stored bytes, and their live records' bytes as stored again
     # (a dry run estimates these from the share of live entries).
     repacked: int = 0
@@ -283,6 +285,10 @@ def _sweep_and_delete(
         index.forget(page_batch)
         garbage.pages += len(page_batch)
         garbage.page_bytes += sum(len(page.body) for page in page_batch)
+    if deleting_pages:
+        deleted = {page.page_id for page in deleting_pages}
+        known = {page.page_id for page in marks.pages} - deleted
+        garbage.hooks += _forget_stale_hooks(index, known, deleted)
     # Pack IDs are random and an item is created before its object is uploaded: an object listed
     # before the scan whose item the scan did not find belongs to a pack gc forgot (its writer,
     # taken for dead, lost the pack and names it nowhere), or to no pack at all. One that a page
@@ -294,6 +300,24 @@ def _sweep_and_delete(
         garbage.orphan_bytes += sum(objects[pack_id] for pack_id in pack_ids)
         if on_progress:
             on_progress(garbage)
+
+
+def _forget_stale_hooks(index: PackIndex, known: set[bytes], deleted: set[bytes]) -> int:
+    """Drop the hooks that lead to a page that is gone; return how many. Hooks are written only
+    after their page, so one that names a page neither deleted here nor known to the scan
+    (written since, or gone before) is looked up before it is judged. A put that points a
+    dropped hook at a page of its own meanwhile loses that hint: a hint only (the chunk is still
+    found through its file's previous version, or stored again). One scan of the hooks, run
+    only by a round that deleted pages: every hook that leads nowhere goes then, whichever
+    round deleted its page."""
+    stale = [
+        chunk_id
+        for chunk_id, page_id in index.iter_hooks()
+        if page_id in deleted or (page_id not in known and index.get_page(page_id) is None)
+    ]
+    for chunk_batch in batched(stale, BATCH):
+        index.forget_hooks(chunk_batch)
+    return len(stale)
 
 
 def rebuild_pack_items(store: StoreContext, session: str) -> list[bytes]:

@@ -379,6 +379,10 @@ def test_gc_deletes_what_nothing_names_and_its_dry_run_says_so_first(store):
     assert pack_objects(store.blobs).keys() == objects.keys() - {unnamed}
     assert store.verify(read_data=True).ok
 
+    index = store.catalog.pack_index
+    hooks = dict(index.iter_hooks())
+    assert hooks and set(hooks.values()) <= page_items
+
     store.remove(["docs/big.bin", "copy.bin"])  # every version of them: only small.txt and empty stay
     live_packs = packs_of(store, digest_of(store, "docs/small.txt"))
     orphan = os.urandom(16)
@@ -393,10 +397,10 @@ def test_gc_deletes_what_nothing_names_and_its_dry_run_says_so_first(store):
     assert dry.chunks_deleted > 0
     report = store.gc()
     assert not report.dry_run
-    assert dataclasses.replace(report, dry_run=True, temporaries_removed=0) == dry
+    assert dataclasses.replace(report, dry_run=True, temporaries_removed=0, hooks_deleted=None) == dry
     assert pack_objects(store.blobs).keys() == live_packs
-    index = store.catalog.pack_index
     assert list(index.iter_pages()) == []
+    assert report.hooks_deleted == len(hooks) and list(index.iter_hooks()) == []  # they led to the pages
     assert {(pack.pack_id, pack.state) for pack in index.iter_packs()} == {
         (pack_id, IndexState.PRESENT) for pack_id in live_packs
     }
@@ -405,6 +409,24 @@ def test_gc_deletes_what_nothing_names_and_its_dry_run_says_so_first(store):
     assert store.verify(read_data=True).ok
     again = store.gc()
     assert (again.packs_deleted, again.pages_deleted, again.orphans_deleted, again.bytes_freed) == (0, 0, 0, 0)
+
+
+def test_gc_drops_the_hooks_of_the_pages_it_deletes_and_keeps_the_others(store, tmp_path):
+    index = store.catalog.pack_index
+    other = random.Random(8).randbytes(300_000)
+    put_bytes(store, tmp_path / "other", {"other.bin": other})
+    before = dict(index.iter_hooks())
+    # A hook whose page went earlier (a round that died after deleting it): dropped too.
+    index.put_hooks({os.urandom(32): os.urandom(32)})
+    store.remove(["docs/big.bin", "copy.bin"])
+    report = store.gc()
+    pages_left = {page.page_id for page in index.iter_pages()}
+    assert pages_left and report.pages_deleted > 0
+    kept = {chunk_id: page_id for chunk_id, page_id in before.items() if page_id in pages_left}
+    assert kept and dict(index.iter_hooks()) == kept
+    assert report.hooks_deleted == len(before) + 1 - len(kept)
+    assert get_bytes(store, "other.bin") == other
+    assert store.verify(read_data=True).ok
 
 
 def put_bytes(store: Store, folder: Path, files: dict[str, bytes]) -> None:

@@ -390,11 +390,15 @@ class PackIndexConformance:
         assert other.get_hooks([chunk(1), chunk(2), chunk(3)]) == {chunk(1): page_a, chunk(2): page_b}
         other.forget_hooks([chunk(1), chunk(3)])
         assert index.get_hooks([chunk(1), chunk(2)]) == {chunk(2): page_b}
+        assert list(other.iter_hooks()) == [(chunk(2), page_b)]
 
     def test_many_hooks_at_once(self, index):
         hooks = {chunk(number): new_page(number % 7).page_id for number in range(260)}
         index.put_hooks(hooks)
         assert index.get_hooks(list(hooks)) == hooks
+        assert dict(index.iter_hooks()) == hooks
+        index.forget_hooks(list(hooks)[:200])
+        assert dict(index.iter_hooks()) == dict(list(hooks.items())[200:])
 
     # ---- gc transitions ------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from typing import TypeVar
 
 from chunkstore.backends.dynamodb.items import (
     GC_LOCK_KEY,
+    HOOK_SK,
     INDEX_PAGE_SK,
     PACK_SK,
     ROUND_KEY,
@@ -238,6 +239,10 @@ class DynamoDBPackIndex:
     @translated
     def forget_hooks(self, chunk_ids: Iterable[bytes]) -> None:
         self.table.write_many([{"DeleteRequest": {"Key": hook_key(chunk_id)}} for chunk_id in dict.fromkeys(chunk_ids)])
+
+    @translated
+    def iter_hooks(self) -> Iterator[tuple[bytes, bytes]]:
+        yield from map(hook, self.table.scan("sk = :sk", {":sk": s(HOOK_SK)}))
 
     # ---- gc transitions ------------------------------------------------------------------
 
