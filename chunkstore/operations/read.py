@@ -301,10 +301,16 @@ def get_to_stream(
     """Write a stored file to an open stream (stdout). Every chunk is verified before it is
     written, so a corrupt store can cut the output short but never put wrong bytes in it."""
     record = store.catalog.get_version(normalize_name(name), version)
+    _write_stream(store, record, output, on_progress)
+    return record
+
+
+def _write_stream(
+    store: StoreContext, record: VersionRecord, output: BinaryIO, on_progress: Callable[[int], None] | None
+) -> None:
     with ChunkFetcher(store) as fetcher:
         fetcher.write_verified(record, output, on_progress)
     output.flush()
-    return record
 
 
 def get_to_path(
@@ -321,17 +327,17 @@ def get_to_path(
     stream is (get_to_stream): a rename over it would replace the device node with a file. A
     symlink is followed: the file it leads to is replaced, not the link."""
     record = store.catalog.get_version(normalize_name(name), version)
-    if path.is_dir():
-        raise ChunkstoreError(f"{path} is a folder; give a file path to -o")
     try:
-        existing = path.stat()
+        mode = path.stat().st_mode
     except FileNotFoundError:
-        existing = None
+        mode = stat_module.S_IFREG  # created as a regular file
     except OSError as error:
         raise ChunkstoreError(f"cannot write {path}: {error.strerror}") from None
-    if existing is not None and not stat_module.S_ISREG(existing.st_mode):
-        with open(path, "wb") as output, ChunkFetcher(store) as fetcher:
-            fetcher.write_verified(record, output, on_progress)
+    if stat_module.S_ISDIR(mode):
+        raise ChunkstoreError(f"{path} is a folder; give a file path to -o")
+    if not stat_module.S_ISREG(mode):
+        with open(path, "wb") as output:
+            _write_stream(store, record, output, on_progress)
         return record
     if path.is_symlink():
         path = Path(os.path.realpath(path))
