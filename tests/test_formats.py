@@ -129,12 +129,22 @@ def test_payload_of_the_wrong_length_is_refused(codec, compression_id, payload, 
         codec.decode(b"\0" * 32, blob)
 
 
-def test_dictionary_records_round_trip_and_name_their_dictionary():
+def trained_dictionary() -> bytes:
     samples = [COMPRESSIBLE[i : i + 4096] + bytes([i % 251]) * 64 for i in range(0, len(COMPRESSIBLE) - 4096, 512)]
     dictionary = compression.train_dictionary(4096, samples * 4, 3)
     assert dictionary is not None
+    return dictionary
+
+
+def dictionary_compressor(dictionary: bytes) -> Compressor:
     compressor = Compressor(CompressionSpec("zstd", 3).with_dictionary(4096, 8192))
     compressor.use_dictionary(b"12345678", dictionary)
+    return compressor
+
+
+def test_dictionary_records_round_trip_and_name_their_dictionary():
+    dictionary = trained_dictionary()
+    compressor = dictionary_compressor(dictionary)
     loaded = []
 
     def source(dictionary_id: bytes) -> bytes:
@@ -164,6 +174,85 @@ def test_dictionary_frames_keep_the_allocation_bound():
 def test_decompress_refuses_an_unknown_compression_id():
     with pytest.raises(CorruptObjectError):
         compression.decompress(9, b"data", 4)
+
+
+def mixed_payloads() -> tuple[list[compression.Compressed], compression.DictionarySource]:
+    """Payloads of every kind decompress_many sorts: raw, zstd, zstd with a dictionary, and an
+    empty zstd frame (decoded on its own), interleaved."""
+    dictionary = trained_dictionary()
+    with_dictionary = dictionary_compressor(dictionary)
+    plain = Compressor(CompressionSpec("zstd", 3))
+    payloads = [compression.Compressed(compression.NONE_ID, INCOMPRESSIBLE, len(INCOMPRESSIBLE))]
+    for number in range(6):
+        data = (COMPRESSIBLE[number * 1000 :] + bytes([number]) * 100) * 2
+        payloads.append(compression.Compressed(*(with_dictionary if number % 2 else plain).compress(data), len(data)))
+    payloads.append(compression.Compressed(compression.ZSTD_ID, zstandard.ZstdCompressor().compress(b""), 0))
+    return payloads, lambda _: dictionary
+
+
+def test_decompress_many_gives_what_decompress_gives_each():
+    payloads, source = mixed_payloads()
+    assert {payload.compression_id for payload in payloads} == {
+        compression.NONE_ID,
+        compression.ZSTD_ID,
+        compression.ZSTD_DICT_ID,
+    }
+    # More plaintext than one call decodes: the frames of each decompressor go in several batches.
+    for compression_id in compression.ZSTD_ID, compression.ZSTD_DICT_ID:
+        lengths = [payload.plaintext_length for payload in payloads if payload.compression_id == compression_id]
+        assert sum(lengths) > compression.DECODE_BATCH_BYTES
+    expected = [compression.decompress(*payload, source) for payload in payloads]
+    assert compression.decompress_many(payloads, source) == expected
+    assert compression.decompress_many([], source) == []
+
+
+@pytest.mark.parametrize(
+    ("lengths", "limit", "expected"),
+    [
+        ([], 10, []),
+        ([3, 3, 3, 3], 6, [[3, 3], [3, 3]]),
+        ([3, 3, 3], 7, [[3, 3], [3]]),
+        ([20, 1, 1, 20], 10, [[20], [1, 1], [20]]),  # a length over the limit goes alone
+        ([0, 0, 5], 5, [[0, 0, 5]]),
+    ],
+)
+def test_batch_slices_cut_in_order_within_the_limit(lengths, limit, expected):
+    assert [lengths[part] for part in compression.batch_slices(lengths, limit)] == expected
+
+
+def test_decompress_many_decodes_zstd_frames_in_groups_not_one_by_one(monkeypatch):
+    payloads, source = mixed_payloads()
+    framed = [
+        payload for payload in payloads if payload.compression_id != compression.NONE_ID and payload.plaintext_length
+    ]
+    expected = [compression.decompress(*payload, source) for payload in framed]
+    monkeypatch.setattr(compression, "decompress", None)  # any call of it fails
+    assert compression.decompress_many(framed, source) == expected
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        compression.Compressed(compression.ZSTD_ID, zstd_payload(COMPRESSIBLE), len(COMPRESSIBLE) + 1),
+        compression.Compressed(compression.ZSTD_ID, zstd_payload(COMPRESSIBLE), len(COMPRESSIBLE) - 1),
+        compression.Compressed(compression.ZSTD_ID, zstd_payload(COMPRESSIBLE)[:-10], len(COMPRESSIBLE)),
+        compression.Compressed(compression.ZSTD_ID, b"not a zstd frame at all", 100),
+        # A frame that declares 512 MiB, under a header that says 100 bytes: refused, not allocated.
+        compression.Compressed(
+            compression.ZSTD_ID, zstandard.ZstdCompressor(write_content_size=True).compress(bytes(512 << 20)), 100
+        ),
+        compression.Compressed(compression.ZSTD_DICT_ID, b"12345678" + zstd_payload(COMPRESSIBLE), 100),
+        compression.Compressed(compression.NONE_ID, b"raw", 4),
+    ],
+    ids=["short", "long", "truncated", "garbage", "declares-more", "dictionary-garbage", "raw-short"],
+)
+def test_decompress_many_refuses_a_bad_payload_among_good_ones_as_decompress_does(bad):
+    payloads, source = mixed_payloads()
+    with pytest.raises(CorruptObjectError) as alone:
+        compression.decompress(*bad, source)
+    with pytest.raises(CorruptObjectError) as among:
+        compression.decompress_many([*payloads[:4], bad, *payloads[4:]], source)
+    assert str(among.value) == str(alone.value)
 
 
 # ---- recipe pages --------------------------------------------------------------------------

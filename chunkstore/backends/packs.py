@@ -20,7 +20,7 @@ import itertools
 import os
 from bisect import bisect_left, bisect_right
 from collections import deque
-from collections.abc import Container, Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
@@ -30,7 +30,7 @@ from typing import NamedTuple
 
 from chunkstore.backends.blobstore import BlobStore
 from chunkstore.backends.packindex import PackIndex, PackRecord
-from chunkstore.core import packformat, pages
+from chunkstore.core import compression, packformat, pages
 from chunkstore.core.chunkcache import ChunkCache
 from chunkstore.core.crypto import Sealer
 from chunkstore.core.hashing import Hasher
@@ -119,7 +119,7 @@ class StoredPack:
         return (ChunkLocation(self.pack_id, entry, self.size) for entry in self.entries)
 
 
-def _decode_checked(packs: PackFormat, pack_id: bytes, entry: PackEntry, record: bytes) -> bytes:
+def _decode_checked(packs: PackFormat, pack_id: bytes, entry: PackEntry, record: bytes | memoryview) -> bytes:
     """The chunk's plaintext, decoded and re-hashed against its ID; errors name the pack."""
     try:
         data = packformat.decode_record(packs.codec, entry, record)
@@ -130,6 +130,26 @@ def _decode_checked(packs: PackFormat, pack_id: bytes, entry: PackEntry, record:
     except ChunkMismatchError as error:
         raise ChunkMismatchError(f"pack {pack_id.hex()}: {error}") from None
     return data
+
+
+def _decode_all_checked(
+    packs: PackFormat, pack_id: bytes, records: Sequence[tuple[PackEntry, bytes | memoryview]]
+) -> list[bytes]:
+    """_decode_checked of each (entry, record), in order, the records' zstd frames decoded together
+    (ObjectCodec.decode_many). Any record that fails sends them all through _decode_checked one by
+    one, so the error is the same as reading them one at a time."""
+    try:
+        plaintexts = packs.codec.decode_many((entry.chunk_id, record) for entry, record in records)
+    except CorruptObjectError:
+        plaintexts = None
+    if plaintexts is not None:
+        chunk_id = packs.hasher.chunk_id
+        if all(
+            len(record) == entry.length and len(data) == entry.plaintext_length and chunk_id(data) == entry.chunk_id
+            for (entry, record), data in zip(records, plaintexts, strict=True)
+        ):
+            return plaintexts
+    return [_decode_checked(packs, pack_id, entry, record) for entry, record in records]
 
 
 class PackWriter:
@@ -229,8 +249,11 @@ class PackWriter:
         pack_id = pack[8 : 8 + PACK_ID_SIZE]
         entries = packformat.parse_pack(pack, pack_id, self._packs.max_chunk_size, self._packs.table_sealer)
         view = memoryview(pack)
-        for entry in entries:
-            _decode_checked(self._packs, pack_id, entry, bytes(view[entry.offset : entry.end]))
+        # A batch at a time: the plaintext of a whole pack held at once (~90 MB for 16 MiB of
+        # source text) took put's peak RSS on the 10 Django sdists from 113 to 208 MiB.
+        for part in compression.batch_slices([entry.plaintext_length for entry in entries]):
+            records = [(entry, view[entry.offset : entry.end]) for entry in entries[part]]
+            _decode_all_checked(self._packs, pack_id, records)
         pending = None
         if self._index is not None and self._session is not None:
             pending = self._index.create_pack(self._session, pack_id, len(pack), len(entries))
@@ -683,10 +706,11 @@ class PackReader:
         return self._decoders.submit(self._decode, read, data)
 
     def _decode(self, read: _Read, data: bytes) -> dict[int, bytes]:
+        # Records are decoded from views of the range: a copy of each took ~0.5 us more of the GIL.
         view = memoryview(data)
-        return {
-            entry.offset: _decode_checked(
-                self._packs, read.pack_id, entry, bytes(view[entry.offset - read.start : entry.end - read.start])
-            )
-            for entry in read.entries
-        }
+        plaintexts = _decode_all_checked(
+            self._packs,
+            read.pack_id,
+            [(entry, view[entry.offset - read.start : entry.end - read.start]) for entry in read.entries],
+        )
+        return dict(zip(map(_entry_offset, read.entries), plaintexts, strict=True))

@@ -305,7 +305,7 @@ def parse_pack(pack: bytes, pack_id: bytes, max_chunk_size: int, sealer: Sealer 
     return read_table(pack, len(pack), pack_id, max_chunk_size, sealer)
 
 
-def decode_record(codec: ObjectCodec, entry: PackEntry, record: bytes) -> bytes:
+def decode_record(codec: ObjectCodec, entry: PackEntry, record: bytes | memoryview) -> bytes:
     """The plaintext of the chunk whose record (the pack's bytes at entry's range) was read.
 
     The caller still re-hashes it against entry.chunk_id, as for a format 1 object."""

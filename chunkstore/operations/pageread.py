@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
+from operator import itemgetter
 
 from chunkstore.backends.packs import ChunkLocation, PackReader, StoredPack
 from chunkstore.core.hashing import Hasher
@@ -73,8 +74,8 @@ class PageReader:
 
     def read(self, pages: Iterable[StoredPage]) -> Iterator[bytes]:
         """The content's chunks' plaintext, in order, each checked against its ID."""
-        for _, data in self._packs.read_chunks(self._locations(pages)):
-            yield data
+        # map, not a generator of its own: one frame less for each chunk handed out.
+        return map(itemgetter(1), self._packs.read_chunks(self._locations(pages)))
 
     def _locations(self, pages: Iterable[StoredPage]) -> Iterator[ChunkLocation]:
         for stored in pages:
@@ -95,15 +96,18 @@ class PageReader:
             page = parse_page(stored.page)
         except CorruptObjectError as error:
             raise CorruptObjectError(f"{stored.name} is damaged: {error}") from None
-        packs = {run.pack_id: self._pack(stored, run.pack_id) for run in page.runs}
+        packs = {pack_id: self._pack(stored, pack_id) for pack_id in dict.fromkeys(run.pack_id for run in page.runs)}
         tables = {pack_id: pack.entries for pack_id, pack in packs.items()}
-        entries = iter(resolve_page(stored.page_id, page, tables, self._chunk_id_key))
+        entries = resolve_page(stored.page_id, page, tables, self._chunk_id_key)
         # resolve_page returns the runs' entries in run order, entry_count of them per run.
-        return [
-            ChunkLocation(run.pack_id, next(entries), packs[run.pack_id].size)
-            for run in page.runs
-            for _ in range(run.entry_count)
-        ]
+        locations: list[ChunkLocation] = []
+        start = 0
+        for run in page.runs:
+            end = start + run.entry_count
+            size = packs[run.pack_id].size
+            locations += (ChunkLocation(run.pack_id, entry, size) for entry in entries[start:end])
+            start = end
+        return locations
 
     def _pack(self, stored: StoredPage, pack_id: bytes) -> StoredPack:
         pack = self._known_packs.get(pack_id)
