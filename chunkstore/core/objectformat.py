@@ -103,7 +103,8 @@ class ObjectCodec:
 
     def decode_many(self, objects: Iterable[tuple[bytes, bytes | memoryview]]) -> list[bytes]:
         """decode() of each (chunk ID, object), in order, their zstd frames decoded together
-        (compression.decompress_many); the first object that cannot be decoded raises."""
+        (compression.decompress_many); an object that cannot be decoded raises decode()'s error
+        for it (not always the first such object's)."""
         return compression.decompress_many(
             [self._opened(chunk_id, blob) for chunk_id, blob in objects], self._dictionaries
         )
