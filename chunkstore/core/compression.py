@@ -313,7 +313,9 @@ def decompress_many(payloads: Sequence[Compressed], dictionaries: DictionarySour
 # call for all the records of a read (a whole pack read decodes to tens of MB) made that buffer
 # fresh memory every time, faulted in by the kernel: restores of the 10 Django sdists took
 # 0.61-1.89 s of system time and 158-162 MiB, against 0.41-0.56 s and 146-148 MiB with batches of
-# 256 KiB (~30 chunks of 8 KiB a call); batches of 64 KiB cost more calls and saved no memory.
+# 256 KiB (~30 chunks of 8 KiB a call). Batches of 1 MiB still took 0.84-1.69 s of system time,
+# batches of 32 or 64 KiB cost more calls (1.95-2.04 s of user time at 32 KiB, against 1.46-1.54)
+# and saved no memory.
 DECODE_BATCH_BYTES = 256 << 10
 
 
