@@ -165,10 +165,12 @@ class Chunkstore(Tool):
         on_path = shutil.which("chunkstore")
         if script.exists():
             self.argv = [str(script)]
+            _check_command_library()
         elif on_path:
             self.argv = [on_path]
         else:
             self.argv = [sys.executable, "-m", "chunkstore_cli"]
+            _check_command_library()
 
     def available(self) -> bool:
         return True
@@ -193,6 +195,31 @@ class Chunkstore(Tool):
 
     def stats(self, workspace: Path) -> Command:
         return Command([*self._store(workspace), "stats", "--json"])
+
+
+def _check_command_library() -> None:
+    """Stop unless the chunkstore command runs the library this process imports.
+
+    The console script imports whatever the interpreter's installation provides (an editable
+    install of one checkout), while `python -m benchmarks` run from another checkout imports
+    that checkout's: a comparison of two checkouts would then measure the installed one twice."""
+    spec = importlib.util.find_spec("chunkstore")
+    here = os.path.realpath(spec.origin) if spec and spec.origin else None
+    # A new interpreter started outside any checkout finds what the console script finds.
+    with tempfile.TemporaryDirectory() as elsewhere:
+        command = subprocess.run(
+            [sys.executable, "-c", "import chunkstore; print(chunkstore.__file__)"],
+            cwd=elsewhere,
+            capture_output=True,
+            text=True,
+        )
+    there = os.path.realpath(command.stdout.strip()) if command.returncode == 0 else None
+    if there != here:
+        raise SystemExit(
+            f"the chunkstore command would run the library at {there or '(none found)'}, "
+            f"this benchmark imports the one at {here}: install this checkout "
+            "(pip install -e .) or run the benchmark from the installed one"
+        )
 
 
 def _compile_bytecode(packages: tuple[str, ...]) -> None:

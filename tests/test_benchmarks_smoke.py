@@ -68,6 +68,19 @@ def test_a_run_restores_the_dataset_byte_for_byte_and_refuses_a_mismatch(tmp_pat
         run_tool(Chunkstore(), replace(dataset, digest="0" * 64), tmp_path / "workspace-2")
 
 
+def test_the_suite_refuses_to_measure_a_command_that_runs_another_library(tmp_path, monkeypatch):
+    """The chunkstore command imports what the environment provides; a benchmark run from a checkout
+    that is not the installed one would report the installed code's figures as its own."""
+    other = tmp_path / "other" / "chunkstore"
+    other.mkdir(parents=True)
+    (other / "__init__.py").write_text("")
+    monkeypatch.setenv("PYTHONPATH", str(other.parent))
+    with pytest.raises(SystemExit, match=f"library at {other / '__init__.py'}.*pip install -e"):
+        Chunkstore()
+    monkeypatch.delenv("PYTHONPATH")
+    assert Chunkstore().argv  # the command and this process import the same library
+
+
 def _run_module(module: str, *args: str | Path) -> None:
     completed = subprocess.run(
         [sys.executable, "-m", module, "--smoke", *map(str, args)], cwd=REPOSITORY_ROOT, capture_output=True, text=True
