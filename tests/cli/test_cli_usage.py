@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import platform
 from pathlib import PurePosixPath
 
 import pytest
 
+from chunkstore_cli.main import limit_malloc_arenas
 from support.clirunner import assert_one_error, assert_usage_error
 
 # Every command with the options its --help must mention.
@@ -156,3 +158,11 @@ def test_the_ends_of_the_time_range_are_accepted(chunkstore):
     chunkstore("put", "file", "--time", "2262-04-10", "--force-read")
     assert chunkstore("ls", "--as-of", "1970-01-01T00:00:01Z").out.split()[-1] == "file"
     chunkstore("forget", "file", "--keep-within", "999y", "--dry-run")
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt")
+def test_the_command_caps_the_malloc_arenas_unless_the_user_set_their_number(monkeypatch):
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    assert limit_malloc_arenas()  # glibc took the setting
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert not limit_malloc_arenas()  # the user's setting stands
