@@ -37,8 +37,8 @@ KNOWN_CIPHERS = {CIPHER_NONE, CIPHER_AES_GCM_DERIVED}
 
 
 class ObjectHeader(NamedTuple):
-    """A tuple: one is made for every record a restore decodes, and a frozen dataclass's __init__
-    took ~1.5 us of the GIL's time each."""
+    """A tuple: one is made for every record a restore decodes, and a frozen dataclass took
+    0.48 us to make against 0.25 us (timeit, these three fields)."""
 
     compression_id: int
     cipher_id: int

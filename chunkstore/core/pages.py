@@ -236,7 +236,7 @@ class Segmenter:
 class Run(NamedTuple):
     """entry_count consecutive entries of one pack's table, from first_entry on. A tuple: a page
     parses into one for each of its runs (3.2 chunks a run restoring the 10 Django sdists), and a
-    frozen dataclass's __init__ took ~1.5 us of the GIL's time each."""
+    frozen dataclass took 0.55 us to make against 0.20 us (timeit, this class's fields)."""
 
     pack_id: bytes
     first_entry: int
@@ -369,15 +369,16 @@ def resolve_page(
         table = tables.get(run.pack_id)
         if table is None:
             raise InvalidArgumentError(f"the table of pack {run.pack_id.hex()} was not given")
-        end_entry = run.first_entry + run.entry_count
-        if end_entry > len(table):
-            where = f"page {_page_name(expected_page_id)} run {number} (pack {run.pack_id.hex()})"
-            raise CorruptObjectError(f"{where} selects entries up to {end_entry - 1}, the pack holds {len(table)}")
-        selected = table[run.first_entry : end_entry]
-        if sum(map(_plaintext_length, selected)) != run.plaintext_bytes:
-            where = f"page {_page_name(expected_page_id)} run {number} (pack {run.pack_id.hex()})"
+        if run.end_entry > len(table):
             raise CorruptObjectError(
-                f"{where}: the pack's entries do not hold the {run.plaintext_bytes} bytes the page says"
+                f"{_resolved_run_name(expected_page_id, number, run)} selects entries up to {run.end_entry - 1}, "
+                f"the pack holds {len(table)}"
+            )
+        selected = table[run.first_entry : run.end_entry]
+        if sum(map(_plaintext_length, selected)) != run.plaintext_bytes:
+            raise CorruptObjectError(
+                f"{_resolved_run_name(expected_page_id, number, run)}: the pack's entries do not hold "
+                f"the {run.plaintext_bytes} bytes the page says"
             )
         entries += selected
     if (
@@ -393,6 +394,10 @@ _plaintext_length = attrgetter("plaintext_length")
 
 def _page_run_name(number: int, run: Run) -> str:
     return f"recipe page run {number} (pack {run.pack_id.hex()})"
+
+
+def _resolved_run_name(page_id_or_inline: bytes | None, number: int, run: Run) -> str:
+    return f"page {_page_name(page_id_or_inline)} run {number} (pack {run.pack_id.hex()})"
 
 
 def _page_name(page_id_or_inline: bytes | None) -> str:
