@@ -265,10 +265,10 @@ def decompress_many(payloads: Sequence[Compressed], dictionaries: DictionarySour
     decompress()'s error for it (not always the first failing one's).
 
     The zstd frames of one decompressor (no dictionary, or one dictionary) are decoded with one
-    call (multi_decompress_to_buffer), which holds the interpreter lock once for all of them, not
-    twice a frame: restoring records of the 10 Django sdists one by one took ~60 us of CPU a
-    record, and two threads decoded no faster than one; in groups of a read's records, ~41 us,
-    and two threads 1.6-2x one's (4 packs decoded in a loop, this machine). Each frame is decoded
+    call (multi_decompress_to_buffer) per batch_slices batch, which gives up the interpreter lock
+    once for all of them, not once a frame: a restore of the 10 Django sdists took 1.27-1.54 s
+    against 1.52-1.78 s decoding record by record (python -m benchmarks.restore_cpu, alternating;
+    docs/performance.md). Each frame is decoded
     into the plaintext length its header gives, and refused unless it fills exactly that, so no
     frame makes it allocate more. A group that fails is decoded again frame by frame, so the
     error is decompress()'s own."""
