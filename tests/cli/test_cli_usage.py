@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import platform
+import sys
 from pathlib import PurePosixPath
 
 import pytest
 
+from chunkstore_cli import main as cli_main
 from chunkstore_cli.main import limit_malloc_arenas
 from support.clirunner import assert_one_error, assert_usage_error
 
@@ -166,3 +168,15 @@ def test_the_command_caps_the_malloc_arenas_unless_the_user_set_their_number(mon
     assert limit_malloc_arenas()  # glibc took the setting
     monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
     assert not limit_malloc_arenas()  # the user's setting stands
+
+
+def test_only_the_program_caps_the_malloc_arenas_not_a_call_with_arguments(monkeypatch):
+    calls = []
+    monkeypatch.setattr(cli_main, "limit_malloc_arenas", lambda: calls.append(True))
+    assert cli_main.main(["--version"]) == 0
+    assert calls == []  # tests and embedding keep their allocator
+    monkeypatch.setattr(sys, "argv", ["chunkstore", "--version"])
+    with pytest.raises(SystemExit) as exited:
+        cli_main.main()
+    assert exited.value.code == 0
+    assert calls == [True]
