@@ -14,6 +14,7 @@ from chunkstore.core import compression, objectformat, recipes
 from chunkstore.core.chunking import ChunkerSpec
 from chunkstore.core.compression import CompressionSpec, Compressor
 from chunkstore.core.config import StoreConfig, chunk_id_from_key, chunk_key
+from chunkstore.core.crypto import Sealer
 from chunkstore.core.names import MAX_NAME_BYTES, name_matches_prefix, normalize_name, normalize_prefix
 from chunkstore.core.objectformat import HEADER, HEADER_SIZE, MAGIC, ObjectCodec, ObjectHeader, parse_header
 from chunkstore.errors import (
@@ -106,6 +107,72 @@ def test_compression_none_stores_everything_raw():
     codec = ObjectCodec(Compressor(CompressionSpec("none")), max_chunk_size=MAX_CHUNK)
     blob = codec.encode(chunk_id(COMPRESSIBLE), COMPRESSIBLE)
     assert blob == ObjectHeader(compression.NONE_ID, 0, len(COMPRESSIBLE)).pack() + COMPRESSIBLE
+
+
+MIXED_CHUNKS = [COMPRESSIBLE, INCOMPRESSIBLE, b"x", COMPRESSIBLE[:5000] + INCOMPRESSIBLE[:3000], b"", COMPRESSIBLE[7:]]
+
+
+@pytest.mark.parametrize("dictionary", [False, True])
+@pytest.mark.parametrize("count", [0, 1, 2, len(MIXED_CHUNKS)])
+def test_compress_many_gives_what_compress_gives_each(dictionary, count):
+    compressor = dictionary_compressor(trained_dictionary()) if dictionary else Compressor(CompressionSpec("zstd", 3))
+    chunks = MIXED_CHUNKS[:count]
+    payloads = compressor.compress_many(chunks)
+    assert payloads == [compressor.compress(chunk) for chunk in chunks]
+    # Both kinds of payload occur among the mixed chunks: compressed, and raw where zstd did not shrink them.
+    if count == len(MIXED_CHUNKS):
+        assert {compression_id for compression_id, _ in payloads} == {
+            compression.ZSTD_DICT_ID if dictionary else compression.ZSTD_ID,
+            compression.NONE_ID,
+        }
+
+
+def test_compress_many_makes_the_frames_of_a_batch_in_one_zstd_call(monkeypatch):
+    calls = []
+    original = zstandard.ZstdCompressor.multi_compress_to_buffer
+
+    def counted(self, data, *args, **kwargs):
+        calls.append(len(data))
+        return original(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(zstandard.ZstdCompressor, "multi_compress_to_buffer", counted)
+    Compressor(CompressionSpec("zstd", 3)).compress_many(MIXED_CHUNKS)
+    assert calls == [len(MIXED_CHUNKS)]
+
+
+def test_compress_many_without_zstandard_s_batch_call_compresses_one_by_one(monkeypatch):
+    def missing(self, data, *args, **kwargs):
+        raise NotImplementedError("the cffi backend")
+
+    compressor = Compressor(CompressionSpec("zstd", 3))
+    expected = [compressor.compress(chunk) for chunk in MIXED_CHUNKS]
+    monkeypatch.setattr(zstandard.ZstdCompressor, "multi_compress_to_buffer", missing)
+    assert compressor.compress_many(MIXED_CHUNKS) == expected
+
+
+def test_compress_many_without_compression_keeps_every_chunk_raw():
+    assert Compressor(CompressionSpec("none")).compress_many(MIXED_CHUNKS) == [
+        (compression.NONE_ID, chunk) for chunk in MIXED_CHUNKS
+    ]
+
+
+@pytest.mark.parametrize("encrypted", [False, True])
+def test_encode_many_gives_records_that_decode_as_encode_s_do(encrypted):
+    sealer = Sealer(bytes(range(32))) if encrypted else None
+    codec = ObjectCodec(Compressor(CompressionSpec("zstd", 3)), MAX_CHUNK, sealer=sealer)
+    ids = [chunk_id(chunk) for chunk in MIXED_CHUNKS]
+    records = codec.encode_many(ids, MIXED_CHUNKS)
+    assert [codec.decode(chunk_id, record) for chunk_id, record in zip(ids, records, strict=True)] == MIXED_CHUNKS
+    singles = [codec.encode(chunk_id, chunk) for chunk_id, chunk in zip(ids, MIXED_CHUNKS, strict=True)]
+    assert [parse_header(record, MAX_CHUNK) for record in records] == [
+        parse_header(record, MAX_CHUNK) for record in singles
+    ]
+    if not encrypted:
+        assert records == singles
+    else:
+        # Each record is sealed with its own chunk ID as associated data: another ID does not open it.
+        with pytest.raises(CorruptObjectError):
+            codec.decode(ids[1], records[0])
 
 
 def zstd_payload(data: bytes) -> bytes:

@@ -131,6 +131,13 @@ class CompressionSpec:
         return f"zstd:{self.level}" + (f", dictionary {self.dictionary_size} bytes" if self.dictionary_size else "")
 
 
+def _smaller(data: bytes, compression_id: int, packed: bytes) -> tuple[int, bytes]:
+    """The compressed payload, or the data raw where compressing did not shrink it."""
+    if len(packed) >= len(data):
+        return NONE_ID, data
+    return compression_id, packed
+
+
 # Returns the bytes of the dictionary an 8-byte ID names, checked against the ID; raises
 # CorruptObjectError when it cannot (the store's dictionaries, operations of a store give it).
 DictionarySource = Callable[[bytes], bytes]
@@ -164,23 +171,41 @@ class Compressor:
         """Return (compression ID, payload). Data that does not shrink is kept raw."""
         if self.spec.name == "none":
             return NONE_ID, data
+        compression_id, prefix, compressor = self._selected()
+        return _smaller(data, compression_id, prefix + compressor.compress(data))
+
+    def compress_many(self, chunks: list[bytes]) -> list[tuple[int, bytes]]:
+        """compress() of each chunk, in order. zstd makes the frames of two or more in one call,
+        which gives up the interpreter lock once for them all: a put of 10 Django releases
+        (406.9 MiB of new chunks) took 3.20-3.36 s this way against 3.62-3.70 s compressing
+        chunk by chunk, system time 0.60-0.72 s against 0.96 s (3 runs each, docs/performance.md).
+        The frames are the bytes compress() makes; the call costs ~20 us more than compress()
+        (timeit), so a single chunk goes to compress()."""
+        if self.spec.name == "none" or len(chunks) < 2:
+            return [self.compress(data) for data in chunks]
+        compression_id, prefix, compressor = self._selected()
+        sources: list[bytes | bytearray | memoryview] = list(chunks)  # typed as zstandard's stub asks
+        try:
+            frames = compressor.multi_compress_to_buffer(sources, threads=0)
+        except NotImplementedError:  # zstandard's cffi backend has no multi_compress_to_buffer
+            return [self.compress(data) for data in chunks]
+        return [_smaller(data, compression_id, prefix + frames[index].tobytes()) for index, data in enumerate(chunks)]
+
+    def _selected(self) -> tuple[int, bytes, zstandard.ZstdCompressor]:
+        """This thread's compressor for the store's dictionary, or without one, with the
+        compression ID and payload prefix of what it makes."""
         dictionary = self._dictionary
         if dictionary is None:
             compressor = getattr(self._local, "zstd", None)
             if compressor is None:
                 compressor = self._local.zstd = self._zstd()
-            compression_id, prefix = ZSTD_ID, b""
-        else:
-            dictionary_id, dictionary_data = dictionary
-            held_id, compressor = getattr(self._local, "zstd_dictionary", (None, None))
-            if compressor is None or held_id != dictionary_id:
-                compressor = self._zstd(dictionary_data)
-                self._local.zstd_dictionary = (dictionary_id, compressor)
-            compression_id, prefix = ZSTD_DICT_ID, dictionary_id
-        packed = prefix + compressor.compress(data)
-        if len(packed) >= len(data):
-            return NONE_ID, data
-        return compression_id, packed
+            return ZSTD_ID, b"", compressor
+        dictionary_id, dictionary_data = dictionary
+        held_id, compressor = getattr(self._local, "zstd_dictionary", (None, None))
+        if compressor is None or held_id != dictionary_id:
+            compressor = self._zstd(dictionary_data)
+            self._local.zstd_dictionary = (dictionary_id, compressor)
+        return ZSTD_DICT_ID, dictionary_id, compressor
 
     def _zstd(self, dictionary: bytes | None = None) -> zstandard.ZstdCompressor:
         # No content size / checksum in the frame: the object header already carries the

@@ -88,8 +88,18 @@ class ObjectCodec:
         self._cipher_id = CIPHER_NONE if sealer is None else CIPHER_AES_GCM_DERIVED
 
     def encode(self, chunk_id: bytes, plaintext: bytes) -> bytes:
-        compression_id, payload = self.compressor.compress(plaintext)
-        header = ObjectHeader(compression_id, self._cipher_id, len(plaintext)).pack()
+        return self._record(chunk_id, len(plaintext), *self.compressor.compress(plaintext))
+
+    def encode_many(self, chunk_ids: list[bytes], chunks: list[bytes]) -> list[bytes]:
+        """encode() of each chunk, in order, compressed together (Compressor.compress_many)."""
+        payloads = self.compressor.compress_many(chunks)
+        return [
+            self._record(chunk_id, len(chunk), compression_id, payload)
+            for chunk_id, chunk, (compression_id, payload) in zip(chunk_ids, chunks, payloads, strict=True)
+        ]
+
+    def _record(self, chunk_id: bytes, plaintext_length: int, compression_id: int, payload: bytes) -> bytes:
+        header = ObjectHeader(compression_id, self._cipher_id, plaintext_length).pack()
         if self._sealer is not None:
             payload = self._sealer.seal(payload, header + chunk_id)
         return header + payload

@@ -20,6 +20,7 @@ from chunkstore import ChunkerSpec, CompressionSpec, Store
 from chunkstore.backends.packs import PACK_KEY_PREFIX, PackReader
 from chunkstore.core import pages
 from chunkstore.core.config import CONFIG_KEY, StoreConfig
+from chunkstore.core.objectformat import ObjectCodec
 from chunkstore.errors import ConcurrentModificationError, IntegrityError, InvalidArgumentError, NameNotFoundError
 from chunkstore.operations.contentpages import root_entries
 
@@ -206,6 +207,28 @@ def test_an_identical_file_under_another_name_is_a_duplicate(new_backend, tmp_pa
         result = store.put_stream(io.BytesIO(data), "b.bin").results[0]
         assert result.outcome == "duplicate" and result.duplicate_of == "a.bin"
         assert read(store, "b.bin") == data
+
+
+def test_new_chunks_are_encoded_in_batches_and_stored_in_the_order_they_came(tmp_path, monkeypatch):
+    batches: list[int] = []
+    original = ObjectCodec.encode_many
+
+    def counted(self, chunk_ids, chunks):
+        batches.append(len(chunks))
+        return original(self, chunk_ids, chunks)
+
+    monkeypatch.setattr(ObjectCodec, "encode_many", counted)
+    data = random_bytes(3_000_000, 13)
+    with Store.init(str(tmp_path / "store"), CHUNKER, CompressionSpec.parse("zstd:3"), storage_format=2) as store:
+        store.put_stream(io.BytesIO(data), "big.bin")
+        (key,) = pack_keys(store)
+        table = PackReader(store.blobs, store.packs).read_table(bytes.fromhex(key.rsplit("/", 1)[1]))
+        assert read(store, "big.bin") == data
+    chunk_ids = [store.hasher.chunk_id(chunk) for chunk in store.chunker(io.BytesIO(data))]
+    assert [entry.chunk_id for entry in table] == chunk_ids
+    # Each chunk encoded once, ~256 KiB (~60 chunks of 4 KiB) a task rather than one by one.
+    assert sum(batches) == len(chunk_ids)
+    assert len(batches) <= len(chunk_ids) // 20
 
 
 def test_an_encrypted_store_round_trips_and_seals_its_pack_tables(tmp_path):
