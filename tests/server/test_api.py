@@ -216,6 +216,21 @@ def test_upload_size_limit(start_server):
     assert names == ["small"]
 
 
+def test_a_streamed_upload_past_its_first_mib_is_stored_and_still_limited(start_server):
+    # put hashes all but the first MiB of a stream on its hashing thread.
+    server = start_server("--max-upload-size", "2500K")
+    pieces = [payload(500_000, 20 + number) for number in range(4)]
+    with server.client() as client:
+        fits = client.post("/files", params={"name": "two-mb"}, content=iter(pieces))
+        too_large = client.post("/files", params={"name": "three-mb"}, content=iter(pieces + pieces[:2]))
+        downloaded = client.get("/files/two-mb").content
+        names = [entry["name"] for entry in client.get("/files").json()["files"]]
+    assert fits.status_code == 200 and downloaded == b"".join(pieces)
+    assert too_large.status_code == 413 and too_large.json()["code"] == "too_large"
+    assert names == ["two-mb"]
+    assert "Traceback" not in server.log
+
+
 # ---- corruption: never wrong bytes ------------------------------------------------------
 
 
