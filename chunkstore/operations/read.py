@@ -20,11 +20,12 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import BinaryIO
 
 from chunkstore.backends.catalog import VersionRecord
 from chunkstore.backends.packs import PackReader
 from chunkstore.core import recipes
+from chunkstore.core.batching import fetch_in_order
 from chunkstore.core.chunkcache import CACHE_BYTES, ChunkCache
 from chunkstore.core.config import chunk_key
 from chunkstore.core.names import normalize_name, normalize_prefix
@@ -60,9 +61,6 @@ WRITE_BATCH_BYTES = 1024 * 1024
 # and thread hand-offs, one file after the other. Memory: FILES_AHEAD x SMALL_FILE_BYTES.
 SMALL_FILE_BYTES = 1024 * 1024
 FILES_AHEAD = 32
-
-
-T = TypeVar("T")
 
 
 def iter_recipe(store: StoreContext, digest: bytes) -> Iterator[recipes.RecipeEntry]:
@@ -250,24 +248,6 @@ class _BatchWriter:
             if pending is not None:
                 self._digesting[number] = None
                 pending.result()
-
-
-def fetch_in_order(items: Iterable[T], fetch: Callable[[T], Future], read_ahead: int) -> Iterator[tuple[T, bytes]]:
-    """(item, its chunk) in order, with up to read_ahead fetches in flight ahead of the one
-    handed out; the fetches still in flight are cancelled when the caller stops early."""
-    window: deque[tuple[T, Future]] = deque()
-    try:
-        for item in items:
-            window.append((item, fetch(item)))
-            if len(window) >= read_ahead:
-                first, future = window.popleft()
-                yield first, future.result()
-        while window:
-            first, future = window.popleft()
-            yield first, future.result()
-    finally:
-        for _, future in window:
-            future.cancel()
 
 
 @contextlib.contextmanager

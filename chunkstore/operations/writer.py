@@ -21,14 +21,14 @@ import stat as stat_module
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
 from chunkstore.backends.catalog import CommitOutcome, FileStat, NewVersion, VersionRecord
 from chunkstore.backends.packindex import RoundGuard
+from chunkstore.core.batching import fetch_in_order
 from chunkstore.core.chunking import Readable
 from chunkstore.operations.context import StoreContext
 from chunkstore.operations.results import FileResult
@@ -158,18 +158,23 @@ class Writer(ABC):
         file_digest = hasher.file_hasher()
         result = FileResult(name, "stored")
         recipe = self._new_recipe(result, parent)
-        chunks = self.store.chunker(stream)
+        stream_batches = _batches(self.store.chunker(stream))
         size = 0
-        later: _ReadAhead | Generator[tuple[list[bytes], list[bytes]]] | None = None
+        later: _ReadAhead | Generator[tuple[list[bytes], list[bytes]], None, None] | None = None
         try:
-            first = _next_batch(chunks)
+            first = next(stream_batches, [])
+            rest = itertools.chain([first], stream_batches)
             batches: Iterable[tuple[list[bytes], list[bytes]]]
             if sum(map(len, first)) < HASH_BATCH_BYTES:
                 batches = [(first, _hash_batch(hasher, file_digest, first))]
             elif _is_regular_file(stream):
-                batches = later = _ReadAhead(self._hashing, chunks, first, hasher, file_digest)
+                batches = later = _ReadAhead(self._hashing, rest, hasher, file_digest)
             else:
-                batches = later = self._hashed_there(chunks, first, hasher, file_digest)
+                batches = later = fetch_in_order(
+                    rest,
+                    lambda batch: self._hashing.submit(_hash_batch, hasher, file_digest, batch),
+                    MAX_HASH_BATCHES_IN_FLIGHT,
+                )
             for batch, ids in batches:
                 batch_bytes = sum(map(len, batch))
                 size += batch_bytes
@@ -191,26 +196,6 @@ class Writer(ABC):
         digest = file_digest.digest()
         chunk_count, pages = recipe.finish(digest)
         return PendingFile(result, NewVersion(name, recorded_stat, digest, chunk_count, pages))
-
-    def _hashed_there(
-        self, chunks: Iterator[bytes], batch: list[bytes], hasher, file_digest
-    ) -> Generator[tuple[list[bytes], list[bytes]]]:
-        """The stream's batches from this one on, cut on this thread and hashed by the hashing
-        thread, up to MAX_HASH_BATCHES_IN_FLIGHT ahead of the one handed out."""
-        in_flight: deque[tuple[list[bytes], Future[list[bytes]]]] = deque()
-        try:
-            while batch:
-                in_flight.append((batch, self._hashing.submit(_hash_batch, hasher, file_digest, batch)))
-                if len(in_flight) > MAX_HASH_BATCHES_IN_FLIGHT:
-                    done, ids = in_flight.popleft()
-                    yield done, ids.result()
-                batch = _next_batch(chunks)
-            while in_flight:
-                done, ids = in_flight.popleft()
-                yield done, ids.result()
-        finally:
-            for _, ids in in_flight:
-                ids.cancel()
 
     def queue(self, pending: PendingFile) -> None:
         self._pending.append(pending)
@@ -264,36 +249,39 @@ def _is_regular_file(stream: Readable) -> bool:
         return False
 
 
-def _next_batch(chunks: Iterator[bytes]) -> list[bytes]:
-    """The stream's next chunks, HASH_BATCH_BYTES of them or what is left."""
-    batch = []
+def _batches(chunks: Iterator[bytes]) -> Iterator[list[bytes]]:
+    """The stream's chunks in lists of HASH_BATCH_BYTES (the last may hold less)."""
+    batch: list[bytes] = []
     batch_bytes = 0
     for chunk in chunks:
         batch.append(chunk)
         batch_bytes += len(chunk)
         if batch_bytes >= HASH_BATCH_BYTES:
-            break
-    return batch
+            yield batch
+            batch, batch_bytes = [], 0
+    if batch:
+        yield batch
 
 
 class _ReadAhead:
-    """The batches of a stream after its first, read, cut and hashed by the hashing thread up to
+    """A stream's batches, read, cut and hashed by the hashing thread up to
     MAX_HASH_BATCHES_IN_FLIGHT ahead of the thread that iterates them. The stream is not read
     once close() has returned."""
 
     _END = object()
 
-    def __init__(self, hashing: ThreadPoolExecutor, chunks: Iterator[bytes], first: list[bytes], hasher, file_digest):
+    def __init__(self, hashing: ThreadPoolExecutor, batches: Iterator[list[bytes]], hasher, file_digest):
         self._batches: queue.Queue = queue.Queue(MAX_HASH_BATCHES_IN_FLIGHT)
         self._stop = threading.Event()
         self._finished = False
-        self._task = hashing.submit(self._produce, chunks, first, hasher, file_digest)
+        self._task = hashing.submit(self._produce, batches, hasher, file_digest)
 
-    def _produce(self, chunks: Iterator[bytes], batch: list[bytes], hasher, file_digest) -> None:
+    def _produce(self, batches: Iterator[list[bytes]], hasher, file_digest) -> None:
         try:
-            while batch and not self._stop.is_set():
+            for batch in batches:
+                if self._stop.is_set():
+                    break
                 self._batches.put((batch, _hash_batch(hasher, file_digest, batch)))
-                batch = _next_batch(chunks)
             self._batches.put(self._END)
         except BaseException as error:  # handed to the thread that iterates, which raises it
             self._batches.put(error)

@@ -28,12 +28,13 @@ import anyio.from_thread
 from chunkstore.backends.blobstore import BlobStore
 from chunkstore.backends.catalog import VersionRecord
 from chunkstore.backends.packs import ChunkLocation, PackFormat, PackReader
+from chunkstore.core.batching import fetch_in_order
 from chunkstore.core.recipes import RecipeEntry
 from chunkstore.errors import CorruptObjectError, DigestMismatchError, InvalidArgumentError
 from chunkstore.operations.contentpages import reread_page, root_entries, segment_page
 from chunkstore.operations.context import StoreContext
 from chunkstore.operations.pageread import PageReader, StoredPage
-from chunkstore.operations.read import check_whole, fetch_in_order, iter_recipe, naming_errors, read_chunk
+from chunkstore.operations.read import check_whole, iter_recipe, naming_errors, read_chunk
 
 # Chunks fetched ahead of the one being sent: keeps both cores busy on a local store
 # and requests overlapping on S3, and bounds a download to this many chunks in memory.
