@@ -121,7 +121,7 @@ class PackedWriter(Writer):
         self._tables_reader = PackReader(store.blobs, store.packs)
         self._tables: OrderedDict[bytes, list[PackEntry]] = OrderedDict()
         self._locations: OrderedDict[bytes, pages.ChunkLocation] = OrderedDict()
-        self._encoding: deque[_EncodeBatch] = deque()
+        self._encoding: deque[tuple[_EncodeBatch, Future[list[bytes]]]] = deque()
         self._encoding_ids: set[bytes] = set()  # of the batches encoding and of the one filling
         self._encoding_bytes = 0
         self._filling = _EncodeBatch()
@@ -159,8 +159,8 @@ class PackedWriter(Writer):
     def _abandon(self) -> None:
         self._held.clear()
         self._filling = _EncodeBatch()
-        for batch in self._encoding:
-            batch.records.cancel()
+        for _, records in self._encoding:
+            records.cancel()
         self._encoding.clear()
         try:
             self.packs.close()
@@ -221,11 +221,12 @@ class PackedWriter(Writer):
             return
         self._wait_encoding(MAX_UPLOAD_BYTES_IN_FLIGHT - batch.size, self._max_uploads_in_flight - 1)
         if here:
-            batch.records.set_result(self.store.codec.encode_many(batch.chunk_ids, batch.chunks))
+            records: Future[list[bytes]] = Future()
+            records.set_result(self.store.codec.encode_many(batch.chunk_ids, batch.chunks))
         else:
-            batch.records = self.pool.submit(self.store.codec.encode_many, batch.chunk_ids, batch.chunks)
+            records = self.pool.submit(self.store.codec.encode_many, batch.chunk_ids, batch.chunks)
         batch.chunks = []  # the pool's call holds them until it has encoded them
-        self._encoding.append(batch)
+        self._encoding.append((batch, records))
         self._encoding_bytes += batch.size
 
     def _train_on(self, training: list[bytes], chunk: bytes) -> None:
@@ -245,10 +246,10 @@ class PackedWriter(Writer):
 
     def _wait_encoding(self, max_bytes: int, max_count: int = 0) -> None:
         while self._encoding and (self._encoding_bytes > max_bytes or len(self._encoding) > max_count):
-            batch = self._encoding.popleft()
+            batch, records = self._encoding.popleft()
             self._encoding_bytes -= batch.size
             self._encoding_ids.difference_update(batch.chunk_ids)
-            for chunk_id, record, result in zip(batch.chunk_ids, batch.records.result(), batch.results, strict=True):
+            for chunk_id, record, result in zip(batch.chunk_ids, records.result(), batch.results, strict=True):
                 try:
                     location = self.packs.add(chunk_id, record)
                 except StoreWriteError as error:
@@ -617,7 +618,6 @@ class _EncodeBatch:
         self.chunks: list[bytes] = []
         self.results: list[FileResult] = []
         self.size = 0
-        self.records: Future[list[bytes]] = Future()
 
     def add(self, chunk_id: bytes, chunk: bytes, result: FileResult) -> None:
         self.chunk_ids.append(chunk_id)
