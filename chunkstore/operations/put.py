@@ -15,7 +15,7 @@ from chunkstore.backends.catalog import SnapshotRecord, VersionRecord
 from chunkstore.backends.sessions import HOST, now_ns
 from chunkstore.core.chunking import Readable
 from chunkstore.core.names import normalize_name, normalize_prefix
-from chunkstore.errors import NameNotFoundError, SourceError
+from chunkstore.errors import ConcurrentModificationError, NameNotFoundError, SourceError
 from chunkstore.operations.context import StoreContext
 from chunkstore.operations.objectput import ObjectWriter
 from chunkstore.operations.packedput import PackedWriter
@@ -89,7 +89,7 @@ def put(
         done_bytes += count
         progress(None)
 
-    writer = writer_for(store, at_ns=at)
+    batches = _Batches(store, at)
     try:
         for source in sources:
             progress(source.name)
@@ -108,21 +108,14 @@ def put(
                 done_bytes += source.stat.st_size
             else:
                 before = done_bytes
-                try:
-                    pending = _put_file(writer, source, on_bytes, latest.get(source.name))
-                    writer.queue(pending)
-                except (OSError, ChangedWhileReading, SourceError) as error:
-                    message = getattr(error, "strerror", None) or str(error)
-                    report(
-                        [FileResult(source.name, "error", size=source.stat.st_size, path=source.path, error=message)]
-                    )
+                report(batches.add(source, latest.get(source.name), on_bytes))
                 done_bytes = before + source.stat.st_size
             done_files += 1
-            if writer.commit_due():
-                report(writer.commit())
-        report(writer.commit())
+            if batches.writer.commit_due():
+                report(batches.commit())
+        report(batches.commit())
     finally:
-        writer.close()
+        batches.writer.close()
     progress(None)
     if sync:
         gone = vanished_names(store.catalog, paths, {result.name for result in summary.results})
@@ -155,6 +148,64 @@ def put_stream(
     summary.snapshot = _record_snapshot(store, program, at, [name], summary)
     summary.seconds = time.monotonic() - started
     return summary
+
+
+class _Batches:
+    """put's writer, and the files it queued since its last commit. A commit fails with
+    ConcurrentModificationError, committing nothing of the batch, when a gc collected what the
+    batch relies on: in format 2 a page or pack it deduplicated against (docs/design/format-v2.md,
+    Protocols / Put), in either format chunks of a put stalled past its session's lease. The files
+    are still there to read, so the batch is put once more by a new writer, which looks at the
+    store as it is now. A second failure of the same batch is raised: a gc that died while
+    sweeping fails every try until a gc finishes its round (the error says so)."""
+
+    def __init__(self, store: StoreContext, at_ns: int):
+        self._store = store
+        self._at_ns = at_ns
+        self.writer = writer_for(store, at_ns=at_ns)
+        self._queued: list[tuple[Source, VersionRecord | None]] = []
+        self._retried = False
+
+    def add(self, source: Source, parent: VersionRecord | None, on_bytes) -> list[FileResult]:
+        """Queue source; the error results of the files that could not be read (source's, or on
+        a retry, any of the batch's)."""
+        try:
+            return self._add(source, parent, on_bytes)
+        except ConcurrentModificationError as error:
+            errors = self._retry(error)
+            return errors + self._add(source, parent, on_bytes)
+
+    def commit(self) -> list[FileResult]:
+        """Commit the batch; the results of its files."""
+        try:
+            results = self.writer.commit()
+        except ConcurrentModificationError as error:
+            errors = self._retry(error)
+            results = errors + self.writer.commit()
+        self._queued.clear()
+        self._retried = False
+        return results
+
+    def _add(self, source: Source, parent: VersionRecord | None, on_bytes) -> list[FileResult]:
+        try:
+            pending = _put_file(self.writer, source, on_bytes, parent)
+        except (OSError, ChangedWhileReading, SourceError) as error:
+            message = getattr(error, "strerror", None) or str(error)
+            return [FileResult(source.name, "error", size=source.stat.st_size, path=source.path, error=message)]
+        self.writer.queue(pending)
+        self._queued.append((source, parent))
+        return []
+
+    def _retry(self, error: ConcurrentModificationError) -> list[FileResult]:
+        """Put the batch's files again with a new writer; raise error if this batch was retried."""
+        if self._retried:
+            raise error
+        self._retried = True
+        failed, self.writer = self.writer, writer_for(self._store, at_ns=self._at_ns)
+        failed.close()
+        queued, self._queued = self._queued, []
+        # Their bytes were counted in the progress already.
+        return [result for source, parent in queued for result in self._add(source, parent, None)]
 
 
 def _record_snapshot(
