@@ -14,8 +14,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
 from chunkstore import Store
+from chunkstore.apps.server import ServerSettings, create_app
 from chunkstore.apps.server.transfer import PACK_GETS_IN_FLIGHT, PACK_READ_BYTES
 from chunkstore.backends.packs import PackReader, pack_key
 from chunkstore.backends.registry import LOCAL_CATALOG_FILE
@@ -278,3 +280,32 @@ def test_a_large_download_uses_bounded_memory(format_2_server):
     growth = (after["VmHWM"] - before["VmRSS"]) / 1024
     print(f"server RSS {before['VmRSS'] / 1024:.0f} MiB; peak growth {growth:.0f} MiB in a {TRANSFER_MB} MB download")
     assert growth < MAX_GROWTH_MIB
+
+
+def test_an_upload_a_concurrent_gc_round_collected_from_under_is_a_conflict_to_retry(tmp_path):
+    """The upload's pages are written, then a whole gc round (another process's, here run by a hook
+    before the commit) collects them: nothing is committed, and the client gets a 409 it can retry,
+    not a server error."""
+    store_url = str(tmp_path / "store2")
+    make_format_2_store(store_url)
+    data = payload(FILE_BYTES, 9)
+    with Store.open(store_url) as store:
+        client = TestClient(create_app(store, ServerSettings()), base_url="http://127.0.0.1:8080")
+        commit = store.catalog.commit
+        collected = []
+
+        def commit_after_a_gc_round(*arguments, **options):
+            store.catalog.commit = commit
+            collected.append(store.gc().pages_deleted)
+            return commit(*arguments, **options)
+
+        store.catalog.commit = commit_after_a_gc_round
+        refused = client.post("/files", params={"name": "file"}, content=data)
+        assert collected[0] > 0
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["code"] == "conflict"
+        assert "nothing was committed" in refused.json()["message"]
+        assert client.get("/files").json()["files"] == []
+        again = client.post("/files", params={"name": "file"}, content=data)
+        assert again.status_code == 200 and again.json()["outcome"] == "stored"
+        assert client.get("/files/file").content == data

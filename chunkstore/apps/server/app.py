@@ -374,7 +374,7 @@ def create_app(store: Store, settings: ServerSettings | None = None) -> FastAPI:
         response_model=UploadResult,
         tags=["files"],
         summary="Upload a file (the raw request body)",
-        responses=error_responses(400, *ACCESS_ERRORS, 408, 413, 500),
+        responses=error_responses(400, *ACCESS_ERRORS, 408, 409, 413, 500),
         openapi_extra={
             "requestBody": {
                 "required": False,

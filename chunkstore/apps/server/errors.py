@@ -15,7 +15,14 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from chunkstore.errors import ChunkstoreError, IntegrityError, InvalidArgumentError, NotFoundError, WrongKeyError
+from chunkstore.errors import (
+    ChunkstoreError,
+    ConcurrentModificationError,
+    IntegrityError,
+    InvalidArgumentError,
+    NotFoundError,
+    WrongKeyError,
+)
 
 log = logging.getLogger("chunkstore.apps.server")
 
@@ -31,6 +38,7 @@ ERROR_MEANINGS = {
     403: "forbidden / cross_origin: a read-only token asked to change something, or a page of another site did",
     404: "not_found: no such name or version",
     408: "body_timeout: the upload's body stopped arriving",
+    409: "conflict: a gc collected what the upload deduplicated against meanwhile; nothing was stored, upload again",
     413: "too_large: the upload passes the server's size limit",
     416: "range_not_satisfiable: the Range is outside the file",
     421: "unknown_host: the Host header names a host this server was not started for",
@@ -61,6 +69,8 @@ def library_error(error: ChunkstoreError) -> ApiError:
         return ApiError(404, "not_found", str(error))
     if isinstance(error, IntegrityError):
         return ApiError(500, "integrity_error", str(error))
+    if isinstance(error, ConcurrentModificationError):
+        return ApiError(409, "conflict", str(error))
     if isinstance(error, WrongKeyError):
         return ApiError(500, "store_key_error", str(error))
     return ApiError(500, "store_error", str(error))
