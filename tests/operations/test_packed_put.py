@@ -23,6 +23,7 @@ from chunkstore.core.config import CONFIG_KEY, StoreConfig
 from chunkstore.core.objectformat import ObjectCodec
 from chunkstore.errors import ConcurrentModificationError, IntegrityError, InvalidArgumentError, NameNotFoundError
 from chunkstore.operations.contentpages import root_entries
+from support.gcrounds import gc_round_before_commits
 
 CHUNKER = ChunkerSpec.from_average(avg_size=4096)
 # Segments of 16-64 chunks of ~4 KiB (about 64-256 KiB), so a few MB make content roots of
@@ -179,15 +180,7 @@ def test_a_put_whose_pages_a_whole_gc_round_collected_before_its_commit_commits_
     objects = new_backend(tmp_path)
     data = random_bytes(2_000_000, 31)
     with init_format_2(objects.url, **objects.init_arguments()) as store:
-        commit = store.catalog.commit
-        collected = []
-
-        def commit_after_a_gc_round(*arguments, **options):
-            store.catalog.commit = commit
-            collected.append(store.gc().pages_deleted)
-            return commit(*arguments, **options)
-
-        store.catalog.commit = commit_after_a_gc_round
+        collected = gc_round_before_commits(store)
         with pytest.raises(ConcurrentModificationError, match="put again"):
             store.put_stream(io.BytesIO(data), "file")
         assert collected[0] > 0
@@ -208,16 +201,7 @@ def test_a_put_of_files_whose_batch_a_gc_round_collected_puts_that_batch_again(n
     for name, data in contents.items():
         (tmp_path / name).write_bytes(data)
     with init_format_2(objects.url, **objects.init_arguments()) as store:
-        commit = store.catalog.commit
-        collected = []
-
-        def commit_after_a_gc_round(*arguments, **options):
-            store.catalog.commit = commit
-            (tmp_path / "file-2").unlink()
-            collected.append(store.gc().pages_deleted)
-            return commit(*arguments, **options)
-
-        store.catalog.commit = commit_after_a_gc_round
+        collected = gc_round_before_commits(store, before_round=(tmp_path / "file-2").unlink)
         summary = store.put([(tmp_path / name, name) for name in contents])
         assert collected[0] > 0
         outcomes = {result.name: result.outcome for result in summary.results}
@@ -234,17 +218,9 @@ def test_a_batch_collected_twice_fails_the_put_with_nothing_committed(tmp_path):
     data = random_bytes(1_000_000, 50)
     (tmp_path / "file").write_bytes(data)
     with init_format_2(str(tmp_path / "store")) as store:
-        commit = store.catalog.commit
-        rounds = []
-
-        def commit_after_a_gc_round(*arguments, **options):
-            rounds.append(store.gc().pages_deleted)
-            return commit(*arguments, **options)
-
-        store.catalog.commit = commit_after_a_gc_round
+        rounds = gc_round_before_commits(store, rounds=2)
         with pytest.raises(ConcurrentModificationError, match="put again"):
             store.put([(tmp_path / "file", "file")])
-        store.catalog.commit = commit
         assert len(rounds) == 2 and all(rounds)
         with pytest.raises(NameNotFoundError):
             store.catalog.get_version("file")

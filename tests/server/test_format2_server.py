@@ -25,6 +25,7 @@ from chunkstore.core.config import CONFIG_KEY
 from chunkstore.core.packformat import PackEntry
 from chunkstore.core.pages import SegmentSpec, build_root_page, parse_page, parse_root_page
 from chunkstore.operations.contentpages import root_entries, stored_pages
+from support.gcrounds import gc_round_before_commits
 from support.s3helpers import unique_name
 
 from .serverprocess import (
@@ -291,15 +292,7 @@ def test_an_upload_a_concurrent_gc_round_collected_from_under_is_a_conflict_to_r
     data = payload(FILE_BYTES, 9)
     with Store.open(store_url) as store:
         client = TestClient(create_app(store, ServerSettings()), base_url="http://127.0.0.1:8080")
-        commit = store.catalog.commit
-        collected = []
-
-        def commit_after_a_gc_round(*arguments, **options):
-            store.catalog.commit = commit
-            collected.append(store.gc().pages_deleted)
-            return commit(*arguments, **options)
-
-        store.catalog.commit = commit_after_a_gc_round
+        collected = gc_round_before_commits(store)
         refused = client.post("/files", params={"name": "file"}, content=data)
         assert collected[0] > 0
         assert refused.status_code == 409, refused.text
