@@ -177,8 +177,8 @@ class Compressor:
     def compress_many(self, chunks: list[bytes]) -> list[tuple[int, bytes]]:
         """compress() of each chunk, in order. zstd makes the frames of two or more in one call,
         which gives up the interpreter lock once for them all: a put of 10 Django releases
-        (406.9 MiB of new chunks) took 3.20-3.36 s this way against 3.62-3.70 s compressing
-        chunk by chunk, system time 0.60-0.72 s against 0.96 s (3 runs each, docs/performance.md).
+        (406.9 MiB of new chunks) in batches of ~256 KiB took 3.37-3.73 s this way against
+        3.62-3.70 s compressing each batch chunk by chunk (docs/performance.md).
         The frames are the bytes compress() makes; the call costs ~20 us more than compress()
         (timeit), so a single chunk goes to compress()."""
         if self.spec.name == "none" or len(chunks) < 2:

@@ -87,8 +87,8 @@ ENCODE_HERE_BYTES = 64 * 1024
 # New chunks are encoded by the pool in batches of this many bytes (the last of a segment may be
 # smaller): one task, one hand-off between threads and one zstd call (Compressor.compress_many)
 # for ~30 chunks of 8 KiB rather than one each. A put of the 10 Django releases (406.9 MiB of new
-# chunks) took 4.41-4.48 s chunk by chunk, 3.62-3.70 s in batches, 3.20-3.36 s with one zstd call
-# a batch (3 CLI runs each, docs/performance.md).
+# chunks) took 4.41-4.58 s chunk by chunk (6 CLI runs), 3.62-3.70 s in batches compressed chunk by
+# chunk, 3.37-3.73 s with one zstd call a batch (7 CLI runs; docs/performance.md).
 ENCODE_BATCH_BYTES = 256 * 1024
 # Segments loaded after the page a hook leads to, in the content it was written for: the
 # stream is likely to go on as that content did.
