@@ -24,7 +24,7 @@ from chunkstore import ChunkerSpec, CompressionSpec, Store
 from chunkstore.backends.dictionaries import DICTIONARY_KEY_PREFIX
 from chunkstore.backends.packs import PACK_KEY_PREFIX
 from chunkstore.core import compression
-from chunkstore.core.chunking import FORMAT_2_AVG_SIZE
+from chunkstore.core.chunking import DEFAULT_AVG_SIZE
 from chunkstore.core.compression import Compressor
 
 from .pack_compression import collect
@@ -77,7 +77,7 @@ def measure_put(tars: list[Path], work: Path) -> None:
     for round_number in range(2):
         for label, size in (("default", None), ("none", 0)):
             url = str(work / f"{label}-{round_number}")
-            chunker = ChunkerSpec.from_average(avg_size=FORMAT_2_AVG_SIZE)
+            chunker = ChunkerSpec.from_average(avg_size=DEFAULT_AVG_SIZE)
             with Store.init(
                 url, chunker, CompressionSpec.parse("zstd:3"), storage_format=2, dictionary_size=size
             ) as store:

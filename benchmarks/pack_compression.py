@@ -48,7 +48,7 @@ from pathlib import Path
 
 import zstandard
 
-from chunkstore.core.chunking import FORMAT_2_AVG_SIZE, ChunkerSpec, make_chunker
+from chunkstore.core.chunking import DEFAULT_AVG_SIZE, ChunkerSpec, make_chunker
 from chunkstore.core.compression import DEFAULT_ZSTD_LEVEL
 from chunkstore.core.hashing import Hasher
 from chunkstore.core.objectformat import HEADER_SIZE as RECORD_HEADER_SIZE
@@ -83,7 +83,7 @@ class NewChunks:
         return sum(map(len, self.chunks))
 
 
-def collect(label: str, paths: list[Path], avg_size: int = FORMAT_2_AVG_SIZE) -> NewChunks:
+def collect(label: str, paths: list[Path], avg_size: int = DEFAULT_AVG_SIZE) -> NewChunks:
     """Cut paths in order with format 2's chunker (at another average size if asked); keep each
     chunk the first time its ID is met."""
     chunker = make_chunker(ChunkerSpec.from_average(avg_size=avg_size))
@@ -557,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=_sizes, default=_sizes("32K,64K,128K,256K,16M"), help="frame sizes")
     parser.add_argument("--ldm-frames", type=_sizes, default=_sizes("256K,16M"), help="frame sizes with ldm")
     parser.add_argument(
-        "--avg-size", type=_one_size, default=FORMAT_2_AVG_SIZE, help="average chunk size (default: format 2's, 8K)"
+        "--avg-size", type=_one_size, default=DEFAULT_AVG_SIZE, help="average chunk size (default: format 2's, 8K)"
     )
     parser.add_argument("--peers", choices=["borg"], nargs="?", const="borg", help="also run borg on the inputs")
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="scratch folder for datasets and borg")

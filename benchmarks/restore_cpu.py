@@ -21,7 +21,7 @@ from pathlib import Path
 
 from chunkstore import ChunkerSpec, CompressionSpec, Store
 from chunkstore.backends.local import LocalBlobStore
-from chunkstore.core.chunking import FORMAT_2_AVG_SIZE
+from chunkstore.core.chunking import DEFAULT_AVG_SIZE
 
 from .suite import release_key
 
@@ -34,7 +34,7 @@ def prepare(store_path: Path, tars: list[Path]) -> None:
     source.mkdir(parents=True, exist_ok=True)
     for tar in tars:
         shutil.copyfile(tar, source / tar.name)
-    chunker = ChunkerSpec.from_average(avg_size=FORMAT_2_AVG_SIZE)
+    chunker = ChunkerSpec.from_average(avg_size=DEFAULT_AVG_SIZE)
     with Store.init(str(store_path), chunker, CompressionSpec.parse("zstd:3"), storage_format=2) as store:
         store.put([(source, "releases")])
     shutil.rmtree(source)

@@ -38,8 +38,9 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from pathlib import Path
 
-from chunkstore.core.chunking import CHUNKERS, DEFAULT_AVG_SIZE, DEFAULT_CHUNKER, FORMAT_2_AVG_SIZE, ChunkerSpec
+from chunkstore.core.chunking import CHUNKERS, DEFAULT_AVG_SIZE, DEFAULT_CHUNKER, ChunkerSpec, default_avg_size
 from chunkstore.core.compression import DEFAULT_ZSTD_LEVEL, CompressionSpec
+from chunkstore.store import DEFAULT_STORAGE_FORMAT
 
 from . import datasets, micro
 from .foundation import (
@@ -144,11 +145,6 @@ def measure_grid(files: list[Path], sizes: tuple[int, ...]) -> list[dict]:
     return rows
 
 
-def default_avg_size(storage_format: int | None) -> int:
-    """The average chunk size `chunkstore init` picks for the format."""
-    return FORMAT_2_AVG_SIZE if storage_format == 2 else DEFAULT_AVG_SIZE
-
-
 def measure_dataset(
     dataset: datasets.Dataset, tools: list, work: Path, preset: str, runs: int, avg_size: int = DEFAULT_AVG_SIZE
 ) -> dict:
@@ -225,6 +221,7 @@ def measure_s3_size(sample: Path, avg_size: int, scratch: Path) -> dict:
         CompressionSpec("zstd", DEFAULT_ZSTD_LEVEL),
         table=name,
         create=True,
+        storage_format=1,
     )
     try:
         before = store.request_counts()
@@ -560,8 +557,8 @@ def main(argv: list[str] | None = None) -> int:
         dest="storage_format",
         type=int,
         choices=(1, 2),
-        help="measure a store made with `chunkstore init --format N` (default: init's default, 1); "
-        "the s3:// rows stay format 1",
+        help=f"measure a store made with `chunkstore init --format N` (default: init's default, "
+        f"{DEFAULT_STORAGE_FORMAT}); the s3:// rows, one per chunk size, are format 1's",
     )
     parser.add_argument(
         "--releases",
@@ -592,7 +589,8 @@ def main(argv: list[str] | None = None) -> int:
     started = environment()
 
     tools = select_tools(args.peers, args.storage_format)
-    avg_size = default_avg_size(args.storage_format)
+    storage_format = args.storage_format or DEFAULT_STORAGE_FORMAT
+    avg_size = default_avg_size(storage_format)
     results, materialized = {}, {}
     if args.releases:
         materialized[RELEASES] = releases_dataset(args.releases, args.releases_count, args.work / "datasets")
@@ -612,7 +610,7 @@ def main(argv: list[str] | None = None) -> int:
         "preset": args.preset,
         "runs": runs,
         "defaults": {
-            "storage_format": args.storage_format or 1,
+            "storage_format": storage_format,
             "chunker": DEFAULT_CHUNKER,
             "avg_size": avg_size,
             "zstd_level": DEFAULT_ZSTD_LEVEL,

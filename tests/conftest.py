@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from chunkstore import ChunkerSpec, CompressionSpec, Store
+from chunkstore.core.chunking import FORMAT_1_AVG_SIZE
 from support.storeobjects import LocalObjects, MemoryObjects, S3Objects
 
 # The moto server (S3 and DynamoDB over HTTP) that the s3:// tests and the CLI tests share.
@@ -111,14 +112,16 @@ def store_url(tmp_path) -> str:
 
 @pytest.fixture
 def store(store_url):
-    """A new store with the default chunker and zstd:3."""
-    with Store.init(store_url, ChunkerSpec.from_average(), CompressionSpec.parse("zstd:3")) as opened:
+    """A new storage format 1 store with the default chunker, 64 KiB chunks and zstd:3 (format 2
+    stores have suites of their own)."""
+    spec = ChunkerSpec.from_average(avg_size=FORMAT_1_AVG_SIZE)
+    with Store.init(store_url, spec, CompressionSpec.parse("zstd:3"), storage_format=1) as opened:
         yield opened
 
 
 @pytest.fixture
 def small_chunk_store(store_url):
-    """A new store with 1 KiB average chunks (fastcdc2020), zstd:3."""
+    """A new storage format 1 store with 1 KiB average chunks (fastcdc2020), zstd:3."""
     spec = ChunkerSpec.from_average(avg_size=SMALL_AVG_SIZE)
-    with Store.init(store_url, spec, CompressionSpec.parse("zstd:3")) as opened:
+    with Store.init(store_url, spec, CompressionSpec.parse("zstd:3"), storage_format=1) as opened:
         yield opened

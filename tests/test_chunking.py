@@ -20,7 +20,7 @@ import pytest
 from fastcdc.fastcdc_cy import fastcdc_cy
 
 from chunkstore.core import chunking
-from chunkstore.core.chunking import ChunkerSpec, make_chunker
+from chunkstore.core.chunking import ChunkerSpec, default_avg_size, make_chunker
 from chunkstore.errors import InvalidArgumentError, UnsupportedFormatError
 
 KIB = 1024
@@ -278,10 +278,14 @@ def test_a_seed_changes_boundaries_and_is_deterministic():
 # ---- ChunkerSpec ---------------------------------------------------------------------------
 
 
+def test_default_average_sizes_follow_the_storage_format():
+    assert (default_avg_size(2), default_avg_size(1)) == (8 * KIB, 64 * KIB)
+
+
 def test_from_average_spreads_min_and_max_around_the_average():
-    assert ChunkerSpec.from_average() == ChunkerSpec("fastcdc2020", 16 * KIB, 64 * KIB, 256 * KIB, 0)
-    assert ChunkerSpec.from_average("fastcdc-ronomon", 8 * KIB) == ChunkerSpec(
-        "fastcdc-ronomon", 2 * KIB, 8 * KIB, 32 * KIB
+    assert ChunkerSpec.from_average() == ChunkerSpec("fastcdc2020", 2 * KIB, 8 * KIB, 32 * KIB, 0)
+    assert ChunkerSpec.from_average("fastcdc-ronomon", 64 * KIB) == ChunkerSpec(
+        "fastcdc-ronomon", 16 * KIB, 64 * KIB, 256 * KIB
     )
     assert ChunkerSpec.from_average("fixed", 8 * KIB) == ChunkerSpec("fixed", 8 * KIB, 8 * KIB, 8 * KIB)
 

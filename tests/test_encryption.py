@@ -99,12 +99,15 @@ def fast_kdf():
 
 
 def init_store(backend, label: str, passphrase: bytes | None = PASSPHRASE, chunker: str = "fastcdc2020") -> Store:
+    """A storage format 1 store (one object a chunk, which these tests read and edit); format 2's
+    encryption is tested with its packs (tests/test_packformat.py, tests/operations)."""
     url, options = backend.new_location(label)
     return Store.init(
         url,
         ChunkerSpec.from_average(chunker, AVG_SIZE),
         CompressionSpec.parse("zstd:3"),
         passphrase=passphrase,
+        storage_format=1,
         **options,
     )
 

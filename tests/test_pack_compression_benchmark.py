@@ -13,13 +13,13 @@ import pytest
 from benchmarks import datasets, pack_compression
 from chunkstore import ChunkerSpec, CompressionSpec, Store
 from chunkstore.backends.packs import PACK_KEY_PREFIX
-from chunkstore.core.chunking import FORMAT_2_AVG_SIZE, make_chunker
+from chunkstore.core.chunking import DEFAULT_AVG_SIZE, make_chunker
 from chunkstore.core.compression import Compressor
 from chunkstore.core.hashing import Hasher
 from chunkstore.core.objectformat import ObjectCodec
 from chunkstore.core.packformat import ENTRY
 
-FORMAT_2_CHUNKER = ChunkerSpec.from_average(avg_size=FORMAT_2_AVG_SIZE)
+FORMAT_2_CHUNKER = ChunkerSpec.from_average(avg_size=DEFAULT_AVG_SIZE)
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +114,6 @@ def test_a_smaller_average_chunk_size_cuts_more_chunks(versions, figures, tmp_pa
     assert pack_compression.main(arguments) == 0
     (small,) = json.loads(out.read_text())
     assert small["avg_size"] == 2048
-    assert figures["avg_size"] == FORMAT_2_AVG_SIZE
+    assert figures["avg_size"] == DEFAULT_AVG_SIZE
     assert small["input_bytes"] == figures["input_bytes"]
     assert small["chunks"] > figures["chunks"]

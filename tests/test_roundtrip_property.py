@@ -40,7 +40,8 @@ def small_chunk_store() -> Iterator[Store]:
     """A new memory:// store of 1 KiB chunks, freed when the block ends."""
     objects = MemoryObjects.new()
     try:
-        with Store.init(objects.url, ChunkerSpec.from_average(avg_size=1024), CompressionSpec.parse("zstd:3")) as store:
+        spec = ChunkerSpec.from_average(avg_size=1024)
+        with Store.init(objects.url, spec, CompressionSpec.parse("zstd:3"), storage_format=1) as store:
             yield store
     finally:
         objects.discard()

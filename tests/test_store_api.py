@@ -447,7 +447,7 @@ def test_a_format_1_store_whose_config_claims_format_2_reads_as_damaged_not_as_d
     from support.storechecks import CHUNKSTORE
 
     store_url = str(tmp_path / "store")
-    with Store.init(store_url, ChunkerSpec.from_average(), CompressionSpec.parse("zstd:3")) as store:
+    with Store.init(store_url, ChunkerSpec.from_average(), CompressionSpec.parse("zstd:3"), storage_format=1) as store:
         store.put_stream(io.BytesIO(b"kept"), "kept.txt")
         format_2 = StoreConfig.from_bytes(store.blobs.get(CONFIG_KEY)).as_format_2()
         store.blobs.put(CONFIG_KEY, format_2.to_bytes())

@@ -13,19 +13,24 @@ from typing import Protocol
 
 from chunkstore.errors import InvalidArgumentError, UnsupportedFormatError
 
-# 64 KiB average, measured with `python -m benchmarks.micro` on the 1 GB versioned-archive
-# data (zstd 3): store ratio 32.5x at 16K, 22.9x at 32K, 16.1x at 64K, 10.5x at 128K,
-# against restic's 5.6x. Halving the size roughly doubles the objects (and S3 PUTs) per
-# stored byte and the per-chunk work of put; 64K keeps ~2.6x restic's saving at a cost
-# per TB ingested of a quarter of 16K's. Stores that favour dedup over requests can init
-# with --avg-size 16K.
-DEFAULT_AVG_SIZE = 64 * 1024
-# A storage format 2 store's default: packs make a chunk cost no request of its own, and the
-# curve of docs/design/format-v2.md (30 Django releases) stores 1.11x less at 8 KiB than at 16.
-FORMAT_2_AVG_SIZE = 8 * 1024
+# The default average chunk size, a storage format 2 store's: packs make a chunk cost no
+# request or file of its own, and the curve of docs/design/format-v2.md (30 Django releases)
+# stores 1.11x less at 8 KiB than at 16.
+DEFAULT_AVG_SIZE = 8 * 1024
+# A storage format 1 store's default, where each chunk is an object and a catalog row of its
+# own: measured with `python -m benchmarks.micro` on the 1 GB versioned-archive data (zstd 3),
+# store ratio 32.5x at 16K, 22.9x at 32K, 16.1x at 64K, 10.5x at 128K, against restic's 5.6x.
+# Halving the size roughly doubles the objects (and S3 PUTs) per stored byte; 64K keeps ~2.6x
+# restic's saving at a cost per TB ingested of a quarter of 16K's.
+FORMAT_1_AVG_SIZE = 64 * 1024
 DEFAULT_CHUNKER = "fastcdc2020"
 # pyfastcdc takes the gear seed as a signed 64-bit C integer and refuses a negative one.
 MAX_SEED = 2**63 - 1
+
+
+def default_avg_size(storage_format: int) -> int:
+    """The average chunk size `init` picks for a store of storage_format when none is given."""
+    return FORMAT_1_AVG_SIZE if storage_format == 1 else DEFAULT_AVG_SIZE
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from ..secrets import read_secret_file
     "--avg-size",
     help="Target average chunk size (min is a quarter, max four times). Smaller chunks "
     "find more duplicates; larger ones mean fewer objects (and requests on S3). "
-    "[default: 64K; 8K with --format 2, whose packs make small chunks cheap]",
+    "[default: 8K; 64K with --format 1, which stores each chunk as an object of its own]",
 )
 @click.option(
     "--compression",
@@ -35,12 +35,12 @@ from ..secrets import read_secret_file
 @click.option(
     "--format",
     "storage_format",
-    default="1",
+    default="2",
     show_default=True,
     type=click.Choice(["1", "2"]),
-    help="Storage format. 1: one object (and one catalog row) per chunk. 2: chunks in 16 MiB packs "
-    "and recipes as pages (docs/design/format-v2.md): far fewer objects and requests, so small "
-    "chunks (8K) pay off.",
+    help="Storage format. 2: chunks in 16 MiB packs and recipes as pages (docs/design/format-v2.md), "
+    "so small chunks (8K) cost few objects and requests. 1: one object (and one catalog row) per "
+    "chunk, as stores made before format 2 were.",
 )
 @size_option(
     "--dictionary-size",
@@ -105,7 +105,7 @@ def init(
       chunkstore --store s3://bucket/store init --table store-catalog --create --encrypt
     """
     from chunkstore import ChunkerSpec, CompressionSpec, Store
-    from chunkstore.core.chunking import DEFAULT_AVG_SIZE, FORMAT_2_AVG_SIZE
+    from chunkstore.core.chunking import default_avg_size
 
     on_s3 = context.store_url.startswith("s3://")
     if on_s3 and not table:
@@ -115,9 +115,7 @@ def init(
     if key_file and not encrypt:
         raise click.UsageError("--key-file goes with --encrypt")
     if avg_size is None:
-        # The chunk-size curve of docs/design/format-v2.md: 8 KiB stores 1.11x less than 16 KiB
-        # on 30 Django releases at the same request cost in packs; format 1 pays a PUT a chunk.
-        avg_size = FORMAT_2_AVG_SIZE if storage_format == "2" else DEFAULT_AVG_SIZE
+        avg_size = default_avg_size(int(storage_format))
     spec = ChunkerSpec.from_average(chunker, avg_size)
     passphrase = None
     if encrypt:

@@ -19,6 +19,7 @@ def test_two_writers_store_every_object(moto_endpoint):
         CompressionSpec.parse("zstd:1"),
         table=f"bench-{uuid.uuid4().hex[:12]}",
         create=True,
+        storage_format=1,
     ).close()
     level = run_level(url, writers=2, objects=3, size=2048)
     assert level["objects"] == 6 and level["objects_per_second"] > 0

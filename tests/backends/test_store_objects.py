@@ -25,6 +25,7 @@ def stored(new_backend, tmp_path):
         objects.url,
         ChunkerSpec.from_average(avg_size=1024),
         CompressionSpec.parse("zstd:3"),
+        storage_format=1,
         **objects.init_arguments(),
     )
     store.put_stream(io.BytesIO(CONTENT), "file")

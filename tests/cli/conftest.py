@@ -22,6 +22,7 @@ def uninitialized(new_backend, tmp_path) -> Chunkstore:
 
 @pytest.fixture
 def chunkstore(uninitialized) -> Chunkstore:
-    """A runner with a fresh store of small chunks."""
-    uninitialized("init", "--avg-size", TEST_AVG_SIZE)
+    """A runner with a fresh storage format 1 store of small chunks (tests/cli/test_format2_cli.py
+    and the format 2 suites cover format 2)."""
+    uninitialized("init", "--format", "1", "--avg-size", TEST_AVG_SIZE)
     return uninitialized

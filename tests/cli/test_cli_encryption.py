@@ -55,9 +55,10 @@ def no_secret(uninitialized) -> Chunkstore:
 
 @pytest.fixture
 def encrypted(no_secret) -> Chunkstore:
-    """A runner with PASSPHRASE in $CHUNKSTORE_PASSPHRASE, for a new encrypted store of small chunks."""
+    """A runner with PASSPHRASE in $CHUNKSTORE_PASSPHRASE, for a new encrypted storage format 1
+    store of small chunks (one object a chunk, which the tests of damage edit)."""
     runner = runner_with(no_secret, **{PASSPHRASE_VARIABLE: PASSPHRASE})
-    runner("init", "--encrypt", "--avg-size", TEST_AVG_SIZE)
+    runner("init", "--format", "1", "--encrypt", "--avg-size", TEST_AVG_SIZE)
     return runner
 
 
@@ -267,7 +268,7 @@ def pristine(tmp_path_factory, new_backend):
     root = tmp_path_factory.mktemp("encrypted")
     (root / "work").mkdir()
     runner = runner_with(Chunkstore(new_backend(root), root / "work"), **{PASSPHRASE_VARIABLE: PASSPHRASE})
-    runner("init", "--encrypt", "--avg-size", TEST_AVG_SIZE)
+    runner("init", "--format", "1", "--encrypt", "--avg-size", TEST_AVG_SIZE)
     write(runner.workdir / "data" / "good", GOOD)
     runner("put", "data")
     objects_of_good = runner.objects()

@@ -9,9 +9,25 @@ from support.clirunner import CONFIG_KEY, assert_one_error, assert_usage_error
 
 def test_init_creates_a_store_with_the_defaults(uninitialized):
     run = uninitialized("init")
-    assert run.out.startswith(f"created store at {uninitialized.store} ")
+    assert run.out.startswith(f"created store at {uninitialized.store} ") and "storage format 2" in run.out
     assert uninitialized.backend.exists(CONFIG_KEY)
     figures = uninitialized.json("stats", "--json")
+    assert figures["storage_format"] == 2
+    assert figures["chunker"] == {
+        "name": "fastcdc2020",
+        "min_size": 2048,
+        "avg_size": 8192,
+        "max_size": 32768,
+        "seed": 0,
+    }
+    assert figures["compression"] == "zstd:3, dictionary 114688 bytes"
+    assert figures["files"] == figures["versions"] == figures["chunks"] == 0
+
+
+def test_init_format_1_takes_its_own_default_chunk_size(uninitialized):
+    uninitialized("init", "--format", "1")
+    figures = uninitialized.json("stats", "--json")
+    assert "storage_format" not in figures
     assert figures["chunker"] == {
         "name": "fastcdc2020",
         "min_size": 16384,
@@ -20,7 +36,6 @@ def test_init_creates_a_store_with_the_defaults(uninitialized):
         "seed": 0,
     }
     assert figures["compression"] == "zstd:3"
-    assert figures["files"] == figures["versions"] == figures["chunks"] == 0
 
 
 def test_init_honours_the_store_option_over_the_environment(uninitialized, new_backend, tmp_path):
@@ -60,7 +75,10 @@ def test_every_chunker_stores_and_returns_files(uninitialized, chunker):
     assert uninitialized("get", "f").stdout == data
 
 
-@pytest.mark.parametrize(("option", "recorded"), [("none", "none"), ("zstd:9", "zstd:9"), ("zstd", "zstd:3")])
+@pytest.mark.parametrize(
+    ("option", "recorded"),
+    [("none", "none"), ("zstd:9", "zstd:9, dictionary 114688 bytes"), ("zstd", "zstd:3, dictionary 114688 bytes")],
+)
 def test_compression_option_is_recorded(uninitialized, option, recorded):
     uninitialized("init", "--compression", option)
     assert uninitialized.json("stats", "--json")["compression"] == recorded

@@ -39,7 +39,7 @@ def pristine(request, tmp_path_factory, new_backend):
     root = tmp_path_factory.mktemp(request.param)
     (root / "work").mkdir()
     chunkstore = Chunkstore(new_backend(root), root / "work")
-    chunkstore("init", "--avg-size", TEST_AVG_SIZE)
+    chunkstore("init", "--format", "1", "--avg-size", TEST_AVG_SIZE)
     bad_content = (random_bytes if request.param == "incompressible" else text_bytes)(200_000, seed=51)
     write(chunkstore.workdir / "data" / "good", GOOD)
     chunkstore("put", "data")

@@ -46,8 +46,15 @@ def test_init_records_format_2(uninitialized):
     assert config["segments"] == {"boundary_bits": 10, "min_chunks": 586, "max_chunks": 4096}
 
 
-def test_init_format_1_is_the_default(uninitialized):
+def test_init_format_2_is_the_default(uninitialized):
     run = uninitialized("init")
+    assert "storage format 2" in run.out
+    config = json.loads(uninitialized.backend.read(CONFIG_KEY))
+    assert (config["version"], config["recipe_format"]) == (3, 2) and config["chunker"]["avg_size"] == 8192
+
+
+def test_init_format_1_makes_a_format_1_store(uninitialized):
+    run = uninitialized("init", "--format", "1")
     assert "storage format" not in run.out
     config = json.loads(uninitialized.backend.read(CONFIG_KEY))
     assert config["version"] < 3 and config["recipe_format"] == 1 and "segments" not in config

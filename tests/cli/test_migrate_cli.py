@@ -22,7 +22,7 @@ def source(tmp_path) -> Chunkstore:
     workdir = tmp_path / "source-work"
     workdir.mkdir()
     cli = Chunkstore(tmp_path / "v1", workdir)
-    cli("init", "--avg-size", "4K")
+    cli("init", "--format", "1", "--avg-size", "4K")
     big = random_bytes(300_000, seed=1)
     write(workdir / "project/notes.txt", text_bytes(20_000, seed=2))
     write(workdir / "project/empty", b"")
@@ -85,7 +85,7 @@ def test_a_destination_that_cannot_take_the_copy_is_refused(source, uninitialize
     assert_one_error(source("migrate", source.store, missing, expect=3), f"no store at {missing}", "init --format 2")
     assert_one_error(source("migrate", missing, source.store, expect=3), f"no store at {missing}")
     assert_one_error(source("migrate", source.store, source.store, expect=2), "the source store itself")
-    uninitialized("init")
+    uninitialized("init", "--format", "1")
     assert_one_error(source("migrate", source.store, uninitialized.store, expect=2), "format 1 store", "--format 2")
     assert_usage_error(source("migrate", source.store, expect=2), "DEST")
 
@@ -96,7 +96,7 @@ def test_encrypted_stores_take_a_passphrase_each(uninitialized, tmp_path):
     workdir.mkdir()
     source = Chunkstore(tmp_path / "v1", workdir)
     source.env["CHUNKSTORE_PASSPHRASE"] = "old secret"
-    source("init", "--avg-size", "4K", "--encrypt")
+    source("init", "--format", "1", "--avg-size", "4K", "--encrypt")
     data = random_bytes(50_000, seed=5)
     source("put", "-", "--as", "data.bin", input=data)
     dest = uninitialized

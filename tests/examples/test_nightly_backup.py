@@ -217,14 +217,14 @@ def test_a_put_that_skips_a_file_holds_back_forget_and_gc_but_verify_runs(backup
     assert len(backup.snapshots()) == 1
 
 
-def test_a_damaged_chunk_fails_verify_and_its_integrity_status_outranks_a_failed_put(backup):
+def test_a_damaged_pack_fails_verify_and_its_integrity_status_outranks_a_failed_put(backup):
     assert backup.run().returncode == 0
-    chunk = max(
-        (path for path in (backup.store / "chunks").rglob("*") if path.is_file()), key=lambda path: path.stat().st_size
+    pack = max(
+        (path for path in (backup.store / "packs").rglob("*") if path.is_file()), key=lambda path: path.stat().st_size
     )
-    damaged = bytearray(chunk.read_bytes())
-    damaged[-100] ^= 0xFF
-    chunk.write_bytes(bytes(damaged))
+    damaged = bytearray(pack.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF  # a chunk's record, not the pack's table at its end
+    pack.write_bytes(bytes(damaged))
     os.mkfifo(backup.folders[1] / "a fifo")
 
     result = backup.run()

@@ -257,7 +257,13 @@ def test_a_store_whose_config_has_no_dictionary_never_trains(tmp_path):
 
 def test_format_1_and_compression_none_take_no_dictionary(tmp_path):
     with pytest.raises(InvalidArgumentError, match="format 2"):
-        Store.init(str(tmp_path / "one"), CHUNKER, CompressionSpec.parse("zstd:3"), dictionary_size=DICTIONARY_SIZE)
+        Store.init(
+            str(tmp_path / "one"),
+            CHUNKER,
+            CompressionSpec.parse("zstd:3"),
+            storage_format=1,
+            dictionary_size=DICTIONARY_SIZE,
+        )
     with pytest.raises(InvalidArgumentError, match="zstd"):
         Store.init(
             str(tmp_path / "none"), CHUNKER, CompressionSpec("none"), storage_format=2, dictionary_size=DICTIONARY_SIZE
@@ -265,7 +271,7 @@ def test_format_1_and_compression_none_take_no_dictionary(tmp_path):
     with Store.init(str(tmp_path / "default"), CHUNKER, CompressionSpec.parse("zstd:3"), storage_format=2) as store:
         assert store.config.compression.dictionary_size == compression.DEFAULT_DICTIONARY_SIZE
         assert store.config.compression.training_bytes == compression.DEFAULT_TRAINING_BYTES
-    with Store.init(str(tmp_path / "format1"), CHUNKER, CompressionSpec.parse("zstd:3")) as store:
+    with Store.init(str(tmp_path / "format1"), CHUNKER, CompressionSpec.parse("zstd:3"), storage_format=1) as store:
         assert store.config.compression.dictionary_size == 0
 
 
@@ -292,7 +298,7 @@ def test_init_sizes_the_dictionary_or_turns_it_off(tmp_path):
     assert StoreConfig.from_bytes((tmp_path / "sized" / CONFIG_KEY).read_bytes()).compression == CompressionSpec(
         "zstd", 3, 64 * 1024, compression.DEFAULT_TRAINING_BYTES
     )
-    for options in (["--format", "2", "--dictionary-size", "100"], ["--dictionary-size", "64K"]):
+    for options in (["--format", "2", "--dictionary-size", "100"], ["--format", "1", "--dictionary-size", "64K"]):
         completed = run_cli(tmp_path / "refused", "init", *options, cwd=tmp_path, expect=2)
         assert "dictionary" in completed.stderr.decode()
         assert not (tmp_path / "refused" / CONFIG_KEY).exists()

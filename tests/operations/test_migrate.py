@@ -222,7 +222,7 @@ def test_a_destination_that_is_not_a_new_format_2_store_is_refused(format_1_stor
     url, _ = format_1_store
     with Store.open(url) as source:
         with (
-            Store.init(str(tmp_path / "other-v1"), CHUNKER, ZSTD) as format_1,
+            Store.init(str(tmp_path / "other-v1"), CHUNKER, ZSTD, storage_format=1) as format_1,
             pytest.raises(InvalidArgumentError, match="format 1 store"),
         ):
             source.migrate_to(format_1)
@@ -267,7 +267,7 @@ def test_a_format_2_store_is_copied_into_another_with_other_chunks(tmp_path):
 
 def test_a_name_of_many_small_versions_is_read_ahead_a_bounded_number_of_versions(tmp_path, monkeypatch):
     url = str(tmp_path / "v1")
-    with Store.init(url, CHUNKER, ZSTD) as store:
+    with Store.init(url, CHUNKER, ZSTD, storage_format=1) as store:
         for number in range(100):
             store.put_stream(io.BytesIO(b"version %d" % number), "one/name", at_ns=T0 + number)
     requested = []

@@ -30,7 +30,11 @@ def encrypted(tmp_path, monkeypatch):
     monkeypatch.setenv("CHUNKSTORE_PASSPHRASE", PASSPHRASE.decode())
     root = tmp_path / "store"
     with Store.init(
-        str(root), ChunkerSpec.from_average(avg_size=4096), CompressionSpec.parse("zstd:3"), passphrase=PASSPHRASE
+        str(root),
+        ChunkerSpec.from_average(avg_size=4096),
+        CompressionSpec.parse("zstd:3"),
+        passphrase=PASSPHRASE,
+        storage_format=1,
     ) as store:
         store.put_stream(io.BytesIO(os.urandom(20_000)), "data/file")
     return root

@@ -60,7 +60,10 @@ def test_a_zstd_frame_declaring_a_gibibyte_is_refused_without_allocating_it():
 
 def test_get_and_restore_of_a_chunk_holding_a_zstd_bomb_fail_with_bounded_memory(tmp_path):
     with Store.init(
-        str(tmp_path / "store"), ChunkerSpec.from_average(avg_size=4096), CompressionSpec.parse("zstd:3")
+        str(tmp_path / "store"),
+        ChunkerSpec.from_average(avg_size=4096),
+        CompressionSpec.parse("zstd:3"),
+        storage_format=1,
     ) as store:
         store.put_stream(io.BytesIO(bytes(range(256)) * 100), "bomb/file")
         entry = next(iter_recipe(store, store.catalog.get_version("bomb/file").digest))
@@ -86,7 +89,7 @@ def cli_store(tmp_path):
     (work / "data").mkdir(parents=True)
     for name in ("a", "b"):
         (work / "data" / name).write_bytes(name.encode() * 1000)
-    run_cli(store, "init", "--avg-size", "4K", cwd=work)
+    run_cli(store, "init", "--format", "1", "--avg-size", "4K", cwd=work)
     run_cli(store, "put", "data", cwd=work)
     return store, work
 
@@ -143,6 +146,7 @@ def stored_on_backend(new_backend, tmp_path):
         objects.url,
         ChunkerSpec.from_average(avg_size=4096),
         CompressionSpec.parse("zstd:3"),
+        storage_format=1,
         **objects.init_arguments(),
     ) as store:
         for name in ("data/kept", "data/removed"):

@@ -108,6 +108,7 @@ def make_template(root, encrypted: bool, monkeypatch) -> str:
         str(template),
         ChunkerSpec.from_average(avg_size=4096),
         CompressionSpec.parse("zstd:3"),
+        storage_format=1,
         **({"passphrase": PASSPHRASE} if encrypted else {}),
     ) as store:
         store.put_stream(io.BytesIO(CONTENT), "data/a")
@@ -248,7 +249,7 @@ def catalog_template(tmp_path_factory):
     (source / "c").write_bytes(b"")
     os.symlink("a", source / "link")
     store = root / "template"
-    assert run_cli(store, "init", "--avg-size", "4K").code == 0
+    assert run_cli(store, "init", "--format", "1", "--avg-size", "4K").code == 0
     assert run_cli(store, "put", str(source)).code == 0
     (source / "b").write_bytes(b"b2" * 20_000)
     assert run_cli(store, "put", str(source)).code == 0
@@ -391,6 +392,7 @@ def test_a_damaged_version_item_mode_is_an_integrity_error_on_every_catalog(new_
         objects.url,
         ChunkerSpec.from_average(avg_size=4096),
         CompressionSpec.parse("zstd:3"),
+        storage_format=1,
         **objects.init_arguments(),
     ) as store:
         store.put_stream(io.BytesIO(b"x" * 100), "data/a")

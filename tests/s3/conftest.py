@@ -25,9 +25,11 @@ def s3_url(bucket) -> str:
 
 @pytest.fixture
 def s3_store(s3_url, table):
-    """A new s3:// store with 1 KiB average chunks and zstd:3, its table made by init."""
+    """A new storage format 1 s3:// store with 1 KiB average chunks and zstd:3, its table made by init."""
     spec = ChunkerSpec.from_average(avg_size=1024)
-    with Store.init(s3_url, spec, CompressionSpec.parse("zstd:3"), table=table, create=True) as opened:
+    with Store.init(
+        s3_url, spec, CompressionSpec.parse("zstd:3"), table=table, create=True, storage_format=1
+    ) as opened:
         yield opened
 
 

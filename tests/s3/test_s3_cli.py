@@ -42,7 +42,7 @@ def chunk_object_keys(runner: Chunkstore) -> list[str]:
 
 
 def test_every_command_on_an_s3_store(s3_cli, tmp_path):
-    run = s3_cli("init", "--table", s3_cli.table, "--create", "--avg-size", TEST_AVG_SIZE)
+    run = s3_cli("init", "--format", "1", "--table", s3_cli.table, "--create", "--avg-size", TEST_AVG_SIZE)
     assert run.out.startswith(f"created store at {s3_cli.store} ") and f"DynamoDB table {s3_cli.table}" in run.out
     tree = s3_cli.workdir / "data"
     report = write(tree / "report.txt", text_bytes(150_000, seed=1))
@@ -121,7 +121,7 @@ def test_a_missing_bucket_or_table_is_not_found(s3_cli):
 
 
 def test_a_deleted_chunk_object_fails_get_and_verify_naming_the_file(s3_cli, tmp_path):
-    s3_cli("init", "--table", s3_cli.table, "--create", "--avg-size", TEST_AVG_SIZE)
+    s3_cli("init", "--format", "1", "--table", s3_cli.table, "--create", "--avg-size", TEST_AVG_SIZE)
     write(s3_cli.workdir / "precious.bin", random_bytes(50_000, seed=3))
     s3_cli("put", "precious.bin")
     victim = chunk_object_keys(s3_cli)[0]

@@ -84,7 +84,7 @@ def test_two_writers_storing_the_same_new_file_at_once_store_it_once(s3_url, s3_
 
 def test_requests_of_a_put_are_counted_and_priced(s3_url, table, tmp_path):
     spec = ChunkerSpec.from_average(avg_size=4096)
-    Store.init(s3_url, spec, CompressionSpec.parse("zstd:3"), table=table, create=True).close()
+    Store.init(s3_url, spec, CompressionSpec.parse("zstd:3"), table=table, create=True, storage_format=1).close()
     for index in range(3):
         write_random(tmp_path / f"file{index}", 30_000, seed=10 + index)
     with Store.open(s3_url) as store:

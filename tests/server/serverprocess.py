@@ -45,8 +45,10 @@ def run_chunkstore(*args: str, env: dict | None = None, timeout: float = 60) -> 
     )
 
 
-def init_store(path: Path, avg_size: str = "64K") -> str:
-    result = run_chunkstore("--store", str(path), "init", "--avg-size", avg_size)
+def init_store(path: Path, avg_size: str = "64K", storage_format: str | None = None) -> str:
+    """A new store at path, of init's default storage format unless storage_format is given."""
+    format_options = ("--format", storage_format) if storage_format else ()
+    result = run_chunkstore("--store", str(path), "init", *format_options, "--avg-size", avg_size)
     assert result.returncode == 0, result.stderr
     return str(path)
 

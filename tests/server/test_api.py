@@ -14,7 +14,7 @@ from chunkstore import Store
 from chunkstore.core.config import chunk_key
 from chunkstore.operations.read import iter_recipe
 
-from .serverprocess import run_chunkstore
+from .serverprocess import ServerProcess, init_store, run_chunkstore
 
 
 def payload(size: int, seed: int) -> bytes:
@@ -246,7 +246,14 @@ def _flip_byte(path: Path) -> None:
     path.write_bytes(bytes(raw))
 
 
-def test_corrupt_first_chunk_is_a_json_error(server):
+@pytest.fixture
+def format_1_server(start_server, tmp_path) -> ServerProcess:
+    """A server over a storage format 1 store of 4 KiB chunks: one file a chunk, for the damage tests."""
+    return start_server(store_url=init_store(tmp_path / "format-1", "4K", storage_format="1"))
+
+
+def test_corrupt_first_chunk_is_a_json_error(format_1_server):
+    server = format_1_server
     data = payload(100_000, 10)
     with server.client() as client:
         upload(client, "c.bin", data)
@@ -259,7 +266,8 @@ def test_corrupt_first_chunk_is_a_json_error(server):
     assert tail.status_code == 206 and tail.content == data[-100:]
 
 
-def test_corrupt_later_chunk_aborts_the_response(server):
+def test_corrupt_later_chunk_aborts_the_response(format_1_server):
+    server = format_1_server
     data = payload(600_000, 11)
     with server.client() as client:
         upload(client, "late.bin", data)
