@@ -1,6 +1,6 @@
 """The headline benchmark: chunkstore side by side with restic and borg on versioned archives.
 
-    python -m benchmarks.foundation [--quick|--smoke] [--runs N] [--peers restic,borg] [--out DIR]
+    python -m benchmarks.foundation [--quick|--smoke] [--runs N] [--peers restic,borg] [--format 1|2] [--out DIR]
 
 Every tool is driven through its command line as a subprocess, as a user would run it,
 on the same generated dataset (see benchmarks/datasets.py) in the same script run. Each
@@ -26,6 +26,8 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from chunkstore.store import DEFAULT_STORAGE_FORMAT, STORAGE_FORMATS
 
 from . import datasets
 from .report import MB, MIB, environment, markdown_table, report_preamble, write_reports
@@ -388,11 +390,23 @@ def add_peers_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_format_argument(parser: argparse.ArgumentParser, note: str = "") -> None:
+    parser.add_argument(
+        "--format",
+        dest="storage_format",
+        type=int,
+        choices=STORAGE_FORMATS,
+        help=f"measure a store made with `chunkstore init --format N` (default: init's default, "
+        f"{DEFAULT_STORAGE_FORMAT}){note}",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.foundation", description=__doc__.split("\n\n")[0])
     datasets.add_arguments(parser)
     parser.add_argument("--runs", type=int, default=3, help="runs per tool; figures are medians (default 3)")
     add_peers_argument(parser)
+    add_format_argument(parser)
     parser.add_argument("--out", type=Path, default=Path("bench-report"), help="report folder (default bench-report/)")
     parser.add_argument(
         "--work",
@@ -405,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs < 1:
         parser.error("--runs must be at least 1")
 
-    tools = select_tools(args.peers)
+    tools = select_tools(args.peers, args.storage_format)
 
     dataset = datasets.materialize(datasets.spec_from_arguments(args), args.work / "datasets")
     print(

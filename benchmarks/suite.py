@@ -52,6 +52,7 @@ from .foundation import (
     TARGETS,
     Figure,
     Target,
+    add_format_argument,
     add_peers_argument,
     comma_list,
     compute_figures,
@@ -552,14 +553,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--runs", type=int, help="runs per tool and dataset; figures are medians (default 3, 1 with --quick or --smoke)"
     )
-    parser.add_argument(
-        "--format",
-        dest="storage_format",
-        type=int,
-        choices=(1, 2),
-        help=f"measure a store made with `chunkstore init --format N` (default: init's default, "
-        f"{DEFAULT_STORAGE_FORMAT}); the s3:// rows, one per chunk size, are format 1's",
-    )
+    add_format_argument(parser, "; the s3:// rows, one per chunk size, are format 1's")
     parser.add_argument(
         "--releases",
         type=Path,

@@ -101,7 +101,7 @@ def init(
     \b
     Examples:
       chunkstore --store ~/backups init --avg-size 1M
-      chunkstore --store ~/backups init --format 2
+      chunkstore --store ~/backups init --format 1     # an object per chunk, as before format 2
       chunkstore --store s3://bucket/store init --table store-catalog --create --encrypt
     """
     from chunkstore import ChunkerSpec, CompressionSpec, Store

@@ -22,14 +22,8 @@ ROUNDS = 4
 
 
 def test_puts_removals_and_gcs_in_parallel_processes_lose_nothing(s3_url, table, tmp_path):
-    Store.init(
-        s3_url,
-        ChunkerSpec.from_average(avg_size=1024),
-        CompressionSpec.parse("zstd:3"),
-        table=table,
-        create=True,
-        storage_format=1,
-    ).close()
+    spec, zstd = ChunkerSpec.from_average(avg_size=1024), CompressionSpec.parse("zstd:3")
+    Store.init(s3_url, spec, zstd, table=table, create=True, storage_format=1).close()
     stop = tmp_path / "stop"
     background = [
         subprocess.Popen([sys.executable, WORKER, "rm", s3_url, stop, tmp_path / "removed.json", "7"]),
