@@ -79,6 +79,11 @@ _NONE_HELD: MappingProxyType = MappingProxyType({})
 _entry_offset = attrgetter("offset")
 
 
+def _follows(previous: ChunkLocation, location: ChunkLocation) -> bool:
+    """Whether location's record starts in the same pack where previous's ends."""
+    return location.pack_id == previous.pack_id and location.entry.offset == previous.entry.end
+
+
 def pack_key(pack_id: bytes) -> str:
     hex_id = pack_id.hex()
     return f"{PACK_KEY_PREFIX}{hex_id[:SHARD_HEX_DIGITS]}/{hex_id}"
@@ -622,6 +627,39 @@ class PackReader:
         finally:
             held.cancel()
 
+    def read_chunks_here(self, locations: Iterable[ChunkLocation]) -> Iterator[tuple[ChunkLocation, bytes]]:
+        """read_chunks for a small content, in the calling thread: each run of locations whose
+        records lie back to back in one pack is read with one GET and decoded here, a chunk the
+        cache holds is not read.
+
+        For the restore's pool threads, which read small files whole: read_chunks handed each
+        such file's one read to a GET thread and then to a decoding thread, and restoring 8,625
+        small files made 80,611 futex calls against 17,731 for format 1's chunk objects.
+        Memory: the content's records once, and its chunks; the caller bounds the content."""
+        run: list[ChunkLocation] = []
+        for location in locations:
+            if run and not _follows(run[-1], location):
+                yield from self._read_run_here(run)  # its chunks are cached: location may be one
+                run = []
+            cached = self._cache.get(location.entry.chunk_id) if self._cache is not None else None
+            if cached is None:
+                run.append(location)
+                continue
+            if run:
+                yield from self._read_run_here(run)
+                run = []
+            yield location, cached
+        if run:
+            yield from self._read_run_here(run)
+
+    def _read_run_here(self, run: list[ChunkLocation]) -> Iterator[tuple[ChunkLocation, bytes]]:
+        entries = [location.entry for location in run]
+        read = _Read(run[0].pack_id, entries[0].offset, entries[-1].end, entries)
+        for location, chunk in zip(run, self._decode(read, self._read_bytes(read)).values(), strict=True):
+            if self._cache is not None:
+                self._cache.add(location.entry.chunk_id, chunk)
+            yield location, chunk
+
     def _next_read(self, ahead: _LookAhead, first: ChunkLocation, held: _HeldReads) -> _Read:
         """The read that serves first, the next location ahead: its whole pack, or a run of the
         records ahead of that pack."""
@@ -696,6 +734,9 @@ class PackReader:
 
     def _fetch(self, read: _Read) -> Future[dict[int, bytes]]:
         """GETs the read's bytes (in a GET thread) and hands them to the decoding threads."""
+        return self._decoders.submit(self._decode, read, self._read_bytes(read))
+
+    def _read_bytes(self, read: _Read) -> bytes:
         data = self._get(read.pack_id, read.start, None if read.whole else read.size)
         if len(data) != read.size:
             what = "the pack" if read.whole else f"bytes {read.start}..{read.end}"
@@ -703,7 +744,7 @@ class PackReader:
                 f"pack {read.pack_id.hex()} is damaged: {len(data)} bytes came back for {what}, "
                 f"{read.size} were expected"
             )
-        return self._decoders.submit(self._decode, read, data)
+        return data
 
     def _decode(self, read: _Read, data: bytes) -> dict[int, bytes]:
         # Records are decoded from views of the range: a copy of a 1.9 KB record (an 8 KiB chunk

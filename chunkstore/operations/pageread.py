@@ -72,10 +72,12 @@ class PageReader:
         self._reread_page = reread_page
         self._known_packs: dict[bytes, StoredPack] = {}
 
-    def read(self, pages: Iterable[StoredPage]) -> Iterator[bytes]:
-        """The content's chunks' plaintext, in order, each checked against its ID."""
+    def read(self, pages: Iterable[StoredPage], *, in_this_thread: bool = False) -> Iterator[bytes]:
+        """The content's chunks' plaintext, in order, each checked against its ID; in_this_thread
+        reads a small content in the calling thread (PackReader.read_chunks_here)."""
+        read_chunks = self._packs.read_chunks_here if in_this_thread else self._packs.read_chunks
         # map, not a generator of its own: one frame less for each chunk handed out.
-        return map(itemgetter(1), self._packs.read_chunks(self._locations(pages)))
+        return map(itemgetter(1), read_chunks(self._locations(pages)))
 
     def _locations(self, pages: Iterable[StoredPage]) -> Iterator[ChunkLocation]:
         for stored in pages:

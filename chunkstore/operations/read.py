@@ -163,8 +163,8 @@ class ChunkFetcher:
 
     def _verified_content(self, record: VersionRecord) -> bytes:
         if self._pages is not None:
-            # The pack reader's own threads fetch, so this pool thread waits on none of its pool's.
-            chunks = self.content_chunks(record.digest)
+            # Read in this pool thread (the content is small), not handed to the reader's threads.
+            chunks = self._pages.read(stored_pages(self.store.catalog, record.digest), in_this_thread=True)
         else:
             chunks = (
                 read_chunk(self.store, entry.chunk_id, entry.length) for entry in iter_recipe(self.store, record.digest)

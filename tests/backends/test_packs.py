@@ -252,6 +252,38 @@ def test_chunks_in_the_cache_are_not_read_again(tmp_path):
     assert len(blobs.gets) == 2  # only the last few chunks stay cached: the whole run is read twice
 
 
+def test_a_small_content_read_in_the_callers_thread_costs_a_get_per_run_of_back_to_back_records(tmp_path):
+    """read_chunks_here: the chunks in order, a repeat and a chunk of another pack included; a GET
+    per run of records that lie back to back in one pack, none for a chunk the cache holds; and
+    no thread of the reader's runs."""
+    blobs = CountingBlobStore(LocalBlobStore(tmp_path / "blobs"))
+    packs = pack_format()
+    chunks, stored = write_chunks(blobs, packs, 40, target=TARGET // 4)
+    first, second = stored[0], stored[1]
+    a = [ChunkLocation(first.pack_id, entry) for entry in first.entries[:6]]
+    skipped = [ChunkLocation(first.pack_id, entry) for entry in first.entries[7:9]]
+    b = [ChunkLocation(second.pack_id, entry) for entry in second.entries[:2]]
+    locations = [*a[:4], a[1], *a[4:], *skipped, *b, a[0]]
+    cache = ChunkCache()
+    blobs.gets.clear()
+    with PackReader(blobs, packs, cache=cache) as reader:
+        read = list(reader.read_chunks_here(locations))
+        assert not any(thread.name.startswith("chunkstore-pack") for thread in threading.enumerate())
+        assert [data for _, data in reader.read_chunks_here(a)] == [chunks[loc.entry.chunk_id] for loc in a]
+    assert [location for location, _ in read] == locations
+    assert [data for _, data in read] == [chunks[location.entry.chunk_id] for location in locations]
+
+    def run(run_locations):
+        return (
+            pack_key(run_locations[0].pack_id),
+            run_locations[0].entry.offset,
+            run_locations[-1].entry.end - run_locations[0].entry.offset,
+        )
+
+    # a[1] again and a[0] at the end come from the cache; so does all of a the second time.
+    assert blobs.gets == [run(a[:4]), run(a[4:]), run(skipped), run(b)]
+
+
 def runs_of_consecutive(entries):
     """The selected entries cut where one is not the record right after the previous one."""
     runs = []
@@ -599,18 +631,24 @@ def test_a_damaged_table_is_refused_naming_the_pack(blobs, change):
                 reader.read_table(pack.pack_id, size)
 
 
+# read_chunks, through the reader's threads, and read_chunks_here, in the caller's, refuse alike.
+READS = pytest.mark.parametrize("read", ["read_chunks", "read_chunks_here"])
+
+
+@READS
 @pytest.mark.parametrize("keys", [None, KEYS], ids=["plain", "encrypted"])
-def test_a_bit_flip_in_a_record_is_refused_naming_pack_and_chunk(blobs, keys):
+def test_a_bit_flip_in_a_record_is_refused_naming_pack_and_chunk(blobs, keys, read):
     packs = pack_format(keys)
     _, stored = write_chunks(blobs, packs, 40)
     pack = stored[0]
     victim = pack.entries[3]
     damage(blobs, pack, flip(victim.offset + victim.length - 3))
     with PackReader(blobs, packs) as reader:
+        read_chunks = getattr(reader, read)
         assert reader.read_table(pack.pack_id, pack.size) == pack.entries  # the table is intact
-        list(reader.read_chunks(ChunkLocation(pack.pack_id, entry) for entry in pack.entries[:3]))
+        assert len(list(read_chunks(ChunkLocation(pack.pack_id, entry) for entry in pack.entries[:3]))) == 3
         with pytest.raises(IntegrityError, match=f"pack {pack.pack_id.hex()}.*chunk {victim.chunk_id.hex()}"):
-            list(reader.read_chunks(pack.locations()))
+            list(read_chunks(pack.locations()))
 
 
 def test_a_pack_read_whole_still_checks_every_chunk(tmp_path):
@@ -662,6 +700,7 @@ def test_a_missing_pack_is_a_missing_chunk_error(blobs):
             lambda: reader.read_table(pack.pack_id),
             lambda: reader.read_table(pack.pack_id, pack.size),
             lambda: list(reader.read_chunks(pack.locations())),
+            lambda: list(reader.read_chunks_here(pack.locations())),
         ):
             with pytest.raises(MissingChunkError, match=f"pack {pack.pack_id.hex()} is missing"):
                 call()

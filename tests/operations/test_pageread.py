@@ -75,20 +75,29 @@ def store_content(
     ]
 
 
-def read_all(blobs: BlobStore, packs: PackFormat, stored: list[StoredPage], keys: Keys | None) -> bytes:
+def read_all(
+    blobs: BlobStore, packs: PackFormat, stored: list[StoredPage], keys: Keys | None, in_this_thread: bool = False
+) -> bytes:
     with PackReader(blobs, packs) as reader:
-        return b"".join(PageReader(reader, keys.chunk_id if keys else None).read(stored))
+        pages_read = PageReader(reader, keys.chunk_id if keys else None).read(stored, in_this_thread=in_this_thread)
+        return b"".join(pages_read)
 
 
+# The restore reads small contents in its own pool's threads (in_this_thread), others through the
+# pack reader's threads: both ways give the same bytes and the same refusals.
+READ_WAYS = pytest.mark.parametrize("in_this_thread", [False, True], ids=["reader-threads", "this-thread"])
+
+
+@READ_WAYS
 @pytest.mark.parametrize("keys", [None, KEYS], ids=["plain", "encrypted"])
-def test_a_content_of_several_packs_and_pages_comes_back_byte_exact(blobs, keys):
+def test_a_content_of_several_packs_and_pages_comes_back_byte_exact(blobs, keys, in_this_thread):
     packs = pack_format(keys)
     data = content(600 * 1024)
     stored = store_content(blobs, packs, data, keys)
 
     assert len(stored) >= 3
     assert len(list(blobs.inner.list("packs/"))) >= 4
-    assert read_all(blobs, packs, stored, keys) == data
+    assert read_all(blobs, packs, stored, keys, in_this_thread) == data
     digest = packs.hasher.file_hasher()
     digest.update(data)
     with PackReader(blobs, packs) as reader:
@@ -139,7 +148,8 @@ def test_a_damaged_page_is_refused_with_its_id(blobs):
         read_all(blobs, packs, damaged, None)
 
 
-def test_a_tampered_record_is_refused_naming_its_pack(blobs):
+@READ_WAYS
+def test_a_tampered_record_is_refused_naming_its_pack(blobs, in_this_thread):
     packs = pack_format()
     data = content(100 * 1024)
     stored = store_content(blobs, packs, data, None)
@@ -152,18 +162,19 @@ def test_a_tampered_record_is_refused_naming_its_pack(blobs):
     blobs.inner.put(key, bytes(pack))
 
     with pytest.raises(IntegrityError, match=run.pack_id.hex()) as raised:
-        read_all(blobs, packs, stored, None)
+        read_all(blobs, packs, stored, None, in_this_thread)
     assert isinstance(raised.value, (CorruptObjectError, ChunkMismatchError))
 
 
-def test_a_missing_pack_is_a_distinct_missing_chunk_error(blobs):
+@READ_WAYS
+def test_a_missing_pack_is_a_distinct_missing_chunk_error(blobs, in_this_thread):
     packs = pack_format()
     stored = store_content(blobs, packs, content(100 * 1024), None)
     run = pages.parse_page(stored[-1].page).runs[-1]
     blobs.inner.delete(pack_key(run.pack_id))
 
     with pytest.raises(PagePackMissingError) as raised:
-        read_all(blobs, packs, stored, None)
+        read_all(blobs, packs, stored, None, in_this_thread)
     assert raised.value.pack_id == run.pack_id
     assert run.pack_id.hex() in str(raised.value)
 
