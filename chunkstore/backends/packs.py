@@ -655,7 +655,7 @@ class PackReader:
     def _read_run_here(self, run: list[ChunkLocation]) -> Iterator[tuple[ChunkLocation, bytes]]:
         entries = [location.entry for location in run]
         read = _Read(run[0].pack_id, entries[0].offset, entries[-1].end, entries)
-        for location, chunk in zip(run, self._decode(read, self._read_bytes(read)).values(), strict=True):
+        for location, chunk in zip(run, self._decode_records(read, self._read_bytes(read)), strict=True):
             if self._cache is not None:
                 self._cache.add(location.entry.chunk_id, chunk)
             yield location, chunk
@@ -747,12 +747,15 @@ class PackReader:
         return data
 
     def _decode(self, read: _Read, data: bytes) -> dict[int, bytes]:
+        return dict(zip(map(_entry_offset, read.entries), self._decode_records(read, data), strict=True))
+
+    def _decode_records(self, read: _Read, data: bytes) -> list[bytes]:
+        """The plaintext of each of the read's entries, in order, from the read's bytes."""
         # Records are decoded from views of the range: a copy of a 1.9 KB record (an 8 KiB chunk
         # compressed) took 0.20 us against 0.07 us for the view (timeit).
         view = memoryview(data)
-        plaintexts = _decode_all_checked(
+        return _decode_all_checked(
             self._packs,
             read.pack_id,
             [(entry, view[entry.offset - read.start : entry.end - read.start]) for entry in read.entries],
         )
-        return dict(zip(map(_entry_offset, read.entries), plaintexts, strict=True))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from chunkstore.store import DEFAULT_STORAGE_FORMAT, STORAGE_FORMATS
+
 from ..exits import EXIT_OK
 from ..options import size_option
 from ..output import printable
@@ -35,9 +37,9 @@ from ..secrets import read_secret_file
 @click.option(
     "--format",
     "storage_format",
-    default="2",
+    default=str(DEFAULT_STORAGE_FORMAT),
     show_default=True,
-    type=click.Choice(["1", "2"]),
+    type=click.Choice([str(storage_format) for storage_format in STORAGE_FORMATS]),
     help="Storage format. 2: chunks in 16 MiB packs and recipes as pages (docs/design/format-v2.md), "
     "so small chunks (8K) cost few objects and requests. 1: one object (and one catalog row) per "
     "chunk, as stores made before format 2 were.",

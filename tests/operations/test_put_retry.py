@@ -19,9 +19,8 @@ LEASE_SECONDS = 0.5
 def test_a_put_stalled_past_its_lease_while_gc_ran_stores_its_batch_again(new_backend, tmp_path):
     objects = new_backend(tmp_path)
     url = objects.url
-    Store.init(
-        url, ChunkerSpec.from_average(avg_size=4096), CompressionSpec.parse("zstd:3"), **objects.init_arguments()
-    ).close()
+    spec, zstd = ChunkerSpec.from_average(avg_size=4096), CompressionSpec.parse("zstd:3")
+    Store.init(url, spec, zstd, storage_format=1, **objects.init_arguments()).close()
     data = random.Random(7).randbytes(1_000_000)
     (tmp_path / "file").write_bytes(data)
     with Store.open(url, lease_seconds=LEASE_SECONDS) as store:
