@@ -14,6 +14,7 @@ from typing import BinaryIO
 from chunkstore.backends.backend import Backend
 from chunkstore.backends.catalog import VersionRecord
 from chunkstore.backends.registry import open_backend
+from chunkstore.backends.sealed import MetadataCipher, SealedCatalog
 from chunkstore.backends.sessions import DEFAULT_LEASE_SECONDS
 from chunkstore.core import crypto
 from chunkstore.core.chunking import ChunkerSpec, Readable
@@ -49,6 +50,11 @@ class Store(StoreContext):
     """An open store. Use Store.init to create one and Store.open to open one."""
 
     def __init__(self, backend: Backend, config: StoreConfig, catalog, keys: Keys | None = None):
+        if config.metadata is not None:
+            # Only an encrypted config names a metadata scheme, and it is unlocked before this.
+            assert keys is not None
+            # Its passed-through methods are set on the class when sealed.py loads, unseen by mypy.
+            catalog = SealedCatalog(catalog, MetadataCipher(keys))  # type: ignore[abstract]
         super().__init__(backend.url, config, backend.blobs, catalog, keys)
         self.backend = backend
 
@@ -68,12 +74,15 @@ class Store(StoreContext):
         storage_format: int = DEFAULT_STORAGE_FORMAT,
         dictionary_size: int | None = None,
         training_bytes: int = DEFAULT_TRAINING_BYTES,
+        seal_metadata: bool | None = None,
     ) -> Store:
         """Create a store. For s3:// URLs, table names the DynamoDB table of its catalog, and
         create makes the bucket and the table if they do not exist. storage_format 2 stores
         chunks in packs and recipes as pages (docs/design/format-v2.md); with zstd it compresses
         them with a store dictionary of dictionary_size bytes (None: 112 KiB; 0: none) trained on
-        the first training_bytes of new chunks."""
+        the first training_bytes of new chunks. An encrypted format 2 store seals its catalog's
+        names, stat data and snapshot records (docs/design/encrypted-metadata.md) unless
+        seal_metadata is False (for comparison; None: seal where the format allows)."""
         if storage_format not in STORAGE_FORMATS:
             raise InvalidArgumentError(
                 f"storage format {storage_format!r} does not exist (choose {' or '.join(map(str, STORAGE_FORMATS))})"
@@ -105,7 +114,9 @@ class Store(StoreContext):
                     f"an encrypted store needs a keyed chunker ({', '.join(ENCRYPTABLE_CHUNKERS)}); "
                     f"{chunker.name} would reveal content through chunk boundaries"
                 )
-            config, keys = config.with_encryption(passphrase)
+            # Format 1 stays as stores made before sealing were.
+            seal = storage_format == 2 if seal_metadata is None else seal_metadata
+            config, keys = config.with_encryption(passphrase, seal_metadata=seal)
         catalog = backend.open_catalog(catalog_section, store_id=config.store_id, create=True)
         # The config is written last: its presence is what makes the folder a store,
         # so an init that dies half-way can simply be run again.

@@ -200,7 +200,7 @@ def test_a_schema_1_store_is_upgraded_when_opened(tmp_path):
         assert first.getvalue() == b"first version\n"
         assert store.catalog.list_snapshots() == []
     with closing(sqlite3.connect(tmp_path / "store" / "catalog.sqlite")) as db:
-        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("4",)
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("5",)
     with Store.open(url) as store:
         (source / "b.txt").unlink()
         run = store.put([(source, "docs")], sync=True)

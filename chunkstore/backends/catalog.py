@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from chunkstore.backends.packindex import PackIndex, RoundGuard
-from chunkstore.backends.sessions import DEFAULT_LEASE_SECONDS
+from chunkstore.backends.sessions import DEFAULT_LEASE_SECONDS, HOST
 from chunkstore.errors import NameNotFoundError, VersionNotFoundError
 
 
@@ -87,6 +87,9 @@ class FileStat:
     mode: int
     inode: int = 0
     ctime_ns: int = 0
+    # A store that seals its metadata (docs/design/encrypted-metadata.md) keeps mtime, mode,
+    # inode and ctime here, encrypted, and zeros in their fields; b"" in every other store.
+    sealed: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +162,9 @@ class SnapshotRecord:
     added_bytes: int = 0  # plaintext of the chunks the run added
     added_stored_bytes: int = 0  # what their objects take in the store
     program: str = ""  # what ran the put: "chunkstore put", "web upload", "lambda ingest", ...; "" if unknown
+    # A store that seals its metadata keeps host, paths and program here, encrypted, and empty
+    # values in their fields; b"" in every other store.
+    sealed: bytes = b""
 
 
 # The counters of a snapshot record, as both catalogs store them.
@@ -182,6 +188,9 @@ class Catalog(ABC):
 
     # How long a session lives without a heartbeat before others may take it for dead.
     lease_seconds: float = DEFAULT_LEASE_SECONDS
+    # What this machine's sessions record as their host, and what liveness compares a session's
+    # host with: the host name, or in a store that seals its metadata a keyed hash of it.
+    session_host: str = HOST
     # Storage format 2's packs, pages and gc round (chunkstore/backends/packindex.py, whose
     # docstrings are its contract); every catalog has one, a format 1 store leaves it empty.
     pack_index: PackIndex
@@ -381,3 +390,37 @@ class Catalog(ABC):
 
     def close(self) -> None:
         """Release connections."""
+
+
+class WrappedCatalog(Catalog):
+    """A catalog that works over another one, inner (faults injected, metadata sealed): its
+    capabilities (lease_seconds, session_host, integrity_problems, storage_bytes) and close
+    are inner's. A subclass gives the methods of the contract."""
+
+    def __init__(self, inner: Catalog):
+        self.inner = inner
+
+    @property
+    def lease_seconds(self) -> float:
+        return self.inner.lease_seconds
+
+    @lease_seconds.setter
+    def lease_seconds(self, seconds: float) -> None:
+        self.inner.lease_seconds = seconds
+
+    @property
+    def session_host(self) -> str:
+        return self.inner.session_host
+
+    @session_host.setter
+    def session_host(self, host: str) -> None:
+        self.inner.session_host = host
+
+    def integrity_problems(self) -> list[str]:
+        return self.inner.integrity_problems()
+
+    def storage_bytes(self) -> int | None:
+        return self.inner.storage_bytes()
+
+    def close(self) -> None:
+        self.inner.close()

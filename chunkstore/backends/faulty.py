@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from chunkstore.backends.blobstore import BlobInfo, BlobStore, BlobStoreWrapper
-from chunkstore.backends.catalog import Catalog
+from chunkstore.backends.catalog import Catalog, WrappedCatalog
 from chunkstore.backends.packindex import PACK_INDEX_CALLS, PackIndex
 
 FAULT_KINDS = ("error", "slow", "lost_reply", "truncate", "crash")
@@ -159,33 +159,16 @@ class FaultyBlobStore(BlobStoreWrapper):
         run_with_fault(self.plan, "sync", "", self.inner.sync)
 
 
-class FaultyCatalog(Catalog):
+class FaultyCatalog(WrappedCatalog):
     """inner, with the faults of plan injected into every method of the Catalog contract and of
     its pack index (rules are keyed by method name: no name is in both); its capabilities
-    (lease_seconds, integrity_problems, storage_bytes) and close pass through unfaulted."""
+    (WrappedCatalog's) and close pass through unfaulted."""
 
     def __init__(self, inner: Catalog, plan: FaultPlan):
-        self.inner = inner
+        super().__init__(inner)
         self.plan = plan
         # A PackIndex by the methods set on FaultyPackIndex below, which a type checker does not see.
         self.pack_index = cast(PackIndex, FaultyPackIndex(inner.pack_index, plan))
-
-    @property
-    def lease_seconds(self) -> float:
-        return self.inner.lease_seconds
-
-    @lease_seconds.setter
-    def lease_seconds(self, seconds: float) -> None:
-        self.inner.lease_seconds = seconds
-
-    def integrity_problems(self) -> list[str]:
-        return self.inner.integrity_problems()
-
-    def storage_bytes(self) -> int | None:
-        return self.inner.storage_bytes()
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 class FaultyPackIndex:

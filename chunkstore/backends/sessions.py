@@ -29,10 +29,13 @@ def now_ns() -> int:
     return time.time_ns()
 
 
-def session_is_dead(host: str, pid: int, heartbeat_ns: int, lease_seconds: float, at_ns: int) -> bool:
+def session_is_dead(
+    host: str, pid: int, heartbeat_ns: int, lease_seconds: float, at_ns: int, local_host: str = HOST
+) -> bool:
+    """local_host: what this machine's sessions record as their host (a catalog's session_host)."""
     if at_ns - heartbeat_ns > lease_seconds * 1_000_000_000:
         return True
-    if host == HOST and pid != os.getpid():
+    if host == local_host and pid != os.getpid():
         if not 0 < pid <= MAX_PID:
             return True
         try:

@@ -10,6 +10,8 @@ Schema versions (meta.schema_version):
     3  snapshots.program (what ran the put; '' for a snapshot recorded before).
     4  the pack index of storage format 2 (chunkstore/backends/packindex.py): gc_round, packs,
        pages and hooks, empty in a format 1 store.
+    5  versions.sealed and snapshots.sealed: the encrypted stat and snapshot fields of a store
+       that seals its metadata (docs/design/encrypted-metadata.md); X'' in every other row.
 An older file is upgraded in place when it is opened: each upgrade only adds, so every older
 row means the same after it.
 """
@@ -73,10 +75,10 @@ from chunkstore.backends.packindex import (
     round_moved,
     spare_step,
 )
-from chunkstore.backends.sessions import DEFAULT_LEASE_SECONDS, HOST, new_session_id, now_ns, session_is_dead
+from chunkstore.backends.sessions import DEFAULT_LEASE_SECONDS, new_session_id, now_ns, session_is_dead
 from chunkstore.core import recipes
 from chunkstore.core.batching import batched
-from chunkstore.core.names import normalize_name
+from chunkstore.core.names import is_stored_name
 from chunkstore.core.packformat import PACK_ID_SIZE
 from chunkstore.errors import (
     ChunkstoreError,
@@ -89,7 +91,7 @@ from chunkstore.errors import (
     VersionNotFoundError,
 )
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _SNAPSHOTS_TABLE_V2 = """
 CREATE TABLE IF NOT EXISTS snapshots (
@@ -109,7 +111,8 @@ CREATE TABLE IF NOT EXISTS snapshots (
 
 _SNAPSHOTS_TABLE = _SNAPSHOTS_TABLE_V2.replace(
     "added_stored_bytes INTEGER NOT NULL\n",
-    "added_stored_bytes INTEGER NOT NULL,\n    program TEXT NOT NULL DEFAULT ''\n",
+    "added_stored_bytes INTEGER NOT NULL,\n    program TEXT NOT NULL DEFAULT '',\n"
+    "    sealed BLOB NOT NULL DEFAULT X''\n",
 )
 
 # The pack index (schema 4). Pages are up to 197 KB: they live in a rowid table, whose rows
@@ -149,6 +152,10 @@ _UPGRADES = {
     1: ["ALTER TABLE versions ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0", _SNAPSHOTS_TABLE_V2],
     2: ["ALTER TABLE snapshots ADD COLUMN program TEXT NOT NULL DEFAULT ''"],
     3: _PACK_INDEX_TABLES,
+    4: [
+        "ALTER TABLE versions ADD COLUMN sealed BLOB NOT NULL DEFAULT X''",
+        "ALTER TABLE snapshots ADD COLUMN sealed BLOB NOT NULL DEFAULT X''",
+    ],
 }
 
 _SCHEMA = (
@@ -190,6 +197,7 @@ CREATE TABLE IF NOT EXISTS versions (
     ctime_ns INTEGER NOT NULL,
     stored_at_ns INTEGER NOT NULL,
     deleted INTEGER NOT NULL DEFAULT 0,
+    sealed BLOB NOT NULL DEFAULT X'',
     PRIMARY KEY (name, version)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS versions_digest ON versions (digest);
@@ -218,9 +226,9 @@ CREATE TABLE IF NOT EXISTS gc_lock (
 """
 )
 
-_VERSION_COLUMNS = "name, version, digest, size, mtime_ns, mode, inode, ctime_ns, stored_at_ns, deleted"
+_VERSION_COLUMNS = "name, version, digest, size, mtime_ns, mode, inode, ctime_ns, sealed, stored_at_ns, deleted"
 _CONTENT_COLUMNS = "digest, size, chunk_count, page_count, refcount"
-_SNAPSHOT_COLUMNS = "id, at_ns, host, paths, " + ", ".join(SNAPSHOT_COUNTS) + ", program"
+_SNAPSHOT_COLUMNS = "id, at_ns, host, paths, " + ", ".join(SNAPSHOT_COUNTS) + ", program, sealed"
 # How long a writer waits for a gc to finish deleting a chunk it needs (gc deletes in
 # batches of a few thousand objects, well under a second on a local disk).
 _DELETING_WAIT_SECONDS = 120.0
@@ -243,28 +251,22 @@ def _is_integer(value: object) -> TypeGuard[int]:
     return type(value) is int
 
 
-def _is_stored_name(value: object) -> bool:
-    if type(value) is not str:
-        return False
-    try:
-        return normalize_name(value) == value
-    except InvalidArgumentError:
-        return False
-
-
 def _integers(*names: str) -> list[_Column]:
     return [_Column(name, "an integer", _is_integer) for name in names]
 
 
-_NAME = _Column("name", "a stored name (normalised, relative, no '..' or NUL)", _is_stored_name)
+_NAME = _Column("name", "a stored name (normalised, relative, no '..' or NUL)", is_stored_name)
 _DIGEST = _Column("digest", "bytes", lambda value: type(value) is bytes)
+_SEALED = _Column("sealed", "bytes", lambda value: type(value) is bytes)
 _VERSION_ROW = (
     _NAME,
     *_integers("version"),
     _DIGEST,
     *_integers("size", "mtime_ns"),
     _Column("mode", f"an integer within 0..{MAX_MODE}", lambda value: _is_integer(value) and 0 <= value <= MAX_MODE),
-    *_integers("inode", "ctime_ns", "stored_at_ns", "deleted"),
+    *_integers("inode", "ctime_ns"),
+    _SEALED,
+    *_integers("stored_at_ns", "deleted"),
 )
 # A version row as duplicate_of reads it, and a names row.
 _HOLDER_ROW = (*_integers("stored_at_ns"), _NAME)
@@ -288,6 +290,7 @@ _SNAPSHOT_ROW = (
     _Column("paths", "a JSON list of stored names ('' for the root)", lambda value: _is_name_list(value)),
     *_integers(*SNAPSHOT_COUNTS),
     _Column("program", "text", lambda value: type(value) is str),
+    _SEALED,
 )
 _PAGE_ROW = (_Column("data", "bytes", lambda value: type(value) is bytes),)
 # What session_is_dead reads of a session: host, pid, heartbeat_ns.
@@ -347,12 +350,12 @@ def _is_name_list(text: object) -> bool:
         paths = json.loads(text) if type(text) is str else None
     except (json.JSONDecodeError, RecursionError):
         return False
-    return isinstance(paths, list) and all(path == "" or _is_stored_name(path) for path in paths)
+    return isinstance(paths, list) and all(path == "" or is_stored_name(path) for path in paths)
 
 
-def _session_row_is_dead(row: Sequence, lease_seconds: float, at_ns: int) -> bool:
+def _session_row_is_dead(row: Sequence, lease_seconds: float, at_ns: int, local_host: str) -> bool:
     host, pid, heartbeat_ns = _checked("sessions", _SESSION_ROW, row)
-    return session_is_dead(host, pid, heartbeat_ns, lease_seconds, at_ns)
+    return session_is_dead(host, pid, heartbeat_ns, lease_seconds, at_ns, local_host)
 
 
 def _checked(table: str, columns: Sequence[_Column], row: Sequence) -> Sequence:
@@ -372,18 +375,20 @@ def _row_damaged(table: str, row: Sequence) -> Callable[[str], CorruptObjectErro
 
 
 def _version_from_row(row) -> VersionRecord:
-    name, version, digest, size, mtime_ns, mode, inode, ctime_ns, stored_at_ns, deleted = _checked(
+    name, version, digest, size, mtime_ns, mode, inode, ctime_ns, sealed, stored_at_ns, deleted = _checked(
         "versions", _VERSION_ROW, row
     )
     return VersionRecord(
-        name, version, digest, FileStat(size, mtime_ns, mode, inode, ctime_ns), stored_at_ns, bool(deleted)
+        name, version, digest, FileStat(size, mtime_ns, mode, inode, ctime_ns, sealed), stored_at_ns, bool(deleted)
     )
 
 
 def _snapshot_from_row(row) -> SnapshotRecord:
-    snapshot_id, at_ns, host, paths, *counts, program = _checked("snapshots", _SNAPSHOT_ROW, row)
+    snapshot_id, at_ns, host, paths, *counts, program, sealed = _checked("snapshots", _SNAPSHOT_ROW, row)
     named_counts: dict[str, Any] = dict(zip(SNAPSHOT_COUNTS, counts, strict=True))
-    return SnapshotRecord(snapshot_id, at_ns, host, tuple(json.loads(paths)), **named_counts, program=program)
+    return SnapshotRecord(
+        snapshot_id, at_ns, host, tuple(json.loads(paths)), **named_counts, program=program, sealed=sealed
+    )
 
 
 def _chunk_from_row(row) -> ChunkRecord:
@@ -585,7 +590,8 @@ class SQLiteCatalog(Catalog):
         stamp = now_ns()
         with self._write(durable=False) as db:
             db.execute(
-                "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?)", (session, kind, HOST, os.getpid(), stamp, stamp)
+                "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?)",
+                (session, kind, self.session_host, os.getpid(), stamp, stamp),
             )
         return session
 
@@ -653,7 +659,7 @@ class SQLiteCatalog(Catalog):
         row = db.execute(
             "SELECT s.host, s.pid, s.heartbeat_ns FROM gc_lock g JOIN sessions s ON s.id = g.session"
         ).fetchone()
-        return row is not None and not _session_row_is_dead(row, self.lease_seconds, now_ns())
+        return row is not None and not _session_row_is_dead(row, self.lease_seconds, now_ns(), self.session_host)
 
     @staticmethod
     def _touch_live_session(db, session: str) -> None:
@@ -740,7 +746,7 @@ class SQLiteCatalog(Catalog):
                 oldest[new.digest] = (stamp, new.name)
             outcomes.append(CommitOutcome(new.name, version, outcome, duplicate_of))
         db.executemany(
-            "UPDATE versions SET size = ?, mtime_ns = ?, mode = ?, inode = ?, ctime_ns = ? "
+            "UPDATE versions SET size = ?, mtime_ns = ?, mode = ?, inode = ?, ctime_ns = ?, sealed = ? "
             "WHERE name = ? AND version = ?",
             [(*self._stat_values(stat), name, version) for (name, version), stat in refreshed.items()],
         )
@@ -758,7 +764,7 @@ class SQLiteCatalog(Catalog):
 
     def _insert_versions(self, db, records: Iterable[VersionRecord]) -> None:
         db.executemany(
-            f"INSERT INTO versions ({_VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO versions ({_VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     record.name,
@@ -828,8 +834,8 @@ class SQLiteCatalog(Catalog):
         return oldest
 
     @staticmethod
-    def _stat_values(stat: FileStat) -> tuple[int, int, int, int, int]:
-        return stat.size, stat.mtime_ns, stat.mode, stat.inode, stat.ctime_ns
+    def _stat_values(stat: FileStat) -> tuple[int, int, int, int, int, bytes]:
+        return stat.size, stat.mtime_ns, stat.mode, stat.inode, stat.ctime_ns, stat.sealed
 
     def _insert_contents(self, db, contents: Sequence[NewVersion]) -> None:
         """New contents with their recipe pages, and a reference on each chunk their pages count."""
@@ -1036,6 +1042,7 @@ class SQLiteCatalog(Catalog):
             json.dumps(list(snapshot.paths)),
             *(getattr(snapshot, count) for count in SNAPSHOT_COUNTS),
             snapshot.program,
+            snapshot.sealed,
         )
         with self._write(durable=True) as db:
             try:
@@ -1079,7 +1086,10 @@ class SQLiteCatalog(Catalog):
             if row is not None and row[0] != session:
                 holder, *session_row = row
                 host, pid, heartbeat_ns = session_row
-                if host is not None and not _session_row_is_dead(session_row, self.lease_seconds, now_ns()):
+                at_ns = now_ns()
+                if host is not None and not _session_row_is_dead(
+                    session_row, self.lease_seconds, at_ns, self.session_host
+                ):
                     raise ConcurrentModificationError(f"another gc is running (on {host}, pid {pid})")
                 db.execute("DELETE FROM gc_lock")
             db.execute("INSERT OR REPLACE INTO gc_lock VALUES (0, ?)", (session,))
@@ -1099,7 +1109,7 @@ class SQLiteCatalog(Catalog):
         stamp = now_ns()
         alive = {current}
         for session_id, *row in db.execute("SELECT id, host, pid, heartbeat_ns FROM sessions").fetchall():
-            if session_id == current or not _session_row_is_dead(row, self.lease_seconds, stamp):
+            if session_id == current or not _session_row_is_dead(row, self.lease_seconds, stamp, self.session_host):
                 alive.add(session_id)
             else:
                 db.execute("DELETE FROM pins WHERE session = ?", (session_id,))

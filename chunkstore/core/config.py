@@ -13,7 +13,10 @@ Config versions:
     3  a storage format 2 store's (packs and recipe pages, docs/design/format-v2.md), encrypted
        or not; encrypted, it carries the authentication code as version 2 does. Its recipe
        format is 2 and its `segments` section records where contents are cut into pages.
-       init does not write it yet.
+    4  an encrypted storage format 2 store that seals its catalog's metadata (names, stat data,
+       snapshot records: docs/design/encrypted-metadata.md): version 3 with `metadata`
+       naming the scheme. Its own version, so that a chunkstore that does not know it refuses
+       the store rather than listing ciphertext as names.
 """
 
 from __future__ import annotations
@@ -40,7 +43,15 @@ FORMAT_NAME = "chunkstore"
 CONFIG_VERSION = 1
 AUTHENTICATED_CONFIG_VERSION = 2  # what an encrypted store's config is written as
 FORMAT_2_CONFIG_VERSION = 3
-READABLE_CONFIG_VERSIONS = (CONFIG_VERSION, AUTHENTICATED_CONFIG_VERSION, FORMAT_2_CONFIG_VERSION)
+SEALED_METADATA_CONFIG_VERSION = 4
+READABLE_CONFIG_VERSIONS = (
+    CONFIG_VERSION,
+    AUTHENTICATED_CONFIG_VERSION,
+    FORMAT_2_CONFIG_VERSION,
+    SEALED_METADATA_CONFIG_VERSION,
+)
+# The metadata schemes a version 4 config may name (chunkstore/backends/sealed.py).
+METADATA_SCHEMES = ("sealed-1",)
 CHUNK_ID_ALGORITHMS = ("blake3-256",)
 # Chunk objects live at chunks/<first two hex digits>/<hex id>: 256 folders keep
 # each folder small on a local disk and spread S3 request load over prefixes.
@@ -65,12 +76,13 @@ class StoreConfig:
     encryption: dict | None = None
     version: int = CONFIG_VERSION
     segments: pages.SegmentSpec | None = None  # storage format 2 only
+    metadata: str | None = None  # config version 4 only: how the catalog's metadata is sealed
 
     @property
     def storage_format(self) -> int:
         """1: a chunk object and a counted catalog row per chunk; 2: packs, recipe pages and
         content roots (docs/design/format-v2.md)."""
-        return 2 if self.version == FORMAT_2_CONFIG_VERSION else 1
+        return 2 if self.version in (FORMAT_2_CONFIG_VERSION, SEALED_METADATA_CONFIG_VERSION) else 1
 
     def as_format_2(self, page_target_bytes: int = pages.PAGE_TARGET_BYTES) -> StoreConfig:
         """This (new, unencrypted) config as a storage format 2 store's: config version 3,
@@ -100,6 +112,7 @@ class StoreConfig:
             "catalog": self.catalog,
             # Format 1 documents stay byte for byte what they were: their codes cover them.
             **({} if self.segments is None else {"segments": self.segments.to_config()}),
+            **({} if self.metadata is None else {"metadata": self.metadata}),
         }
 
     def _authenticated_document(self, encryption: dict) -> dict:
@@ -109,10 +122,16 @@ class StoreConfig:
         document["encryption"] = {k: v for k, v in encryption.items() if k != "config_mac"}
         return document
 
-    def with_encryption(self, passphrase: bytes) -> tuple[StoreConfig, crypto.Keys]:
-        """This (new) config with a new encryption section, and the store's keys."""
+    def with_encryption(self, passphrase: bytes, seal_metadata: bool = False) -> tuple[StoreConfig, crypto.Keys]:
+        """This (new) config with a new encryption section, and the store's keys. seal_metadata
+        (storage format 2 only) makes it a version 4 config, whose catalog metadata is sealed."""
+        config = self
+        if seal_metadata:
+            if self.storage_format != 2:
+                raise InvalidArgumentError("sealed metadata needs storage format 2")
+            config = replace(self, version=SEALED_METADATA_CONFIG_VERSION, metadata=METADATA_SCHEMES[0])
         section, keys = crypto.new_encryption(passphrase, self.store_id)
-        return self._authenticated(section, keys), keys
+        return config._authenticated(section, keys), keys
 
     def with_new_passphrase(self, old: bytes, new: bytes) -> StoreConfig:
         """This config with its key wrapped under a new passphrase, authenticated (version 2, or 3 for format 2)."""
@@ -159,13 +178,14 @@ class StoreConfig:
         if not isinstance(document, dict) or document.get("format") != FORMAT_NAME:
             raise CorruptObjectError("store config is not a chunkstore config")
         version = document.get("version")
-        # Version 2 is only ever an encrypted store's (its code needs the store's key).
+        # Versions 2 and 4 are only ever an encrypted store's (their code needs the store's key).
         encrypted = document.get("encryption") is not None
-        if (
-            type(version) is not int
-            or version not in READABLE_CONFIG_VERSIONS
-            or (version == AUTHENTICATED_CONFIG_VERSION and not encrypted)
-        ):
+        if version in (AUTHENTICATED_CONFIG_VERSION, SEALED_METADATA_CONFIG_VERSION) and not encrypted:
+            raise UnsupportedFormatError(
+                f"store config version {version} is only written for encrypted stores, and this config "
+                "has no encryption section"
+            )
+        if type(version) is not int or version not in READABLE_CONFIG_VERSIONS:
             raise UnsupportedFormatError(
                 f"store config version {version!r} is not supported (this chunkstore reads versions "
                 f"{', '.join(map(str, READABLE_CONFIG_VERSIONS))})"
@@ -175,7 +195,13 @@ class StoreConfig:
                 raise UnsupportedFormatError(
                     f"store uses unknown hash {document['chunk_id']!r}/{document['file_digest']!r}"
                 )
-            format_2 = version == FORMAT_2_CONFIG_VERSION
+            format_2 = version in (FORMAT_2_CONFIG_VERSION, SEALED_METADATA_CONFIG_VERSION)
+            metadata = document["metadata"] if version == SEALED_METADATA_CONFIG_VERSION else None
+            if version == SEALED_METADATA_CONFIG_VERSION and metadata not in METADATA_SCHEMES:
+                raise UnsupportedFormatError(
+                    f"store seals its metadata with {metadata!r:.80}, which this chunkstore does not know "
+                    f"(it knows {', '.join(METADATA_SCHEMES)})"
+                )
             recipe_format = pages.VERSION if format_2 else recipes.VERSION
             if document["object_format"] != objectformat.VERSION or document["recipe_format"] != recipe_format:
                 raise UnsupportedFormatError(
@@ -207,6 +233,7 @@ class StoreConfig:
                 encryption=document["encryption"],
                 version=version,
                 segments=segments,
+                metadata=metadata,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise CorruptObjectError(f"store config is damaged: {type(error).__name__}: {error}") from None

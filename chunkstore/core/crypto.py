@@ -61,7 +61,12 @@ _LABELS = {
     "config_mac": b"chunkstore 1 config-mac",
     "wrap_nonce": b"chunkstore 1 wrap-nonce",
     "pack_table": b"chunkstore 1 pack-table",
+    "names": b"chunkstore 1 metadata-names",
+    "records": b"chunkstore 1 metadata-records",
+    "hosts": b"chunkstore 1 session-hosts",
 }
+# AES-SIV with a 512-bit key: two AES-256 keys, one for the SIV's CMAC and one for CTR.
+SIV_KEY_SIZE = 64
 WRAP_NONCE_SIZE = 12
 
 
@@ -110,6 +115,11 @@ class Keys:
     objects: Sealer
     config_mac: bytes
     pack_tables: Sealer  # the chunk tables of packs (storage format 2, packformat.py)
+    # A store that seals its metadata (chunkstore/core/metadata.py): the AES-SIV key of name
+    # components, the sealer of stat data and snapshot records, the key that hashes host names.
+    names: bytes
+    records: Sealer
+    hosts: bytes
 
     @classmethod
     def from_master(cls, master: bytes) -> Keys:
@@ -122,6 +132,9 @@ class Keys:
             Sealer(_derive(master, "objects")),
             _derive(master, "config_mac"),
             Sealer(_derive(master, "pack_table")),
+            _derive(master, "names", SIV_KEY_SIZE),
+            Sealer(_derive(master, "records")),
+            _derive(master, "hosts"),
         )
 
 

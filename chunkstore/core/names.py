@@ -37,6 +37,16 @@ def normalize_name(raw: str | os.PathLike[str]) -> str:
     return "/".join(parts)
 
 
+def is_stored_name(value: object) -> bool:
+    """Whether value is a name as stored: a string that normalize_name keeps as it is."""
+    if type(value) is not str:
+        return False
+    try:
+        return normalize_name(value) == value
+    except InvalidArgumentError:
+        return False
+
+
 def normalize_prefix(raw: str | None) -> str:
     """Like normalize_name, but a prefix with no segment besides '' and '.' (``, `/`, `./`)
     means everything. `..` and `...` are not such prefixes: one is refused, the other a name."""

@@ -69,7 +69,8 @@ from ..secrets import read_secret_file
 @click.option(
     "--encrypt",
     is_flag=True,
-    help="Encrypt chunks and key their IDs and boundaries. The passphrase comes from "
+    help="Encrypt chunks and key their IDs and boundaries; with storage format 2, encrypt names, "
+    "paths, host names and file attributes in the catalog too. The passphrase comes from "
     "$CHUNKSTORE_PASSPHRASE, --key-file, or a prompt; without it nothing can be read.",
 )
 @click.option(

@@ -7,15 +7,17 @@ import sqlite3
 import subprocess
 import sys
 from contextlib import closing
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from chunkstore.backends.catalog import ChunkState, CommitOutcome, SnapshotRecord
+from chunkstore.backends.catalog import ChunkState, CommitOutcome, FileStat, SnapshotRecord
 from chunkstore.backends.sessions import DEFAULT_LEASE_SECONDS
 from chunkstore.backends.sqlite import SQLiteCatalog
 from chunkstore.errors import CorruptObjectError, NotFoundError, UnsupportedFormatError
 from support.catalog_conformance import CatalogConformance, chunk_id, new_version, put, states
+from support.sqlite_schema import as_schema_4
 
 TESTS = Path(__file__).resolve().parent.parent
 
@@ -82,6 +84,7 @@ def test_a_schema_2_catalog_gains_the_program_of_snapshots_when_opened(open_cata
     catalog.record_snapshot(SnapshotRecord("a" * 32, 1, "host", ("docs",), stored=2))
     catalog.close()
     with closing(sqlite3.connect(catalog_path)) as db, db:
+        as_schema_4(db)
         db.execute("ALTER TABLE snapshots DROP COLUMN program")  # the table as schema 2 made it
         db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
     upgraded = SQLiteCatalog(catalog_path)
@@ -92,7 +95,27 @@ def test_a_schema_2_catalog_gains_the_program_of_snapshots_when_opened(open_cata
     finally:
         upgraded.close()
     with closing(sqlite3.connect(catalog_path)) as db:
-        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("4",)
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("5",)
+
+
+def test_a_schema_4_catalog_gains_the_sealed_fields_when_opened(open_catalog, catalog_path):
+    catalog = open_catalog()
+    put(catalog, new_version("docs/a", [1]))
+    catalog.record_snapshot(SnapshotRecord("a" * 32, 1, "host", ("docs",), stored=1))
+    catalog.close()
+    with closing(sqlite3.connect(catalog_path)) as db, db:
+        as_schema_4(db)
+        db.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+    upgraded = SQLiteCatalog(catalog_path)
+    try:
+        assert upgraded.get_version("docs/a").stat.sealed == b""
+        assert upgraded.list_snapshots()[0].sealed == b""
+        put(upgraded, replace(new_version("docs/b", [2]), stat=FileStat(1, 0, 0, sealed=b"sealed stat")))
+        assert upgraded.get_version("docs/b").stat.sealed == b"sealed stat"
+    finally:
+        upgraded.close()
+    with closing(sqlite3.connect(catalog_path)) as db:
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("5",)
 
 
 @pytest.mark.parametrize("damage", [b"this is not a database\n" * 200, b"SQLite format 3\x00" + b"\xff" * 4080])

@@ -14,6 +14,7 @@ from chunkstore.backends.sqlite import SCHEMA_VERSION, SQLiteCatalog
 from chunkstore.errors import CorruptObjectError
 from support.catalog_conformance import new_version, put
 from support.packindex_conformance import PackIndexConformance, new_pack_id, new_page
+from support.sqlite_schema import as_schema_4
 
 PACK_INDEX_TABLES = {"gc_round", "packs", "pages", "hooks"}
 
@@ -54,12 +55,13 @@ def test_a_schema_3_catalog_gains_the_pack_index_when_opened(open_catalog):
     put(catalog, new_version("docs/a", [1, 2]))
     catalog.close()
     with closing(sqlite3.connect(catalog.path)) as db, db:
+        as_schema_4(db)
         for table in PACK_INDEX_TABLES:
             db.execute(f"DROP TABLE {table}")  # the file as schema 3 made it
         db.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
     upgraded = SQLiteCatalog(catalog.path)
     try:
-        assert schema_version(catalog.path) == str(SCHEMA_VERSION) == "4"
+        assert schema_version(catalog.path) == str(SCHEMA_VERSION) == "5"
         assert tables(catalog.path) >= PACK_INDEX_TABLES
         assert upgraded.get_version("docs/a").version == 1
         assert upgraded.pack_index.read_round() == GcRound(0, Phase.IDLE)
@@ -73,6 +75,7 @@ def test_a_read_only_handle_upgrades_a_schema_3_catalog_too(open_catalog):
     catalog = open_catalog()
     catalog.close()
     with closing(sqlite3.connect(catalog.path)) as db, db:
+        as_schema_4(db)
         for table in PACK_INDEX_TABLES:
             db.execute(f"DROP TABLE {table}")
         db.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
@@ -82,7 +85,7 @@ def test_a_read_only_handle_upgrades_a_schema_3_catalog_too(open_catalog):
         assert list(reader.pack_index.iter_packs()) == []
     finally:
         reader.close()
-    assert schema_version(catalog.path) == "4"
+    assert schema_version(catalog.path) == "5"
 
 
 def damage(catalog: SQLiteCatalog, statement: str, *values) -> None:

@@ -31,6 +31,10 @@ Items (pk, sk):
     snap           ID            a snapshot (schema 2): time (t), host, paths (a list), the
                                  counts of what its put did, and what ran it (prog; an
                                  optional attribute, absent from older snapshots, read as "")
+In a store that seals its metadata (config version 4, chunkstore/backends/sealed.py), NAME is
+the sealed name, a session's host a keyed hash, and version and snapshot items carry the sealed
+stat or snapshot fields in a binary attribute `x` (their clear attributes zero or empty); no
+other store writes `x`.
 A global secondary index on versions' digests finds a name that holds a content (deletion
 markers have no digest, so the index leaves them out).
 

@@ -130,6 +130,14 @@ class DynamoDBCatalog(Catalog):
     def lease_seconds(self, seconds: float) -> None:
         self._sessions.lease_seconds = seconds
 
+    @property
+    def session_host(self) -> str:
+        return self._sessions.host
+
+    @session_host.setter
+    def session_host(self, host: str) -> None:
+        self._sessions.host = host
+
     @staticmethod
     def create_table(clients: AwsClients, table: str) -> None:
         """Make the table (on-demand billing) if it does not exist, and wait until it is active."""
@@ -389,11 +397,12 @@ class DynamoDBCatalog(Catalog):
             self._settle(session, content)
 
     def _refresh_stat(self, latest: VersionRecord, stat: FileStat) -> bool:
+        attributes = stat_attributes(stat)
         return (
             self.table.update(
                 version_key(latest.name, latest.version, self._shards),
-                "SET sz = :sz, mt = :mt, md = :md, ino = :ino, ct = :ct",
-                {**{f":{name}": value for name, value in stat_attributes(stat).items()}, ":dg": s(latest.digest.hex())},
+                "SET " + ", ".join(f"{name} = :{name}" for name in attributes),
+                {**{f":{name}": value for name, value in attributes.items()}, ":dg": s(latest.digest.hex())},
                 "dg = :dg",
             )
             is not None

@@ -198,7 +198,13 @@ def stat_attributes(stat: FileStat) -> dict:
         "md": n(stat.mode),
         "ino": n(stat.inode),
         "ct": n(stat.ctime_ns),
+        **_sealed_attribute(stat.sealed),
     }
+
+
+def _sealed_attribute(sealed: bytes) -> dict:
+    """The encrypted fields of a store that seals its metadata (`x`); nothing in any other store."""
+    return {"x": {"B": sealed}} if sealed else {}
 
 
 def content_version_attributes(new: NewVersion) -> dict:
@@ -254,6 +260,7 @@ def snapshot_item(snapshot: SnapshotRecord) -> dict:
         "paths": {"L": [s(path) for path in snapshot.paths]},
         **{count: n(getattr(snapshot, count)) for count in SNAPSHOT_COUNTS},
         "prog": s(snapshot.program),
+        **_sealed_attribute(snapshot.sealed),
     }
 
 
@@ -410,7 +417,9 @@ def version_record(item: dict) -> VersionRecord:
     mode = number(item, "md")
     if not 0 <= mode <= MAX_MODE:
         raise damaged(item, f"its mode {mode} is not within 0..{MAX_MODE}")
-    stat = FileStat(number(item, "sz"), number(item, "mt"), mode, number(item, "ino"), number(item, "ct"))
+    stat = FileStat(
+        number(item, "sz"), number(item, "mt"), mode, number(item, "ino"), number(item, "ct"), _sealed_value(item)
+    )
     return VersionRecord(name, version, _hex(item, text(item, "dg"), "digest"), stat, at_ns)
 
 
@@ -431,12 +440,18 @@ def snapshot_record(item: dict) -> SnapshotRecord:
         _strings(item, "paths"),
         **counts,
         program=text(item, "prog", None) or "",
+        sealed=_sealed_value(item),
     )
 
 
-def session_expired(item: dict, lease_seconds: float, at_ns: int) -> bool:
+def _sealed_value(item: dict) -> bytes:
+    return bytes(_value(item, "x", "B", b""))
+
+
+def session_expired(item: dict, lease_seconds: float, at_ns: int, local_host: str) -> bool:
     """Whether the session of a session item stopped heartbeating (or its process is gone)."""
-    return session_is_dead(text(item, "host"), number(item, "pid"), number(item, "hb"), lease_seconds, at_ns)
+    host, pid, heartbeat_ns = text(item, "host"), number(item, "pid"), number(item, "hb")
+    return session_is_dead(host, pid, heartbeat_ns, lease_seconds, at_ns, local_host)
 
 
 @dataclass(frozen=True)

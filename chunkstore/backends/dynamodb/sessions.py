@@ -27,10 +27,11 @@ class Sessions:
     def __init__(self, table: Table, lease_seconds: float):
         self._table = table
         self.lease_seconds = lease_seconds
+        self.host = HOST  # the catalog's session_host
 
     def open(self, kind: str) -> str:
         session = new_session_id()
-        self._table.put(session_item(session, kind, HOST, os.getpid(), now_ns()))
+        self._table.put(session_item(session, kind, self.host, os.getpid(), now_ns()))
         return session
 
     def heartbeat(self, session: str) -> None:
@@ -42,7 +43,7 @@ class Sessions:
 
     def expired(self, item: dict) -> bool:
         """Whether the session of this session item is dead."""
-        return session_expired(item, self.lease_seconds, now_ns())
+        return session_expired(item, self.lease_seconds, now_ns(), self.host)
 
     def alive(self, session: str | None, known: dict[str, bool] | None = None) -> bool:
         """Whether session is alive; known caches the answers (and answers first) when given."""
