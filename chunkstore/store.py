@@ -50,11 +50,15 @@ class Store(StoreContext):
     """An open store. Use Store.init to create one and Store.open to open one."""
 
     def __init__(self, backend: Backend, config: StoreConfig, catalog, keys: Keys | None = None):
+        # What seals the metadata of a store that seals it (config version 4): applications that
+        # keep names of their own (the ingest ledger) use it too.
+        self.metadata_cipher: MetadataCipher | None = None
         if config.metadata is not None:
             # Only an encrypted config names a metadata scheme, and it is unlocked before this.
             assert keys is not None
+            self.metadata_cipher = MetadataCipher(keys)
             # Its passed-through methods are set on the class when sealed.py loads, unseen by mypy.
-            catalog = SealedCatalog(catalog, MetadataCipher(keys))  # type: ignore[abstract]
+            catalog = SealedCatalog(catalog, self.metadata_cipher)  # type: ignore[abstract]
         super().__init__(backend.url, config, backend.blobs, catalog, keys)
         self.backend = backend
 

@@ -95,7 +95,7 @@ class MetadataCipher:
     def __init__(self, keys: Keys):
         self._siv = AESSIV(keys.names)
         self._records = keys.records
-        self._hosts = keys.hosts
+        self._labels = keys.labels
         # Per instance: the caches hold one store's names.
         self._seal_folder = functools.lru_cache(maxsize=_CACHED_FOLDERS)(self._seal_path)
         self._open_folder = functools.lru_cache(maxsize=_CACHED_FOLDERS)(self._open_path)
@@ -141,9 +141,10 @@ class MetadataCipher:
             raise ValueError("not a stored name")
         return name
 
-    def host_label(self, host: str) -> str:
-        """What a session records of its host: keyed BLAKE3 of the name, in hex."""
-        return blake3.blake3(host.encode(), key=self._hosts).hexdigest()
+    def label(self, purpose: str, text: str) -> str:
+        """A one-way stand-in for text where it is only compared (a session's host, an ingest
+        ledger's key): keyed BLAKE3 of purpose and text, in hex."""
+        return blake3.blake3(f"{purpose}\0{text}".encode(), key=self._labels).hexdigest()
 
     # ---- stat data -------------------------------------------------------------------
 
@@ -215,7 +216,7 @@ class SealedCatalog(WrappedCatalog):
         self.cipher = cipher
         self.pack_index = inner.pack_index
         # Sessions record a keyed hash of the host name, which liveness compares as it compares names.
-        inner.session_host = cipher.host_label(HOST)
+        inner.session_host = cipher.label("session host", HOST)
 
     # ---- what is sealed on the way in -----------------------------------------------
 

@@ -63,7 +63,7 @@ _LABELS = {
     "pack_table": b"chunkstore 1 pack-table",
     "names": b"chunkstore 1 metadata-names",
     "records": b"chunkstore 1 metadata-records",
-    "hosts": b"chunkstore 1 session-hosts",
+    "labels": b"chunkstore 1 metadata-labels",
 }
 # AES-SIV with a 512-bit key: two AES-256 keys, one for the SIV's CMAC and one for CTR.
 SIV_KEY_SIZE = 64
@@ -115,11 +115,12 @@ class Keys:
     objects: Sealer
     config_mac: bytes
     pack_tables: Sealer  # the chunk tables of packs (storage format 2, packformat.py)
-    # A store that seals its metadata (chunkstore/core/metadata.py): the AES-SIV key of name
-    # components, the sealer of stat data and snapshot records, the key that hashes host names.
+    # A store that seals its metadata (chunkstore/backends/sealed.py): the AES-SIV key of name
+    # components, the sealer of stat data and snapshot records, and the key of the one-way
+    # labels of what is only compared (session hosts, the ingest ledger's keys and versions).
     names: bytes
     records: Sealer
-    hosts: bytes
+    labels: bytes
 
     @classmethod
     def from_master(cls, master: bytes) -> Keys:
@@ -134,7 +135,7 @@ class Keys:
             Sealer(_derive(master, "pack_table")),
             _derive(master, "names", SIV_KEY_SIZE),
             Sealer(_derive(master, "records")),
-            _derive(master, "hosts"),
+            _derive(master, "labels"),
         )
 
 

@@ -123,7 +123,8 @@ def test_sessions_record_a_keyed_hash_of_the_host(sqlite_catalog):
     catalog, path = sqlite_catalog
     catalog.open_session("put")
     ((host,),) = rows(path, "SELECT host FROM sessions")
-    assert host == MetadataCipher(KEYS).host_label(HOST) != MetadataCipher(OTHER_KEYS).host_label(HOST)
+    ours, theirs = (MetadataCipher(keys).label("session host", HOST) for keys in (KEYS, OTHER_KEYS))
+    assert host == ours != theirs
     assert HOST not in host
 
 

@@ -233,7 +233,9 @@ class Ingestor:
         # An s3:// store's clients serve the inbox too, so one counter sees every request.
         self.clients = clients or store.backend.aws_clients or AwsClients()
         self.s3 = self.clients.s3
-        self.ledger = IngestLedger(self.clients, settings.ledger_table) if settings.ledger_table else None
+        self.ledger = (
+            IngestLedger(self.clients, settings.ledger_table, store.metadata_cipher) if settings.ledger_table else None
+        )
 
     # ---- one object ------------------------------------------------------------------
 

@@ -9,6 +9,11 @@ Item (pk = "BUCKET/KEY"):
     tok    processing: the holder's random token; only the holder finishes or releases
     res, dup, at, size   the outcome (result), the name it duplicates, when, how large
 
+For a store that seals its metadata (docs/design/encrypted-metadata.md), the key is a keyed
+hash of "BUCKET/KEY" and `ver` one of the version, which the ledger only compares, and `dup` is
+not recorded: the ledger then names no inbox key and no content (an ETag is the MD5 of an
+object's bytes), and the store's own catalog says what duplicates what.
+
 A claim is one conditional write, atomic in DynamoDB, so of two deliveries of one event
 only one proceeds, and an event whose sequencer is not above the recorded one (a replay,
 or an older version arriving after a newer one) is refused without touching anything.
@@ -23,6 +28,7 @@ from dataclasses import dataclass
 
 from chunkstore.apps.bucket import S3Object
 from chunkstore.backends.aws import AwsClients, translate_errors
+from chunkstore.backends.sealed import MetadataCipher
 
 PROCESSING, DONE, DEFERRED = "processing", "done", "deferred"
 # Attribute names that are DynamoDB reserved words, written as #name in expressions.
@@ -65,9 +71,11 @@ def _now_ms() -> int:
 
 
 class IngestLedger:
-    def __init__(self, clients: AwsClients, table: str):
+    def __init__(self, clients: AwsClients, table: str, cipher: MetadataCipher | None = None):
+        """cipher: the store's, if it seals its metadata."""
         self.db = clients.dynamodb
         self.table = table
+        self._cipher = cipher
 
     @staticmethod
     def create_table(clients: AwsClients, table: str) -> None:
@@ -89,9 +97,11 @@ class IngestLedger:
             missing=f"DynamoDB table {self.table!r} (the ingest ledger) does not exist",
         )
 
-    @staticmethod
-    def _key(found: S3Object) -> dict:
-        return {"pk": {"S": f"{found.bucket}/{found.key}"}}
+    def _key(self, found: S3Object) -> dict:
+        return {"pk": {"S": self._stand_in("ledger key", f"{found.bucket}/{found.key}")}}
+
+    def _stand_in(self, purpose: str, text: str) -> str:
+        return text if self._cipher is None else self._cipher.label(purpose, text)
 
     def claim(self, found: S3Object, lease_ms: int, *, from_event: bool) -> Claim:
         """Take found for processing for lease_ms, or say why not. Events with a sequencer
@@ -100,7 +110,7 @@ class IngestLedger:
         now = _now_ms()
         names = {"#lease": "lease"}
         values = {
-            ":ver": {"S": found.identity},
+            ":ver": {"S": self._stand_in("ledger version", found.identity)},
             ":processing": {"S": PROCESSING},
             ":now": {"N": str(now)},
             ":tok": {"S": token},
@@ -164,7 +174,7 @@ class IngestLedger:
             ":size": {"N": str(size)},
         }
         update = "SET st = :done, res = :out, #lease = :zero, #at = :at, #size = :size"
-        if duplicate_of:
+        if duplicate_of and self._cipher is None:
             values[":dup"] = {"S": duplicate_of}
             update += ", dup = :dup"
         self._update(claim, update + " REMOVE tok", values)
