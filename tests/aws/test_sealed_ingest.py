@@ -1,6 +1,6 @@
-"""The ingest function on an encrypted store that seals its metadata: the ingest ledger names no
-inbox key and no ETag (the MD5 of an object's bytes), the catalog no name, and a replayed event
-is still refused by the ledger. S3 and DynamoDB on the moto server."""
+"""The ingest function and `scan --import-into` on an encrypted store that seals its metadata: the
+ingest ledger names no inbox key and no ETag (the MD5 of an object's bytes), the catalog no name,
+and a replayed event is still refused by the ledger. S3 and DynamoDB on the moto server."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from chunkstore.apps.ingest.ledger import IngestLedger
 from chunkstore.core import crypto
 from support.aws_events import lambda_context, put_object, s3_event
 from support.clirunner import random_bytes
+from support.inprocess import run_cli
 from support.s3helpers import unique_name
 from support.storechecks import get_bytes
 
@@ -67,3 +68,20 @@ def test_the_ledger_and_catalog_name_no_inbox_key_or_etag(sealed_env, clients, i
     recorded = IngestLedger(clients, ledger_table, store.metadata_cipher).get(S3Object(inbox, first["key"]))
     assert recorded is not None and recorded["st"] == "done"
     assert IngestLedger(clients, ledger_table).get(S3Object(inbox, first["key"])) is None
+
+
+def test_scan_imports_into_a_sealed_store(sealed_env, clients, inbox):
+    store = sealed_env
+    for key, seed in (("projects/alpha-roadmap.bin", 3), ("projects/alpha-copy.bin", 3), ("projects/beta.bin", 4)):
+        put_object(clients, inbox, key, random_bytes(SIZE, seed))
+    outcome = run_cli(store.url, "scan", f"s3://{inbox}", "--import-into", store.url)
+    assert outcome.code == 0 and "imported into" in outcome.stdout.decode(), outcome
+    with Store.open(store.url, passphrase=PASSPHRASE.encode()) as reopened:
+        # Each distinct content once, under the first key of its group.
+        assert sorted(record.name for record in reopened.list("projects")) == [
+            "projects/alpha-copy.bin",
+            "projects/beta.bin",
+        ]
+        assert get_bytes(reopened, "projects/beta.bin") == random_bytes(SIZE, 4)
+    dumped = repr(scan(clients, store.config.catalog["table"]))
+    assert "projects" not in dumped and "alpha" not in dumped
