@@ -93,6 +93,10 @@ class Store(StoreContext):
             )
         if storage_format == 1 and dictionary_size:
             raise InvalidArgumentError("a zstd dictionary needs storage format 2")
+        if seal_metadata and passphrase is None:
+            raise InvalidArgumentError("sealing the metadata needs encryption (a passphrase)")
+        if seal_metadata and storage_format == 1:
+            raise InvalidArgumentError("sealed metadata needs storage format 2")
         if dictionary_size is None:
             dictionary_size = DEFAULT_DICTIONARY_SIZE if storage_format == 2 and compression.name == "zstd" else 0
         compression = compression.with_dictionary(dictionary_size, training_bytes)

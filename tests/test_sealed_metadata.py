@@ -24,6 +24,7 @@ import pytest
 from chunkstore import ChunkerSpec, CompressionSpec, Store
 from chunkstore.backends.sessions import HOST
 from chunkstore.core import crypto
+from chunkstore.errors import InvalidArgumentError
 from chunkstore.operations import put as put_operation
 from support.inprocess import run_cli
 
@@ -260,3 +261,14 @@ def test_migrate_seals_the_catalog_of_an_encrypted_store_made_without_sealing(
     stored = dest.everything()
     for part in {part for name in FILES for part in Path(name).parts}:
         assert not any(form in data for data in stored.values() for form in encodings(part.encode())), part
+
+
+def test_the_library_refuses_sealing_where_it_cannot_be(new_backend, tmp_path):
+    chunker, compression = ChunkerSpec.from_average(avg_size=4096), CompressionSpec.parse("zstd:3")
+    for options, fragment in (
+        ({"seal_metadata": True}, "needs encryption"),
+        ({"seal_metadata": True, "passphrase": b"pw", "storage_format": 1}, "needs storage format 2"),
+    ):
+        objects = new_backend(tmp_path / str(len(fragment)))
+        with pytest.raises(InvalidArgumentError, match=fragment):
+            Store.init(objects.url, chunker, compression, **options, **objects.init_arguments())

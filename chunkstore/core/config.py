@@ -134,7 +134,8 @@ class StoreConfig:
         return config._authenticated(section, keys), keys
 
     def with_new_passphrase(self, old: bytes, new: bytes) -> StoreConfig:
-        """This config with its key wrapped under a new passphrase, authenticated (version 2, or 3 for format 2)."""
+        """This config with its key wrapped under a new passphrase, authenticated (version 2, or 3
+        or 4 for format 2, as it was)."""
         if self.encryption is None:
             raise InvalidArgumentError("the store is not encrypted")
         section, keys = crypto.rewrap(self.encryption, old, new, self.store_id)
