@@ -57,7 +57,9 @@ def listing_prefix(tree: Path) -> str:
 
 def measure_local(tree: Path, runs: int, scratch: Path) -> dict[str, dict[str, list[float]]]:
     prefix = listing_prefix(tree)
-    times: dict[str, dict[str, list[float]]] = {kind: {"put": [], "ls": [], "ls PREFIX": []} for kind in KINDS}
+    times: dict[str, dict[str, list[float]]] = {
+        kind: {"put": [], "ls": [], "ls PREFIX": [], "catalog bytes": []} for kind in KINDS
+    }
     os.chdir(tree.parent)  # names are stored relative to it: `put stdlib-folder`
     for run in range(runs):
         for kind, sealed in KINDS.items():
@@ -65,6 +67,7 @@ def measure_local(tree: Path, runs: int, scratch: Path) -> dict[str, dict[str, l
                 times[kind]["put"].append(timed(lambda store=store: store.put([tree.name])))
                 times[kind]["ls"].append(timed(lambda store=store: list(store.list())))
                 times[kind]["ls PREFIX"].append(timed(lambda store=store: list(store.list(prefix))))
+                times[kind]["catalog bytes"].append(float(store.catalog.storage_bytes() or 0))
     return times
 
 
@@ -88,8 +91,35 @@ def measure_s3(tree: Path, files: int) -> dict[str, dict[str, dict]]:
                     "put": {**requests_since(before, after_put), "units": _units(before, after_put)},
                     "ls": {**requests_since(after_put, after_ls), "units": _units(after_put, after_ls)},
                     "files": len(listed),
+                    "version items": _version_item_sizes(store, f"bench-{label}"),
                 }
     return figures
+
+
+def _version_item_sizes(store: Store, table: str) -> list[int]:
+    """The size DynamoDB bills each version item at (a write unit per started 1 KB)."""
+    clients = store.backend.aws_clients
+    assert clients is not None
+    pages = clients.dynamodb.get_paginator("scan").paginate(TableName=table)
+    return [_item_size(item) for page in pages for item in page["Items"] if item["pk"]["S"].startswith("n#")]
+
+
+def _item_size(item: dict) -> int:
+    """DynamoDB's item size: attribute names and values (strings and binaries by their bytes,
+    numbers by about one byte per two digits and one more)."""
+    size = 0
+    for name, value in item.items():
+        ((kind, inner),) = value.items()
+        size += len(name.encode())
+        if kind == "S":
+            size += len(inner.encode())
+        elif kind == "B":
+            size += len(inner)
+        elif kind == "N":
+            size += (len(inner.lstrip("-").replace(".", "")) + 1) // 2 + 1
+        else:
+            size += 1
+    return size
 
 
 def _units(before: dict | None, after: dict) -> dict[str, float]:
@@ -105,10 +135,19 @@ def report_local(tree: Path, times: dict[str, dict[str, list[float]]]) -> None:
         plain, sealed = (statistics.median(times[kind][step]) for kind in KINDS)
         runs = ", ".join(f"{value:.3f}" for value in times["sealed"][step])
         print(f"  {step:<10} not sealed {plain:7.3f}  sealed {sealed:7.3f} ({runs})  sealed/not {sealed / plain:.2f}x")
+    plain, sealed = (statistics.median(times[kind]["catalog bytes"]) for kind in KINDS)
+    print(f"  SQLite catalog: not sealed {plain / 1e6:.2f} MB, sealed {sealed / 1e6:.2f} MB ({sealed / plain:.2f}x)")
 
 
 def report_s3(figures: dict[str, dict[str, dict]]) -> None:
     print(f"s3:// on moto, {figures['sealed']['files']} files:")
+    for kind in KINDS:
+        sizes = figures[kind]["version items"]
+        over = sum(1 for size in sizes if size > 1024)
+        print(
+            f"  version items {kind:<10} mean {statistics.mean(sizes):6.0f} bytes, largest {max(sizes):5}, "
+            f"{over} of {len(sizes)} over 1 KB (two write units each)"
+        )
     for step in ("put", "ls"):
         for kind in KINDS:
             counts = figures[kind][step]

@@ -136,10 +136,11 @@ class MetadataCipher:
         sealed_folder, _, token = sealed.rpartition("/")
         folder = self._open_folder(sealed_folder) if sealed_folder else ""
         component = _unpad(self._siv.decrypt(_unb64(token), [_NAME_CONTEXT, sealed_folder.encode()])).decode()
-        name = f"{folder}/{component}" if folder else component
-        if not is_stored_name(name):  # a sealed "..", "." or "" component
-            raise ValueError("not a stored name")
-        return name
+        # The folder passed this check when it was opened; the name is shorter than its sealed
+        # form, which the catalog held to MAX_NAME_BYTES.
+        if component in ("", ".", "..") or "/" in component or "\0" in component:
+            raise ValueError(f"{component!r:.80} is no component of a stored name")
+        return f"{folder}/{component}" if folder else component
 
     def label(self, purpose: str, text: str) -> str:
         """A one-way stand-in for text where it is only compared (a session's host, an ingest
@@ -282,12 +283,17 @@ class SealedCatalog(WrappedCatalog):
         return [self.cipher.open_snapshot(snapshot) for snapshot in self.inner.list_snapshots()]
 
     def _opened(self, record: VersionRecord) -> VersionRecord:
+        # Built, not replace()d: a listing opens every version it yields (replace took 5 us of the
+        # 25 us a version took to open, cProfile of an `ls` of 7,938 names).
         name = self.cipher.open_name(record.name)
-        if record.deleted:
-            return replace(record, name=name)
-        if not record.stat.sealed:
-            raise IntegrityError(f"version {record.version} of {name!r} has its stat in clear in a store that seals it")
-        return replace(record, name=name, stat=self.cipher.open_stat(record.name, record.digest, record.stat))
+        stat = record.stat
+        if not record.deleted:
+            if not stat.sealed:
+                raise IntegrityError(
+                    f"version {record.version} of {name!r} has its stat in clear in a store that seals it"
+                )
+            stat = self.cipher.open_stat(record.name, record.digest, stat)
+        return VersionRecord(name, record.version, record.digest, stat, record.stored_at_ns, record.deleted)
 
 
 @contextmanager
