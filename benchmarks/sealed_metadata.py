@@ -14,12 +14,13 @@ another folder.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import chdir, contextmanager
+from functools import partial
 from pathlib import Path
 
 from chunkstore import ChunkerSpec, CompressionSpec, Store
@@ -60,27 +61,32 @@ def measure_local(tree: Path, runs: int, scratch: Path) -> dict[str, dict[str, l
     times: dict[str, dict[str, list[float]]] = {
         kind: {"put": [], "ls": [], "ls PREFIX": [], "catalog bytes": []} for kind in KINDS
     }
-    os.chdir(tree.parent)  # names are stored relative to it: `put stdlib-folder`
     for run in range(runs):
         for kind, sealed in KINDS.items():
-            with new_store(str(scratch / f"{run}-{kind}"), sealed) as store:
-                times[kind]["put"].append(timed(lambda store=store: store.put([tree.name])))
-                times[kind]["ls"].append(timed(lambda store=store: list(store.list())))
-                times[kind]["ls PREFIX"].append(timed(lambda store=store: list(store.list(prefix))))
+            with new_store(str(scratch / f"{run}-{kind}"), sealed) as store, chdir(tree.parent):
+                times[kind]["put"].append(timed(partial(store.put, [tree.name])))
+                times[kind]["ls"].append(timed(partial(_listed, store, "")))
+                times[kind]["ls PREFIX"].append(timed(partial(_listed, store, prefix)))
                 times[kind]["catalog bytes"].append(float(store.catalog.storage_bytes() or 0))
     return times
 
 
-def measure_s3(tree: Path, files: int) -> dict[str, dict[str, dict]]:
+def _listed(store: Store, prefix: str) -> int:
+    return sum(1 for _ in store.list(prefix))
+
+
+def measure_s3(tree: Path, files: int) -> dict[str, dict]:
     """Requests and DynamoDB capacity units of putting the tree's first files and listing them."""
     paths = sorted(path for path in tree.rglob("*") if path.is_file())[:files]
-    os.chdir(tree.parent)
     names = [str(path.relative_to(tree.parent)) for path in paths]
-    figures = {}
+    figures: dict[str, dict] = {}
     with moto_server():
         for kind, sealed in KINDS.items():
             label = "sealed" if sealed else "plain"
-            with new_store(f"s3://bench-{label}/store", sealed, table=f"bench-{label}", create=True) as store:
+            with (
+                new_store(f"s3://bench-{label}/store", sealed, table=f"bench-{label}", create=True) as store,
+                chdir(tree.parent),
+            ):
                 before = store.request_counts()
                 store.put(names)
                 after_put = store.request_counts()
@@ -139,7 +145,7 @@ def report_local(tree: Path, times: dict[str, dict[str, list[float]]]) -> None:
     print(f"  SQLite catalog: not sealed {plain / 1e6:.2f} MB, sealed {sealed / 1e6:.2f} MB ({sealed / plain:.2f}x)")
 
 
-def report_s3(figures: dict[str, dict[str, dict]]) -> None:
+def report_s3(figures: dict[str, dict]) -> None:
     print(f"s3:// on moto, {figures['sealed']['files']} files:")
     for kind in KINDS:
         sizes = figures[kind]["version items"]
@@ -166,13 +172,22 @@ def main(argv: list[str] | None = None) -> int:
     tree = args.tree.resolve()
     if not tree.is_dir():
         parser.error(f"{tree} is not a folder")
-    # The key derivation runs once per store and changes nothing measured here.
-    crypto.DEFAULT_KDF = {"name": "argon2id", "memory_kib": 64, "iterations": 1, "lanes": 1}
-    with tempfile.TemporaryDirectory(prefix="chunkstore-sealed-") as scratch:
+    with cheap_key_derivation(), tempfile.TemporaryDirectory(prefix="chunkstore-sealed-") as scratch:
         report_local(tree, measure_local(tree, args.runs, Path(scratch)))
-    if args.s3_files:
-        report_s3(measure_s3(tree, args.s3_files))
+        if args.s3_files:
+            report_s3(measure_s3(tree, args.s3_files))
     return 0
+
+
+@contextmanager
+def cheap_key_derivation() -> Iterator[None]:
+    """Stores made within use a cheap Argon2id: it runs once per store and changes nothing measured."""
+    default = crypto.DEFAULT_KDF
+    crypto.DEFAULT_KDF = {"name": "argon2id", "memory_kib": 64, "iterations": 1, "lanes": 1}
+    try:
+        yield
+    finally:
+        crypto.DEFAULT_KDF = default
 
 
 if __name__ == "__main__":

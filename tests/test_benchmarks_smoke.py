@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import json
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -277,3 +278,18 @@ def test_packs_benchmark_writes_far_fewer_objects_than_format_1(tmp_path, capsys
     table = [line.split("|") for line in read_back.splitlines() if line.startswith("| ") and "%" in line]
     gets = {row[1].strip(): int(row[2]) for row in table}
     assert gets["60%"] == gets["100%"] == 1 and gets["30%"] > 1
+
+
+def test_sealed_metadata_benchmark_compares_both_kinds_of_store(tmp_path, capsys):
+    from benchmarks import sealed_metadata
+
+    tree = tmp_path / "tree"
+    for name in ("a/one.h", "a/b/two.h", "a/b/c/three.h", "d/four.h"):
+        (tree / name).parent.mkdir(parents=True, exist_ok=True)
+        (tree / name).write_bytes(name.encode() * 500)
+    assert sealed_metadata.main(["--tree", str(tree), "--runs", "1", "--s3-files", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "(4 files)" in out and "s3:// on moto, 3 files:" in out
+    for step in ("put", "ls", "ls PREFIX"):
+        assert re.search(rf"  {step} +not sealed +[0-9.]+  sealed +[0-9.]+ .* sealed/not [0-9.]+x", out), step
+    assert re.search(r"version items sealed +mean +[0-9]+ bytes", out)
