@@ -101,24 +101,31 @@ def mutated(original: dict, data) -> bytes:
     return bytes(raw)
 
 
-def make_template(root, encrypted: bool, monkeypatch) -> str:
+def make_template(root, encrypted: bool, monkeypatch, storage_format: int = 1) -> str:
+    """A store holding data/a: storage format 1 unless asked (encrypted in format 2, it seals its
+    metadata: a version 4 config)."""
     monkeypatch.setattr(crypto, "DEFAULT_KDF", FAST_KDF)
     template = root / ("encrypted" if encrypted else "plain")
     with Store.init(
         str(template),
         ChunkerSpec.from_average(avg_size=4096),
         CompressionSpec.parse("zstd:3"),
-        storage_format=1,
+        storage_format=storage_format,
         **({"passphrase": PASSPHRASE} if encrypted else {}),
     ) as store:
         store.put_stream(io.BytesIO(CONTENT), "data/a")
     return template
 
 
-@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
-def test_an_edited_config_opens_or_is_refused_with_a_format_error(tmp_path, monkeypatch, encrypted):
-    template = make_template(tmp_path, encrypted, monkeypatch)
+@pytest.mark.parametrize(
+    ("encrypted", "storage_format"),
+    [(False, 1), (True, 1), (True, 2)],
+    ids=["plain", "encrypted", "encrypted, metadata sealed"],
+)
+def test_an_edited_config_opens_or_is_refused_with_a_format_error(tmp_path, monkeypatch, encrypted, storage_format):
+    template = make_template(tmp_path, encrypted, monkeypatch, storage_format)
     original = json.loads((template / "config").read_bytes())
+    assert (original["version"] == 4) == (encrypted and storage_format == 2)  # 4: metadata sealed
     copies = count()
     options = {"passphrase": PASSPHRASE} if encrypted else {}
 
