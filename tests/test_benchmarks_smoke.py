@@ -292,4 +292,4 @@ def test_sealed_metadata_benchmark_compares_both_kinds_of_store(tmp_path, capsys
     assert "(4 files)" in out and "s3:// on moto, 3 files:" in out
     for step in ("put", "ls", "ls PREFIX"):
         assert re.search(rf"  {step} +not sealed +[0-9.]+  sealed +[0-9.]+ .* sealed/not [0-9.]+x", out), step
-    assert re.search(r"version items sealed +mean +[0-9]+ bytes", out)
+    assert re.search(r"version items sealed +mean +[0-9]+ bytes, largest +[0-9]+: [0-9]+ write units for 3 items", out)

@@ -186,6 +186,10 @@ def test_commands_answer_the_same_on_plain_and_sealed_stores(new_backend, tmp_pa
     plain = new_store(new_backend, tmp_path, "plain")
     answers = run_history(sealed, workdir / "sealed", PASSPHRASE, monkeypatch)
     assert answers == run_history(plain, workdir / "plain", None, monkeypatch)
+    # Equal because both answered, not because both failed alike.
+    assert answers["restored"] == {"src/a.txt": b"a, first", "src/sub/b.txt": b"b", "src/c.txt": b"c" * 5000}
+    assert answers["ls src"][0] == 0 and "src/sub/b.txt" in answers["ls src"][1]
+    assert answers["get src/c.txt --as-of 2026-11-01T12:00Z"] == (0, "c" * 5000, "")
 
 
 def config_of(store) -> dict:

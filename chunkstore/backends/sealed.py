@@ -283,8 +283,8 @@ class SealedCatalog(WrappedCatalog):
         return [self.cipher.open_snapshot(snapshot) for snapshot in self.inner.list_snapshots()]
 
     def _opened(self, record: VersionRecord) -> VersionRecord:
-        # Built, not replace()d: a listing opens every version it yields (replace took 5 us of the
-        # 25 us a version took to open, cProfile of an `ls` of 7,938 names).
+        # Built, not replace()d: a listing opens every version it yields, and replace() took
+        # 1.58 us a record against 0.73 us to build one (timeit).
         name = self.cipher.open_name(record.name)
         stat = record.stat
         if not record.deleted:

@@ -29,9 +29,7 @@ def now_ns() -> int:
     return time.time_ns()
 
 
-def session_is_dead(
-    host: str, pid: int, heartbeat_ns: int, lease_seconds: float, at_ns: int, local_host: str = HOST
-) -> bool:
+def session_is_dead(host: str, pid: int, heartbeat_ns: int, lease_seconds: float, at_ns: int, local_host: str) -> bool:
     """local_host: what this machine's sessions record as their host (a catalog's session_host)."""
     if at_ns - heartbeat_ns > lease_seconds * 1_000_000_000:
         return True

@@ -44,6 +44,8 @@ CONFIG_VERSION = 1
 AUTHENTICATED_CONFIG_VERSION = 2  # what an encrypted store's config is written as
 FORMAT_2_CONFIG_VERSION = 3
 SEALED_METADATA_CONFIG_VERSION = 4
+# The config versions of storage format 2 stores.
+FORMAT_2_CONFIG_VERSIONS = (FORMAT_2_CONFIG_VERSION, SEALED_METADATA_CONFIG_VERSION)
 READABLE_CONFIG_VERSIONS = (
     CONFIG_VERSION,
     AUTHENTICATED_CONFIG_VERSION,
@@ -82,7 +84,7 @@ class StoreConfig:
     def storage_format(self) -> int:
         """1: a chunk object and a counted catalog row per chunk; 2: packs, recipe pages and
         content roots (docs/design/format-v2.md)."""
-        return 2 if self.version in (FORMAT_2_CONFIG_VERSION, SEALED_METADATA_CONFIG_VERSION) else 1
+        return 2 if self.version in FORMAT_2_CONFIG_VERSIONS else 1
 
     def as_format_2(self, page_target_bytes: int = pages.PAGE_TARGET_BYTES) -> StoreConfig:
         """This (new, unencrypted) config as a storage format 2 store's: config version 3,
@@ -196,7 +198,7 @@ class StoreConfig:
                 raise UnsupportedFormatError(
                     f"store uses unknown hash {document['chunk_id']!r}/{document['file_digest']!r}"
                 )
-            format_2 = version in (FORMAT_2_CONFIG_VERSION, SEALED_METADATA_CONFIG_VERSION)
+            format_2 = version in FORMAT_2_CONFIG_VERSIONS
             metadata = document["metadata"] if version == SEALED_METADATA_CONFIG_VERSION else None
             if version == SEALED_METADATA_CONFIG_VERSION and metadata not in METADATA_SCHEMES:
                 raise UnsupportedFormatError(
